@@ -1,0 +1,3 @@
+from endpoint_forensics.cli import main
+
+main()
