@@ -1,0 +1,141 @@
+"""Credentials to bearer tokens, cached per scope and refreshed early.
+
+Owns token acquisition for a tenant (azure-identity: client secret or certificate) and the
+conversion of azure-core errors into ours. Tokens are refreshed 5 minutes before they expire
+(or halfway through a shorter lifetime), and ``invalidate`` forces a new one after a 401.
+May import ``config`` and ``errors`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from endpoint_forensics.config import TenantConfig
+from endpoint_forensics.errors import AuthError, TransientError
+
+__all__ = ["TokenProvider", "CredentialTokenProvider", "REFRESH_EARLY_SECONDS"]
+
+log = logging.getLogger(__name__)
+
+REFRESH_EARLY_SECONDS = 300
+
+
+class TokenProvider(Protocol):
+    def get_token(self, scope: str) -> str: ...
+
+    def invalidate(self, scope: str) -> None: ...
+
+
+@dataclass
+class _Cached:
+    token: str
+    expires_on: float
+    acquired_at: float
+
+    def fresh(self, now: float) -> bool:
+        lifetime = self.expires_on - self.acquired_at
+        margin = min(REFRESH_EARLY_SECONDS, lifetime / 2)
+        return now < self.expires_on - margin
+
+
+class CredentialTokenProvider:
+    """Tokens for one tenant from an azure-identity credential, cached per scope."""
+
+    def __init__(self, tenant: TenantConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self._tenant = tenant
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, _Cached] = {}
+        self._credential: Any = None
+        self.acquired = 0  # tokens fetched from the authority, for the run record
+
+    def get_token(self, scope: str) -> str:
+        """Return a bearer token for ``scope``, from the cache while it is fresh.
+
+        Raises:
+            AuthError: the authority refused the credential (wrong secret, unknown app, no consent).
+            TransientError: the authority could not be reached.
+        """
+        with self._lock:
+            cached = self._cache.get(scope)
+            now = self._clock()
+            if cached is not None and cached.fresh(now):
+                return cached.token
+            token, expires_on = self._acquire(scope)
+            self._cache[scope] = _Cached(token, float(expires_on), now)
+            self.acquired += 1
+            return token
+
+    def invalidate(self, scope: str) -> None:
+        """Forget the cached token for ``scope`` (the API answered 401)."""
+        with self._lock:
+            self._cache.pop(scope, None)
+            # azure-identity keeps its own cache; a new credential object starts empty.
+            self._credential = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._credential is not None:
+                self._credential.close()
+                self._credential = None
+
+    def _acquire(self, scope: str) -> tuple[str, int]:
+        from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+
+        if self._credential is None:
+            self._credential = _build_credential(self._tenant)
+        try:
+            access = self._credential.get_token(scope)
+        except ClientAuthenticationError as exc:
+            raise AuthError(
+                f"tenant {self._tenant.name!r}: the authority refused the app's credentials "
+                f"for {scope}: {_first_line(exc.message or str(exc))}"
+            ) from exc
+        except ServiceRequestError as exc:
+            raise TransientError(
+                f"tenant {self._tenant.name!r}: cannot reach the authority "
+                f"{self._tenant.authority_host}: {_first_line(str(exc))}"
+            ) from exc
+        return access.token, access.expires_on
+
+
+def _build_credential(tenant: TenantConfig) -> Any:
+    from azure.identity import CertificateCredential, ClientSecretCredential
+
+    options: dict[str, Any] = {
+        "authority": tenant.authority_host,
+        # Instance discovery asks login.microsoftonline.com about the authority; a sovereign
+        # or emulated authority host answers for itself.
+        "disable_instance_discovery": not tenant.authority_is_known,
+    }
+    if tenant.ca_bundle is not None:
+        options["connection_verify"] = str(tenant.ca_bundle)
+    if tenant.client_secret is not None:
+        return ClientSecretCredential(
+            tenant.tenant_id, tenant.client_id, tenant.client_secret.reveal(), **options
+        )
+    assert tenant.certificate_path is not None  # guaranteed by TenantConfig
+    password = tenant.certificate_password.reveal() if tenant.certificate_password else None
+    return CertificateCredential(
+        tenant.tenant_id,
+        tenant.client_id,
+        str(tenant.certificate_path),
+        password=password,
+        **options,
+    )
+
+
+def _first_line(text: str) -> str:
+    """The useful part of an Entra error: its first line, without trace and correlation ids."""
+    for marker in ("\r\n", "\n", " Trace ID:"):
+        text = text.split(marker)[0]
+    text = text.strip()
+    # azure-identity prefixes "Authentication failed: " or the credential name.
+    for prefix in ("ClientSecretCredential.get_token failed: ", "Authentication failed: "):
+        text = text.removeprefix(prefix)
+    return text[:300]

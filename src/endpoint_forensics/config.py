@@ -1,0 +1,317 @@
+"""Settings: a TOML file plus environment overrides, validated, with secret references.
+
+Owns the configuration model and its errors. Every error names the key (``tenants[0].client_id``)
+and what is wrong with it, never the value: a value may be a secret.
+
+Environment overrides: ``EPF_<KEY>`` with ``__`` between levels and list indices as numbers,
+e.g. ``EPF_STORE__PATH=/data/epf.duckdb`` or ``EPF_TENANTS__0__CLIENT_SECRET=env:CONTOSO_SECRET``.
+(pydantic-settings cannot override one field of one tenant in a list, so the overlay is ours;
+pydantic does the validation.)
+
+Secret references: ``env:NAME`` (an environment variable), ``file:PATH`` (a file's content,
+stripped; relative to the config file), anything else is the literal secret.
+May import only ``tables`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from endpoint_forensics.errors import ConfigError
+
+__all__ = [
+    "DATASETS",
+    "Secret",
+    "Settings",
+    "StateConfig",
+    "StoreConfig",
+    "TenantConfig",
+    "load_settings",
+    "settings_from_mapping",
+]
+
+DATASETS: tuple[str, ...] = ("machines", "agent_health")
+Dataset = Literal["machines", "agent_health"]
+ENV_PREFIX = "EPF_"
+
+KNOWN_AUTHORITIES = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+    }
+)
+
+
+class Secret:
+    """A secret value that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value", "_source")
+
+    def __init__(self, value: str, *, source: str) -> None:
+        self._value = value
+        self._source = source  # "literal", "env:NAME" or "file:PATH": safe to show
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def __repr__(self) -> str:
+        return f"Secret(<hidden>, source={self._source!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class StoreConfig(_Model):
+    """The embedded DuckDB workspace."""
+
+    path: Path = Path("epf.duckdb")
+
+
+class StateConfig(_Model):
+    """Where checkpoints and quarantined records live."""
+
+    dir: Path = Path(".epf-state")
+
+
+class TenantConfig(_Model):
+    """One Defender tenant and the Entra app registration that reads it."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    tenant_id: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: Secret | None = None
+    certificate_path: Path | None = None
+    certificate_password: Secret | None = None
+    authority_host: str = "https://login.microsoftonline.com"
+    mde_base_url: str = "https://api.security.microsoft.com"
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    mde_scope: str = "https://api.securitycenter.microsoft.com/.default"
+    graph_scope: str = "https://graph.microsoft.com/.default"
+    ca_bundle: Path | None = None
+    hunting_api: Literal["graph", "mde"] = "graph"
+    datasets: tuple[Dataset, ...] = DATASETS
+    page_size: int = Field(default=10_000, ge=1, le=10_000)
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=20)
+
+    @field_validator("authority_host", "mde_base_url", "graph_base_url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle", "certificate_path")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> TenantConfig:
+        if (self.client_secret is None) == (self.certificate_path is None):
+            raise ValueError("set exactly one of client_secret or certificate_path")
+        return self
+
+    @property
+    def authority_is_known(self) -> bool:
+        host = self.authority_host.removeprefix("https://").split("/")[0]
+        return host in KNOWN_AUTHORITIES
+
+
+class Settings(_Model):
+    """The whole configuration."""
+
+    store: StoreConfig = StoreConfig()
+    state: StateConfig = StateConfig()
+    tenants: tuple[TenantConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        names = [t.name for t in self.tenants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tenant names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+def load_settings(
+    path: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read, overlay and validate the config file at ``path``.
+
+    Args:
+        path: the TOML file.
+        environ: the environment to read ``EPF_*`` overrides and ``env:`` secrets from.
+        overrides: dotted keys set last (the CLI's ``--db`` is ``{"store.path": ...}``).
+
+    Raises:
+        ConfigError: the file is missing or unreadable, is not TOML, or a key is invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return settings_from_mapping(
+        data, base_dir=path.parent, source=str(path), environ=environ, overrides=overrides
+    )
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    source: str = "config",
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Validate an already parsed config mapping (see :func:`load_settings`)."""
+    env = os.environ if environ is None else environ
+    merged = _apply_env(_deep_copy(data), env, source)
+    for dotted, value in (overrides or {}).items():
+        _set_path(merged, dotted.split("."), value, source)
+    _resolve_in_place(merged, base_dir, env, source)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: str) -> dict[str, Any]:
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if parts[0] not in Settings.model_fields:
+            continue  # EPF_CONFIG and friends are not settings
+        value: Any = env[name]
+        if value.startswith("["):  # a list, written as JSON: EPF_TENANTS__0__DATASETS='["machines"]'
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"environment variable {name}: not a JSON list") from None
+        _set_path(data, parts, value, f"environment variable {name}")
+    return data
+
+
+def _set_path(data: dict[str, Any], parts: list[str], value: Any, source: str) -> None:
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{source}: {'.'.join(parts)}: no list item {part}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"{source}: {'.'.join(parts[:i])} is not a table")
+
+
+_PATH_KEYS = {"path", "dir", "ca_bundle", "certificate_path"}
+_SECRET_KEYS = {"client_secret", "certificate_password"}
+
+
+def _resolve_in_place(data: Any, base_dir: Path, env: Mapping[str, str], source: str) -> None:
+    """Turn path strings into absolute paths and secret references into Secrets."""
+
+    def walk(node: Any, loc: str) -> None:
+        if isinstance(node, dict):
+            for key, value in list(node.items()):
+                here = f"{loc}.{key}" if loc else key
+                if key in _SECRET_KEYS and isinstance(value, str):
+                    node[key] = _resolve_secret(value, here, base_dir, env, source)
+                elif key in _PATH_KEYS and isinstance(value, str | Path):
+                    node[key] = (base_dir / Path(value).expanduser()).resolve()
+                else:
+                    walk(value, here)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{loc}[{i}]")
+
+    walk(data, "")
+
+
+def _resolve_secret(
+    ref: str, loc: str, base_dir: Path, env: Mapping[str, str], source: str
+) -> Secret:
+    if ref.startswith("env:"):
+        name = ref[4:]
+        if not name or name not in env or not env[name]:
+            raise ConfigError(f"{source}: {loc}: environment variable {name!r} is not set")
+        return Secret(env[name], source=ref)
+    if ref.startswith("file:"):
+        file = (base_dir / Path(ref[5:]).expanduser()).resolve()
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{source}: {loc}: cannot read secret file {str(file)!r}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{source}: {loc}: secret file {str(file)!r} is empty")
+        return Secret(value, source=f"file:{file}")
+    if ref.startswith("keyvault:"):
+        raise ConfigError(f"{source}: {loc}: keyvault: secret references are not supported yet; use env: or file:")
+    if not ref:
+        raise ConfigError(f"{source}: {loc}: is empty")
+    return Secret(ref, source="literal")
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "is required"
+        problems.append(f"{loc or '(top level)'}: {msg}")
+    return f"{source}: " + "; ".join(problems)

@@ -1,0 +1,75 @@
+"""The demo: an emulated tenant, one full sync into a local workspace, and what it found.
+
+Owns the glue the ``epf demo`` command runs; the CLI only renders what this returns.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from endpoint_forensics import store
+from endpoint_forensics.config import load_settings
+from endpoint_forensics.pipeline import Progress, RunSummary, run_sync
+from endpoint_forensics.sinks.duckdb import DuckDBSink
+from endpoint_forensics.tables import AGENT_HEALTH_TESTS
+
+__all__ = ["DemoResult", "run_demo"]
+
+
+@dataclass
+class DemoResult:
+    db: Path
+    summary: RunSummary
+    truth: dict[str, int]
+    synced: dict[str, int]  # rows this run wrote, per table
+    by_platform: list[dict[str, Any]] = field(default_factory=list)
+    failing_tests: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def matches_truth(self) -> bool:
+        return all(self.synced.get(t, -1) == n for t, n in self.truth.items())
+
+
+def run_demo(
+    *,
+    devices: int,
+    seed: int,
+    db: Path,
+    progress: Progress | None = None,
+    emulator_options: dict[str, Any] | None = None,
+) -> DemoResult:
+    """Start the emulator, sync it into ``db``, and summarise the latest snapshot."""
+    from endpoint_forensics.emulator import Emulator, EmulatorSettings
+
+    settings_kw: dict[str, Any] = {"devices": devices, "seed": seed, **(emulator_options or {})}
+    with tempfile.TemporaryDirectory(prefix="epf-demo-") as tmp:
+        with Emulator(EmulatorSettings(**settings_kw)) as emu:
+            config_path = Path(tmp) / "emulated.toml"
+            emu.write_config(config_path)
+            settings = load_settings(
+                config_path,
+                overrides={"store.path": str(db.resolve()), "state.dir": str(Path(tmp) / "state")},
+            )
+            sink = DuckDBSink(settings.store.path)
+            try:
+                summary = run_sync(settings, [sink], progress=progress)
+            finally:
+                sink.close()
+            truth = dict(emu.stats()["truth"])
+    synced = {o.table: o.rows for o in summary.outcomes if o.outcome == "Succeeded"}
+    synced["EPF_Runs_CL"] = len(summary.outcomes)
+    result = DemoResult(db=db, summary=summary, truth=truth, synced=synced)
+    latest = f'| where RunId == "{summary.run_id}"'
+    result.by_platform = store.run_query(
+        db, f"EPF_Devices_CL {latest} | summarize Devices = count() by OSPlatform | order by Devices desc"
+    ).records()
+    failing = " , ".join(f"{t} = countif({t} == \"Fail\")" for t in AGENT_HEALTH_TESTS)
+    counts = store.run_query(db, f"EPF_AgentHealth_CL {latest} | summarize {failing}").records()
+    if counts:
+        result.failing_tests = [
+            {"Test": t, "FailingDevices": counts[0][t] or 0} for t in AGENT_HEALTH_TESTS
+        ]
+    return result

@@ -1,0 +1,271 @@
+"""The one HTTP client: TLS, bearer tokens, rate budgets, retries, OData paging.
+
+Owns every request the collector makes to a remote API, and the conversion of httpx errors
+into ours. Behaviour (STYLE.md 14): follows ``@odata.nextLink`` verbatim without re-adding
+parameters; honours ``Retry-After`` (seconds or an HTTP date); retries 429, 5xx, timeouts and
+connection errors with capped, jittered backoff; re-acquires the token once after a 401;
+logs sanitized URLs only, at DEBUG. May import ``auth``, ``ratelimit`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import platform
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import orjson
+
+from endpoint_forensics import __version__
+from endpoint_forensics.auth import TokenProvider
+from endpoint_forensics.errors import AuthError, HttpStatusError, TransientError
+from endpoint_forensics.ratelimit import RateBudget
+
+__all__ = ["ApiClient", "USER_AGENT", "retry_after_seconds", "sanitize_url"]
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"epf/{__version__} python/{platform.python_version()}"
+_SECRET_PARAMS = {"sig", "signature", "token", "access_token", "client_secret", "code", "key"}
+_MAX_THROTTLED = 30  # 429s waited out per request before giving up
+_BACKOFF_BASE_SECONDS = 1.0
+_BACKOFF_CAP_SECONDS = 60.0
+_RETRY_AFTER_CAP_SECONDS = 3600.0
+
+
+class ApiClient:
+    """Authenticated JSON requests to one tenant's APIs, within their rate budgets."""
+
+    def __init__(
+        self,
+        tokens: TokenProvider,
+        *,
+        verify: str | bool = True,
+        timeout_seconds: float = 120.0,
+        max_retries: int = 6,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._tokens = tokens
+        self._max_retries = max_retries
+        self._sleep = sleep
+        self._http = httpx.Client(
+            verify=verify,
+            timeout=httpx.Timeout(timeout_seconds, connect=min(30.0, timeout_seconds)),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            transport=transport,
+            follow_redirects=False,
+        )
+        # Per budget name: requests, throttled, retries. Read by the pipeline for EPF_Runs_CL.
+        self.stats: dict[str, Counter[str]] = {}
+
+    def close(self) -> None:
+        self._http.close()
+        close_tokens = getattr(self._tokens, "close", None)
+        if close_tokens is not None:
+            close_tokens()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        scope: str,
+        budget: RateBudget,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        """Send one request and return its decoded JSON body, retrying what may succeed later.
+
+        Raises:
+            AuthError: 401 after a fresh token, or 403 (a permission is missing).
+            HttpStatusError: any other 4xx (carries status, OData code, request id).
+            TransientError: retries exhausted on 429, 5xx, timeouts or network errors.
+        """
+        stats = self.stats.setdefault(budget.limit.name, Counter())
+        content = orjson.dumps(json_body) if json_body is not None else None
+        attempt = 0
+        throttled = 0
+        reauthenticated = False
+        while True:
+            budget.acquire()
+            headers = {"Authorization": f"Bearer {self._tokens.get_token(scope)}"}
+            if content is not None:
+                headers["Content-Type"] = "application/json; charset=utf-8"
+            stats["requests"] += 1
+            safe_url = sanitize_url(url if not params else f"{url}?{urlencode(params)}")
+            try:
+                response = self._http.request(
+                    method, url, params=params, content=content, headers=headers
+                )
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                problem = f"{method} {safe_url}: {type(exc).__name__}: {_scrub(str(exc))}"
+                if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    raise TransientError(
+                        f"{method} {safe_url}: the server's TLS certificate is not trusted; "
+                        "set ca_bundle in the tenant config to the CA that issued it"
+                    ) from exc
+                attempt = self._backoff_or_raise(attempt, problem, stats, exc)
+                continue
+            log.debug("%s %s -> %s", method, safe_url, response.status_code)
+            status = response.status_code
+            if 200 <= status < 300:
+                try:
+                    return orjson.loads(response.content) if response.content else None
+                except orjson.JSONDecodeError as exc:
+                    # A body cut short by the network: the same request usually succeeds.
+                    problem = f"{method} {safe_url}: response is not valid JSON"
+                    attempt = self._backoff_or_raise(attempt, problem, stats, exc)
+                    continue
+            code, message = _odata_error(response)
+            request_id = response.headers.get("request-id") or response.headers.get(
+                "x-ms-request-id"
+            )
+            where = f"{method} {safe_url} -> {status}"
+            detail = f"{code}: {message}" if code else message
+            if status == 401 and not reauthenticated:
+                reauthenticated = True
+                self._tokens.invalidate(scope)
+                stats["reauthenticated"] += 1
+                continue
+            if status == 401:
+                raise AuthError(f"{where}: the API refused a fresh token: {detail}")
+            if status == 403:
+                raise AuthError(
+                    f"{where}: the app lacks a permission for this API ({detail}); "
+                    "grant it and admin consent in Entra ID"
+                )
+            if status == 429:
+                throttled += 1
+                stats["throttled"] += 1
+                if throttled > _MAX_THROTTLED:
+                    raise TransientError(f"{where}: still throttled after {throttled} waits")
+                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                if wait is None:
+                    wait = _backoff_seconds(throttled)
+                log.debug("throttled, waiting %.1f s: %s", wait, where)
+                self._sleep(wait)
+                continue
+            if status >= 500:
+                attempt = self._backoff_or_raise(attempt, f"{where}: {detail}", stats, None)
+                continue
+            raise HttpStatusError(
+                f"{where}: {detail}",
+                method=method,
+                url=safe_url,
+                status=status,
+                code=code,
+                request_id=request_id,
+            )
+
+    def iter_odata_pages(
+        self,
+        url: str,
+        *,
+        scope: str,
+        budget: RateBudget,
+        params: Mapping[str, str] | None = None,
+    ) -> Iterator[list[Any]]:
+        """Yield the ``value`` array of each page, following ``@odata.nextLink`` to the end."""
+        next_url: str | None = url
+        next_params = params
+        pages = 0
+        while next_url is not None:
+            body = self.request_json(
+                "GET", next_url, scope=scope, budget=budget, params=next_params
+            )
+            if not isinstance(body, dict):
+                raise HttpStatusError(
+                    f"GET {sanitize_url(next_url)}: expected an OData object, got "
+                    f"{type(body).__name__}",
+                    method="GET",
+                    url=sanitize_url(next_url),
+                    status=200,
+                )
+            value = body.get("value")
+            yield value if isinstance(value, list) else []
+            pages += 1
+            link = body.get("@odata.nextLink")
+            # The link is opaque and complete ($skip or $skiptoken): never re-add parameters.
+            next_url = link if isinstance(link, str) and link else None
+            next_params = None
+        log.debug("%s: %d pages", sanitize_url(url), pages)
+
+    def _backoff_or_raise(
+        self, attempt: int, problem: str, stats: Counter[str], exc: BaseException | None
+    ) -> int:
+        attempt += 1
+        if attempt > self._max_retries:
+            raise TransientError(f"{problem} (gave up after {attempt} attempts)") from exc
+        stats["retries"] += 1
+        wait = _backoff_seconds(attempt)
+        log.debug("retry %d in %.1f s: %s", attempt, wait, problem)
+        self._sleep(wait)
+        return attempt
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), _RETRY_AFTER_CAP_SECONDS)
+
+
+def sanitize_url(url: str) -> str:
+    """The URL with secret-bearing query values (SAS signatures, tokens) replaced."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [
+        (k, "REDACTED" if k.lower() in _SECRET_PARAMS else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="$,'():/")))
+
+
+def _backoff_seconds(attempt: int) -> float:
+    return min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)) * random.uniform(
+        0.5, 1.0
+    )
+
+
+def _odata_error(response: httpx.Response) -> tuple[str | None, str]:
+    """The ``error.code`` and ``error.message`` of an MDE/Graph error body, or the status text."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+        return None, text or response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return (
+            str(error.get("code")) if error.get("code") else None,
+            str(error.get("message") or response.reason_phrase)[:500],
+        )
+    return None, response.reason_phrase
+
+
+def _scrub(text: str) -> str:
+    """Drop anything that looks like a URL query from an exception text."""
+    return " ".join(w.split("?")[0] if "://" in w else w for w in text.split())[:300]

@@ -1,0 +1,1 @@
+"""Sinks: destinations for record batches, one interface (``contracts.Sink``)."""

@@ -1,0 +1,75 @@
+import pytest
+
+from endpoint_forensics.sources.hunting import HEALTH_SCIDS, agent_health_query, device_health_row, os_family
+from endpoint_forensics.tables import AGENT_HEALTH_TESTS
+
+
+def result(platform, assessments, device="d1"):
+    return {"DeviceId": device, "DeviceName": "pc1", "OSPlatform": platform,
+            "LastAssessed": "2026-11-20T10:00:00.0000000Z", "Assessments": assessments}
+
+
+def test_windows_results_follow_applicable_and_compliant():
+    row = device_health_row(result("Windows11", [
+        "scid-2000=True/True",      # SensorEnabled: pass
+        "scid-2001=True/False",     # SensorDataCollection: fail
+        "scid-2013=False/",         # PUA not applicable
+        "scid-2016=true/true",      # lower case as Kusto's tostring(bool) gives
+        "scid-2012=True/",          # compliance unknown
+    ]))
+    assert row["OSFamily"] == "Windows"
+    assert row["SensorEnabled"] == "Pass"
+    assert row["SensorDataCollection"] == "Fail"
+    assert row["PUAProtection"] == "NotApplicable"
+    assert row["CloudProtection"] == "Pass"
+    assert row["RealtimeProtection"] == "Unknown"
+    assert row["TamperProtection"] == "Unknown"  # no row for scid-2003
+    assert row["FailingTests"] == 1
+
+
+def test_macos_tests_without_a_scid_are_not_applicable():
+    row = device_health_row(result("macOS", ["scid-5001=True/True", "scid-5092=True/False"]))
+    assert row["OSFamily"] == "macOS"
+    assert row["SensorEnabled"] == "NotApplicable"
+    assert row["AntivirusEnabled"] == "NotApplicable"
+    assert row["AntivirusReporting"] == "NotApplicable"
+    assert row["SensorDataCollection"] == "Pass"
+    assert row["TamperProtection"] == "Fail"
+    assert row["BehaviorMonitoring"] == "Unknown"
+
+
+def test_linux_and_the_vocabulary():
+    row = device_health_row(result("Ubuntu", ["scid-6001=True/True"]))
+    assert row["OSFamily"] == "Linux"
+    assert {row[t] for t in AGENT_HEALTH_TESTS} <= {"Pass", "Fail", "NotApplicable", "Unknown"}
+    assert row["TamperProtection"] == "NotApplicable"
+
+
+def test_family_falls_back_to_the_scids_seen():
+    assert os_family(None, ["scid-5001"]) == "macOS"
+    assert os_family("SomethingNew", ["scid-6001", "scid-6002"]) == "Linux"
+    assert os_family("SomethingNew", ["scid-6001", "scid-5001"]) is None
+
+
+def test_assessments_as_json_text_are_accepted():
+    row = device_health_row(result("Linux", '["scid-6001=True/False"]'))
+    assert row["SensorDataCollection"] == "Fail"
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ({"DeviceName": "x", "Assessments": []}, "no DeviceId"),
+    ({"DeviceId": "x"}, "no Assessments"),
+    ({"DeviceId": "x", "OSPlatform": "iOS", "Assessments": []}, "OS family"),
+    ("just text", "not an object"),
+])
+def test_unusable_results_are_rejected_with_reasons(bad, reason):
+    assert reason in device_health_row(bad)
+
+
+def test_query_names_every_health_scid_and_the_prefix():
+    q = agent_health_query("ab")
+    for tests in HEALTH_SCIDS.values():
+        for scid in tests.values():
+            assert f'"{scid}"' in q
+    assert 'startswith "ab"' in q
+    assert "startswith" not in agent_health_query()

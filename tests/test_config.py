@@ -1,0 +1,114 @@
+from pathlib import Path
+
+import pytest
+
+from endpoint_forensics.config import Secret, load_settings
+from endpoint_forensics.errors import ConfigError
+
+GOOD = """
+[store]
+path = "ws.duckdb"
+
+[[tenants]]
+name = "contoso"
+tenant_id = "11111111-2222-3333-4444-555555555555"
+client_id = "66666666-7777-8888-9999-000000000000"
+client_secret = "env:CONTOSO_SECRET"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "epf.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_good_config_loads_with_defaults(tmp_path):
+    settings = load_settings(write(tmp_path, GOOD), environ={"CONTOSO_SECRET": "s3cr3t-value"})
+    tenant = settings.tenants[0]
+    assert settings.store.path == (tmp_path / "ws.duckdb").resolve()
+    assert tenant.client_secret.reveal() == "s3cr3t-value"
+    assert tenant.mde_base_url == "https://api.security.microsoft.com"
+    assert tenant.graph_base_url == "https://graph.microsoft.com/v1.0"
+    assert tenant.datasets == ("machines", "agent_health")
+    assert tenant.authority_is_known
+
+
+def test_secrets_never_show_in_repr(tmp_path):
+    settings = load_settings(write(tmp_path, GOOD), environ={"CONTOSO_SECRET": "s3cr3t-value"})
+    assert "s3cr3t-value" not in repr(settings)
+    assert "s3cr3t-value" not in str(settings.tenants[0].client_secret)
+
+
+def test_file_secret_reference_is_read_relative_to_the_config(tmp_path):
+    (tmp_path / "secret.txt").write_text("from-a-file\n")
+    text = GOOD.replace("env:CONTOSO_SECRET", "file:secret.txt")
+    settings = load_settings(write(tmp_path, text), environ={})
+    assert settings.tenants[0].client_secret.reveal() == "from-a-file"
+
+
+def test_environment_overrides_one_field_of_one_tenant(tmp_path):
+    env = {
+        "CONTOSO_SECRET": "x",
+        "EPF_TENANTS__0__PAGE_SIZE": "500",
+        "EPF_STORE__PATH": "/tmp/other.duckdb",
+        "EPF_TENANTS__0__DATASETS": '["machines"]',
+    }
+    settings = load_settings(write(tmp_path, GOOD), environ=env)
+    assert settings.tenants[0].page_size == 500
+    assert settings.tenants[0].datasets == ("machines",)
+    assert settings.store.path == Path("/tmp/other.duckdb")
+
+
+@pytest.mark.parametrize(
+    "mutate, key, problem",
+    [
+        (lambda t: t.replace('client_id = "66666666-7777-8888-9999-000000000000"\n', ""), "tenants[0].client_id", "is required"),
+        (lambda t: t + 'mde_base_url = "http://plain.example"\n', "tenants[0].mde_base_url", "https://"),
+        (lambda t: t + "page_size = 20000\n", "tenants[0].page_size", "10000"),
+        (lambda t: t + "colour = 'blue'\n", "tenants[0].colour", "unknown key"),
+        (lambda t: t + 'datasets = ["machines", "everything"]\n', "tenants[0].datasets[1]", "machines"),
+        (lambda t: t + 'ca_bundle = "missing-ca.pem"\n', "tenants[0].ca_bundle", "does not exist"),
+        (lambda t: t + 'certificate_path = "epf.toml"\n', "tenants[0]", "exactly one of client_secret or certificate_path"),
+        (lambda t: t.replace("[[tenants]]", "[[tenants]]\nname = 'dup'\n[[tenants]]"), "tenants", None),
+    ],
+)
+def test_a_bad_config_names_the_key_and_what_is_wrong(tmp_path, mutate, key, problem):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, mutate(GOOD)), environ={"CONTOSO_SECRET": "hidden-value"})
+    message = str(info.value)
+    assert key in message
+    if problem:
+        assert problem in message
+    assert "hidden-value" not in message
+
+
+def test_unset_secret_variable_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.client_secret: environment variable 'CONTOSO_SECRET' is not set"):
+        load_settings(write(tmp_path, GOOD), environ={})
+
+
+def test_not_toml_says_where(tmp_path):
+    with pytest.raises(ConfigError, match=r"not valid TOML.*line 2"):
+        load_settings(write(tmp_path, "[store]\npath = \n"), environ={})
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_no_tenants_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="tenants"):
+        load_settings(write(tmp_path, "[store]\npath='x'\n"), environ={})
+
+
+def test_keyvault_references_are_refused_clearly(tmp_path):
+    text = GOOD.replace("env:CONTOSO_SECRET", "keyvault:https://v.vault.azure.net/secrets/x")
+    with pytest.raises(ConfigError, match="keyvault: secret references are not supported yet"):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_secret_equality_and_source():
+    assert Secret("a", source="literal") == Secret("a", source="env:X")
+    assert Secret("a", source="env:X").source == "env:X"
