@@ -1,0 +1,9 @@
+import pytest
+
+from endpoint_forensics.emulator import Emulator, EmulatorSettings
+
+
+@pytest.fixture(scope="module")
+def small_cli_tenant():
+    with Emulator(EmulatorSettings(devices=40, seed=4)) as emu:
+        yield emu

@@ -1,0 +1,104 @@
+"""The `epf` command as a user runs it: a separate process, real arguments, real exit codes."""
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from endpoint_forensics.tables import TABLES
+
+
+def epf(*args, cwd=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "endpoint_forensics", *args],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
+    )
+
+
+def test_help_works_with_h_and_lists_every_command():
+    result = epf("-h")
+    assert result.returncode == 0
+    for command in ("demo", "emulator", "sync", "query", "tables"):
+        assert command in result.stdout
+
+
+def test_tables_json_is_the_registry():
+    result = epf("tables", "--format", "json")
+    assert result.returncode == 0
+    printed = orjson.loads(result.stdout)
+    assert [t["name"] for t in printed] == list(TABLES)
+    devices = printed[0]
+    assert devices["key"] == ["DefenderTenantId", "DeviceId"]
+    assert {"name": "MachineTags", "type": "dynamic"}.items() <= next(c for c in devices["columns"] if c["name"] == "MachineTags").items()
+    assert devices["source"] == "mde:machines"
+
+
+def test_a_malformed_config_names_the_key_and_exits_2(tmp_path):
+    config = tmp_path / "epf.toml"
+    config.write_text('[[tenants]]\nname = "x"\ntenant_id = "t"\nclient_secret = "s3cr3t"\npage_size = "lots"\n')
+    result = epf("sync", "--config", str(config))
+    assert result.returncode == 2
+    assert "tenants[0].client_id: is required" in result.stderr
+    assert "tenants[0].page_size" in result.stderr
+    assert "Traceback" not in result.stderr and "s3cr3t" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_wrong_secret_is_one_clear_line_and_a_failed_run(small_cli_tenant, tmp_path):
+    config = tmp_path / "epf.toml"
+    small_cli_tenant.write_config(config)
+    text = config.read_text()
+    real = small_cli_tenant.client_secret
+    config.write_text(text.replace(real, "not-the-secret-at-all"))
+    result = epf("sync", "--config", str(config), "--db", str(tmp_path / "ws.duckdb"))
+    assert result.returncode == 1
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "AADSTS7000215" in errors[0] and "emulated" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "not-the-secret-at-all" not in result.stderr + result.stdout
+    assert real not in result.stderr + result.stdout
+
+
+def test_sync_then_query_in_every_format(small_cli_tenant, tmp_path):
+    config = tmp_path / "epf.toml"
+    small_cli_tenant.write_config(config)
+    db = tmp_path / "ws.duckdb"
+    result = epf("sync", "--config", str(config), "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert "EPF_Devices_CL" in result.stdout and "Succeeded" in result.stdout
+    assert small_cli_tenant.client_secret not in result.stdout + result.stderr
+
+    as_json = epf("query", "--db", str(db), "--format", "json", "EPF_Devices_CL | summarize arg_max(TimeGenerated, *) by DeviceId | count")
+    assert as_json.returncode == 0, as_json.stderr
+    assert orjson.loads(as_json.stdout) == [{"Count": 40}]
+
+    as_csv = epf("query", "--db", str(db), "--format", "csv", "EPF_Devices_CL | summarize n = count() by OSPlatform | order by OSPlatform asc")
+    lines = as_csv.stdout.splitlines()
+    assert lines[0] == "OSPlatform,n" and sum(int(l.rsplit(",", 1)[1]) for l in lines[1:]) == 40
+
+    as_sql = epf("query", "--db", str(db), "--sql", "--format", "json", 'SELECT count(*) AS n FROM "EPF_AgentHealth_CL"')
+    assert orjson.loads(as_sql.stdout)[0]["n"] == small_cli_tenant.stats()["truth"]["EPF_AgentHealth_CL"]
+
+    bad = epf("query", "--db", str(db), "EPF_Devices_CL | where NoSuchColumn == 1")
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_query_on_a_missing_workspace_says_what_to_do(tmp_path):
+    result = epf("query", "--db", str(tmp_path / "none.duckdb"), "EPF_Devices_CL | count")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "epf demo" in result.stderr
+
+
+@pytest.mark.e2e
+def test_demo_counts_match_the_truth(tmp_path):
+    db = tmp_path / "demo.duckdb"
+    result = epf("demo", "--devices", "3000", "--seed", "7", "--db", str(db), "--no-serve", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Row counts equal the emulator's truth: yes" in result.stdout
+    assert "Devices per platform" in result.stdout and "Agent health tests failing" in result.stdout
+    count = epf("query", "--db", str(db), "--format", "json", "EPF_Devices_CL | summarize arg_max(TimeGenerated, *) by DeviceId | count")
+    assert orjson.loads(count.stdout) == [{"Count": 3000}]
+    families = epf("query", "--db", str(db), "--format", "json", "EPF_AgentHealth_CL | summarize n = count() by OSFamily")
+    assert {r["OSFamily"] for r in orjson.loads(families.stdout)} == {"Windows", "macOS", "Linux"}

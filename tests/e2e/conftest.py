@@ -1,0 +1,34 @@
+"""End-to-end: the collector against the emulator over a loopback HTTPS socket."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from endpoint_forensics.config import Settings, load_settings
+from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from endpoint_forensics.pipeline import RunSummary, run_sync
+from endpoint_forensics.sinks.duckdb import DuckDBSink
+
+
+@pytest.fixture(scope="session")
+def small_tenant() -> Iterator[Emulator]:
+    """A 250-device tenant shared by read-only tests."""
+    with Emulator(EmulatorSettings(devices=250, seed=11)) as emu:
+        yield emu
+
+
+def settings_for(emu: Emulator, tmp_path: Path, **overrides: object) -> Settings:
+    config = tmp_path / "epf.toml"
+    emu.write_config(config)
+    values = {"store.path": str(tmp_path / "ws.duckdb"), "state.dir": str(tmp_path / "state")}
+    values.update({f"tenants.0.{k}": v for k, v in overrides.items()})
+    return load_settings(config, environ={}, overrides=values)
+
+
+def sync(settings: Settings) -> RunSummary:
+    sink = DuckDBSink(settings.store.path)
+    try:
+        return run_sync(settings, [sink])
+    finally:
+        sink.close()
