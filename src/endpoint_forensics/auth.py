@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from endpoint_forensics.config import TenantConfig
-from endpoint_forensics.errors import AuthError, TransientError
+from endpoint_forensics.errors import CredentialRefused, TransientError
 
 __all__ = ["TokenProvider", "CredentialTokenProvider", "REFRESH_EARLY_SECONDS"]
 
@@ -58,7 +58,7 @@ class CredentialTokenProvider:
         """Return a bearer token for ``scope``, from the cache while it is fresh.
 
         Raises:
-            AuthError: the authority refused the credential (wrong secret, unknown app, no consent).
+            CredentialRefused: the authority refused the credential (wrong secret, unknown app).
             TransientError: the authority could not be reached.
         """
         with self._lock:
@@ -91,15 +91,21 @@ class CredentialTokenProvider:
             self._credential = _build_credential(self._tenant)
         try:
             access = self._credential.get_token(scope)
-        except ClientAuthenticationError as exc:
-            raise AuthError(
-                f"tenant {self._tenant.name!r}: the authority refused the app's credentials "
-                f"for {scope}: {_first_line(exc.message or str(exc))}"
-            ) from exc
-        except ServiceRequestError as exc:
-            raise TransientError(
-                f"tenant {self._tenant.name!r}: cannot reach the authority "
-                f"{self._tenant.authority_host}: {_first_line(str(exc))}"
+        except (ClientAuthenticationError, ServiceRequestError) as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise TransientError(
+                    f"tenant {self._tenant.name!r}: the TLS certificate of the authority "
+                    f"{self._tenant.authority_host} is not trusted; set ca_bundle to the CA "
+                    "that issued it"
+                ) from exc
+            if isinstance(exc, ServiceRequestError):
+                raise TransientError(
+                    f"tenant {self._tenant.name!r}: cannot reach the authority "
+                    f"{self._tenant.authority_host}: {_first_line(str(exc))}"
+                ) from exc
+            raise CredentialRefused(
+                f"tenant {self._tenant.name!r}: the authority refused the app's credentials: "
+                f"{_first_line(exc.message or str(exc))}"
             ) from exc
         return access.token, access.expires_on
 

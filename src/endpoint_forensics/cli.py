@@ -189,7 +189,10 @@ def emulator(
         typer.echo(f"  CA bundle: {emu.ca_path}", err=True)
         typer.echo(f"  truth:     {emu.base_url}/_emulator/stats", err=True)
         if write_config:
-            emu.write_config(write_config)
+            # Written aside and renamed, so whoever waits for the file never reads half of it.
+            partial = write_config.with_name(write_config.name + ".partial")
+            emu.write_config(partial)
+            partial.replace(write_config)
             typer.echo(f"  config:    {write_config} (epf sync --config {write_config})", err=True)
         else:
             typer.echo(f"  client secret: {emu.client_secret}", err=True)

@@ -113,6 +113,9 @@ class TenantConfig(_Model):
     hunting_api: Literal["graph", "mde"] = "graph"
     datasets: tuple[Dataset, ...] = DATASETS
     page_size: int = Field(default=10_000, ge=1, le=10_000)
+    # The hunting APIs return at most this many rows (B.3); a result this long may be cut
+    # short, so the query is split. Lower only to test the split.
+    hunting_row_limit: int = Field(default=100_000, ge=1, le=100_000)
     timeout_seconds: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=20)
 

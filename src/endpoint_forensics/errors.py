@@ -5,6 +5,7 @@
     EpfError
     ├── ConfigError        fix the config (exit 2)
     ├── AuthError          fix credentials or consent (exit 1)
+    │   └── CredentialRefused  the authority refused the app's credentials
     ├── TransientError     429, 5xx, timeouts, connection failures: retry later
     └── PermanentError     400, 403, 404, schema rejected: skip and report
         └── HttpStatusError  a remote API answered with an error status
@@ -31,6 +32,10 @@ class ConfigError(EpfError):
 
 class AuthError(EpfError):
     """A credential was refused, or consent for a permission is missing."""
+
+
+class CredentialRefused(AuthError):
+    """The token authority refused the app's credentials: nothing of the tenant can be read."""
 
 
 class TransientError(EpfError):

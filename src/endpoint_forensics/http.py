@@ -13,6 +13,7 @@ import email.utils
 import logging
 import platform
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -46,7 +47,7 @@ class ApiClient:
         self,
         tokens: TokenProvider,
         *,
-        verify: str | bool = True,
+        verify: ssl.SSLContext | bool = True,
         timeout_seconds: float = 120.0,
         max_retries: int = 6,
         transport: httpx.BaseTransport | None = None,

@@ -9,6 +9,7 @@ May import ``sources``, ``sinks`` (through ``contracts``), ``state``, ``auth``, 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any
 from endpoint_forensics.auth import CredentialTokenProvider
 from endpoint_forensics.config import Settings, TenantConfig
 from endpoint_forensics.contracts import Batch, Sink
-from endpoint_forensics.errors import EpfError
+from endpoint_forensics.errors import CredentialRefused, EpfError
 from endpoint_forensics.http import ApiClient
 from endpoint_forensics.ratelimit import DOCUMENTED_LIMITS, RateBudget
 from endpoint_forensics.sources import hunting, mde
@@ -64,6 +65,7 @@ class DatasetOutcome:
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
     end: datetime | None = None
     error: str = ""
+    credential_refused: bool = False
 
     @property
     def duration_seconds(self) -> float:
@@ -110,10 +112,20 @@ def run_sync(
         factory = client_factory or _default_client
         with factory(tenant) as client:
             budgets = {name: RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()}
+            refused: str | None = None
             for dataset in tenant.datasets:
-                outcome = _collect(
-                    tenant, dataset, client, budgets, sinks, summary, quarantine, progress
-                )
+                if refused is not None:
+                    # Refused credentials fail every dataset alike: ask the authority once.
+                    outcome = DatasetOutcome(
+                        tenant.name, tenant.tenant_id, dataset, DATASET_SPECS[dataset].table.name
+                    )
+                    outcome.outcome, outcome.error, outcome.end = "Failed", refused, outcome.start
+                else:
+                    outcome = _collect(
+                        tenant, dataset, client, budgets, sinks, summary, quarantine, progress
+                    )
+                    if outcome.credential_refused:
+                        refused = outcome.error
                 summary.outcomes.append(outcome)
                 log.info(
                     "tenant %s dataset %s: %s, %d rows, %d quarantined, %.1f s",
@@ -132,9 +144,12 @@ def run_sync(
 
 
 def _default_client(tenant: TenantConfig) -> ApiClient:
+    # A configured bundle replaces the default trust store, as `curl --cacert` and the Azure
+    # SDK's connection_verify do, so the token endpoint and the APIs trust the same CAs.
+    verify = ssl.create_default_context(cafile=str(tenant.ca_bundle)) if tenant.ca_bundle else True
     return ApiClient(
         CredentialTokenProvider(tenant),
-        verify=str(tenant.ca_bundle) if tenant.ca_bundle else True,
+        verify=verify,
         timeout_seconds=tenant.timeout_seconds,
         max_retries=tenant.max_retries,
     )
@@ -174,10 +189,12 @@ def _collect(
                 if progress:
                     progress(tenant.name, dataset, rows, False)
         outcome.rows = rows  # only once every sink has committed
+    except CredentialRefused as exc:
+        outcome.outcome, outcome.error, outcome.credential_refused = "Failed", str(exc), True
     except EpfError as exc:
+        # Reported by the run summary (and EPF_Runs_CL), so logged once, with the others.
         outcome.outcome = "Failed"
         outcome.error = f"tenant {tenant.name!r} dataset {dataset}: {exc}"
-        log.warning("%s", outcome.error)
     finally:
         outcome.end = datetime.now(UTC)
         after = client.stats.get(spec.budget, {})

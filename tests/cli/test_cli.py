@@ -102,3 +102,28 @@ def test_demo_counts_match_the_truth(tmp_path):
     assert orjson.loads(count.stdout) == [{"Count": 3000}]
     families = epf("query", "--db", str(db), "--format", "json", "EPF_AgentHealth_CL | summarize n = count() by OSFamily")
     assert {r["OSFamily"] for r in orjson.loads(families.stdout)} == {"Windows", "macOS", "Linux"}
+
+
+@pytest.mark.e2e
+def test_emulator_writes_a_config_that_sync_uses(tmp_path):
+    import time
+
+    config = tmp_path / "emulated.toml"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "endpoint_forensics", "emulator", "--devices", "25", "--port", "0", "--write-config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not config.exists() and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.1)
+        assert config.exists(), "the emulator did not write its config"
+        result = epf("sync", "--config", str(config), "--db", str(tmp_path / "ws.duckdb"))
+        assert result.returncode == 0, result.stderr
+        count = epf("query", "--db", str(tmp_path / "ws.duckdb"), "--format", "json", "EPF_Devices_CL | count")
+        assert orjson.loads(count.stdout) == [{"Count": 25}]
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+    assert "https://127.0.0.1:" in err
+    assert "Traceback" not in err

@@ -19,6 +19,7 @@ def small_tenant() -> Iterator[Emulator]:
 
 
 def settings_for(emu: Emulator, tmp_path: Path, **overrides: object) -> Settings:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "epf.toml"
     emu.write_config(config)
     values = {"store.path": str(tmp_path / "ws.duckdb"), "state.dir": str(tmp_path / "state")}

@@ -1,3 +1,5 @@
+import ssl
+
 import duckdb
 import httpx
 import orjson
@@ -67,7 +69,7 @@ def test_the_legacy_mde_hunting_api_gives_the_same_rows(small_tenant, tmp_path):
 
 def test_a_hunting_result_at_the_row_limit_is_split_until_complete(tmp_path):
     with Emulator(EmulatorSettings(devices=120, seed=3, hunting_row_limit=40)) as emu:
-        settings = settings_for(emu, tmp_path, datasets=["agent_health"])
+        settings = settings_for(emu, tmp_path, datasets=["agent_health"], hunting_row_limit=40)
         summary = sync(settings)
         assert summary.exit_code == 0, summary.errors()
         assert summary.outcomes[0].rows == emu.stats()["truth"]["EPF_AgentHealth_CL"]
@@ -165,6 +167,7 @@ def test_the_collector_refuses_an_untrusted_certificate(small_tenant, tmp_path):
     bad = settings_for(small_tenant, tmp_path, ca_bundle=str(other_ca))
     summary = sync(bad)
     assert summary.exit_code == 1
+    assert "is not trusted; set ca_bundle" in summary.errors()[0]
     assert settings.tenants[0].ca_bundle != bad.tenants[0].ca_bundle
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{small_tenant.base_url}/_emulator/stats", verify=str(other_ca))
+        httpx.get(f"{small_tenant.base_url}/_emulator/stats", verify=ssl.create_default_context(cafile=str(other_ca)))

@@ -26,7 +26,6 @@ from endpoint_forensics.tables import AGENT_HEALTH, AGENT_HEALTH_TESTS, HealthRe
 
 __all__ = [
     "HEALTH_SCIDS",
-    "HUNTING_ROW_LIMIT",
     "agent_health_query",
     "device_health_row",
     "fetch_agent_health",
@@ -35,7 +34,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HUNTING_ROW_LIMIT = 100_000  # rows per query (B.3)
 _HEX = "0123456789abcdef"
 
 # test -> SCID per OS family; a test without a SCID on a family is NotApplicable there.
@@ -102,10 +100,9 @@ def fetch_agent_health(
     client: ApiClient,
     tenant: TenantConfig,
     budget: RateBudget,
-    *,
-    row_limit: int = HUNTING_ROW_LIMIT,
 ) -> Iterator[Batch]:
     """Yield the agent health rows, one batch per query, splitting queries that hit the limit."""
+    row_limit = tenant.hunting_row_limit
     pending = [""]
     while pending:
         prefix = pending.pop(0)
