@@ -1,0 +1,26 @@
+"""The emulated Defender tenant: a faithful local stand-in for the remote APIs.
+
+Used by ``epf demo``, ``epf emulator``, tests and benchmarks. A real HTTPS server on loopback
+(uvicorn + Starlette, certificate from a generated test CA) serving the Entra token endpoint,
+the MDE machines and advanced-hunting APIs and Graph ``runHuntingQuery`` over a deterministic
+synthetic fleet, with the documented rate limits, declarative fault injection and a
+``/_emulator/stats`` ground truth. Built from the documented wire format
+(shared/reference/defender-apis.md), quirks included.
+
+Must not import anything of the package except ``tables`` (it currently needs nothing): the
+emulator shares no parsing code with the collector, so a wire-format bug cannot hide.
+
+Modules: ``settings`` (settings, the ``--faults`` syntax); ``fleet``, ``devices``, ``tvm``
+(the synthetic data); ``store``, ``hunting`` (DuckDB tables, KQL); ``identity`` (Entra);
+``mde``, ``graph`` (the APIs); ``odata``, ``odata_lexer`` ($filter); ``limits`` (rate limits,
+faults, counters); ``responses`` (wire shapes); ``tenant``, ``app``, ``server`` (assembly, TLS,
+background thread). Importing this package loads none of uvicorn, Starlette or DuckDB; they
+load when an emulator starts.
+"""
+
+from __future__ import annotations
+
+from .server import Emulator
+from .settings import EmulatorSettings, Fault, parse_faults
+
+__all__ = ["Emulator", "EmulatorSettings", "Fault", "parse_faults"]

@@ -1,0 +1,401 @@
+"""The emulated Entra ID tenant: token endpoint, OpenID discovery, and bearer-token checks.
+
+Owns the client-credentials grant (defender-apis.md A.1-A.3): ``POST /{tenant}/oauth2/v2.0/token``
+(form or HTTP Basic client authentication; ``scope=<resource>/.default``), the legacy v1
+``/{tenant}/oauth2/token`` (``resource=``), the discovery document MSAL/azure-identity fetch
+first, Entra's error bodies (AADSTS90002, 700016, 7000215, 70011...), and the tokens themselves:
+JWTs signed HMAC-SHA256 with a per-emulator key, carrying ``aud``, ``tid``, ``appid`` and every
+app role. ``authorize`` is what each API calls first: 401 for a missing, forged, expired or
+wrong-audience token, 403 for a missing role, in that API's error dialect.
+
+Imports only ``responses`` and ``limits`` of the emulator: it shares no code with the collector.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+import secrets
+import time
+import uuid
+from collections.abc import Collection
+from typing import Any
+from urllib.parse import unquote_plus
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .limits import RequestStats
+from .responses import Dialect, entra_error, graph_error, json_response, mde_error
+
+__all__ = ["APP_ROLES", "GRAPH_AUDIENCES", "MDE_AUDIENCES", "RESOURCES", "Identity", "TokenError"]
+
+#: Resources (App ID URIs) a token can be requested for (defender-apis.md A.2).
+RESOURCES = frozenset(
+    {
+        "https://api.securitycenter.microsoft.com",
+        "https://api.security.microsoft.com",
+        "https://securitycenter.onmicrosoft.com/windowsatpservice",
+        "https://graph.microsoft.com",
+        "https://monitor.azure.com",
+    }
+)
+#: A token for any WindowsDefenderATP / Threat Protection resource works on either MDE host.
+MDE_AUDIENCES = frozenset(
+    {
+        "https://api.securitycenter.microsoft.com",
+        "https://api.security.microsoft.com",
+        "https://securitycenter.onmicrosoft.com/windowsatpservice",
+    }
+)
+GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com"})
+#: Every application permission the emulated app registration has been granted (A.6).
+APP_ROLES = (
+    "Machine.Read.All",
+    "Vulnerability.Read.All",
+    "Software.Read.All",
+    "SecurityRecommendation.Read.All",
+    "AdvancedQuery.Read.All",
+    "ThreatHunting.Read.All",
+    "Score.Read.All",
+)
+_DEFAULT_SUFFIX = "/.default"
+# Scopes MSAL may add to any request; they never name a resource.
+_RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
+
+
+class TokenError(Exception):
+    """A bearer token was refused; the message says why (it goes into the 401 body)."""
+
+
+class Identity:
+    """One app registration in one tenant, and the tokens issued to it."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        client_id: str,
+        client_secret: str,
+        token_lifetime_seconds: int,
+        stats: RequestStats,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.client_id = client_id
+        self._secret = client_secret
+        self._lifetime = token_lifetime_seconds
+        self._stats = stats
+        self._key = secrets.token_bytes(32)
+        # The service principal's object id: stable per (tenant, client).
+        self._object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant_id}/{client_id}"))
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/{tenant}/oauth2/v2.0/token", self._token_v2, methods=["POST"]),
+            Route("/{tenant}/oauth2/token", self._token_v1, methods=["POST"]),
+            Route("/{tenant}/v2.0/.well-known/openid-configuration", self._openid_v2),
+            Route("/{tenant}/.well-known/openid-configuration", self._openid_v1),
+        ]
+
+    # --- tokens --------------------------------------------------------------------------
+    def mint(
+        self,
+        audience: str,
+        *,
+        roles: Collection[str] = APP_ROLES,
+        lifetime_seconds: int | None = None,
+        tenant_id: str | None = None,
+    ) -> str:
+        """Sign a token the way the token endpoint does (tests use the keyword options)."""
+        # Rounded up, so a token is valid for at least its lifetime from the moment it is
+        # issued (``expires_in`` is never optimistic, even for one-second test tokens).
+        now = math.ceil(time.time())
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{tenant_id or self.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + (self._lifetime if lifetime_seconds is None else lifetime_seconds),
+            "appid": self.client_id,
+            "appidacr": "1",
+            "idtyp": "app",
+            "oid": self._object_id,
+            "sub": self._object_id,
+            "roles": list(roles),
+            "tid": tenant_id or self.tenant_id,
+            "uti": secrets.token_urlsafe(16),
+            "ver": "1.0",
+        }
+        header = _b64(orjson.dumps({"typ": "JWT", "alg": "HS256", "kid": "epf-emulator"}))
+        payload = _b64(orjson.dumps(claims))
+        signed = f"{header}.{payload}".encode()
+        signature = _b64(hmac.new(self._key, signed, hashlib.sha256).digest())
+        return f"{header}.{payload}.{signature}"
+
+    def validate(self, token: str, *, audiences: Collection[str]) -> dict[str, Any]:
+        """The claims of a token this tenant issued for one of ``audiences``.
+
+        Raises:
+            TokenError: forged, malformed, expired, not yet valid, other tenant or audience.
+        """
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise TokenError("IDX14100: JWT is not well formed, there are no dots (.).")
+        signed = f"{parts[0]}.{parts[1]}".encode()
+        expected = hmac.new(self._key, signed, hashlib.sha256).digest()
+        try:
+            signature = _unb64(parts[2])
+            claims = orjson.loads(_unb64(parts[1]))
+        except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
+            raise TokenError("IDX14102: Unable to decode the token.") from exc
+        if not hmac.compare_digest(signature, expected):
+            raise TokenError("IDX10511: Signature validation failed.")
+        if not isinstance(claims, dict):
+            raise TokenError("IDX14102: Unable to decode the token payload.")
+        now = time.time()
+        if not isinstance(claims.get("exp"), int) or claims["exp"] <= now:
+            raise TokenError("IDX10223: Lifetime validation failed. The token is expired.")
+        if isinstance(claims.get("nbf"), int) and claims["nbf"] > now + 5:
+            raise TokenError("IDX10222: Lifetime validation failed. The token is not yet valid.")
+        if claims.get("tid") != self.tenant_id:
+            raise TokenError("The token was issued by another tenant.")
+        if claims.get("aud") not in audiences:
+            audience = claims.get("aud")
+            raise TokenError(
+                f"IDX10214: Audience validation failed. Audience '{audience}' is not valid."
+            )
+        return claims
+
+    def authorize(
+        self, request: Request, *, dialect: Dialect, roles: Collection[str]
+    ) -> Response | None:
+        """Check the bearer token of an API call: None if allowed, else the 401/403 response."""
+        audiences = GRAPH_AUDIENCES if dialect == "graph" else MDE_AUDIENCES
+        error = mde_error if dialect == "mde" else graph_error
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            if dialect == "graph":
+                return error(401, "Access token is empty.")
+            return error(401, "Authorization header is missing or is not a Bearer token.")
+        try:
+            claims = self.validate(token.strip(), audiences=audiences)
+        except TokenError as exc:
+            if dialect == "graph" and "IDX1022" in str(exc):  # lifetime: Graph's own wording
+                return error(401, "Access token has expired or is not yet valid.")
+            return error(401, str(exc))
+        granted = set(claims.get("roles") or ())
+        if not granted.intersection(roles):
+            needed = " or ".join(sorted(roles))
+            return error(
+                403,
+                f"The application lacks the application permission {needed} to access the resource.",
+            )
+        return None
+
+    # --- endpoints -----------------------------------------------------------------------
+    async def _token_v2(self, request: Request) -> Response:
+        form = await _form(request)
+        refused = self._check_client(request, form)
+        if refused is not None:
+            return refused
+        scopes = [s for s in form.get("scope", "").split() if s not in _RESERVED_SCOPES]
+        resource = _resource_of(scopes)
+        if resource is None:
+            return entra_error(
+                400,
+                "invalid_scope",
+                70011,
+                "The provided value for the input parameter 'scope' is not valid. The scope "
+                f"{form.get('scope', '')} is not valid. Client credentials flows must have a scope"
+                " value with /.default suffixed to the resource identifier (application ID URI).",
+            )
+        self._stats.token_issued()
+        token = self.mint(resource)
+        body = {
+            "token_type": "Bearer",
+            "expires_in": self._lifetime,  # a number in v2 (defender-apis.md A.1)
+            "ext_expires_in": self._lifetime,
+            "access_token": token,
+        }
+        return json_response(
+            body,
+            content_type="application/json; charset=utf-8",
+            headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
+        )
+
+    async def _token_v1(self, request: Request) -> Response:
+        """The legacy v1 grant still shown in MDE samples: ``resource=`` and string times (A.1)."""
+        form = await _form(request)
+        refused = self._check_client(request, form)
+        if refused is not None:
+            return refused
+        resource = form.get("resource", "").rstrip("/")
+        if resource not in RESOURCES:
+            return entra_error(
+                400,
+                "invalid_resource",
+                500011,
+                f"The resource principal named {form.get('resource', '')} was not found in the"
+                f" tenant named {self.tenant_id}.",
+            )
+        self._stats.token_issued()
+        now = int(time.time())
+        return json_response(
+            {
+                "token_type": "Bearer",
+                "expires_in": str(self._lifetime),
+                "ext_expires_in": str(self._lifetime),
+                "expires_on": str(now + self._lifetime),
+                "not_before": str(now),
+                "resource": resource,
+                "access_token": self.mint(resource),
+            },
+            content_type="application/json; charset=utf-8",
+        )
+
+    def _check_client(self, request: Request, form: dict[str, str]) -> Response | None:
+        tenant = request.path_params["tenant"]
+        if tenant != self.tenant_id:
+            return _unknown_tenant(tenant)
+        if form.get("grant_type") != "client_credentials":
+            return entra_error(
+                400,
+                "unsupported_grant_type",
+                70003,
+                f"The app requested an unsupported grant type '{form.get('grant_type', '')}'."
+                " This emulator supports client_credentials.",
+            )
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        basic_id, basic_secret = _basic_credentials(request)
+        client_id, secret = client_id or basic_id, secret or basic_secret
+        if not client_id:
+            return entra_error(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'client_id'.",
+            )
+        if client_id != self.client_id:
+            return entra_error(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client_id}' was not found in the directory '{tenant}'."
+                " This can happen if the application has not been installed by the administrator of"
+                " the tenant or consented to by any user in the tenant. You may have sent your"
+                " authentication request to the wrong tenant.",
+            )
+        if not secret:
+            return entra_error(
+                401,
+                "invalid_client",
+                7000216,
+                "'client_assertion', 'client_secret' or 'request' is required for the"
+                " 'client_credentials' grant type.",
+            )
+        if not hmac.compare_digest(secret.encode(), self._secret.encode()):
+            return entra_error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the"
+                f" client secret value, not the client secret ID, for a secret added to app"
+                f" '{self.client_id}'.",
+            )
+        return None
+
+    async def _openid_v2(self, request: Request) -> Response:
+        return self._openid(request, "/v2.0", "/oauth2/v2.0")
+
+    async def _openid_v1(self, request: Request) -> Response:
+        return self._openid(request, "", "/oauth2")
+
+    def _openid(self, request: Request, version: str, oauth: str) -> Response:
+        tenant = request.path_params["tenant"]
+        if tenant != self.tenant_id:
+            return _unknown_tenant(tenant)
+        base = str(request.base_url).rstrip("/")
+        authority = f"{base}/{tenant}"
+        document = {
+            "token_endpoint": f"{authority}{oauth}/token",
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
+            "jwks_uri": f"{base}/{tenant}/discovery{version}/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": f"{authority}{version}",
+            "request_uri_parameter_supported": False,
+            "authorization_endpoint": f"{authority}{oauth}/authorize",
+            "device_authorization_endpoint": f"{authority}{oauth}/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{authority}{oauth}/logout",
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "tid", "ver"],
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "microsoftonline.com",
+        }
+        return json_response(document, content_type="application/json; charset=utf-8")
+
+
+def _unknown_tenant(tenant: str) -> Response:
+    return entra_error(
+        400,
+        "invalid_request",
+        90002,
+        f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are"
+        " signing into the correct cloud. Check with your subscription administrator, this may"
+        " happen if there are no active subscriptions for the tenant.",
+    )
+
+
+def _resource_of(scopes: list[str]) -> str | None:
+    """The resource of a single ``<resource>/.default`` scope (``//.default`` too), else None."""
+    if len(scopes) != 1 or not scopes[0].endswith(_DEFAULT_SUFFIX):
+        return None
+    resource = scopes[0][: -len(_DEFAULT_SUFFIX)].rstrip("/")
+    return resource if resource in RESOURCES else None
+
+
+async def _form(request: Request) -> dict[str, str]:
+    try:
+        form = await request.form()
+    except Exception:  # a body that is not form-encoded is just an empty request to Entra
+        return {}
+    try:
+        return {key: value for key, value in form.items() if isinstance(value, str)}
+    finally:
+        await form.close()
+
+
+def _basic_credentials(request: Request) -> tuple[str | None, str | None]:
+    """RFC 6749 2.3.1: ``Authorization: Basic base64(urlencode(id):urlencode(secret))``."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        return None, None
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

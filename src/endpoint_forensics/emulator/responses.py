@@ -1,0 +1,203 @@
+"""Wire shapes of the emulated services' responses: JSON bodies, headers and error envelopes.
+
+Owns the three error dialects (defender-apis.md A.1, B.0, B.3): Entra's OAuth errors
+(``error``, ``error_description`` with an AADSTS code...), MDE's ``{"error": {code, message,
+target}}`` and Graph's ``{"error": {code, message, innerError}}``, and which one a path speaks.
+Bodies are always valid JSON, encoded with orjson.
+
+Imports nothing of ours: the emulator shares no code with the collector.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = [
+    "GRAPH_CONTENT_TYPE",
+    "MDE_CONTENT_TYPE",
+    "Dialect",
+    "dialect_of",
+    "entra_error",
+    "error_response",
+    "graph_error",
+    "json_response",
+    "mde_error",
+    "read_json",
+]
+
+Dialect = Literal["entra", "mde", "graph"]
+
+#: Captured on the MDE API (defender-apis.md B.0).
+MDE_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
+GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+_PLAIN_JSON = "application/json; charset=utf-8"
+
+_MDE_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "ResourceNotFound",
+    405: "MethodNotAllowed",
+    429: "TooManyRequests",
+}
+_GRAPH_CODES = {
+    400: "BadRequest",
+    401: "InvalidAuthenticationToken",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    429: "TooManyRequests",
+}
+_DEFAULT_MESSAGES = {
+    400: "The request is invalid.",
+    401: "Unauthorized",
+    403: "The application does not have the required application permissions.",
+    404: "The requested resource was not found.",
+    405: "The HTTP method is not allowed on this resource.",
+    429: "API calls quota exceeded! Please retry later.",
+}
+# Entra: (error, AADSTS code, description) per injected status.
+_ENTRA_FAULTS = {
+    400: ("invalid_request", 900144, "The request is invalid."),
+    401: (
+        "invalid_client",
+        7000215,
+        "Invalid client secret provided. Ensure the secret being sent in the request is the client"
+        " secret value, not the client secret ID, for a secret added to app.",
+    ),
+    403: ("unauthorized_client", 700016, "The application is not allowed to request tokens."),
+}
+_ENTRA_TRANSIENT = (
+    "temporarily_unavailable",
+    90033,
+    "A transient error has occurred. Please try again.",
+)
+
+
+def dialect_of(path: str) -> Dialect:
+    """Which service answers ``path``: the token endpoints, Graph (``/v1.0/``) or MDE."""
+    if "/oauth2/" in path or path.endswith("/openid-configuration"):
+        return "entra"
+    if path.startswith(("/v1.0/", "/beta/")):
+        return "graph"
+    return "mde"
+
+
+def json_response(
+    payload: Any,
+    *,
+    status: int = 200,
+    content_type: str = MDE_CONTENT_TYPE,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A JSON response; ``payload`` may already be encoded bytes."""
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    all_headers = {"OData-Version": "4.0"} if content_type != _PLAIN_JSON else {}
+    all_headers.update(headers or {})
+    return Response(body, status_code=status, media_type=content_type, headers=all_headers)
+
+
+def mde_error(
+    status: int,
+    message: str | None = None,
+    *,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """``{"error": {"code", "message", "target"}}``; ``target`` is a per-request correlation id."""
+    body = {
+        "error": {
+            "code": code or _MDE_CODES.get(status, _fallback_code(status)),
+            "message": message or _DEFAULT_MESSAGES.get(status, "An unexpected error occurred."),
+            "target": str(uuid.uuid4()),
+        }
+    }
+    return json_response(body, status=status, headers=_with_auth_challenge(status, headers))
+
+
+def graph_error(
+    status: int,
+    message: str | None = None,
+    *,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """``{"error": {"code", "message", "innerError": {"date", "request-id", ...}}}``."""
+    request_id = str(uuid.uuid4())
+    body = {
+        "error": {
+            "code": code or _GRAPH_CODES.get(status, _fallback_code(status)),
+            "message": message or _DEFAULT_MESSAGES.get(status, "An unexpected error occurred."),
+            "innerError": {
+                "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                "request-id": request_id,
+                "client-request-id": request_id,
+            },
+        }
+    }
+    extra = {"request-id": request_id, "client-request-id": request_id, **(headers or {})}
+    headers = _with_auth_challenge(status, extra)
+    return json_response(body, status=status, content_type=GRAPH_CONTENT_TYPE, headers=headers)
+
+
+def entra_error(status: int, error: str, code: int, description: str) -> Response:
+    """Entra's OAuth error body (defender-apis.md A.1), with trace and correlation ids."""
+    now = datetime.now(UTC)
+    trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
+    body = {
+        "error": error,
+        "error_description": (
+            f"AADSTS{code}: {description}\r\nTrace ID: {trace_id}\r\n"
+            f"Correlation ID: {correlation_id}\r\nTimestamp: {stamp}"
+        ),
+        "error_codes": [code],
+        "timestamp": stamp,
+        "trace_id": trace_id,
+        "correlation_id": correlation_id,
+        "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+    }
+    return json_response(body, status=status, content_type=_PLAIN_JSON)
+
+
+def error_response(
+    path: str, status: int, *, message: str | None = None, retry_after: int | None = None
+) -> Response:
+    """The error a service would send for ``status`` on ``path`` (used by fault injection)."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    dialect = dialect_of(path)
+    if dialect == "entra":
+        error, code, description = _ENTRA_FAULTS.get(status, _ENTRA_TRANSIENT)
+        response = entra_error(status, error, code, message or description)
+        response.headers.update(headers)
+        return response
+    if dialect == "graph":
+        return graph_error(status, message, headers=headers)
+    return mde_error(status, message, headers=headers)
+
+
+def _fallback_code(status: int) -> str:
+    return "InternalServerError" if status >= 500 else "BadRequest"
+
+
+def _with_auth_challenge(status: int, headers: Mapping[str, str] | None) -> dict[str, str]:
+    merged = dict(headers or {})
+    if status == 401:
+        merged.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
+    return merged
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body, or None when it is empty or not JSON."""
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None

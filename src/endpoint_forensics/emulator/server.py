@@ -1,0 +1,335 @@
+"""The running emulator: HTTPS on loopback with a generated test CA, in a background thread.
+
+Owns ``Emulator``'s lifecycle (build the tenant, issue the TLS certificate, bind, serve with
+uvicorn in a daemon thread, stop cleanly), its public facts (``base_url``, ``ca_path``,
+credentials), ``serve_forever`` for ``epf emulator``, and ``write_config``, the collector
+config that points at it. The state directory keeps ``ca.pem`` (and the CA key, so a restart
+with the same ``state_dir`` keeps clients' trust) plus the server certificate.
+
+Imports only emulator modules: it shares no code with the collector.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .fleet import tenant_ids
+from .settings import EmulatorSettings
+
+if TYPE_CHECKING:
+    from .tenant import Tenant
+
+__all__ = ["Emulator"]
+
+_log = logging.getLogger(__name__)
+_START_TIMEOUT_SECONDS = 30.0
+_STOP_TIMEOUT_SECONDS = 10.0
+_MDE_AUDIENCE = "https://api.securitycenter.microsoft.com"
+_DEFAULT_SETTINGS = EmulatorSettings()  # frozen, so one shared default is safe
+
+
+class Emulator:
+    """The emulated Defender tenant over HTTPS; use as ``with Emulator(settings) as emu:``."""
+
+    def __init__(self, settings: EmulatorSettings = _DEFAULT_SETTINGS) -> None:
+        self.settings = settings
+        self.tenant_id, self.client_id = tenant_ids(settings.seed)
+        self.client_secret = ""
+        self._tenant: Tenant | None = None
+        self._server: Any = None  # uvicorn.Server
+        self._thread: threading.Thread | None = None
+        self._state_dir: Path | None = None
+        self._owns_state_dir = False
+        self._base_url: str | None = None
+        self._ca_path: Path | None = None
+        # stop() may run from serve_forever's thread and from another at the same time.
+        self._lifecycle = threading.RLock()
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Emulator:
+        """Build the fleet, start HTTPS in a daemon thread, return once it accepts connections."""
+        with self._lifecycle:
+            if self._thread is not None:
+                raise RuntimeError("the emulator is already running")
+            try:
+                self._start()
+            except BaseException:
+                self.stop()
+                raise
+            return self
+
+    def stop(self) -> None:
+        """Stop serving and release everything; safe to call twice, from any thread."""
+        with self._lifecycle:
+            if self._server is not None:
+                self._server.should_exit = True
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(_STOP_TIMEOUT_SECONDS)
+                if self._thread.is_alive():
+                    self._server.force_exit = True
+                    self._thread.join(_STOP_TIMEOUT_SECONDS)
+                    if self._thread.is_alive():
+                        _log.warning("the emulator's server thread did not stop in time")
+            self._thread = None
+            self._server = None
+            self._base_url = None
+            if self._tenant is not None:
+                self._tenant.close()
+                self._tenant = None
+            if self._owns_state_dir and self._state_dir is not None:
+                shutil.rmtree(self._state_dir, ignore_errors=True)
+                self._ca_path = None
+            self._state_dir = None
+            self._owns_state_dir = False
+
+    def serve_forever(self) -> None:
+        """Serve until Ctrl-C (or SIGTERM in the main thread), then stop cleanly."""
+        if self._thread is None:
+            self.start()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.stop()
+
+    # --- public facts --------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """``https://HOST:PORT`` of the running emulator."""
+        if self._base_url is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._base_url
+
+    @property
+    def ca_path(self) -> Path:
+        """PEM of the test CA that clients must trust."""
+        if self._ca_path is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._ca_path
+
+    @property
+    def app(self) -> Any:
+        """The ASGI app (for in-process transports); only while running."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._server.config.app
+
+    def stats(self) -> dict[str, Any]:
+        """The same document as ``GET /_emulator/stats``."""
+        if self._tenant is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._tenant.stats_document()
+
+    def token(self, audience: str = _MDE_AUDIENCE, **options: Any) -> str:
+        """Mint a token directly (tests: other roles, lifetimes or tenants via ``options``)."""
+        if self._tenant is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._tenant.identity.mint(audience, **options)
+
+    def write_config(self, path: Path) -> None:
+        """Write the collector config (TOML) for syncing from this emulator to ``path``."""
+        base = self.base_url
+        text = (
+            f"# Written by `epf emulator`: syncs from the emulated tenant at {base}\n"
+            "[[tenants]]\n"
+            'name = "emulated"\n'
+            f"tenant_id = {_toml(self.tenant_id)}\n"
+            f"client_id = {_toml(self.client_id)}\n"
+            f"client_secret = {_toml(self.client_secret)}\n"
+            f"authority_host = {_toml(base)}\n"
+            f"mde_base_url = {_toml(base)}\n"
+            f"graph_base_url = {_toml(base + '/v1.0')}\n"
+            f"ca_bundle = {_toml(str(self.ca_path.resolve()))}\n"
+        )
+        Path(path).write_text(text, encoding="utf-8")
+
+    # --- internals -----------------------------------------------------------------------
+    def _start(self) -> None:
+        # Imported here: the server stack (uvicorn, Starlette, DuckDB) loads only when needed.
+        import uvicorn
+
+        from .app import build_app
+        from .tenant import Tenant
+
+        settings = self.settings
+        started = time.perf_counter()
+        self.client_secret = secrets.token_urlsafe(32)
+        anchor = datetime.now(UTC)
+        self._tenant = Tenant(settings, anchor=anchor, client_secret=self.client_secret)
+        if settings.state_dir is None:
+            self._state_dir = Path(tempfile.mkdtemp(prefix="epf-emulator-"))
+            self._owns_state_dir = True
+        else:
+            self._state_dir = Path(settings.state_dir).resolve()
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+        self._ca_path, cert_path = _issue_tls(self._state_dir, settings.host)
+        sock = _bind(settings.host, settings.port)
+        port = sock.getsockname()[1]
+        host = _url_host(settings.host)
+        try:
+            config = uvicorn.Config(
+                build_app(self._tenant),
+                host=settings.host,
+                port=port,
+                ssl_certfile=str(cert_path),
+                log_config=None,  # only the CLI configures logging handlers
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                ws="none",
+                http="h11",
+                loop="asyncio",
+                timeout_graceful_shutdown=5,
+                server_header=False,
+            )
+            server = _make_server(config)
+            self._server = server
+            self._thread = threading.Thread(
+                target=_serve, args=(server, sock), name="epf-emulator", daemon=True
+            )
+            self._thread.start()
+        except BaseException:
+            if self._thread is None:
+                sock.close()  # otherwise the server thread closes it
+            raise
+        deadline = time.monotonic() + _START_TIMEOUT_SECONDS
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the emulator's HTTPS server did not start")
+            time.sleep(0.01)
+        self._base_url = f"https://{host}:{port}"
+        _log.info(
+            "emulator for %d devices serving at %s (started in %.2fs)",
+            settings.devices,
+            self._base_url,
+            time.perf_counter() - started,
+        )
+
+
+def _make_server(config: Any) -> Any:
+    """A uvicorn server that does not wait on idle keep-alive connections when stopping.
+
+    Closing a TLS connection gracefully waits for the client's close_notify; a client that
+    keeps an idle pooled connection (azure-identity does) would hold ``stop()`` for the whole
+    graceful timeout and leave the transport unclosed. Idle connections are aborted instead,
+    and anything still open after the graceful phase too.
+    """
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for connection in list(self.server_state.connections):
+                cycle = getattr(connection, "cycle", None)
+                if cycle is None or getattr(cycle, "response_complete", False):
+                    _abort(connection)
+            await super().shutdown(sockets)
+            for connection in list(self.server_state.connections):
+                _abort(connection)
+
+    return _Server(config)
+
+
+def _abort(connection: Any) -> None:
+    transport = getattr(connection, "transport", None)
+    if transport is not None:
+        transport.abort()
+
+
+def _serve(server: Any, sock: socket.socket) -> None:
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if _is_ipv6(host) else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and without it every response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _issue_tls(state_dir: Path, host: str) -> tuple[Path, Path]:
+    """Write ``ca.pem`` (reusing a CA already in ``state_dir``) and a server certificate."""
+    import trustme
+
+    ca_path, ca_key_path = state_dir / "ca.pem", state_dir / "ca-key.pem"
+    if ca_path.is_file() and ca_key_path.is_file():
+        ca = trustme.CA.from_pem(ca_path.read_bytes(), ca_key_path.read_bytes())
+    else:
+        ca = trustme.CA(organization_name="epf emulator test CA")
+        ca.cert_pem.write_to_path(str(ca_path))
+        ca.private_key_pem.write_to_path(str(ca_key_path))
+        ca_key_path.chmod(0o600)
+    names = ["127.0.0.1", "localhost", "::1"]
+    if host not in names and host not in ("0.0.0.0", "::"):
+        names.append(host)
+    cert_path = state_dir / "server.pem"
+    ca.issue_cert(*names).private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert_path.chmod(0o600)
+    return ca_path, cert_path
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    """The host to put in URLs: loopback for wildcard binds, brackets around IPv6."""
+    if host == "0.0.0.0":
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if _is_ipv6(host) else host
+
+
+def _toml(value: str) -> str:
+    """A TOML basic string."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,135 @@
+"""Emulator settings: what to emulate (fleet size, seed, limits) and which faults to inject.
+
+Owns ``EmulatorSettings``, ``Fault`` and the ``--faults`` CLI syntax (``parse_faults``).
+Pure data: imports nothing of ours and nothing heavy, so the CLI can build settings cheaply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RATE_LIMIT_NAMES", "EmulatorSettings", "Fault", "parse_faults"]
+
+#: The emulated rate-limit buckets (defender-apis.md B.1, B.3): both hunting endpoints share one.
+RATE_LIMIT_NAMES = ("machines", "advanced_hunting")
+
+_FAULT_SYNTAX = "STATUS@PATH[*TIMES][+AFTER]"
+_FAULT_EXAMPLE = "429@/api/machines*2,500@/v1.0/security/runHuntingQuery+1"
+_FAULT_PATTERN = re.compile(
+    r"^(?P<status>\d{3})@(?P<path>/[^*+@,\s]*)(?:\*(?P<times>\d+))?(?:\+(?P<after>\d+))?$"
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Answer ``status`` to requests whose path starts with ``path``.
+
+    The first ``after`` matching requests go through; the next ``times`` get the fault.
+    """
+
+    path: str
+    status: int
+    times: int = 1
+    after: int = 0
+    retry_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError(f"fault path must start with '/': {self.path!r}")
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"fault status must be an HTTP error status (400-599): {self.status}")
+        if self.times < 1:
+            raise ValueError(f"fault times must be at least 1: {self.times}")
+        if self.after < 0:
+            raise ValueError(f"fault after must not be negative: {self.after}")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError(f"fault retry_after must not be negative: {self.retry_after}")
+
+    @property
+    def effective_retry_after(self) -> int | None:
+        """Seconds to send as ``Retry-After``: explicit, else 1 for a 429, else none."""
+        if self.retry_after is not None:
+            return self.retry_after
+        return 1 if self.status == 429 else None
+
+
+def parse_faults(spec: str) -> tuple[Fault, ...]:
+    """Parse the CLI fault syntax: comma-separated ``STATUS@PATH[*TIMES][+AFTER]``.
+
+    Example: ``"429@/api/machines*2,500@/v1.0/security/runHuntingQuery+1"``. An empty or
+    blank spec means no faults.
+
+    Raises:
+        ValueError: an item does not follow the syntax, or its values are out of range.
+    """
+    faults: list[Fault] = []
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            if spec.strip():
+                message = (
+                    f"empty fault in {spec!r}: expected {_FAULT_SYNTAX}, e.g. {_FAULT_EXAMPLE}"
+                )
+                raise ValueError(message)
+            continue
+        match = _FAULT_PATTERN.match(item)
+        if match is None:
+            raise ValueError(f"bad fault {item!r}: expected {_FAULT_SYNTAX}, e.g. {_FAULT_EXAMPLE}")
+        try:
+            faults.append(
+                Fault(
+                    path=match["path"],
+                    status=int(match["status"]),
+                    times=int(match["times"]) if match["times"] is not None else 1,
+                    after=int(match["after"]) if match["after"] is not None else 0,
+                )
+            )
+        except ValueError as exc:
+            raise ValueError(f"bad fault {item!r}: {exc}") from exc
+    return tuple(faults)
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    """What the emulated tenant looks like and how it misbehaves.
+
+    ``rate_limits`` overrides replace the per-minute window of a named limit
+    (``machines``, ``advanced_hunting``) with ``(calls, window_seconds)``; the hourly
+    window stays as documented.
+    """
+
+    devices: int = 2000
+    seed: int = 1
+    host: str = "127.0.0.1"
+    port: int = 0
+    token_lifetime_seconds: int = 3599
+    state_dir: Path | None = None
+    faults: tuple[Fault, ...] = ()
+    rate_limits: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    hunting_row_limit: int = 100_000
+    extra_machine_records: tuple[Mapping[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.devices < 0:
+            raise ValueError(f"devices must not be negative: {self.devices}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535: {self.port}")
+        if self.token_lifetime_seconds < 1:
+            lifetime = self.token_lifetime_seconds
+            raise ValueError(f"token_lifetime_seconds must be at least 1: {lifetime}")
+        if self.hunting_row_limit < 1:
+            raise ValueError(f"hunting_row_limit must be at least 1: {self.hunting_row_limit}")
+        for name, (calls, window) in self.rate_limits.items():
+            if name not in RATE_LIMIT_NAMES:
+                known = ", ".join(RATE_LIMIT_NAMES)
+                raise ValueError(f"unknown rate limit {name!r}; known: {known}")
+            if calls < 1 or window <= 0:
+                message = f"rate limit {name!r} needs calls >= 1 and window > 0: {(calls, window)}"
+                raise ValueError(message)
+        for fault in self.faults:
+            if not isinstance(fault, Fault):
+                raise TypeError(f"faults must be Fault instances, got {type(fault).__name__}")

@@ -1,0 +1,269 @@
+"""The emulated tenant's advanced-hunting tables in an in-memory DuckDB database.
+
+Owns loading the fleet into ``DeviceInfo`` (daily snapshots, generated in SQL),
+``DeviceTvmSecureConfigurationAssessment`` (bulk-loaded through pyarrow) and
+``DeviceTvmSecureConfigurationAssessmentKB``; the per-request view of them limited to a time
+window (temporary views on a fresh cursor, so concurrent requests never share state); and
+the ground-truth counts ``/_emulator/stats`` reports, computed here in SQL, independently of
+any collector logic.
+
+Imports only ``devices``/``tvm`` of the emulator: it shares no code with the collector.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .devices import Device, epoch_micros, format_time
+from .tvm import ASSESSMENT_COLUMNS, HEALTH_SCIDS, SCID_CATALOG, AssessmentColumns
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["DEVICE_INFO_COLUMNS", "HUNTING_SCHEMA", "RETENTION", "Store"]
+
+#: Advanced hunting shows the last 30 days only (defender-apis.md B.3).
+RETENTION = timedelta(days=30)
+
+#: DeviceInfo columns (defender-apis.md B.4) -> DuckDB type; ``Timestamp`` and ``ReportId`` are
+#: per snapshot, the rest come from the device.
+DEVICE_INFO_COLUMNS: dict[str, str] = {
+    "Timestamp": "TIMESTAMPTZ",
+    "DeviceId": "VARCHAR",
+    "DeviceName": "VARCHAR",
+    "ClientVersion": "VARCHAR",
+    "PublicIP": "VARCHAR",
+    "OSArchitecture": "VARCHAR",
+    "OSPlatform": "VARCHAR",
+    "OSBuild": "BIGINT",
+    "IsAzureADJoined": "BOOLEAN",
+    "JoinType": "VARCHAR",
+    "AadDeviceId": "VARCHAR",
+    "LoggedOnUsers": "JSON",
+    "OSVersion": "VARCHAR",
+    "MachineGroup": "VARCHAR",
+    "OnboardingStatus": "VARCHAR",
+    "DeviceCategory": "VARCHAR",
+    "DeviceType": "VARCHAR",
+    "DeviceSubtype": "VARCHAR",
+    "Model": "VARCHAR",
+    "Vendor": "VARCHAR",
+    "OSDistribution": "VARCHAR",
+    "OSVersionInfo": "VARCHAR",
+    "MergedToDeviceId": "VARCHAR",
+    "IsInternetFacing": "BOOLEAN",
+    "SensorHealthState": "VARCHAR",
+    "IsExcluded": "BOOLEAN",
+    "ExclusionReason": "VARCHAR",
+    "ExposureLevel": "VARCHAR",
+    "AssetValue": "VARCHAR",
+    "DeviceManualTags": "JSON",
+    "DeviceDynamicTags": "JSON",
+    "ReportId": "BIGINT",
+}
+_KB_COLUMNS: dict[str, str] = {
+    "ConfigurationId": "VARCHAR",
+    "ConfigurationImpact": "DOUBLE",
+    "ConfigurationName": "VARCHAR",
+    "ConfigurationDescription": "VARCHAR",
+    "RiskDescription": "VARCHAR",
+    "ConfigurationCategory": "VARCHAR",
+    "ConfigurationSubcategory": "VARCHAR",
+    "ConfigurationBenchmarks": "JSON",
+    "Tags": "JSON",
+    "RemediationOptions": "VARCHAR",
+}
+_SNAPSHOTS = 31  # daily DeviceInfo snapshots kept per device (30 days, both ends included)
+_TIMED_TABLES = ("DeviceInfo", "DeviceTvmSecureConfigurationAssessment")
+_STATIC_TABLES = ("DeviceTvmSecureConfigurationAssessmentKB",)
+
+#: Table -> columns, what duckdb-kql needs to translate ``join`` and ``arg_max(*)``.
+HUNTING_SCHEMA: dict[str, list[str]] = {
+    "DeviceInfo": list(DEVICE_INFO_COLUMNS),
+    "DeviceTvmSecureConfigurationAssessment": list(ASSESSMENT_COLUMNS),
+    "DeviceTvmSecureConfigurationAssessmentKB": list(_KB_COLUMNS),
+}
+_JSON_INFO_COLUMNS = frozenset(name for name, kind in DEVICE_INFO_COLUMNS.items() if kind == "JSON")
+
+
+class Store:
+    """The hunting tables of one emulated tenant; call ``close`` when done."""
+
+    def __init__(
+        self, devices: list[Device], assessments: Iterable[AssessmentColumns], anchor: datetime
+    ) -> None:
+        import duckdb_kql
+
+        self._lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection = duckdb_kql.connect(":memory:")
+        con = self._con
+        con.execute("SET GLOBAL TimeZone = 'UTC'")
+        # The raw tables live in their own compressed in-memory database (a checkpoint
+        # compresses them about tenfold); each request sees windowed views of them under the
+        # documented names.
+        con.execute("ATTACH ':memory:' AS raw (COMPRESS)")
+        self._load_device_info(devices, anchor)
+        assessment_table = "DeviceTvmSecureConfigurationAssessment"
+        self._create_table(assessment_table, ASSESSMENT_COLUMNS)
+        for chunk in assessments:
+            self._load_table(assessment_table, ASSESSMENT_COLUMNS, chunk.columns)
+            con.execute("CHECKPOINT raw")  # compress this chunk before the next one arrives
+        self._create_table("DeviceTvmSecureConfigurationAssessmentKB", _KB_COLUMNS)
+        self._load_table("DeviceTvmSecureConfigurationAssessmentKB", _KB_COLUMNS, _kb_columns())
+        con.execute("CHECKPOINT raw")
+        self._row_counts = {
+            table: int(con.execute(f'SELECT count(*) FROM raw.main."{table}"').fetchall()[0][0])
+            for table in _TIMED_TABLES + _STATIC_TABLES
+        }
+        # Queries come from the network: no file access, and no changing that afterwards.
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    @contextmanager
+    def window(self, start: datetime, end: datetime) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh cursor on which the hunting tables show only rows in ``[start, end]``."""
+        with self._lock:
+            cursor = self._con.cursor()
+        try:
+            low, high = _sql_time(start), _sql_time(end)
+            window = f"\"Timestamp\" BETWEEN TIMESTAMPTZ '{low}' AND TIMESTAMPTZ '{high}'"
+            for table in _TIMED_TABLES:
+                cursor.execute(
+                    f'CREATE TEMP VIEW "{table}" AS SELECT * FROM raw.main."{table}" WHERE {window}'
+                )
+            for table in _STATIC_TABLES:
+                cursor.execute(f'CREATE TEMP VIEW "{table}" AS SELECT * FROM raw.main."{table}"')
+            yield cursor
+        finally:
+            cursor.close()
+
+    def agent_health_truth(self, now: datetime) -> int:
+        """Distinct devices with at least one health SCID of their platform in the last 30 days."""
+        conditions = " OR ".join(
+            f"({_platform_sql(family)} AND ConfigurationId IN ({', '.join(repr(s) for s in scids)}))"
+            for family, scids in HEALTH_SCIDS.items()
+        )
+        sql = (
+            "SELECT count(DISTINCT DeviceId) FROM DeviceTvmSecureConfigurationAssessment"
+            f" WHERE {conditions}"
+        )
+        with self.window(now - RETENTION, now) as cursor:
+            row = cursor.execute(sql).fetchone()
+        return int(row[0]) if row else 0
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per hunting table (all history, before any time window); fixed after loading."""
+        return dict(self._row_counts)
+
+    # --- loading ----------------------------------------------------------------------------
+    def _load_device_info(self, devices: list[Device], anchor: datetime) -> None:
+        """``DeviceInfo`` is a view: one snapshot a day per device, back from its lastSeen.
+
+        Only the devices are stored; DuckDB expands the ~30 snapshots each on the fly, which
+        costs milliseconds per query and no memory.
+        """
+        static = [c for c in DEVICE_INFO_COLUMNS if c not in ("Timestamp", "ReportId")]
+        columns: dict[str, list[Any]] = {c: [] for c in static}
+        columns.update({"_index": [], "_first": [], "_last": []})
+        anchor_us = epoch_micros(anchor)
+        for index, device in enumerate(devices):
+            info = device.info
+            for name in static:
+                value = info[name]
+                if name in _JSON_INFO_COLUMNS:
+                    value = orjson.dumps(value).decode()
+                columns[name].append(value)
+            columns["_index"].append(index)
+            columns["_first"].append(anchor_us - int(device.first_seen_ago * 1_000_000))
+            columns["_last"].append(anchor_us - int(device.last_seen_ago * 1_000_000))
+        types = {c: DEVICE_INFO_COLUMNS[c] for c in static}
+        types.update({"_index": "BIGINT", "_first": "TIMESTAMPTZ", "_last": "TIMESTAMPTZ"})
+        self._create_table("_devices", types)
+        self._load_table("_devices", types, columns)
+        oldest = _sql_time(anchor - RETENTION)
+        snapshot = "d._last - to_days(CAST(days.k AS INTEGER))"
+        self._con.execute(
+            f"""
+            CREATE VIEW raw.main."DeviceInfo" AS
+            SELECT {snapshot} AS "Timestamp", {", ".join(f'd."{c}"' for c in static)},
+                   d._index * {_SNAPSHOTS} + days.k AS "ReportId"
+            FROM raw.main."_devices" AS d, range(0, {_SNAPSHOTS}) AS days(k)
+            WHERE {snapshot} >= greatest(d._first, TIMESTAMPTZ '{oldest}')
+            """
+        )
+
+    def _create_table(self, name: str, types: dict[str, str]) -> None:
+        columns = ", ".join(f'"{c}" {t}' for c, t in types.items())
+        self._con.execute(f'CREATE TABLE raw.main."{name}" ({columns})')
+
+    def _load_table(self, name: str, types: dict[str, str], columns: dict[str, list[Any]]) -> None:
+        """Bulk-load plain Python columns through pyarrow (JSON travels as text)."""
+        source_types = {c: ("VARCHAR" if t == "JSON" else t) for c, t in types.items()}
+        table = _arrow_table(columns, source_types)
+        self._con.register("_source", table)
+        try:
+            projections = ", ".join(f'CAST("{c}" AS {t})' for c, t in types.items())
+            self._con.execute(f'INSERT INTO raw.main."{name}" SELECT {projections} FROM _source')
+        finally:
+            self._con.unregister("_source")
+
+
+def _arrow_table(columns: dict[str, list[Any]], types: dict[str, str]) -> Any:
+    import pyarrow as pa
+
+    arrow_types = {
+        "VARCHAR": pa.string(),
+        "BIGINT": pa.int64(),
+        "DOUBLE": pa.float64(),
+        "BOOLEAN": pa.bool_(),
+        "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    }
+    arrays = {}
+    for name, values in columns.items():
+        kind = types[name]
+        if kind == "TIMESTAMPTZ":  # microseconds since the epoch: far faster than datetimes
+            arrays[name] = pa.array(values, type=pa.int64()).cast(arrow_types[kind])
+        else:
+            arrays[name] = pa.array(values, type=arrow_types[kind])
+    return pa.table(arrays)
+
+
+def _kb_columns() -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {c: [] for c in _KB_COLUMNS}
+    for scid, (name, category, subcategory, impact) in SCID_CATALOG.items():
+        columns["ConfigurationId"].append(scid)
+        columns["ConfigurationImpact"].append(impact)
+        columns["ConfigurationName"].append(name)
+        columns["ConfigurationDescription"].append(f"{name}.")
+        columns["RiskDescription"].append(
+            f"Devices without this are easier to attack ({subcategory})."
+        )
+        columns["ConfigurationCategory"].append(category)
+        columns["ConfigurationSubcategory"].append(subcategory)
+        columns["ConfigurationBenchmarks"].append("[]")
+        columns["Tags"].append(orjson.dumps([subcategory]).decode())
+        columns["RemediationOptions"].append(
+            f"Use Intune or Group Policy to {name[0].lower()}{name[1:]}."
+        )
+    return columns
+
+
+def _platform_sql(family: str) -> str:
+    if family == "Windows":
+        return "OSPlatform LIKE 'Windows%'"
+    return f"OSPlatform = '{family}'"
+
+
+def _sql_time(t: datetime) -> str:
+    """A literal DuckDB reads back as the same UTC instant (microsecond precision)."""
+    return format_time(t, 0)[:-2] + "+00:00"

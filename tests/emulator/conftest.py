@@ -1,0 +1,155 @@
+"""Fixtures for the emulator's tests: real HTTPS over loopback, clients trusting the test CA."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from endpoint_forensics.emulator import Emulator, EmulatorSettings
+
+MDE = "https://api.securitycenter.microsoft.com"
+GRAPH = "https://graph.microsoft.com"
+
+# The agent-health SCIDs, straight from shared/reference/original-connector.md (not from the
+# emulator's code, so the tests stay an independent check).
+HEALTH_SCIDS = {
+    "Windows": {
+        "scid-2000",
+        "scid-2001",
+        "scid-2002",
+        "scid-2003",
+        "scid-2010",
+        "scid-2011",
+        "scid-2012",
+        "scid-91",
+        "scid-2013",
+        "scid-2014",
+        "scid-2016",
+    },
+    "macOS": {
+        "scid-5001",
+        "scid-5002",
+        "scid-5092",
+        "scid-5095",
+        "scid-5090",
+        "scid-5093",
+        "scid-5091",
+        "scid-5094",
+    },
+    "Linux": {"scid-6001", "scid-6002", "scid-6095", "scid-6090", "scid-6091", "scid-6094"},
+}
+ALL_HEALTH_SCIDS = set().union(*HEALTH_SCIDS.values())
+# Generous limits for the shared emulator, so read-only tests never throttle each other.
+UNTHROTTLED = {"machines": (100_000, 60.0), "advanced_hunting": (100_000, 60.0)}
+
+
+def client_for(emu: Emulator) -> httpx.Client:
+    """An httpx client that trusts only the emulator's CA (never verify=False)."""
+    return httpx.Client(
+        verify=ssl.create_default_context(cafile=str(emu.ca_path)),
+        trust_env=False,
+        timeout=30.0,
+    )
+
+
+def get_token(client: httpx.Client, emu: Emulator, resource: str = MDE) -> str:
+    response = client.post(
+        f"{emu.base_url}/{emu.tenant_id}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": emu.client_id,
+            "client_secret": emu.client_secret,
+            "scope": f"{resource}/.default",
+        },
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    result: dict[str, Any] = orjson.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return result
+
+
+def all_machines(
+    client: httpx.Client, emu: Emulator, token: str, **params: Any
+) -> tuple[list[dict[str, Any]], int]:
+    """Follow @odata.nextLink to the end; returns the records and the number of pages."""
+    url: str | None = f"{emu.base_url}/api/machines"
+    records: list[dict[str, Any]] = []
+    pages = 0
+    query: dict[str, Any] | None = params or None
+    while url:
+        response = client.get(url, params=query, headers=bearer(token))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        records += body["value"]
+        pages += 1
+        url = body.get("@odata.nextLink")
+        query = None  # the next link is opaque and complete
+    return records, pages
+
+
+def hunt(
+    client: httpx.Client,
+    emu: Emulator,
+    token: str,
+    query: str,
+    *,
+    graph: bool = False,
+    **extra: Any,
+) -> httpx.Response:
+    if graph:
+        return client.post(
+            f"{emu.base_url}/v1.0/security/runHuntingQuery",
+            json={"Query": query, **extra},
+            headers=bearer(token),
+        )
+    return client.post(
+        f"{emu.base_url}/api/advancedqueries/run",
+        json={"Query": query, **extra},
+        headers=bearer(token),
+    )
+
+
+@pytest.fixture(scope="session")
+def emu() -> Iterator[Emulator]:
+    """A 150-device tenant shared by read-only tests (no throttling)."""
+    with Emulator(EmulatorSettings(devices=150, seed=7, rate_limits=UNTHROTTLED)) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def client(emu: Emulator) -> Iterator[httpx.Client]:
+    with client_for(emu) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def mde_token(emu: Emulator, client: httpx.Client) -> str:
+    return get_token(client, emu, MDE)
+
+
+@pytest.fixture(scope="session")
+def graph_token(emu: Emulator, client: httpx.Client) -> str:
+    return get_token(client, emu, GRAPH)
+
+
+@pytest.fixture(scope="session")
+def machines(emu: Emulator, client: httpx.Client, mde_token: str) -> list[dict[str, Any]]:
+    records, _ = all_machines(client, emu, mde_token)
+    return records
