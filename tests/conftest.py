@@ -3,7 +3,16 @@ import os
 import pytest
 
 _CLEARED_PREFIXES = ("EPF_", "AZURE_")
-_CLEARED_NAMES = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+_CLEARED_NAMES = {
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+}
 
 
 @pytest.fixture(autouse=True)

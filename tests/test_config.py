@@ -63,14 +63,34 @@ def test_environment_overrides_one_field_of_one_tenant(tmp_path):
 @pytest.mark.parametrize(
     "mutate, key, problem",
     [
-        (lambda t: t.replace('client_id = "66666666-7777-8888-9999-000000000000"\n', ""), "tenants[0].client_id", "is required"),
-        (lambda t: t + 'mde_base_url = "http://plain.example"\n', "tenants[0].mde_base_url", "https://"),
+        (
+            lambda t: t.replace('client_id = "66666666-7777-8888-9999-000000000000"\n', ""),
+            "tenants[0].client_id",
+            "is required",
+        ),
+        (
+            lambda t: t + 'mde_base_url = "http://plain.example"\n',
+            "tenants[0].mde_base_url",
+            "https://",
+        ),
         (lambda t: t + "page_size = 20000\n", "tenants[0].page_size", "10000"),
         (lambda t: t + "colour = 'blue'\n", "tenants[0].colour", "unknown key"),
-        (lambda t: t + 'datasets = ["machines", "everything"]\n', "tenants[0].datasets[1]", "machines"),
+        (
+            lambda t: t + 'datasets = ["machines", "everything"]\n',
+            "tenants[0].datasets[1]",
+            "machines",
+        ),
         (lambda t: t + 'ca_bundle = "missing-ca.pem"\n', "tenants[0].ca_bundle", "does not exist"),
-        (lambda t: t + 'certificate_path = "epf.toml"\n', "tenants[0]", "exactly one of client_secret or certificate_path"),
-        (lambda t: t.replace("[[tenants]]", "[[tenants]]\nname = 'dup'\n[[tenants]]"), "tenants", None),
+        (
+            lambda t: t + 'certificate_path = "epf.toml"\n',
+            "tenants[0]",
+            "exactly one of client_secret or certificate_path",
+        ),
+        (
+            lambda t: t.replace("[[tenants]]", "[[tenants]]\nname = 'dup'\n[[tenants]]"),
+            "tenants",
+            None,
+        ),
     ],
 )
 def test_a_bad_config_names_the_key_and_what_is_wrong(tmp_path, mutate, key, problem):
@@ -84,7 +104,10 @@ def test_a_bad_config_names_the_key_and_what_is_wrong(tmp_path, mutate, key, pro
 
 
 def test_unset_secret_variable_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"tenants\[0\]\.client_secret: environment variable 'CONTOSO_SECRET' is not set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"tenants\[0\]\.client_secret: environment variable 'CONTOSO_SECRET' is not set",
+    ):
         load_settings(write(tmp_path, GOOD), environ={})
 
 

@@ -35,7 +35,9 @@ def client_for(answers, tokens=None, **kw):
         content = body if isinstance(body, bytes) else orjson.dumps(body)
         return httpx.Response(status, content=content, headers=headers)
 
-    client = ApiClient(tokens or Tokens(), transport=httpx.MockTransport(handler), sleep=sleeps.append, **kw)
+    client = ApiClient(
+        tokens or Tokens(), transport=httpx.MockTransport(handler), sleep=sleeps.append, **kw
+    )
     return client, seen, sleeps
 
 
@@ -44,11 +46,19 @@ def budget():
 
 
 def test_429_waits_retry_after_then_succeeds():
-    client, seen, sleeps = client_for([
-        (429, {"error": {"code": "TooManyRequests", "message": "slow down"}}, {"Retry-After": "2"}),
-        (200, {"value": [1]}, {}),
-    ])
-    assert client.request_json("GET", "https://mde.test/api/machines", scope=SCOPE, budget=budget()) == {"value": [1]}
+    client, seen, sleeps = client_for(
+        [
+            (
+                429,
+                {"error": {"code": "TooManyRequests", "message": "slow down"}},
+                {"Retry-After": "2"},
+            ),
+            (200, {"value": [1]}, {}),
+        ]
+    )
+    assert client.request_json(
+        "GET", "https://mde.test/api/machines", scope=SCOPE, budget=budget()
+    ) == {"value": [1]}
     assert sleeps == [2.0]
     assert len(seen) == 2
     assert client.stats["machines"]["throttled"] == 1
@@ -56,8 +66,16 @@ def test_429_waits_retry_after_then_succeeds():
 
 def test_401_gets_a_fresh_token_once_then_gives_up():
     tokens = Tokens()
-    client, seen, _ = client_for([(401, {"error": {"code": "Unauthorized", "message": "expired"}}, {}), (200, {"ok": 1}, {})], tokens)
-    assert client.request_json("GET", "https://mde.test/x", scope=SCOPE, budget=budget()) == {"ok": 1}
+    client, seen, _ = client_for(
+        [
+            (401, {"error": {"code": "Unauthorized", "message": "expired"}}, {}),
+            (200, {"ok": 1}, {}),
+        ],
+        tokens,
+    )
+    assert client.request_json("GET", "https://mde.test/x", scope=SCOPE, budget=budget()) == {
+        "ok": 1
+    }
     assert tokens.invalidated == 1
     assert seen[0].headers["Authorization"] == "Bearer token-0"
     assert seen[1].headers["Authorization"] == "Bearer token-1"
@@ -68,37 +86,89 @@ def test_401_gets_a_fresh_token_once_then_gives_up():
 
 
 def test_403_is_an_auth_error_about_permissions():
-    client, _, _ = client_for([(403, {"error": {"code": "Forbidden", "message": "Missing application roles"}}, {})])
-    with pytest.raises(AuthError, match="lacks a permission.*Forbidden: Missing application roles"):
+    client, _, _ = client_for(
+        [(403, {"error": {"code": "Forbidden", "message": "Missing application roles"}}, {})]
+    )
+    with pytest.raises(
+        AuthError, match=r"lacks a permission.*Forbidden: Missing application roles"
+    ):
         client.request_json("GET", "https://mde.test/x", scope=SCOPE, budget=budget())
 
 
 def test_5xx_and_bad_json_are_retried_with_backoff_then_give_up():
-    client, seen, sleeps = client_for([(503, b"busy", {}), (200, b'{"cut', {}), (200, {"ok": True}, {})])
-    assert client.request_json("GET", "https://mde.test/x", scope=SCOPE, budget=budget()) == {"ok": True}
+    client, _, sleeps = client_for(
+        [(503, b"busy", {}), (200, b'{"cut', {}), (200, {"ok": True}, {})]
+    )
+    assert client.request_json("GET", "https://mde.test/x", scope=SCOPE, budget=budget()) == {
+        "ok": True
+    }
     assert len(sleeps) == 2 and all(0 < s <= 60 for s in sleeps)
 
-    client, _, _ = client_for([(500, {"error": {"code": "InternalServerError", "message": "boom"}}, {})] * 3, max_retries=2)
+    client, _, _ = client_for(
+        [(500, {"error": {"code": "InternalServerError", "message": "boom"}}, {})] * 3,
+        max_retries=2,
+    )
     with pytest.raises(TransientError, match="gave up after 3 attempts"):
         client.request_json("GET", "https://mde.test/x", scope=SCOPE, budget=budget())
 
 
 def test_other_4xx_carry_the_facts():
-    client, _, _ = client_for([(404, {"error": {"code": "ResourceNotFound", "message": "Machine 1 was not found", "target": "t"}}, {"request-id": "r-1"})])
+    client, _, _ = client_for(
+        [
+            (
+                404,
+                {
+                    "error": {
+                        "code": "ResourceNotFound",
+                        "message": "Machine 1 was not found",
+                        "target": "t",
+                    }
+                },
+                {"request-id": "r-1"},
+            )
+        ]
+    )
     with pytest.raises(HttpStatusError) as info:
-        client.request_json("GET", "https://mde.test/api/machines/1?sig=SECRET", scope=SCOPE, budget=budget())
+        client.request_json(
+            "GET", "https://mde.test/api/machines/1?sig=SECRET", scope=SCOPE, budget=budget()
+        )
     err = info.value
-    assert (err.status, err.code, err.request_id, err.method) == (404, "ResourceNotFound", "r-1", "GET")
+    assert (err.status, err.code, err.request_id, err.method) == (
+        404,
+        "ResourceNotFound",
+        "r-1",
+        "GET",
+    )
     assert "SECRET" not in str(err) and "SECRET" not in err.url
 
 
 def test_paging_follows_next_links_verbatim():
-    client, seen, _ = client_for([
-        (200, {"value": [1, 2], "@odata.nextLink": "https://mde.test/api/machines?$skip=2&$top=2"}, {}),
-        (200, {"value": [3, 4], "@odata.nextLink": "https://mde.test/api/machines?$skiptoken=abc"}, {}),
-        (200, {"value": [5]}, {}),
-    ])
-    pages = list(client.iter_odata_pages("https://mde.test/api/machines", scope=SCOPE, budget=budget(), params={"$top": "2"}))
+    client, seen, _ = client_for(
+        [
+            (
+                200,
+                {
+                    "value": [1, 2],
+                    "@odata.nextLink": "https://mde.test/api/machines?$skip=2&$top=2",
+                },
+                {},
+            ),
+            (
+                200,
+                {
+                    "value": [3, 4],
+                    "@odata.nextLink": "https://mde.test/api/machines?$skiptoken=abc",
+                },
+                {},
+            ),
+            (200, {"value": [5]}, {}),
+        ]
+    )
+    pages = list(
+        client.iter_odata_pages(
+            "https://mde.test/api/machines", scope=SCOPE, budget=budget(), params={"$top": "2"}
+        )
+    )
     assert pages == [[1, 2], [3, 4], [5]]
     assert [str(r.url) for r in seen] == [
         "https://mde.test/api/machines?%24top=2",

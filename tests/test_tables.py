@@ -68,7 +68,7 @@ def test_generated_ddl_creates_every_table_with_its_columns():
     con = duckdb.connect(":memory:")
     for table in TABLES.values():
         con.execute(table.duckdb_ddl())
-        got = [r[0] for r in con.execute(f"DESCRIBE \"{table.name}\"").fetchall()]
+        got = [r[0] for r in con.execute(f'DESCRIBE "{table.name}"').fetchall()]
         assert got == list(table.column_names)
 
 

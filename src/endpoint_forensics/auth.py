@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from endpoint_forensics.config import TenantConfig
 from endpoint_forensics.errors import CredentialRefused, TransientError
 
-__all__ = ["TokenProvider", "CredentialTokenProvider", "REFRESH_EARLY_SECONDS"]
+__all__ = ["REFRESH_EARLY_SECONDS", "CredentialTokenProvider", "TokenProvider"]
 
 log = logging.getLogger(__name__)
 

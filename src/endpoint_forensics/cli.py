@@ -62,8 +62,12 @@ def main() -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and request lines.")] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log one line per dataset.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and request lines.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Log one line per dataset.")
+    ] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     if version:
@@ -71,7 +75,9 @@ def _root(
         raise typer.Exit()
     _state["debug"] = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     # The Azure SDK logs every refused token at WARNING; we report it once, ourselves.
     logging.getLogger("azure").setLevel(logging.DEBUG if debug else logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -79,13 +85,19 @@ def _root(
 
 @app.command()
 def tables(
-    format: Annotated[TablesFormat, typer.Option("--format", "-f", help="table, json or ddl.")] = TablesFormat.TABLE,
+    format: Annotated[
+        TablesFormat, typer.Option("--format", "-f", help="table, json or ddl.")
+    ] = TablesFormat.TABLE,
 ) -> None:
     """Print the table registry: every table, its columns with KQL types, key and source."""
     from endpoint_forensics.tables import TABLES
 
     if format is TablesFormat.JSON:
-        _out(orjson.dumps([t.as_dict() for t in TABLES.values()], option=orjson.OPT_INDENT_2).decode())
+        _out(
+            orjson.dumps(
+                [t.as_dict() for t in TABLES.values()], option=orjson.OPT_INDENT_2
+            ).decode()
+        )
         return
     if format is TablesFormat.DDL:
         _out("\n\n".join(t.duckdb_ddl() for t in TABLES.values()))
@@ -100,8 +112,15 @@ def tables(
 
 @app.command()
 def sync(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Config file (TOML). Default: $EPF_CONFIG or ./epf.toml.")] = None,
-    db: Annotated[Path | None, typer.Option("--db", help="Workspace file; overrides store.path.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Config file (TOML). Default: $EPF_CONFIG or ./epf.toml."
+        ),
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Workspace file; overrides store.path.")
+    ] = None,
 ) -> None:
     """Run one collection of every configured dataset into the workspace."""
     from endpoint_forensics.config import load_settings
@@ -125,8 +144,12 @@ def sync(
 def demo(
     devices: Annotated[int, typer.Option(min=0, help="Devices in the emulated fleet.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the emulated fleet.")] = 1,
-    db: Annotated[Path, typer.Option(help="Workspace file to sync into.")] = Path("epf-demo.duckdb"),
-    no_serve: Annotated[bool, typer.Option("--no-serve", help="Do not serve the dashboard afterwards.")] = False,
+    db: Annotated[Path, typer.Option(help="Workspace file to sync into.")] = Path(
+        "epf-demo.duckdb"
+    ),
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Do not serve the dashboard afterwards.")
+    ] = False,
 ) -> None:
     """Start an emulated Defender tenant, sync it into a local workspace, print what it found."""
     from endpoint_forensics.demo import run_demo
@@ -135,7 +158,9 @@ def demo(
     with _progress() as progress:
         result = run_demo(devices=devices, seed=seed, db=db, progress=progress)
     summary = result.summary
-    _out(f"Synced the emulated tenant into {db} in {summary.wall_seconds:.1f} s (run {summary.run_id})")
+    _out(
+        f"Synced the emulated tenant into {db} in {summary.wall_seconds:.1f} s (run {summary.run_id})"
+    )
     _render_outcomes(summary)
     _out("")
     _out("Devices per platform (this snapshot):")
@@ -161,11 +186,23 @@ def demo(
 def emulator(
     devices: Annotated[int, typer.Option(min=0, help="Devices in the emulated fleet.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the emulated fleet.")] = 1,
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback by default).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 picks a free one.")] = 8443,
-    write_config: Annotated[Path | None, typer.Option("--write-config", help="Write a config file that syncs from this emulator.")] = None,
-    faults: Annotated[str | None, typer.Option("--faults", help='Inject faults: "STATUS@PATH[*TIMES][+AFTER]", comma-separated.')] = None,
-    token_lifetime: Annotated[int, typer.Option(min=1, help="Access token lifetime in seconds.")] = 3599,
+    write_config: Annotated[
+        Path | None,
+        typer.Option("--write-config", help="Write a config file that syncs from this emulator."),
+    ] = None,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            "--faults", help='Inject faults: "STATUS@PATH[*TIMES][+AFTER]", comma-separated.'
+        ),
+    ] = None,
+    token_lifetime: Annotated[
+        int, typer.Option(min=1, help="Access token lifetime in seconds.")
+    ] = 3599,
 ) -> None:
     """Serve an emulated Defender tenant (Entra token endpoint, MDE API, advanced hunting)."""
     from endpoint_forensics.emulator import Emulator, EmulatorSettings, parse_faults
@@ -204,10 +241,14 @@ def emulator(
 
 @app.command()
 def query(
-    query_text: Annotated[str, typer.Argument(metavar="QUERY", help="KQL (default) or SQL with --sql.")],
+    query_text: Annotated[
+        str, typer.Argument(metavar="QUERY", help="KQL (default) or SQL with --sql.")
+    ],
     db: Annotated[Path, typer.Option(help="Workspace file.")] = Path("epf.duckdb"),
     sql: Annotated[bool, typer.Option("--sql", help="The query is DuckDB SQL, not KQL.")] = False,
-    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv.")] = OutputFormat.TABLE,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="table, json or csv.")
+    ] = OutputFormat.TABLE,
 ) -> None:
     """Query the workspace in KQL (as in Sentinel) or SQL."""
     from endpoint_forensics.store import run_query
@@ -229,7 +270,15 @@ def query(
 
 def _render_outcomes(summary: Any) -> None:
     rows = [
-        [o.tenant, o.dataset, o.table, f"{o.rows:,}", str(o.quarantined), o.outcome, f"{o.duration_seconds:.1f}"]
+        [
+            o.tenant,
+            o.dataset,
+            o.table,
+            f"{o.rows:,}",
+            str(o.quarantined),
+            o.outcome,
+            f"{o.duration_seconds:.1f}",
+        ]
         for o in summary.outcomes
     ]
     _render_table(["tenant", "dataset", "table", "rows", "quarantined", "outcome", "seconds"], rows)
@@ -277,7 +326,10 @@ class _progress:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self._bar = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("{task.completed:,} rows"),
+            TimeElapsedColumn(),
             transient=True,
         )
         self._bar.start()

@@ -37,8 +37,8 @@ __all__ = [
     "settings_from_mapping",
 ]
 
-DATASETS: tuple[str, ...] = ("machines", "agent_health")
 Dataset = Literal["machines", "agent_health"]
+DATASETS: tuple[Dataset, ...] = ("machines", "agent_health")
 ENV_PREFIX = "EPF_"
 
 KNOWN_AUTHORITIES = frozenset(
@@ -54,7 +54,7 @@ KNOWN_AUTHORITIES = frozenset(
 class Secret:
     """A secret value that never shows itself in repr, str or logs."""
 
-    __slots__ = ("_value", "_source")
+    __slots__ = ("_source", "_value")
 
     def __init__(self, value: str, *, source: str) -> None:
         self._value = value
@@ -228,7 +228,9 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: str) -> dic
         if parts[0] not in Settings.model_fields:
             continue  # EPF_CONFIG and friends are not settings
         value: Any = env[name]
-        if value.startswith("["):  # a list, written as JSON: EPF_TENANTS__0__DATASETS='["machines"]'
+        if value.startswith(
+            "["
+        ):  # a list, written as JSON: EPF_TENANTS__0__DATASETS='["machines"]'
             try:
                 value = json.loads(value)
             except ValueError:
@@ -294,12 +296,16 @@ def _resolve_secret(
         try:
             value = file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{source}: {loc}: cannot read secret file {str(file)!r}: {exc.strerror}") from None
+            raise ConfigError(
+                f"{source}: {loc}: cannot read secret file {str(file)!r}: {exc.strerror}"
+            ) from None
         if not value:
             raise ConfigError(f"{source}: {loc}: secret file {str(file)!r} is empty")
         return Secret(value, source=f"file:{file}")
     if ref.startswith("keyvault:"):
-        raise ConfigError(f"{source}: {loc}: keyvault: secret references are not supported yet; use env: or file:")
+        raise ConfigError(
+            f"{source}: {loc}: keyvault: secret references are not supported yet; use env: or file:"
+        )
     if not ref:
         raise ConfigError(f"{source}: {loc}: is empty")
     return Secret(ref, source="literal")

@@ -64,9 +64,10 @@ def run_demo(
     result = DemoResult(db=db, summary=summary, truth=truth, synced=synced)
     latest = f'| where RunId == "{summary.run_id}"'
     result.by_platform = store.run_query(
-        db, f"EPF_Devices_CL {latest} | summarize Devices = count() by OSPlatform | order by Devices desc"
+        db,
+        f"EPF_Devices_CL {latest} | summarize Devices = count() by OSPlatform | order by Devices desc",
     ).records()
-    failing = " , ".join(f"{t} = countif({t} == \"Fail\")" for t in AGENT_HEALTH_TESTS)
+    failing = " , ".join(f'{t} = countif({t} == "Fail")' for t in AGENT_HEALTH_TESTS)
     counts = store.run_query(db, f"EPF_AgentHealth_CL {latest} | summarize {failing}").records()
     if counts:
         result.failing_tests = [

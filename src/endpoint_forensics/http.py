@@ -28,7 +28,7 @@ from endpoint_forensics.auth import TokenProvider
 from endpoint_forensics.errors import AuthError, HttpStatusError, TransientError
 from endpoint_forensics.ratelimit import RateBudget
 
-__all__ = ["ApiClient", "USER_AGENT", "retry_after_seconds", "sanitize_url"]
+__all__ = ["USER_AGENT", "ApiClient", "retry_after_seconds", "sanitize_url"]
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +246,8 @@ def sanitize_url(url: str) -> str:
 
 
 def _backoff_seconds(attempt: int) -> float:
-    return min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)) * random.uniform(
-        0.5, 1.0
-    )
+    ceiling: float = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+    return ceiling * random.uniform(0.5, 1.0)  # jitter: concurrent clients do not retry in step
 
 
 def _odata_error(response: httpx.Response) -> tuple[str | None, str]:

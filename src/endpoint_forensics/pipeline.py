@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -168,7 +168,7 @@ def _collect(
     spec = DATASET_SPECS[dataset]
     outcome = DatasetOutcome(tenant.name, tenant.tenant_id, dataset, spec.table.name)
     budget = budgets[spec.budget]
-    before = dict(client.stats.get(spec.budget, {}))
+    before: Mapping[str, int] = dict(client.stats.get(spec.budget, {}))
     stamp = {
         "TimeGenerated": summary.time_generated,
         "RunId": summary.run_id,
@@ -197,7 +197,7 @@ def _collect(
         outcome.error = f"tenant {tenant.name!r} dataset {dataset}: {exc}"
     finally:
         outcome.end = datetime.now(UTC)
-        after = client.stats.get(spec.budget, {})
+        after: Mapping[str, int] = client.stats.get(spec.budget, {})
         outcome.requests = after.get("requests", 0) - before.get("requests", 0)
         outcome.throttled = after.get("throttled", 0) - before.get("throttled", 0)
         if progress:

@@ -73,7 +73,9 @@ class RateBudget:
             self._calls.popleft()
         wait = 0.0
         for window, allowed in ((60.0, self.limit.per_minute), (3600.0, self.limit.per_hour)):
-            in_window = [t for t in self._calls if t > now - window] if window < 3600 else self._calls
+            in_window = (
+                [t for t in self._calls if t > now - window] if window < 3600 else self._calls
+            )
             if len(in_window) >= allowed:
                 # The call that must leave the window before another may enter it.
                 oldest = list(in_window)[len(in_window) - allowed]

@@ -13,11 +13,11 @@ from enum import StrEnum
 
 __all__ = [
     "AGENT_HEALTH_TESTS",
+    "RESERVED_COLUMN_NAMES",
+    "TABLES",
     "Column",
     "HealthResult",
     "KqlType",
-    "RESERVED_COLUMN_NAMES",
-    "TABLES",
     "Table",
     "get_table",
     "name_problem",
@@ -140,7 +140,7 @@ def name_problem(name: str, *, table: bool = False) -> str | None:
     return None
 
 
-S, I, L, R, B, T, D = (
+S, INT, L, R, B, T, D = (
     KqlType.STRING,
     KqlType.INT,
     KqlType.LONG,
@@ -206,7 +206,9 @@ DEVICES = Table(
         Column("IsAadJoined", B, "Whether the device is joined to Entra ID."),
         Column("AadDeviceId", S, "Entra device id, when joined."),
         Column("MachineTags", D, "Device tags (array of strings)."),
-        Column("IpAddresses", D, "Network interfaces: ipAddress, macAddress, type, operationalStatus."),
+        Column(
+            "IpAddresses", D, "Network interfaces: ipAddress, macAddress, type, operationalStatus."
+        ),
         Column("AgentVersion", S, "Defender sensor version."),
         Column("DefenderAvStatus", S, "Defender Antivirus status as reported with the device."),
         Column("ManagedBy", S, "Management tool, e.g. Intune, ConfigMgr, MDE, Unknown."),
@@ -216,7 +218,9 @@ DEVICES = Table(
         Column("IsExcluded", B, "Whether the device is excluded from vulnerability management."),
         Column("ExclusionReason", S, "Why the device is excluded."),
         Column("VmMetadata", D, "Cloud VM facts: vmId, cloudProvider, resourceId, subscriptionId."),
-        Column("AdditionalFields", D, "Fields the API returned that this version does not know yet."),
+        Column(
+            "AdditionalFields", D, "Fields the API returned that this version does not know yet."
+        ),
     ),
 )
 
@@ -236,10 +240,8 @@ AGENT_HEALTH = Table(
         Column("OSFamily", S, "Windows, macOS or Linux: which SCID set was applied."),
         Column("LastAssessed", T, "Newest assessment timestamp among the device's health SCIDs."),
     )
-    + tuple(
-        Column(test, S, "Pass, Fail, NotApplicable or Unknown.") for test in AGENT_HEALTH_TESTS
-    )
-    + (Column("FailingTests", I, "How many of the tests are Fail."),),
+    + tuple(Column(test, S, "Pass, Fail, NotApplicable or Unknown.") for test in AGENT_HEALTH_TESTS)
+    + (Column("FailingTests", INT, "How many of the tests are Fail."),),
 )
 
 RUNS = Table(

@@ -12,7 +12,11 @@ from endpoint_forensics.tables import TABLES
 def epf(*args, cwd=None, env=None):
     return subprocess.run(
         [sys.executable, "-m", "endpoint_forensics", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
     )
 
 
@@ -30,13 +34,17 @@ def test_tables_json_is_the_registry():
     assert [t["name"] for t in printed] == list(TABLES)
     devices = printed[0]
     assert devices["key"] == ["DefenderTenantId", "DeviceId"]
-    assert {"name": "MachineTags", "type": "dynamic"}.items() <= next(c for c in devices["columns"] if c["name"] == "MachineTags").items()
+    assert {"name": "MachineTags", "type": "dynamic"}.items() <= next(
+        c for c in devices["columns"] if c["name"] == "MachineTags"
+    ).items()
     assert devices["source"] == "mde:machines"
 
 
 def test_a_malformed_config_names_the_key_and_exits_2(tmp_path):
     config = tmp_path / "epf.toml"
-    config.write_text('[[tenants]]\nname = "x"\ntenant_id = "t"\nclient_secret = "s3cr3t"\npage_size = "lots"\n')
+    config.write_text(
+        '[[tenants]]\nname = "x"\ntenant_id = "t"\nclient_secret = "s3cr3t"\npage_size = "lots"\n'
+    )
     result = epf("sync", "--config", str(config))
     assert result.returncode == 2
     assert "tenants[0].client_id: is required" in result.stderr
@@ -70,16 +78,41 @@ def test_sync_then_query_in_every_format(small_cli_tenant, tmp_path):
     assert "EPF_Devices_CL" in result.stdout and "Succeeded" in result.stdout
     assert small_cli_tenant.client_secret not in result.stdout + result.stderr
 
-    as_json = epf("query", "--db", str(db), "--format", "json", "EPF_Devices_CL | summarize arg_max(TimeGenerated, *) by DeviceId | count")
+    as_json = epf(
+        "query",
+        "--db",
+        str(db),
+        "--format",
+        "json",
+        "EPF_Devices_CL | summarize arg_max(TimeGenerated, *) by DeviceId | count",
+    )
     assert as_json.returncode == 0, as_json.stderr
     assert orjson.loads(as_json.stdout) == [{"Count": 40}]
 
-    as_csv = epf("query", "--db", str(db), "--format", "csv", "EPF_Devices_CL | summarize n = count() by OSPlatform | order by OSPlatform asc")
+    as_csv = epf(
+        "query",
+        "--db",
+        str(db),
+        "--format",
+        "csv",
+        "EPF_Devices_CL | summarize n = count() by OSPlatform | order by OSPlatform asc",
+    )
     lines = as_csv.stdout.splitlines()
     assert lines[0] == "OSPlatform,n" and sum(int(l.rsplit(",", 1)[1]) for l in lines[1:]) == 40
 
-    as_sql = epf("query", "--db", str(db), "--sql", "--format", "json", 'SELECT count(*) AS n FROM "EPF_AgentHealth_CL"')
-    assert orjson.loads(as_sql.stdout)[0]["n"] == small_cli_tenant.stats()["truth"]["EPF_AgentHealth_CL"]
+    as_sql = epf(
+        "query",
+        "--db",
+        str(db),
+        "--sql",
+        "--format",
+        "json",
+        'SELECT count(*) AS n FROM "EPF_AgentHealth_CL"',
+    )
+    assert (
+        orjson.loads(as_sql.stdout)[0]["n"]
+        == small_cli_tenant.stats()["truth"]["EPF_AgentHealth_CL"]
+    )
 
     bad = epf("query", "--db", str(db), "EPF_Devices_CL | where NoSuchColumn == 1")
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
@@ -94,13 +127,29 @@ def test_query_on_a_missing_workspace_says_what_to_do(tmp_path):
 @pytest.mark.e2e
 def test_demo_counts_match_the_truth(tmp_path):
     db = tmp_path / "demo.duckdb"
-    result = epf("demo", "--devices", "3000", "--seed", "7", "--db", str(db), "--no-serve", cwd=tmp_path)
+    result = epf(
+        "demo", "--devices", "3000", "--seed", "7", "--db", str(db), "--no-serve", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "Row counts equal the emulator's truth: yes" in result.stdout
     assert "Devices per platform" in result.stdout and "Agent health tests failing" in result.stdout
-    count = epf("query", "--db", str(db), "--format", "json", "EPF_Devices_CL | summarize arg_max(TimeGenerated, *) by DeviceId | count")
+    count = epf(
+        "query",
+        "--db",
+        str(db),
+        "--format",
+        "json",
+        "EPF_Devices_CL | summarize arg_max(TimeGenerated, *) by DeviceId | count",
+    )
     assert orjson.loads(count.stdout) == [{"Count": 3000}]
-    families = epf("query", "--db", str(db), "--format", "json", "EPF_AgentHealth_CL | summarize n = count() by OSFamily")
+    families = epf(
+        "query",
+        "--db",
+        str(db),
+        "--format",
+        "json",
+        "EPF_AgentHealth_CL | summarize n = count() by OSFamily",
+    )
     assert {r["OSFamily"] for r in orjson.loads(families.stdout)} == {"Windows", "macOS", "Linux"}
 
 
@@ -110,8 +159,21 @@ def test_emulator_writes_a_config_that_sync_uses(tmp_path):
 
     config = tmp_path / "emulated.toml"
     server = subprocess.Popen(
-        [sys.executable, "-m", "endpoint_forensics", "emulator", "--devices", "25", "--port", "0", "--write-config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "endpoint_forensics",
+            "emulator",
+            "--devices",
+            "25",
+            "--port",
+            "0",
+            "--write-config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -120,10 +182,17 @@ def test_emulator_writes_a_config_that_sync_uses(tmp_path):
         assert config.exists(), "the emulator did not write its config"
         result = epf("sync", "--config", str(config), "--db", str(tmp_path / "ws.duckdb"))
         assert result.returncode == 0, result.stderr
-        count = epf("query", "--db", str(tmp_path / "ws.duckdb"), "--format", "json", "EPF_Devices_CL | count")
+        count = epf(
+            "query",
+            "--db",
+            str(tmp_path / "ws.duckdb"),
+            "--format",
+            "json",
+            "EPF_Devices_CL | count",
+        )
         assert orjson.loads(count.stdout) == [{"Count": 25}]
     finally:
         server.terminate()
-        out, err = server.communicate(timeout=30)
+        _, err = server.communicate(timeout=30)
     assert "https://127.0.0.1:" in err
     assert "Traceback" not in err

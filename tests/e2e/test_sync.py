@@ -39,7 +39,9 @@ def test_a_full_sync_equals_the_truth_and_pages_to_the_end(small_tenant, tmp_pat
     assert count(db, "EPF_AgentHealth_CL", summary.run_id) == truth["EPF_AgentHealth_CL"]
     assert count(db, "EPF_Runs_CL", summary.run_id) == truth["EPF_Runs_CL"] == 2
     assert requests_for(small_tenant, "/api/machines").get(200, 0) - before == 7
-    ids = store.run_query(db, "EPF_Devices_CL | summarize n = count() by DeviceId | where n > 1").rows
+    ids = store.run_query(
+        db, "EPF_Devices_CL | summarize n = count() by DeviceId | where n > 1"
+    ).rows
     assert ids == []  # every device exactly once
 
 
@@ -47,24 +49,40 @@ def test_agent_health_covers_every_family_with_only_the_vocabulary(small_tenant,
     settings = settings_for(small_tenant, tmp_path)
     summary = sync(settings)
     db = settings.store.path
-    families = {r["OSFamily"] for r in store.run_query(db, "EPF_AgentHealth_CL | distinct OSFamily").records()}
+    families = {
+        r["OSFamily"]
+        for r in store.run_query(db, "EPF_AgentHealth_CL | distinct OSFamily").records()
+    }
     assert families == {"Windows", "macOS", "Linux"}
     values = set()
     for test in AGENT_HEALTH_TESTS:
-        values |= {r[test] for r in store.run_query(db, f"EPF_AgentHealth_CL | distinct {test}").records()}
+        values |= {
+            r[test] for r in store.run_query(db, f"EPF_AgentHealth_CL | distinct {test}").records()
+        }
     assert values <= {"Pass", "Fail", "NotApplicable", "Unknown"}
     assert {"Pass", "Fail", "NotApplicable"} <= values
-    runs = store.run_query(db, f'EPF_Runs_CL | where RunId == "{summary.run_id}" | project Dataset, Outcome, Rows, Requests').records()
-    assert {r["Dataset"]: r["Outcome"] for r in runs} == {"machines": "Succeeded", "agent_health": "Succeeded"}
+    runs = store.run_query(
+        db,
+        f'EPF_Runs_CL | where RunId == "{summary.run_id}" | project Dataset, Outcome, Rows, Requests',
+    ).records()
+    assert {r["Dataset"]: r["Outcome"] for r in runs} == {
+        "machines": "Succeeded",
+        "agent_health": "Succeeded",
+    }
     assert all(r["Requests"] >= 1 for r in runs)
 
 
 def test_the_legacy_mde_hunting_api_gives_the_same_rows(small_tenant, tmp_path):
     graph = sync(settings_for(small_tenant, tmp_path / "g", datasets=["agent_health"]))
-    legacy = sync(settings_for(small_tenant, tmp_path / "m", datasets=["agent_health"], hunting_api="mde"))
+    legacy = sync(
+        settings_for(small_tenant, tmp_path / "m", datasets=["agent_health"], hunting_api="mde")
+    )
     assert graph.exit_code == legacy.exit_code == 0
     q = "EPF_AgentHealth_CL | project DeviceId, SensorDataCollection, TamperProtection, CloudProtection | order by DeviceId asc"
-    assert store.run_query(tmp_path / "g" / "ws.duckdb", q).rows == store.run_query(tmp_path / "m" / "ws.duckdb", q).rows
+    assert (
+        store.run_query(tmp_path / "g" / "ws.duckdb", q).rows
+        == store.run_query(tmp_path / "m" / "ws.duckdb", q).rows
+    )
 
 
 def test_a_hunting_result_at_the_row_limit_is_split_until_complete(tmp_path):
@@ -98,7 +116,9 @@ def test_the_emulators_own_rate_limit_is_waited_out(tmp_path):
 
 def test_a_token_expiring_mid_run_is_renewed(tmp_path):
     # 2 s tokens, and the emulator's rate limit stretches the run past several lifetimes.
-    settings = EmulatorSettings(devices=60, seed=9, token_lifetime_seconds=2, rate_limits={"machines": (2, 1.5)})
+    settings = EmulatorSettings(
+        devices=60, seed=9, token_lifetime_seconds=2, rate_limits={"machines": (2, 1.5)}
+    )
     with Emulator(settings) as emu:
         summary = sync(settings_for(emu, tmp_path, datasets=["machines"], page_size=10))
         assert summary.exit_code == 0, summary.errors()
@@ -119,7 +139,11 @@ def test_a_401_mid_run_gets_a_new_token_and_the_page_again(tmp_path):
 
 def test_unknown_and_missing_fields_are_tolerated_and_a_record_without_id_is_quarantined(tmp_path):
     extras = (
-        {"id": "f" * 40, "computerDnsName": "odd.contoso.com", "brandNewField": {"x": 1}},  # most fields missing
+        {
+            "id": "f" * 40,
+            "computerDnsName": "odd.contoso.com",
+            "brandNewField": {"x": 1},
+        },  # most fields missing
         {"computerDnsName": "no-id.contoso.com", "osPlatform": "Windows11"},
     )
     with Emulator(EmulatorSettings(devices=20, seed=2, extra_machine_records=extras)) as emu:
@@ -129,7 +153,9 @@ def test_unknown_and_missing_fields_are_tolerated_and_a_record_without_id_is_qua
         outcome = summary.outcomes[0]
         assert (outcome.rows, outcome.quarantined) == (21, 1)
         assert emu.stats()["truth"]["EPF_Devices_CL"] == 21
-    odd = store.run_query(settings.store.path, f'EPF_Devices_CL | where DeviceId == "{"f" * 40}"').records()
+    odd = store.run_query(
+        settings.store.path, f'EPF_Devices_CL | where DeviceId == "{"f" * 40}"'
+    ).records()
     assert odd[0]["DeviceName"] == "odd.contoso.com"
     assert odd[0]["AdditionalFields"] == {"brandNewField": {"x": 1}}
     assert odd[0]["LastSeen"] is None
@@ -154,7 +180,9 @@ def test_a_failure_midway_leaves_no_partial_snapshot(tmp_path):
     assert summary.exit_code == 1
     assert "InternalServerError" in summary.outcomes[0].error
     assert count(settings.store.path, "EPF_Devices_CL") == 0  # page 1 was rolled back
-    runs = store.run_query(settings.store.path, "EPF_Runs_CL | project Outcome, Rows, Error").records()
+    runs = store.run_query(
+        settings.store.path, "EPF_Runs_CL | project Outcome, Rows, Error"
+    ).records()
     assert runs[0]["Outcome"] == "Failed" and runs[0]["Rows"] == 0 and runs[0]["Error"]
 
 
@@ -170,4 +198,7 @@ def test_the_collector_refuses_an_untrusted_certificate(small_tenant, tmp_path):
     assert "is not trusted; set ca_bundle" in summary.errors()[0]
     assert settings.tenants[0].ca_bundle != bad.tenants[0].ca_bundle
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{small_tenant.base_url}/_emulator/stats", verify=ssl.create_default_context(cafile=str(other_ca)))
+        httpx.get(
+            f"{small_tenant.base_url}/_emulator/stats",
+            verify=ssl.create_default_context(cafile=str(other_ca)),
+        )

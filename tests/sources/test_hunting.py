@@ -1,22 +1,37 @@
 import pytest
 
-from endpoint_forensics.sources.hunting import HEALTH_SCIDS, agent_health_query, device_health_row, os_family
+from endpoint_forensics.sources.hunting import (
+    HEALTH_SCIDS,
+    agent_health_query,
+    device_health_row,
+    os_family,
+)
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 
 
 def result(platform, assessments, device="d1"):
-    return {"DeviceId": device, "DeviceName": "pc1", "OSPlatform": platform,
-            "LastAssessed": "2026-11-20T10:00:00.0000000Z", "Assessments": assessments}
+    return {
+        "DeviceId": device,
+        "DeviceName": "pc1",
+        "OSPlatform": platform,
+        "LastAssessed": "2026-11-20T10:00:00.0000000Z",
+        "Assessments": assessments,
+    }
 
 
 def test_windows_results_follow_applicable_and_compliant():
-    row = device_health_row(result("Windows11", [
-        "scid-2000=True/True",      # SensorEnabled: pass
-        "scid-2001=True/False",     # SensorDataCollection: fail
-        "scid-2013=False/",         # PUA not applicable
-        "scid-2016=true/true",      # lower case as Kusto's tostring(bool) gives
-        "scid-2012=True/",          # compliance unknown
-    ]))
+    row = device_health_row(
+        result(
+            "Windows11",
+            [
+                "scid-2000=True/True",  # SensorEnabled: pass
+                "scid-2001=True/False",  # SensorDataCollection: fail
+                "scid-2013=False/",  # PUA not applicable
+                "scid-2016=true/true",  # lower case as Kusto's tostring(bool) gives
+                "scid-2012=True/",  # compliance unknown
+            ],
+        )
+    )
     assert row["OSFamily"] == "Windows"
     assert row["SensorEnabled"] == "Pass"
     assert row["SensorDataCollection"] == "Fail"
@@ -56,12 +71,15 @@ def test_assessments_as_json_text_are_accepted():
     assert row["SensorDataCollection"] == "Fail"
 
 
-@pytest.mark.parametrize("bad, reason", [
-    ({"DeviceName": "x", "Assessments": []}, "no DeviceId"),
-    ({"DeviceId": "x"}, "no Assessments"),
-    ({"DeviceId": "x", "OSPlatform": "iOS", "Assessments": []}, "OS family"),
-    ("just text", "not an object"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ({"DeviceName": "x", "Assessments": []}, "no DeviceId"),
+        ({"DeviceId": "x"}, "no Assessments"),
+        ({"DeviceId": "x", "OSPlatform": "iOS", "Assessments": []}, "OS family"),
+        ("just text", "not an object"),
+    ],
+)
 def test_unusable_results_are_rejected_with_reasons(bad, reason):
     assert reason in device_health_row(bad)
 

@@ -24,7 +24,14 @@ SAMPLE = {
     "aadDeviceId": "80fe8ff8-2624-418e-9591-41f0491218f9",
     "machineTags": ["test tag 1", "test tag 2"],
     "onboardingStatus": "onboarded",
-    "ipAddresses": [{"ipAddress": "10.0.0.4", "macAddress": "000D3A1B2C3D", "type": "Ethernet", "operationalStatus": "Up"}],
+    "ipAddresses": [
+        {
+            "ipAddress": "10.0.0.4",
+            "macAddress": "000D3A1B2C3D",
+            "type": "Ethernet",
+            "operationalStatus": "Up",
+        }
+    ],
     "vmMetadata": None,
 }
 
@@ -66,6 +73,8 @@ def test_a_value_of_the_wrong_type_is_kept_raw():
 
 
 def test_records_without_an_id_are_rejected_with_a_reason():
-    assert machine_to_row({k: v for k, v in SAMPLE.items() if k != "id"}) == "machine record has no id"
+    assert (
+        machine_to_row({k: v for k, v in SAMPLE.items() if k != "id"}) == "machine record has no id"
+    )
     assert machine_to_row({**SAMPLE, "id": ""}) == "machine record has no id"
     assert "not an object" in machine_to_row(["not", "a", "record"])

@@ -4,7 +4,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from endpoint_forensics.sources.normalize import as_bool, as_datetime, as_int, convert_record, as_str
+from endpoint_forensics.sources.normalize import (
+    as_bool,
+    as_datetime,
+    as_int,
+    as_str,
+    convert_record,
+)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +37,15 @@ def test_bad_timestamps_raise(bad):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(True, True), (False, False), ("True", True), ("False", False), ("true", True), ("Unknown", None), (None, None)],
+    [
+        (True, True),
+        (False, False),
+        ("True", True),
+        ("False", False),
+        ("true", True),
+        ("Unknown", None),
+        (None, None),
+    ],
 )
 def test_booleans_including_av_health_strings(value, expected):
     assert as_bool(value) is expected

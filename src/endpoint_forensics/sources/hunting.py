@@ -11,7 +11,7 @@ May import ``http``, ``ratelimit``, ``tables``, ``contracts`` and ``config``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -121,7 +121,7 @@ def fetch_agent_health(
         yield batch
 
 
-def os_family(platform: str | None, scids: Iterator[str] | list[str] = ()) -> str | None:
+def os_family(platform: str | None, scids: Iterable[str] = ()) -> str | None:
     """Windows, macOS or Linux from the OS platform, else from which SCIDs the device has."""
     text = (platform or "").lower()
     if text.startswith("windows"):
@@ -155,7 +155,9 @@ def device_health_row(record: Any) -> dict[str, Any] | str:
         last_assessed = None
     row: dict[str, Any] = {
         "DeviceId": device_id,
-        "DeviceName": fields.get("devicename") if isinstance(fields.get("devicename"), str) else None,
+        "DeviceName": fields.get("devicename")
+        if isinstance(fields.get("devicename"), str)
+        else None,
         "OSPlatform": platform if isinstance(platform, str) else None,
         "OSFamily": family,
         "LastAssessed": last_assessed,

@@ -72,9 +72,7 @@ _ONBOARDING_CANONICAL = {
 }
 
 
-def fetch_machines(
-    client: ApiClient, tenant: TenantConfig, budget: RateBudget
-) -> Iterator[Batch]:
+def fetch_machines(client: ApiClient, tenant: TenantConfig, budget: RateBudget) -> Iterator[Batch]:
     """Yield one batch per page of ``GET /api/machines``, to the last page.
 
     A record without a device id is rejected with its reason; unknown fields are kept in
