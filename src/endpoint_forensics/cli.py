@@ -174,7 +174,7 @@ def demo(
     verdict = "yes" if result.matches_truth else "NO"
     detail = ", ".join(f"{t} {result.synced.get(t, 0):,}/{n:,}" for t, n in result.truth.items())
     _out(f"Row counts equal the emulator's truth: {verdict} ({detail})")
-    _out(f'Next: epf query --db {db} "EPF_AgentHealth_CL | summarize count() by OSFamily"')
+    _out(f'Next: {_me()} query --db {db} "EPF_AgentHealth_CL | summarize count() by OSFamily"')
     if not no_serve:
         _out("(The dashboard is not built yet; nothing to serve.)")
     if not result.matches_truth and summary.exit_code == 0:
@@ -311,6 +311,12 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _me() -> str:
+    """How the user ran epf (``.venv/bin/epf`` after ``make demo``), to suggest the next command."""
+    argv0 = sys.argv[0]
+    return argv0 if argv0.endswith("epf") else "epf"
 
 
 def _out(text: str) -> None:

@@ -6,13 +6,14 @@ Imports only ``tables``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from endpoint_forensics.tables import Table
 
-__all__ = ["Batch", "Reject", "Row", "Sink", "TableWriter"]
+__all__ = ["Batch", "Reject", "Row", "Sink", "TableWriter", "batch_of"]
 
 Row = dict[str, Any]
 
@@ -33,6 +34,18 @@ class Batch:
     table: Table
     rows: list[Row] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+
+
+def batch_of(table: Table, records: Iterable[Any], to_row: Callable[[Any], Row | str]) -> Batch:
+    """A batch of ``to_row(record)`` for each record; a string result is a reject's reason."""
+    batch = Batch(table)
+    for record in records:
+        row = to_row(record)
+        if isinstance(row, str):
+            batch.rejects.append(Reject(row, record))
+        else:
+            batch.rows.append(row)
+    return batch
 
 
 class TableWriter(Protocol):

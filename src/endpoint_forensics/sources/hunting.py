@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from endpoint_forensics.config import TenantConfig
-from endpoint_forensics.contracts import Batch, Reject
+from endpoint_forensics.contracts import Batch, batch_of
 from endpoint_forensics.errors import PermanentError
 from endpoint_forensics.http import ApiClient
 from endpoint_forensics.ratelimit import RateBudget
@@ -111,14 +111,7 @@ def fetch_agent_health(
             log.info("hunting result for prefix %r reached %d rows; splitting", prefix, row_limit)
             pending = [prefix + c for c in _HEX] + pending
             continue
-        batch = Batch(AGENT_HEALTH)
-        for record in results:
-            row = device_health_row(record)
-            if isinstance(row, str):
-                batch.rejects.append(Reject(row, record))
-            else:
-                batch.rows.append(row)
-        yield batch
+        yield batch_of(AGENT_HEALTH, results, device_health_row)
 
 
 def os_family(platform: str | None, scids: Iterable[str] = ()) -> str | None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from endpoint_forensics.config import TenantConfig
-from endpoint_forensics.contracts import Batch, Reject
+from endpoint_forensics.contracts import Batch, batch_of
 from endpoint_forensics.errors import HttpStatusError
 from endpoint_forensics.http import ApiClient
 from endpoint_forensics.ratelimit import RateBudget
@@ -83,14 +83,7 @@ def fetch_machines(client: ApiClient, tenant: TenantConfig, budget: RateBudget) 
         for page in client.iter_odata_pages(
             url, scope=tenant.mde_scope, budget=budget, params={"$top": str(tenant.page_size)}
         ):
-            batch = Batch(DEVICES)
-            for record in page:
-                row_or_reason = machine_to_row(record)
-                if isinstance(row_or_reason, str):
-                    batch.rejects.append(Reject(row_or_reason, record))
-                else:
-                    batch.rows.append(row_or_reason)
-            yield batch
+            yield batch_of(DEVICES, page, machine_to_row)
     except HttpStatusError as exc:
         # "Returns 404 Not Found if there are no recent machines" (get-machines.md).
         if exc.status == 404:
