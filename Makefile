@@ -20,5 +20,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# `make bench DEVICES=20000` for a smaller fleet.
+DEVICES ?= 100000
+bench: install
+	$(BIN)/python bench/run_bench.py --devices $(DEVICES)
+
 clean:
 	rm -rf $(VENV) epf-demo.duckdb .epf-state

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from endpoint_forensics.config import Secret, load_settings
+from endpoint_forensics.config import DATASETS, Secret, load_settings
 from endpoint_forensics.errors import ConfigError
 
 GOOD = """
@@ -30,7 +30,9 @@ def test_a_good_config_loads_with_defaults(tmp_path):
     assert tenant.client_secret.reveal() == "s3cr3t-value"
     assert tenant.mde_base_url == "https://api.security.microsoft.com"
     assert tenant.graph_base_url == "https://graph.microsoft.com/v1.0"
-    assert tenant.datasets == ("machines", "agent_health")
+    assert tenant.datasets == DATASETS
+    assert tenant.interval_hours_for("vulnerabilities") == 168
+    assert tenant.interval_hours_for("machines") == 0
     assert tenant.authority_is_known
 
 

@@ -165,7 +165,8 @@ def test_paging_follows_next_links_verbatim():
         ]
     )
     pages = list(
-        client.iter_odata_pages(
+        page.value
+        for page in client.iter_odata_pages(
             "https://mde.test/api/machines", scope=SCOPE, budget=budget(), params={"$top": "2"}
         )
     )

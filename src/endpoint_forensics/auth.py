@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from endpoint_forensics.config import TenantConfig
-from endpoint_forensics.errors import CredentialRefused, TransientError
+from endpoint_forensics.errors import ConfigError, CredentialRefused, TransientError
 
 __all__ = ["REFRESH_EARLY_SECONDS", "CredentialTokenProvider", "TokenProvider"]
 
@@ -88,7 +88,13 @@ class CredentialTokenProvider:
         from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
         if self._credential is None:
-            self._credential = _build_credential(self._tenant)
+            try:
+                self._credential = _build_credential(self._tenant)
+            except (ValueError, OSError) as exc:
+                # azure-identity reads the certificate here: a file it cannot use is the config's.
+                raise ConfigError(
+                    f"tenant {self._tenant.name!r}: certificate_path: {_first_line(str(exc))}"
+                ) from exc
         try:
             access = self._credential.get_token(scope)
         except (ClientAuthenticationError, ServiceRequestError) as exc:

@@ -203,6 +203,12 @@ def emulator(
     token_lifetime: Annotated[
         int, typer.Option(min=1, help="Access token lifetime in seconds.")
     ] = 3599,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", help="Keep the CA and export files here (default: a temp dir)."
+        ),
+    ] = None,
 ) -> None:
     """Serve an emulated Defender tenant (Entra token endpoint, MDE API, advanced hunting)."""
     from endpoint_forensics.emulator import Emulator, EmulatorSettings, parse_faults
@@ -218,6 +224,7 @@ def emulator(
         port=port,
         faults=fault_list,
         token_lifetime_seconds=token_lifetime,
+        state_dir=state_dir.resolve() if state_dir else None,
     )
     emu = Emulator(settings).start()
     try:

@@ -37,8 +37,36 @@ __all__ = [
     "settings_from_mapping",
 ]
 
-Dataset = Literal["machines", "agent_health"]
-DATASETS: tuple[Dataset, ...] = ("machines", "agent_health")
+Dataset = Literal[
+    "machines",
+    "agent_health",
+    "av_health",
+    "secure_config",
+    "vulnerabilities",
+    "vulnerability_changes",
+    "software_inventory",
+    "recommendations",
+    "cve_catalog",
+]
+DATASETS: tuple[Dataset, ...] = (
+    "machines",
+    "agent_health",
+    "av_health",
+    "secure_config",
+    "vulnerabilities",
+    "vulnerability_changes",
+    "software_inventory",
+    "recommendations",
+    "cve_catalog",
+)
+# Hours between two snapshots of a dataset; the rest are taken on every run. The full
+# vulnerability baseline is weekly and the delta runs in between (B.5.4).
+DEFAULT_INTERVAL_HOURS: dict[str, float] = {
+    "vulnerabilities": 168.0,
+    "secure_config": 24.0,
+    "software_inventory": 24.0,
+    "cve_catalog": 24.0,
+}
 ENV_PREFIX = "EPF_"
 
 KNOWN_AUTHORITIES = frozenset(
@@ -118,6 +146,12 @@ class TenantConfig(_Model):
     hunting_row_limit: int = Field(default=100_000, ge=1, le=100_000)
     timeout_seconds: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=20)
+    # Exports: JSON pages below files_threshold_devices devices, files (B.5.3) above.
+    export_mode: Literal["auto", "json", "files"] = "auto"
+    files_threshold_devices: int = Field(default=100_000, ge=0)
+    export_page_size: int = Field(default=20_000, ge=1, le=200_000)
+    sas_valid_hours: int = Field(default=6, ge=1, le=6)
+    interval_hours: dict[Dataset, float] = Field(default_factory=dict)
 
     @field_validator("authority_host", "mde_base_url", "graph_base_url")
     @classmethod
@@ -138,6 +172,17 @@ class TenantConfig(_Model):
         if (self.client_secret is None) == (self.certificate_path is None):
             raise ValueError("set exactly one of client_secret or certificate_path")
         return self
+
+    def interval_hours_for(self, dataset: str) -> float:
+        """Hours between snapshots of ``dataset`` (0: every run)."""
+        default = DEFAULT_INTERVAL_HOURS.get(dataset, 0.0)
+        return next((h for name, h in self.interval_hours.items() if name == dataset), default)
+
+    def use_files(self, device_count: int | None) -> bool:
+        """Whether exports go through files (large tenants) rather than JSON pages."""
+        if self.export_mode != "auto":
+            return self.export_mode == "files"
+        return device_count is not None and device_count >= self.files_threshold_devices
 
     @property
     def authority_is_known(self) -> bool:

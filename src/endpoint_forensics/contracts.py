@@ -1,19 +1,32 @@
-"""What sources, the pipeline and sinks share: the record batch, rejects, and the Sink protocol.
+"""What sources, the pipeline and sinks share: batches, delivery units, and the Sink protocol.
 
-Sources yield ``Batch`` objects for one table; sinks write them. Neither imports the other.
-Imports only ``tables``.
+A source yields ``Unit`` objects (a page, a query, an export part), each a lazy stream of
+``Batch`` objects for one table plus the resume token that continues *after* it. The pipeline
+delivers a unit to every sink as one all-or-nothing write, then records the token, so a run
+that stops midway resumes at the next unit with nothing written twice. Sources never import
+sinks, nor sinks sources. Imports only ``tables``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from endpoint_forensics.tables import Table
 
-__all__ = ["Batch", "Reject", "Row", "Sink", "TableWriter", "batch_of"]
+__all__ = [
+    "Batch",
+    "RedoUnit",
+    "Reject",
+    "Row",
+    "Sink",
+    "SnapshotChanged",
+    "TableWriter",
+    "Unit",
+    "batch_of",
+]
 
 Row = dict[str, Any]
 
@@ -28,12 +41,39 @@ class Reject:
 
 @dataclass
 class Batch:
-    """Rows for one table, keyed by column name, values already typed (aware UTC datetimes,
-    dict/list for dynamic columns). The pipeline stamps TimeGenerated, RunId and DefenderTenantId."""
+    """Rows for one table: either ``rows`` keyed by column name (values typed: aware UTC
+    datetimes, dict/list for dynamic columns) or ``arrow``, a pyarrow table or record batch with
+    the table's columns. The pipeline stamps TimeGenerated, RunId and DefenderTenantId."""
 
     table: Table
     rows: list[Row] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    arrow: Any = None
+
+    def __len__(self) -> int:
+        return len(self.rows) + (self.arrow.num_rows if self.arrow is not None else 0)
+
+
+@dataclass
+class Unit:
+    """One resumable piece of a dataset: its batches, and the token that continues after it.
+
+    ``fallback`` gives the same rows by a slower, more tolerant way; the pipeline delivers it
+    instead when ``batches`` raises ``RedoUnit``.
+    """
+
+    key: str
+    batches: Iterator[Batch]
+    resume: dict[str, Any] = field(default_factory=dict)
+    fallback: Callable[[], Iterator[Batch]] | None = None
+
+
+class RedoUnit(Exception):
+    """The fast reader of a unit gave up (e.g. a line that is not JSON): use its fallback."""
+
+
+class SnapshotChanged(Exception):
+    """The remote snapshot a resumed dataset was reading is gone: start the dataset over."""
 
 
 def batch_of(table: Table, records: Iterable[Any], to_row: Callable[[Any], Row | str]) -> Batch:
@@ -49,15 +89,26 @@ def batch_of(table: Table, records: Iterable[Any], to_row: Callable[[Any], Row |
 
 
 class TableWriter(Protocol):
-    def write(self, rows: list[Row]) -> None: ...
+    def write(self, batch: Batch, stamp: Mapping[str, Any]) -> None:
+        """Write ``batch`` with the ``stamp`` columns (TimeGenerated, RunId, DefenderTenantId)."""
+        ...
 
 
 class Sink(Protocol):
     """A destination. ``open`` returns a context in which writes are all-or-nothing:
-    leaving it normally commits, leaving it with an exception discards every row written."""
+    leaving it normally commits (and remembers ``unit`` as delivered), leaving it with an
+    exception discards every row written."""
 
     name: str
 
-    def open(self, table: Table) -> AbstractContextManager[TableWriter]: ...
+    def open(self, table: Table, *, unit: str) -> AbstractContextManager[TableWriter]: ...
+
+    def delivered(self, unit: str) -> bool:
+        """Whether ``unit`` was committed before (a run stopped between sink and checkpoint)."""
+        ...
+
+    def discard(self, table: Table, *, run_id: str, tenant_id: str) -> int:
+        """Remove a partial snapshot (its source's snapshot is gone); return the rows removed."""
+        ...
 
     def close(self) -> None: ...

@@ -8,7 +8,8 @@
     │   └── CredentialRefused  the authority refused the app's credentials
     ├── TransientError     429, 5xx, timeouts, connection failures: retry later
     └── PermanentError     400, 403, 404, schema rejected: skip and report
-        └── HttpStatusError  a remote API answered with an error status
+        ├── HttpStatusError  a remote API answered with an error status
+        └── LinkExpired      a signed download link expired: request fresh links
 
 Foreign exceptions (httpx, azure-core) are converted at the boundary, always
 ``raise ... from exc``. Messages never carry secrets or full URLs with query strings.
@@ -65,3 +66,7 @@ class HttpStatusError(PermanentError):
         self.status = status
         self.code = code
         self.request_id = request_id
+
+
+class LinkExpired(PermanentError):
+    """A signed (SAS) download link expired or was refused: the export must be requested again."""

@@ -17,6 +17,8 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -25,10 +27,10 @@ import orjson
 
 from endpoint_forensics import __version__
 from endpoint_forensics.auth import TokenProvider
-from endpoint_forensics.errors import AuthError, HttpStatusError, TransientError
+from endpoint_forensics.errors import AuthError, HttpStatusError, LinkExpired, TransientError
 from endpoint_forensics.ratelimit import RateBudget
 
-__all__ = ["USER_AGENT", "ApiClient", "retry_after_seconds", "sanitize_url"]
+__all__ = ["USER_AGENT", "ApiClient", "ODataPage", "retry_after_seconds", "sanitize_url"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,12 @@ _MAX_THROTTLED = 30  # 429s waited out per request before giving up
 _BACKOFF_BASE_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 60.0
 _RETRY_AFTER_CAP_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class ODataPage:
+    value: list[Any]
+    next_link: str | None
 
 
 class ApiClient:
@@ -122,12 +130,16 @@ class ApiClient:
                 continue
             log.debug("%s %s -> %s", method, safe_url, response.status_code)
             status = response.status_code
+            if status == 204:
+                return None
             if 200 <= status < 300:
                 try:
-                    return orjson.loads(response.content) if response.content else None
+                    return orjson.loads(response.content)
                 except orjson.JSONDecodeError as exc:
-                    # A body cut short by the network: the same request usually succeeds.
-                    problem = f"{method} {safe_url}: response is not valid JSON"
+                    # An empty or cut-short body (the export APIs answer an empty 200 now and
+                    # then, B.5): the same request usually succeeds.
+                    what = "an empty body" if not response.content else "invalid JSON"
+                    problem = f"{method} {safe_url}: {status} with {what}"
                     attempt = self._backoff_or_raise(attempt, problem, stats, exc)
                     continue
             code, message = _odata_error(response)
@@ -178,11 +190,10 @@ class ApiClient:
         scope: str,
         budget: RateBudget,
         params: Mapping[str, str] | None = None,
-    ) -> Iterator[list[Any]]:
-        """Yield the ``value`` array of each page, following ``@odata.nextLink`` to the end."""
+    ) -> Iterator[ODataPage]:
+        """Yield each page's ``value`` array and next link, following ``@odata.nextLink`` to the end."""
         next_url: str | None = url
         next_params = params
-        pages = 0
         while next_url is not None:
             body = self.request_json(
                 "GET", next_url, scope=scope, budget=budget, params=next_params
@@ -196,22 +207,72 @@ class ApiClient:
                     status=200,
                 )
             value = body.get("value")
-            yield value if isinstance(value, list) else []
-            pages += 1
             link = body.get("@odata.nextLink")
             # The link is opaque and complete ($skip or $skiptoken): never re-add parameters.
             next_url = link if isinstance(link, str) and link else None
             next_params = None
-        log.debug("%s: %d pages", sanitize_url(url), pages)
+            yield ODataPage(value if isinstance(value, list) else [], next_url)
+
+    def download(self, url: str, dest: Path, *, chunk_bytes: int = 1 << 20) -> int:
+        """Stream a signed (SAS) URL to ``dest`` with no Authorization header; return its size.
+
+        The SAS query is the credential (B.5.3), so a bearer token must not go along.
+
+        Raises:
+            LinkExpired: 403: the signature expired or is not valid; ask for fresh links.
+            HttpStatusError: any other 4xx.
+            TransientError: retries exhausted on 5xx, timeouts or network errors.
+        """
+        stats = self.stats.setdefault("downloads", Counter())
+        safe_url = sanitize_url(url)
+        attempt = 0
+        while True:
+            stats["requests"] += 1
+            try:
+                with self._http.stream("GET", url, headers={"Accept": "*/*"}) as response:
+                    status = response.status_code
+                    if status == 200:
+                        size = 0
+                        with dest.open("wb") as fh:
+                            for chunk in response.iter_bytes(chunk_bytes):
+                                fh.write(chunk)
+                                size += len(chunk)
+                        stats["bytes"] += size
+                        return size
+                    response.read()
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                problem = f"GET {safe_url}: {type(exc).__name__}: {_scrub(str(exc))}"
+                attempt = self._backoff_or_raise(attempt, problem, stats, exc)
+                continue
+            where = f"GET {safe_url} -> {status}"
+            if status == 403:
+                raise LinkExpired(f"{where}: the signed link expired or was refused")
+            if status >= 500 or status == 429:
+                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                attempt = self._backoff_or_raise(attempt, where, stats, None, wait=wait)
+                continue
+            raise HttpStatusError(
+                f"{where}: {response.text[:200].strip()}",
+                method="GET",
+                url=safe_url,
+                status=status,
+            )
 
     def _backoff_or_raise(
-        self, attempt: int, problem: str, stats: Counter[str], exc: BaseException | None
+        self,
+        attempt: int,
+        problem: str,
+        stats: Counter[str],
+        exc: BaseException | None,
+        *,
+        wait: float | None = None,
     ) -> int:
         attempt += 1
         if attempt > self._max_retries:
             raise TransientError(f"{problem} (gave up after {attempt} attempts)") from exc
         stats["retries"] += 1
-        wait = _backoff_seconds(attempt)
+        if wait is None:
+            wait = _backoff_seconds(attempt)
         log.debug("retry %d in %.1f s: %s", attempt, wait, problem)
         self._sleep(wait)
         return attempt

@@ -1,50 +1,71 @@
-"""One collection run: every configured dataset of every tenant, into every sink.
+"""One collection run: every due dataset of every tenant, into every sink, resumably.
 
-Owns the run: it stamps ``TimeGenerated`` (one snapshot time per run), ``RunId`` and
-``DefenderTenantId`` on each row, quarantines rejected records, writes each dataset to every
-sink in one all-or-nothing unit, and records one ``EPF_Runs_CL`` row per dataset.
-May import ``sources``, ``sinks`` (through ``contracts``), ``state``, ``auth``, ``http``.
+Owns the run. Per dataset it decides whether a snapshot is due (baselines have an interval),
+resumes an unfinished snapshot where it stopped, stamps ``TimeGenerated`` (one snapshot time),
+``RunId`` and ``DefenderTenantId``, delivers each unit to every sink that does not have it yet,
+checkpoints after each unit, quarantines rejected records, and records one ``EPF_Runs_CL`` row
+per dataset. May import ``sources``, ``contracts``, ``state``, ``auth`` and ``http``.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from endpoint_forensics.auth import CredentialTokenProvider
 from endpoint_forensics.config import Settings, TenantConfig
-from endpoint_forensics.contracts import Batch, Sink
+from endpoint_forensics.contracts import Batch, RedoUnit, Sink, SnapshotChanged, Unit
 from endpoint_forensics.errors import CredentialRefused, EpfError
 from endpoint_forensics.http import ApiClient
 from endpoint_forensics.ratelimit import DOCUMENTED_LIMITS, RateBudget
-from endpoint_forensics.sources import hunting, mde
-from endpoint_forensics.state import Quarantine
-from endpoint_forensics.tables import AGENT_HEALTH, DEVICES, RUNS, Table
+from endpoint_forensics.sources import FetchContext, hunting, mde, tvm
+from endpoint_forensics.state import Quarantine, TenantState
+from endpoint_forensics.tables import (
+    AGENT_HEALTH,
+    AV_HEALTH,
+    CVE_CATALOG,
+    DEVICES,
+    RECOMMENDATIONS,
+    RUNS,
+    SECURE_CONFIG,
+    SOFTWARE_INVENTORY,
+    VULNERABILITIES,
+    VULNERABILITY_CHANGES,
+    Table,
+)
 
 __all__ = ["DATASET_SPECS", "DatasetOutcome", "RunSummary", "run_sync"]
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[ApiClient, TenantConfig, RateBudget], Iterator[Batch]]
-
 
 @dataclass(frozen=True)
 class DatasetSpec:
     table: Table
-    budget: str  # the rate limit the dataset's calls count against
-    fetch: Fetch
+    fetch: Callable[[FetchContext], Iterator[Unit]]
+    resumable: bool = False  # units carry resume tokens; else an unfinished snapshot restarts
 
 
 DATASET_SPECS: dict[str, DatasetSpec] = {
-    "machines": DatasetSpec(DEVICES, "machines", mde.fetch_machines),
-    "agent_health": DatasetSpec(AGENT_HEALTH, "advanced_hunting", hunting.fetch_agent_health),
+    "machines": DatasetSpec(DEVICES, mde.fetch_machines),
+    "agent_health": DatasetSpec(AGENT_HEALTH, hunting.fetch_agent_health),
+    "av_health": DatasetSpec(AV_HEALTH, mde.fetch_av_health),
+    "secure_config": DatasetSpec(SECURE_CONFIG, tvm.fetch_secure_config, resumable=True),
+    "vulnerabilities": DatasetSpec(VULNERABILITIES, tvm.fetch_vulnerabilities, resumable=True),
+    "vulnerability_changes": DatasetSpec(VULNERABILITY_CHANGES, tvm.fetch_vulnerability_changes),
+    "software_inventory": DatasetSpec(
+        SOFTWARE_INVENTORY, tvm.fetch_software_inventory, resumable=True
+    ),
+    "recommendations": DatasetSpec(RECOMMENDATIONS, mde.fetch_recommendations),
+    "cve_catalog": DatasetSpec(CVE_CATALOG, mde.fetch_cve_catalog),
 }
 
 # Progress: (tenant, dataset, rows so far, finished)
@@ -57,11 +78,12 @@ class DatasetOutcome:
     defender_tenant_id: str
     dataset: str
     table: str
-    outcome: str = "Succeeded"
+    outcome: str = "Succeeded"  # Succeeded, Failed or Skipped
     rows: int = 0
     quarantined: int = 0
     requests: int = 0
     throttled: int = 0
+    snapshot_run_id: str = ""  # the run whose snapshot these rows belong to (resumes keep it)
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
     end: datetime | None = None
     error: str = ""
@@ -90,11 +112,7 @@ class RunSummary:
 
     def errors(self) -> list[str]:
         """Distinct error lines, each once (an auth failure fails every dataset of a tenant)."""
-        seen: dict[str, None] = {}
-        for o in self.outcomes:
-            if o.error:
-                seen.setdefault(o.error, None)
-        return list(seen)
+        return list(dict.fromkeys(o.error for o in self.outcomes if o.error))
 
 
 def run_sync(
@@ -103,39 +121,20 @@ def run_sync(
     *,
     progress: Progress | None = None,
     client_factory: Callable[[TenantConfig], ApiClient] | None = None,
+    now: datetime | None = None,
 ) -> RunSummary:
-    """Collect every configured dataset once and deliver it to ``sinks``."""
+    """Collect every due dataset once and deliver it to ``sinks``."""
     started = time.monotonic()
-    summary = RunSummary(run_id=str(uuid.uuid4()), time_generated=datetime.now(UTC))
+    summary = RunSummary(run_id=str(uuid.uuid4()), time_generated=now or datetime.now(UTC))
     quarantine = Quarantine(settings.state.dir, summary.run_id)
-    for tenant in settings.tenants:
-        factory = client_factory or _default_client
-        with factory(tenant) as client:
-            budgets = {name: RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()}
-            refused: str | None = None
-            for dataset in tenant.datasets:
-                if refused is not None:
-                    # Refused credentials fail every dataset alike: ask the authority once.
-                    outcome = DatasetOutcome(
-                        tenant.name, tenant.tenant_id, dataset, DATASET_SPECS[dataset].table.name
-                    )
-                    outcome.outcome, outcome.error, outcome.end = "Failed", refused, outcome.start
-                else:
-                    outcome = _collect(
-                        tenant, dataset, client, budgets, sinks, summary, quarantine, progress
-                    )
-                    if outcome.credential_refused:
-                        refused = outcome.error
-                summary.outcomes.append(outcome)
-                log.info(
-                    "tenant %s dataset %s: %s, %d rows, %d quarantined, %.1f s",
-                    tenant.name,
-                    dataset,
-                    outcome.outcome,
-                    outcome.rows,
-                    outcome.quarantined,
-                    outcome.duration_seconds,
-                )
+    work_root = settings.state.dir / "work" / summary.run_id
+    try:
+        for tenant in settings.tenants:
+            with (client_factory or _default_client)(tenant) as client:
+                run = _TenantRun(tenant, client, settings, sinks, summary, quarantine, progress)
+                run.collect_all(work_root / tenant.name)
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
     _record_runs(summary, sinks)
     if quarantine.count:
         summary.quarantine_folder = str(quarantine.folder)
@@ -155,61 +154,229 @@ def _default_client(tenant: TenantConfig) -> ApiClient:
     )
 
 
-def _collect(
-    tenant: TenantConfig,
-    dataset: str,
-    client: ApiClient,
-    budgets: dict[str, RateBudget],
-    sinks: list[Sink],
-    summary: RunSummary,
-    quarantine: Quarantine,
-    progress: Progress | None,
-) -> DatasetOutcome:
-    spec = DATASET_SPECS[dataset]
-    outcome = DatasetOutcome(tenant.name, tenant.tenant_id, dataset, spec.table.name)
-    budget = budgets[spec.budget]
-    before: Mapping[str, int] = dict(client.stats.get(spec.budget, {}))
-    stamp = {
-        "TimeGenerated": summary.time_generated,
-        "RunId": summary.run_id,
-        "DefenderTenantId": tenant.tenant_id,
-    }
-    rows = 0
-    try:
+class _TenantRun:
+    def __init__(
+        self,
+        tenant: TenantConfig,
+        client: ApiClient,
+        settings: Settings,
+        sinks: list[Sink],
+        summary: RunSummary,
+        quarantine: Quarantine,
+        progress: Progress | None,
+    ) -> None:
+        self.tenant = tenant
+        self.client = client
+        self.sinks = sinks
+        self.summary = summary
+        self.quarantine = quarantine
+        self.progress = progress
+        self.state = TenantState(settings.state.dir, tenant.name)
+        # One budget per endpoint, shared by everything this tenant does in the run.
+        self.budgets = {name: RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()}
+
+    def collect_all(self, work_dir: Any) -> None:
+        refused: str | None = None
+        for dataset in self.tenant.datasets:
+            spec = DATASET_SPECS[dataset]
+            if refused is not None:
+                # Refused credentials fail every dataset alike: ask the authority once.
+                outcome = self._outcome(dataset)
+                outcome.outcome, outcome.error, outcome.end = "Failed", refused, outcome.start
+            else:
+                outcome = self._collect(dataset, spec, work_dir / dataset)
+                if outcome.credential_refused:
+                    refused = outcome.error
+            self.summary.outcomes.append(outcome)
+            log.info(
+                "tenant %s dataset %s: %s, %d rows, %d quarantined, %.1f s",
+                self.tenant.name,
+                dataset,
+                outcome.outcome,
+                outcome.rows,
+                outcome.quarantined,
+                outcome.duration_seconds,
+            )
+
+    def _outcome(self, dataset: str) -> DatasetOutcome:
+        table = DATASET_SPECS[dataset].table.name
+        return DatasetOutcome(self.tenant.name, self.tenant.tenant_id, dataset, table)
+
+    def _collect(self, dataset: str, spec: DatasetSpec, work_dir: Any) -> DatasetOutcome:
+        outcome = self._outcome(dataset)
+        dstate = self.state.dataset(dataset)
+        before = self._request_counts()
+        try:
+            if self._not_due(dataset, dstate):
+                outcome.outcome = "Skipped"
+                return outcome
+            snapshot = dstate.get("snapshot")
+            if snapshot is not None and not spec.resumable:
+                self._discard(spec.table, snapshot["run_id"])
+                snapshot = None
+            try:
+                self._deliver(dataset, spec, dstate, snapshot, outcome, work_dir)
+            except SnapshotChanged as exc:
+                log.info("tenant %s dataset %s: %s; starting over", self.tenant.name, dataset, exc)
+                self._discard(spec.table, dstate["snapshot"]["run_id"])
+                outcome.rows = outcome.quarantined = 0
+                self._deliver(dataset, spec, dstate, None, outcome, work_dir)
+        except CredentialRefused as exc:
+            outcome.outcome, outcome.error, outcome.credential_refused = "Failed", str(exc), True
+        except EpfError as exc:
+            # Reported by the run summary (and EPF_Runs_CL), so not logged again here.
+            outcome.outcome = "Failed"
+            outcome.error = f"tenant {self.tenant.name!r} dataset {dataset}: {exc}"
+            if not spec.resumable:
+                self._drop_partial(spec, dstate, outcome)
+        finally:
+            outcome.end = datetime.now(UTC)
+            after = self._request_counts()
+            outcome.requests = after[0] - before[0]
+            outcome.throttled = after[1] - before[1]
+            if self.progress:
+                self.progress(self.tenant.name, dataset, outcome.rows, True)
+        return outcome
+
+    def _deliver(
+        self,
+        dataset: str,
+        spec: DatasetSpec,
+        dstate: dict[str, Any],
+        snapshot: dict[str, Any] | None,
+        outcome: DatasetOutcome,
+        work_dir: Any,
+    ) -> None:
+        if snapshot is None:
+            snapshot = {
+                "run_id": self.summary.run_id,
+                "time_generated": self.summary.time_generated.isoformat(),
+                "units": 0,
+                "resume": None,
+            }
+            dstate["snapshot"] = snapshot
+            self.state.save()
+        outcome.snapshot_run_id = snapshot["run_id"]
+        time_generated = datetime.fromisoformat(snapshot["time_generated"])
+        stamp = {
+            "TimeGenerated": time_generated,
+            "RunId": snapshot["run_id"],
+            "DefenderTenantId": self.tenant.tenant_id,
+        }
+        work_dir.mkdir(parents=True, exist_ok=True)
+        ctx = FetchContext(
+            client=self.client,
+            tenant=self.tenant,
+            budgets=self.budgets,
+            now=time_generated,
+            work_dir=work_dir,
+            resume=snapshot.get("resume"),
+            cursor=dstate.get("cursor"),
+            device_count=self._device_count(),
+        )
+        for unit in spec.fetch(ctx):
+            unit_id = f"{self.tenant.tenant_id}/{snapshot['run_id']}/{dataset}/{unit.key}"
+            pending = [s for s in self.sinks if not s.delivered(unit_id)]
+            try:
+                self._deliver_unit(
+                    dataset, spec.table, unit_id, unit.batches, pending, stamp, outcome
+                )
+            except RedoUnit as exc:
+                if unit.fallback is None:
+                    raise
+                log.info(
+                    "tenant %s dataset %s %s: %s; reading it line by line",
+                    self.tenant.name,
+                    dataset,
+                    unit.key,
+                    exc,
+                )
+                self._deliver_unit(
+                    dataset, spec.table, unit_id, unit.fallback(), pending, stamp, outcome
+                )
+            # Every sink has the unit: only now may the checkpoint move past it.
+            snapshot["resume"] = unit.resume
+            snapshot["units"] += 1
+            self.state.save()
+        dstate.pop("snapshot", None)
+        dstate["last_success"] = time_generated.isoformat()
+        dstate["last_rows"] = outcome.rows
+        if ctx.new_cursor is not None:
+            dstate["cursor"] = ctx.new_cursor
+        self.state.save()
+
+    def _deliver_unit(
+        self,
+        dataset: str,
+        table: Table,
+        unit_id: str,
+        batches: Iterator[Batch],
+        sinks: list[Sink],
+        stamp: Mapping[str, Any],
+        outcome: DatasetOutcome,
+    ) -> None:
+        rows = quarantined = 0
         with ExitStack() as stack:
-            writers = [stack.enter_context(sink.open(spec.table)) for sink in sinks]
-            for batch in spec.fetch(client, tenant, budget):
-                for row in batch.rows:
-                    row.update(stamp)
+            writers = [stack.enter_context(s.open(table, unit=unit_id)) for s in sinks]
+            for batch in batches:
                 for writer in writers:
-                    writer.write(batch.rows)
-                quarantine.add(tenant.name, dataset, batch.rejects)
-                outcome.quarantined += len(batch.rejects)
-                rows += len(batch.rows)
-                if progress:
-                    progress(tenant.name, dataset, rows, False)
-        outcome.rows = rows  # only once every sink has committed
-    except CredentialRefused as exc:
-        outcome.outcome, outcome.error, outcome.credential_refused = "Failed", str(exc), True
-    except EpfError as exc:
-        # Reported by the run summary (and EPF_Runs_CL), so logged once, with the others.
-        outcome.outcome = "Failed"
-        outcome.error = f"tenant {tenant.name!r} dataset {dataset}: {exc}"
-    finally:
-        outcome.end = datetime.now(UTC)
-        after: Mapping[str, int] = client.stats.get(spec.budget, {})
-        outcome.requests = after.get("requests", 0) - before.get("requests", 0)
-        outcome.throttled = after.get("throttled", 0) - before.get("throttled", 0)
-        if progress:
-            progress(tenant.name, dataset, outcome.rows, True)
-    return outcome
+                    writer.write(batch, stamp)
+                self.quarantine.add(self.tenant.name, dataset, batch.rejects)
+                quarantined += len(batch.rejects)
+                rows += len(batch)
+                if self.progress:
+                    self.progress(self.tenant.name, dataset, outcome.rows + rows, False)
+        # Counted once the unit is committed: a unit redone is not counted twice.
+        outcome.rows += rows
+        outcome.quarantined += quarantined
+
+    def _drop_partial(
+        self, spec: DatasetSpec, dstate: dict[str, Any], outcome: DatasetOutcome
+    ) -> None:
+        """A dataset that cannot resume leaves no partial snapshot for queries to mistake."""
+        snapshot = dstate.pop("snapshot", None)
+        if snapshot is None:
+            return
+        try:
+            self._discard(spec.table, snapshot["run_id"])
+        except Exception as exc:  # the next run discards it instead
+            dstate["snapshot"] = snapshot
+            log.warning("could not remove the partial %s snapshot: %s", spec.table.name, exc)
+        else:
+            outcome.rows = 0
+        self.state.save()
+
+    def _not_due(self, dataset: str, dstate: Mapping[str, Any]) -> bool:
+        interval = self.tenant.interval_hours_for(dataset)
+        last = dstate.get("last_success")
+        if not interval or last is None or "snapshot" in dstate:
+            return False
+        elapsed = self.summary.time_generated - datetime.fromisoformat(last)
+        return elapsed < timedelta(hours=interval)
+
+    def _discard(self, table: Table, run_id: str) -> None:
+        for sink in self.sinks:
+            sink.discard(table, run_id=run_id, tenant_id=self.tenant.tenant_id)
+
+    def _device_count(self) -> int | None:
+        for o in self.summary.outcomes:
+            if (
+                o.tenant == self.tenant.name
+                and o.dataset == "machines"
+                and o.outcome == "Succeeded"
+            ):
+                return o.rows
+        last = self.state.dataset("machines").get("last_rows")
+        return int(last) if last is not None else None
+
+    def _request_counts(self) -> tuple[int, int]:
+        stats = self.client.stats.values()
+        return sum(c["requests"] for c in stats), sum(c["throttled"] for c in stats)
 
 
 def _record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
     rows: list[dict[str, Any]] = [
         {
-            "TimeGenerated": summary.time_generated,
-            "RunId": summary.run_id,
             "DefenderTenantId": o.defender_tenant_id,
             "Dataset": o.dataset,
             "TableName": o.table,
@@ -225,6 +392,8 @@ def _record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
         }
         for o in summary.outcomes
     ]
+    stamp = {"TimeGenerated": summary.time_generated, "RunId": summary.run_id}
+    unit = f"runs/{summary.run_id}"
     for sink in sinks:
-        with sink.open(RUNS) as writer:
-            writer.write(rows)
+        with sink.open(RUNS, unit=unit) as writer:
+            writer.write(Batch(RUNS, rows=rows), stamp)

@@ -25,11 +25,27 @@ class RateLimit:
     per_hour: int
 
 
-# Per tenant, as documented (B.6). Both advanced hunting APIs share the hunting quota.
-DOCUMENTED_LIMITS: dict[str, RateLimit] = {
-    "machines": RateLimit("machines", per_minute=100, per_hour=1_500),
-    "advanced_hunting": RateLimit("advanced_hunting", per_minute=45, per_hour=1_500),
-}
+def _limits(*limits: RateLimit) -> dict[str, RateLimit]:
+    return {limit.name: limit for limit in limits}
+
+
+# Per tenant and endpoint, as documented (B.6). Both advanced hunting APIs share one quota.
+# /api/recommendations and /api/vulnerabilities state no limit: they get the JSON exports' 30/min.
+DOCUMENTED_LIMITS: dict[str, RateLimit] = _limits(
+    RateLimit("machines", per_minute=100, per_hour=1_500),
+    RateLimit("advanced_hunting", per_minute=45, per_hour=1_500),
+    RateLimit("deviceavinfo", per_minute=30, per_hour=1_000),
+    RateLimit("InfoGatheringExport", per_minute=30, per_hour=1_000),
+    RateLimit("SecureConfigurationsAssessmentByMachine", per_minute=30, per_hour=1_000),
+    RateLimit("SoftwareVulnerabilitiesByMachine", per_minute=30, per_hour=1_000),
+    RateLimit("SoftwareVulnerabilityChangesByMachine", per_minute=30, per_hour=1_000),
+    RateLimit("SoftwareInventoryByMachine", per_minute=30, per_hour=1_000),
+    RateLimit("SecureConfigurationsAssessmentExport", per_minute=5, per_hour=20),
+    RateLimit("SoftwareVulnerabilitiesExport", per_minute=5, per_hour=20),
+    RateLimit("SoftwareInventoryExport", per_minute=5, per_hour=20),
+    RateLimit("recommendations", per_minute=30, per_hour=1_000),
+    RateLimit("vulnerabilities", per_minute=30, per_hour=1_000),
+)
 
 
 class RateBudget:

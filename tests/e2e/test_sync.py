@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from endpoint_forensics import store
+from endpoint_forensics.config import DATASETS
 from endpoint_forensics.emulator import Emulator, EmulatorSettings, Fault
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 
@@ -35,9 +36,9 @@ def test_a_full_sync_equals_the_truth_and_pages_to_the_end(small_tenant, tmp_pat
     assert summary.exit_code == 0, summary.errors()
     truth = small_tenant.stats()["truth"]
     db = settings.store.path
-    assert count(db, "EPF_Devices_CL", summary.run_id) == truth["EPF_Devices_CL"] == 250
-    assert count(db, "EPF_AgentHealth_CL", summary.run_id) == truth["EPF_AgentHealth_CL"]
-    assert count(db, "EPF_Runs_CL", summary.run_id) == truth["EPF_Runs_CL"] == 2
+    assert truth["EPF_Devices_CL"] == 250 and truth["EPF_Runs_CL"] == 9
+    for table, expected in truth.items():  # every table the registry has
+        assert count(db, table, summary.run_id) == expected, table
     assert requests_for(small_tenant, "/api/machines").get(200, 0) - before == 7
     ids = store.run_query(
         db, "EPF_Devices_CL | summarize n = count() by DeviceId | where n > 1"
@@ -65,10 +66,7 @@ def test_agent_health_covers_every_family_with_only_the_vocabulary(small_tenant,
         db,
         f'EPF_Runs_CL | where RunId == "{summary.run_id}" | project Dataset, Outcome, Rows, Requests',
     ).records()
-    assert {r["Dataset"]: r["Outcome"] for r in runs} == {
-        "machines": "Succeeded",
-        "agent_health": "Succeeded",
-    }
+    assert {r["Dataset"]: r["Outcome"] for r in runs} == dict.fromkeys(DATASETS, "Succeeded")
     assert all(r["Requests"] >= 1 for r in runs)
 
 
@@ -169,7 +167,11 @@ def test_an_empty_tenant_is_not_an_error(tmp_path):
     with Emulator(EmulatorSettings(devices=0, seed=1)) as emu:
         summary = sync(settings_for(emu, tmp_path))
         assert summary.exit_code == 0, summary.errors()
-        assert [o.rows for o in summary.outcomes] == [0, 0]
+        truth = emu.stats()["truth"]
+        assert {o.table: o.rows for o in summary.outcomes} == {
+            t: n for t, n in truth.items() if t != "EPF_Runs_CL"
+        }
+        assert truth["EPF_Devices_CL"] == truth["EPF_Vulnerabilities_CL"] == 0
 
 
 def test_a_failure_midway_leaves_no_partial_snapshot(tmp_path):

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from endpoint_forensics.emulator.settings import RATE_LIMIT_NAMES
 
 MDE = "https://api.securitycenter.microsoft.com"
 GRAPH = "https://graph.microsoft.com"
@@ -46,7 +47,7 @@ HEALTH_SCIDS = {
 }
 ALL_HEALTH_SCIDS = set().union(*HEALTH_SCIDS.values())
 # Generous limits for the shared emulator, so read-only tests never throttle each other.
-UNTHROTTLED = {"machines": (100_000, 60.0), "advanced_hunting": (100_000, 60.0)}
+UNTHROTTLED = {name: (100_000, 60.0) for name in RATE_LIMIT_NAMES}
 
 
 def client_for(emu: Emulator) -> httpx.Client:
@@ -153,3 +154,103 @@ def graph_token(emu: Emulator, client: httpx.Client) -> str:
 def machines(emu: Emulator, client: httpx.Client, mde_token: str) -> list[dict[str, Any]]:
     records, _ = all_machines(client, emu, mde_token)
     return records
+
+
+def get_all(
+    client: httpx.Client, url: str, token: str, **params: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Follow @odata.nextLink verbatim to the end; returns the records and every page body."""
+    records: list[dict[str, Any]] = []
+    bodies: list[dict[str, Any]] = []
+    query: dict[str, Any] | None = params or None
+    next_url: str | None = url
+    while next_url:
+        response = client.get(next_url, params=query, headers=bearer(token))
+        assert response.status_code == 200, response.text[:500]
+        body = response.json()
+        bodies.append(body)
+        records += body["value"]
+        next_url = body.get("@odata.nextLink")
+        query = None
+    return records, bodies
+
+
+#: Chosen so the small posture fleet has a device-group move inside the delta window.
+POSTURE_SEED = 11
+
+
+@pytest.fixture(scope="session")
+def posture_emu() -> Iterator[Emulator]:
+    """A 300-device tenant for read-only posture tests: small export parts, no throttling."""
+    settings = EmulatorSettings(
+        devices=300, seed=POSTURE_SEED, rate_limits=UNTHROTTLED, export_part_rows=2500
+    )
+    with Emulator(settings) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def posture_client(posture_emu: Emulator) -> Iterator[httpx.Client]:
+    with client_for(posture_emu) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def posture_token(posture_emu: Emulator, posture_client: httpx.Client) -> str:
+    return get_token(posture_client, posture_emu, MDE)
+
+
+def _tvm(emu: Emulator, name: str) -> str:
+    return f"{emu.base_url}/api/machines/{name}"
+
+
+@pytest.fixture(scope="session")
+def vulnerabilities(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> list[dict[str, Any]]:
+    records, _ = get_all(
+        posture_client,
+        _tvm(posture_emu, "SoftwareVulnerabilitiesByMachine"),
+        posture_token,
+        pageSize=3000,
+    )
+    return records
+
+
+@pytest.fixture(scope="session")
+def software(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> list[dict[str, Any]]:
+    url = _tvm(posture_emu, "SoftwareInventoryByMachine")
+    return get_all(posture_client, url, posture_token)[0]
+
+
+@pytest.fixture(scope="session")
+def configurations(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> list[dict[str, Any]]:
+    url = _tvm(posture_emu, "SecureConfigurationsAssessmentByMachine")
+    return get_all(posture_client, url, posture_token, pageSize=2000)[0]
+
+
+@pytest.fixture(scope="session")
+def av(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> list[dict[str, Any]]:
+    return get_all(posture_client, f"{posture_emu.base_url}/api/deviceavinfo", posture_token)[0]
+
+
+@pytest.fixture(scope="session")
+def catalogue(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> list[dict[str, Any]]:
+    url = f"{posture_emu.base_url}/api/vulnerabilities"
+    return get_all(posture_client, url, posture_token, **{"$top": 100})[0]
+
+
+@pytest.fixture(scope="session")
+def recommendations(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> list[dict[str, Any]]:
+    url = f"{posture_emu.base_url}/api/recommendations"
+    return get_all(posture_client, url, posture_token, **{"$top": 50})[0]

@@ -177,3 +177,34 @@ def test_a_fault_on_the_token_endpoint_speaks_entra() -> None:
         # The control plane is never faulted nor counted.
         assert client.get(f"{emu.base_url}/_emulator/stats").status_code == 200
         assert not any(p.startswith("/_emulator") for p in emu.stats()["requests"])
+
+
+def test_an_empty_200_fault_answers_exactly_that() -> None:
+    faults = parse_faults("200@/api/machines/SoftwareVulnerabilitiesByMachine*1=")
+    with (
+        Emulator(EmulatorSettings(devices=20, seed=2, faults=faults)) as emu,
+        client_for(emu) as client,
+    ):
+        headers = bearer(get_token(client, emu))
+        url = f"{emu.base_url}/api/machines/SoftwareVulnerabilitiesByMachine"
+        empty = client.get(url, headers=headers)
+        assert empty.status_code == 200 and empty.content == b""  # the documented empty 200
+        again = client.get(url, headers=headers)
+        assert again.status_code == 200 and again.json()["value"]
+        assert emu.stats()["faults"][0]["injected"] == 1
+
+
+def test_the_file_exports_allow_five_calls_a_minute() -> None:
+    with Emulator(EmulatorSettings(devices=10, seed=2)) as emu, client_for(emu) as client:
+        headers = bearer(get_token(client, emu))
+        for name in ("SoftwareVulnerabilitiesExport", "SoftwareInventoryExport"):
+            url = f"{emu.base_url}/api/machines/{name}"
+            assert [client.get(url, headers=headers).status_code for _ in range(5)] == [200] * 5
+            throttled = client.get(url, headers=headers)
+            assert throttled.status_code == 429
+            assert throttled.json()["error"]["code"] == "TooManyRequests"
+            assert "Maximum allowed: 5 per 1 minute" in throttled.json()["error"]["message"]
+            assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+        # Per endpoint: the JSON export has its own, larger budget.
+        url = f"{emu.base_url}/api/machines/SoftwareVulnerabilitiesByMachine?$top=1"
+        assert client.get(url, headers=headers).status_code == 200

@@ -235,10 +235,20 @@ def test_an_empty_tenant_answers_404_no_recent_machines() -> None:
             "message": "No recent machines",
             "target": error["target"],
         }
-        assert emu.stats()["truth"] == {
+        truth = emu.stats()["truth"]
+        assert truth["EPF_Runs_CL"] == 9
+        assert truth["EPF_CveCatalog_CL"] > 0  # CVEs of products nobody runs
+        assert {
+            k: v for k, v in truth.items() if k not in ("EPF_Runs_CL", "EPF_CveCatalog_CL")
+        } == {
             "EPF_Devices_CL": 0,
             "EPF_AgentHealth_CL": 0,
-            "EPF_Runs_CL": 2,
+            "EPF_AvHealth_CL": 0,
+            "EPF_SecureConfig_CL": 0,
+            "EPF_Vulnerabilities_CL": 0,
+            "EPF_SoftwareInventory_CL": 0,
+            "EPF_Recommendations_CL": 0,
+            "EPF_VulnerabilityChanges_CL": 0,
         }
 
 

@@ -22,6 +22,23 @@ def test_parse_faults_reads_every_part() -> None:
     assert faults[1].effective_retry_after is None
 
 
+def test_a_fault_with_a_body() -> None:
+    assert parse_faults("200@/api/deviceavinfo=*2") == (
+        Fault(path="/api/deviceavinfo", status=200, body="*2"),
+    )  # everything after '=' is the body
+    assert parse_faults("200@/api/deviceavinfo*2=") == (
+        Fault(path="/api/deviceavinfo", status=200, times=2, body=""),
+    )
+    assert parse_faults("503@/api/x+1={}") == (
+        Fault(path="/api/x", status=503, after=1, body="{}"),
+    )
+    assert Fault("/api", 200, body="").body == ""
+    with pytest.raises(ValueError, match="200-599"):
+        Fault("/api", 100, body="")
+    with pytest.raises(ValueError, match="400-599"):
+        Fault("/api", 200)
+
+
 @pytest.mark.parametrize("spec", ["", "   "])
 def test_an_empty_spec_means_no_faults(spec: str) -> None:
     assert parse_faults(spec) == ()
@@ -71,6 +88,14 @@ def test_settings_defaults_and_validation() -> None:
         EmulatorSettings(devices=-1)
     with pytest.raises(ValueError, match="hunting_row_limit"):
         EmulatorSettings(hunting_row_limit=0)
+    assert settings.vulnerabilities_per_device == 30
+    assert settings.export_part_rows == 100_000 and settings.sas_valid_seconds is None
+    with pytest.raises(ValueError, match="export_part_rows"):
+        EmulatorSettings(export_part_rows=0)
+    with pytest.raises(ValueError, match="sas_valid_seconds"):
+        EmulatorSettings(sas_valid_seconds=0)
+    with pytest.raises(ValueError, match="vulnerabilities_per_device"):
+        EmulatorSettings(vulnerabilities_per_device=-1)
 
 
 def test_public_api_is_exact_and_light_to_import() -> None:

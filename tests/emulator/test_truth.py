@@ -42,12 +42,16 @@ def test_stats_truth_equals_a_recount_from_the_served_data(
     recount = _recount(emu, client)
     assert stats["truth"]["EPF_Devices_CL"] == recount["EPF_Devices_CL"] == 150
     assert stats["truth"]["EPF_AgentHealth_CL"] == recount["EPF_AgentHealth_CL"]
-    assert stats["truth"]["EPF_Runs_CL"] == 2
+    assert stats["truth"]["EPF_Runs_CL"] == 9  # one per dataset of a complete sync
     # Devices without a sensor (about 5%) have no assessments.
     assert 120 <= stats["truth"]["EPF_AgentHealth_CL"] < 150
     assert stats["fleet"]["devices"] == 150
     assert sum(stats["fleet"]["by_platform"].values()) == 150
     assert emu.stats()["truth"] == stats["truth"]
+    assert (
+        stats["truth_detail"]["EPF_VulnerabilityChanges_CL"]["real_changes"]
+        == (stats["truth"]["EPF_VulnerabilityChanges_CL"])
+    )
 
 
 def test_stats_count_requests_by_path_and_status(
@@ -119,6 +123,7 @@ def test_lifecycle_state_dir_and_stop(tmp_path: Path) -> None:
         _ = emu.base_url
     with emu:
         first_ca = emu.ca_path.read_bytes()
+        first_client_cert = emu.client_certificate_path.read_bytes()
         assert emu.ca_path.parent == (tmp_path / "state").resolve()
         with pytest.raises(RuntimeError, match="already running"):
             emu.start()
@@ -126,6 +131,7 @@ def test_lifecycle_state_dir_and_stop(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "ca.pem").read_bytes() == first_ca  # kept: the caller owns it
     with Emulator(settings) as again, client_for(again) as client:
         assert again.ca_path.read_bytes() == first_ca  # same CA across restarts
+        assert again.client_certificate_path.read_bytes() == first_client_cert  # same app cert
         assert client.get(f"{again.base_url}/_emulator/stats").status_code == 200
 
 

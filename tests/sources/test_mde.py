@@ -78,3 +78,74 @@ def test_records_without_an_id_are_rejected_with_a_reason():
     )
     assert machine_to_row({**SAMPLE, "id": ""}) == "machine record has no id"
     assert "not an object" in machine_to_row(["not", "a", "record"])
+
+
+def test_av_health_decodes_modes_string_booleans_and_signature_age():
+    from endpoint_forensics.sources.mde import av_health_row
+
+    now = datetime(2022, 8, 3, 0, 3, 39, tzinfo=UTC)
+    record = {  # the documented sample (device-health-export-antivirus-health-report-api.md)
+        "id": "Sample Guid",
+        "machineId": "Sample Machine Guid",
+        "computerDnsName": "appblockstg1",
+        "osKind": "windows",
+        "osPlatform": "Windows10",
+        "osVersion": "10.0.19044.1865",
+        "avMode": "0",
+        "avSignatureVersion": "1.371.1279.0",
+        "avEngineVersion": "1.1.19428.0",
+        "avPlatformVersion": "4.18.2206.108",
+        "lastSeenTime": "2022-08-02T19:40:45Z",
+        "quickScanResult": "Completed",
+        "quickScanError": "",
+        "quickScanTime": "2022-08-02T18:40:15.882Z",
+        "fullScanResult": "",
+        "fullScanError": "",
+        "fullScanTime": None,
+        "dataRefreshTimestamp": "2022-08-02T21:16:23Z",
+        "avEngineUpdateTime": "2022-08-02T00:03:39Z",
+        "avSignatureUpdateTime": "2022-08-02T00:03:39Z",
+        "avPlatformUpdateTime": "2022-06-20T16:59:35Z",
+        "avIsSignatureUpToDate": "True",
+        "avIsEngineUpToDate": "Unknown",
+        "avIsPlatformUpToDate": "False",
+        "avSignaturePublishTime": "2022-08-01T00:03:39Z",
+        "rbacGroupName": "TVM1",
+        "rbacGroupId": 4415,
+    }
+    row = av_health_row(record, now)
+    assert row["DeviceId"] == "Sample Machine Guid" and row["DeviceName"] == "appblockstg1"
+    assert (row["AvMode"], row["AvModeCode"]) == ("Active", "0")
+    assert row["AvIsSignatureUpToDate"] is True
+    assert row["AvIsEngineUpToDate"] is None
+    assert row["AvIsPlatformUpToDate"] is False
+    assert row["SignatureAgeHours"] == 48.0  # from the publish time
+    assert row["RbacGroupId"] == 4415 and row["FullScanTime"] is None
+    assert row["AdditionalFields"] is None
+
+
+def test_av_modes_and_the_files_shape():
+    from endpoint_forensics.sources.mde import av_health_row
+
+    now = datetime(2024, 1, 2, tzinfo=UTC)
+    for code, mode in [
+        ("", "Other"),
+        ("1", "Passive"),
+        ("2", "Disabled"),
+        ("4", "EDRBlocked"),
+        ("5", "PassiveAudit"),
+        ("9", "Other"),
+    ]:
+        assert av_health_row({"machineId": "m", "avMode": code}, now)["AvMode"] == mode
+    gathered = {
+        "DeviceId": "m2",
+        "DeviceName": "mac-1",
+        "OsPlatform": "macOS",
+        "DeviceGatheredInfo": '{"AvMode": "1", "AvIsSignatureUptoDate": "False", "AvSignatureUpdateTime": "2024-01-01T00:00:00Z", '
+        '"AvScanResults": {"Quick": {"ScanStatus": "Failed", "ErrorCode": "0x80508023", "Timestamp": "2024-01-01T01:00:00Z"}}}',
+    }
+    row = av_health_row(gathered, now)
+    assert row["DeviceId"] == "m2" and row["OSPlatform"] == "macOS"
+    assert row["AvMode"] == "Passive" and row["AvIsSignatureUpToDate"] is False
+    assert row["QuickScanResult"] == "Failed" and row["QuickScanError"] == "0x80508023"
+    assert row["SignatureAgeHours"] == 24.0

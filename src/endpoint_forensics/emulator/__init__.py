@@ -1,20 +1,26 @@
 """The emulated Defender tenant: a faithful local stand-in for the remote APIs.
 
 Used by ``epf demo``, ``epf emulator``, tests and benchmarks. A real HTTPS server on loopback
-(uvicorn + Starlette, certificate from a generated test CA) serving the Entra token endpoint,
-the MDE machines and advanced-hunting APIs and Graph ``runHuntingQuery`` over a deterministic
-synthetic fleet, with the documented rate limits, declarative fault injection and a
-``/_emulator/stats`` ground truth. Built from the documented wire format
-(shared/reference/defender-apis.md), quirks included.
+(uvicorn + Starlette, certificate from a generated test CA) serving the Entra token endpoint
+(client secret or certificate assertion), the MDE machines, advanced-hunting, AV health, TVM
+export (JSON pages, delta, via files with SAS blob downloads), recommendations and
+vulnerabilities APIs and Graph ``runHuntingQuery`` over a deterministic synthetic fleet and
+its posture timeline (``advance`` moves the emulated clock), with the documented rate limits,
+declarative fault injection and a ``/_emulator/stats`` ground truth. Built from the
+documented wire format (shared/reference/defender-apis.md), quirks included.
 
 Must not import anything of the package except ``tables`` (it currently needs nothing): the
 emulator shares no parsing code with the collector, so a wire-format bug cannot hide.
 
-Modules: ``settings`` (settings, the ``--faults`` syntax); ``fleet``, ``devices``, ``tvm``
-(the synthetic data); ``store``, ``hunting`` (DuckDB tables, KQL); ``identity`` (Entra);
-``mde``, ``graph`` (the APIs); ``odata``, ``odata_lexer`` ($filter); ``limits`` (rate limits,
-faults, counters); ``responses`` (wire shapes); ``tenant``, ``app``, ``server`` (assembly, TLS,
-background thread). Importing this package loads none of uvicorn, Starlette or DuckDB; they
+Modules: ``settings`` (settings, the ``--faults`` syntax); ``clock`` (the emulated now);
+``fleet``, ``devices`` (the machines); ``tvm``, ``sca`` (secure configuration catalogue and
+history); ``software``, ``cves``, ``cvss``, ``posture`` (software, CVEs and the vulnerability
+timeline, in DuckDB SQL); ``store``, ``hunting`` (DuckDB, KQL); ``datasets``, ``av``,
+``snapshots``, ``catalog``, ``truth`` (the posture datasets as of now, their renderings and
+counts); ``identity``, ``client_auth`` (Entra); ``mde``, ``graph``, ``tvm_api``,
+``catalog_api``, ``exports`` (the APIs and the export blobs); ``odata``, ``odata_lexer``
+($filter); ``limits`` (rate limits, faults, counters); ``responses`` (wire shapes);
+``tenant``, ``app``, ``server`` (assembly, TLS, background thread). Importing this package loads none of uvicorn, Starlette or DuckDB; they
 load when an emulator starts.
 """
 

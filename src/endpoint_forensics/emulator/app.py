@@ -1,9 +1,11 @@
 """The emulator's ASGI application: routes of every emulated service plus the control plane.
 
-Owns assembling the Starlette app over a ``Tenant``: the Entra, MDE and Graph routes,
-``GET /_emulator/stats`` (no auth), errors in each service's dialect for unknown routes and
-unexpected exceptions, and an outer ASGI layer that injects configured faults before any
-routing and counts every response by path and status.
+Owns assembling the Starlette app over a ``Tenant``: the Entra, MDE (machines, hunting,
+TVM exports, AV health, recommendations, vulnerabilities), Graph and export-blob routes,
+the control plane (``GET /_emulator/stats`` and ``POST /_emulator/advance?hours=H``, no
+auth), errors in each service's dialect for unknown routes and unexpected exceptions, and an
+outer ASGI layer that routes the TVM paths case-insensitively (as the service does),
+injects configured faults before any routing and counts every response by path and status.
 
 Imports only emulator modules: it shares no code with the collector.
 """
@@ -21,10 +23,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .catalog_api import CatalogApi
 from .graph import GraphApi
 from .mde import MdeApi
-from .responses import error_response, json_response
+from .responses import body_response, error_response, json_response, mde_error
 from .tenant import Tenant
+from .tvm_api import PATHS as TVM_PATHS
+from .tvm_api import TvmApi
 
 __all__ = ["CONTROL_PREFIX", "build_app"]
 
@@ -41,12 +46,33 @@ def build_app(tenant: Tenant) -> ASGIApp:
         limiter=tenant.limiter,
         store=tenant.store,
         hunting_row_limit=settings.hunting_row_limit,
+        clock=tenant.clock,
     )
+    tenant.clock.on_advance(lambda before, after: mde.invalidate())
     graph = GraphApi(
         identity=tenant.identity,
         limiter=tenant.limiter,
         store=tenant.store,
         hunting_row_limit=settings.hunting_row_limit,
+        clock=tenant.clock,
+    )
+    tvm = TvmApi(
+        identity=tenant.identity,
+        limiter=tenant.limiter,
+        clock=tenant.clock,
+        snapshots=tenant.snapshots,
+        exports=tenant.exports,
+        sas_valid_seconds=settings.sas_valid_seconds,
+        ready=tenant.wait_ready,
+    )
+    catalog = CatalogApi(
+        identity=tenant.identity,
+        limiter=tenant.limiter,
+        clock=tenant.clock,
+        av=tenant.av_records,
+        recommendations=tenant.recommendation_records,
+        vulnerabilities=tenant.cve_records,
+        ready=tenant.wait_ready,
     )
 
     async def stats(request: Request) -> Response:
@@ -62,25 +88,51 @@ def build_app(tenant: Tenant) -> ASGIApp:
         message = "An unexpected error occurred in the emulator."
         return error_response(request.url.path, 500, message=message)
 
-    routes = [Route(f"{CONTROL_PREFIX}stats", stats, methods=["GET"])]
-    routes += tenant.identity.routes() + mde.routes() + graph.routes()
+    async def advance(request: Request) -> Response:
+        try:
+            hours = float(request.query_params.get("hours", ""))
+            now = await run_in_threadpool(tenant.clock.advance, hours)
+        except ValueError:
+            message = "The query parameter 'hours' must be a number >= 0."
+            return mde_error(400, message, code="BadRequest")
+        body = {
+            "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "advanced_hours": tenant.clock.advanced_hours,
+        }
+        return json_response(body, content_type="application/json; charset=utf-8")
+
+    routes = [
+        Route(f"{CONTROL_PREFIX}stats", stats, methods=["GET"]),
+        Route(f"{CONTROL_PREFIX}advance", advance, methods=["POST"]),
+    ]
+    # The TVM routes first: "/api/machines/{machine_id}" would take their paths otherwise.
+    routes += tenant.identity.routes() + tvm.routes() + catalog.routes() + mde.routes()
+    routes += graph.routes() + tenant.exports.routes()
     handlers = {HTTPException: http_error, Exception: unexpected}
     app = Starlette(routes=routes, exception_handlers=handlers)
-    return _FaultsAndCounts(app, tenant)
+    canonical = list(TVM_PATHS)
+    for prefix in ("/api", "/api/v1.0"):
+        canonical += [f"{prefix}/{c.path}" for c in catalog.collections]
+    return _FaultsAndCounts(app, tenant, {path.lower(): path for path in canonical})
 
 
 class _FaultsAndCounts:
     """Outermost layer: answer injected faults before routing, count every response."""
 
-    def __init__(self, app: ASGIApp, tenant: Tenant) -> None:
+    def __init__(self, app: ASGIApp, tenant: Tenant, canonical: dict[str, str]) -> None:
         self._app = app
         self._tenant = tenant
+        self._canonical = canonical
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         path: str = scope["path"]
+        canonical = self._canonical.get(path.lower())
+        if canonical is not None and canonical != path:  # /api/Machines/InfoGatheringExport...
+            path = canonical
+            scope = {**scope, "path": canonical, "raw_path": canonical.encode()}
         control = path.startswith(CONTROL_PREFIX)
         status_seen: dict[str, Any] = {}
 
@@ -91,7 +143,12 @@ class _FaultsAndCounts:
 
         fault = None if control else self._tenant.faults.check(path)
         try:
-            if fault is not None:
+            if fault is not None and fault.body is not None:
+                response = body_response(
+                    path, fault.status, fault.body, retry_after=fault.effective_retry_after
+                )
+                await response(scope, receive, counting_send)
+            elif fault is not None:
                 response = error_response(
                     path,
                     fault.status,

@@ -118,7 +118,7 @@ class Device:
     onboarding: str  # canonical spelling; the record may carry the lower-case drift
     first_seen_ago: float  # seconds before the anchor
     last_seen_ago: float
-    av_mode: int  # 0 Active, 1 Passive, 4 EDR blocked (scid-2010 Context)
+    av_mode: int  # 0 Active, 1 Passive, 2 Disabled, 4 EDR blocked, 5 audit, -1 '' (B.2)
     duplicate_of: str | None
     record: dict[str, Any]
     info: dict[str, Any]  # DeviceInfo columns that do not change between snapshots
@@ -178,10 +178,7 @@ def make_device(
     kind = device_kind(family, server)
     sensor = onboarding == "Onboarded"
     version, os_build, os_version, agent_version, distribution = _os_facts(rng, platform, family)
-    av_mode = 0
-    if family == "Windows":
-        r = rng.random()
-        av_mode = 1 if r < (0.25 if server else 0.05) else 4 if r > 0.98 else 0
+    av_mode = _av_mode(rng.random(), family, server)
     group_id = rng.choice(_GROUPS_BY_KIND[kind])
     aad_joined = family == "Windows" and rng.random() < (0.1 if server else 0.8)
     ip = f"10.{group_id % 200 + 10}.{rng.randrange(0, 64)}.{rng.randrange(2, 255)}"
@@ -327,6 +324,23 @@ def _os_facts(
         return rng.choice(_MAC_RELEASES), None, None, agent, "macOS"
     version, distribution = rng.choice(_LINUX_RELEASES)
     return version, None, None, rng.choice(("101.24072.0001", "101.24082.0004")), distribution
+
+
+def _av_mode(r: float, family: str, server: bool) -> int:
+    """Defender AV mode (B.2): 0 Active, 1 Passive, 2 Disabled, 4 EDR blocked, 5 passive
+    audit, -1 for the service's ``''`` (Other). Servers often run another AV (passive)."""
+    passive = (0.25 if server else 0.05) if family == "Windows" else 0.05
+    if r < passive:
+        return 1
+    if family == "Windows" and r > 0.98:
+        return 4
+    if family == "Windows" and r > 0.965:
+        return 5
+    if 0.955 < r <= 0.965:
+        return 2
+    if 0.95 < r <= 0.955:
+        return -1
+    return 0
 
 
 def _weighted(rng: random.Random, options: tuple[tuple[str, float], ...]) -> str:

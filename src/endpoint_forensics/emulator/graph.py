@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .clock import EmulatedClock
 from .hunting import HuntingQueryError, HuntingResult, run_hunting
 from .identity import Identity
 from .limits import RateLimiter
@@ -46,12 +47,19 @@ class GraphApi:
     """The Graph hunting route over one tenant's hunting tables."""
 
     def __init__(
-        self, *, identity: Identity, limiter: RateLimiter, store: Store, hunting_row_limit: int
+        self,
+        *,
+        identity: Identity,
+        limiter: RateLimiter,
+        store: Store,
+        hunting_row_limit: int,
+        clock: EmulatedClock,
     ) -> None:
         self._identity = identity
         self._limiter = limiter
         self._store = store
         self._row_limit = hunting_row_limit
+        self._clock = clock
 
     def routes(self) -> list[Route]:
         return [Route("/v1.0/security/runHuntingQuery", self._run_query, methods=["POST"])]
@@ -72,7 +80,7 @@ class GraphApi:
         query, timespan = fields.get("query"), fields.get("timespan")
         if not isinstance(query, str):
             return graph_error(400, "The 'Query' property is required and must be a string.")
-        now = datetime.now(UTC)
+        now = self._clock.now()  # the emulated clock: advance() moves the window too
         try:
             start, end = parse_timespan(timespan, now=now)
         except TimespanError as exc:

@@ -1,14 +1,15 @@
 """The emulated Entra ID tenant: token endpoint, OpenID discovery, and bearer-token checks.
 
-Owns the client-credentials grant (defender-apis.md A.1-A.3): ``POST /{tenant}/oauth2/v2.0/token``
-(form or HTTP Basic client authentication; ``scope=<resource>/.default``), the legacy v1
+Owns the client-credentials grant (defender-apis.md A.1-A.4): ``POST /{tenant}/oauth2/v2.0/token``
+(``scope=<resource>/.default``; who the client is, by secret or certificate assertion, is
+``client_auth``'s job), the legacy v1
 ``/{tenant}/oauth2/token`` (``resource=``), the discovery document MSAL/azure-identity fetch
 first, Entra's error bodies (AADSTS90002, 700016, 7000215, 70011...), and the tokens themselves:
 JWTs signed HMAC-SHA256 with a per-emulator key, carrying ``aud``, ``tid``, ``appid`` and every
 app role. ``authorize`` is what each API calls first: 401 for a missing, forged, expired or
 wrong-audience token, 403 for a missing role, in that API's error dialect.
 
-Imports only ``responses`` and ``limits`` of the emulator: it shares no code with the collector.
+Imports only ``responses``, ``client_auth`` and ``limits`` of the emulator: it shares no code with the collector.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import time
 import uuid
 from collections.abc import Collection
 from typing import Any
-from urllib.parse import unquote_plus
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .client_auth import ClientAuthenticator, ClientCertificate, unknown_tenant
 from .limits import RequestStats
 from .responses import Dialect, entra_error, graph_error, json_response, mde_error
 
@@ -84,10 +85,16 @@ class Identity:
         client_secret: str,
         token_lifetime_seconds: int,
         stats: RequestStats,
+        certificate: ClientCertificate | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.client_id = client_id
-        self._secret = client_secret
+        self._clients = ClientAuthenticator(
+            tenant_id=tenant_id,
+            client_id=client_id,
+            client_secret=client_secret,
+            certificate=certificate,
+        )
         self._lifetime = token_lifetime_seconds
         self._stats = stats
         self._key = secrets.token_bytes(32)
@@ -200,7 +207,7 @@ class Identity:
     # --- endpoints -----------------------------------------------------------------------
     async def _token_v2(self, request: Request) -> Response:
         form = await _form(request)
-        refused = self._check_client(request, form)
+        refused = self._clients.check(request, form)
         if refused is not None:
             return refused
         scopes = [s for s in form.get("scope", "").split() if s not in _RESERVED_SCOPES]
@@ -231,7 +238,7 @@ class Identity:
     async def _token_v1(self, request: Request) -> Response:
         """The legacy v1 grant still shown in MDE samples: ``resource=`` and string times (A.1)."""
         form = await _form(request)
-        refused = self._check_client(request, form)
+        refused = self._clients.check(request, form)
         if refused is not None:
             return refused
         resource = form.get("resource", "").rstrip("/")
@@ -258,57 +265,6 @@ class Identity:
             content_type="application/json; charset=utf-8",
         )
 
-    def _check_client(self, request: Request, form: dict[str, str]) -> Response | None:
-        tenant = request.path_params["tenant"]
-        if tenant != self.tenant_id:
-            return _unknown_tenant(tenant)
-        if form.get("grant_type") != "client_credentials":
-            return entra_error(
-                400,
-                "unsupported_grant_type",
-                70003,
-                f"The app requested an unsupported grant type '{form.get('grant_type', '')}'."
-                " This emulator supports client_credentials.",
-            )
-        client_id, secret = form.get("client_id"), form.get("client_secret")
-        basic_id, basic_secret = _basic_credentials(request)
-        client_id, secret = client_id or basic_id, secret or basic_secret
-        if not client_id:
-            return entra_error(
-                400,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'client_id'.",
-            )
-        if client_id != self.client_id:
-            return entra_error(
-                400,
-                "unauthorized_client",
-                700016,
-                f"Application with identifier '{client_id}' was not found in the directory '{tenant}'."
-                " This can happen if the application has not been installed by the administrator of"
-                " the tenant or consented to by any user in the tenant. You may have sent your"
-                " authentication request to the wrong tenant.",
-            )
-        if not secret:
-            return entra_error(
-                401,
-                "invalid_client",
-                7000216,
-                "'client_assertion', 'client_secret' or 'request' is required for the"
-                " 'client_credentials' grant type.",
-            )
-        if not hmac.compare_digest(secret.encode(), self._secret.encode()):
-            return entra_error(
-                401,
-                "invalid_client",
-                7000215,
-                "Invalid client secret provided. Ensure the secret being sent in the request is the"
-                f" client secret value, not the client secret ID, for a secret added to app"
-                f" '{self.client_id}'.",
-            )
-        return None
-
     async def _openid_v2(self, request: Request) -> Response:
         return self._openid(request, "/v2.0", "/oauth2/v2.0")
 
@@ -318,7 +274,7 @@ class Identity:
     def _openid(self, request: Request, version: str, oauth: str) -> Response:
         tenant = request.path_params["tenant"]
         if tenant != self.tenant_id:
-            return _unknown_tenant(tenant)
+            return unknown_tenant(tenant)
         base = str(request.base_url).rstrip("/")
         authority = f"{base}/{tenant}"
         document = {
@@ -348,17 +304,6 @@ class Identity:
         return json_response(document, content_type="application/json; charset=utf-8")
 
 
-def _unknown_tenant(tenant: str) -> Response:
-    return entra_error(
-        400,
-        "invalid_request",
-        90002,
-        f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are"
-        " signing into the correct cloud. Check with your subscription administrator, this may"
-        " happen if there are no active subscriptions for the tenant.",
-    )
-
-
 def _resource_of(scopes: list[str]) -> str | None:
     """The resource of a single ``<resource>/.default`` scope (``//.default`` too), else None."""
     if len(scopes) != 1 or not scopes[0].endswith(_DEFAULT_SUFFIX):
@@ -376,21 +321,6 @@ async def _form(request: Request) -> dict[str, str]:
         return {key: value for key, value in form.items() if isinstance(value, str)}
     finally:
         await form.close()
-
-
-def _basic_credentials(request: Request) -> tuple[str | None, str | None]:
-    """RFC 6749 2.3.1: ``Authorization: Basic base64(urlencode(id):urlencode(secret))``."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None, None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None, None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
-        return None, None
-    return unquote_plus(client_id), unquote_plus(secret)
 
 
 def _b64(data: bytes) -> str:

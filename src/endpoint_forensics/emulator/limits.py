@@ -23,9 +23,24 @@ from .settings import RATE_LIMIT_NAMES, Fault
 __all__ = ["DEFAULT_RATE_LIMITS", "FaultInjector", "RateLimiter", "RequestStats", "Throttled"]
 
 #: name -> windows of (calls, seconds). The first window is the per-minute one overrides replace.
+_JSON_EXPORT = ((30, 60.0), (1000, 3600.0))  # ...ByMachine, the delta, deviceavinfo (B.2, B.6)
+_FILE_EXPORT = ((5, 60.0), (20, 3600.0))  # Va, Sca and SoftwareInventory via files (B.5.3)
+# /api/recommendations and /api/vulnerabilities state no limit (B.6): assume the machines one.
+_UNSTATED = ((100, 60.0), (1500, 3600.0))
 DEFAULT_RATE_LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
     "machines": ((100, 60.0), (1500, 3600.0)),
     "advanced_hunting": ((45, 60.0), (1500, 3600.0)),
+    "deviceavinfo": _JSON_EXPORT,
+    "info_gathering_export": _JSON_EXPORT,  # 30/min and 1,000/h per B.2 and B.6
+    "software_vulnerabilities_by_machine": _JSON_EXPORT,
+    "software_vulnerabilities_export": _FILE_EXPORT,
+    "software_vulnerability_changes": _JSON_EXPORT,
+    "secure_config_by_machine": _JSON_EXPORT,
+    "secure_config_export": _FILE_EXPORT,
+    "software_inventory_by_machine": _JSON_EXPORT,
+    "software_inventory_export": _FILE_EXPORT,
+    "recommendations": _UNSTATED,
+    "vulnerabilities": _UNSTATED,
 }
 assert set(DEFAULT_RATE_LIMITS) == set(RATE_LIMIT_NAMES)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .clock import EmulatedClock
 from .hunting import HuntingQueryError, HuntingResult, run_hunting
 from .identity import Identity
 from .limits import RateLimiter
@@ -51,6 +51,7 @@ class MdeApi:
         limiter: RateLimiter,
         store: Store,
         hunting_row_limit: int,
+        clock: EmulatedClock,
     ) -> None:
         self._records = records
         self._by_id: dict[str, dict[str, Any]] = {}
@@ -62,9 +63,15 @@ class MdeApi:
         self._limiter = limiter
         self._store = store
         self._row_limit = hunting_row_limit
+        self._clock = clock
         # Paging re-runs the same filter once per page; remember recent results.
         self._filtered: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._cache_lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        """Forget filtered results (the records changed: a device moved group)."""
+        with self._cache_lock:
+            self._filtered.clear()
 
     def routes(self) -> list[Route]:
         routes = []
@@ -154,7 +161,7 @@ class MdeApi:
         if not isinstance(query, str):
             message = "Missing required parameter 'Query'."
             return mde_error(400, message, code="MissingRequiredParameter")
-        now = datetime.now(UTC)
+        now = self._clock.now()  # the emulated clock: advance() moves the window too
         try:
             run = partial(
                 run_hunting,

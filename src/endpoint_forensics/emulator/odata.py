@@ -98,14 +98,24 @@ class _Expr:
     field: str | None = None
 
 
-def compile_filter(text: str) -> Predicate:
-    """Parse ``text`` into a predicate over machine records.
+def compile_filter(
+    text: str,
+    *,
+    fields: Mapping[str, str] = FILTERABLE_FIELDS,
+    other_fields: frozenset[str] = _OTHER_FIELDS,
+    entity: str = _ENTITY,
+) -> Predicate:
+    """Parse ``text`` into a predicate over records (machine records by default).
+
+    ``fields`` maps the filterable properties to their OData types (``Edm.String``,
+    ``Edm.Int64``, ``Edm.Double``, ``Edm.DateTimeOffset``, ``Edm.Boolean``...); properties in
+    ``other_fields`` exist but cannot be filtered on.
 
     Raises:
         ODataFilterError: the filter does not parse, names an unknown or non-filterable
             property, or compares incompatible types.
     """
-    parser = _Parser(tokenize(text), text)
+    parser = _Parser(tokenize(text), text, fields, other_fields, entity)
     expr = parser.parse()
     if expr.type != _BOOL:
         kind = expr.type or "null"
@@ -124,10 +134,20 @@ def compile_filter(text: str) -> Predicate:
 class _Parser:
     """Recursive descent: or > and > not > comparison > primary."""
 
-    def __init__(self, tokens: list[Token], text: str) -> None:
+    def __init__(
+        self,
+        tokens: list[Token],
+        text: str,
+        fields: Mapping[str, str],
+        other_fields: frozenset[str],
+        entity: str,
+    ) -> None:
         self._tokens = tokens
         self._i = 0
         self._text = text
+        self._fields = fields
+        self._other_fields = other_fields
+        self._entity = entity
         self._lambda_vars: dict[str, str] = {}
 
     def parse(self) -> _Expr:
@@ -230,12 +250,14 @@ class _Parser:
         name = token.text
         if name in self._lambda_vars:
             return _Expr(lambda r, env: env[name], self._lambda_vars[name])
-        if name not in FILTERABLE_FIELDS:
-            if name in _OTHER_FIELDS:
+        if name not in self._fields:
+            if name in self._other_fields:
                 message = f"The property '{name}' cannot be used in the $filter query option."
                 raise ODataFilterError(message)
-            raise ODataFilterError(f"Could not find a property named '{name}' on type '{_ENTITY}'.")
-        kind = FILTERABLE_FIELDS[name]
+            raise ODataFilterError(
+                f"Could not find a property named '{name}' on type '{self._entity}'."
+            )
+        kind = self._fields[name]
         if self._peek().text == "/":
             return self._lambda(name, kind)
         if kind == _DATETIME:

@@ -1,9 +1,10 @@
 """Wire shapes of the emulated services' responses: JSON bodies, headers and error envelopes.
 
-Owns the three error dialects (defender-apis.md A.1, B.0, B.3): Entra's OAuth errors
+Owns the four error dialects (defender-apis.md A.1, B.0, B.3, B.5.3): Entra's OAuth errors
 (``error``, ``error_description`` with an AADSTS code...), MDE's ``{"error": {code, message,
-target}}`` and Graph's ``{"error": {code, message, innerError}}``, and which one a path speaks.
-Bodies are always valid JSON, encoded with orjson.
+target}}``, Graph's ``{"error": {code, message, innerError}}`` and Azure Storage's XML
+``<Error><Code>…</Code><Message>…</Message></Error>`` (the export blobs), and which one a
+path speaks. JSON bodies are always valid JSON, encoded with orjson.
 
 Imports nothing of ours: the emulator shares no code with the collector.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "GRAPH_CONTENT_TYPE",
     "MDE_CONTENT_TYPE",
     "Dialect",
+    "body_response",
     "dialect_of",
     "entra_error",
     "error_response",
@@ -30,9 +32,10 @@ __all__ = [
     "json_response",
     "mde_error",
     "read_json",
+    "storage_error",
 ]
 
-Dialect = Literal["entra", "mde", "graph"]
+Dialect = Literal["entra", "mde", "graph", "storage"]
 
 #: Captured on the MDE API (defender-apis.md B.0).
 MDE_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
@@ -87,6 +90,8 @@ def dialect_of(path: str) -> Dialect:
         return "entra"
     if path.startswith(("/v1.0/", "/beta/")):
         return "graph"
+    if path.startswith("/tvm-export/"):
+        return "storage"
     return "mde"
 
 
@@ -167,12 +172,56 @@ def entra_error(status: int, error: str, code: int, description: str) -> Respons
     return json_response(body, status=status, content_type=_PLAIN_JSON)
 
 
+def storage_error(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    detail: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """Azure Storage's XML error, with its request id and time in the message."""
+    request_id = str(uuid.uuid4())
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+    text = f"{message}\nRequestId:{request_id}\nTime:{stamp}"
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><Error>'
+        f"<Code>{_xml(code)}</Code><Message>{_xml(text)}</Message>"
+        + (
+            f"<AuthenticationErrorDetail>{_xml(detail)}</AuthenticationErrorDetail>"
+            if detail
+            else ""
+        )
+        + "</Error>"
+    )
+    all_headers = {"x-ms-request-id": request_id, "x-ms-error-code": code, **(headers or {})}
+    return Response(
+        body.encode(), status_code=status, media_type="application/xml", headers=all_headers
+    )
+
+
+def body_response(path: str, status: int, body: str, *, retry_after: int | None) -> Response:
+    """Exactly ``body`` with ``status`` (a fault with a body: the documented empty 200...)."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    dialect = dialect_of(path)
+    media = {"graph": GRAPH_CONTENT_TYPE, "storage": "application/octet-stream"}.get(
+        dialect, MDE_CONTENT_TYPE if dialect == "mde" else _PLAIN_JSON
+    )
+    return Response(body.encode(), status_code=status, media_type=media, headers=headers)
+
+
 def error_response(
     path: str, status: int, *, message: str | None = None, retry_after: int | None = None
 ) -> Response:
     """The error a service would send for ``status`` on ``path`` (used by fault injection)."""
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     dialect = dialect_of(path)
+    if dialect == "storage":
+        storage_code = {403: "AuthenticationFailed", 404: "BlobNotFound", 503: "ServerBusy"}.get(
+            status, "InternalError" if status >= 500 else "InvalidInput"
+        )
+        text = message or "The request failed."
+        return storage_error(status, storage_code, text, headers=headers)
     if dialect == "entra":
         error, code, description = _ENTRA_FAULTS.get(status, _ENTRA_TRANSIENT)
         response = entra_error(status, error, code, message or description)
@@ -181,6 +230,10 @@ def error_response(
     if dialect == "graph":
         return graph_error(status, message, headers=headers)
     return mde_error(status, message, headers=headers)
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _fallback_code(status: int) -> str:

@@ -2,9 +2,12 @@
 
 Owns ``Emulator``'s lifecycle (build the tenant, issue the TLS certificate, bind, serve with
 uvicorn in a daemon thread, stop cleanly), its public facts (``base_url``, ``ca_path``,
-credentials), ``serve_forever`` for ``epf emulator``, and ``write_config``, the collector
+credentials: the secret and ``client_certificate_path``), the emulated clock (``now``,
+``advance``), ``serve_forever`` for ``epf emulator``, and ``write_config``, the collector
 config that points at it. The state directory keeps ``ca.pem`` (and the CA key, so a restart
-with the same ``state_dir`` keeps clients' trust) plus the server certificate.
+with the same ``state_dir`` keeps clients' trust), the server certificate, the app's client
+certificate ``client-cert.pem`` (key and certificate; kept across restarts too) and, while
+running, the export files.
 
 Imports only emulator modules: it shares no code with the collector.
 """
@@ -23,7 +26,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .fleet import tenant_ids
 from .settings import EmulatorSettings
@@ -54,6 +57,7 @@ class Emulator:
         self._owns_state_dir = False
         self._base_url: str | None = None
         self._ca_path: Path | None = None
+        self._client_certificate_path: Path | None = None
         # stop() may run from serve_forever's thread and from another at the same time.
         self._lifecycle = threading.RLock()
 
@@ -102,6 +106,7 @@ class Emulator:
             if self._owns_state_dir and self._state_dir is not None:
                 shutil.rmtree(self._state_dir, ignore_errors=True)
                 self._ca_path = None
+                self._client_certificate_path = None
             self._state_dir = None
             self._owns_state_dir = False
 
@@ -138,6 +143,34 @@ class Emulator:
         return self._ca_path
 
     @property
+    def client_certificate_path(self) -> Path:
+        """PEM (private key and certificate) of the emulated app's client certificate.
+
+        ``azure.identity.CertificateCredential`` reads it as is; the token endpoint accepts
+        client assertions signed with its key (defender-apis.md A.4).
+        """
+        if self._client_certificate_path is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._client_certificate_path
+
+    @property
+    def now(self) -> datetime:
+        """The emulated clock: the start time plus every ``advance``."""
+        return self._running_tenant().clock.now()
+
+    def advance(self, hours: float) -> None:
+        """Move the emulated clock forward by ``hours`` (>= 0).
+
+        Posture changes scheduled in that interval take effect: snapshots, exports and the
+        delta show them; export files made before are stale (the next request makes new
+        ones). The same as ``POST /_emulator/advance?hours=H``.
+
+        Raises:
+            ValueError: ``hours`` is negative or not finite.
+        """
+        self._running_tenant().clock.advance(hours)
+
+    @property
     def app(self) -> Any:
         """The ASGI app (for in-process transports); only while running."""
         if self._server is None:
@@ -146,9 +179,7 @@ class Emulator:
 
     def stats(self) -> dict[str, Any]:
         """The same document as ``GET /_emulator/stats``."""
-        if self._tenant is None:
-            raise RuntimeError("the emulator is not running; call start() first")
-        return self._tenant.stats_document()
+        return self._running_tenant().stats_document()
 
     def token(self, audience: str = _MDE_AUDIENCE, **options: Any) -> str:
         """Mint a token directly (tests: other roles, lifetimes or tenants via ``options``)."""
@@ -156,17 +187,31 @@ class Emulator:
             raise RuntimeError("the emulator is not running; call start() first")
         return self._tenant.identity.mint(audience, **options)
 
-    def write_config(self, path: Path) -> None:
-        """Write the collector config (TOML) for syncing from this emulator to ``path``."""
+    def write_config(
+        self, path: Path, *, credential: Literal["secret", "certificate"] = "secret"
+    ) -> None:
+        """Write the collector config (TOML) for syncing from this emulator to ``path``.
+
+        ``credential="certificate"`` writes ``certificate_path`` (the absolute path of
+        ``client_certificate_path``) instead of ``client_secret``.
+        """
+        if credential not in ("secret", "certificate"):
+            raise ValueError(f"credential must be 'secret' or 'certificate': {credential!r}")
         base = self.base_url
+        if credential == "certificate":
+            secret_line = (
+                f"certificate_path = {_toml(str(self.client_certificate_path.resolve()))}\n"
+            )
+        else:
+            secret_line = f"client_secret = {_toml(self.client_secret)}\n"
         text = (
             f"# Written by `epf emulator`: syncs from the emulated tenant at {base}\n"
             "[[tenants]]\n"
             'name = "emulated"\n'
             f"tenant_id = {_toml(self.tenant_id)}\n"
             f"client_id = {_toml(self.client_id)}\n"
-            f"client_secret = {_toml(self.client_secret)}\n"
-            f"authority_host = {_toml(base)}\n"
+            + secret_line
+            + f"authority_host = {_toml(base)}\n"
             f"mde_base_url = {_toml(base)}\n"
             f"graph_base_url = {_toml(base + '/v1.0')}\n"
             f"ca_bundle = {_toml(str(self.ca_path.resolve()))}\n"
@@ -174,24 +219,40 @@ class Emulator:
         Path(path).write_text(text, encoding="utf-8")
 
     # --- internals -----------------------------------------------------------------------
+    def _running_tenant(self) -> Tenant:
+        if self._tenant is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._tenant
+
     def _start(self) -> None:
         # Imported here: the server stack (uvicorn, Starlette, DuckDB) loads only when needed.
         import uvicorn
 
         from .app import build_app
+        from .client_auth import load_or_create_certificate
         from .tenant import Tenant
 
         settings = self.settings
         started = time.perf_counter()
         self.client_secret = secrets.token_urlsafe(32)
         anchor = datetime.now(UTC)
-        self._tenant = Tenant(settings, anchor=anchor, client_secret=self.client_secret)
         if settings.state_dir is None:
             self._state_dir = Path(tempfile.mkdtemp(prefix="epf-emulator-"))
             self._owns_state_dir = True
         else:
             self._state_dir = Path(settings.state_dir).resolve()
             self._state_dir.mkdir(parents=True, exist_ok=True)
+        certificate = load_or_create_certificate(
+            self._state_dir, common_name=f"epf-emulator-{self.client_id}"
+        )
+        self._client_certificate_path = certificate.path
+        self._tenant = Tenant(
+            settings,
+            anchor=anchor,
+            client_secret=self.client_secret,
+            state_dir=self._state_dir,
+            certificate=certificate,
+        )
         self._ca_path, cert_path = _issue_tls(self._state_dir, settings.host)
         sock = _bind(settings.host, settings.port)
         port = sock.getsockname()[1]

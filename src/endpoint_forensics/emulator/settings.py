@@ -14,13 +14,29 @@ from typing import Any
 
 __all__ = ["RATE_LIMIT_NAMES", "EmulatorSettings", "Fault", "parse_faults"]
 
-#: The emulated rate-limit buckets (defender-apis.md B.1, B.3): both hunting endpoints share one.
-RATE_LIMIT_NAMES = ("machines", "advanced_hunting")
+#: The emulated rate-limit buckets, one per documented endpoint limit (defender-apis.md B.1-B.6);
+#: both hunting endpoints share one.
+RATE_LIMIT_NAMES = (
+    "machines",
+    "advanced_hunting",
+    "deviceavinfo",
+    "info_gathering_export",
+    "software_vulnerabilities_by_machine",
+    "software_vulnerabilities_export",
+    "software_vulnerability_changes",
+    "secure_config_by_machine",
+    "secure_config_export",
+    "software_inventory_by_machine",
+    "software_inventory_export",
+    "recommendations",
+    "vulnerabilities",
+)
 
-_FAULT_SYNTAX = "STATUS@PATH[*TIMES][+AFTER]"
-_FAULT_EXAMPLE = "429@/api/machines*2,500@/v1.0/security/runHuntingQuery+1"
+_FAULT_SYNTAX = "STATUS@PATH[*TIMES][+AFTER][=BODY]"
+_FAULT_EXAMPLE = "429@/api/machines*2,500@/v1.0/security/runHuntingQuery+1,200@/api/deviceavinfo="
 _FAULT_PATTERN = re.compile(
-    r"^(?P<status>\d{3})@(?P<path>/[^*+@,\s]*)(?:\*(?P<times>\d+))?(?:\+(?P<after>\d+))?$"
+    r"^(?P<status>\d{3})@(?P<path>/[^*+@,=\s]*)(?:\*(?P<times>\d+))?(?:\+(?P<after>\d+))?"
+    r"(?:=(?P<body>.*))?$"
 )
 
 
@@ -28,7 +44,10 @@ _FAULT_PATTERN = re.compile(
 class Fault:
     """Answer ``status`` to requests whose path starts with ``path``.
 
-    The first ``after`` matching requests go through; the next ``times`` get the fault.
+    The first ``after`` matching requests go through; the next ``times`` get the fault. With
+    ``body`` the fault answers exactly that body (any status 200-599: ``Fault(path, 200,
+    body="")`` is the documented empty 200 a client must retry); without it, the service's
+    error body for ``status`` (400-599 only).
     """
 
     path: str
@@ -36,12 +55,18 @@ class Fault:
     times: int = 1
     after: int = 0
     retry_after: int | None = None
+    body: str | None = None
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):
             raise ValueError(f"fault path must start with '/': {self.path!r}")
-        if not 400 <= self.status <= 599:
-            raise ValueError(f"fault status must be an HTTP error status (400-599): {self.status}")
+        if self.body is not None:
+            if not 200 <= self.status <= 599:
+                raise ValueError(f"fault status with a body must be 200-599: {self.status}")
+        elif not 400 <= self.status <= 599:
+            raise ValueError(
+                f"fault status must be an HTTP error status (400-599), or give a body: {self.status}"
+            )
         if self.times < 1:
             raise ValueError(f"fault times must be at least 1: {self.times}")
         if self.after < 0:
@@ -58,10 +83,11 @@ class Fault:
 
 
 def parse_faults(spec: str) -> tuple[Fault, ...]:
-    """Parse the CLI fault syntax: comma-separated ``STATUS@PATH[*TIMES][+AFTER]``.
+    """Parse the CLI fault syntax: comma-separated ``STATUS@PATH[*TIMES][+AFTER][=BODY]``.
 
-    Example: ``"429@/api/machines*2,500@/v1.0/security/runHuntingQuery+1"``. An empty or
-    blank spec means no faults.
+    Example: ``"429@/api/machines*2,500@/v1.0/security/runHuntingQuery+1"``. ``=BODY`` answers
+    exactly the rest of the item as the body (it cannot contain a comma; ``200@/api/x=`` is an
+    empty 200). An empty or blank spec means no faults.
 
     Raises:
         ValueError: an item does not follow the syntax, or its values are out of range.
@@ -86,6 +112,7 @@ def parse_faults(spec: str) -> tuple[Fault, ...]:
                     status=int(match["status"]),
                     times=int(match["times"]) if match["times"] is not None else 1,
                     after=int(match["after"]) if match["after"] is not None else 0,
+                    body=match["body"],
                 )
             )
         except ValueError as exc:
@@ -97,9 +124,12 @@ def parse_faults(spec: str) -> tuple[Fault, ...]:
 class EmulatorSettings:
     """What the emulated tenant looks like and how it misbehaves.
 
-    ``rate_limits`` overrides replace the per-minute window of a named limit
-    (``machines``, ``advanced_hunting``) with ``(calls, window_seconds)``; the hourly
-    window stays as documented.
+    ``rate_limits`` overrides replace the per-minute window of a named limit (one of
+    ``RATE_LIMIT_NAMES``) with ``(calls, window_seconds)``; the hourly window stays as
+    documented. ``vulnerabilities_per_device`` is the average number of CVE rows per device
+    in the vulnerability export; ``export_part_rows`` the rows per via-files part;
+    ``sas_valid_seconds`` overrides the validity of the download links (tests make them expire
+    in seconds); None keeps ``sasValidHours`` or the documented default.
     """
 
     devices: int = 2000
@@ -112,6 +142,9 @@ class EmulatorSettings:
     rate_limits: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     hunting_row_limit: int = 100_000
     extra_machine_records: tuple[Mapping[str, Any], ...] = ()
+    vulnerabilities_per_device: float = 30.0
+    export_part_rows: int = 100_000
+    sas_valid_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.devices < 0:
@@ -123,6 +156,13 @@ class EmulatorSettings:
             raise ValueError(f"token_lifetime_seconds must be at least 1: {lifetime}")
         if self.hunting_row_limit < 1:
             raise ValueError(f"hunting_row_limit must be at least 1: {self.hunting_row_limit}")
+        if not 0 <= self.vulnerabilities_per_device <= 1000:
+            per_device = self.vulnerabilities_per_device
+            raise ValueError(f"vulnerabilities_per_device must be 0-1000: {per_device}")
+        if self.export_part_rows < 1:
+            raise ValueError(f"export_part_rows must be at least 1: {self.export_part_rows}")
+        if self.sas_valid_seconds is not None and self.sas_valid_seconds <= 0:
+            raise ValueError(f"sas_valid_seconds must be positive: {self.sas_valid_seconds}")
         for name, (calls, window) in self.rate_limits.items():
             if name not in RATE_LIMIT_NAMES:
                 known = ", ".join(RATE_LIMIT_NAMES)

@@ -1,27 +1,32 @@
-"""The emulated tenant's advanced-hunting tables in an in-memory DuckDB database.
+"""The emulated tenant's DuckDB database: the advanced-hunting tables and the posture timeline.
 
-Owns loading the fleet into ``DeviceInfo`` (daily snapshots, generated in SQL),
-``DeviceTvmSecureConfigurationAssessment`` (bulk-loaded through pyarrow) and
-``DeviceTvmSecureConfigurationAssessmentKB``; the per-request view of them limited to a time
-window (temporary views on a fresh cursor, so concurrent requests never share state); and
-the ground-truth counts ``/_emulator/stats`` reports, computed here in SQL, independently of
-any collector logic.
+Owns the one in-memory database (attached ``raw`` for the hunting tables, ``tvm`` for the
+posture timeline of ``posture``), loading the fleet into ``DeviceInfo`` (daily snapshots,
+generated in SQL) and ``tvm.dev``, having ``sca`` generate the secure-configuration history;
+the per-request view of the hunting tables limited to a time window (temporary views on a
+fresh cursor, so concurrent requests never share state); fresh cursors for everyone else;
+the ground-truth agent-health count; and the lock-down that keeps network queries away from
+the file system (only the export folder, where DuckDB itself writes the via-files parts).
 
-Imports only ``devices``/``tvm`` of the emulator: it shares no code with the collector.
+Imports only ``devices``, ``posture``, ``sca`` and ``tvm`` of the emulator: it shares no code
+with the collector.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .devices import Device, epoch_micros, format_time
-from .tvm import ASSESSMENT_COLUMNS, HEALTH_SCIDS, SCID_CATALOG, AssessmentColumns
+from .posture import load_devices
+from .sca import build_history
+from .tvm import ASSESSMENT_COLUMNS, HEALTH_SCIDS
 
 if TYPE_CHECKING:
     import duckdb
@@ -96,7 +101,12 @@ class Store:
     """The hunting tables of one emulated tenant; call ``close`` when done."""
 
     def __init__(
-        self, devices: list[Device], assessments: Iterable[AssessmentColumns], anchor: datetime
+        self,
+        devices: list[Device],
+        anchor: datetime,
+        *,
+        seed: int,
+        export_dir: Path | None = None,
     ) -> None:
         import duckdb_kql
 
@@ -104,26 +114,31 @@ class Store:
         self._con: duckdb.DuckDBPyConnection = duckdb_kql.connect(":memory:")
         con = self._con
         con.execute("SET GLOBAL TimeZone = 'UTC'")
-        # The raw tables live in their own compressed in-memory database (a checkpoint
-        # compresses them about tenfold); each request sees windowed views of them under the
-        # documented names.
+        # The raw tables live in their own compressed in-memory databases (a checkpoint
+        # compresses them about tenfold); each request sees windowed views of the hunting
+        # ones under the documented names.
         con.execute("ATTACH ':memory:' AS raw (COMPRESS)")
+        con.execute("ATTACH ':memory:' AS tvm (COMPRESS)")
         self._load_device_info(devices, anchor)
-        assessment_table = "DeviceTvmSecureConfigurationAssessment"
-        self._create_table(assessment_table, ASSESSMENT_COLUMNS)
-        for chunk in assessments:
-            self._load_table(assessment_table, ASSESSMENT_COLUMNS, chunk.columns)
-            con.execute("CHECKPOINT raw")  # compress this chunk before the next one arrives
-        self._create_table("DeviceTvmSecureConfigurationAssessmentKB", _KB_COLUMNS)
-        self._load_table("DeviceTvmSecureConfigurationAssessmentKB", _KB_COLUMNS, _kb_columns())
+        load_devices(con, devices, anchor)
+        build_history(con, seed=seed, anchor=anchor)
         con.execute("CHECKPOINT raw")
         self._row_counts = {
             table: int(con.execute(f'SELECT count(*) FROM raw.main."{table}"').fetchall()[0][0])
             for table in _TIMED_TABLES + _STATIC_TABLES
         }
-        # Queries come from the network: no file access, and no changing that afterwards.
+        # Queries come from the network: no file access but the export folder (DuckDB writes
+        # the via-files parts there), and no changing that afterwards.
+        if export_dir is not None:
+            folder = str(export_dir.resolve()).replace("'", "''")
+            con.execute(f"SET allowed_directories = ['{folder}/']")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A fresh cursor on the database (one per thread or request)."""
+        with self._lock:
+            return self._con.cursor()
 
     def close(self) -> None:
         with self._lock:
@@ -160,6 +175,18 @@ class Store:
         with self.window(now - RETENTION, now) as cursor:
             row = cursor.execute(sql).fetchone()
         return int(row[0]) if row else 0
+
+    def posture_counts(self) -> dict[str, int]:
+        """Rows per posture timeline table (the whole timeline, not a snapshot)."""
+        tables = ("dev", "sw", "vrow", "cve", "rbac_move")
+        cursor = self.cursor()
+        try:
+            return {
+                t: int(cursor.execute(f"SELECT count(*) FROM tvm.{t}").fetchall()[0][0])
+                for t in tables
+            }
+        finally:
+            cursor.close()
 
     def row_counts(self) -> dict[str, int]:
         """Rows per hunting table (all history, before any time window); fixed after loading."""
@@ -236,26 +263,6 @@ def _arrow_table(columns: dict[str, list[Any]], types: dict[str, str]) -> Any:
         else:
             arrays[name] = pa.array(values, type=arrow_types[kind])
     return pa.table(arrays)
-
-
-def _kb_columns() -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {c: [] for c in _KB_COLUMNS}
-    for scid, (name, category, subcategory, impact) in SCID_CATALOG.items():
-        columns["ConfigurationId"].append(scid)
-        columns["ConfigurationImpact"].append(impact)
-        columns["ConfigurationName"].append(name)
-        columns["ConfigurationDescription"].append(f"{name}.")
-        columns["RiskDescription"].append(
-            f"Devices without this are easier to attack ({subcategory})."
-        )
-        columns["ConfigurationCategory"].append(category)
-        columns["ConfigurationSubcategory"].append(subcategory)
-        columns["ConfigurationBenchmarks"].append("[]")
-        columns["Tags"].append(orjson.dumps([subcategory]).decode())
-        columns["RemediationOptions"].append(
-            f"Use Intune or Group Policy to {name[0].lower()}{name[1:]}."
-        )
-    return columns
 
 
 def _platform_sql(family: str) -> str:

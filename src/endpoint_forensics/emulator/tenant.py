@@ -1,42 +1,93 @@
-"""One emulated Defender tenant: its fleet, tables, identity, limits, faults and counters.
+"""One emulated Defender tenant: its fleet, clock, tables, identity, limits, faults and counters.
 
 Owns building everything a running emulator serves from (``EmulatorSettings`` plus the start
-time and the per-start client secret) and the ``/_emulator/stats`` document, whose ``truth``
-is computed from the emulator's own data: the machine records it serves and SQL over its own
-hunting tables, never through any collector logic.
+time, the per-start client secret, the client certificate and the state directory): the
+fleet and its machine records, the DuckDB store (hunting tables at once; the posture
+timeline in a background thread, so a start stays fast: requests that need it wait), the
+snapshots and the via-files exports, the emulated clock and what an ``advance`` changes in
+the machine records (device-group moves), and the ``/_emulator/stats`` document, whose
+``truth`` is computed from the emulator's own data (the machine records it serves and SQL
+over its own tables), never through any collector logic.
 
 Imports only emulator modules and nothing of the collector.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+import shutil
+import threading
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from .catalog import cve_records, recommendation_records
+from .client_auth import ClientCertificate
+from .clock import EmulatedClock, epoch_us
+from .devices import RBAC_GROUPS
+from .exports import Exports
 from .fleet import Fleet, build_fleet, tenant_ids
 from .identity import Identity
 from .limits import FaultInjector, RateLimiter, RequestStats
+from .posture import RbacMove, build_posture
 from .settings import EmulatorSettings
+from .snapshots import Snapshots
 from .store import Store
-from .tvm import build_assessments
+from .truth import posture_truth
 
-__all__ = ["Tenant"]
+__all__ = ["DATASETS_PER_SYNC", "Tenant"]
+
+#: The datasets of a complete sync, one ``EPF_Runs_CL`` row each.
+DATASETS_PER_SYNC = (
+    "machines",
+    "agent_health",
+    "av_health",
+    "secure_config",
+    "vulnerabilities",
+    "vulnerability_changes",
+    "software_inventory",
+    "recommendations",
+    "cve_catalog",
+)
+_POSTURE_TIMEOUT_SECONDS = 600.0
+_log = logging.getLogger(__name__)
 
 
 class Tenant:
     """Everything one emulator start serves from; ``close`` releases the database."""
 
-    def __init__(self, settings: EmulatorSettings, *, anchor: datetime, client_secret: str) -> None:
+    def __init__(
+        self,
+        settings: EmulatorSettings,
+        *,
+        anchor: datetime,
+        client_secret: str,
+        state_dir: Path,
+        certificate: ClientCertificate | None = None,
+    ) -> None:
         self.settings = settings
         self.anchor = anchor
+        self.clock = EmulatedClock(anchor)
         self.tenant_id, self.client_id = tenant_ids(settings.seed)
         self.fleet: Fleet = build_fleet(settings.devices, settings.seed, anchor)
         # Injected records are appended verbatim (copied, so callers cannot change them later).
         self.records: list[dict[str, Any]] = self.fleet.machine_records() + [
             dict(record) for record in settings.extra_machine_records
         ]
-        assessments = build_assessments(self.fleet.devices, settings.seed, anchor)
-        self.store = Store(self.fleet.devices, assessments, anchor)
+        self._export_dir = state_dir / "exports"
+        shutil.rmtree(self._export_dir, ignore_errors=True)  # files of an earlier start
+        self._export_dir.mkdir(parents=True)
+        self.store = Store(
+            self.fleet.devices, anchor, seed=settings.seed, export_dir=self._export_dir
+        )
+        self.snapshots = Snapshots(self.store, seed=settings.seed, anchor_us=epoch_us(anchor))
+        self.exports = Exports(
+            self.snapshots,
+            self._export_dir,
+            tenant_id=self.tenant_id,
+            seed=settings.seed,
+            part_rows=settings.export_part_rows,
+        )
         self.stats = RequestStats()
         self.identity = Identity(
             tenant_id=self.tenant_id,
@@ -44,27 +95,109 @@ class Tenant:
             client_secret=client_secret,
             token_lifetime_seconds=settings.token_lifetime_seconds,
             stats=self.stats,
+            certificate=certificate,
         )
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)
+        self._moves: list[RbacMove] = []
+        self._moves_lock = threading.Lock()
+        self._posture_error: BaseException | None = None
+        self._posture_ready = threading.Event()
+        self.clock.on_advance(lambda before, after: self._apply_moves())
+        self._posture_thread = threading.Thread(
+            target=self._build_posture, name="epf-emulator-posture", daemon=True
+        )
+        self._posture_thread.start()
 
     def close(self) -> None:
+        self._posture_thread.join(_POSTURE_TIMEOUT_SECONDS)
+        self.exports.close()
         self.store.close()
+        shutil.rmtree(self._export_dir, ignore_errors=True)
 
-    def stats_document(self, now: datetime | None = None) -> dict[str, Any]:
+    # --- the posture timeline ----------------------------------------------------------------
+    def wait_ready(self) -> None:
+        """Block until the posture tables exist.
+
+        Raises:
+            RuntimeError: building them failed or took too long.
+        """
+        if not self._posture_ready.wait(_POSTURE_TIMEOUT_SECONDS):
+            raise RuntimeError("the emulator's posture data is not ready")
+        if self._posture_error is not None:
+            raise RuntimeError(
+                "building the emulator's posture data failed"
+            ) from self._posture_error
+
+    def _build_posture(self) -> None:
+        try:
+            cursor = self.store.cursor()
+            try:
+                moves = build_posture(
+                    cursor,
+                    seed=self.settings.seed,
+                    anchor=self.anchor,
+                    per_device=self.settings.vulnerabilities_per_device,
+                )
+            finally:
+                cursor.close()
+            with self._moves_lock:
+                self._moves = moves
+            self._apply_moves()
+        except BaseException as exc:  # reported by wait_ready, in the requesting thread
+            _log.exception("building the posture timeline failed")
+            self._posture_error = exc
+        finally:
+            self._posture_ready.set()
+
+    def _apply_moves(self) -> None:
+        """The machine records show each moved device's group as of now."""
+        now = self.clock.now_us()
+        with self._moves_lock:
+            moves = {m.device_id: m for m in self._moves}
+        if not moves:
+            return
+        for record in self.records[: len(self.fleet.devices)]:
+            move = moves.get(record.get("id"))  # type: ignore[arg-type]
+            if move is not None:
+                group = move.new_group if now >= move.move_us else move.old_group
+                record["rbacGroupId"] = group
+                record["rbacGroupName"] = RBAC_GROUPS[group]
+
+    # --- records of the small collections ----------------------------------------------------
+    def av_records(self, at: int) -> list[dict[str, Any]]:
+        with self.snapshots.pinned("av", at) as snapshot:
+            return self.snapshots.records(snapshot)
+
+    def recommendation_records(self, at: int) -> list[dict[str, Any]]:
+        return recommendation_records(self.store, seed=self.settings.seed, at=at)
+
+    def cve_records(self, at: int) -> list[dict[str, Any]]:
+        return cve_records(self.store, at=at)
+
+    # --- stats -------------------------------------------------------------------------------
+    def stats_document(self) -> dict[str, Any]:
         """The ``/_emulator/stats`` JSON: ground truth per table, request counts, fleet."""
-        now = now or datetime.now(UTC)
+        self.wait_ready()
+        now = self.clock.now()
         served_ids = {r["id"] for r in self.records if isinstance(r.get("id"), str) and r["id"]}
+        posture, details = posture_truth(self.store, epoch_us(now))
         return {
             "truth": {
                 "EPF_Devices_CL": len(served_ids),
                 "EPF_AgentHealth_CL": self.store.agent_health_truth(now),
-                # One row per dataset per run: machines and agent health.
-                "EPF_Runs_CL": 2,
+                **posture,
+                # One row per dataset per run.
+                "EPF_Runs_CL": len(DATASETS_PER_SYNC),
             },
+            "truth_detail": details,
             "requests": self.stats.requests(),
             "tokens_issued": self.stats.tokens_issued,
             "faults": self.faults.snapshot(),
+            "clock": {
+                "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "advanced_hours": self.clock.advanced_hours,
+            },
             "fleet": {
                 "devices": len(self.fleet.devices),
                 "seed": self.settings.seed,
@@ -72,5 +205,6 @@ class Tenant:
                 "by_platform": self.fleet.by_platform(),
                 "extra_machine_records": len(self.settings.extra_machine_records),
                 "hunting_rows": self.store.row_counts(),
+                "posture_rows": self.store.posture_counts(),
             },
         }

@@ -1,33 +1,26 @@
-"""Secure configuration assessment history: ``DeviceTvmSecureConfigurationAssessment`` rows.
+"""The secure-configuration catalogue: which SCIDs exist and which a device of each platform reports.
 
-Owns which SCIDs each onboarded device reports (the agent-health SCIDs of its platform, from
-shared/reference/original-connector.md, plus a few others a collector must ignore), whether
-each is compliant or applicable, when the posture changed during the last 30 days, and the
-``Context`` payloads (AV mode for scid-2010, signature versions for scid-2011/5095/6095).
-Also the small ``...AssessmentKB`` catalogue. Rows are produced column-wise (plain lists) so
-the store can bulk-load them through pyarrow.
+Owns the agent-health SCIDs of each platform family (from
+shared/reference/original-connector.md), the other configurations a device reports (a
+collector of agent health must ignore them; they make up the 20-30 configurations per device
+of the secure-configuration export), each SCID's name, category, subcategory and impact, the
+rule sets the history generator (``sca``) applies, and the hunting table's columns.
 
-Imports only ``devices`` of the emulator: it shares no code with the collector.
+Imports nothing of ours: the emulator shares no code with the collector.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
-
-import orjson
-
-from .devices import DAY, HOUR, Device, epoch_micros
-
 __all__ = [
     "ASSESSMENT_COLUMNS",
     "HEALTH_SCIDS",
+    "IMPAIRED_SCIDS",
+    "NEEDS_ACTIVE_AV",
+    "OTHER_SCIDS",
+    "PUA_SCIDS",
     "SCID_CATALOG",
-    "AssessmentColumns",
-    "build_assessments",
+    "SENSOR_DATA_SCIDS",
+    "SIGNATURE_SCIDS",
 ]
 
 #: Agent-health SCIDs per platform family, in the original workbook's test order.
@@ -58,19 +51,22 @@ HEALTH_SCIDS: dict[str, tuple[str, ...]] = {
     "Linux": ("scid-6001", "scid-6002", "scid-6095", "scid-6090", "scid-6091", "scid-6094"),
 }
 # Other configurations each device reports; a collector of agent health must ignore them.
-_OTHER_SCIDS: dict[str, tuple[str, ...]] = {
-    "Windows": (
-        "scid-10",
-        "scid-39",
-        "scid-44",
-        "scid-74",
-        "scid-89",
-        "scid-96",
-        "scid-20000",
-        "scid-2021",
+OTHER_SCIDS: dict[str, tuple[str, ...]] = {
+    "Windows": tuple(
+        "scid-10 scid-39 scid-44 scid-74 scid-89 scid-96 scid-20000 scid-2021 scid-4 scid-15"
+        " scid-20 scid-33 scid-45 scid-55 scid-68 scid-75 scid-80 scid-86 scid-92 scid-98"
+        " scid-2090 scid-2500 scid-2501 scid-2502 scid-3001".split()
     ),
-    "macOS": ("scid-5003", "scid-5010", "scid-5026", "scid-5089", "scid-5099", "scid-20000"),
-    "Linux": ("scid-6003", "scid-6010", "scid-6030", "scid-6088", "scid-6099", "scid-20000"),
+    "macOS": tuple(
+        "scid-5003 scid-5010 scid-5026 scid-5089 scid-5099 scid-20000 scid-5004 scid-5005"
+        " scid-5011 scid-5012 scid-5013 scid-5014 scid-5015 scid-5016 scid-5017 scid-5018"
+        " scid-5019 scid-5020 scid-5021 scid-5022 scid-5023".split()
+    ),
+    "Linux": tuple(
+        "scid-6003 scid-6010 scid-6030 scid-6088 scid-6099 scid-20000 scid-6004 scid-6011"
+        " scid-6012 scid-6013 scid-6020 scid-6021 scid-6031 scid-6040 scid-6041 scid-6042"
+        " scid-6050 scid-6051 scid-6060 scid-6061 scid-6070".split()
+    ),
 }
 
 _SC = "Security controls"  # the category of every health test
@@ -160,6 +156,58 @@ SCID_CATALOG: dict[str, tuple[str, str, str, float]] = {
     ),
     "scid-6099": ("Disable USB storage", "OS", "Devices", 4.0),
 }
+_MORE = r"""
+scid-4 | Set 'Minimum password age' to '1 or more day(s)' | Accounts | Password Policy | 3
+scid-15 | Disable 'Enumerate administrator accounts on elevation' | Accounts | User Account Control | 5
+scid-20 | Set User Account Control (UAC) to automatically deny elevation requests | Accounts | User Account Control | 6
+scid-33 | Disable 'Continue running background apps when Google Chrome is closed' | Application | Google Chrome | 2
+scid-45 | Disable SMBv1 server | Network | SMB | 7
+scid-55 | Set 'Interactive logon: Machine inactivity limit' to '900 or fewer second(s)' | OS | Logon | 4
+scid-68 | Enable 'Require additional authentication at startup' | OS | BitLocker | 6
+scid-75 | Disable 'Allow Basic authentication' for WinRM Service | Network | WinRM | 5
+scid-80 | Enable Local Admin password management | Accounts | LAPS | 8
+scid-86 | Disable 'Anonymous enumeration of shares' | Network | Anonymous access | 5
+scid-92 | Enable 'Local Security Authority (LSA) protection' | Security controls | Credential protection | 8
+scid-98 | Turn on Microsoft Defender Application Guard managed mode | Security controls | Application Guard | 4
+scid-2090 | Turn on Microsoft Defender Credential Guard | Security controls | Credential protection | 7
+scid-2500 | Block Office applications from creating child processes | Security controls | Attack Surface Reduction | 7
+scid-2501 | Block executable content from email client and webmail | Security controls | Attack Surface Reduction | 7
+scid-2502 | Block credential stealing from the Windows local security authority subsystem | Security controls | Attack Surface Reduction | 8
+scid-3001 | Encrypt all BitLocker-supported drives | OS | BitLocker | 8
+scid-5004 | Turn on Gatekeeper | OS | Gatekeeper | 7
+scid-5005 | Turn on System Integrity Protection | OS | System Integrity Protection | 8
+scid-5011 | Disable automatic login | Accounts | Login | 6
+scid-5012 | Require a password to wake the computer from sleep or screen saver | Accounts | Login | 5
+scid-5013 | Disable remote Apple events | Network | Sharing | 4
+scid-5014 | Disable screen sharing | Network | Sharing | 4
+scid-5015 | Disable remote login | Network | Sharing | 5
+scid-5016 | Turn on firewall stealth mode | Network | Firewall | 4
+scid-5017 | Disable the guest account | Accounts | Accounts | 5
+scid-5018 | Turn on automatic installation of security updates | OS | Updates | 6
+scid-5019 | Start the screen saver within 20 minutes of inactivity | OS | Screen lock | 3
+scid-5020 | Disable AirDrop | Network | Sharing | 3
+scid-5021 | Turn on Secure Keyboard Entry in Terminal | Application | Terminal | 2
+scid-5022 | Disable printer sharing | Network | Sharing | 3
+scid-5023 | Disable Bluetooth discoverability | OS | Bluetooth | 2
+scid-6004 | Ensure a host firewall (nftables or iptables) is active | Network | Firewall | 6
+scid-6011 | Disable SSH password authentication | Accounts | SSH | 6
+scid-6012 | Set SSH MaxAuthTries to 4 or less | Accounts | SSH | 4
+scid-6013 | Disable SSH X11 forwarding | Network | SSH | 3
+scid-6020 | Ensure automatic security updates are enabled | OS | Updates | 6
+scid-6021 | Ensure AppArmor or SELinux is enabled | OS | Mandatory access control | 7
+scid-6031 | Ensure rsyslog is installed and running | OS | Logging | 3
+scid-6040 | Ensure address space layout randomization (ASLR) is enabled | OS | Kernel | 7
+scid-6041 | Disable IP forwarding | Network | Kernel | 4
+scid-6042 | Do not accept ICMP redirects | Network | Kernel | 3
+scid-6050 | Mount /tmp as a separate partition with noexec | OS | File systems | 3
+scid-6051 | Ensure permissions on /etc/passwd are configured | OS | File Permissions | 5
+scid-6060 | Ensure no account has an empty password | Accounts | Accounts | 9
+scid-6061 | Ensure sudo logs every command | Accounts | Sudo | 3
+scid-6070 | Remove the telnet client | Network | Services | 4
+"""
+for _line in _MORE.strip().splitlines():
+    _scid, _name, _category, _subcategory, _impact = (cell.strip() for cell in _line.split("|"))
+    SCID_CATALOG[_scid] = (_name, _category, _subcategory, float(_impact))
 
 #: Column name -> DuckDB type, in the documented order (defender-apis.md B.4).
 ASSESSMENT_COLUMNS: dict[str, str] = {
@@ -176,122 +224,9 @@ ASSESSMENT_COLUMNS: dict[str, str] = {
     "Context": "JSON",
     "IsExpectedUserImpact": "BOOLEAN",
 }
-_SIGNATURE_SCIDS = frozenset({"scid-2011", "scid-5095", "scid-6095"})
-_SENSOR_DATA_SCIDS = frozenset({"scid-2001", "scid-5001", "scid-6001"})
-_IMPAIRED_SCIDS = frozenset({"scid-2002", "scid-5002", "scid-6002"})
-# Not applicable when Defender Antivirus is not the active AV (passive or EDR in block mode).
-_NEEDS_ACTIVE_AV = frozenset({"scid-2010", "scid-2012", "scid-91", "scid-2013"})
-_PUA_SCIDS = frozenset({"scid-2013", "scid-6091"})
-_CHANGES = ((0, 0.72), (1, 0.89), (2, 0.96), (3, 1.0))
-
-
-@dataclass
-class AssessmentColumns:
-    """Column-wise rows of ``DeviceTvmSecureConfigurationAssessment`` (``Timestamp`` in epoch µs)."""
-
-    columns: dict[str, list[Any]] = field(
-        default_factory=lambda: {name: [] for name in ASSESSMENT_COLUMNS}
-    )
-
-    def __len__(self) -> int:
-        return len(self.columns["DeviceId"])
-
-
-def build_assessments(
-    devices: list[Device], seed: int, anchor: datetime, *, chunk_devices: int = 5000
-) -> Iterator[AssessmentColumns]:
-    """Generate the assessment history of every device that has a sensor, in chunks.
-
-    Chunking bounds memory: the store loads and compresses one chunk before the next is
-    generated. The rows do not depend on the chunk size.
-    """
-    rng = random.Random(f"epf-tvm:{seed}")
-    anchor_us = epoch_micros(anchor)
-    for first in range(0, len(devices), chunk_devices):
-        out = AssessmentColumns()
-        for device in devices[first : first + chunk_devices]:
-            if device.has_sensor:
-                _device_rows(rng, device, anchor, anchor_us, out)
-        yield out
-
-
-def _device_rows(
-    rng: random.Random, device: Device, anchor: datetime, anchor_us: int, out: AssessmentColumns
-) -> None:
-    scids = list(HEALTH_SCIDS[device.family])
-    if rng.random() < 0.03:  # a few devices do not report one or two of their health SCIDs
-        for scid in rng.sample(scids, k=rng.choice((1, 2))):
-            scids.remove(scid)
-    scids += rng.sample(_OTHER_SCIDS[device.family], k=5)
-    end = device.last_seen_ago  # the rows of a stale device stop at its lastSeen
-    # The first assessment is about 29 days old (half a day of margin inside the 30-day
-    # window), or shortly after the device joined.
-    start = 29 * DAY + rng.uniform(0, 12 * HOUR)
-    start = max(min(start, device.first_seen_ago - rng.uniform(HOUR, 6 * HOUR)), end)
-    fail_rate = 0.2 if device.stale else 0.06
-    c = out.columns
-    for scid in scids:
-        applicable = _applicable(rng, device, scid)
-        compliant = applicable and rng.random() >= fail_rate
-        if scid in _SENSOR_DATA_SCIDS and "NoSensorData" in device.health:
-            compliant = False
-        if scid in _IMPAIRED_SCIDS and "ImpairedCommunication" in device.health:
-            compliant = False
-        changes = _pick_changes(rng) if applicable else 0
-        times = [start] + sorted((rng.uniform(end, start) for _ in range(changes)), reverse=True)
-        # The latest row carries ``compliant``; each change row flips the posture, so the
-        # first row starts from the state an even or odd number of flips before it.
-        state = compliant if changes % 2 == 0 else not compliant
-        _, category, subcategory, impact = SCID_CATALOG[scid]
-        for ago in times:
-            c["DeviceId"].append(device.id)
-            c["DeviceName"].append(device.name)
-            c["OSPlatform"].append(device.platform)
-            c["Timestamp"].append(anchor_us - int(ago * 1_000_000))  # epoch microseconds
-            c["ConfigurationId"].append(scid)
-            c["ConfigurationCategory"].append(category)
-            c["ConfigurationSubcategory"].append(subcategory)
-            c["ConfigurationImpact"].append(impact)
-            c["IsCompliant"].append(state)
-            c["IsApplicable"].append(applicable)
-            c["Context"].append(_context(rng, device, scid, state, ago, anchor))
-            c["IsExpectedUserImpact"].append(scid in _PUA_SCIDS)
-            state = not state if applicable else state
-
-
-def _applicable(rng: random.Random, device: Device, scid: str) -> bool:
-    if device.av_mode != 0 and scid in _NEEDS_ACTIVE_AV:
-        return False
-    if scid == "scid-2013" and device.server:
-        return rng.random() < 0.5  # PUA blocking is often not applicable on servers
-    if scid == "scid-6091":
-        return rng.random() < 0.8
-    return True
-
-
-def _pick_changes(rng: random.Random) -> int:
-    r = rng.random()
-    for count, cumulative in _CHANGES:
-        if r < cumulative:
-            return count
-    return 0
-
-
-def _context(
-    rng: random.Random, device: Device, scid: str, compliant: bool, ago: float, anchor: datetime
-) -> str | None:
-    """The JSON ``Context`` of a row (original-connector.md: AV mode, signature versions)."""
-    if scid == "scid-2010":
-        return orjson.dumps([[str(device.av_mode)]]).decode()
-    if scid in _SIGNATURE_SCIDS:
-        # Out-of-date definitions are what makes the test fail: older than a week.
-        age_days = ago / DAY + (rng.uniform(8, 40) if not compliant else rng.uniform(0, 1.5))
-        build = 3000 - int(age_days * 4)
-        updated = anchor - timedelta(days=age_days)
-        product = "4.18.24090.11" if device.family == "Windows" else "101.24092.0012"
-        # [signature version, engine version, signature update time, product version]
-        versions = [f"1.421.{build}.0", "1.1.24090.11", f"{updated:%Y-%m-%dT%H:%M:%SZ}", product]
-        return orjson.dumps([versions]).decode()
-    if scid == "scid-20000":
-        return None  # some configurations carry no context at all
-    return "[]"
+SIGNATURE_SCIDS = frozenset({"scid-2011", "scid-5095", "scid-6095"})
+SENSOR_DATA_SCIDS = frozenset({"scid-2001", "scid-5001", "scid-6001"})
+IMPAIRED_SCIDS = frozenset({"scid-2002", "scid-5002", "scid-6002"})
+#: Not applicable when Defender Antivirus is not the active AV (passive, EDR in block mode...).
+NEEDS_ACTIVE_AV = frozenset({"scid-2010", "scid-2012", "scid-91", "scid-2013"})
+PUA_SCIDS = frozenset({"scid-2013", "scid-6091"})

@@ -1,24 +1,27 @@
-"""The DuckDB workspace sink: each dataset's rows land in one transaction.
+"""The DuckDB workspace sink: each delivery unit lands in one transaction, exactly once.
 
-Delivery guarantee: a dataset's snapshot is committed whole or not at all, so a run that fails
-midway leaves no partial snapshot and no duplicates behind. Imports ``tables``, ``store`` and
-``contracts`` only.
+Delivery guarantee: a unit (a page, an export part, a query result) is committed whole together
+with a record of its id in ``_epf_units``; a unit already recorded is never written again, so a
+run resumed after a failure leaves no duplicates. Imports ``tables``, ``store`` and ``contracts``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from endpoint_forensics import store
-from endpoint_forensics.contracts import Row
-from endpoint_forensics.tables import KqlType, Table
+from endpoint_forensics.contracts import Batch
+from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
 
 __all__ = ["DuckDBSink"]
+
+_STAMP_COLUMNS = tuple(c.name for c in COMMON_COLUMNS)
 
 
 class DuckDBSink:
@@ -27,16 +30,46 @@ class DuckDBSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._con = store.connect(path)
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS _epf_units (unit VARCHAR PRIMARY KEY, table_name VARCHAR, "
+            "rows BIGINT, committed_at TIMESTAMPTZ)"
+        )
 
     @contextmanager
-    def open(self, table: Table) -> Iterator[_TableWriter]:
+    def open(self, table: Table, *, unit: str) -> Iterator[_TableWriter]:
         self._con.begin()
+        writer = _TableWriter(self._con, table)
         try:
-            yield _TableWriter(self._con, table)
+            yield writer
+            self._con.execute(
+                "INSERT INTO _epf_units VALUES (?, ?, ?, ?)",
+                [unit, table.name, writer.rows, datetime.now(UTC)],
+            )
         except BaseException:
             self._con.rollback()
             raise
         self._con.commit()
+
+    def delivered(self, unit: str) -> bool:
+        found = self._con.execute("SELECT 1 FROM _epf_units WHERE unit = ?", [unit]).fetchall()
+        return bool(found)
+
+    def discard(self, table: Table, *, run_id: str, tenant_id: str) -> int:
+        self._con.begin()
+        try:
+            removed = self._con.execute(
+                f'DELETE FROM "{table.name}" WHERE RunId = ? AND DefenderTenantId = ?',
+                [run_id, tenant_id],
+            ).fetchall()
+            self._con.execute(
+                "DELETE FROM _epf_units WHERE table_name = ? AND starts_with(unit, ?)",
+                [table.name, f"{tenant_id}/{run_id}/"],
+            )
+        except BaseException:
+            self._con.rollback()
+            raise
+        self._con.commit()
+        return int(removed[0][0]) if removed else 0
 
     def close(self) -> None:
         self._con.close()
@@ -48,28 +81,46 @@ class _TableWriter:
         self._table = table
         self.rows = 0
 
-    def write(self, rows: list[Row]) -> None:
-        if not rows:
-            return
-        data = _to_arrow(self._table, rows)
+    def write(self, batch: Batch, stamp: Mapping[str, Any]) -> None:
+        if batch.rows:
+            self._insert(_to_arrow(self._table, batch.rows, stamped=set(stamp)), stamp)
+        if batch.arrow is not None and batch.arrow.num_rows:
+            self._insert(batch.arrow, stamp)
+        self.rows += len(batch)
+
+    def _insert(self, data: Any, stamp: Mapping[str, Any]) -> None:
+        present = set(data.schema.names)
+        stamps = [c for c in _STAMP_COLUMNS if c not in present]
+        select = ", ".join(
+            ["*", *(f'$p{i}::{_STAMP_SQL[c]} AS "{c}"' for i, c in enumerate(stamps))]
+        )
         self._con.register("_epf_batch", data)
         try:
-            self._con.execute(f'INSERT INTO "{self._table.name}" BY NAME SELECT * FROM _epf_batch')
+            self._con.execute(
+                f'INSERT INTO "{self._table.name}" BY NAME SELECT {select} FROM _epf_batch',
+                {f"p{i}": stamp[c] for i, c in enumerate(stamps)},
+            )
         finally:
             self._con.unregister("_epf_batch")
-        self.rows += len(rows)
 
 
-def _to_arrow(table: Table, rows: list[Row]) -> Any:
+_STAMP_SQL = {"TimeGenerated": "TIMESTAMPTZ", "RunId": "VARCHAR", "DefenderTenantId": "VARCHAR"}
+
+
+def _to_arrow(table: Table, rows: list[dict[str, Any]], *, stamped: set[str]) -> Any:
     import pyarrow as pa
 
     arrays = []
+    names = []
     for col in table.columns:
+        if col.name in stamped:
+            continue
         values = [row.get(col.name) for row in rows]
         if col.type is KqlType.DYNAMIC:
             values = [None if v is None else orjson.dumps(v).decode() for v in values]
         arrays.append(pa.array(values, type=_ARROW_TYPES[col.type]()))
-    return pa.Table.from_arrays(arrays, names=list(table.column_names))
+        names.append(col.name)
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _arrow_types() -> dict[KqlType, Any]:

@@ -16,11 +16,9 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.config import TenantConfig
-from endpoint_forensics.contracts import Batch, batch_of
+from endpoint_forensics.contracts import Unit, batch_of
 from endpoint_forensics.errors import PermanentError
-from endpoint_forensics.http import ApiClient
-from endpoint_forensics.ratelimit import RateBudget
+from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.normalize import as_datetime
 from endpoint_forensics.tables import AGENT_HEALTH, AGENT_HEALTH_TESTS, HealthResult
 
@@ -96,22 +94,19 @@ def agent_health_query(prefix: str = "") -> str:
     )
 
 
-def fetch_agent_health(
-    client: ApiClient,
-    tenant: TenantConfig,
-    budget: RateBudget,
-) -> Iterator[Batch]:
-    """Yield the agent health rows, one batch per query, splitting queries that hit the limit."""
-    row_limit = tenant.hunting_row_limit
+def fetch_agent_health(ctx: FetchContext) -> Iterator[Unit]:
+    """One unit per query, splitting any query whose result reaches the row limit."""
+    row_limit = ctx.tenant.hunting_row_limit
     pending = [""]
     while pending:
         prefix = pending.pop(0)
-        results = _run_query(client, tenant, budget, agent_health_query(prefix))
+        results = _run_query(ctx, agent_health_query(prefix))
         if len(results) >= row_limit and len(prefix) < 8:
             log.info("hunting result for prefix %r reached %d rows; splitting", prefix, row_limit)
             pending = [prefix + c for c in _HEX] + pending
             continue
-        yield batch_of(AGENT_HEALTH, results, device_health_row)
+        batch = batch_of(AGENT_HEALTH, results, device_health_row)
+        yield Unit(f"prefix-{prefix or 'all'}", iter([batch]))
 
 
 def os_family(platform: str | None, scids: Iterable[str] = ()) -> str | None:
@@ -198,9 +193,8 @@ def _decide(applicable: bool | None, compliant: bool | None) -> HealthResult:
     return HealthResult.PASS if compliant else HealthResult.FAIL
 
 
-def _run_query(
-    client: ApiClient, tenant: TenantConfig, budget: RateBudget, query: str
-) -> list[Any]:
+def _run_query(ctx: FetchContext, query: str) -> list[Any]:
+    client, tenant, budget = ctx.client, ctx.tenant, ctx.budget("advanced_hunting")
     if tenant.hunting_api == "graph":
         body = client.request_json(
             "POST",

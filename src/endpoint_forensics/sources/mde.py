@@ -1,4 +1,5 @@
-"""Defender for Endpoint REST datasets: device inventory (``GET /api/machines``, B.1).
+"""Defender for Endpoint REST datasets: device inventory (B.1), antivirus health (B.2),
+security recommendations and the vulnerabilities catalogue (B.5.7, B.5.8).
 
 One function per dataset; each yields batches for one table. Knows nothing of sinks.
 May import ``http``, ``ratelimit``, ``tables``, ``contracts`` and ``config``.
@@ -7,14 +8,16 @@ May import ``http``, ``ratelimit``, ``tables``, ``contracts`` and ``config``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
-from endpoint_forensics.config import TenantConfig
-from endpoint_forensics.contracts import Batch, batch_of
+import orjson
+
+from endpoint_forensics.contracts import Unit, batch_of
 from endpoint_forensics.errors import HttpStatusError
-from endpoint_forensics.http import ApiClient
-from endpoint_forensics.ratelimit import RateBudget
+from endpoint_forensics.sources import FetchContext
+from endpoint_forensics.sources.exports import record_to_row
 from endpoint_forensics.sources.normalize import (
     Converter,
     as_bool,
@@ -24,9 +27,17 @@ from endpoint_forensics.sources.normalize import (
     as_str,
     convert_record,
 )
-from endpoint_forensics.tables import DEVICES
+from endpoint_forensics.tables import AV_HEALTH, CVE_CATALOG, DEVICES, RECOMMENDATIONS, Table
 
-__all__ = ["fetch_machines", "machine_to_row"]
+__all__ = [
+    "AV_MODES",
+    "av_health_row",
+    "fetch_av_health",
+    "fetch_cve_catalog",
+    "fetch_machines",
+    "fetch_recommendations",
+    "machine_to_row",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +83,23 @@ _ONBOARDING_CANONICAL = {
 }
 
 
-def fetch_machines(client: ApiClient, tenant: TenantConfig, budget: RateBudget) -> Iterator[Batch]:
-    """Yield one batch per page of ``GET /api/machines``, to the last page.
+def fetch_machines(ctx: FetchContext) -> Iterator[Unit]:
+    """One unit per page of ``GET /api/machines``, to the last page.
 
     A record without a device id is rejected with its reason; unknown fields are kept in
     ``AdditionalFields``; missing fields are null. An empty tenant answers 404 (B.1): no rows.
     """
-    url = f"{tenant.mde_base_url}/api/machines"
+    tenant = ctx.tenant
+    pages = ctx.client.iter_odata_pages(
+        f"{tenant.mde_base_url}/api/machines",
+        scope=tenant.mde_scope,
+        budget=ctx.budget("machines"),
+        params={"$top": str(tenant.page_size)},
+    )
     try:
-        for page in client.iter_odata_pages(
-            url, scope=tenant.mde_scope, budget=budget, params={"$top": str(tenant.page_size)}
-        ):
-            yield batch_of(DEVICES, page, machine_to_row)
+        for number, page in enumerate(pages):
+            batch = batch_of(DEVICES, page.value, machine_to_row)
+            yield Unit(f"page-{number:05d}", iter([batch]))
     except HttpStatusError as exc:
         # "Returns 404 Not Found if there are no recent machines" (get-machines.md).
         if exc.status == 404:
@@ -105,3 +121,219 @@ def machine_to_row(record: Any) -> dict[str, Any] | str:
         row["OnboardingStatus"] = _ONBOARDING_CANONICAL.get(status.lower(), status)
     row["AdditionalFields"] = extra or None
     return row
+
+
+# --- antivirus health (B.2) ---------------------------------------------------------------
+
+_AV_FIELDS = {
+    "machineId": "DeviceId",
+    "computerDnsName": "DeviceName",
+    "osKind": "OSKind",
+    "osPlatform": "OSPlatform",
+    "osVersion": "OSVersion",
+    "avMode": "AvModeCode",
+    "avSignatureVersion": "AvSignatureVersion",
+    "avEngineVersion": "AvEngineVersion",
+    "avPlatformVersion": "AvPlatformVersion",
+    "avIsSignatureUpToDate": "AvIsSignatureUpToDate",
+    "avIsEngineUpToDate": "AvIsEngineUpToDate",
+    "avIsPlatformUpToDate": "AvIsPlatformUpToDate",
+    "avSignatureUpdateTime": "AvSignatureUpdateTime",
+    "avSignaturePublishTime": "AvSignaturePublishTime",
+    "avEngineUpdateTime": "AvEngineUpdateTime",
+    "avPlatformUpdateTime": "AvPlatformUpdateTime",
+    "quickScanResult": "QuickScanResult",
+    "quickScanError": "QuickScanError",
+    "quickScanTime": "QuickScanTime",
+    "fullScanResult": "FullScanResult",
+    "fullScanError": "FullScanError",
+    "fullScanTime": "FullScanTime",
+    "lastSeenTime": "LastSeenTime",
+    "dataRefreshTimestamp": "DataRefreshTimestamp",
+    "rbacGroupId": "RbacGroupId",
+    "rbacGroupName": "RbacGroupName",
+}
+# The files export spells a few fields its own way (PascalCase, "Upto", "Machine").
+_AV_FILE_ALIASES = {
+    "deviceid": "machineId",
+    "devicename": "computerDnsName",
+    "avissignatureuptodate": "avIsSignatureUpToDate",
+    "avisengineuptodate": "avIsEngineUpToDate",
+    "avisplatformuptodate": "avIsPlatformUpToDate",
+    "lastseen": "lastSeenTime",
+    "avsignaturedatarefreshtime": "dataRefreshTimestamp",
+}
+# avMode is a string-typed int (B.2).
+AV_MODES = {
+    "": "Other",
+    "0": "Active",
+    "1": "Passive",
+    "2": "Disabled",
+    "3": "Other",
+    "4": "EDRBlocked",
+    "5": "PassiveAudit",
+}
+
+
+def fetch_av_health(ctx: FetchContext) -> Iterator[Unit]:
+    """Antivirus health per device: ``/api/deviceavinfo`` pages, or InfoGatheringExport files."""
+    tenant = ctx.tenant
+    if tenant.use_files(ctx.device_count):
+        yield from _av_health_files(ctx)
+        return
+    pages = ctx.client.iter_odata_pages(
+        f"{tenant.mde_base_url}/api/deviceavinfo",
+        scope=tenant.mde_scope,
+        budget=ctx.budget("deviceavinfo"),
+        # The default page is 20 rows; $top may go to 10,000 (B.2).
+        params={"$top": str(min(tenant.page_size, 10_000))},
+    )
+    for number, page in enumerate(pages):
+        yield Unit(f"page-{number:05d}", iter([batch_of(AV_HEALTH, page.value, _av_row(ctx))]))
+
+
+def av_health_row(record: Any, now: datetime) -> dict[str, Any] | str:
+    """The ``EPF_AvHealth_CL`` row for one AV record (JSON or files), or why it cannot be one."""
+    if not isinstance(record, dict):
+        return f"AV record is a {type(record).__name__}, not an object"
+    record = _flatten_gathered_info(record)
+    if not record.get("machineId") and record.get("id"):
+        record = {**record, "machineId": record["id"]}  # id and machineId are the same (B.2)
+    record = {k: v for k, v in record.items() if k != "id"}
+    row = record_to_row(record, AV_HEALTH, _AV_FIELDS, ("DeviceId",))
+    if isinstance(row, str):
+        return row
+    code = row.get("AvModeCode")
+    row["AvMode"] = AV_MODES.get(code.strip() if isinstance(code, str) else "", "Other")
+    published = row.get("AvSignaturePublishTime") or row.get("AvSignatureUpdateTime")
+    if isinstance(published, datetime):
+        row["SignatureAgeHours"] = round((now - published).total_seconds() / 3600, 2)
+    return row
+
+
+def _av_row(ctx: FetchContext) -> Callable[[Any], dict[str, Any] | str]:
+    return lambda record: av_health_row(record, ctx.now)
+
+
+def _av_health_files(ctx: FetchContext) -> Iterator[Unit]:
+    from endpoint_forensics.sources.exports import ExportSpec, export_units
+
+    spec = ExportSpec(
+        "InfoGatheringExport",
+        AV_HEALTH,
+        _AV_FIELDS,
+        ("DeviceId",),
+        convert=lambda record: av_health_row(record, ctx.now),
+    )
+    return export_units(ctx, spec)
+
+
+def _flatten_gathered_info(record: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``DeviceGatheredInfo`` (a JSON string or object, B.2) into the record."""
+    info = record.get("DeviceGatheredInfo", record.get("deviceGatheredInfo"))
+    if info is None:
+        return record
+    if isinstance(info, str):
+        try:
+            info = orjson.loads(info)
+        except orjson.JSONDecodeError:
+            return record
+    if not isinstance(info, dict):
+        return record
+    merged = {k: v for k, v in record.items() if k.lower() != "devicegatheredinfo"}
+    for key, value in info.items():
+        if key.lower() == "avscanresults" and isinstance(value, dict):
+            merged.update(_scan_results(value))
+        else:
+            merged.setdefault(key, value)
+    return {_AV_FILE_ALIASES.get(k.lower(), k): v for k, v in merged.items()}
+
+
+def _scan_results(results: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for kind, scan in results.items():
+        prefix = "quick" if kind.lower().startswith("quick") else "full"
+        if not isinstance(scan, dict):
+            continue
+        for key, value in scan.items():
+            lowered = key.lower()
+            if "status" in lowered or "result" in lowered:
+                flat[f"{prefix}ScanResult"] = value
+            elif "error" in lowered:
+                flat[f"{prefix}ScanError"] = value
+            elif "time" in lowered:
+                flat[f"{prefix}ScanTime"] = value
+    return flat
+
+
+# --- recommendations and the CVE catalogue (B.5.7, B.5.8) ---------------------------------
+
+_RECOMMENDATION_FIELDS = {
+    "id": "RecommendationId",
+    "recommendationName": "RecommendationName",
+    "productName": "ProductName",
+    "vendor": "Vendor",
+    "recommendedVersion": "RecommendedVersion",
+    "recommendedProgram": "RecommendedProgram",
+    "recommendedVendor": "RecommendedVendor",
+    "recommendationCategory": "RecommendationCategory",
+    "subCategory": "SubCategory",
+    "severityScore": "SeverityScore",
+    "weaknesses": "Weaknesses",
+    "publicExploit": "PublicExploit",
+    "activeAlert": "ActiveAlert",
+    "associatedThreats": "AssociatedThreats",
+    "remediationType": "RemediationType",
+    "status": "Status",
+    "configScoreImpact": "ConfigScoreImpact",
+    "exposureImpact": "ExposureImpact",
+    "totalMachineCount": "TotalMachineCount",
+    "exposedMachinesCount": "ExposedMachinesCount",
+    "nonProductivityImpactedAssets": "NonProductivityImpactedAssets",
+    "relatedComponent": "RelatedComponent",
+    "exposedCriticalDevices": "ExposedCriticalDevices",
+}
+_CVE_FIELDS = {
+    "id": "CveId",
+    "name": "Name",
+    "description": "Description",
+    "severity": "Severity",
+    "cvssV3": "CvssV3",
+    "cvssVector": "CvssVector",
+    "exposedMachines": "ExposedMachines",
+    "publishedOn": "PublishedOn",
+    "updatedOn": "UpdatedOn",
+    "publicExploit": "PublicExploit",
+    "exploitVerified": "ExploitVerified",
+    "exploitInKit": "ExploitInKit",
+    "exploitTypes": "ExploitTypes",
+    "exploitUris": "ExploitUris",
+    "cveSupportability": "CveSupportability",
+    "epss": "Epss",  # the doc spells it EPSS; keys match case-insensitively
+}
+
+
+def fetch_recommendations(ctx: FetchContext) -> Iterator[Unit]:
+    """Security recommendations, one unit per page."""
+    return _odata_units(ctx, "recommendations", 10_000, RECOMMENDATIONS, _RECOMMENDATION_FIELDS)
+
+
+def fetch_cve_catalog(ctx: FetchContext) -> Iterator[Unit]:
+    """The vulnerabilities catalogue, one unit per page ($top at most 8,000)."""
+    return _odata_units(ctx, "vulnerabilities", 8_000, CVE_CATALOG, _CVE_FIELDS)
+
+
+def _odata_units(
+    ctx: FetchContext, endpoint: str, top: int, table: Table, fields: dict[str, str]
+) -> Iterator[Unit]:
+    tenant = ctx.tenant
+    key = next(iter(fields.values()))
+    pages = ctx.client.iter_odata_pages(
+        f"{tenant.mde_base_url}/api/{endpoint}",
+        scope=tenant.mde_scope,
+        budget=ctx.budget(endpoint),
+        params={"$top": str(top)},
+    )
+    for number, page in enumerate(pages):
+        batch = batch_of(table, page.value, lambda r: record_to_row(r, table, fields, (key,)))
+        yield Unit(f"page-{number:05d}", iter([batch]))

@@ -3,7 +3,7 @@
 Owns the decoding of Defender's wire quirks (defender-apis.md F): ISO timestamps with seven
 fractional digits, TVM timestamps without ``T`` or zone, booleans as strings, numbers as strings,
 casing drift in keys. A value that cannot be converted raises ``ValueError``; the caller
-decides whether that rejects the record or only the field. Imports nothing of ours.
+decides whether that rejects the record or only the field. Imports only ``tables``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from endpoint_forensics.tables import KqlType, Table
+
 __all__ = [
     "Converter",
+    "FieldMap",
     "as_bool",
     "as_datetime",
     "as_dynamic",
@@ -21,6 +24,7 @@ __all__ = [
     "as_int",
     "as_str",
     "convert_record",
+    "field_specs",
 ]
 
 Converter = Callable[[Any], Any]
@@ -128,3 +132,26 @@ def convert_record(
         except (ValueError, TypeError, OverflowError):
             extra[key] = value
     return row, extra
+
+
+# Wire field name -> column. Keys are matched case-insensitively; the column's KQL type picks
+# the converter, so the registry stays the one place a type is decided.
+FieldMap = Mapping[str, str]
+
+_CONVERTERS: dict[KqlType, Converter] = {
+    KqlType.STRING: as_str,
+    KqlType.GUID: as_str,
+    KqlType.INT: as_int,
+    KqlType.LONG: as_int,
+    KqlType.REAL: as_float,
+    KqlType.BOOL: as_bool,
+    KqlType.DATETIME: as_datetime,
+    KqlType.DYNAMIC: as_dynamic,
+}
+
+
+def field_specs(table: Table, fields: FieldMap) -> dict[str, tuple[str, Converter]]:
+    """The ``convert_record`` spec for ``fields`` (wire name -> column) of ``table``."""
+    return {
+        wire.lower(): (col, _CONVERTERS[table.column(col).type]) for wire, col in fields.items()
+    }

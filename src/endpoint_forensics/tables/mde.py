@@ -1,144 +1,13 @@
-"""The table registry: every table the product writes, its columns, KQL types, key and source.
+"""The Defender for Endpoint tables and the run log.
 
-This is the one place a column is added. DuckDB DDL, Sentinel table and DCR definitions,
-docs and the schemas used to validate shipped KQL are all generated from it.
-Imports nothing of ours (the emulator may import it too).
+Column names are PascalCase like MDE advanced hunting; wire fields map onto them in ``sources``.
+Imports only ``tables.schema``.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from enum import StrEnum
-
-__all__ = [
-    "AGENT_HEALTH_TESTS",
-    "RESERVED_COLUMN_NAMES",
-    "TABLES",
-    "Column",
-    "HealthResult",
-    "KqlType",
-    "Table",
-    "get_table",
-    "name_problem",
-]
-
-
-class KqlType(StrEnum):
-    """Log Analytics column types (the KQL spelling)."""
-
-    STRING = "string"
-    INT = "int"
-    LONG = "long"
-    REAL = "real"
-    BOOL = "bool"
-    DATETIME = "datetime"
-    DYNAMIC = "dynamic"
-    GUID = "guid"
-
-
-class HealthResult(StrEnum):
-    """The one vocabulary of every agent health test column."""
-
-    PASS = "Pass"
-    FAIL = "Fail"
-    NOT_APPLICABLE = "NotApplicable"
-    UNKNOWN = "Unknown"
-
-
-# DuckDB types per KQL type. Datetimes are stored as TIMESTAMPTZ (always UTC) and dynamic
-# values as JSON, which is what duckdb-kql expects for `ago()` and `parse_json()`.
-_DUCKDB_TYPES = {
-    KqlType.STRING: "VARCHAR",
-    KqlType.INT: "INTEGER",
-    KqlType.LONG: "BIGINT",
-    KqlType.REAL: "DOUBLE",
-    KqlType.BOOL: "BOOLEAN",
-    KqlType.DATETIME: "TIMESTAMPTZ",
-    KqlType.DYNAMIC: "JSON",
-    KqlType.GUID: "VARCHAR",
-}
-
-# Log Analytics refuses these as custom column names (create-custom-table.md).
-RESERVED_COLUMN_NAMES = frozenset(
-    {
-        "id",
-        "billedsize",
-        "isbillable",
-        "invalidtimegenerated",
-        "tenantid",
-        "title",
-        "type",
-        "uniqueid",
-        "_itemid",
-        "_resourcegroup",
-        "_resourceid",
-        "_subscriptionid",
-        "_timereceived",
-    }
-)
-_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,44}$")
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: KqlType
-    description: str
-
-    @property
-    def duckdb_type(self) -> str:
-        return _DUCKDB_TYPES[self.type]
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    description: str
-    source: str
-    key: tuple[str, ...]
-    columns: tuple[Column, ...]
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
-
-    def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(f"{self.name} has no column {name!r}")
-
-    def duckdb_ddl(self) -> str:
-        cols = ",\n    ".join(f'"{c.name}" {c.duckdb_type}' for c in self.columns)
-        return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n    {cols}\n);'
-
-    def kql_schema(self) -> dict[str, str]:
-        return {c.name: c.type.value for c in self.columns}
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "source": self.source,
-            "key": list(self.key),
-            "columns": [
-                {"name": c.name, "type": c.type.value, "description": c.description}
-                for c in self.columns
-            ],
-        }
-
-
-def name_problem(name: str, *, table: bool = False) -> str | None:
-    """Say why ``name`` is not a valid Log Analytics table or column name, or None if it is."""
-    if not _NAME_PATTERN.match(name):
-        return "must be 2-45 characters: a letter, then letters, digits or underscores"
-    if not table and name.lower() in RESERVED_COLUMN_NAMES:
-        return "is a reserved column name in Log Analytics"
-    if table and not name.endswith("_CL"):
-        return "custom tables must end in _CL"
-    return None
-
+from endpoint_forensics.tables.schema import COMMON_COLUMNS as _COMMON
+from endpoint_forensics.tables.schema import Column, KqlType, Table
 
 S, INT, L, R, B, T, D = (
     KqlType.STRING,
@@ -148,14 +17,6 @@ S, INT, L, R, B, T, D = (
     KqlType.BOOL,
     KqlType.DATETIME,
     KqlType.DYNAMIC,
-)
-
-# Every table starts with these three: when the snapshot was taken, which run wrote it,
-# and which Defender tenant it came from (`TenantId` is reserved in Log Analytics).
-_COMMON = (
-    Column("TimeGenerated", T, "When the snapshot was taken (UTC); one value per run."),
-    Column("RunId", S, "The collection run that wrote the row."),
-    Column("DefenderTenantId", S, "Entra tenant id of the Defender tenant the row came from."),
 )
 
 # The health tests, in the order of the original workbook (shared/reference/original-connector.md).
@@ -264,13 +125,3 @@ RUNS = Table(
         Column("Error", S, "What went wrong, one line, no secrets; empty on success."),
     ),
 )
-
-TABLES: dict[str, Table] = {t.name: t for t in (DEVICES, AGENT_HEALTH, RUNS)}
-
-
-def get_table(name: str) -> Table:
-    """Return the registered table ``name``; raise KeyError if there is none."""
-    try:
-        return TABLES[name]
-    except KeyError:
-        raise KeyError(f"no table named {name!r}; known: {', '.join(TABLES)}") from None

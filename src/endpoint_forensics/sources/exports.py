@@ -1,0 +1,337 @@
+"""The large-tenant path: TVM exports "via files" (defender-apis.md B.5.3).
+
+Owns requesting an export within its budget (5/min, 20/h), downloading each gzip JSON-lines part
+from its signed URL (no Authorization header; an expired link is re-requested), and decoding a
+part into typed Arrow batches with bounded memory. Decoding runs in an in-memory DuckDB used as a
+JSON reader: ``read_json`` streams the part, SQL casts each field to its column's type, and a
+record whose value does not convert, or that lacks its key fields, goes through the tolerant
+Python path instead (kept, with the raw value in AdditionalFields, or quarantined with a reason).
+A part with a line that is not JSON at all is decoded line by line. Unknown fields found in a
+part's first lines are kept in AdditionalFields.
+May import ``http``, ``contracts``, ``tables`` and the other ``sources`` modules.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from endpoint_forensics.contracts import Batch, RedoUnit, Reject, SnapshotChanged, Unit
+from endpoint_forensics.errors import LinkExpired, PermanentError
+from endpoint_forensics.sources import FetchContext
+from endpoint_forensics.sources.normalize import FieldMap, convert_record, field_specs
+from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
+
+__all__ = ["ExportSpec", "decode_part", "export_units", "record_to_row"]
+
+log = logging.getLogger(__name__)
+
+_SAMPLE_LINES = 2_000
+_BATCH_ROWS = 65_536
+_STAMPS = {c.name for c in COMMON_COLUMNS}
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One export: its endpoint (also its rate budget's name), table, fields and key fields.
+
+    ``convert`` replaces the generic conversion of a record, for exports whose records need
+    reshaping first; such exports are decoded line by line (the SQL path maps fields only).
+    """
+
+    endpoint: str
+    table: Table
+    fields: FieldMap
+    required: tuple[str, ...]  # columns a row cannot do without
+    convert: Callable[[Any], dict[str, Any] | str] | None = None
+
+    def to_row(self, record: Any) -> dict[str, Any] | str:
+        if self.convert is not None:
+            return self.convert(record)
+        return record_to_row(record, self.table, self.fields, self.required)
+
+
+def export_units(ctx: FetchContext, spec: ExportSpec) -> Iterator[Unit]:
+    """One unit per export part, resuming after the last delivered part of the same export."""
+    links = _request_export(ctx, spec)
+    start = 0
+    if ctx.resume and ctx.resume.get("mode") == "files":
+        if ctx.resume.get("generated") != links.generated:
+            raise SnapshotChanged(
+                f"the {spec.endpoint} export was regenerated "
+                f"({ctx.resume.get('generated')} -> {links.generated})"
+            )
+        start = int(ctx.resume["part"]) + 1
+    elif ctx.resume:
+        raise SnapshotChanged("the unfinished snapshot was read as JSON pages, not files")
+    careful = spec.convert is not None
+    for index in range(start, len(links.urls)):
+        path = ctx.work_dir / f"part-{index:05d}.json.gz"
+
+        def fallback(i: int = index, p: Path = path) -> Iterator[Batch]:
+            return _part_batches(ctx, spec, links, i, p, careful=True)
+
+        yield Unit(
+            f"part-{index:05d}",
+            _part_batches(ctx, spec, links, index, path, careful=careful),
+            {"mode": "files", "generated": links.generated, "part": index},
+            fallback=fallback,
+        )
+
+
+@dataclass
+class _Links:
+    urls: list[str]
+    generated: str
+
+
+def _request_export(ctx: FetchContext, spec: ExportSpec) -> _Links:
+    tenant = ctx.tenant
+    body = ctx.client.request_json(
+        "GET",
+        f"{tenant.mde_base_url}/api/machines/{spec.endpoint}",
+        scope=tenant.mde_scope,
+        budget=ctx.budget(spec.endpoint),
+        params={"sasValidHours": str(tenant.sas_valid_hours)},
+    )
+    urls = body.get("exportFiles") if isinstance(body, dict) else None
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise PermanentError(f"{spec.endpoint}: the answer has no exportFiles list")
+    generated = body.get("generatedTime") if isinstance(body, dict) else None
+    return _Links(list(urls), str(generated))
+
+
+def _part_batches(
+    ctx: FetchContext, spec: ExportSpec, links: _Links, index: int, path: Path, *, careful: bool
+) -> Iterator[Batch]:
+    if not path.exists():
+        _download(ctx, spec, links, index, path)
+    try:
+        yield from decode_part(path, spec, careful=careful)
+    except RedoUnit:
+        raise  # the careful pass reads the same file
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    path.unlink(missing_ok=True)
+
+
+def _download(ctx: FetchContext, spec: ExportSpec, links: _Links, index: int, path: Path) -> None:
+    for _ in range(3):
+        try:
+            ctx.client.download(links.urls[index], path)
+            return
+        except LinkExpired as exc:
+            # Links last an hour by default; a long run outlives them. Same export: new links.
+            fresh = _request_export(ctx, spec)
+            if fresh.generated != links.generated or len(fresh.urls) != len(links.urls):
+                raise SnapshotChanged(
+                    f"the {spec.endpoint} export changed while downloading"
+                ) from exc
+            links.urls = fresh.urls
+    raise PermanentError(f"{spec.endpoint}: part {index} kept answering 403 with fresh links")
+
+
+def decode_part(path: Path, spec: ExportSpec, *, careful: bool = False) -> Iterator[Batch]:
+    """Typed batches of one gzip JSON-lines part (see the module docstring)."""
+    if careful:
+        yield from _decode_lines(path, spec)
+        return
+    try:
+        sample_keys = _sample_keys(path)
+    except ValueError as exc:
+        raise RedoUnit(str(exc)) from exc
+    yield from _decode_fast(path, spec, sample_keys)
+
+
+def record_to_row(
+    record: Any, table: Table, fields: FieldMap, required: Sequence[str]
+) -> dict[str, Any] | str:
+    """A row of ``table`` from one wire record, or why it cannot be one."""
+    if not isinstance(record, Mapping):
+        return f"record is a {type(record).__name__}, not an object"
+    row, extra = convert_record(record, field_specs(table, fields))
+    missing = [c for c in required if row.get(c) in (None, "")]
+    if missing:
+        return f"record has no {', '.join(missing)}"
+    row["AdditionalFields"] = extra or None
+    return row
+
+
+def _sample_keys(path: Path) -> list[str]:
+    keys: dict[str, None] = {}
+    with gzip.open(path, "rb") as fh:
+        for number, line in enumerate(fh):
+            if number >= _SAMPLE_LINES:
+                break
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise ValueError(f"line {number + 1} is not valid JSON") from None
+            if isinstance(record, dict):
+                keys.update(dict.fromkeys(record))
+    return list(keys)
+
+
+def _decode_lines(path: Path, spec: ExportSpec) -> Iterator[Batch]:
+    batch = Batch(spec.table)
+    with gzip.open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                batch.rejects.append(
+                    Reject(
+                        f"line {number} is not valid JSON",
+                        line.decode("utf-8", "replace").rstrip("\r\n"),
+                    )
+                )
+                continue
+            row = spec.to_row(record)
+            if isinstance(row, str):
+                batch.rejects.append(Reject(row, record))
+            else:
+                batch.rows.append(row)
+            if len(batch.rows) >= _BATCH_ROWS:
+                yield batch
+                batch = Batch(spec.table)
+    yield batch
+
+
+def _decode_fast(path: Path, spec: ExportSpec, sample_keys: list[str]) -> Iterator[Batch]:
+    import duckdb
+
+    plan = _plan(spec, sample_keys)
+    con = duckdb.connect(config={"threads": 2, "memory_limit": "256MB"})
+    con.execute("SET TimeZone = 'UTC'")
+    source = (
+        f"read_json('{_sql_str(str(path))}', format = 'newline_delimited', "
+        f"compression = 'gzip', columns = {plan.columns_sql})"
+    )
+    bad = 0
+    try:
+        try:
+            result = con.sql(f"SELECT {plan.select_sql}, ({plan.ok_sql}) AS _ok FROM {source}")
+            for record_batch in result.to_arrow_reader(_BATCH_ROWS):
+                ok = record_batch.column("_ok")
+                good = record_batch.filter(ok).drop_columns(["_ok"])
+                bad += record_batch.num_rows - good.num_rows
+                if good.num_rows:
+                    yield Batch(spec.table, arrow=good)
+        except duckdb.InvalidInputException as exc:
+            raise RedoUnit(str(exc).splitlines()[0]) from exc
+        if bad:
+            # The few records the SQL casts refused: the tolerant path keeps what it can.
+            raw = con.execute(f"SELECT {plan.raw_sql} FROM {source} WHERE NOT ({plan.ok_sql})")
+            names = [d[0] for d in raw.description]
+            records = [dict(zip(names, values, strict=True)) for values in raw.fetchall()]
+            batch = Batch(spec.table)
+            for record in records:
+                record = {k: v for k, v in record.items() if v is not None}
+                for key, value in list(record.items()):
+                    if isinstance(value, str) and key in plan.json_keys:
+                        record[key] = orjson.loads(value)
+                row = spec.to_row(record)
+                if isinstance(row, str):
+                    batch.rejects.append(Reject(row, record))
+                else:
+                    batch.rows.append(row)
+            yield batch
+    finally:
+        con.close()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    columns_sql: str
+    select_sql: str
+    ok_sql: str
+    raw_sql: str
+    json_keys: frozenset[str]
+
+
+def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
+    """SQL that reads a part's wire keys and casts them to the table's columns."""
+    by_lower = {k.lower(): k for k in sample_keys}
+    wire_for: dict[str, str] = {}  # column -> wire key as spelt in this part
+    for wire, column in spec.fields.items():
+        wire_for[column] = by_lower.get(wire.lower()) or wire
+    known = {w.lower() for w in spec.fields}
+    unknown = [k for k in sample_keys if k.lower() not in known]
+    columns: dict[str, str] = {}
+    selects: list[str] = []
+    checks: list[str] = []
+    json_keys: set[str] = set()
+    for col in spec.table.columns:
+        if col.name in _STAMPS or col.name == "AdditionalFields":
+            continue
+        found = wire_for.get(col.name)
+        if found is None:
+            selects.append(f'NULL AS "{col.name}"')
+            continue
+        wire = found
+        raw = f'"{_ident(wire)}"'
+        if col.type is KqlType.DYNAMIC:
+            columns[wire] = "JSON"
+            json_keys.add(wire)
+        else:
+            columns[wire] = "VARCHAR"
+        expr, check = _cast(raw, col.type)
+        selects.append(f'{expr} AS "{col.name}"')
+        if check:
+            checks.append(check)
+        if col.name in spec.required:
+            checks.append(f"coalesce({raw}, '') <> ''")
+    for key in unknown:
+        columns[key] = "JSON"
+        json_keys.add(key)
+    if unknown:
+        pairs = ", ".join(f"'{_sql_str(k)}', \"{_ident(k)}\"" for k in unknown)
+        selects.append(f'json_object({pairs}) AS "AdditionalFields"')
+    else:
+        selects.append('NULL::JSON AS "AdditionalFields"')
+    columns_sql = "{" + ", ".join(f"'{_sql_str(k)}': '{v}'" for k, v in columns.items()) + "}"
+    raw_sql = ", ".join(f'"{_ident(k)}"' for k in columns)
+    return _Plan(
+        columns_sql,
+        ", ".join(selects),
+        " AND ".join(checks) or "true",
+        raw_sql,
+        frozenset(json_keys),
+    )
+
+
+def _cast(raw: str, kql_type: KqlType) -> tuple[str, str | None]:
+    """The SQL cast of a VARCHAR wire value, and the condition under which it succeeded."""
+    blank = f"({raw} IS NULL OR {raw} = '')"
+    if kql_type in (KqlType.STRING, KqlType.GUID, KqlType.DYNAMIC):
+        return raw, None
+    if kql_type is KqlType.BOOL:
+        expr = f"CASE lower({raw}) WHEN 'true' THEN true WHEN 'false' THEN false END"
+        return expr, f"({blank} OR lower({raw}) IN ('true', 'false', 'unknown'))"
+    sql_type = {
+        KqlType.INT: "INTEGER",
+        KqlType.LONG: "BIGINT",
+        KqlType.REAL: "DOUBLE",
+        KqlType.DATETIME: "TIMESTAMPTZ",
+    }[kql_type]
+    expr = f"TRY_CAST(nullif({raw}, '') AS {sql_type})"
+    return expr, f"({blank} OR {expr} IS NOT NULL)"
+
+
+def _ident(name: str) -> str:
+    return name.replace('"', '""')
+
+
+def _sql_str(text: str) -> str:
+    return text.replace("'", "''")

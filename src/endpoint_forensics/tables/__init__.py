@@ -1,0 +1,80 @@
+"""The table registry: every table the product writes, its columns, KQL types, key and source.
+
+This is the one place a column is added. DuckDB DDL, Sentinel table and DCR definitions,
+docs and the schemas used to validate shipped KQL are all generated from it.
+Imports nothing of ours outside this package (the emulator may import it too).
+"""
+
+from __future__ import annotations
+
+from endpoint_forensics.tables.mde import (
+    AGENT_HEALTH,
+    AGENT_HEALTH_TESTS,
+    DEVICES,
+    RUNS,
+)
+from endpoint_forensics.tables.posture import (
+    AV_HEALTH,
+    CVE_CATALOG,
+    RECOMMENDATIONS,
+    SECURE_CONFIG,
+    SOFTWARE_INVENTORY,
+    VULNERABILITIES,
+    VULNERABILITY_CHANGES,
+)
+from endpoint_forensics.tables.schema import (
+    COMMON_COLUMNS,
+    RESERVED_COLUMN_NAMES,
+    Column,
+    HealthResult,
+    KqlType,
+    Table,
+    name_problem,
+)
+
+__all__ = [
+    "AGENT_HEALTH",
+    "AGENT_HEALTH_TESTS",
+    "AV_HEALTH",
+    "COMMON_COLUMNS",
+    "CVE_CATALOG",
+    "DEVICES",
+    "RECOMMENDATIONS",
+    "RESERVED_COLUMN_NAMES",
+    "RUNS",
+    "SECURE_CONFIG",
+    "SOFTWARE_INVENTORY",
+    "TABLES",
+    "VULNERABILITIES",
+    "VULNERABILITY_CHANGES",
+    "Column",
+    "HealthResult",
+    "KqlType",
+    "Table",
+    "get_table",
+    "name_problem",
+]
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        DEVICES,
+        AGENT_HEALTH,
+        AV_HEALTH,
+        SECURE_CONFIG,
+        VULNERABILITIES,
+        VULNERABILITY_CHANGES,
+        SOFTWARE_INVENTORY,
+        RECOMMENDATIONS,
+        CVE_CATALOG,
+        RUNS,
+    )
+}
+
+
+def get_table(name: str) -> Table:
+    """Return the registered table ``name``; raise KeyError if there is none."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"no table named {name!r}; known: {', '.join(TABLES)}") from None

@@ -1,0 +1,239 @@
+"""The Defender Vulnerability Management posture tables: AV health, secure configuration,
+vulnerabilities and their changes, software inventory, recommendations, the CVE catalogue.
+
+Each table holds one snapshot per collection (``TimeGenerated``); the changes table holds the
+delta events as Defender reports them. Imports only ``tables.schema``.
+"""
+
+from __future__ import annotations
+
+from endpoint_forensics.tables.schema import COMMON_COLUMNS, Column, KqlType, Table
+
+__all__ = [
+    "AV_HEALTH",
+    "CVE_CATALOG",
+    "RECOMMENDATIONS",
+    "SECURE_CONFIG",
+    "SOFTWARE_INVENTORY",
+    "VULNERABILITIES",
+    "VULNERABILITY_CHANGES",
+]
+
+S, L, R, B, T, D = (
+    KqlType.STRING,
+    KqlType.LONG,
+    KqlType.REAL,
+    KqlType.BOOL,
+    KqlType.DATETIME,
+    KqlType.DYNAMIC,
+)
+
+
+def _columns(*specs: tuple[str, KqlType, str]) -> tuple[Column, ...]:
+    extra = Column(
+        "AdditionalFields", D, "Fields the API returned that this version does not know."
+    )
+    return (*COMMON_COLUMNS, *(Column(n, t, d) for n, t, d in specs), extra)
+
+
+_DEVICE = (
+    ("DeviceId", S, "Defender device id."),
+    ("DeviceName", S, "Device name."),
+)
+
+AV_HEALTH = Table(
+    name="EPF_AvHealth_CL",
+    description="Microsoft Defender Antivirus health per device (/api/deviceavinfo or the "
+    "InfoGatheringExport files), one row per device and AV state per run.",
+    source="mde:deviceavinfo",
+    key=("DefenderTenantId", "DeviceId"),
+    columns=_columns(
+        *_DEVICE,
+        ("OSKind", S, "windows, mac or linux."),
+        ("OSPlatform", S, "Operating system platform."),
+        ("OSVersion", S, "Operating system version."),
+        ("AvMode", S, "Active, Passive, Disabled, EDRBlocked, PassiveAudit or Other."),
+        ("AvModeCode", S, "avMode as reported: '' or 0-5."),
+        ("AvSignatureVersion", S, "Security intelligence (signature) version."),
+        ("AvEngineVersion", S, "Antivirus engine version."),
+        ("AvPlatformVersion", S, "Antimalware platform version."),
+        ("AvIsSignatureUpToDate", B, "Signatures up to date (null when Defender says Unknown)."),
+        ("AvIsEngineUpToDate", B, "Engine up to date (null when Unknown)."),
+        ("AvIsPlatformUpToDate", B, "Platform up to date (null when Unknown)."),
+        ("AvSignatureUpdateTime", T, "When the device last updated its signatures."),
+        ("AvSignaturePublishTime", T, "When the installed signatures were published."),
+        ("AvEngineUpdateTime", T, "When the device last updated its engine."),
+        ("AvPlatformUpdateTime", T, "When the device last updated its platform."),
+        (
+            "SignatureAgeHours",
+            R,
+            "Hours from the installed signatures' publish time (else their update time) to "
+            "TimeGenerated: how old the protection was when the snapshot was taken.",
+        ),
+        ("QuickScanResult", S, "Completed, Canceled, Failed or empty."),
+        ("QuickScanError", S, "Error code of the last quick scan, e.g. 0x80508023."),
+        ("QuickScanTime", T, "When the last quick scan ran."),
+        ("FullScanResult", S, "Completed, Canceled, Failed or empty."),
+        ("FullScanError", S, "Error code of the last full scan."),
+        ("FullScanTime", T, "When the last full scan ran."),
+        ("LastSeenTime", T, "When the device last reported."),
+        ("DataRefreshTimestamp", T, "When Defender refreshed this record."),
+        ("RbacGroupId", L, "Device group id."),
+        ("RbacGroupName", S, "Device group name."),
+    ),
+)
+
+SECURE_CONFIG = Table(
+    name="EPF_SecureConfig_CL",
+    description="Secure configuration assessment by device (SecureConfigurationsAssessmentByMachine "
+    "or its export files), one row per device and configuration per run.",
+    source="mde:SecureConfigurationsAssessmentByMachine",
+    key=("DefenderTenantId", "DeviceId", "ConfigurationId"),
+    columns=_columns(
+        *_DEVICE,
+        ("OSPlatform", S, "Operating system platform."),
+        ("OSVersion", S, "Operating system version."),
+        ("RbacGroupName", S, "Device group name."),
+        ("RbacGroupId", L, "Device group id, when reported."),
+        ("ConfigurationId", S, "Security configuration id, e.g. scid-2011."),
+        ("ConfigurationName", S, "What the configuration checks."),
+        ("ConfigurationCategory", S, "Application, OS, Network, Accounts or Security controls."),
+        ("ConfigurationSubcategory", S, "Sub-category."),
+        ("ConfigurationImpact", R, "Impact on the exposure score, 1-10."),
+        ("IsCompliant", B, "Whether the device complies."),
+        ("IsApplicable", B, "Whether the configuration applies to the device."),
+        ("IsExpectedUserImpact", B, "Whether fixing it is expected to affect users."),
+        ("RecommendationReference", S, "The related security recommendation id."),
+        ("AssessedTime", T, "When Defender assessed it (the record's timestamp)."),
+    ),
+)
+
+_VULN = (
+    *_DEVICE,
+    ("RecordId", S, "Defender's record id: device, software, version and CVE."),
+    ("RbacGroupName", S, "Device group name."),
+    ("RbacGroupId", L, "Device group id, when reported."),
+    ("OSPlatform", S, "Operating system platform."),
+    ("OSVersion", S, "Operating system version."),
+    ("OSArchitecture", S, "Operating system architecture."),
+    ("SoftwareVendor", S, "Vendor of the vulnerable software."),
+    ("SoftwareName", S, "Name of the vulnerable software."),
+    ("SoftwareVersion", S, "Installed version."),
+    ("CveId", S, "CVE id; empty for installed software with no known vulnerability."),
+    ("VulnerabilitySeverityLevel", S, "Low, Medium, High or Critical."),
+    ("CvssScore", R, "CVSS score."),
+    ("ExploitabilityLevel", S, "NoExploit, ExploitIsPublic, ExploitIsVerified or ExploitIsInKit."),
+    ("SecurityUpdateAvailable", B, "Whether a security update fixes it."),
+    ("RecommendedSecurityUpdate", S, "Name or KB of the fixing update."),
+    ("RecommendedSecurityUpdateId", S, "Id of the fixing update."),
+    ("RecommendedSecurityUpdateUrl", S, "Where the fixing update is described."),
+    ("RecommendationReference", S, "The related security recommendation id."),
+    ("DiskPaths", D, "Where the software was found on disk."),
+    ("RegistryPaths", D, "Where the software was found in the registry."),
+    ("FirstSeenTimestamp", T, "When Defender first saw the vulnerability on the device."),
+    ("LastSeenTimestamp", T, "When Defender last saw it."),
+)
+
+VULNERABILITIES = Table(
+    name="EPF_Vulnerabilities_CL",
+    description="Software vulnerabilities by device (SoftwareVulnerabilitiesByMachine or its "
+    "export files): the full baseline, one row per device, software, version and CVE.",
+    source="mde:SoftwareVulnerabilitiesByMachine",
+    key=("DefenderTenantId", "RecordId"),
+    columns=_columns(*_VULN),
+)
+
+VULNERABILITY_CHANGES = Table(
+    name="EPF_VulnerabilityChanges_CL",
+    description="Changes in software vulnerabilities (SoftwareVulnerabilityChangesByMachine): New, "
+    "Fixed and Updated events, without the duplicates a device-group move produces.",
+    source="mde:SoftwareVulnerabilityChangesByMachine",
+    key=("DefenderTenantId", "RecordId", "RbacGroupName", "Status", "EventTimestamp"),
+    columns=_columns(
+        *_VULN,
+        ("Status", S, "New, Fixed or Updated."),
+        ("EventTimestamp", T, "When Defender recorded the change."),
+        ("IsOnboarded", B, "Whether the device was onboarded at the time."),
+    ),
+)
+
+SOFTWARE_INVENTORY = Table(
+    name="EPF_SoftwareInventory_CL",
+    description="Software inventory by device (SoftwareInventoryByMachine or its export files), "
+    "one row per device and software version per run.",
+    source="mde:SoftwareInventoryByMachine",
+    key=("DefenderTenantId", "DeviceId", "SoftwareVendor", "SoftwareName", "SoftwareVersion"),
+    columns=_columns(
+        *_DEVICE,
+        ("RbacGroupName", S, "Device group name."),
+        ("RbacGroupId", L, "Device group id, when reported."),
+        ("OSPlatform", S, "Operating system platform."),
+        ("SoftwareVendor", S, "Vendor."),
+        ("SoftwareName", S, "Name."),
+        ("SoftwareVersion", S, "Version."),
+        ("NumberOfWeaknesses", L, "Known vulnerabilities of this version."),
+        ("EndOfSupportStatus", S, "None, EOS Version, Upcoming EOS Version, EOS Software, ..."),
+        ("EndOfSupportDate", T, "When support ends or ended."),
+        ("DiskPaths", D, "Where the software was found on disk."),
+        ("RegistryPaths", D, "Where the software was found in the registry."),
+        ("SoftwareFirstSeenTimestamp", T, "When Defender first saw the software on the device."),
+        ("ProductCodeCpe", S, "The software's CPE, when known."),
+    ),
+)
+
+RECOMMENDATIONS = Table(
+    name="EPF_Recommendations_CL",
+    description="Security recommendations (/api/recommendations), one row per recommendation per run.",
+    source="mde:recommendations",
+    key=("DefenderTenantId", "RecommendationId"),
+    columns=_columns(
+        ("RecommendationId", S, "Recommendation id, e.g. va-_-microsoft-_-windows_10."),
+        ("RecommendationName", S, "What to do."),
+        ("ProductName", S, "Product concerned."),
+        ("Vendor", S, "Vendor of the product."),
+        ("RecommendedVersion", S, "Version to move to."),
+        ("RecommendedProgram", S, "Program to move to."),
+        ("RecommendedVendor", S, "Vendor to move to."),
+        ("RecommendationCategory", S, "Accounts, Application, Network, OS or SecurityControls."),
+        ("SubCategory", S, "Sub-category."),
+        ("SeverityScore", R, "Severity score."),
+        ("Weaknesses", L, "Vulnerabilities the recommendation addresses."),
+        ("PublicExploit", B, "Whether a public exploit exists."),
+        ("ActiveAlert", B, "Whether an active alert is associated."),
+        ("AssociatedThreats", D, "Threats associated (array of strings)."),
+        ("RemediationType", S, "ConfigurationChange, Update, Upgrade or Uninstall."),
+        ("Status", S, "Active or Exception."),
+        ("ConfigScoreImpact", R, "Impact on the secure score."),
+        ("ExposureImpact", R, "Impact on the exposure score."),
+        ("TotalMachineCount", L, "Devices with the product installed."),
+        ("ExposedMachinesCount", L, "Devices exposed."),
+        ("NonProductivityImpactedAssets", L, "Devices where remediation does not affect users."),
+        ("RelatedComponent", S, "Component concerned."),
+        ("ExposedCriticalDevices", L, "Critical devices exposed."),
+    ),
+)
+
+CVE_CATALOG = Table(
+    name="EPF_CveCatalog_CL",
+    description="The vulnerabilities catalogue (/api/vulnerabilities), one row per CVE per run.",
+    source="mde:vulnerabilities",
+    key=("DefenderTenantId", "CveId"),
+    columns=_columns(
+        ("CveId", S, "CVE id."),
+        ("Name", S, "Name."),
+        ("Description", S, "Description."),
+        ("Severity", S, "Low, Medium, High or Critical."),
+        ("CvssV3", R, "CVSS v3 base score."),
+        ("CvssVector", S, "CVSS v3 vector."),
+        ("ExposedMachines", L, "Devices exposed in the tenant."),
+        ("PublishedOn", T, "When the CVE was published."),
+        ("UpdatedOn", T, "When it was last updated."),
+        ("PublicExploit", B, "A public exploit exists."),
+        ("ExploitVerified", B, "The exploit is verified."),
+        ("ExploitInKit", B, "The exploit is part of an exploit kit."),
+        ("ExploitTypes", D, "Exploit types (array)."),
+        ("ExploitUris", D, "Exploit references (array)."),
+        ("CveSupportability", S, "Supported, Not Supported or SupportedInPremium."),
+        ("Epss", R, "EPSS probability of exploitation, 0-1."),
+    ),
+)

@@ -1,0 +1,168 @@
+"""Via-files exports: the response, the gzip JSON-lines parts, SAS links as Azure Storage checks them."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import orjson
+import pytest
+
+from endpoint_forensics.emulator import Emulator, EmulatorSettings
+
+from .conftest import UNTHROTTLED, bearer, client_for, get_all, get_token
+
+EXPORTS = {
+    "SoftwareVulnerabilitiesExport": ("VaExport", "SoftwareVulnerabilitiesByMachine"),
+    "SecureConfigurationsAssessmentExport": (
+        "ScaExport",
+        "SecureConfigurationsAssessmentByMachine",
+    ),
+    "SoftwareInventoryExport": ("SoftwareInventory", "SoftwareInventoryByMachine"),
+}
+
+
+def _export(client: httpx.Client, emu: Emulator, token: str, name: str, **params: Any) -> Any:
+    response = client.get(
+        f"{emu.base_url}/api/machines/{name}", params=params or None, headers=bearer(token)
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _lines(client: httpx.Client, url: str) -> list[dict[str, Any]]:
+    response = client.get(url)  # no Authorization: the SAS is the credential
+    assert response.status_code == 200, response.text
+    assert response.headers["x-ms-blob-type"] == "BlockBlob"
+    assert response.content[:2] == b"\x1f\x8b"  # gzip
+    return [orjson.loads(line) for line in gzip.decompress(response.content).splitlines()]
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTS))
+def test_export_files_hold_what_the_json_export_serves(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str, name: str
+) -> None:
+    folder, json_name = EXPORTS[name]
+    body = _export(posture_client, posture_emu, posture_token, name)
+    assert body["@odata.context"].endswith(
+        "$metadata#microsoft.windowsDefenderATP.api.ExportFilesResponse"
+    )
+    assert body["generatedTime"].endswith("Z")
+    files = body["exportFiles"]
+    assert len(files) >= 2  # 2,500 rows per part in this tenant
+    for index, url in enumerate(files):
+        parts = urlsplit(url)
+        assert url.startswith(posture_emu.base_url + "/tvm-export/")
+        segments = parts.path.split("/")
+        assert segments[4:7] == [folder, "json", f"OrgId={posture_emu.tenant_id}"]
+        assert segments[-1].startswith(f"part-{index:05d}-") and segments[-1].endswith(
+            ".c000.json.gz"
+        )
+        query = parse_qs(parts.query)
+        assert set(query) == {"sv", "st", "se", "sr", "sp", "sig"}
+        assert query["sr"] == ["b"] and query["sp"] == ["r"]
+    lines = [line for url in files for line in _lines(posture_client, url)]
+    served, _ = get_all(
+        posture_client,
+        f"{posture_emu.base_url}/api/machines/{json_name}",
+        posture_token,
+        pageSize=200_000,
+    )
+    assert len(lines) == len(served)
+    # The same records, PascalCase in the files, camelCase on the wire.
+    assert [{k.lower(): v for k, v in line.items()} for line in lines] == [
+        {k.lower(): v for k, v in record.items()} for record in served
+    ]
+    # The same instant, the same files.
+    again = _export(posture_client, posture_emu, posture_token, name)
+    assert [u.split("?")[0] for u in again["exportFiles"]] == [u.split("?")[0] for u in files]
+
+
+def test_info_gathering_export_carries_av_health_as_a_json_string(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> None:
+    body = _export(posture_client, posture_emu, posture_token, "InfoGatheringExport")
+    lines = [line for url in body["exportFiles"] for line in _lines(posture_client, url)]
+    assert len(lines) == posture_emu.stats()["truth"]["EPF_AvHealth_CL"]
+    assert "/InfoGatheringExport/json/" in body["exportFiles"][0]
+    for line in lines:
+        assert set(line) >= {
+            "DeviceId",
+            "DeviceName",
+            "OsPlatform",
+            "RbacGroupId",
+            "DeviceGatheredInfo",
+        }
+        info = orjson.loads(line["DeviceGatheredInfo"])  # a string holding JSON
+        assert info["AvMode"] in ("", "0", "1", "2", "3", "4", "5")
+        assert info["AvIsSignatureUptoDate"] in ("True", "False", "Unknown")
+        assert set(info["AvScanResults"]) == {"Quick", "Full"}
+    # URLs last 3 hours by default here, 1 hour for the TVM exports (B.2, B.5.3).
+    se = parse_qs(urlsplit(body["exportFiles"][0]).query)["se"][0]
+    st = parse_qs(urlsplit(body["exportFiles"][0]).query)["st"][0]
+    hours = (
+        time.mktime(time.strptime(se, "%Y-%m-%dT%H:%M:%SZ"))
+        - time.mktime(time.strptime(st, "%Y-%m-%dT%H:%M:%SZ"))
+    ) / 3600
+    assert abs(hours - (3 + 5 / 60)) < 0.01  # valid from 5 minutes ago
+
+
+def test_sas_valid_hours_sets_the_expiry_and_is_bounded(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> None:
+    body = _export(
+        posture_client, posture_emu, posture_token, "SoftwareInventoryExport", sasValidHours=6
+    )
+    query = parse_qs(urlsplit(body["exportFiles"][0]).query)
+    start = time.strptime(query["st"][0], "%Y-%m-%dT%H:%M:%SZ")
+    expiry = time.strptime(query["se"][0], "%Y-%m-%dT%H:%M:%SZ")
+    assert abs((time.mktime(expiry) - time.mktime(start)) / 3600 - (6 + 5 / 60)) < 0.01
+    for name, hours in (("SoftwareInventoryExport", 7), ("InfoGatheringExport", 25)):
+        response = posture_client.get(
+            f"{posture_emu.base_url}/api/machines/{name}?sasValidHours={hours}",
+            headers=bearer(posture_token),
+        )
+        assert response.status_code == 400 and response.json()["error"]["code"] == "BadRequest"
+    assert (
+        _export(posture_client, posture_emu, posture_token, "InfoGatheringExport", sasValidHours=24)
+    )["exportFiles"]
+
+
+def test_a_blob_refuses_bearer_tokens_and_forged_or_broken_signatures(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> None:
+    body = _export(posture_client, posture_emu, posture_token, "SoftwareInventoryExport")
+    url = body["exportFiles"][0]
+    with_token = posture_client.get(url, headers=bearer(posture_token))
+    assert with_token.status_code == 400
+    assert with_token.headers["content-type"].startswith("application/xml")
+    assert "<Code>InvalidAuthenticationInfo</Code>" in with_token.text
+    forged = posture_client.get(url.replace("sig=", "sig=A"))
+    assert forged.status_code == 403 and "<Code>AuthenticationFailed</Code>" in forged.text
+    assert "Signature did not match" in forged.text
+    broken = posture_client.get(url.split("?")[0] + "?sv=2020-08-04&sr=b&sp=r")
+    assert broken.status_code == 403 and "Signature fields not well formed" in broken.text
+    missing = posture_client.get(url.replace("part-00000-", "part-99999-"))
+    assert missing.status_code == 403  # the signature covers the path
+
+
+def test_an_expired_link_is_403_and_a_new_request_gives_fresh_links(tmp_path: Any) -> None:
+    settings = EmulatorSettings(
+        devices=30, seed=4, rate_limits=UNTHROTTLED, sas_valid_seconds=1.5, state_dir=tmp_path
+    )
+    with Emulator(settings) as emu, client_for(emu) as client:
+        token = get_token(client, emu)
+        url = _export(client, emu, token, "SoftwareVulnerabilitiesExport")["exportFiles"][0]
+        assert _lines(client, url)
+        time.sleep(2.5)
+        expired = client.get(url)
+        assert expired.status_code == 403
+        assert "<Code>AuthenticationFailed</Code>" in expired.text
+        assert "Signature not valid in the specified time frame" in expired.text
+        fresh = _export(client, emu, token, "SoftwareVulnerabilitiesExport")["exportFiles"][0]
+        assert _lines(client, fresh)
+        assert (tmp_path / "exports").is_dir()  # parts live in the state directory
+    assert not (tmp_path / "exports").exists()  # and go with the emulator

@@ -1,0 +1,109 @@
+import gzip
+from datetime import UTC, datetime
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from endpoint_forensics.contracts import RedoUnit
+from endpoint_forensics.sources.exports import decode_part
+from endpoint_forensics.sources.tvm import SECURE_CONFIG_EXPORT, VULNERABILITY_EXPORT
+
+RECORD = {
+    "id": "dev1_edge_10.0_CVE-2024-1_",
+    "deviceId": "dev1",
+    "rbacGroupName": "hhh",
+    "deviceName": "pc1.contoso.com",
+    "osPlatform": "Windows11",
+    "osVersion": "10.0.22631",
+    "osArchitecture": "x64",
+    "softwareVendor": "microsoft",
+    "softwareName": "edge",
+    "softwareVersion": "10.0",
+    "cveId": "CVE-2024-1",
+    "vulnerabilitySeverityLevel": "High",
+    "cvssScore": 7.5,
+    "recommendedSecurityUpdate": None,
+    "diskPaths": ["C:\\edge.exe"],
+    "registryPaths": [],
+    "lastSeenTimestamp": "2020-12-30 14:17:26",
+    "firstSeenTimestamp": "2020-11-03 10:13:34.8476880",
+    "exploitabilityLevel": "NoExploit",
+    "securityUpdateAvailable": True,
+}
+
+
+def part(tmp_path, lines):
+    path = tmp_path / "part-00000.json.gz"
+    with gzip.open(path, "wb") as fh:
+        for line in lines:
+            fh.write((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n")
+    return path
+
+
+def rows_of(batches):
+    rows, rejects = [], []
+    for batch in batches:
+        if batch.arrow is not None:
+            rows.extend(pa.Table.from_batches([batch.arrow]).to_pylist())
+        rows.extend(batch.rows)
+        rejects.extend(batch.rejects)
+    return rows, rejects
+
+
+def test_the_fast_path_types_every_field(tmp_path):
+    records = [
+        {**RECORD, "id": f"r{i}", "cveId": None if i % 3 == 0 else RECORD["cveId"]}
+        for i in range(10)
+    ]
+    rows, rejects = rows_of(decode_part(part(tmp_path, records), VULNERABILITY_EXPORT))
+    assert rejects == [] and len(rows) == 10
+    first = rows[1]
+    assert first["RecordId"] == "r1"
+    assert first["CvssScore"] == 7.5
+    assert first["SecurityUpdateAvailable"] is True
+    assert first["LastSeenTimestamp"] == datetime(2020, 12, 30, 14, 17, 26, tzinfo=UTC)
+    assert first["FirstSeenTimestamp"] == datetime(2020, 11, 3, 10, 13, 34, 847688, tzinfo=UTC)
+    assert orjson.loads(first["DiskPaths"]) == ["C:\\edge.exe"]
+    assert first["AdditionalFields"] is None
+    assert rows[0]["CveId"] is None  # installed software with no known CVE is kept
+
+
+def test_unknown_fields_are_kept_and_bad_values_take_the_tolerant_path(tmp_path):
+    records = [
+        {**RECORD, "brandNew": {"a": 1}},
+        {**RECORD, "id": "odd", "cvssScore": "high"},  # not a number
+        {**RECORD, "id": "nodevice", "deviceId": ""},  # no key: quarantined
+    ]
+    rows, rejects = rows_of(decode_part(part(tmp_path, records), VULNERABILITY_EXPORT))
+    by_id = {r["RecordId"]: r for r in rows}
+    assert set(by_id) == {RECORD["id"], "odd"}
+    extra = by_id[RECORD["id"]]["AdditionalFields"]
+    assert orjson.loads(extra) == {"brandNew": {"a": 1}}
+    assert by_id["odd"].get("CvssScore") is None
+    assert by_id["odd"]["AdditionalFields"]["cvssScore"] == "high"  # nothing lost
+    assert [r.reason for r in rejects] == ["record has no DeviceId"]
+
+
+def test_a_line_that_is_not_json_sends_the_part_line_by_line(tmp_path):
+    path = part(tmp_path, [RECORD, b"{not json", {**RECORD, "id": "second"}])
+    with pytest.raises(RedoUnit):
+        list(decode_part(path, VULNERABILITY_EXPORT))
+    rows, rejects = rows_of(decode_part(path, VULNERABILITY_EXPORT, careful=True))
+    assert [r["RecordId"] for r in rows] == [RECORD["id"], "second"]
+    assert rejects[0].reason == "line 2 is not valid JSON" and rejects[0].record == "{not json"
+
+
+def test_pascal_case_spelling_in_files_is_matched(tmp_path):
+    record = {
+        "DeviceId": "d1",
+        "ConfigurationId": "scid-1",
+        "IsCompliant": "False",
+        "ConfigurationImpact": 9,
+        "Timestamp": "2021-01-11 09:47:58.854",
+    }
+    rows, rejects = rows_of(decode_part(part(tmp_path, [record]), SECURE_CONFIG_EXPORT))
+    assert rejects == []
+    assert rows[0]["DeviceId"] == "d1" and rows[0]["IsCompliant"] is False
+    assert rows[0]["ConfigurationImpact"] == 9.0
+    assert rows[0]["AssessedTime"] == datetime(2021, 1, 11, 9, 47, 58, 854000, tzinfo=UTC)
