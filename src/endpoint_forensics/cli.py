@@ -62,6 +62,7 @@ def main() -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks and request lines.")
     ] = False,
@@ -74,6 +75,10 @@ def _root(
         typer.echo(f"epf {__version__}")
         raise typer.Exit()
     _state["debug"] = debug
+    if ctx.invoked_subcommand in ("sync", "demo"):
+        from endpoint_forensics.runtime import bound_memory
+
+        bound_memory()  # before DuckDB or the HTTP client start threads
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -248,6 +248,11 @@ def settings_from_mapping(
     """Validate an already parsed config mapping (see :func:`load_settings`)."""
     env = os.environ if environ is None else environ
     merged = _apply_env(_deep_copy(data), env, source)
+    # Default paths are relative to the config file too, not to wherever epf runs from.
+    if isinstance(merged.get("store", {}), dict):
+        merged.setdefault("store", {}).setdefault("path", "epf.duckdb")
+    if isinstance(merged.get("state", {}), dict):
+        merged.setdefault("state", {}).setdefault("dir", ".epf-state")
     for dotted, value in (overrides or {}).items():
         _set_path(merged, dotted.split("."), value, source)
     _resolve_in_place(merged, base_dir, env, source)

@@ -26,6 +26,7 @@ __all__ = [
     "TableWriter",
     "Unit",
     "batch_of",
+    "batches_of",
 ]
 
 Row = dict[str, Any]
@@ -86,6 +87,18 @@ def batch_of(table: Table, records: Iterable[Any], to_row: Callable[[Any], Row |
         else:
             batch.rows.append(row)
     return batch
+
+
+def batches_of(
+    table: Table,
+    records: list[Any],
+    to_row: Callable[[Any], Row | str],
+    *,
+    size: int = 5_000,
+) -> Iterator[Batch]:
+    """``batch_of`` in slices of ``size`` records, so rows never pile up beside the records."""
+    for start in range(0, len(records), size):
+        yield batch_of(table, records[start : start + size], to_row)
 
 
 class TableWriter(Protocol):

@@ -26,6 +26,7 @@ from endpoint_forensics.contracts import Batch, RedoUnit, Sink, SnapshotChanged,
 from endpoint_forensics.errors import CredentialRefused, EpfError
 from endpoint_forensics.http import ApiClient
 from endpoint_forensics.ratelimit import DOCUMENTED_LIMITS, RateBudget
+from endpoint_forensics.runtime import bound_memory
 from endpoint_forensics.sources import FetchContext, hunting, mde, tvm
 from endpoint_forensics.state import Quarantine, TenantState
 from endpoint_forensics.tables import (
@@ -124,6 +125,7 @@ def run_sync(
     now: datetime | None = None,
 ) -> RunSummary:
     """Collect every due dataset once and deliver it to ``sinks``."""
+    bound_memory()
     started = time.monotonic()
     summary = RunSummary(run_id=str(uuid.uuid4()), time_generated=now or datetime.now(UTC))
     quarantine = Quarantine(settings.state.dir, summary.run_id)

@@ -1,34 +1,50 @@
-from endpoint_forensics.sources.tvm import without_group_moves
+import orjson
+
+from endpoint_forensics.sources.tvm import group_move_lines
 
 
-def change(status, group, ts="2026-11-20 06:00:00", rid="d1_edge_1.0_CVE-1_"):
-    return {"id": rid, "status": status, "rbacGroupName": group, "eventTimestamp": ts}
+def change(line, status, group, ts="2026-11-20 06:00:00", rid="d1_edge_1.0_CVE-1_"):
+    return {
+        "_line": line,
+        "id": rid,
+        "status": status,
+        "rbacGroupName": group,
+        "eventTimestamp": ts,
+    }
 
 
-def test_a_device_group_move_pair_is_removed():
+def spill(tmp_path, records):
+    path = tmp_path / "changes.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return path
+
+
+def test_a_device_group_move_pair_is_found(tmp_path):
     records = [
-        change("Fixed", "Old"),
-        change("New", "New"),
-        change("New", "Old", rid="d2_x_1_CVE-2_"),
+        change(0, "Fixed", "Old"),
+        change(1, "New", "New"),
+        change(2, "New", "Old", rid="d2_x_1_CVE-2_"),
     ]
-    kept, dropped = without_group_moves(records)
-    assert dropped == 2
-    assert kept == [records[2]]
+    assert group_move_lines(spill(tmp_path, records)) == {0, 1}
 
 
-def test_a_version_upgrade_is_a_real_change():
+def test_a_version_upgrade_is_a_real_change(tmp_path):
     # Fixed for the old version and New for the new one: different record ids, both kept.
     records = [
-        change("Fixed", "G", rid="d1_edge_1.0_CVE-1_"),
-        change("New", "G", rid="d1_edge_2.0_CVE-1_"),
+        change(0, "Fixed", "G", rid="d1_edge_1.0_CVE-1_"),
+        change(1, "New", "G", rid="d1_edge_2.0_CVE-1_"),
     ]
-    assert without_group_moves(records) == (records, 0)
+    assert group_move_lines(spill(tmp_path, records)) == set()
 
 
-def test_fixed_then_new_in_the_same_group_or_at_other_times_are_kept():
-    same_group = [change("Fixed", "G"), change("New", "G")]
-    other_time = [change("Fixed", "A"), change("New", "B", ts="2026-11-20 12:00:00")]
-    assert without_group_moves(same_group)[1] == 0
-    assert without_group_moves(other_time)[1] == 0
-    updated = [change("Updated", "A"), change("Updated", "B")]
-    assert without_group_moves(updated)[1] == 0
+def test_same_group_other_times_and_updates_are_not_moves(tmp_path):
+    same_group = [change(0, "Fixed", "G"), change(1, "New", "G")]
+    other_time = [change(0, "Fixed", "A"), change(1, "New", "B", ts="2026-11-20 12:00:00")]
+    updated = [change(0, "Updated", "A"), change(1, "Updated", "B")]
+    for records in (same_group, other_time, updated):
+        assert group_move_lines(spill(tmp_path, records)) == set()
+
+
+def test_each_fixed_pairs_with_one_new(tmp_path):
+    records = [change(0, "Fixed", "A"), change(1, "New", "B"), change(2, "New", "C")]
+    assert group_move_lines(spill(tmp_path, records)) == {0, 1}

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -28,13 +28,24 @@ from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.normalize import FieldMap, convert_record, field_specs
 from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
 
-__all__ = ["ExportSpec", "decode_part", "export_units", "record_to_row"]
+__all__ = [
+    "LINE_FIELD",
+    "ExportSpec",
+    "decode_part",
+    "export_units",
+    "record_to_row",
+    "scratch_duckdb",
+    "spill_records",
+]
 
 log = logging.getLogger(__name__)
 
 _SAMPLE_LINES = 2_000
-_BATCH_ROWS = 65_536
+LINE_FIELD = "_line"  # the record number a spill file adds to each line
+_BATCH_ROWS = 65_536  # Arrow rows per batch from the SQL path
+_PYTHON_BATCH_ROWS = 5_000  # dict rows per batch from the line-by-line path
 _STAMPS = {c.name for c in COMMON_COLUMNS}
+_SPECS: dict[tuple[str, int], dict[str, Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -138,16 +149,34 @@ def _download(ctx: FetchContext, spec: ExportSpec, links: _Links, index: int, pa
     raise PermanentError(f"{spec.endpoint}: part {index} kept answering 403 with fresh links")
 
 
-def decode_part(path: Path, spec: ExportSpec, *, careful: bool = False) -> Iterator[Batch]:
-    """Typed batches of one gzip JSON-lines part (see the module docstring)."""
+def spill_records(records: list[Any], path: Path) -> Path:
+    """Write records as JSON lines, so a page decodes like an export part (in SQL, typed)."""
+    with path.open("wb") as fh:
+        for record in records:
+            fh.write(orjson.dumps(record) + b"\n")
+    return path
+
+
+def decode_part(
+    path: Path,
+    spec: ExportSpec,
+    *,
+    careful: bool = False,
+    skip_lines: Collection[int] = (),
+) -> Iterator[Batch]:
+    """Typed batches of one JSON-lines file, gzip or plain (see the module docstring).
+
+    ``skip_lines`` names records to leave out by their ``_line`` field (spill files written by
+    the delta carry one).
+    """
     if careful:
-        yield from _decode_lines(path, spec)
+        yield from _decode_lines(path, spec, skip_lines)
         return
     try:
         sample_keys = _sample_keys(path)
     except ValueError as exc:
         raise RedoUnit(str(exc)) from exc
-    yield from _decode_fast(path, spec, sample_keys)
+    yield from _decode_fast(path, spec, sample_keys, skip_lines)
 
 
 def record_to_row(
@@ -156,7 +185,10 @@ def record_to_row(
     """A row of ``table`` from one wire record, or why it cannot be one."""
     if not isinstance(record, Mapping):
         return f"record is a {type(record).__name__}, not an object"
-    row, extra = convert_record(record, field_specs(table, fields))
+    specs = _SPECS.get((table.name, id(fields)))
+    if specs is None:  # field maps are module constants: build each spec once
+        specs = _SPECS[(table.name, id(fields))] = field_specs(table, fields)
+    row, extra = convert_record(record, specs)
     missing = [c for c in required if row.get(c) in (None, "")]
     if missing:
         return f"record has no {', '.join(missing)}"
@@ -164,9 +196,15 @@ def record_to_row(
     return row
 
 
+def _open(path: Path) -> BinaryIO:
+    if path.suffix == ".gz":
+        return cast(BinaryIO, gzip.GzipFile(path, "rb"))
+    return path.open("rb")
+
+
 def _sample_keys(path: Path) -> list[str]:
     keys: dict[str, None] = {}
-    with gzip.open(path, "rb") as fh:
+    with _open(path) as fh:
         for number, line in enumerate(fh):
             if number >= _SAMPLE_LINES:
                 break
@@ -181,9 +219,10 @@ def _sample_keys(path: Path) -> list[str]:
     return list(keys)
 
 
-def _decode_lines(path: Path, spec: ExportSpec) -> Iterator[Batch]:
+def _decode_lines(path: Path, spec: ExportSpec, skip_lines: Collection[int]) -> Iterator[Batch]:
     batch = Batch(spec.table)
-    with gzip.open(path, "rb") as fh:
+    skip = set(skip_lines)
+    with _open(path) as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -197,27 +236,37 @@ def _decode_lines(path: Path, spec: ExportSpec) -> Iterator[Batch]:
                     )
                 )
                 continue
+            if isinstance(record, dict) and LINE_FIELD in record:
+                if record.pop(LINE_FIELD) in skip:
+                    continue
             row = spec.to_row(record)
             if isinstance(row, str):
                 batch.rejects.append(Reject(row, record))
             else:
                 batch.rows.append(row)
-            if len(batch.rows) >= _BATCH_ROWS:
+            if len(batch.rows) >= _PYTHON_BATCH_ROWS:
                 yield batch
                 batch = Batch(spec.table)
     yield batch
 
 
-def _decode_fast(path: Path, spec: ExportSpec, sample_keys: list[str]) -> Iterator[Batch]:
+def _decode_fast(
+    path: Path, spec: ExportSpec, sample_keys: list[str], skip_lines: Collection[int]
+) -> Iterator[Batch]:
     import duckdb
 
     plan = _plan(spec, sample_keys)
-    con = duckdb.connect(config={"threads": 2, "memory_limit": "256MB"})
-    con.execute("SET TimeZone = 'UTC'")
+    con = scratch_duckdb(path.parent)
     source = (
         f"read_json('{_sql_str(str(path))}', format = 'newline_delimited', "
-        f"compression = 'gzip', columns = {plan.columns_sql})"
+        f"columns = {plan.columns_sql})"
     )
+    if skip_lines:
+        con.execute(
+            "CREATE TEMP TABLE _skip AS SELECT unnest($lines::BIGINT[]) AS line",
+            {"lines": sorted(skip_lines)},
+        )
+        source = f"(SELECT * FROM {source} WHERE {LINE_FIELD} NOT IN (SELECT line FROM _skip))"
     bad = 0
     try:
         try:
@@ -230,6 +279,10 @@ def _decode_fast(path: Path, spec: ExportSpec, sample_keys: list[str]) -> Iterat
                     yield Batch(spec.table, arrow=good)
         except duckdb.InvalidInputException as exc:
             raise RedoUnit(str(exc).splitlines()[0]) from exc
+        except duckdb.Error as exc:
+            raise PermanentError(
+                f"decoding {path.name} failed: {str(exc).splitlines()[0]}"
+            ) from exc
         if bad:
             # The few records the SQL casts refused: the tolerant path keeps what it can.
             raw = con.execute(f"SELECT {plan.raw_sql} FROM {source} WHERE NOT ({plan.ok_sql})")
@@ -260,8 +313,25 @@ class _Plan:
     json_keys: frozenset[str]
 
 
+def scratch_duckdb(work_dir: Path) -> Any:
+    """An in-memory DuckDB for decoding: bounded memory, spilling to ``work_dir`` beyond it."""
+    import duckdb
+
+    con = duckdb.connect(
+        config={
+            "threads": 2,
+            "memory_limit": "128MB",
+            "temp_directory": str(work_dir / "duckdb.tmp"),
+        }
+    )
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
 def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
     """SQL that reads a part's wire keys and casts them to the table's columns."""
+    has_line = LINE_FIELD in sample_keys
+    sample_keys = [k for k in sample_keys if k != LINE_FIELD]
     by_lower = {k.lower(): k for k in sample_keys}
     wire_for: dict[str, str] = {}  # column -> wire key as spelt in this part
     for wire, column in spec.fields.items():
@@ -295,13 +365,15 @@ def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
     for key in unknown:
         columns[key] = "JSON"
         json_keys.add(key)
+    if has_line:
+        columns[LINE_FIELD] = "BIGINT"
     if unknown:
         pairs = ", ".join(f"'{_sql_str(k)}', \"{_ident(k)}\"" for k in unknown)
         selects.append(f'json_object({pairs}) AS "AdditionalFields"')
     else:
         selects.append('NULL::JSON AS "AdditionalFields"')
     columns_sql = "{" + ", ".join(f"'{_sql_str(k)}': '{v}'" for k, v in columns.items()) + "}"
-    raw_sql = ", ".join(f'"{_ident(k)}"' for k in columns)
+    raw_sql = ", ".join(f'"{_ident(k)}"' for k in columns if k != LINE_FIELD)
     return _Plan(
         columns_sql,
         ", ".join(selects),

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.contracts import Unit, batch_of
+from endpoint_forensics.contracts import Unit, batches_of
 from endpoint_forensics.errors import PermanentError
 from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.normalize import as_datetime
@@ -33,6 +33,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _HEX = "0123456789abcdef"
+_DEVICES_PER_QUERY = 25_000
 
 # test -> SCID per OS family; a test without a SCID on a family is NotApplicable there.
 HEALTH_SCIDS: dict[str, dict[str, str]] = {
@@ -97,7 +98,11 @@ def agent_health_query(prefix: str = "") -> str:
 def fetch_agent_health(ctx: FetchContext) -> Iterator[Unit]:
     """One unit per query, splitting any query whose result reaches the row limit."""
     row_limit = ctx.tenant.hunting_row_limit
+    # Large fleets start split, so no answer is huge (one 100,000-row answer is ~40 MB of JSON).
     pending = [""]
+    devices = ctx.device_count or 0
+    while devices > _DEVICES_PER_QUERY * len(pending) and len(pending[0]) < 3:
+        pending = [p + c for p in pending for c in _HEX]
     while pending:
         prefix = pending.pop(0)
         results = _run_query(ctx, agent_health_query(prefix))
@@ -105,8 +110,9 @@ def fetch_agent_health(ctx: FetchContext) -> Iterator[Unit]:
             log.info("hunting result for prefix %r reached %d rows; splitting", prefix, row_limit)
             pending = [prefix + c for c in _HEX] + pending
             continue
-        batch = batch_of(AGENT_HEALTH, results, device_health_row)
-        yield Unit(f"prefix-{prefix or 'all'}", iter([batch]))
+        yield Unit(
+            f"prefix-{prefix or 'all'}", batches_of(AGENT_HEALTH, results, device_health_row)
+        )
 
 
 def os_family(platform: str | None, scids: Iterable[str] = ()) -> str | None:

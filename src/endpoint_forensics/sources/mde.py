@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.contracts import Unit, batch_of
+from endpoint_forensics.contracts import Unit, batches_of
 from endpoint_forensics.errors import HttpStatusError
 from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.exports import record_to_row
@@ -98,8 +98,7 @@ def fetch_machines(ctx: FetchContext) -> Iterator[Unit]:
     )
     try:
         for number, page in enumerate(pages):
-            batch = batch_of(DEVICES, page.value, machine_to_row)
-            yield Unit(f"page-{number:05d}", iter([batch]))
+            yield Unit(f"page-{number:05d}", batches_of(DEVICES, page.value, machine_to_row))
     except HttpStatusError as exc:
         # "Returns 404 Not Found if there are no recent machines" (get-machines.md).
         if exc.status == 404:
@@ -189,7 +188,7 @@ def fetch_av_health(ctx: FetchContext) -> Iterator[Unit]:
         params={"$top": str(min(tenant.page_size, 10_000))},
     )
     for number, page in enumerate(pages):
-        yield Unit(f"page-{number:05d}", iter([batch_of(AV_HEALTH, page.value, _av_row(ctx))]))
+        yield Unit(f"page-{number:05d}", batches_of(AV_HEALTH, page.value, _av_row(ctx)))
 
 
 def av_health_row(record: Any, now: datetime) -> dict[str, Any] | str:
@@ -335,5 +334,5 @@ def _odata_units(
         params={"$top": str(top)},
     )
     for number, page in enumerate(pages):
-        batch = batch_of(table, page.value, lambda r: record_to_row(r, table, fields, (key,)))
-        yield Unit(f"page-{number:05d}", iter([batch]))
+        batches = batches_of(table, page.value, lambda r: record_to_row(r, table, fields, (key,)))
+        yield Unit(f"page-{number:05d}", batches)

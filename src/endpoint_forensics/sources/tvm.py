@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from endpoint_forensics.contracts import SnapshotChanged, Unit, batch_of
-from endpoint_forensics.errors import HttpStatusError
+import orjson
+
+from endpoint_forensics.contracts import Batch, RedoUnit, SnapshotChanged, Unit
+from endpoint_forensics.errors import HttpStatusError, PermanentError
 from endpoint_forensics.sources import FetchContext
-from endpoint_forensics.sources.exports import ExportSpec, export_units
+from endpoint_forensics.sources.exports import (
+    LINE_FIELD,
+    ExportSpec,
+    decode_part,
+    export_units,
+    scratch_duckdb,
+    spill_records,
+)
 from endpoint_forensics.sources.normalize import as_datetime
 from endpoint_forensics.tables import (
     SECURE_CONFIG,
@@ -36,7 +47,7 @@ __all__ = [
     "fetch_software_inventory",
     "fetch_vulnerabilities",
     "fetch_vulnerability_changes",
-    "without_group_moves",
+    "group_move_lines",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,6 +146,7 @@ _JSON_ENDPOINT = {
 }
 _DELTA_MAX_DAYS = 14  # sinceTime may go back at most 14 days (B.5.4)
 _BUCKET = timedelta(hours=6)  # changes are computed in 6-hour buckets
+_SPILL_LINES = 50_000
 
 
 def fetch_vulnerabilities(ctx: FetchContext) -> Iterator[Unit]:
@@ -155,8 +167,10 @@ def fetch_software_inventory(ctx: FetchContext) -> Iterator[Unit]:
 def fetch_vulnerability_changes(ctx: FetchContext) -> Iterator[Unit]:
     """New, Fixed and Updated vulnerabilities since the cursor (at most 14 days back).
 
-    The cursor keeps the newest event time delivered and the keys of the events in the bucket
-    it falls in, because the service serves that whole bucket again.
+    The pages go to a spill file as they come (a 14-day delta of a large tenant is hundreds of
+    thousands of rows), the device-group move pairs are found there with SQL, and the rest is
+    decoded like an export part. The cursor keeps the newest event time delivered and the keys
+    of the events in the bucket it falls in, because the service serves that bucket again.
     """
     cursor = ctx.cursor or {}
     earliest = ctx.now - timedelta(days=_DELTA_MAX_DAYS) + timedelta(seconds=1)
@@ -170,9 +184,9 @@ def fetch_vulnerability_changes(ctx: FetchContext) -> Iterator[Unit]:
             earliest.isoformat(),
         )
         since = earliest
-    seen = set(cursor.get("seen", []))
+    spill = ctx.work_dir / "changes"
     try:
-        records = _json_records(ctx, _CHANGES.endpoint, {"sinceTime": _iso(since)})
+        tally = _spill_changes(ctx, since, earliest, set(cursor.get("seen", [])), spill)
     except HttpStatusError as exc:
         if exc.status != 400 or since > earliest:
             raise
@@ -182,56 +196,142 @@ def fetch_vulnerability_changes(ctx: FetchContext) -> Iterator[Unit]:
         log.warning(
             "tenant %s: sinceTime refused (%s); asking from %s", ctx.tenant.name, exc, since
         )
-        records = _json_records(ctx, _CHANGES.endpoint, {"sinceTime": _iso(since)})
-    kept, moves = without_group_moves(records)
-    batch = batch_of(VULNERABILITY_CHANGES, kept, _CHANGES.to_row)
-    fresh: list[dict[str, Any]] = []
-    newest = since
-    for row in batch.rows:
-        key = _change_key(row)
-        if key in seen:
-            continue  # delivered by an earlier run: its bucket is served again
-        fresh.append(row)
-        event = row.get("EventTimestamp")
-        if isinstance(event, datetime) and event > newest:
-            newest = event
+        tally = _spill_changes(ctx, since, earliest, set(cursor.get("seen", [])), spill)
+    moves = group_move_lines(tally.files) if tally.lines else set()
     log.info(
         "tenant %s: %d changes since %s (%d already delivered, %d device-group move rows removed)",
         ctx.tenant.name,
-        len(fresh),
+        tally.lines - len(moves),
         since.isoformat(),
-        len(batch.rows) - len(fresh),
-        moves,
+        tally.repeated,
+        len(moves),
     )
-    batch.rows = fresh
-    boundary = newest - _BUCKET
-    keys = {_change_key(r) for r in fresh if _after(r, boundary)}
-    keys |= {k for k in seen if _key_time(k) > boundary}
-    ctx.new_cursor = {"since": newest.isoformat(), "seen": sorted(keys)}
-    yield Unit("delta", iter([batch]))
+    ctx.new_cursor = tally.cursor()
+    # Units of at most _SPILL_LINES rows: a sink holds a unit in one transaction.
+    for number, path in enumerate(tally.files):
+
+        def fallback(p: Path = path) -> Iterator[Batch]:
+            return decode_part(p, _CHANGES, careful=True, skip_lines=moves)
+
+        batches = decode_part(path, _CHANGES, skip_lines=moves)
+        yield Unit(f"delta-{number:05d}", batches, {}, fallback)
 
 
-def without_group_moves(records: list[Any]) -> tuple[list[Any], int]:
-    """Drop the Fixed/New pairs of a device moving between device groups (B.5.4).
+def group_move_lines(spill: Path | list[Path]) -> set[int]:
+    """The lines of spill files that are device-group move pairs (B.5.4).
 
-    Such a pair has the same record id and event time, one Fixed under the old group and one
-    New under the new: the exposure did not change. Returns the records kept and how many
-    were dropped.
+    Such a pair has the same record id and event time, Fixed under the old group and New under
+    the new one: the exposure did not change. Each Fixed pairs with at most one New.
     """
-    by_event: dict[tuple[Any, Any], list[int]] = {}
-    for i, rec in enumerate(records):
-        if isinstance(rec, dict) and _field(rec, "status") in ("Fixed", "New"):
-            by_event.setdefault((_field(rec, "id"), _field(rec, "eventTimestamp")), []).append(i)
-    dropped: set[int] = set()
-    for indexes in by_event.values():
-        fixed = [i for i in indexes if _field(records[i], "status") == "Fixed"]
-        new = [i for i in indexes if _field(records[i], "status") == "New"]
-        for f, n in zip(fixed, new, strict=False):
-            if _field(records[f], "rbacGroupName") != _field(records[n], "rbacGroupName") or (
-                _field(records[f], "rbacGroupId") != _field(records[n], "rbacGroupId")
-            ):
-                dropped.update((f, n))
-    return [r for i, r in enumerate(records) if i not in dropped], len(dropped)
+    import duckdb
+
+    columns = (
+        "{'_line': 'BIGINT', 'id': 'VARCHAR', 'eventTimestamp': 'VARCHAR', 'status': 'VARCHAR', "
+        "'rbacGroupName': 'VARCHAR', 'rbacGroupId': 'VARCHAR'}"
+    )
+    files = spill if isinstance(spill, list) else [spill]
+    con = scratch_duckdb(files[0].parent)
+    # The pairing needs no order, and one thread's buffers fit the memory limit.
+    con.execute("SET preserve_insertion_order = false; SET threads = 1")
+    try:
+        found = con.execute(
+            f"""
+            WITH c AS (
+                SELECT * FROM read_json($path, format = 'newline_delimited', columns = {columns})
+                WHERE status IN ('Fixed', 'New')
+            ),
+            ranked AS (
+                SELECT *, row_number() OVER (
+                    PARTITION BY id, eventTimestamp, status ORDER BY _line) AS k
+                FROM c
+            )
+            SELECT f._line, n._line
+            FROM ranked f JOIN ranked n
+              ON f.id = n.id AND f.eventTimestamp = n.eventTimestamp AND f.k = n.k
+            WHERE f.status = 'Fixed' AND n.status = 'New'
+              AND (f.rbacGroupName IS DISTINCT FROM n.rbacGroupName
+                   OR f.rbacGroupId IS DISTINCT FROM n.rbacGroupId)
+            """,
+            {"path": [str(p) for p in files]},
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise PermanentError(f"pairing device-group moves failed: {exc}".splitlines()[0]) from exc
+    finally:
+        con.close()
+    return {line for pair in found for line in pair}
+
+
+@dataclass
+class _Tally:
+    since: datetime
+    seen: set[str]
+    files: list[Path] = field(default_factory=list)
+    lines: int = 0
+    repeated: int = 0
+    newest: datetime | None = None
+    recent: dict[str, datetime] = field(default_factory=dict)
+
+    def cursor(self) -> dict[str, Any]:
+        newest = self.newest or self.since
+        boundary = newest - _BUCKET
+        keys = {k for k, t in self.recent.items() if t > boundary}
+        keys |= {k for k in self.seen if _key_time(k) > boundary}
+        return {"since": newest.isoformat(), "seen": sorted(keys)}
+
+
+def _spill_changes(
+    ctx: FetchContext, since: datetime, earliest: datetime, seen: set[str], spill: Path
+) -> _Tally:
+    tally = _Tally(since, seen)
+    tenant = ctx.tenant
+    endpoint = _CHANGES.endpoint
+    pages = ctx.client.iter_odata_pages(
+        f"{tenant.mde_base_url}/api/machines/{endpoint}",
+        scope=tenant.mde_scope,
+        budget=ctx.budget(endpoint),
+        params={"sinceTime": _iso(since), "pageSize": str(tenant.export_page_size)},
+    )
+    fh = None
+    try:
+        for page in pages:
+            for record in page.value:
+                if isinstance(record, dict):
+                    key, event = _raw_change_key(record)
+                    if key in seen:
+                        tally.repeated += 1
+                        continue  # delivered by an earlier run: its bucket is served again
+                    if event is not None:
+                        if tally.newest is None or event > tally.newest:
+                            tally.newest = event
+                        tally.recent[key] = event
+                    record = {**record, LINE_FIELD: tally.lines}
+                if tally.lines % _SPILL_LINES == 0:
+                    if fh is not None:
+                        fh.close()
+                    tally.files.append(
+                        spill.with_name(f"{spill.name}-{len(tally.files):05d}.jsonl")
+                    )
+                    fh = tally.files[-1].open("wb")
+                assert fh is not None
+                fh.write(orjson.dumps(record) + b"\n")
+                tally.lines += 1
+            if tally.newest is not None and len(tally.recent) > 50_000:
+                boundary = tally.newest - _BUCKET  # keep only what the cursor will need
+                tally.recent = {k: t for k, t in tally.recent.items() if t > boundary}
+    finally:
+        if fh is not None:
+            fh.close()
+    return tally
+
+
+def _raw_change_key(record: dict[str, Any]) -> tuple[str, datetime | None]:
+    try:
+        event = as_datetime(_field(record, "eventTimestamp"))
+    except ValueError:
+        event = None
+    when = event.isoformat() if event is not None else ""
+    rid, group, status = (_field(record, k) for k in ("id", "rbacGroupName", "status"))
+    return f"{when}|{rid}|{group}|{status}", event
 
 
 def _full_export(ctx: FetchContext, spec: ExportSpec) -> Iterator[Unit]:
@@ -256,9 +356,13 @@ def _json_units(ctx: FetchContext, spec: ExportSpec) -> Iterator[Unit]:
     )
     try:
         for page in pages:
-            batch = batch_of(spec.table, page.value, spec.to_row)
             resume = {"mode": "json", "next": page.next_link, "page": number}
-            yield Unit(f"page-{number:05d}", iter([batch]), resume)
+            spill = spill_records(page.value, ctx.work_dir / f"page-{number:05d}.jsonl")
+
+            def fallback(path: Path = spill) -> Iterator[Batch]:
+                return _decoded(path, spec, careful=True)
+
+            yield Unit(f"page-{number:05d}", _decoded(spill, spec, careful=False), resume, fallback)
             number += 1
     except HttpStatusError as exc:
         if ctx.resume and exc.status in (400, 404, 410):
@@ -267,18 +371,19 @@ def _json_units(ctx: FetchContext, spec: ExportSpec) -> Iterator[Unit]:
         raise
 
 
-def _json_records(ctx: FetchContext, endpoint: str, params: dict[str, str]) -> list[Any]:
-    tenant = ctx.tenant
-    params = {**params, "pageSize": str(tenant.export_page_size)}
-    records: list[Any] = []
-    for page in ctx.client.iter_odata_pages(
-        f"{tenant.mde_base_url}/api/machines/{endpoint}",
-        scope=tenant.mde_scope,
-        budget=ctx.budget(endpoint),
-        params=params,
-    ):
-        records.extend(page.value)
-    return records
+def _decoded(path: Path, spec: ExportSpec, *, careful: bool) -> Iterator[Batch]:
+    """The page's rows, decoded like an export part; the spill goes once it is read."""
+    if not path.exists() or path.stat().st_size == 0:
+        path.unlink(missing_ok=True)
+        return
+    try:
+        yield from decode_part(path, spec, careful=careful)
+    except RedoUnit:
+        raise
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    path.unlink(missing_ok=True)
 
 
 def _field(record: dict[str, Any], name: str) -> Any:
@@ -291,20 +396,9 @@ def _field(record: dict[str, Any], name: str) -> Any:
     return None
 
 
-def _change_key(row: dict[str, Any]) -> str:
-    event = row.get("EventTimestamp")
-    when = event.isoformat() if isinstance(event, datetime) else ""
-    return f"{when}|{row.get('RecordId')}|{row.get('RbacGroupName')}|{row.get('Status')}"
-
-
 def _key_time(key: str) -> datetime:
     parsed = as_datetime(key.split("|", 1)[0])
     return parsed if parsed is not None else datetime.min.replace(tzinfo=UTC)
-
-
-def _after(row: dict[str, Any], boundary: datetime) -> bool:
-    event = row.get("EventTimestamp")
-    return isinstance(event, datetime) and event > boundary
 
 
 def _bucket_start(when: datetime) -> datetime:
