@@ -149,7 +149,7 @@ class TenantConfig(_Model):
     # Exports: JSON pages below files_threshold_devices devices, files (B.5.3) above.
     export_mode: Literal["auto", "json", "files"] = "auto"
     files_threshold_devices: int = Field(default=100_000, ge=0)
-    export_page_size: int = Field(default=20_000, ge=1, le=200_000)
+    export_page_size: int = Field(default=50_000, ge=1, le=200_000)
     sas_valid_hours: int = Field(default=6, ge=1, le=6)
     interval_hours: dict[Dataset, float] = Field(default_factory=dict)
 

@@ -92,18 +92,26 @@ def test_device_group_move_duplicates_are_removed_from_the_delta(tmp_path):
     assert pairs == [(0,)]
 
 
-def test_an_export_failing_midway_resumes_with_no_duplicates(tmp_path):
-    faults = (Fault("/tvm-export/", 500, times=2, after=2),)  # the third part fails, twice
-    with Emulator(
-        EmulatorSettings(devices=100, seed=8, export_part_rows=500, faults=faults)
-    ) as emu:
+@pytest.mark.parametrize(
+    "mode, failing_path",
+    [("files", "/tvm-export/"), ("json", "/api/machines/SoftwareVulnerabilitiesByMachine")],
+)
+def test_an_export_failing_midway_resumes_with_no_duplicates(tmp_path, mode, failing_path):
+    faults = (Fault(failing_path, 500, times=2, after=2),)  # the third part or page fails, twice
+    settings_kw = {"devices": 100, "seed": 8, "export_part_rows": 500, "faults": faults}
+    with Emulator(EmulatorSettings(**settings_kw)) as emu:
         settings = settings_for(
-            emu, tmp_path, datasets=["vulnerabilities"], export_mode="files", max_retries=1
+            emu,
+            tmp_path,
+            datasets=["vulnerabilities"],
+            export_mode=mode,
+            export_page_size=500,
+            max_retries=1,
         )
         first = sync(settings)
         assert first.exit_code == 1 and "500" in first.outcomes[0].error
         partial = table_count(settings.store.path, "EPF_Vulnerabilities_CL", first.run_id)
-        assert partial > 0  # the first two parts are in
+        assert partial > 0  # the first two parts or pages are in
         second = sync(settings)
         assert second.exit_code == 0, second.errors()
         outcome = second.outcomes[0]
@@ -112,9 +120,8 @@ def test_an_export_failing_midway_resumes_with_no_duplicates(tmp_path):
         db = settings.store.path
         assert table_count(db, "EPF_Vulnerabilities_CL", first.run_id) == truth
         assert outcome.rows == truth - partial
-        assert rows(
-            db, 'SELECT count(*) - count(DISTINCT RecordId) FROM "EPF_Vulnerabilities_CL"'
-        ) == [(0,)]
+        dupes = 'SELECT count(*) - count(DISTINCT RecordId) FROM "EPF_Vulnerabilities_CL"'
+        assert rows(db, dupes) == [(0,)]
 
 
 def test_expired_links_are_requested_again(tmp_path):
