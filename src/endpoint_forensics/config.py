@@ -20,7 +20,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -48,17 +48,7 @@ Dataset = Literal[
     "recommendations",
     "cve_catalog",
 ]
-DATASETS: tuple[Dataset, ...] = (
-    "machines",
-    "agent_health",
-    "av_health",
-    "secure_config",
-    "vulnerabilities",
-    "vulnerability_changes",
-    "software_inventory",
-    "recommendations",
-    "cve_catalog",
-)
+DATASETS: tuple[Dataset, ...] = get_args(Dataset)
 # Hours between two snapshots of a dataset; the rest are taken on every run. The full
 # vulnerability baseline is weekly and the delta runs in between (B.5.4).
 DEFAULT_INTERVAL_HOURS: dict[str, float] = {

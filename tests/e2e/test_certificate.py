@@ -8,20 +8,22 @@ from .conftest import sync
 pytestmark = pytest.mark.e2e
 
 
-def test_a_certificate_credential_syncs(small_tenant, tmp_path):
+def certificate_settings(emu, tmp_path, **overrides):
     config = tmp_path / "epf.toml"
-    small_tenant.write_config(config, credential="certificate")
-    text = config.read_text()
+    emu.write_config(config, credential="certificate")
+    values = {
+        "store.path": str(tmp_path / "ws.duckdb"),
+        "state.dir": str(tmp_path / "state"),
+        "tenants.0.datasets": ["machines"],
+        **overrides,
+    }
+    return load_settings(config, environ={}, overrides=values)
+
+
+def test_a_certificate_credential_syncs(small_tenant, tmp_path):
+    settings = certificate_settings(small_tenant, tmp_path)
+    text = (tmp_path / "epf.toml").read_text()
     assert "certificate_path" in text and "client_secret" not in text
-    settings = load_settings(
-        config,
-        environ={},
-        overrides={
-            "store.path": str(tmp_path / "ws.duckdb"),
-            "state.dir": str(tmp_path / "state"),
-            "tenants.0.datasets": ["machines"],
-        },
-    )
     summary = sync(settings)
     assert summary.exit_code == 0, summary.errors()
     assert store.run_query(settings.store.path, "EPF_Devices_CL | count").rows == [(250,)]
@@ -30,17 +32,8 @@ def test_a_certificate_credential_syncs(small_tenant, tmp_path):
 def test_a_certificate_the_app_does_not_have_is_refused(small_tenant, tmp_path):
     other = tmp_path / "other.pem"
     other.write_bytes(_rsa_certificate_pem())
-    config = tmp_path / "epf.toml"
-    small_tenant.write_config(config, credential="certificate")
-    settings = load_settings(
-        config,
-        environ={},
-        overrides={
-            "store.path": str(tmp_path / "ws.duckdb"),
-            "state.dir": str(tmp_path / "state"),
-            "tenants.0.certificate_path": str(other),
-            "tenants.0.datasets": ["machines"],
-        },
+    settings = certificate_settings(
+        small_tenant, tmp_path, **{"tenants.0.certificate_path": str(other)}
     )
     summary = sync(settings)
     assert summary.exit_code == 1
@@ -83,17 +76,8 @@ def test_a_certificate_without_an_rsa_key_is_a_config_error(small_tenant, tmp_pa
 
     ec = tmp_path / "ec.pem"
     trustme.CA().issue_cert("epf-app").private_key_and_cert_chain_pem.write_to_path(str(ec))
-    config = tmp_path / "epf.toml"
-    small_tenant.write_config(config, credential="certificate")
-    settings = load_settings(
-        config,
-        environ={},
-        overrides={
-            "state.dir": str(tmp_path / "state"),
-            "store.path": str(tmp_path / "ws.duckdb"),
-            "tenants.0.certificate_path": str(ec),
-            "tenants.0.datasets": ["machines"],
-        },
+    settings = certificate_settings(
+        small_tenant, tmp_path, **{"tenants.0.certificate_path": str(ec)}
     )
     summary = sync(settings)
     assert summary.exit_code == 1
