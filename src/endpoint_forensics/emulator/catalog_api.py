@@ -28,7 +28,7 @@ from starlette.routing import Route
 from .clock import EmulatedClock
 from .identity import Identity
 from .limits import RateLimiter
-from .odata import ODataFilterError, compile_filter
+from .odata import ODataFilterError, compile_filter, non_negative
 from .responses import json_response, mde_error
 
 __all__ = ["CatalogApi", "Collection"]
@@ -159,8 +159,8 @@ class CatalogApi:
                 400, f"The query parameter '{unknown[0]}' is not supported.", code="ODataError"
             )
         try:
-            top = _non_negative(params.get("$top"), "$top")
-            skip = _non_negative(params.get("$skip"), "$skip") or 0
+            top = non_negative(params.get("$top"), "$top")
+            skip = non_negative(params.get("$skip"), "$skip") or 0
         except ValueError as exc:
             return mde_error(400, str(exc), code="BadRequest")
         if top is not None and top > collection.max_top:
@@ -228,18 +228,3 @@ class CatalogApi:
         with self._lock:
             self._cache[key] = records
         return records
-
-
-def _non_negative(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        message = f"The value '{value}' of the query option '{name}' is not a valid integer."
-        raise ValueError(message) from None
-    if number < 0:
-        raise ValueError(
-            f"Invalid value '{value}' for the {name} query option: it must not be negative."
-        )
-    return number

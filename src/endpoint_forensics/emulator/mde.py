@@ -27,7 +27,7 @@ from .clock import EmulatedClock
 from .hunting import HuntingQueryError, HuntingResult, run_hunting
 from .identity import Identity
 from .limits import RateLimiter
-from .odata import ODataFilterError, compile_filter
+from .odata import ODataFilterError, compile_filter, non_negative
 from .responses import json_response, mde_error, read_json
 from .store import RETENTION, Store
 
@@ -96,8 +96,8 @@ class MdeApi:
             message = f"The query parameter '{unknown[0]}' is not supported."
             return mde_error(400, message, code="ODataError")
         try:
-            top = _non_negative(params.get("$top"), "$top")
-            skip = _non_negative(params.get("$skip"), "$skip") or 0
+            top = non_negative(params.get("$top"), "$top")
+            skip = non_negative(params.get("$skip"), "$skip") or 0
         except ValueError as exc:
             return mde_error(400, str(exc), code="BadRequest")
         if top is not None and top > MAX_PAGE_SIZE:
@@ -188,21 +188,6 @@ class MdeApi:
             retry = {"Retry-After": str(throttled.retry_after)}
             return mde_error(429, throttled.message, code="TooManyRequests", headers=retry)
         return None
-
-
-def _non_negative(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        message = f"The value '{value}' of the query option '{name}' is not a valid integer."
-        raise ValueError(message) from None
-    if number < 0:
-        raise ValueError(
-            f"Invalid value '{value}' for the {name} query option: it must not be negative."
-        )
-    return number
 
 
 def _base_url(request: Request) -> str:

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from .odata_lexer import ODataFilterError, Token, parse_instant, tokenize
 
-__all__ = ["FILTERABLE_FIELDS", "ODataFilterError", "Predicate", "compile_filter"]
+__all__ = ["FILTERABLE_FIELDS", "ODataFilterError", "Predicate", "compile_filter", "non_negative"]
 
 Record = Mapping[str, Any]
 Predicate = Callable[[Record], bool]
@@ -382,3 +382,19 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
     "lt": lambda a, b: a < b,
     "le": lambda a, b: a <= b,
 }
+
+
+def non_negative(value: str | None, name: str) -> int | None:
+    """A $top or $skip value: a non-negative integer, or None when absent."""
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        message = f"The value '{value}' of the query option '{name}' is not a valid integer."
+        raise ValueError(message) from None
+    if number < 0:
+        raise ValueError(
+            f"Invalid value '{value}' for the {name} query option: it must not be negative."
+        )
+    return number
