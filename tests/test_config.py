@@ -137,3 +137,68 @@ def test_keyvault_references_are_refused_clearly(tmp_path):
 def test_secret_equality_and_source():
     assert Secret("a", source="literal") == Secret("a", source="env:X")
     assert Secret("a", source="env:X").source == "env:X"
+
+
+SENSOR = """
+[[sensors]]
+name = "plant-1"
+url = "https://10.1.2.3/"
+token = "env:PLANT_TOKEN"
+certificate_fingerprint = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
+site = "Plant 1"
+
+[[consoles]]
+name = "cm"
+url = "https://10.1.0.1"
+token = "file:cm.token"
+"""
+
+
+def test_an_iot_only_config_loads(tmp_path):
+    (tmp_path / "cm.token").write_text("c0ffee\n")
+    settings = load_settings(write(tmp_path, SENSOR), environ={"PLANT_TOKEN": "9f0c1d"})
+    assert settings.tenants == ()
+    sensor, console = settings.sensors[0], settings.consoles[0]
+    assert sensor.url == "https://10.1.2.3"
+    assert sensor.token.reveal() == "9f0c1d" and "9f0c1d" not in repr(settings)
+    assert sensor.certificate_fingerprint == "abcdef0123456789" * 4
+    assert console.token.reveal() == "c0ffee"
+    assert sensor.interval_hours_for("cves") == 24 and sensor.interval_hours_for("events") == 0
+    assert console.datasets[0] == "devices"
+
+
+def test_an_override_reaches_one_sensor(tmp_path):
+    (tmp_path / "cm.token").write_text("c0ffee\n")
+    env = {"PLANT_TOKEN": "x", "EPF_SENSORS__0__TOKEN": "env:OTHER", "OTHER": "y"}
+    settings = load_settings(write(tmp_path, SENSOR), environ=env)
+    assert settings.sensors[0].token.reveal() == "y"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ('certificate_fingerprint = "AB:', 'certificate_fingerprint = "ZZ:'),
+            "sensors[0].certificate_fingerprint: must be the certificate's SHA-256 fingerprint",
+        ),
+        (("https://10.1.2.3/", "http://10.1.2.3/"), "sensors[0].url: must be an https:// URL"),
+        (
+            ('site = "Plant 1"', 'site = "Plant 1"\nca_bundle = "cm.token"'),
+            "sensors[0]: set ca_bundle or certificate_fingerprint, not both",
+        ),
+        (('name = "cm"', 'name = "plant-1"'), "names must be unique; repeated: plant-1"),
+        (('token = "env:PLANT_TOKEN"', 'tokn = "x"'), "sensors[0].token: is required"),
+    ],
+)
+def test_iot_config_errors_name_the_key(tmp_path, change, expected):
+    (tmp_path / "cm.token").write_text("c0ffee\n")
+    text = SENSOR.replace(*change)
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text), environ={"PLANT_TOKEN": "9f0c1d"})
+    assert expected in str(err.value)
+    assert "9f0c1d" not in str(err.value)
+
+
+def test_a_config_with_nothing_to_collect_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to collect"):
+        load_settings(write(tmp_path, '[store]\npath = "x.duckdb"\n'), environ={})

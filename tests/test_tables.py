@@ -10,7 +10,16 @@ from endpoint_forensics.tables import (
     name_problem,
 )
 
-ARCHITECTURE_TABLES = {"EPF_Devices_CL", "EPF_AgentHealth_CL", "EPF_Runs_CL"}
+ARCHITECTURE_TABLES = {
+    "EPF_Devices_CL",
+    "EPF_AgentHealth_CL",
+    "EPF_Runs_CL",
+    "EPF_IotDevices_CL",
+    "EPF_IotCves_CL",
+    "EPF_IotAlerts_CL",
+    "EPF_IotEvents_CL",
+    "EPF_IotConnections_CL",
+}
 
 
 def test_the_skeleton_tables_are_registered():

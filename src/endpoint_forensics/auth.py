@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from endpoint_forensics.config import TenantConfig
+from endpoint_forensics.config import Secret, TenantConfig
 from endpoint_forensics.errors import ConfigError, CredentialRefused, TransientError
 
-__all__ = ["REFRESH_EARLY_SECONDS", "CredentialTokenProvider", "TokenProvider"]
+__all__ = ["REFRESH_EARLY_SECONDS", "CredentialTokenProvider", "StaticToken", "TokenProvider"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,20 @@ class TokenProvider(Protocol):
     def get_token(self, scope: str) -> str: ...
 
     def invalidate(self, scope: str) -> None: ...
+
+
+class StaticToken:
+    """A token that is what it is: a Defender for IoT access token (C.1) does not expire and
+    cannot be renewed by the collector."""
+
+    def __init__(self, token: Secret) -> None:
+        self._token = token
+
+    def get_token(self, scope: str) -> str:
+        return self._token.reveal()
+
+    def invalidate(self, scope: str) -> None:
+        pass
 
 
 @dataclass

@@ -237,6 +237,9 @@ def emulator(
         typer.echo(f"  tenant id: {emu.tenant_id}\n  client id: {emu.client_id}", err=True)
         typer.echo(f"  CA bundle: {emu.ca_path}", err=True)
         typer.echo(f"  truth:     {emu.base_url}/_emulator/stats", err=True)
+        for iot in emu.iot_appliances:  # Defender for IoT: self-signed, raw-token auth
+            typer.echo(f"  IoT {iot.name}: {iot.base_url}  token {iot.token}", err=True)
+            typer.echo(f"    certificate sha256 {iot.fingerprint_sha256}", err=True)
         if write_config:
             # Written aside and renamed, so whoever waits for the file never reads half of it.
             partial = write_config.with_name(write_config.name + ".partial")
@@ -293,7 +296,7 @@ def _render_outcomes(summary: Any) -> None:
         ]
         for o in summary.outcomes
     ]
-    _render_table(["tenant", "dataset", "table", "rows", "quarantined", "outcome", "seconds"], rows)
+    _render_table(["source", "dataset", "table", "rows", "quarantined", "outcome", "seconds"], rows)
     if summary.quarantine_folder:
         typer.echo(f"Malformed records were set aside in {summary.quarantine_folder}", err=True)
 

@@ -120,8 +120,12 @@ class Sink(Protocol):
         """Whether ``unit`` was committed before (a run stopped between sink and checkpoint)."""
         ...
 
-    def discard(self, table: Table, *, run_id: str, tenant_id: str) -> int:
-        """Remove a partial snapshot (its source's snapshot is gone); return the rows removed."""
+    def discard(
+        self, table: Table, *, run_id: str, unit_scope: str, where: Mapping[str, str]
+    ) -> int:
+        """Remove a partial snapshot of one source: the rows of ``run_id`` whose ``where``
+        columns match, and the delivery units starting ``<unit_scope>/<run_id>/``; return the
+        rows removed."""
         ...
 
     def close(self) -> None: ...

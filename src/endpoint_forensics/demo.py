@@ -59,7 +59,10 @@ def run_demo(
             finally:
                 sink.close()
             truth = dict(emu.stats()["truth"])
-    synced = {o.table: o.rows for o in summary.outcomes if o.outcome == "Succeeded"}
+    synced: dict[str, int] = {}
+    for o in summary.outcomes:
+        if o.outcome == "Succeeded":
+            synced[o.table] = synced.get(o.table, 0) + o.rows
     synced["EPF_Runs_CL"] = len(summary.outcomes)
     result = DemoResult(db=db, summary=summary, truth=truth, synced=synced)
     latest = f'| where RunId == "{summary.run_id}"'

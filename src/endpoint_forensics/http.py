@@ -27,10 +27,26 @@ import orjson
 
 from endpoint_forensics import __version__
 from endpoint_forensics.auth import TokenProvider
-from endpoint_forensics.errors import AuthError, HttpStatusError, LinkExpired, TransientError
+from endpoint_forensics.errors import (
+    AuthError,
+    HttpStatusError,
+    LinkExpired,
+    PermanentError,
+    TransientError,
+)
 from endpoint_forensics.ratelimit import RateBudget
+from endpoint_forensics.tls import PIN_MISMATCH
 
-__all__ = ["USER_AGENT", "ApiClient", "ODataPage", "retry_after_seconds", "sanitize_url"]
+__all__ = [
+    "BEARER",
+    "RAW_TOKEN",
+    "USER_AGENT",
+    "ApiClient",
+    "AuthStyle",
+    "ODataPage",
+    "retry_after_seconds",
+    "sanitize_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +56,36 @@ _MAX_THROTTLED = 30  # 429s waited out per request before giving up
 _BACKOFF_BASE_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 60.0
 _RETRY_AFTER_CAP_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class AuthStyle:
+    """How a remote API takes its credential, and what to tell the user when it is refused."""
+
+    prefix: str  # put before the token in the Authorization header
+    renew_on_401: bool  # a 401 may mean an expired token: get a fresh one and retry once
+    refused: str
+    forbidden: str
+    untrusted: str
+
+
+BEARER = AuthStyle(
+    prefix="Bearer ",
+    renew_on_401=True,
+    refused="the API refused a fresh token",
+    forbidden="the app lacks a permission for this API; grant it and admin consent in Entra ID",
+    untrusted="set ca_bundle in the tenant config to the CA that issued it",
+)
+# Defender for IoT appliances: the access token itself, no scheme (C.1), and it never expires.
+RAW_TOKEN = AuthStyle(
+    prefix="",
+    renew_on_401=False,
+    refused="the appliance refused the access token; create a new one under System Settings "
+    "> Integrations > Access Tokens and put it in the config",
+    forbidden="the appliance refused the access token for this API",
+    untrusted="set ca_bundle to its certificate (or issuer), or pin it with "
+    "certificate_fingerprint",
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +106,10 @@ class ApiClient:
         max_retries: int = 6,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        auth_style: AuthStyle = BEARER,
     ) -> None:
         self._tokens = tokens
+        self._style = auth_style
         self._max_retries = max_retries
         self._sleep = sleep
         self._http = httpx.Client(
@@ -99,7 +147,8 @@ class ApiClient:
         """Send one request and return its decoded JSON body, retrying what may succeed later.
 
         Raises:
-            AuthError: 401 after a fresh token, or 403 (a permission is missing).
+            AuthError: 401 (after a fresh token, for bearer tokens), or 403.
+            PermanentError: the server's certificate does not match the pinned fingerprint.
             HttpStatusError: any other 4xx (carries status, OData code, request id).
             TransientError: retries exhausted on 429, 5xx, timeouts or network errors.
         """
@@ -110,7 +159,7 @@ class ApiClient:
         reauthenticated = False
         while True:
             budget.acquire()
-            headers = {"Authorization": f"Bearer {self._tokens.get_token(scope)}"}
+            headers = {"Authorization": self._style.prefix + self._tokens.get_token(scope)}
             if content is not None:
                 headers["Content-Type"] = "application/json; charset=utf-8"
             stats["requests"] += 1
@@ -121,10 +170,18 @@ class ApiClient:
                 )
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 problem = f"{method} {safe_url}: {type(exc).__name__}: {_scrub(str(exc))}"
+                if isinstance(exc, httpx.ConnectError) and PIN_MISMATCH in str(exc):
+                    presented = str(exc).rsplit(" ", 1)[-1]
+                    raise PermanentError(
+                        f"{method} {safe_url}: the server's TLS certificate is not the pinned "
+                        f"one (certificate_fingerprint); it presented SHA-256 {presented}. "
+                        "Nothing was sent. If the appliance's certificate was renewed, pin the "
+                        "new fingerprint"
+                    ) from exc
                 if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
                     raise TransientError(
                         f"{method} {safe_url}: the server's TLS certificate is not trusted; "
-                        "set ca_bundle in the tenant config to the CA that issued it"
+                        f"{self._style.untrusted}"
                     ) from exc
                 attempt = self._backoff_or_raise(attempt, problem, stats, exc)
                 continue
@@ -148,18 +205,15 @@ class ApiClient:
             )
             where = f"{method} {safe_url} -> {status}"
             detail = f"{code}: {message}" if code else message
-            if status == 401 and not reauthenticated:
+            if status == 401 and self._style.renew_on_401 and not reauthenticated:
                 reauthenticated = True
                 self._tokens.invalidate(scope)
                 stats["reauthenticated"] += 1
                 continue
             if status == 401:
-                raise AuthError(f"{where}: the API refused a fresh token: {detail}")
+                raise AuthError(f"{where}: {self._style.refused} ({detail})")
             if status == 403:
-                raise AuthError(
-                    f"{where}: the app lacks a permission for this API ({detail}); "
-                    "grant it and admin consent in Entra ID"
-                )
+                raise AuthError(f"{where}: {self._style.forbidden} ({detail})")
             if status == 429:
                 throttled += 1
                 stats["throttled"] += 1

@@ -1,10 +1,12 @@
-"""One collection run: every due dataset of every tenant, into every sink, resumably.
+"""One collection run: every due dataset of every source (Defender tenants, IoT sensors and
+consoles), into every sink, resumably.
 
 Owns the run. Per dataset it decides whether a snapshot is due (baselines have an interval),
 resumes an unfinished snapshot where it stopped, stamps ``TimeGenerated`` (one snapshot time),
 ``RunId`` and ``DefenderTenantId``, delivers each unit to every sink that does not have it yet,
-checkpoints after each unit, quarantines rejected records, and records one ``EPF_Runs_CL`` row
-per dataset. May import ``sources``, ``contracts``, ``state``, ``auth`` and ``http``.
+checkpoints after each unit (a cursor moves only once its rows are delivered), quarantines
+rejected records, and records one ``EPF_Runs_CL`` row per dataset and source.
+May import ``datasets``, ``sources``, ``contracts``, ``state``, ``auth`` and ``http``.
 """
 
 from __future__ import annotations
@@ -20,65 +22,35 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from endpoint_forensics.auth import CredentialTokenProvider
-from endpoint_forensics.config import Settings, TenantConfig
-from endpoint_forensics.contracts import Batch, RedoUnit, Sink, SnapshotChanged, Unit
+from endpoint_forensics.auth import CredentialTokenProvider, StaticToken
+from endpoint_forensics.config import ConsoleConfig, SensorConfig, Settings, TenantConfig
+from endpoint_forensics.contracts import Batch, RedoUnit, Sink, SnapshotChanged
+from endpoint_forensics.datasets import CONSOLE_SPECS, DATASET_SPECS, SENSOR_SPECS, DatasetSpec
 from endpoint_forensics.errors import CredentialRefused, EpfError
-from endpoint_forensics.http import ApiClient
-from endpoint_forensics.ratelimit import DOCUMENTED_LIMITS, RateBudget
+from endpoint_forensics.http import RAW_TOKEN, ApiClient
+from endpoint_forensics.ratelimit import DOCUMENTED_LIMITS, IOT_APPLIANCE_LIMIT, RateBudget
 from endpoint_forensics.runtime import bound_memory
-from endpoint_forensics.sources import FetchContext, hunting, mde, tvm
+from endpoint_forensics.sources import ApplianceContext, FetchContext
 from endpoint_forensics.state import Quarantine, TenantState
-from endpoint_forensics.tables import (
-    AGENT_HEALTH,
-    AV_HEALTH,
-    CVE_CATALOG,
-    DEVICES,
-    RECOMMENDATIONS,
-    RUNS,
-    SECURE_CONFIG,
-    SOFTWARE_INVENTORY,
-    VULNERABILITIES,
-    VULNERABILITY_CHANGES,
-    Table,
-)
+from endpoint_forensics.tables import RUNS, Table
+from endpoint_forensics.tls import client_ssl_context
 
 __all__ = ["DATASET_SPECS", "DatasetOutcome", "RunSummary", "run_sync"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    table: Table
-    fetch: Callable[[FetchContext], Iterator[Unit]]
-    resumable: bool = False  # units carry resume tokens; else an unfinished snapshot restarts
-
-
-DATASET_SPECS: dict[str, DatasetSpec] = {
-    "machines": DatasetSpec(DEVICES, mde.fetch_machines),
-    "agent_health": DatasetSpec(AGENT_HEALTH, hunting.fetch_agent_health),
-    "av_health": DatasetSpec(AV_HEALTH, mde.fetch_av_health),
-    "secure_config": DatasetSpec(SECURE_CONFIG, tvm.fetch_secure_config, resumable=True),
-    "vulnerabilities": DatasetSpec(VULNERABILITIES, tvm.fetch_vulnerabilities, resumable=True),
-    "vulnerability_changes": DatasetSpec(VULNERABILITY_CHANGES, tvm.fetch_vulnerability_changes),
-    "software_inventory": DatasetSpec(
-        SOFTWARE_INVENTORY, tvm.fetch_software_inventory, resumable=True
-    ),
-    "recommendations": DatasetSpec(RECOMMENDATIONS, mde.fetch_recommendations),
-    "cve_catalog": DatasetSpec(CVE_CATALOG, mde.fetch_cve_catalog),
-}
-
-# Progress: (tenant, dataset, rows so far, finished)
+# Progress: (source name, dataset, rows so far, finished)
 Progress = Callable[[str, str, int, bool], None]
 
 
 @dataclass
 class DatasetOutcome:
-    tenant: str
+    tenant: str  # the source's name in the config: a tenant, a sensor or a console
     defender_tenant_id: str
     dataset: str
     table: str
+    kind: str = "tenant"  # tenant, sensor or console
     outcome: str = "Succeeded"  # Succeeded, Failed or Skipped
     rows: int = 0
     quarantined: int = 0
@@ -89,6 +61,7 @@ class DatasetOutcome:
     end: datetime | None = None
     error: str = ""
     credential_refused: bool = False
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def duration_seconds(self) -> float:
@@ -112,8 +85,57 @@ class RunSummary:
         return 1 if failed == len(self.outcomes) else 3
 
     def errors(self) -> list[str]:
-        """Distinct error lines, each once (an auth failure fails every dataset of a tenant)."""
+        """Distinct error lines, each once (an auth failure fails every dataset of a source)."""
         return list(dict.fromkeys(o.error for o in self.outcomes if o.error))
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One thing to collect from, as the run sees it."""
+
+    kind: str  # tenant, sensor or console
+    name: str
+    config: Any
+    specs: dict[str, DatasetSpec]
+    defender_tenant_id: str
+    unit_scope: str  # the first part of its delivery unit ids
+    where: dict[str, str]  # the columns that pick its rows out of a table
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(self.config.datasets)
+
+
+def _sources(settings: Settings) -> list[_Source]:
+    sources = [
+        _Source(
+            "tenant",
+            t.name,
+            t,
+            DATASET_SPECS,
+            t.tenant_id,
+            t.tenant_id,
+            {"DefenderTenantId": t.tenant_id},
+        )
+        for t in settings.tenants
+    ]
+    for kind, appliances, specs in (
+        ("sensor", settings.sensors, SENSOR_SPECS),
+        ("console", settings.consoles, CONSOLE_SPECS),
+    ):
+        sources.extend(
+            _Source(
+                kind,
+                a.name,
+                a,
+                specs,
+                a.defender_tenant_id,
+                f"{kind}:{a.name}",
+                {"Appliance": a.name},
+            )
+            for a in appliances
+        )
+    return sources
 
 
 def run_sync(
@@ -131,10 +153,14 @@ def run_sync(
     quarantine = Quarantine(settings.state.dir, summary.run_id)
     work_root = settings.state.dir / "work" / summary.run_id
     try:
-        for tenant in settings.tenants:
-            with (client_factory or _default_client)(tenant) as client:
-                run = _TenantRun(tenant, client, settings, sinks, summary, quarantine, progress)
-                run.collect_all(work_root / tenant.name)
+        for source in _sources(settings):
+            if source.kind == "tenant":
+                client = (client_factory or _default_client)(source.config)
+            else:
+                client = _appliance_client(source.config)
+            with client:
+                run = _SourceRun(source, client, settings, sinks, summary, quarantine, progress)
+                run.collect_all(work_root / source.name)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     _record_runs(summary, sinks)
@@ -156,10 +182,23 @@ def _default_client(tenant: TenantConfig) -> ApiClient:
     )
 
 
-class _TenantRun:
+def _appliance_client(appliance: SensorConfig | ConsoleConfig) -> ApiClient:
+    verify = client_ssl_context(
+        ca_bundle=appliance.ca_bundle, fingerprint=appliance.certificate_fingerprint
+    )
+    return ApiClient(
+        StaticToken(appliance.token),
+        verify=verify,
+        timeout_seconds=appliance.timeout_seconds,
+        max_retries=appliance.max_retries,
+        auth_style=RAW_TOKEN,
+    )
+
+
+class _SourceRun:
     def __init__(
         self,
-        tenant: TenantConfig,
+        source: _Source,
         client: ApiClient,
         settings: Settings,
         sinks: list[Sink],
@@ -167,20 +206,21 @@ class _TenantRun:
         quarantine: Quarantine,
         progress: Progress | None,
     ) -> None:
-        self.tenant = tenant
+        self.source = source
         self.client = client
         self.sinks = sinks
         self.summary = summary
         self.quarantine = quarantine
         self.progress = progress
-        self.state = TenantState(settings.state.dir, tenant.name)
-        # One budget per endpoint, shared by everything this tenant does in the run.
+        self.state = TenantState(settings.state.dir, source.name, folder=f"{source.kind}s")
+        # One budget per endpoint (per appliance for IoT), shared by everything in the run.
         self.budgets = {name: RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()}
+        self.appliance_budget = RateBudget(IOT_APPLIANCE_LIMIT)
 
     def collect_all(self, work_dir: Any) -> None:
         refused: str | None = None
-        for dataset in self.tenant.datasets:
-            spec = DATASET_SPECS[dataset]
+        for dataset in self.source.datasets:
+            spec = self.source.specs[dataset]
             if refused is not None:
                 # Refused credentials fail every dataset alike: ask the authority once.
                 outcome = self._outcome(dataset)
@@ -191,8 +231,9 @@ class _TenantRun:
                     refused = outcome.error
             self.summary.outcomes.append(outcome)
             log.info(
-                "tenant %s dataset %s: %s, %d rows, %d quarantined, %.1f s",
-                self.tenant.name,
+                "%s %s dataset %s: %s, %d rows, %d quarantined, %.1f s",
+                self.source.kind,
+                self.source.name,
                 dataset,
                 outcome.outcome,
                 outcome.rows,
@@ -201,8 +242,14 @@ class _TenantRun:
             )
 
     def _outcome(self, dataset: str) -> DatasetOutcome:
-        table = DATASET_SPECS[dataset].table.name
-        return DatasetOutcome(self.tenant.name, self.tenant.tenant_id, dataset, table)
+        table = self.source.specs[dataset].table.name
+        return DatasetOutcome(
+            self.source.name,
+            self.source.defender_tenant_id,
+            dataset,
+            table,
+            kind=self.source.kind,
+        )
 
     def _collect(self, dataset: str, spec: DatasetSpec, work_dir: Any) -> DatasetOutcome:
         outcome = self._outcome(dataset)
@@ -219,7 +266,13 @@ class _TenantRun:
             try:
                 self._deliver(dataset, spec, dstate, snapshot, outcome, work_dir)
             except SnapshotChanged as exc:
-                log.info("tenant %s dataset %s: %s; starting over", self.tenant.name, dataset, exc)
+                log.info(
+                    "%s %s dataset %s: %s; starting over",
+                    self.source.kind,
+                    self.source.name,
+                    dataset,
+                    exc,
+                )
                 self._discard(spec.table, dstate["snapshot"]["run_id"])
                 outcome.rows = outcome.quarantined = 0
                 self._deliver(dataset, spec, dstate, None, outcome, work_dir)
@@ -228,7 +281,7 @@ class _TenantRun:
         except EpfError as exc:
             # Reported by the run summary (and EPF_Runs_CL), so not logged again here.
             outcome.outcome = "Failed"
-            outcome.error = f"tenant {self.tenant.name!r} dataset {dataset}: {exc}"
+            outcome.error = f"{self.source.kind} {self.source.name!r} dataset {dataset}: {exc}"
             if not spec.resumable:
                 self._drop_partial(spec, dstate, outcome)
         finally:
@@ -237,8 +290,30 @@ class _TenantRun:
             outcome.requests = after[0] - before[0]
             outcome.throttled = after[1] - before[1]
             if self.progress:
-                self.progress(self.tenant.name, dataset, outcome.rows, True)
+                self.progress(self.source.name, dataset, outcome.rows, True)
         return outcome
+
+    def _context(
+        self, snapshot: dict[str, Any], dstate: dict[str, Any], when: datetime, work_dir: Any
+    ) -> FetchContext | ApplianceContext:
+        if self.source.kind == "tenant":
+            return FetchContext(
+                client=self.client,
+                tenant=self.source.config,
+                budgets=self.budgets,
+                now=when,
+                work_dir=work_dir,
+                resume=snapshot.get("resume"),
+                cursor=dstate.get("cursor"),
+                device_count=self._device_count(),
+            )
+        return ApplianceContext(
+            client=self.client,
+            appliance=self.source.config,
+            budget=self.appliance_budget,
+            now=when,
+            cursor=dstate.get("cursor"),
+        )
 
     def _deliver(
         self,
@@ -263,21 +338,12 @@ class _TenantRun:
         stamp = {
             "TimeGenerated": time_generated,
             "RunId": snapshot["run_id"],
-            "DefenderTenantId": self.tenant.tenant_id,
+            "DefenderTenantId": self.source.defender_tenant_id,
         }
         work_dir.mkdir(parents=True, exist_ok=True)
-        ctx = FetchContext(
-            client=self.client,
-            tenant=self.tenant,
-            budgets=self.budgets,
-            now=time_generated,
-            work_dir=work_dir,
-            resume=snapshot.get("resume"),
-            cursor=dstate.get("cursor"),
-            device_count=self._device_count(),
-        )
+        ctx = self._context(snapshot, dstate, time_generated, work_dir)
         for unit in spec.fetch(ctx):
-            unit_id = f"{self.tenant.tenant_id}/{snapshot['run_id']}/{dataset}/{unit.key}"
+            unit_id = f"{self.source.unit_scope}/{snapshot['run_id']}/{dataset}/{unit.key}"
             pending = [s for s in self.sinks if not s.delivered(unit_id)]
             try:
                 self._deliver_unit(
@@ -287,8 +353,9 @@ class _TenantRun:
                 if unit.fallback is None:
                     raise
                 log.info(
-                    "tenant %s dataset %s %s: %s; reading it line by line",
-                    self.tenant.name,
+                    "%s %s dataset %s %s: %s; reading it line by line",
+                    self.source.kind,
+                    self.source.name,
                     dataset,
                     unit.key,
                     exc,
@@ -305,6 +372,8 @@ class _TenantRun:
         dstate["last_rows"] = outcome.rows
         if ctx.new_cursor is not None:
             dstate["cursor"] = ctx.new_cursor
+        if isinstance(ctx, ApplianceContext):
+            outcome.gaps.extend(ctx.gaps)
         self.state.save()
 
     def _deliver_unit(
@@ -323,11 +392,11 @@ class _TenantRun:
             for batch in batches:
                 for writer in writers:
                     writer.write(batch, stamp)
-                self.quarantine.add(self.tenant.name, dataset, batch.rejects)
+                self.quarantine.add(self.source.name, dataset, batch.rejects)
                 quarantined += len(batch.rejects)
                 rows += len(batch)
                 if self.progress:
-                    self.progress(self.tenant.name, dataset, outcome.rows + rows, False)
+                    self.progress(self.source.name, dataset, outcome.rows + rows, False)
         # Counted once the unit is committed: a unit redone is not counted twice.
         outcome.rows += rows
         outcome.quarantined += quarantined
@@ -349,7 +418,7 @@ class _TenantRun:
         self.state.save()
 
     def _not_due(self, dataset: str, dstate: Mapping[str, Any]) -> bool:
-        interval = self.tenant.interval_hours_for(dataset)
+        interval = self.source.config.interval_hours_for(dataset)
         last = dstate.get("last_success")
         if not interval or last is None or "snapshot" in dstate:
             return False
@@ -358,12 +427,15 @@ class _TenantRun:
 
     def _discard(self, table: Table, run_id: str) -> None:
         for sink in self.sinks:
-            sink.discard(table, run_id=run_id, tenant_id=self.tenant.tenant_id)
+            sink.discard(
+                table, run_id=run_id, unit_scope=self.source.unit_scope, where=self.source.where
+            )
 
     def _device_count(self) -> int | None:
         for o in self.summary.outcomes:
             if (
-                o.tenant == self.tenant.name
+                o.kind == "tenant"
+                and o.tenant == self.source.name
                 and o.dataset == "machines"
                 and o.outcome == "Succeeded"
             ):
@@ -380,6 +452,8 @@ def _record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
     rows: list[dict[str, Any]] = [
         {
             "DefenderTenantId": o.defender_tenant_id,
+            "SourceName": o.tenant,
+            "SourceKind": o.kind,
             "Dataset": o.dataset,
             "TableName": o.table,
             "Outcome": o.outcome,
@@ -391,6 +465,7 @@ def _record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
             "EndTime": o.end,
             "DurationSeconds": round(o.duration_seconds, 3),
             "Error": o.error,
+            "Gaps": o.gaps or None,
         }
         for o in summary.outcomes
     ]

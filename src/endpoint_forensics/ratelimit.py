@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["DOCUMENTED_LIMITS", "RateBudget", "RateLimit"]
+__all__ = ["DOCUMENTED_LIMITS", "IOT_APPLIANCE_LIMIT", "RateBudget", "RateLimit"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ DOCUMENTED_LIMITS: dict[str, RateLimit] = _limits(
     RateLimit("recommendations", per_minute=30, per_hour=1_000),
     RateLimit("vulnerabilities", per_minute=30, per_hour=1_000),
 )
+
+# Defender for IoT documents no limit (C.1). Sensors and consoles are on-premises appliances,
+# often small ones: one budget per appliance keeps the collector to 10 calls a second.
+IOT_APPLIANCE_LIMIT = RateLimit("iot_appliance", per_minute=600, per_hour=20_000)
 
 
 class RateBudget:

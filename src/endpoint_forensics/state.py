@@ -1,6 +1,6 @@
-"""Run state on disk: per-tenant checkpoints, and the quarantine of malformed records.
+"""Run state on disk: per-source checkpoints, and the quarantine of malformed records.
 
-Checkpoints live in ``<state dir>/tenants/<tenant>.json``, written atomically (temp file and
+Checkpoints live in ``<state dir>/tenants/<tenant>.json`` (``sensors/``, ``consoles/`` for IoT), written atomically (temp file and
 rename) after every delivered unit, so a run that stops anywhere resumes at the next unit.
 Per dataset they hold: the snapshot in progress (its run id, snapshot time, delivered units and
 the source's resume token), the time of the last complete snapshot, and the dataset's cursor.
@@ -28,8 +28,9 @@ _VERSION = 1
 class TenantState:
     """The checkpoint file of one tenant; ``dataset(name)`` is a mutable dict, ``save`` persists."""
 
-    def __init__(self, state_dir: Path, tenant: str) -> None:
-        self.path = state_dir / "tenants" / f"{tenant}.json"
+    def __init__(self, state_dir: Path, tenant: str, *, folder: str = "tenants") -> None:
+        # One folder per kind of source: tenants, sensors, consoles.
+        self.path = state_dir / folder / f"{tenant}.json"
         self._data: dict[str, Any] = {"version": _VERSION, "datasets": {}}
         if self.path.exists():
             try:

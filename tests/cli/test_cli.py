@@ -55,7 +55,7 @@ def test_a_malformed_config_names_the_key_and_exits_2(tmp_path):
 
 def test_a_wrong_secret_is_one_clear_line_and_a_failed_run(small_cli_tenant, tmp_path):
     config = tmp_path / "epf.toml"
-    small_cli_tenant.write_config(config)
+    small_cli_tenant.write_config(config, iot="none")
     text = config.read_text()
     real = small_cli_tenant.client_secret
     config.write_text(text.replace(real, "not-the-secret-at-all"))

@@ -14,14 +14,14 @@ from endpoint_forensics.sinks.duckdb import DuckDBSink
 @pytest.fixture(scope="session")
 def small_tenant() -> Iterator[Emulator]:
     """A 250-device tenant shared by read-only tests."""
-    with Emulator(EmulatorSettings(devices=250, seed=11)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=250, seed=11)) as emu:
         yield emu
 
 
 def settings_for(emu: Emulator, tmp_path: Path, **overrides: object) -> Settings:
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "epf.toml"
-    emu.write_config(config)
+    emu.write_config(config, iot="none")  # the IoT tests are in test_iot.py
     values = {"store.path": str(tmp_path / "ws.duckdb"), "state.dir": str(tmp_path / "state")}
     values.update({f"tenants.0.{k}": v for k, v in overrides.items()})
     return load_settings(config, environ={}, overrides=values)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.e2e
 
 def certificate_settings(emu, tmp_path, **overrides):
     config = tmp_path / "epf.toml"
-    emu.write_config(config, credential="certificate")
+    emu.write_config(config, credential="certificate", iot="none")
     values = {
         "store.path": str(tmp_path / "ws.duckdb"),
         "state.dir": str(tmp_path / "state"),

@@ -26,7 +26,9 @@ POSTURE_TABLES = [
 @pytest.fixture(scope="module")
 def posture_tenant():
     # Small parts, so every export has several.
-    with Emulator(EmulatorSettings(devices=120, seed=21, export_part_rows=700)) as emu:
+    with Emulator(
+        EmulatorSettings(iot_sensors=0, devices=120, seed=21, export_part_rows=700)
+    ) as emu:
         yield emu
 
 
@@ -75,7 +77,7 @@ def test_every_posture_table_equals_the_truth(posture_tenant, tmp_path, mode):
 
 
 def test_device_group_move_duplicates_are_removed_from_the_delta(tmp_path):
-    with Emulator(EmulatorSettings(devices=300, seed=21)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=300, seed=21)) as emu:
         settings = settings_for(emu, tmp_path, datasets=["vulnerability_changes"])
         summary = sync(settings)
         detail = emu.stats()["truth_detail"]["EPF_VulnerabilityChanges_CL"]
@@ -99,7 +101,7 @@ def test_device_group_move_duplicates_are_removed_from_the_delta(tmp_path):
 def test_an_export_failing_midway_resumes_with_no_duplicates(tmp_path, mode, failing_path):
     faults = (Fault(failing_path, 500, times=2, after=2),)  # the third part or page fails, twice
     settings_kw = {"devices": 100, "seed": 8, "export_part_rows": 500, "faults": faults}
-    with Emulator(EmulatorSettings(**settings_kw)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, **settings_kw)) as emu:
         settings = settings_for(
             emu,
             tmp_path,
@@ -126,7 +128,9 @@ def test_an_export_failing_midway_resumes_with_no_duplicates(tmp_path, mode, fai
 
 def test_expired_links_are_requested_again(tmp_path):
     with Emulator(
-        EmulatorSettings(devices=60, seed=8, export_part_rows=700, sas_valid_seconds=1.0)
+        EmulatorSettings(
+            iot_sensors=0, devices=60, seed=8, export_part_rows=700, sas_valid_seconds=1.0
+        )
     ) as emu:
         settings = settings_for(emu, tmp_path, datasets=["vulnerabilities"], export_mode="files")
 
@@ -151,7 +155,7 @@ def test_expired_links_are_requested_again(tmp_path):
 def test_an_empty_200_and_a_429_on_the_export_budget_are_retried(tmp_path):
     path = "/api/machines/SoftwareVulnerabilitiesExport"
     faults = (Fault(path, 200, times=1, body=""), Fault(path, 429, times=1, after=1, retry_after=1))
-    with Emulator(EmulatorSettings(devices=40, seed=8, faults=faults)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=40, seed=8, faults=faults)) as emu:
         settings = settings_for(emu, tmp_path, datasets=["vulnerabilities"], export_mode="files")
         summary = sync(settings)
         assert summary.exit_code == 0, summary.errors()
@@ -161,7 +165,7 @@ def test_an_empty_200_and_a_429_on_the_export_budget_are_retried(tmp_path):
 
 
 def test_the_delta_between_baselines_and_a_quiet_run(tmp_path):
-    with Emulator(EmulatorSettings(devices=150, seed=13)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=150, seed=13)) as emu:
         settings = settings_for(emu, tmp_path)
         full = sync(settings)
         assert full.exit_code == 0, full.errors()

@@ -84,7 +84,9 @@ def test_the_legacy_mde_hunting_api_gives_the_same_rows(small_tenant, tmp_path):
 
 
 def test_a_hunting_result_at_the_row_limit_is_split_until_complete(tmp_path):
-    with Emulator(EmulatorSettings(devices=120, seed=3, hunting_row_limit=40)) as emu:
+    with Emulator(
+        EmulatorSettings(iot_sensors=0, devices=120, seed=3, hunting_row_limit=40)
+    ) as emu:
         settings = settings_for(emu, tmp_path, datasets=["agent_health"], hunting_row_limit=40)
         summary = sync(settings)
         assert summary.exit_code == 0, summary.errors()
@@ -94,7 +96,7 @@ def test_a_hunting_result_at_the_row_limit_is_split_until_complete(tmp_path):
 
 def test_429_then_success(tmp_path):
     faults = (Fault("/api/machines", 429, times=2, retry_after=1),)
-    with Emulator(EmulatorSettings(devices=30, seed=5, faults=faults)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=30, seed=5, faults=faults)) as emu:
         summary = sync(settings_for(emu, tmp_path, datasets=["machines"]))
         assert summary.exit_code == 0, summary.errors()
         assert summary.outcomes[0].rows == 30
@@ -104,7 +106,9 @@ def test_429_then_success(tmp_path):
 
 def test_the_emulators_own_rate_limit_is_waited_out(tmp_path):
     # The emulator allows 2 calls per 2 s; the collector's budget (100/min) would go faster.
-    with Emulator(EmulatorSettings(devices=50, seed=5, rate_limits={"machines": (2, 2.0)})) as emu:
+    with Emulator(
+        EmulatorSettings(iot_sensors=0, devices=50, seed=5, rate_limits={"machines": (2, 2.0)})
+    ) as emu:
         summary = sync(settings_for(emu, tmp_path, datasets=["machines"], page_size=10))
         assert summary.exit_code == 0, summary.errors()
         assert summary.outcomes[0].rows == 50
@@ -115,7 +119,11 @@ def test_the_emulators_own_rate_limit_is_waited_out(tmp_path):
 def test_a_token_expiring_mid_run_is_renewed(tmp_path):
     # 2 s tokens, and the emulator's rate limit stretches the run past several lifetimes.
     settings = EmulatorSettings(
-        devices=60, seed=9, token_lifetime_seconds=2, rate_limits={"machines": (2, 1.5)}
+        iot_sensors=0,
+        devices=60,
+        seed=9,
+        token_lifetime_seconds=2,
+        rate_limits={"machines": (2, 1.5)},
     )
     with Emulator(settings) as emu:
         summary = sync(settings_for(emu, tmp_path, datasets=["machines"], page_size=10))
@@ -127,7 +135,7 @@ def test_a_token_expiring_mid_run_is_renewed(tmp_path):
 
 def test_a_401_mid_run_gets_a_new_token_and_the_page_again(tmp_path):
     faults = (Fault("/api/machines", 401, times=1, after=1),)
-    with Emulator(EmulatorSettings(devices=30, seed=9, faults=faults)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=30, seed=9, faults=faults)) as emu:
         summary = sync(settings_for(emu, tmp_path, datasets=["machines"], page_size=10))
         assert summary.exit_code == 0, summary.errors()
         assert summary.outcomes[0].rows == 30
@@ -144,7 +152,9 @@ def test_unknown_and_missing_fields_are_tolerated_and_a_record_without_id_is_qua
         },  # most fields missing
         {"computerDnsName": "no-id.contoso.com", "osPlatform": "Windows11"},
     )
-    with Emulator(EmulatorSettings(devices=20, seed=2, extra_machine_records=extras)) as emu:
+    with Emulator(
+        EmulatorSettings(iot_sensors=0, devices=20, seed=2, extra_machine_records=extras)
+    ) as emu:
         settings = settings_for(emu, tmp_path, datasets=["machines"])
         summary = sync(settings)
         assert summary.exit_code == 0
@@ -164,7 +174,7 @@ def test_unknown_and_missing_fields_are_tolerated_and_a_record_without_id_is_qua
 
 
 def test_an_empty_tenant_is_not_an_error(tmp_path):
-    with Emulator(EmulatorSettings(devices=0, seed=1)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=0, seed=1)) as emu:
         summary = sync(settings_for(emu, tmp_path))
         assert summary.exit_code == 0, summary.errors()
         truth = emu.stats()["truth"]
@@ -176,7 +186,7 @@ def test_an_empty_tenant_is_not_an_error(tmp_path):
 
 def test_a_failure_midway_leaves_no_partial_snapshot(tmp_path):
     faults = (Fault("/api/machines", 500, times=50, after=1),)
-    with Emulator(EmulatorSettings(devices=30, seed=9, faults=faults)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=30, seed=9, faults=faults)) as emu:
         settings = settings_for(emu, tmp_path, datasets=["machines"], page_size=10, max_retries=1)
         summary = sync(settings)
     assert summary.exit_code == 1

@@ -130,7 +130,9 @@ def hunt(
 @pytest.fixture(scope="session")
 def emu() -> Iterator[Emulator]:
     """A 150-device tenant shared by read-only tests (no throttling)."""
-    with Emulator(EmulatorSettings(devices=150, seed=7, rate_limits=UNTHROTTLED)) as emulator:
+    with Emulator(
+        EmulatorSettings(iot_sensors=0, devices=150, seed=7, rate_limits=UNTHROTTLED)
+    ) as emulator:
         yield emulator
 
 
@@ -183,7 +185,11 @@ POSTURE_SEED = 11
 def posture_emu() -> Iterator[Emulator]:
     """A 300-device tenant for read-only posture tests: small export parts, no throttling."""
     settings = EmulatorSettings(
-        devices=300, seed=POSTURE_SEED, rate_limits=UNTHROTTLED, export_part_rows=2500
+        iot_sensors=0,
+        devices=300,
+        seed=POSTURE_SEED,
+        rate_limits=UNTHROTTLED,
+        export_part_rows=2500,
     )
     with Emulator(settings) as emulator:
         yield emulator

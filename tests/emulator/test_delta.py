@@ -139,7 +139,7 @@ def test_a_version_upgrade_is_a_fixed_and_a_new(
 @pytest.fixture(scope="module")
 def moving() -> Iterator[Emulator]:
     settings = EmulatorSettings(
-        devices=300, seed=13, rate_limits=UNTHROTTLED, export_part_rows=4000
+        iot_sensors=0, devices=300, seed=13, rate_limits=UNTHROTTLED, export_part_rows=4000
     )
     with Emulator(settings) as emulator:
         yield emulator
@@ -257,12 +257,14 @@ def _fingerprint(emu: Emulator) -> dict[str, Any]:
 
 
 def test_same_seed_same_posture_other_seed_other() -> None:
-    settings = EmulatorSettings(devices=40, seed=21, rate_limits=UNTHROTTLED)
+    settings = EmulatorSettings(iot_sensors=0, devices=40, seed=21, rate_limits=UNTHROTTLED)
     with Emulator(settings) as first:
         a = _fingerprint(first)
     with Emulator(settings) as second:
         b = _fingerprint(second)
     assert a == b
-    with Emulator(EmulatorSettings(devices=40, seed=22, rate_limits=UNTHROTTLED)) as other:
+    with Emulator(
+        EmulatorSettings(iot_sensors=0, devices=40, seed=22, rate_limits=UNTHROTTLED)
+    ) as other:
         c = _fingerprint(other)
     assert c["vulns"] != a["vulns"] and c["cves"] != a["cves"]

@@ -151,7 +151,12 @@ def test_a_blob_refuses_bearer_tokens_and_forged_or_broken_signatures(
 
 def test_an_expired_link_is_403_and_a_new_request_gives_fresh_links(tmp_path: Any) -> None:
     settings = EmulatorSettings(
-        devices=30, seed=4, rate_limits=UNTHROTTLED, sas_valid_seconds=1.5, state_dir=tmp_path
+        iot_sensors=0,
+        devices=30,
+        seed=4,
+        rate_limits=UNTHROTTLED,
+        sas_valid_seconds=1.5,
+        state_dir=tmp_path,
     )
     with Emulator(settings) as emu, client_for(emu) as client:
         token = get_token(client, emu)

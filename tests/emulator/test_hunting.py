@@ -157,7 +157,7 @@ def test_older_rows_sometimes_disagree_with_the_latest(
 
 def test_results_are_truncated_silently_at_the_row_limit() -> None:
     with (
-        Emulator(EmulatorSettings(devices=20, seed=5, hunting_row_limit=7)) as emu,
+        Emulator(EmulatorSettings(iot_sensors=0, devices=20, seed=5, hunting_row_limit=7)) as emu,
         client_for(emu) as client,
     ):
         token = get_token(client, emu)

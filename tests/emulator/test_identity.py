@@ -253,7 +253,9 @@ def test_missing_role_is_403(emu: Emulator, client: httpx.Client) -> None:
 
 def test_an_expired_token_is_401() -> None:
     with (
-        Emulator(EmulatorSettings(devices=5, seed=3, token_lifetime_seconds=1)) as emu,
+        Emulator(
+            EmulatorSettings(iot_sensors=0, devices=5, seed=3, token_lifetime_seconds=1)
+        ) as emu,
         client_for(emu) as client,
     ):
         token = get_token(client, emu)

@@ -62,7 +62,9 @@ def test_documented_defaults() -> None:
 
 def test_429_with_retry_after_then_success_after_waiting() -> None:
     with (
-        Emulator(EmulatorSettings(devices=10, seed=2, rate_limits={"machines": (3, 2.0)})) as emu,
+        Emulator(
+            EmulatorSettings(iot_sensors=0, devices=10, seed=2, rate_limits={"machines": (3, 2.0)})
+        ) as emu,
         client_for(emu) as client,
     ):
         headers = bearer(get_token(client, emu))
@@ -86,7 +88,9 @@ def test_429_with_retry_after_then_success_after_waiting() -> None:
 def test_both_hunting_endpoints_share_one_limit() -> None:
     with (
         Emulator(
-            EmulatorSettings(devices=5, seed=2, rate_limits={"advanced_hunting": (2, 30.0)})
+            EmulatorSettings(
+                iot_sensors=0, devices=5, seed=2, rate_limits={"advanced_hunting": (2, 30.0)}
+            )
         ) as emu,
         client_for(emu) as client,
     ):
@@ -108,7 +112,7 @@ def test_a_fault_spec_from_the_cli_syntax() -> None:
         "429@/api/machines*2,500@/v1.0/security/runHuntingQuery+1,401@/api/advancedqueries"
     )
     with (
-        Emulator(EmulatorSettings(devices=8, seed=2, faults=faults)) as emu,
+        Emulator(EmulatorSettings(iot_sensors=0, devices=8, seed=2, faults=faults)) as emu,
         client_for(emu) as client,
     ):
         mde, graph = get_token(client, emu), get_token(client, emu, GRAPH)
@@ -146,7 +150,7 @@ def test_a_fault_spec_from_the_cli_syntax() -> None:
 def test_fault_bodies_use_the_mde_dialect(status: int, code: str) -> None:
     faults = (Fault("/api/machines", status, retry_after=5 if status == 503 else None),)
     with (
-        Emulator(EmulatorSettings(devices=3, seed=2, faults=faults)) as emu,
+        Emulator(EmulatorSettings(iot_sensors=0, devices=3, seed=2, faults=faults)) as emu,
         client_for(emu) as client,
     ):
         response = client.get(f"{emu.base_url}/api/machines")  # faults fire before auth
@@ -158,7 +162,7 @@ def test_fault_bodies_use_the_mde_dialect(status: int, code: str) -> None:
 def test_a_fault_on_the_token_endpoint_speaks_entra() -> None:
     faults = (Fault("/", 503, times=1),)
     with (
-        Emulator(EmulatorSettings(devices=3, seed=2, faults=faults)) as emu,
+        Emulator(EmulatorSettings(iot_sensors=0, devices=3, seed=2, faults=faults)) as emu,
         client_for(emu) as client,
     ):
         response = client.post(
@@ -182,7 +186,7 @@ def test_a_fault_on_the_token_endpoint_speaks_entra() -> None:
 def test_an_empty_200_fault_answers_exactly_that() -> None:
     faults = parse_faults("200@/api/machines/SoftwareVulnerabilitiesByMachine*1=")
     with (
-        Emulator(EmulatorSettings(devices=20, seed=2, faults=faults)) as emu,
+        Emulator(EmulatorSettings(iot_sensors=0, devices=20, seed=2, faults=faults)) as emu,
         client_for(emu) as client,
     ):
         headers = bearer(get_token(client, emu))
@@ -195,7 +199,10 @@ def test_an_empty_200_fault_answers_exactly_that() -> None:
 
 
 def test_the_file_exports_allow_five_calls_a_minute() -> None:
-    with Emulator(EmulatorSettings(devices=10, seed=2)) as emu, client_for(emu) as client:
+    with (
+        Emulator(EmulatorSettings(iot_sensors=0, devices=10, seed=2)) as emu,
+        client_for(emu) as client,
+    ):
         headers = bearer(get_token(client, emu))
         for name in ("SoftwareVulnerabilitiesExport", "SoftwareInventoryExport"):
             url = f"{emu.base_url}/api/machines/{name}"

@@ -224,7 +224,8 @@ def test_get_one_machine_and_404(
 
 
 def test_an_empty_tenant_answers_404_no_recent_machines() -> None:
-    with Emulator(EmulatorSettings(devices=0, seed=2)) as emu, client_for(emu) as client:
+    settings = EmulatorSettings(devices=0, seed=2, iot_sensors=0)
+    with Emulator(settings) as emu, client_for(emu) as client:
         response = client.get(
             f"{emu.base_url}/api/machines", headers=bearer(get_token(client, emu))
         )
@@ -265,7 +266,11 @@ def test_extra_records_are_appended_verbatim() -> None:
     with (
         Emulator(
             EmulatorSettings(
-                devices=12, seed=4, extra_machine_records=extras, rate_limits=UNTHROTTLED
+                iot_sensors=0,
+                devices=12,
+                seed=4,
+                extra_machine_records=extras,
+                rate_limits=UNTHROTTLED,
             )
         ) as emu,
         client_for(emu) as client,

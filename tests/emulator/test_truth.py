@@ -79,7 +79,7 @@ def _identity(emu: Emulator) -> dict[str, Any]:
 
 
 def test_same_seed_same_tenant_different_seed_different() -> None:
-    settings = EmulatorSettings(devices=60, seed=42, rate_limits=UNTHROTTLED)
+    settings = EmulatorSettings(iot_sensors=0, devices=60, seed=42, rate_limits=UNTHROTTLED)
     with Emulator(settings) as first:
         a = _identity(first)
         secret_a = first.client_secret
@@ -88,7 +88,9 @@ def test_same_seed_same_tenant_different_seed_different() -> None:
         secret_b = second.client_secret
     assert a == b
     assert secret_a != secret_b  # the secret is random per start
-    with Emulator(EmulatorSettings(devices=60, seed=43, rate_limits=UNTHROTTLED)) as other:
+    with Emulator(
+        EmulatorSettings(iot_sensors=0, devices=60, seed=43, rate_limits=UNTHROTTLED)
+    ) as other:
         c = _identity(other)
     assert c["tenant"] != a["tenant"] and c["client"] != a["client"]
     assert not set(c["ids"]) & set(a["ids"])
@@ -96,7 +98,7 @@ def test_same_seed_same_tenant_different_seed_different() -> None:
 
 def test_write_config(emu: Emulator, tmp_path: Path) -> None:
     path = tmp_path / "epf.toml"
-    emu.write_config(path)
+    emu.write_config(path, iot="none")
     base = emu.base_url
     assert path.read_text(encoding="utf-8") == (
         f"# Written by `epf emulator`: syncs from the emulated tenant at {base}\n"
@@ -117,7 +119,7 @@ def test_write_config(emu: Emulator, tmp_path: Path) -> None:
 
 
 def test_lifecycle_state_dir_and_stop(tmp_path: Path) -> None:
-    settings = EmulatorSettings(devices=4, seed=1, state_dir=tmp_path / "state")
+    settings = EmulatorSettings(iot_sensors=0, devices=4, seed=1, state_dir=tmp_path / "state")
     emu = Emulator(settings)
     with pytest.raises(RuntimeError, match="not running"):
         _ = emu.base_url
@@ -136,14 +138,14 @@ def test_lifecycle_state_dir_and_stop(tmp_path: Path) -> None:
 
 
 def test_a_temporary_state_dir_is_removed_on_stop() -> None:
-    with Emulator(EmulatorSettings(devices=2, seed=1)) as emu:
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=2, seed=1)) as emu:
         state = emu.ca_path.parent
         assert state.is_dir()
     assert not state.exists()
 
 
 def test_serve_forever_stops_cleanly_when_stopped_elsewhere() -> None:
-    emu = Emulator(EmulatorSettings(devices=3, seed=1)).start()
+    emu = Emulator(EmulatorSettings(iot_sensors=0, devices=3, seed=1)).start()
     serving = threading.Thread(target=emu.serve_forever)
     serving.start()
     try:

@@ -51,7 +51,10 @@ def test_discard_removes_a_partial_snapshot_and_its_units(tmp_path):
             writer.write(Batch(DEVICES, rows=[{"DeviceId": f"d{n}"}]), STAMP)
     with sink.open(DEVICES, unit="t1/run-2/machines/page-0") as writer:
         writer.write(Batch(DEVICES, rows=[{"DeviceId": "x"}]), {**STAMP, "RunId": "run-2"})
-    assert sink.discard(DEVICES, run_id="run-1", tenant_id="t1") == 2
+    assert (
+        sink.discard(DEVICES, run_id="run-1", unit_scope="t1", where={"DefenderTenantId": "t1"})
+        == 2
+    )
     assert not sink.delivered("t1/run-1/machines/page-0")
     assert sink.delivered("t1/run-2/machines/page-0")
     sink.close()

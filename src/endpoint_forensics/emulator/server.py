@@ -7,7 +7,11 @@ credentials: the secret and ``client_certificate_path``), the emulated clock (``
 config that points at it. The state directory keeps ``ca.pem`` (and the CA key, so a restart
 with the same ``state_dir`` keeps clients' trust), the server certificate, the app's client
 certificate ``client-cert.pem`` (key and certificate; kept across restarts too) and, while
-running, the export files.
+running, the export files. With IoT sensors it also starts and stops the Defender for IoT
+appliances' listeners (``iot_server``: one HTTPS server per sensor and for the console, each
+with its own self-signed certificate ``iot-<name>.pem``, kept across restarts too) and exposes
+their facts (``iot_appliances``), the plain-text passwords they serve and the console's delta
+counts (for tests), and ``write_config`` writes their ``[[sensors]]``/``[[consoles]]`` blocks.
 
 Imports only emulator modules: it shares no code with the collector.
 """
@@ -29,9 +33,11 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .fleet import tenant_ids
+from .iot_state import IotAppliance, iot_config_blocks
 from .settings import EmulatorSettings
 
 if TYPE_CHECKING:
+    from .iot_server import IotListeners
     from .tenant import Tenant
 
 __all__ = ["Emulator"]
@@ -58,6 +64,7 @@ class Emulator:
         self._base_url: str | None = None
         self._ca_path: Path | None = None
         self._client_certificate_path: Path | None = None
+        self._iot_listeners: IotListeners | None = None
         # stop() may run from serve_forever's thread and from another at the same time.
         self._lifecycle = threading.RLock()
 
@@ -100,6 +107,9 @@ class Emulator:
             self._thread = None
             self._server = None
             self._base_url = None
+            if self._iot_listeners is not None:
+                self._iot_listeners.stop()
+                self._iot_listeners = None
             if self._tenant is not None:
                 self._tenant.close()
                 self._tenant = None
@@ -181,6 +191,27 @@ class Emulator:
         """The same document as ``GET /_emulator/stats``."""
         return self._running_tenant().stats_document()
 
+    @property
+    def iot_appliances(self) -> list[IotAppliance]:
+        """The running Defender for IoT appliances (sensors, then the console); [] without."""
+        self._running_tenant()
+        return list(self._iot_listeners.appliances) if self._iot_listeners is not None else []
+
+    def iot_plaintext_passwords(self) -> set[str]:
+        """Every plain-text password the sensors' reports show (distinct, 8+ characters)."""
+        iot = self._running_tenant().iot
+        return set(iot.model.passwords.issued) if iot is not None else set()
+
+    def iot_changes_after(self, after_ms: int) -> dict[str, int]:
+        """The console's v3 counts strictly after ``after_ms`` (epoch ms) as of now: devices
+        (new and updated), deleted devices, connections and (device, CVE) pairs."""
+        from .iot_truth import changes_after
+
+        tenant = self._running_tenant()
+        if tenant.iot is None:
+            return {"devices": 0, "deleted": 0, "connections": 0, "cves": 0}
+        return changes_after(tenant.iot, after_ms, tenant.clock.now_us() // 1000)
+
     def token(self, audience: str = _MDE_AUDIENCE, **options: Any) -> str:
         """Mint a token directly (tests: other roles, lifetimes or tenants via ``options``)."""
         if self._tenant is None:
@@ -188,15 +219,26 @@ class Emulator:
         return self._tenant.identity.mint(audience, **options)
 
     def write_config(
-        self, path: Path, *, credential: Literal["secret", "certificate"] = "secret"
+        self,
+        path: Path,
+        *,
+        credential: Literal["secret", "certificate"] = "secret",
+        iot: Literal["pin", "ca", "none"] = "pin",
+        mde: bool = True,
     ) -> None:
         """Write the collector config (TOML) for syncing from this emulator to ``path``.
 
         ``credential="certificate"`` writes ``certificate_path`` (the absolute path of
-        ``client_certificate_path``) instead of ``client_secret``.
+        ``client_certificate_path``) instead of ``client_secret``. After the ``[[tenants]]``
+        block (none with ``mde=False``: an IoT-only config), one ``[[sensors]]`` block per
+        sensor and a ``[[consoles]]`` block, each trusting its self-signed certificate by
+        ``certificate_fingerprint`` (``iot="pin"``) or as ``ca_bundle`` (``"ca"``); ``"none"``
+        writes no IoT blocks.
         """
         if credential not in ("secret", "certificate"):
             raise ValueError(f"credential must be 'secret' or 'certificate': {credential!r}")
+        if iot not in ("pin", "ca", "none"):
+            raise ValueError(f"iot must be 'pin', 'ca' or 'none': {iot!r}")
         base = self.base_url
         if credential == "certificate":
             secret_line = (
@@ -204,8 +246,7 @@ class Emulator:
             )
         else:
             secret_line = f"client_secret = {_toml(self.client_secret)}\n"
-        text = (
-            f"# Written by `epf emulator`: syncs from the emulated tenant at {base}\n"
+        tenant_block = (
             "[[tenants]]\n"
             'name = "emulated"\n'
             f"tenant_id = {_toml(self.tenant_id)}\n"
@@ -216,6 +257,11 @@ class Emulator:
             f"graph_base_url = {_toml(base + '/v1.0')}\n"
             f"ca_bundle = {_toml(str(self.ca_path.resolve()))}\n"
         )
+        text = f"# Written by `epf emulator`: syncs from the emulated tenant at {base}\n"
+        if mde:
+            text += tenant_block
+        if iot != "none":
+            text += iot_config_blocks(self.iot_appliances, trust=iot)
         Path(path).write_text(text, encoding="utf-8")
 
     # --- internals -----------------------------------------------------------------------
@@ -289,6 +335,18 @@ class Emulator:
                 raise RuntimeError("the emulator's HTTPS server did not start")
             time.sleep(0.01)
         self._base_url = f"https://{host}:{port}"
+        if self._tenant.iot is not None:
+            from .iot_server import IotListeners
+
+            self._iot_listeners = IotListeners(
+                self._tenant.iot,
+                clock=self._tenant.clock,
+                faults=self._tenant.faults,
+                host=settings.host,
+                state_dir=self._state_dir,
+                seed=settings.seed,
+            )
+            self._iot_listeners.start()
         _log.info(
             "emulator for %d devices serving at %s (started in %.2fs)",
             settings.devices,

@@ -32,6 +32,8 @@ RATE_LIMIT_NAMES = (
     "vulnerabilities",
 )
 
+_MAX_IOT_SENSORS = 16
+_MAX_IOT_DEVICES = 2000
 _FAULT_SYNTAX = "STATUS@PATH[*TIMES][+AFTER][=BODY]"
 _FAULT_EXAMPLE = "429@/api/machines*2,500@/v1.0/security/runHuntingQuery+1,200@/api/deviceavinfo="
 _FAULT_PATTERN = re.compile(
@@ -130,6 +132,12 @@ class EmulatorSettings:
     in the vulnerability export; ``export_part_rows`` the rows per via-files part;
     ``sas_valid_seconds`` overrides the validity of the download links (tests make them expire
     in seconds); None keeps ``sasValidHours`` or the documented default.
+
+    Defender for IoT (OT, defender-apis.md C): ``iot_sensors`` sensors (0: no IoT listener at
+    all), each monitoring ``iot_devices_per_sensor`` OT devices, and with ``iot_console`` an
+    on-premises management console over all of them. Per sensor, events are a Poisson process
+    at ``iot_events_per_hour`` from ``iot_event_backlog_minutes`` before the start, alerts one
+    at ``iot_alerts_per_hour`` from ``iot_alert_history_hours`` before it.
     """
 
     devices: int = 2000
@@ -145,6 +153,13 @@ class EmulatorSettings:
     vulnerabilities_per_device: float = 30.0
     export_part_rows: int = 100_000
     sas_valid_seconds: float | None = None
+    iot_sensors: int = 2
+    iot_console: bool = True
+    iot_devices_per_sensor: int = 60
+    iot_events_per_hour: float = 120.0
+    iot_event_backlog_minutes: float = 30.0
+    iot_alerts_per_hour: float = 3.0
+    iot_alert_history_hours: float = 48.0
 
     def __post_init__(self) -> None:
         if self.devices < 0:
@@ -170,6 +185,25 @@ class EmulatorSettings:
             if calls < 1 or window <= 0:
                 message = f"rate limit {name!r} needs calls >= 1 and window > 0: {(calls, window)}"
                 raise ValueError(message)
+        self._validate_iot()
         for fault in self.faults:
             if not isinstance(fault, Fault):
                 raise TypeError(f"faults must be Fault instances, got {type(fault).__name__}")
+
+    def _validate_iot(self) -> None:
+        # Bounded so the OT model stays cheap (a few thousand devices) and every sensor's
+        # addresses fit in its share of the 10.x.64-127.x ranges.
+        if not 0 <= self.iot_sensors <= _MAX_IOT_SENSORS:
+            raise ValueError(f"iot_sensors must be 0-{_MAX_IOT_SENSORS}: {self.iot_sensors}")
+        if not 0 <= self.iot_devices_per_sensor <= _MAX_IOT_DEVICES:
+            per_sensor = self.iot_devices_per_sensor
+            raise ValueError(f"iot_devices_per_sensor must be 0-{_MAX_IOT_DEVICES}: {per_sensor}")
+        rates = {
+            "iot_events_per_hour": (self.iot_events_per_hour, 20_000.0),
+            "iot_event_backlog_minutes": (self.iot_event_backlog_minutes, 4320.0),
+            "iot_alerts_per_hour": (self.iot_alerts_per_hour, 1000.0),
+            "iot_alert_history_hours": (self.iot_alert_history_hours, 24.0 * 90),
+        }
+        for name, (value, limit) in rates.items():
+            if not 0 <= value <= limit:  # also refuses NaN
+                raise ValueError(f"{name} must be 0-{limit:g}: {value}")

@@ -5,9 +5,10 @@ time, the per-start client secret, the client certificate and the state director
 fleet and its machine records, the DuckDB store (hunting tables at once; the posture
 timeline in a background thread, so a start stays fast: requests that need it wait), the
 snapshots and the via-files exports, the emulated clock and what an ``advance`` changes in
-the machine records (device-group moves), and the ``/_emulator/stats`` document, whose
-``truth`` is computed from the emulator's own data (the machine records it serves and SQL
-over its own tables), never through any collector logic.
+the machine records (device-group moves), the Defender for IoT model (``iot_state``; its
+listeners start in ``server``), and the ``/_emulator/stats`` document, whose ``truth`` is
+computed from the emulator's own data (the machine records it serves, SQL over its own tables
+and the OT model), never through any collector logic.
 
 Imports only emulator modules and nothing of the collector.
 """
@@ -28,6 +29,8 @@ from .devices import RBAC_GROUPS
 from .exports import Exports
 from .fleet import Fleet, build_fleet, tenant_ids
 from .identity import Identity
+from .iot_state import IotState, build_iot_state
+from .iot_truth import iot_truth
 from .limits import FaultInjector, RateLimiter, RequestStats
 from .posture import RbacMove, build_posture
 from .settings import EmulatorSettings
@@ -48,6 +51,16 @@ DATASETS_PER_SYNC = (
     "software_inventory",
     "recommendations",
     "cve_catalog",
+)
+#: Per sensor and per console (defender-apis.md C.2, C.3).
+SENSOR_DATASETS_PER_SYNC = ("devices", "connections", "cves", "alerts", "events", "exposure")
+CONSOLE_DATASETS_PER_SYNC = (
+    "devices",
+    "device_changes",
+    "connections",
+    "cves",
+    "alerts",
+    "sensors",
 )
 _POSTURE_TIMEOUT_SECONDS = 600.0
 _log = logging.getLogger(__name__)
@@ -99,6 +112,10 @@ class Tenant:
         )
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)
+        # Defender for IoT (None without sensors); its listeners share the clock and faults.
+        self.iot: IotState | None = build_iot_state(
+            settings, epoch_us(anchor) // 1000, self.fleet.machine_records()
+        )
         self._moves: list[RbacMove] = []
         self._moves_lock = threading.Lock()
         self._posture_error: BaseException | None = None
@@ -176,22 +193,34 @@ class Tenant:
         return cve_records(self.store, at=at)
 
     # --- stats -------------------------------------------------------------------------------
+    def _datasets_per_sync(self) -> int:
+        if self.iot is None:
+            return len(DATASETS_PER_SYNC)
+        sensors = self.settings.iot_sensors * len(SENSOR_DATASETS_PER_SYNC)
+        console = len(CONSOLE_DATASETS_PER_SYNC) if self.settings.iot_console else 0
+        return len(DATASETS_PER_SYNC) + sensors + console
+
     def stats_document(self) -> dict[str, Any]:
         """The ``/_emulator/stats`` JSON: ground truth per table, request counts, fleet."""
         self.wait_ready()
         now = self.clock.now()
         served_ids = {r["id"] for r in self.records if isinstance(r.get("id"), str) and r["id"]}
         posture, details = posture_truth(self.store, epoch_us(now))
+        iot: dict[str, int] = {}
+        if self.iot is not None:  # no IoT tables at all without sensors
+            iot, details["iot"] = iot_truth(self.iot, epoch_us(now) // 1000)
         return {
             "truth": {
                 "EPF_Devices_CL": len(served_ids),
                 "EPF_AgentHealth_CL": self.store.agent_health_truth(now),
                 **posture,
-                # One row per dataset per run.
-                "EPF_Runs_CL": len(DATASETS_PER_SYNC),
+                # One row per dataset of each source per run.
+                "EPF_Runs_CL": self._datasets_per_sync(),
+                **iot,
             },
             "truth_detail": details,
             "requests": self.stats.requests(),
+            "iot_requests": self.iot.request_counts() if self.iot is not None else {},
             "tokens_issued": self.stats.tokens_issued,
             "faults": self.faults.snapshot(),
             "clock": {

@@ -54,16 +54,20 @@ class DuckDBSink:
         found = self._con.execute("SELECT 1 FROM _epf_units WHERE unit = ?", [unit]).fetchall()
         return bool(found)
 
-    def discard(self, table: Table, *, run_id: str, tenant_id: str) -> int:
+    def discard(
+        self, table: Table, *, run_id: str, unit_scope: str, where: Mapping[str, str]
+    ) -> int:
+        """Remove one source's rows of ``run_id`` from ``table``, and its delivery records."""
+        conditions = "".join(f' AND "{column}" = ?' for column in where)
         self._con.begin()
         try:
             removed = self._con.execute(
-                f'DELETE FROM "{table.name}" WHERE RunId = ? AND DefenderTenantId = ?',
-                [run_id, tenant_id],
+                f'DELETE FROM "{table.name}" WHERE RunId = ?{conditions}',
+                [run_id, *where.values()],
             ).fetchall()
             self._con.execute(
                 "DELETE FROM _epf_units WHERE table_name = ? AND starts_with(unit, ?)",
-                [table.name, f"{tenant_id}/{run_id}/"],
+                [table.name, f"{unit_scope}/{run_id}/"],
             )
         except BaseException:
             self._con.rollback()

@@ -12,11 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from endpoint_forensics.config import TenantConfig
+from endpoint_forensics.config import ConsoleConfig, SensorConfig, TenantConfig
 from endpoint_forensics.http import ApiClient
 from endpoint_forensics.ratelimit import RateBudget
 
-__all__ = ["FetchContext"]
+__all__ = ["ApplianceContext", "FetchContext"]
 
 
 @dataclass
@@ -35,3 +35,23 @@ class FetchContext:
 
     def budget(self, name: str) -> RateBudget:
         return self.budgets[name]
+
+
+@dataclass
+class ApplianceContext:
+    """What a Defender for IoT dataset function gets: the appliance, its client, its state."""
+
+    client: ApiClient
+    appliance: SensorConfig | ConsoleConfig
+    budget: RateBudget
+    now: datetime  # the snapshot time of this run
+    cursor: dict[str, Any] | None = None  # the dataset's cursor from the last complete run
+    new_cursor: dict[str, Any] | None = field(default=None)  # set by the source when it finishes
+    # Time ranges that may have lost records and could not be closed: {start, end, reason}.
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET ``path`` (``/api/v1/...`` or ``/external/...``) of the appliance; decoded JSON."""
+        return self.client.request_json(
+            "GET", self.appliance.url + path, scope="", budget=self.budget, params=params
+        )

@@ -7,6 +7,15 @@ Imports nothing of ours outside this package (the emulator may import it too).
 
 from __future__ import annotations
 
+from endpoint_forensics.tables.iot import (
+    IOT_ALERTS,
+    IOT_CONNECTIONS,
+    IOT_CVES,
+    IOT_DEVICES,
+    IOT_EVENTS,
+    IOT_EXPOSURE,
+    IOT_SENSORS,
+)
 from endpoint_forensics.tables.mde import (
     AGENT_HEALTH,
     AGENT_HEALTH_TESTS,
@@ -39,6 +48,13 @@ __all__ = [
     "COMMON_COLUMNS",
     "CVE_CATALOG",
     "DEVICES",
+    "IOT_ALERTS",
+    "IOT_CONNECTIONS",
+    "IOT_CVES",
+    "IOT_DEVICES",
+    "IOT_EVENTS",
+    "IOT_EXPOSURE",
+    "IOT_SENSORS",
     "RECOMMENDATIONS",
     "RESERVED_COLUMN_NAMES",
     "RUNS",
@@ -67,6 +83,13 @@ TABLES: dict[str, Table] = {
         SOFTWARE_INVENTORY,
         RECOMMENDATIONS,
         CVE_CATALOG,
+        IOT_DEVICES,
+        IOT_CONNECTIONS,
+        IOT_CVES,
+        IOT_ALERTS,
+        IOT_EVENTS,
+        IOT_EXPOSURE,
+        IOT_SENSORS,
         RUNS,
     )
 }

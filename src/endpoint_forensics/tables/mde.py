@@ -107,11 +107,14 @@ AGENT_HEALTH = Table(
 
 RUNS = Table(
     name="EPF_Runs_CL",
-    description="One row per dataset per collection run: rows, duration, outcome and error.",
+    description="One row per dataset per source per collection run: rows, duration, outcome, "
+    "error, and any gap in what could be collected.",
     source="pipeline",
-    key=("RunId", "DefenderTenantId", "Dataset"),
+    key=("RunId", "SourceName", "Dataset"),
     columns=_COMMON
     + (
+        Column("SourceName", S, "The tenant, sensor or console, by its name in the config."),
+        Column("SourceKind", S, "tenant, sensor or console."),
         Column("Dataset", S, "The dataset collected, e.g. machines, agent_health."),
         Column("TableName", S, "The table the dataset writes."),
         Column("Outcome", S, "Succeeded, Failed or Skipped."),
@@ -123,5 +126,11 @@ RUNS = Table(
         Column("EndTime", T, "When the dataset ended."),
         Column("DurationSeconds", R, "Wall time of the dataset."),
         Column("Error", S, "What went wrong, one line, no secrets; empty on success."),
+        Column(
+            "Gaps",
+            D,
+            "Time ranges that may have lost records and could not be closed: "
+            "[{start, end, reason}] (e.g. a full IoT events window).",
+        ),
     ),
 )
