@@ -214,8 +214,19 @@ def emulator(
             "--state-dir", help="Keep the CA and export files here (default: a temp dir)."
         ),
     ] = None,
+    iot_sensors: Annotated[
+        int,
+        typer.Option(
+            "--iot-sensors", min=0, max=16, help="Defender for IoT sensors (0: none, no console)."
+        ),
+    ] = 2,
+    iot_events_per_hour: Annotated[
+        float,
+        typer.Option("--iot-events-per-hour", min=0, help="Events each sensor records an hour."),
+    ] = 120.0,
 ) -> None:
-    """Serve an emulated Defender tenant (Entra token endpoint, MDE API, advanced hunting)."""
+    """Serve an emulated Defender tenant (Entra token endpoint, MDE API, advanced hunting) and
+    Defender for IoT sensors with a management console."""
     from endpoint_forensics.emulator import Emulator, EmulatorSettings, parse_faults
 
     try:
@@ -230,6 +241,8 @@ def emulator(
         faults=fault_list,
         token_lifetime_seconds=token_lifetime,
         state_dir=state_dir.resolve() if state_dir else None,
+        iot_sensors=iot_sensors,
+        iot_events_per_hour=iot_events_per_hour,
     )
     emu = Emulator(settings).start()
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from endpoint_forensics.contracts import Unit
-from endpoint_forensics.sources import hunting, iot, iot_console, iot_events, mde, tvm
+from endpoint_forensics.sources import hunting, iot, iot_console, iot_events, iot_reports, mde, tvm
 from endpoint_forensics.tables import (
     AGENT_HEALTH,
     AV_HEALTH,
@@ -63,7 +63,7 @@ SENSOR_SPECS: dict[str, DatasetSpec] = {
     "cves": DatasetSpec(IOT_CVES, iot.fetch_cves),
     "alerts": DatasetSpec(IOT_ALERTS, iot.fetch_alerts),
     "events": DatasetSpec(IOT_EVENTS, iot_events.fetch_events),
-    "exposure": DatasetSpec(IOT_EXPOSURE, iot.fetch_exposure),
+    "exposure": DatasetSpec(IOT_EXPOSURE, iot_reports.fetch_exposure),
 }
 
 CONSOLE_SPECS: dict[str, DatasetSpec] = {

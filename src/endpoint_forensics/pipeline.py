@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,64 +29,16 @@ from endpoint_forensics.datasets import CONSOLE_SPECS, DATASET_SPECS, SENSOR_SPE
 from endpoint_forensics.errors import CredentialRefused, EpfError
 from endpoint_forensics.http import RAW_TOKEN, ApiClient
 from endpoint_forensics.ratelimit import DOCUMENTED_LIMITS, IOT_APPLIANCE_LIMIT, RateBudget
+from endpoint_forensics.runlog import DatasetOutcome, Progress, RunSummary, record_runs
 from endpoint_forensics.runtime import bound_memory
 from endpoint_forensics.sources import ApplianceContext, FetchContext
 from endpoint_forensics.state import Quarantine, TenantState
-from endpoint_forensics.tables import RUNS, Table
+from endpoint_forensics.tables import Table
 from endpoint_forensics.tls import client_ssl_context
 
-__all__ = ["DATASET_SPECS", "DatasetOutcome", "RunSummary", "run_sync"]
+__all__ = ["DATASET_SPECS", "DatasetOutcome", "Progress", "RunSummary", "run_sync"]
 
 log = logging.getLogger(__name__)
-
-
-# Progress: (source name, dataset, rows so far, finished)
-Progress = Callable[[str, str, int, bool], None]
-
-
-@dataclass
-class DatasetOutcome:
-    tenant: str  # the source's name in the config: a tenant, a sensor or a console
-    defender_tenant_id: str
-    dataset: str
-    table: str
-    kind: str = "tenant"  # tenant, sensor or console
-    outcome: str = "Succeeded"  # Succeeded, Failed or Skipped
-    rows: int = 0
-    quarantined: int = 0
-    requests: int = 0
-    throttled: int = 0
-    snapshot_run_id: str = ""  # the run whose snapshot these rows belong to (resumes keep it)
-    start: datetime = field(default_factory=lambda: datetime.now(UTC))
-    end: datetime | None = None
-    error: str = ""
-    credential_refused: bool = False
-    gaps: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def duration_seconds(self) -> float:
-        return ((self.end or datetime.now(UTC)) - self.start).total_seconds()
-
-
-@dataclass
-class RunSummary:
-    run_id: str
-    time_generated: datetime
-    outcomes: list[DatasetOutcome] = field(default_factory=list)
-    quarantine_folder: str | None = None
-    wall_seconds: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        """0 all succeeded, 1 all failed, 3 some failed (a partial sync)."""
-        failed = sum(1 for o in self.outcomes if o.outcome == "Failed")
-        if failed == 0:
-            return 0
-        return 1 if failed == len(self.outcomes) else 3
-
-    def errors(self) -> list[str]:
-        """Distinct error lines, each once (an auth failure fails every dataset of a source)."""
-        return list(dict.fromkeys(o.error for o in self.outcomes if o.error))
 
 
 @dataclass(frozen=True)
@@ -163,7 +115,7 @@ def run_sync(
                 run.collect_all(work_root / source.name)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
-    _record_runs(summary, sinks)
+    record_runs(summary, sinks)
     if quarantine.count:
         summary.quarantine_folder = str(quarantine.folder)
     summary.wall_seconds = time.monotonic() - started
@@ -446,31 +398,3 @@ class _SourceRun:
     def _request_counts(self) -> tuple[int, int]:
         stats = self.client.stats.values()
         return sum(c["requests"] for c in stats), sum(c["throttled"] for c in stats)
-
-
-def _record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
-    rows: list[dict[str, Any]] = [
-        {
-            "DefenderTenantId": o.defender_tenant_id,
-            "SourceName": o.tenant,
-            "SourceKind": o.kind,
-            "Dataset": o.dataset,
-            "TableName": o.table,
-            "Outcome": o.outcome,
-            "Rows": o.rows,
-            "Quarantined": o.quarantined,
-            "Requests": o.requests,
-            "Throttled": o.throttled,
-            "StartTime": o.start,
-            "EndTime": o.end,
-            "DurationSeconds": round(o.duration_seconds, 3),
-            "Error": o.error,
-            "Gaps": o.gaps or None,
-        }
-        for o in summary.outcomes
-    ]
-    stamp = {"TimeGenerated": summary.time_generated, "RunId": summary.run_id}
-    unit = f"runs/{summary.run_id}"
-    for sink in sinks:
-        with sink.open(RUNS, unit=unit) as writer:
-            writer.write(Batch(RUNS, rows=rows), stamp)

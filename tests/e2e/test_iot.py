@@ -218,24 +218,29 @@ def test_a_day_of_events_at_1000_an_hour(
     with Emulator(EmulatorSettings(**settings_kw)) as emu:
         settings = iot_settings(emu, tmp_path, overrides={"sensors.0.datasets": ["events"]})
         polls = hours * 60 // minutes_between_polls
-        for _ in range(polls + 1):
+        for poll in range(polls + 1):
+            if poll:
+                emu.advance(minutes_between_polls / 60)
             summary = sync(settings, now=emu.now)
             assert summary.exit_code == 0, summary.errors()
-            emu.advance(minutes_between_polls / 60)
+        # Every event from the backlog's start to the last poll.
         truth = emu.stats()["truth_detail"]["iot"]["sensors"]["sensor-1"]["events"]
         stored = count(settings, "SELECT count(*) FROM EPF_IotEvents_CL")
         distinct = count(settings, "SELECT count(DISTINCT EventKey) FROM EPF_IotEvents_CL")
         gaps = count(settings, "SELECT count(*) FROM EPF_Runs_CL WHERE Gaps IS NOT NULL")
+        split = count(
+            settings,
+            "SELECT count(*) FROM EPF_Runs_CL WHERE Dataset = 'events' AND Requests > 1",
+        )
     assert stored == distinct  # no event twice
-    # The truth counts events up to the emulator's now, one poll interval past the last poll.
     assert truth >= 1000 * hours * 0.9
     if gaps_expected:
         assert gaps > 0
         assert stored < truth
     else:
         assert gaps == 0
-        last_window = truth - stored  # events after the last poll
-        assert 0 <= last_window <= 1000 * minutes_between_polls / 60 * 2
+        assert stored == truth
+        assert split > 0  # full windows happened, and asking type by type closed them
 
 
 def test_mde_only_and_iot_only_configs(plant: Emulator, tmp_path: Path) -> None:
@@ -280,7 +285,9 @@ def test_a_wrong_pinned_certificate_is_refused_before_the_token_is_sent(
             "sensors.0.datasets": ["devices"],
         },
     )
+    before = plant.stats()["iot_requests"].get("sensor-1", {})
     summary = sync(settings)
+    assert plant.stats()["iot_requests"].get("sensor-1", {}) == before  # not one request
     failed = [o for o in summary.outcomes if o.outcome == "Failed"]
     assert [(o.tenant, o.dataset) for o in failed] == [("sensor-1", "devices")]
     message = failed[0].error
@@ -345,3 +352,23 @@ def test_the_failure_text_answer_is_retried_then_reported(
     assert outcomes["connections"].outcome == "Succeeded"
     assert outcomes["exposure"].outcome == "Failed"
     assert "Failure - error" in outcomes["exposure"].error
+
+
+def test_a_malformed_record_is_quarantined_and_the_rest_delivered(tmp_path: Path) -> None:
+    body = (
+        '[{"id": 1, "time": 1505651605000, "title": "ok", "severity": "Major"},'
+        ' {"id": 2, "time": "yesterday", "title": "bad time"},'
+        ' {"time": 1505651605000, "title": "no id"}]'
+    )
+    faults = (Fault("/api/v2/alerts", 200, times=1, body=body),)
+    settings_kw = {"devices": 0, "seed": 2, "iot_sensors": 1, "iot_console": False}
+    with Emulator(EmulatorSettings(faults=faults, **settings_kw)) as emu:
+        settings = iot_settings(emu, tmp_path, overrides={"sensors.0.datasets": ["alerts"]})
+        summary = sync(settings)
+    (outcome,) = summary.outcomes
+    assert (outcome.outcome, outcome.rows, outcome.quarantined) == ("Succeeded", 1, 2)
+    assert summary.quarantine_folder is not None
+    lines = (Path(summary.quarantine_folder) / "sensor-1.alerts.jsonl").read_text().splitlines()
+    reasons = sorted(line.split('"reason":')[1].split(",")[0] for line in lines)
+    assert any("time: expected epoch milliseconds" in r for r in reasons)
+    assert any("id: missing" in r for r in reasons)

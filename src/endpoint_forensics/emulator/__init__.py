@@ -20,8 +20,13 @@ timeline, in DuckDB SQL); ``store``, ``hunting`` (DuckDB, KQL); ``datasets``, ``
 counts); ``identity``, ``client_auth`` (Entra); ``mde``, ``graph``, ``tvm_api``,
 ``catalog_api``, ``exports`` (the APIs and the export blobs); ``odata``, ``odata_lexer``
 ($filter); ``limits`` (rate limits, faults, counters); ``responses`` (wire shapes);
-``tenant``, ``app``, ``server`` (assembly, TLS, background thread). Importing this package loads none of uvicorn, Starlette or DuckDB; they
-load when an emulator starts.
+``tenant``, ``app``, ``server``, ``listen`` (assembly, TLS, background threads).
+Defender for IoT (C): ``iot_catalog`` (vocabularies), ``iot_fleet`` (OT devices, connections,
+CVEs, their changes), ``iot_timeline`` (alerts and events), ``iot_reports`` (vulnerability
+reports), ``iot_render`` (wire shapes), ``iot_sensor_api``, ``iot_console_api`` (routes),
+``iot_server`` (one self-signed HTTPS listener per appliance, raw-token auth), ``iot_state``,
+``iot_truth``. Importing this package loads none of uvicorn, Starlette or DuckDB; they load
+when an emulator starts.
 """
 
 from __future__ import annotations

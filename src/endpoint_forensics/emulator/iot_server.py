@@ -36,7 +36,7 @@ from .iot_render import FAILURE_BODY, IotFailure, failure, text
 from .iot_sensor_api import SensorApi
 from .iot_state import CONSOLE_NAME, IotAppliance, IotState
 from .limits import FaultInjector, RequestStats
-from .server import _bind, _make_server, _serve, _url_host
+from .listen import bind, make_server, serve, url_host
 
 __all__ = ["IotListeners", "load_or_create_appliance_certificate"]
 
@@ -257,7 +257,7 @@ class IotListeners:
                 key_path, cert_path, fingerprint = load_or_create_appliance_certificate(
                     self._state_dir, name, self._host
                 )
-                sockets[name] = _bind(self._host, 0)
+                sockets[name] = bind(self._host, 0)
                 port = sockets[name].getsockname()[1]
                 sensor = next((s for s in self._state.sensors if s.name == name), None)
                 facts[name] = (
@@ -265,7 +265,7 @@ class IotListeners:
                     IotAppliance(
                         name=name,
                         kind="console" if name == CONSOLE_NAME else "sensor",
-                        base_url=f"https://{_url_host(self._host)}:{port}",
+                        base_url=f"https://{url_host(self._host)}:{port}",
                         token=secrets.token_hex(16),
                         certificate_path=cert_path,
                         fingerprint_sha256=fingerprint,
@@ -295,9 +295,9 @@ class IotListeners:
                     timeout_graceful_shutdown=5,
                     server_header=False,
                 )
-                server = _make_server(config)
+                server = make_server(config)
                 thread = threading.Thread(
-                    target=_serve,
+                    target=serve,
                     args=(server, sockets.pop(name)),  # the thread closes it from now on
                     name=f"epf-emulator-iot-{name}",
                     daemon=True,

@@ -18,12 +18,10 @@ Imports only emulator modules: it shares no code with the collector.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .fleet import tenant_ids
 from .iot_state import IotAppliance, iot_config_blocks
+from .listen import bind, make_server, serve, url_host
 from .settings import EmulatorSettings
 
 if TYPE_CHECKING:
@@ -300,9 +299,9 @@ class Emulator:
             certificate=certificate,
         )
         self._ca_path, cert_path = _issue_tls(self._state_dir, settings.host)
-        sock = _bind(settings.host, settings.port)
+        sock = bind(settings.host, settings.port)
         port = sock.getsockname()[1]
-        host = _url_host(settings.host)
+        host = url_host(settings.host)
         try:
             config = uvicorn.Config(
                 build_app(self._tenant),
@@ -319,10 +318,10 @@ class Emulator:
                 timeout_graceful_shutdown=5,
                 server_header=False,
             )
-            server = _make_server(config)
+            server = make_server(config)
             self._server = server
             self._thread = threading.Thread(
-                target=_serve, args=(server, sock), name="epf-emulator", daemon=True
+                target=serve, args=(server, sock), name="epf-emulator", daemon=True
             )
             self._thread.start()
         except BaseException:
@@ -355,58 +354,6 @@ class Emulator:
         )
 
 
-def _make_server(config: Any) -> Any:
-    """A uvicorn server that does not wait on idle keep-alive connections when stopping.
-
-    Closing a TLS connection gracefully waits for the client's close_notify; a client that
-    keeps an idle pooled connection (azure-identity does) would hold ``stop()`` for the whole
-    graceful timeout and leave the transport unclosed. Idle connections are aborted instead,
-    and anything still open after the graceful phase too.
-    """
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            for connection in list(self.server_state.connections):
-                cycle = getattr(connection, "cycle", None)
-                if cycle is None or getattr(cycle, "response_complete", False):
-                    _abort(connection)
-            await super().shutdown(sockets)
-            for connection in list(self.server_state.connections):
-                _abort(connection)
-
-    return _Server(config)
-
-
-def _abort(connection: Any) -> None:
-    transport = getattr(connection, "transport", None)
-    if transport is not None:
-        transport.abort()
-
-
-def _serve(server: Any, sock: socket.socket) -> None:
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if _is_ipv6(host) else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
-    # says TCP, and without it every response waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
 def _issue_tls(state_dir: Path, host: str) -> tuple[Path, Path]:
     """Write ``ca.pem`` (reusing a CA already in ``state_dir``) and a server certificate."""
     import trustme
@@ -426,22 +373,6 @@ def _issue_tls(state_dir: Path, host: str) -> tuple[Path, Path]:
     ca.issue_cert(*names).private_key_and_cert_chain_pem.write_to_path(str(cert_path))
     cert_path.chmod(0o600)
     return ca_path, cert_path
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).version == 6
-    except ValueError:
-        return False
-
-
-def _url_host(host: str) -> str:
-    """The host to put in URLs: loopback for wildcard binds, brackets around IPv6."""
-    if host == "0.0.0.0":
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if _is_ipv6(host) else host
 
 
 def _toml(value: str) -> str:

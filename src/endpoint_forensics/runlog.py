@@ -1,0 +1,93 @@
+"""What a run did: one outcome per dataset and source, the run summary, and the
+``EPF_Runs_CL`` rows written from them.
+
+Imports ``contracts`` and ``tables``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from endpoint_forensics.contracts import Batch, Sink
+from endpoint_forensics.tables import RUNS
+
+__all__ = ["DatasetOutcome", "Progress", "RunSummary", "record_runs"]
+
+# Progress: (source name, dataset, rows so far, finished)
+Progress = Callable[[str, str, int, bool], None]
+
+
+@dataclass
+class DatasetOutcome:
+    tenant: str  # the source's name in the config: a tenant, a sensor or a console
+    defender_tenant_id: str
+    dataset: str
+    table: str
+    kind: str = "tenant"  # tenant, sensor or console
+    outcome: str = "Succeeded"  # Succeeded, Failed or Skipped
+    rows: int = 0
+    quarantined: int = 0
+    requests: int = 0
+    throttled: int = 0
+    snapshot_run_id: str = ""  # the run whose snapshot these rows belong to (resumes keep it)
+    start: datetime = field(default_factory=lambda: datetime.now(UTC))
+    end: datetime | None = None
+    error: str = ""
+    credential_refused: bool = False
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def duration_seconds(self) -> float:
+        return ((self.end or datetime.now(UTC)) - self.start).total_seconds()
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    time_generated: datetime
+    outcomes: list[DatasetOutcome] = field(default_factory=list)
+    quarantine_folder: str | None = None
+    wall_seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 all succeeded, 1 all failed, 3 some failed (a partial sync)."""
+        failed = sum(1 for o in self.outcomes if o.outcome == "Failed")
+        if failed == 0:
+            return 0
+        return 1 if failed == len(self.outcomes) else 3
+
+    def errors(self) -> list[str]:
+        """Distinct error lines, each once (an auth failure fails every dataset of a source)."""
+        return list(dict.fromkeys(o.error for o in self.outcomes if o.error))
+
+
+def record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
+    rows: list[dict[str, Any]] = [
+        {
+            "DefenderTenantId": o.defender_tenant_id,
+            "SourceName": o.tenant,
+            "SourceKind": o.kind,
+            "Dataset": o.dataset,
+            "TableName": o.table,
+            "Outcome": o.outcome,
+            "Rows": o.rows,
+            "Quarantined": o.quarantined,
+            "Requests": o.requests,
+            "Throttled": o.throttled,
+            "StartTime": o.start,
+            "EndTime": o.end,
+            "DurationSeconds": round(o.duration_seconds, 3),
+            "Error": o.error,
+            "Gaps": o.gaps or None,
+        }
+        for o in summary.outcomes
+    ]
+    stamp = {"TimeGenerated": summary.time_generated, "RunId": summary.run_id}
+    unit = f"runs/{summary.run_id}"
+    for sink in sinks:
+        with sink.open(RUNS, unit=unit) as writer:
+            writer.write(Batch(RUNS, rows=rows), stamp)
