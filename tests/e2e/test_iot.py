@@ -372,3 +372,60 @@ def test_a_malformed_record_is_quarantined_and_the_rest_delivered(tmp_path: Path
     reasons = sorted(line.split('"reason":')[1].split(",")[0] for line in lines)
     assert any("time: expected epoch milliseconds" in r for r in reasons)
     assert any("id: missing" in r for r in reasons)
+
+
+def test_console_v3_pages_to_the_end(plant: Emulator, tmp_path: Path) -> None:
+    settings = iot_settings(
+        plant,
+        tmp_path,
+        overrides={
+            "sensors.0.datasets": [],
+            "sensors.1.datasets": [],
+            "consoles.0.datasets": ["device_changes", "cves", "connections"],
+            "consoles.0.page_size": 7,
+        },
+    )
+    before = plant.stats()["iot_requests"]["console"].get("/external/v3/integration/devices/0", {})
+    summary = sync(settings)
+    assert summary.exit_code == 0, summary.errors()
+    console = plant.stats()["truth_detail"]["iot"]["consoles"]["console"]
+    for table, source, expected in (
+        ("EPF_IotDevices_CL", "console/v3/%devices", console["device_changes"]),
+        ("EPF_IotCves_CL", "console/v3/devicecves", console["cves"]),
+        ("EPF_IotConnections_CL", "console/v3/connections", console["connections"]),
+    ):
+        stored = count(settings, f"SELECT count(*) FROM {table} WHERE Source LIKE '{source}'")
+        assert stored == expected, source
+    after = plant.stats()["iot_requests"]["console"]["/external/v3/integration/devices/0"]
+    pages = after.get("200", 0) - before.get("200", 0)
+    deleted = count(
+        settings, "SELECT count(*) FROM EPF_IotDevices_CL WHERE DeviceStatus = 'Deleted'"
+    )
+    assert pages == -(-(console["device_changes"] - deleted) // 7)  # every page, once
+
+
+def test_the_authorized_filter(plant: Emulator, tmp_path: Path) -> None:
+    settings = iot_settings(
+        plant,
+        tmp_path,
+        overrides={
+            "sensors.0.datasets": ["devices"],
+            "sensors.0.authorized": False,
+            "sensors.1.datasets": ["devices"],
+            "consoles.0.datasets": [],
+        },
+    )
+    assert sync(settings).exit_code == 0
+    by_sensor = dict(
+        duckdb.connect(str(settings.store.path), read_only=True)
+        .execute(
+            "SELECT Appliance, count(*) FILTER (WHERE Authorized) FROM EPF_IotDevices_CL "
+            "GROUP BY Appliance"
+        )
+        .fetchall()
+    )
+    assert by_sensor["sensor-1"] == 0 and by_sensor["sensor-2"] > 0
+    unauthorized = count(
+        settings, "SELECT count(*) FROM EPF_IotDevices_CL WHERE Appliance = 'sensor-1'"
+    )
+    assert 0 < unauthorized < plant.stats()["truth_detail"]["iot"]["sensors"]["sensor-1"]["devices"]
