@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-iot clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ test: install
 DEVICES ?= 100000
 bench: install
 	$(BIN)/python bench/run_bench.py --devices $(DEVICES)
+
+# A day of IoT event polling at 1,000 events an hour, on a compressed clock.
+bench-iot: install
+	$(BIN)/python bench/iot_events.py
 
 clean:
 	rm -rf $(VENV) epf-demo.duckdb .epf-state

@@ -5,16 +5,16 @@ always ends *now* (``minutesTimeFrame``, at most 4320), so a busy window silentl
 older events; an **identical call within the hour** returns the cached first answer; and
 events carry **no id**. So each poll:
 
-1. asks for the minutes since the last poll plus an overlap, choosing a window length not
-   asked in the past hour (a cached answer would be stale);
+1. asks for the minutes since the newest event already collected, plus an overlap for clock
+   skew, choosing a window length not asked in the past hour (a cached answer would be stale);
 2. if the answer is full (100 events, the oldest newer than what is already collected), asks
    again type by type (every documented type, every type seen so far), since shrinking the
    window only keeps the newest; a type whose answer is still full leaves a gap, recorded with
    its time range in ``EPF_Runs_CL`` (``Gaps``): poll more often to close it;
 3. keys each event by a hash of its fields and skips those already delivered in the overlap.
 
-The cursor (poll time, keys in the overlap, windows asked in the last hour, types seen)
-advances only after the rows are delivered.
+The cursor (poll time, newest event, keys in the overlap, windows asked in the last hour,
+types seen) advances only after the rows are delivered.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class _Poll:
         self.now_ms = to_epoch_ms(ctx.now)
         self.overlap_ms = int(getattr(ctx.appliance, "events_overlap_minutes", 2)) * 60_000
         self.since_ms: int | None = cursor.get("since_ms")
+        self.newest_ms: int | None = cursor.get("newest_ms")
         self.seen: dict[str, int] = dict(cursor.get("seen") or {})
         self.asked: dict[str, int] = {
             q: t for q, t in (cursor.get("asked") or {}).items() if t > self.now_ms - _CACHE_MS
@@ -107,17 +108,22 @@ class _Poll:
     def collect(self) -> list[dict[str, Any]]:
         if self.since_ms is None:
             initial = int(getattr(self.ctx.appliance, "events_initial_minutes", 4_320))
-            minutes, floor_ms = initial, self.now_ms - initial * 60_000
+            minutes, covered_ms = initial, self.now_ms - initial * 60_000
+            skip_before = covered_ms
         else:
-            floor_ms = self.since_ms - self.overlap_ms
-            minutes = math.ceil((self.now_ms - floor_ms) / 60_000)
+            # Everything up to here was visible to the last poll: its newest event (the
+            # sensor's own clock, so no skew), or its time less the overlap when it was quiet.
+            skip_before = self.since_ms - self.overlap_ms
+            covered_ms = max(self.newest_ms or skip_before, skip_before)
+            # The window reaches back past it by the overlap, for clock skew.
+            minutes = math.ceil((self.now_ms - covered_ms + self.overlap_ms) / 60_000)
             if minutes > MAX_WINDOW_MINUTES:
                 reach_ms = self.now_ms - MAX_WINDOW_MINUTES * 60_000
-                self._gap(floor_ms, reach_ms, "longer since the last poll than the API reaches")
-                minutes, floor_ms = MAX_WINDOW_MINUTES, reach_ms
+                self._gap(covered_ms, reach_ms, "longer since the last poll than the API reaches")
+                minutes, covered_ms = MAX_WINDOW_MINUTES, reach_ms
         answer = self._ask(minutes, None)
         found = list(answer)
-        if self._full(answer, floor_ms):
+        if self._full(answer, covered_ms):
             log.info(
                 "sensor %s: the events window of %d minutes came back full; asking type by type",
                 self.ctx.appliance.name,
@@ -127,16 +133,20 @@ class _Poll:
             for event_type in sorted(self.types):
                 typed = self._ask(minutes, event_type)
                 found.extend(typed)
-                if self._full(typed, floor_ms):
+                if self._full(typed, covered_ms):
                     oldest = min(t for t in (_timestamp(e) for e in typed) if t is not None)
-                    self._gap(floor_ms, oldest, f"more than {EVENTS_CAP} {event_type} events")
-        return self._new_events(found, floor_ms)
+                    self._gap(covered_ms, oldest, f"more than {EVENTS_CAP} {event_type} events")
+        stamps = [t for t in (_timestamp(e) for e in found) if t is not None]
+        if stamps:
+            self.newest_ms = max(self.newest_ms or 0, *stamps)
+        return self._new_events(found, skip_before)
 
     def cursor(self) -> dict[str, Any]:
         keep_after = self.now_ms - self.overlap_ms - 60_000
         seen = {**self.seen, **self.delivered_keys}
         return {
             "since_ms": self.now_ms,
+            "newest_ms": self.newest_ms,
             "seen": {k: t for k, t in seen.items() if t >= keep_after},
             "asked": self.asked,
             "types": sorted(self.types),
@@ -159,14 +169,14 @@ class _Poll:
             raise Invalid(f"/api/v1/events: expected a JSON array, got {type(answer).__name__}")
         return answer
 
-    def _full(self, answer: list[Any], floor_ms: int) -> bool:
-        """Whether the cap may have cut events newer than ``floor_ms`` from ``answer``."""
+    def _full(self, answer: list[Any], covered_ms: int) -> bool:
+        """Whether the cap may have cut events newer than ``covered_ms`` from ``answer``."""
         if len(answer) < EVENTS_CAP:
             return False
         stamps = [t for t in (_timestamp(e) for e in answer) if t is not None]
-        return bool(stamps) and min(stamps) > floor_ms
+        return bool(stamps) and min(stamps) > covered_ms
 
-    def _new_events(self, found: list[Any], floor_ms: int) -> list[dict[str, Any]]:
+    def _new_events(self, found: list[Any], skip_before: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for record in found:
             if not isinstance(record, Mapping):
@@ -176,7 +186,7 @@ class _Poll:
             key = event_key(record)
             if key in self.seen or key in self.delivered_keys:
                 continue
-            if stamp is not None and self.since_ms is not None and stamp < floor_ms:
+            if stamp is not None and self.since_ms is not None and stamp < skip_before:
                 continue  # older than the overlap: delivered by an earlier poll
             # A record without a usable timestamp goes on, to be quarantined with its reason.
             self.delivered_keys[key] = stamp if stamp is not None else self.now_ms
