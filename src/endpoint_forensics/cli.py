@@ -175,6 +175,14 @@ def demo(
     _out("Agent health tests failing (devices):")
     for rec in result.failing_tests:
         _out(f"  {rec['Test']:<28} {rec['FailingDevices']:>8,}")
+    if result.ot_sensors:
+        _out("")
+        _out("Defender for IoT sensors: OT devices (also in MDE), critical CVEs, console state:")
+        for rec in result.ot_sensors:
+            _out(
+                f"  {rec['Sensor']:<20} {rec['OtDevices']:>6,} ({rec['AlsoInMde']:,})"
+                f"  {rec['CriticalCves']:>6,}  {rec['ConsoleState'] or '-'}"
+            )
     _out("")
     verdict = "yes" if result.matches_truth else "NO"
     detail = ", ".join(f"{t} {result.synced.get(t, 0):,}/{n:,}" for t, n in result.truth.items())

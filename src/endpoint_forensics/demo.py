@@ -27,6 +27,7 @@ class DemoResult:
     synced: dict[str, int]  # rows this run wrote, per table
     by_platform: list[dict[str, Any]] = field(default_factory=list)
     failing_tests: list[dict[str, Any]] = field(default_factory=list)
+    ot_sensors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def matches_truth(self) -> bool:
@@ -76,4 +77,26 @@ def run_demo(
         result.failing_tests = [
             {"Test": t, "FailingDevices": counts[0][t] or 0} for t in AGENT_HEALTH_TESTS
         ]
+    result.ot_sensors = store.run_query(
+        db, _OT_SENSORS.format(run=summary.run_id), sql=True
+    ).records()
     return result
+
+
+# Per sensor: its OT devices, how many are Defender for Endpoint devices too (the same
+# address), critical CVEs, and the console's view of the sensor's connection.
+_OT_SENSORS = """
+SELECT d.Appliance AS Sensor,
+       count(DISTINCT d.DeviceId) AS OtDevices,
+       count(DISTINCT d.DeviceId) FILTER (WHERE m.DeviceId IS NOT NULL) AS AlsoInMde,
+       (SELECT count(*) FROM EPF_IotCves_CL c
+         WHERE c.RunId = d.RunId AND c.Appliance = d.Appliance AND c.Score >= 9) AS CriticalCves,
+       (SELECT any_value(s.ConnectionState) FROM EPF_IotSensors_CL s
+         WHERE s.RunId = d.RunId AND s.SensorName = d.Appliance) AS ConsoleState
+FROM EPF_IotDevices_CL d
+LEFT JOIN EPF_Devices_CL m
+  ON m.RunId = d.RunId AND list_contains(from_json(d.IpAddresses, '["VARCHAR"]'), m.LastIpAddress)
+WHERE d.RunId = '{run}' AND d.Source = 'sensor/v1/devices'
+GROUP BY d.Appliance, d.RunId
+ORDER BY 1
+"""

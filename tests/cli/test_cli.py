@@ -133,6 +133,9 @@ def test_demo_counts_match_the_truth(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Row counts equal the emulator's truth: yes" in result.stdout
     assert "Devices per platform" in result.stdout and "Agent health tests failing" in result.stdout
+    # Every IoT table is in the truth the counts were compared with, and each sensor is shown.
+    assert "EPF_IotEvents_CL" in result.stdout and "EPF_IotExposure_CL" in result.stdout
+    assert "sensor-1" in result.stdout and "OUT_OF_SYNC" in result.stdout
     count = epf(
         "query",
         "--db",
