@@ -202,3 +202,57 @@ def test_iot_config_errors_name_the_key(tmp_path, change, expected):
 def test_a_config_with_nothing_to_collect_says_so(tmp_path):
     with pytest.raises(ConfigError, match="nothing to collect"):
         load_settings(write(tmp_path, '[store]\npath = "x.duckdb"\n'), environ={})
+
+
+SENTINEL = (
+    GOOD
+    + """
+[sentinel]
+endpoint = "https://dce.example.ingest.monitor.azure.com"
+managed_identity = true
+
+[[sentinel.dcrs]]
+immutable_id = "dcr-00000000000000000000000000000001"
+tables = ["Custom-EPF_Devices_CL", "EPF_AgentHealth_CL"]
+
+[[sentinel.dcrs]]
+immutable_id = "dcr-00000000000000000000000000000002"
+endpoint = "https://dcr2.example.ingest.monitor.azure.com"
+tables = ["EPF_IotEvents_CL"]
+"""
+)
+
+
+def test_sentinel_routes_each_table_to_its_dcr(tmp_path):
+    settings = load_settings(write(tmp_path, SENTINEL), environ={"CONTOSO_SECRET": "x"})
+    sentinel = settings.sentinel
+    assert sentinel.route("EPF_Devices_CL") == (
+        "https://dce.example.ingest.monitor.azure.com",
+        "dcr-00000000000000000000000000000001",
+    )
+    assert sentinel.route("EPF_IotEvents_CL") == (
+        "https://dcr2.example.ingest.monitor.azure.com",
+        "dcr-00000000000000000000000000000002",
+    )
+    assert sentinel.route("EPF_Runs_CL") is None  # no default DCR: the sink says so
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("managed_identity = true", 'client_secret = "x"'),
+            "tenant_id and client_id are required",
+        ),
+        (
+            ("managed_identity = true", 'managed_identity = true\nclient_secret = "x"'),
+            "set exactly one of client_secret, certificate_path or managed_identity",
+        ),
+        (('"EPF_IotEvents_CL"', '"EPF_AgentHealth_CL"'), "listed twice: EPF_AgentHealth_CL"),
+        (("dcr-00000000000000000000000000000002", "dcr-2"), "sentinel.dcrs[1].immutable_id"),
+    ],
+)
+def test_sentinel_config_errors_name_the_key(tmp_path, change, expected):
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, SENTINEL.replace(*change)), environ={"CONTOSO_SECRET": "x"})
+    assert expected in str(err.value)

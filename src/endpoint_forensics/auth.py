@@ -15,10 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from endpoint_forensics.config import Secret, TenantConfig
+from endpoint_forensics.config import Secret, SentinelConfig, TenantConfig
 from endpoint_forensics.errors import ConfigError, CredentialRefused, TransientError
 
-__all__ = ["REFRESH_EARLY_SECONDS", "CredentialTokenProvider", "StaticToken", "TokenProvider"]
+__all__ = [
+    "REFRESH_EARLY_SECONDS",
+    "CredentialTokenProvider",
+    "StaticToken",
+    "TokenProvider",
+    "build_credential",
+    "first_line",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +110,11 @@ class CredentialTokenProvider:
 
         if self._credential is None:
             try:
-                self._credential = _build_credential(self._tenant)
+                self._credential = build_credential(self._tenant)
             except (ValueError, OSError) as exc:
                 # azure-identity reads the certificate here: a file it cannot use is the config's.
                 raise ConfigError(
-                    f"tenant {self._tenant.name!r}: certificate_path: {_first_line(str(exc))}"
+                    f"tenant {self._tenant.name!r}: certificate_path: {first_line(str(exc))}"
                 ) from exc
         try:
             access = self._credential.get_token(scope)
@@ -121,18 +128,25 @@ class CredentialTokenProvider:
             if isinstance(exc, ServiceRequestError):
                 raise TransientError(
                     f"tenant {self._tenant.name!r}: cannot reach the authority "
-                    f"{self._tenant.authority_host}: {_first_line(str(exc))}"
+                    f"{self._tenant.authority_host}: {first_line(str(exc))}"
                 ) from exc
             raise CredentialRefused(
                 f"tenant {self._tenant.name!r}: the authority refused the app's credentials: "
-                f"{_first_line(exc.message or str(exc))}"
+                f"{first_line(exc.message or str(exc))}"
             ) from exc
         return access.token, access.expires_on
 
 
-def _build_credential(tenant: TenantConfig) -> Any:
+def build_credential(tenant: TenantConfig | SentinelConfig) -> Any:
+    """The azure-identity credential a config names: a client secret, a certificate, or (for
+    Sentinel) a managed identity."""
     from azure.identity import CertificateCredential, ClientSecretCredential
 
+    if getattr(tenant, "managed_identity", False):
+        from azure.identity import ManagedIdentityCredential
+
+        client_id = getattr(tenant, "managed_identity_client_id", "") or None
+        return ManagedIdentityCredential(client_id=client_id)
     options: dict[str, Any] = {
         "authority": tenant.authority_host,
         # Instance discovery asks login.microsoftonline.com about the authority; a sovereign
@@ -156,7 +170,7 @@ def _build_credential(tenant: TenantConfig) -> Any:
     )
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     """The useful part of an Entra error: its first line, without trace and correlation ids."""
     for marker in ("\r\n", "\n", " Trace ID:"):
         text = text.split(marker)[0]

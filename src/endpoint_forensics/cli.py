@@ -130,17 +130,17 @@ def sync(
     """Run one collection of every configured dataset into the workspace."""
     from endpoint_forensics.config import load_settings
     from endpoint_forensics.pipeline import run_sync
-    from endpoint_forensics.sinks.duckdb import DuckDBSink
+    from endpoint_forensics.sinks import close_sinks, open_sinks
 
     path = config or Path(os.environ.get("EPF_CONFIG", "epf.toml"))
     overrides = {"store.path": str(db.resolve())} if db else None
     settings = load_settings(path, overrides=overrides)
-    sink = DuckDBSink(settings.store.path)
+    sinks = open_sinks(settings)
     try:
         with _progress() as progress:
-            summary = run_sync(settings, [sink], progress=progress)
+            summary = run_sync(settings, sinks, progress=progress)
     finally:
-        sink.close()
+        close_sinks(sinks)
     _render_outcomes(summary)
     _finish(summary)
 
@@ -187,10 +187,14 @@ def demo(
     verdict = "yes" if result.matches_truth else "NO"
     detail = ", ".join(f"{t} {result.synced.get(t, 0):,}/{n:,}" for t, n in result.truth.items())
     _out(f"Row counts equal the emulator's truth: {verdict} ({detail})")
+    if result.ingested:
+        same = "yes" if result.sentinel_matches_store else "NO"
+        rows = sum(result.ingested.values())
+        _out(f"Sentinel (emulated Logs Ingestion API) received the same rows: {same} ({rows:,})")
     _out(f'Next: {_me()} query --db {db} "EPF_AgentHealth_CL | summarize count() by OSFamily"')
     if not no_serve:
         _out("(The dashboard is not built yet; nothing to serve.)")
-    if not result.matches_truth and summary.exit_code == 0:
+    if not (result.matches_truth and result.sentinel_matches_store) and summary.exit_code == 0:
         raise typer.Exit(1)
     _finish(summary)
 
@@ -304,6 +308,40 @@ def query(
         _render_table(result.columns, [[_cell(v) for v in rec.values()] for rec in records])
 
 
+deploy_app = typer.Typer(
+    help="Deployment artefacts for Microsoft Sentinel, generated from the table registry.",
+    no_args_is_help=True,
+)
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("arm")
+def deploy_arm(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Write the template here.")],
+    compat: Annotated[
+        bool,
+        typer.Option("--compat", help="Also the original connector's tables (output.compat)."),
+    ] = False,
+) -> None:
+    """Write an ARM template: every custom table, the DCRs (10 streams each) and the
+    Monitoring Metrics Publisher role for the collector's identity."""
+    from endpoint_forensics.azure import build_arm_template
+
+    template = build_arm_template(compat=compat)
+    out.write_text(orjson.dumps(template, option=orjson.OPT_INDENT_2).decode() + "\n")
+    kinds: dict[str, int] = {}
+    for resource in template["resources"]:
+        kinds[resource["type"]] = kinds.get(resource["type"], 0) + 1
+    summary = ", ".join(f"{n} {kind.rsplit('/', 1)[-1]}" for kind, n in kinds.items())
+    typer.echo(f"Wrote {out}: {summary}", err=True)
+    typer.echo(
+        "Deploy it with: az deployment group create -g <resource group> --template-file "
+        f"{out} -p workspaceName=<workspace> collectorPrincipalId=<object id>; then copy its "
+        "dataCollectionRules output into [[sentinel.dcrs]] (immutable_id, endpoint, tables).",
+        err=True,
+    )
+
+
 def _render_outcomes(summary: Any) -> None:
     rows = [
         [
@@ -320,6 +358,24 @@ def _render_outcomes(summary: Any) -> None:
     _render_table(["source", "dataset", "table", "rows", "quarantined", "outcome", "seconds"], rows)
     if summary.quarantine_folder:
         typer.echo(f"Malformed records were set aside in {summary.quarantine_folder}", err=True)
+    for name, report in summary.deliveries.items():
+        rate = report.sent_rows / report.seconds if report.seconds else 0.0
+        typer.echo(
+            f"{name}: sent {report.sent_rows:,} rows in {report.sent_uploads:,} uploads "
+            f"({report.raw_bytes / 1e6:,.1f} MB, {rate:,.0f} rows/s)"
+            + (
+                f"; {report.waiting_rows:,} rows in {report.waiting_uploads:,} uploads wait "
+                "in the outbox for the next run"
+                if report.waiting_uploads
+                else ""
+            )
+            + (
+                f"; {report.rejected_uploads} uploads refused and set aside"
+                if report.rejected_uploads
+                else ""
+            ),
+            err=True,
+        )
 
 
 def _finish(summary: Any) -> None:

@@ -18,6 +18,7 @@ from endpoint_forensics.tables import Table
 
 __all__ = [
     "Batch",
+    "DeliveryReport",
     "RedoUnit",
     "Reject",
     "Row",
@@ -101,6 +102,21 @@ def batches_of(
         yield batch_of(table, records[start : start + size], to_row)
 
 
+@dataclass
+class DeliveryReport:
+    """What a sink delivered in this run, and what still waits."""
+
+    sent_uploads: int = 0
+    sent_rows: int = 0
+    sent_bytes: int = 0  # compressed bytes on the wire
+    raw_bytes: int = 0  # uncompressed JSON
+    waiting_uploads: int = 0
+    waiting_rows: int = 0
+    rejected_uploads: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
 class TableWriter(Protocol):
     def write(self, batch: Batch, stamp: Mapping[str, Any]) -> None:
         """Write ``batch`` with the ``stamp`` columns (TimeGenerated, RunId, DefenderTenantId)."""
@@ -126,6 +142,10 @@ class Sink(Protocol):
         """Remove a partial snapshot of one source: the rows of ``run_id`` whose ``where``
         columns match, and the delivery units starting ``<unit_scope>/<run_id>/``; return the
         rows removed."""
+        ...
+
+    def flush(self) -> DeliveryReport | None:
+        """Finish delivering what was written (a remote sink sends its outbox); report it."""
         ...
 
     def close(self) -> None: ...

@@ -13,7 +13,7 @@ from typing import Any
 from endpoint_forensics import store
 from endpoint_forensics.config import load_settings
 from endpoint_forensics.pipeline import Progress, RunSummary, run_sync
-from endpoint_forensics.sinks.duckdb import DuckDBSink
+from endpoint_forensics.sinks import close_sinks, open_sinks
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 
 __all__ = ["DemoResult", "run_demo"]
@@ -25,6 +25,7 @@ class DemoResult:
     summary: RunSummary
     truth: dict[str, int]
     synced: dict[str, int]  # rows this run wrote, per table
+    ingested: dict[str, int] = field(default_factory=dict)  # rows the emulated Sentinel took
     by_platform: list[dict[str, Any]] = field(default_factory=list)
     failing_tests: list[dict[str, Any]] = field(default_factory=list)
     ot_sensors: list[dict[str, Any]] = field(default_factory=list)
@@ -32,6 +33,11 @@ class DemoResult:
     @property
     def matches_truth(self) -> bool:
         return all(self.synced.get(t, -1) == n for t, n in self.truth.items())
+
+    @property
+    def sentinel_matches_store(self) -> bool:
+        """Whether the emulated Sentinel received exactly the rows the local store has."""
+        return {t: n for t, n in self.synced.items() if n} == self.ingested
 
 
 def run_demo(
@@ -54,18 +60,20 @@ def run_demo(
                 config_path,
                 overrides={"store.path": str(db.resolve()), "state.dir": str(Path(tmp) / "state")},
             )
-            sink = DuckDBSink(settings.store.path)
+            sinks = open_sinks(settings)  # the local store and the emulated Sentinel
             try:
-                summary = run_sync(settings, [sink], progress=progress)
+                summary = run_sync(settings, sinks, progress=progress)
             finally:
-                sink.close()
-            truth = dict(emu.stats()["truth"])
+                close_sinks(sinks)
+            stats = emu.stats()
+            truth = dict(stats["truth"])
+            ingested = dict(stats.get("ingested", {}))
     synced: dict[str, int] = {}
     for o in summary.outcomes:
         if o.outcome == "Succeeded":
             synced[o.table] = synced.get(o.table, 0) + o.rows
     synced["EPF_Runs_CL"] = len(summary.outcomes)
-    result = DemoResult(db=db, summary=summary, truth=truth, synced=synced)
+    result = DemoResult(db=db, summary=summary, truth=truth, synced=synced, ingested=ingested)
     latest = f'| where RunId == "{summary.run_id}"'
     result.by_platform = store.run_query(
         db,

@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from endpoint_forensics.auth import CredentialTokenProvider, StaticToken
+from endpoint_forensics.compat import DERIVED, deliver_legacy
 from endpoint_forensics.config import ConsoleConfig, SensorConfig, Settings, TenantConfig
-from endpoint_forensics.contracts import Batch, RedoUnit, Sink, SnapshotChanged
+from endpoint_forensics.contracts import Batch, RedoUnit, Row, Sink, SnapshotChanged
 from endpoint_forensics.datasets import CONSOLE_SPECS, DATASET_SPECS, SENSOR_SPECS, DatasetSpec
 from endpoint_forensics.errors import CredentialRefused, EpfError
 from endpoint_forensics.http import RAW_TOKEN, ApiClient
@@ -116,6 +117,10 @@ def run_sync(
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     record_runs(summary, sinks)
+    for sink in sinks:
+        report = sink.flush()
+        if report is not None:
+            summary.deliveries[sink.name] = report
     if quarantine.count:
         summary.quarantine_folder = str(quarantine.folder)
     summary.wall_seconds = time.monotonic() - started
@@ -168,6 +173,7 @@ class _SourceRun:
         # One budget per endpoint (per appliance for IoT), shared by everything in the run.
         self.budgets = {name: RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()}
         self.appliance_budget = RateBudget(IOT_APPLIANCE_LIMIT)
+        self._compat = settings.output.compat
 
     def collect_all(self, work_dir: Any) -> None:
         refused: str | None = None
@@ -339,11 +345,17 @@ class _SourceRun:
         outcome: DatasetOutcome,
     ) -> None:
         rows = quarantined = 0
+        # The compat profile derives the original connector's rows from these (small tables).
+        derive_from: list[Row] | None = [] if self._compat and table.name in DERIVED else None
         with ExitStack() as stack:
             writers = [stack.enter_context(s.open(table, unit=unit_id)) for s in sinks]
             for batch in batches:
                 for writer in writers:
                     writer.write(batch, stamp)
+                if derive_from is not None:
+                    derive_from.extend(batch.rows)
+                    if batch.arrow is not None:
+                        derive_from.extend(batch.arrow.to_pylist())
                 self.quarantine.add(self.source.name, dataset, batch.rejects)
                 quarantined += len(batch.rejects)
                 rows += len(batch)
@@ -352,6 +364,8 @@ class _SourceRun:
         # Counted once the unit is committed: a unit redone is not counted twice.
         outcome.rows += rows
         outcome.quarantined += quarantined
+        if derive_from is not None:
+            deliver_legacy(sinks, table.name, derive_from, unit=unit_id, stamp=stamp)
 
     def _drop_partial(
         self, spec: DatasetSpec, dstate: dict[str, Any], outcome: DatasetOutcome
@@ -378,10 +392,15 @@ class _SourceRun:
         return elapsed < timedelta(hours=interval)
 
     def _discard(self, table: Table, run_id: str) -> None:
-        for sink in self.sinks:
-            sink.discard(
-                table, run_id=run_id, unit_scope=self.source.unit_scope, where=self.source.where
-            )
+        legacy = [d.table for d in DERIVED.get(table.name, ())] if self._compat else []
+        for target in (table, *legacy):
+            for sink in self.sinks:
+                sink.discard(
+                    target,
+                    run_id=run_id,
+                    unit_scope=self.source.unit_scope,
+                    where=self.source.where,
+                )
 
     def _device_count(self) -> int | None:
         for o in self.summary.outcomes:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from endpoint_forensics.contracts import Batch, Sink
+from endpoint_forensics.contracts import Batch, DeliveryReport, Sink
 from endpoint_forensics.tables import RUNS
 
 __all__ = ["DatasetOutcome", "Progress", "RunSummary", "record_runs"]
@@ -51,18 +51,24 @@ class RunSummary:
     outcomes: list[DatasetOutcome] = field(default_factory=list)
     quarantine_folder: str | None = None
     wall_seconds: float = 0.0
+    # Per remote sink: what it delivered, and what waits in its outbox for the next run.
+    deliveries: dict[str, DeliveryReport] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
-        """0 all succeeded, 1 all failed, 3 some failed (a partial sync)."""
+        """0 all succeeded, 1 all failed, 3 partial: some datasets failed, or a sink could not
+        deliver everything (it waits in the outbox)."""
         failed = sum(1 for o in self.outcomes if o.outcome == "Failed")
+        undelivered = any(d.error for d in self.deliveries.values())
         if failed == 0:
-            return 0
+            return 3 if undelivered else 0
         return 1 if failed == len(self.outcomes) else 3
 
     def errors(self) -> list[str]:
         """Distinct error lines, each once (an auth failure fails every dataset of a source)."""
-        return list(dict.fromkeys(o.error for o in self.outcomes if o.error))
+        lines = [o.error for o in self.outcomes if o.error]
+        lines += [d.error for d in self.deliveries.values() if d.error]
+        return list(dict.fromkeys(lines))
 
 
 def record_runs(summary: RunSummary, sinks: list[Sink]) -> None:

@@ -55,7 +55,7 @@ def test_a_malformed_config_names_the_key_and_exits_2(tmp_path):
 
 def test_a_wrong_secret_is_one_clear_line_and_a_failed_run(small_cli_tenant, tmp_path):
     config = tmp_path / "epf.toml"
-    small_cli_tenant.write_config(config, iot="none")
+    small_cli_tenant.write_config(config, iot="none", sentinel=False)
     text = config.read_text()
     real = small_cli_tenant.client_secret
     config.write_text(text.replace(real, "not-the-secret-at-all"))
@@ -199,3 +199,20 @@ def test_emulator_writes_a_config_that_sync_uses(tmp_path):
         _, err = server.communicate(timeout=30)
     assert "https://127.0.0.1:" in err
     assert "Traceback" not in err
+
+
+def test_deploy_arm_writes_every_table_and_the_dcrs(tmp_path):
+    out = tmp_path / "epf.json"
+    result = epf("deploy", "arm", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    template = orjson.loads(out.read_bytes())
+    tables = {
+        r["name"].split("/")[-1].rstrip("')]")
+        for r in template["resources"]
+        if r["type"] == "Microsoft.OperationalInsights/workspaces/tables"
+    }
+    assert any("EPF_Devices_CL" in t for t in tables)
+    assert not any("AD4IOT" in t for t in tables)  # compat tables only with --compat
+    assert "dataCollectionRules" in template["outputs"]
+    compat = epf("deploy", "arm", "--out", str(out), "--compat")
+    assert compat.returncode == 0 and b"AD4IOT_Events_CL" in out.read_bytes()

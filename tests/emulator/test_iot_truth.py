@@ -151,7 +151,7 @@ def test_write_config_blocks(tmp_path: Path) -> None:
             assert Path(block["ca_bundle"]) == app.certificate_path.resolve()
         none = tmp_path / "none.toml"
         emu.write_config(none, iot="none")
-        assert set(tomllib.loads(none.read_text(encoding="utf-8"))) == {"tenants"}
+        assert set(tomllib.loads(none.read_text(encoding="utf-8"))) == {"tenants", "sentinel"}
         with pytest.raises(ValueError, match="iot"):
             emu.write_config(none, iot="bearer")  # type: ignore[arg-type]
 
@@ -163,7 +163,10 @@ def test_no_sensors_means_no_iot_and_no_console_when_disabled(tmp_path: Path) ->
         assert not any(t.startswith("EPF_Iot") for t in stats["truth"])
         assert "iot" not in stats["truth_detail"]
         emu.write_config(tmp_path / "c.toml")
-        assert set(tomllib.loads((tmp_path / "c.toml").read_text(encoding="utf-8"))) == {"tenants"}
+        assert set(tomllib.loads((tmp_path / "c.toml").read_text(encoding="utf-8"))) == {
+            "tenants",
+            "sentinel",
+        }
     settings = EmulatorSettings(devices=5, seed=4, iot_sensors=1, iot_console=False)
     with Emulator(settings) as emu:
         assert [a.name for a in emu.iot_appliances] == ["sensor-1"]

@@ -98,7 +98,7 @@ def test_same_seed_same_tenant_different_seed_different() -> None:
 
 def test_write_config(emu: Emulator, tmp_path: Path) -> None:
     path = tmp_path / "epf.toml"
-    emu.write_config(path, iot="none")
+    emu.write_config(path, iot="none", sentinel=False)
     base = emu.base_url
     assert path.read_text(encoding="utf-8") == (
         f"# Written by `epf emulator`: syncs from the emulated tenant at {base}\n"

@@ -25,7 +25,9 @@ Defender for IoT (C): ``iot_catalog`` (vocabularies), ``iot_fleet`` (OT devices,
 CVEs, their changes), ``iot_timeline`` (alerts and events), ``iot_reports`` (vulnerability
 reports), ``iot_render`` (wire shapes), ``iot_sensor_api``, ``iot_console_api`` (routes),
 ``iot_server`` (one self-signed HTTPS listener per appliance, raw-token auth), ``iot_state``,
-``iot_truth``. Importing this package loads none of uvicorn, Starlette or DuckDB; they load
+``iot_truth``. Azure Monitor Logs Ingestion (D): ``ingestion_streams`` (the DCR, one stream
+per registry table, record checks), ``ingestion`` (the upload route and what it accepted).
+Importing this package loads none of uvicorn, Starlette or DuckDB; they load
 when an emulator starts.
 """
 

@@ -1,7 +1,8 @@
 """The emulator's ASGI application: routes of every emulated service plus the control plane.
 
 Owns assembling the Starlette app over a ``Tenant``: the Entra, MDE (machines, hunting,
-TVM exports, AV health, recommendations, vulnerabilities), Graph and export-blob routes,
+TVM exports, AV health, recommendations, vulnerabilities), Graph, export-blob and Logs
+Ingestion routes,
 the control plane (``GET /_emulator/stats`` and ``POST /_emulator/advance?hours=H``, no
 auth), errors in each service's dialect for unknown routes and unexpected exceptions, and an
 outer ASGI layer that routes the TVM paths case-insensitively (as the service does),
@@ -25,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .catalog_api import CatalogApi
 from .graph import GraphApi
+from .ingestion import IngestionApi
+from .ingestion_streams import dcr_immutable_id, declared_streams
 from .mde import MdeApi
 from .responses import body_response, error_response, json_response, mde_error
 from .tenant import Tenant
@@ -74,6 +77,14 @@ def build_app(tenant: Tenant) -> ASGIApp:
         vulnerabilities=tenant.cve_records,
         ready=tenant.wait_ready,
     )
+    ingestion = IngestionApi(
+        identity=tenant.identity,
+        ingested=tenant.ingested,
+        dcr_immutable_id=dcr_immutable_id(settings.seed),
+        streams=declared_streams(),  # every registry table as of this build
+        now=tenant.clock.now,
+        rate_limit=settings.ingestion_rate_limit,
+    )
 
     async def stats(request: Request) -> Response:
         document = await run_in_threadpool(tenant.stats_document)
@@ -107,7 +118,7 @@ def build_app(tenant: Tenant) -> ASGIApp:
     ]
     # The TVM routes first: "/api/machines/{machine_id}" would take their paths otherwise.
     routes += tenant.identity.routes() + tvm.routes() + catalog.routes() + mde.routes()
-    routes += graph.routes() + tenant.exports.routes()
+    routes += graph.routes() + tenant.exports.routes() + ingestion.routes()
     handlers = {HTTPException: http_error, Exception: unexpected}
     app = Starlette(routes=routes, exception_handlers=handlers)
     canonical = list(TVM_PATHS)

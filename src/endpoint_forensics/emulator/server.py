@@ -12,6 +12,7 @@ appliances' listeners (``iot_server``: one HTTPS server per sensor and for the c
 with its own self-signed certificate ``iot-<name>.pem``, kept across restarts too) and exposes
 their facts (``iot_appliances``), the plain-text passwords they serve and the console's delta
 counts (for tests), and ``write_config`` writes their ``[[sensors]]``/``[[consoles]]`` blocks.
+The Logs Ingestion side: ``dcr_immutable_id``, ``ingested_rows`` and the ``[sentinel]`` block.
 
 Imports only emulator modules: it shares no code with the collector.
 """
@@ -31,6 +32,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .fleet import tenant_ids
+from .ingestion_streams import dcr_immutable_id
 from .iot_state import IotAppliance, iot_config_blocks
 from .listen import bind, make_server, serve, url_host
 from .settings import EmulatorSettings
@@ -54,6 +56,8 @@ class Emulator:
     def __init__(self, settings: EmulatorSettings = _DEFAULT_SETTINGS) -> None:
         self.settings = settings
         self.tenant_id, self.client_id = tenant_ids(settings.seed)
+        #: The emulated DCR's ``immutableId`` (Logs Ingestion): deterministic from the seed.
+        self.dcr_immutable_id = dcr_immutable_id(settings.seed)
         self.client_secret = ""
         self._tenant: Tenant | None = None
         self._server: Any = None  # uvicorn.Server
@@ -211,6 +215,12 @@ class Emulator:
             return {"devices": 0, "deleted": 0, "connections": 0, "cves": 0}
         return changes_after(tenant.iot, after_ms, tenant.clock.now_us() // 1000)
 
+    def ingested_rows(self, table: str) -> list[dict[str, Any]]:
+        """The rows the Logs Ingestion endpoint accepted into ``table`` (its stream
+        ``Custom-<table>``), in arrival order, every column of the stream present: strings,
+        ints, floats, bools, aware UTC datetimes and parsed JSON (dynamic)."""
+        return self._running_tenant().ingested.rows(table)
+
     def token(self, audience: str = _MDE_AUDIENCE, **options: Any) -> str:
         """Mint a token directly (tests: other roles, lifetimes or tenants via ``options``)."""
         if self._tenant is None:
@@ -224,6 +234,7 @@ class Emulator:
         credential: Literal["secret", "certificate"] = "secret",
         iot: Literal["pin", "ca", "none"] = "pin",
         mde: bool = True,
+        sentinel: bool = True,
     ) -> None:
         """Write the collector config (TOML) for syncing from this emulator to ``path``.
 
@@ -232,7 +243,8 @@ class Emulator:
         block (none with ``mde=False``: an IoT-only config), one ``[[sensors]]`` block per
         sensor and a ``[[consoles]]`` block, each trusting its self-signed certificate by
         ``certificate_fingerprint`` (``iot="pin"``) or as ``ca_bundle`` (``"ca"``); ``"none"``
-        writes no IoT blocks.
+        writes no IoT blocks. With ``sentinel`` a ``[sentinel]`` block follows: the Logs
+        Ingestion endpoint and DCR of this emulator, with the same app credential.
         """
         if credential not in ("secret", "certificate"):
             raise ValueError(f"credential must be 'secret' or 'certificate': {credential!r}")
@@ -261,6 +273,17 @@ class Emulator:
             text += tenant_block
         if iot != "none":
             text += iot_config_blocks(self.iot_appliances, trust=iot)
+        if sentinel:
+            text += (
+                "[sentinel]\n"
+                f"endpoint = {_toml(base)}\n"
+                f"dcr_immutable_id = {_toml(self.dcr_immutable_id)}\n"
+                f"tenant_id = {_toml(self.tenant_id)}\n"
+                f"client_id = {_toml(self.client_id)}\n"
+                + secret_line
+                + f"authority_host = {_toml(base)}\n"
+                f"ca_bundle = {_toml(str(self.ca_path.resolve()))}\n"
+            )
         Path(path).write_text(text, encoding="utf-8")
 
     # --- internals -----------------------------------------------------------------------

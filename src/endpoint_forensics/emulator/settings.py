@@ -138,6 +138,9 @@ class EmulatorSettings:
     on-premises management console over all of them. Per sensor, events are a Poisson process
     at ``iot_events_per_hour`` from ``iot_event_backlog_minutes`` before the start, alerts one
     at ``iot_alerts_per_hour`` from ``iot_alert_history_hours`` before it.
+
+    Logs Ingestion (defender-apis.md D): ``ingestion_rate_limit`` is the DCR's request limit
+    as ``(calls, window_seconds)``; None keeps the documented 12,000 per minute.
     """
 
     devices: int = 2000
@@ -160,6 +163,7 @@ class EmulatorSettings:
     iot_event_backlog_minutes: float = 30.0
     iot_alerts_per_hour: float = 3.0
     iot_alert_history_hours: float = 48.0
+    ingestion_rate_limit: tuple[int, float] | None = None
 
     def __post_init__(self) -> None:
         if self.devices < 0:
@@ -185,6 +189,11 @@ class EmulatorSettings:
             if calls < 1 or window <= 0:
                 message = f"rate limit {name!r} needs calls >= 1 and window > 0: {(calls, window)}"
                 raise ValueError(message)
+        if self.ingestion_rate_limit is not None:
+            calls, window = self.ingestion_rate_limit
+            if calls < 1 or not window > 0:
+                limit = self.ingestion_rate_limit
+                raise ValueError(f"ingestion_rate_limit needs calls >= 1 and window > 0: {limit}")
         self._validate_iot()
         for fault in self.faults:
             if not isinstance(fault, Fault):

@@ -6,7 +6,8 @@ fleet and its machine records, the DuckDB store (hunting tables at once; the pos
 timeline in a background thread, so a start stays fast: requests that need it wait), the
 snapshots and the via-files exports, the emulated clock and what an ``advance`` changes in
 the machine records (device-group moves), the Defender for IoT model (``iot_state``; its
-listeners start in ``server``), and the ``/_emulator/stats`` document, whose ``truth`` is
+listeners start in ``server``), the rows the Logs Ingestion endpoint accepted
+(``ingestion.Ingested``), and the ``/_emulator/stats`` document, whose ``truth`` is
 computed from the emulator's own data (the machine records it serves, SQL over its own tables
 and the OT model), never through any collector logic.
 
@@ -29,6 +30,7 @@ from .devices import RBAC_GROUPS
 from .exports import Exports
 from .fleet import Fleet, build_fleet, tenant_ids
 from .identity import Identity
+from .ingestion import Ingested
 from .iot_state import IotState, build_iot_state
 from .iot_truth import iot_truth
 from .limits import FaultInjector, RateLimiter, RequestStats
@@ -112,6 +114,8 @@ class Tenant:
         )
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)
+        # What the Logs Ingestion endpoint accepted (the emulated Sentinel workspace).
+        self.ingested = Ingested()
         # Defender for IoT (None without sensors); its listeners share the clock and faults.
         self.iot: IotState | None = build_iot_state(
             settings, epoch_us(anchor) // 1000, self.fleet.machine_records()
@@ -222,6 +226,8 @@ class Tenant:
             "requests": self.stats.requests(),
             "iot_requests": self.iot.request_counts() if self.iot is not None else {},
             "tokens_issued": self.stats.tokens_issued,
+            "ingested": self.ingested.row_counts(),
+            "ingestion": self.ingested.counters(),
             "faults": self.faults.snapshot(),
             "clock": {
                 "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

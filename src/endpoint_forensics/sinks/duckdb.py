@@ -38,7 +38,7 @@ class DuckDBSink:
     @contextmanager
     def open(self, table: Table, *, unit: str) -> Iterator[_TableWriter]:
         self._con.begin()
-        writer = _TableWriter(self._con, table)
+        writer = _TableWriter(self._con, table, batch_id=unit)
         try:
             yield writer
             self._con.execute(
@@ -75,17 +75,22 @@ class DuckDBSink:
         self._con.commit()
         return int(removed[0][0]) if removed else 0
 
+    def flush(self) -> None:
+        """Every unit was committed as it was written: nothing waits."""
+
     def close(self) -> None:
         self._con.close()
 
 
 class _TableWriter:
-    def __init__(self, con: Any, table: Table) -> None:
+    def __init__(self, con: Any, table: Table, *, batch_id: str) -> None:
         self._con = con
         self._table = table
+        self._batch_id = batch_id
         self.rows = 0
 
     def write(self, batch: Batch, stamp: Mapping[str, Any]) -> None:
+        stamp = {**stamp, "BatchId": self._batch_id}
         if batch.rows:
             self._insert(_to_arrow(self._table, batch.rows, stamped=set(stamp)), stamp)
         if batch.arrow is not None and batch.arrow.num_rows:
@@ -108,7 +113,12 @@ class _TableWriter:
             self._con.unregister("_epf_batch")
 
 
-_STAMP_SQL = {"TimeGenerated": "TIMESTAMPTZ", "RunId": "VARCHAR", "DefenderTenantId": "VARCHAR"}
+_STAMP_SQL = {
+    "TimeGenerated": "TIMESTAMPTZ",
+    "RunId": "VARCHAR",
+    "DefenderTenantId": "VARCHAR",
+    "BatchId": "VARCHAR",
+}
 
 
 def _to_arrow(table: Table, rows: list[dict[str, Any]], *, stamped: set[str]) -> Any:

@@ -7,6 +7,14 @@ Imports nothing of ours outside this package (the emulator may import it too).
 
 from __future__ import annotations
 
+from endpoint_forensics.tables.compat import (
+    COMPAT_TABLES,
+    LEGACY_IOT_CVES,
+    LEGACY_IOT_DEVICES,
+    LEGACY_IOT_EVENTS,
+    LEGACY_MAC_HEALTH,
+    LEGACY_WINDOWS_HEALTH,
+)
 from endpoint_forensics.tables.iot import (
     IOT_ALERTS,
     IOT_CONNECTIONS,
@@ -46,6 +54,7 @@ __all__ = [
     "AGENT_HEALTH_TESTS",
     "AV_HEALTH",
     "COMMON_COLUMNS",
+    "COMPAT_TABLES",
     "CVE_CATALOG",
     "DEVICES",
     "IOT_ALERTS",
@@ -55,6 +64,11 @@ __all__ = [
     "IOT_EVENTS",
     "IOT_EXPOSURE",
     "IOT_SENSORS",
+    "LEGACY_IOT_CVES",
+    "LEGACY_IOT_DEVICES",
+    "LEGACY_IOT_EVENTS",
+    "LEGACY_MAC_HEALTH",
+    "LEGACY_WINDOWS_HEALTH",
     "RECOMMENDATIONS",
     "RESERVED_COLUMN_NAMES",
     "RUNS",
@@ -91,6 +105,8 @@ TABLES: dict[str, Table] = {
         IOT_EXPOSURE,
         IOT_SENSORS,
         RUNS,
+        # The legacy tables of the compat profile (profile="compat"), after ours.
+        *COMPAT_TABLES,
     )
 }
 

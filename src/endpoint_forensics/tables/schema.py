@@ -94,6 +94,9 @@ class Table:
     source: str
     key: tuple[str, ...]
     columns: tuple[Column, ...]
+    # "core" for the EPF_* tables; "compat" for the original connector's legacy tables, which
+    # are written only when the compat output profile is on.
+    profile: str = "core"
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -136,8 +139,9 @@ def name_problem(name: str, *, table: bool = False) -> str | None:
     return None
 
 
-# Every table starts with these three: when the snapshot was taken, which run wrote it,
-# and which Defender tenant it came from (`TenantId` is reserved in Log Analytics).
+# Every table starts with these: when the snapshot was taken, which run wrote it, which
+# Defender tenant it came from (`TenantId` is reserved in Log Analytics), and which delivery
+# batch carried it.
 COMMON_COLUMNS = (
     Column(
         "TimeGenerated", KqlType.DATETIME, "When the snapshot was taken (UTC); one value per run."
@@ -147,5 +151,12 @@ COMMON_COLUMNS = (
         "DefenderTenantId",
         KqlType.STRING,
         "Entra tenant id of the Defender tenant the row came from.",
+    ),
+    Column(
+        "BatchId",
+        KqlType.STRING,
+        "The delivery batch that carried the row (a unit of the local store, one upload to "
+        "Sentinel). A batch re-sent after a lost acknowledgement keeps its id, so duplicates "
+        "can be removed by BatchId.",
     ),
 )

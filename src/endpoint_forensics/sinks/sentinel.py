@@ -1,0 +1,323 @@
+"""The Microsoft Sentinel sink: the Azure Monitor Logs Ingestion API, through a durable outbox.
+
+Writing a unit encodes its rows as JSON records (stream columns as the registry declares them,
+datetimes in ISO 8601, values past the 64 KB field limit truncated with a marker) into gzip
+uploads of at most 1 MB uncompressed (defender-apis.md D.2), each with its own ``BatchId``
+stamped in every row, and commits them to the outbox (``outbox.Outbox``): only then does the
+pipeline's checkpoint move. Sender threads (``max_concurrency``) post the uploads, oldest
+first, with the Azure SDK's ``LogsIngestionClient`` to ``Custom-<Table>`` of the DCR; a 204
+removes an upload from the outbox. An endpoint that is down, throttles past its retries, or
+refuses the identity stops the sending and leaves everything in the outbox for the next run;
+a 413 splits the upload in two; a 400 (the service refuses those rows for good) sets the
+upload aside under ``rejected/`` with the reason. Nothing is dropped.
+Imports ``tables``, ``contracts``, ``outbox``, ``auth`` and ``config``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from endpoint_forensics.auth import build_credential, first_line
+from endpoint_forensics.config import SentinelConfig
+from endpoint_forensics.contracts import Batch, DeliveryReport
+from endpoint_forensics.outbox import Outbox, PendingFile, StagedUnit
+from endpoint_forensics.tables import KqlType, Table
+
+__all__ = ["MAX_BODY_BYTES", "MAX_FIELD_BYTES", "SentinelSink", "encode_rows"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_000_000  # the limit is 1 MB per call, compressed and uncompressed (D.2)
+MAX_FIELD_BYTES = 65_536  # longer values are truncated by the service; we say so
+_MARKER = "…[truncated by epf: {n} bytes]"
+_PERMANENT = {400, 422}  # the service refuses these rows; they never go through as they are
+
+
+class SentinelSink:
+    name = "sentinel"
+
+    def __init__(self, config: SentinelConfig, outbox_dir: Path) -> None:
+        self.config = config
+        self.outbox = Outbox(outbox_dir)
+        self.report = DeliveryReport()
+        self._halted = threading.Event()
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[PendingFile | None] = queue.Queue()
+        self._local = threading.local()
+        self._credential: Any = None
+        self._started = time.monotonic()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"epf-sentinel-{i}", daemon=True)
+            for i in range(config.max_concurrency)
+        ]
+        for item in self.outbox.pending():  # what earlier runs could not deliver goes first
+            self._queue.put(item)
+        for worker in self._workers:
+            worker.start()
+
+    # --- Sink ------------------------------------------------------------------------------------
+    @contextmanager
+    def open(self, table: Table, *, unit: str) -> Iterator[_Writer]:
+        staged = self.outbox.stage(unit, table.name)
+        writer = _Writer(table, staged)
+        try:
+            yield writer
+            writer.seal()
+        except BaseException:
+            staged.abandon()
+            raise
+        staged.commit()
+        for item in self.outbox.pending():
+            if item.unit == unit:
+                self._queue.put(item)
+
+    def delivered(self, unit: str) -> bool:
+        return self.outbox.has(unit)
+
+    def discard(
+        self, table: Table, *, run_id: str, unit_scope: str, where: Mapping[str, str]
+    ) -> int:
+        """Drop the partial snapshot's uploads still waiting; those sent cannot be recalled
+        (EPF_Runs_CL marks the run Failed, so queries can leave it out)."""
+        return self.outbox.discard(f"{unit_scope}/{run_id}/", table.name)
+
+    def flush(self) -> DeliveryReport:
+        """Wait until every upload was sent, or sending stopped; report."""
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join()
+        self.report.waiting_uploads, self.report.waiting_rows = self.outbox.counts()
+        self.report.seconds = time.monotonic() - self._started
+        return self.report
+
+    def close(self) -> None:
+        if any(w.is_alive() for w in self._workers):
+            self.flush()
+        if self._credential is not None:
+            self._credential.close()
+
+    # --- sending -----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._halted.is_set() or not item.path.exists():
+                continue  # it stays in the outbox for the next run
+            try:
+                self._send(item)
+            except Exception as exc:  # one line for the run summary; the upload stays
+                self._halt(f"sending to Sentinel stopped: {type(exc).__name__}: {exc}")
+
+    def _send(self, item: PendingFile) -> None:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+
+        route = self.config.route(item.table)
+        if route is None:
+            self._halt(
+                f"Sentinel: no DCR takes {item.table}; add it to a [[sentinel.dcrs]] entry "
+                "(see the dataCollectionRules output of the `epf deploy arm` template)"
+            )
+            return
+        endpoint, rule_id = route
+        body = item.path.read_bytes()
+        stream = self.config.stream_prefix + item.table
+        try:
+            self._client(endpoint).upload(
+                rule_id=rule_id, stream_name=stream, logs=io.BytesIO(body)
+            )
+        except ClientAuthenticationError as exc:
+            self._halt(
+                f"Sentinel: the identity could not get a token: {first_line(exc.message or str(exc))}"
+            )
+            return
+        except HttpResponseError as exc:
+            status = exc.status_code or 0
+            detail = first_line(exc.message or str(exc))
+            if status == 413:
+                self._split(item, body)
+            elif status in _PERMANENT:
+                where = self.outbox.reject(item, f"HTTP {status} from {stream}: {detail}")
+                log.warning("Sentinel refused %s (%s); set aside in %s", stream, detail, where)
+                with self._lock:
+                    self.report.rejected_uploads += 1
+            elif status == 404:
+                self._halt(
+                    f"Sentinel: the DCR {rule_id} has no stream {stream} (or the DCR does not "
+                    "exist): deploy the template from `epf deploy arm`"
+                )
+            elif status in (401, 403):
+                self._halt(
+                    f"Sentinel refused the identity (HTTP {status}): give it the Monitoring "
+                    f"Metrics Publisher role on the DCR (it can take 30 minutes to apply): {detail}"
+                )
+            else:
+                self._halt(f"Sentinel answered HTTP {status} after retries: {detail}")
+            return
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            self._halt(f"cannot reach Sentinel at {endpoint}: {first_line(str(exc))}")
+            return
+        self.outbox.acknowledged(item)
+        with self._lock:
+            self.report.sent_uploads += 1
+            self.report.sent_rows += item.rows
+            self.report.sent_bytes += len(body)
+            self.report.raw_bytes += _raw_size(body)
+
+    def _split(self, item: PendingFile, body: bytes) -> None:
+        records = orjson.loads(gzip.decompress(body))
+        if len(records) < 2:
+            self.outbox.reject(item, "HTTP 413 for a single record")
+            return
+        half = len(records) // 2
+        parts = [(records[:half]), (records[half:])]
+        self.outbox.replace(item, [(_gzip_array(p), len(p)) for p in parts])
+        for new in self.outbox.pending():
+            if new.unit == item.unit and new.path.name.startswith(item.path.name.split(".")[0]):
+                self._queue.put(new)
+
+    def _halt(self, message: str) -> None:
+        with self._lock:
+            if not self.report.error:
+                self.report.error = message
+                log.warning("%s; what was not sent waits in %s", message, self.outbox.dir)
+        self._halted.set()
+
+    def _client(self, endpoint: str) -> Any:
+        # One client per thread and endpoint: the SDK's transport is not shared across threads.
+        clients: dict[str, Any] = self._local.__dict__.setdefault("clients", {})
+        client = clients.get(endpoint)
+        if client is None:
+            from azure.monitor.ingestion import LogsIngestionClient
+
+            with self._lock:
+                if self._credential is None:
+                    self._credential = build_credential(self.config)
+            options: dict[str, Any] = {
+                "credential_scopes": [self.config.scope],
+                "retry_total": 3,
+                "retry_backoff_factor": 0.5,
+                "retry_backoff_max": 30,
+                "connection_timeout": min(30.0, self.config.timeout_seconds),
+                "read_timeout": self.config.timeout_seconds,
+            }
+            if self.config.ca_bundle is not None:
+                options["connection_verify"] = str(self.config.ca_bundle)
+            client = LogsIngestionClient(endpoint, self._credential, **options)
+            clients[endpoint] = client
+        return client
+
+
+class _Writer:
+    """Encodes a unit's batches into uploads as they come; nothing piles up in memory."""
+
+    def __init__(self, table: Table, staged: StagedUnit) -> None:
+        self._table = table
+        self._staged = staged
+        self._chunk: list[bytes] = []
+        self._size = 2  # the brackets
+        self._batch_id = uuid.uuid4().hex
+        self.rows = 0
+
+    def write(self, batch: Batch, stamp: Mapping[str, Any]) -> None:
+        for record in encode_rows(self._table, batch, stamp):
+            line = b'{"BatchId":"' + self._batch_id.encode() + b'",' + record[1:]
+            if self._chunk and self._size + len(line) + 1 > MAX_BODY_BYTES:
+                self._flush_chunk()
+                line = b'{"BatchId":"' + self._batch_id.encode() + b'",' + record[1:]
+            self._chunk.append(line)
+            self._size += len(line) + 1
+            self.rows += 1
+
+    def seal(self) -> None:
+        if self._chunk:
+            self._flush_chunk()
+
+    def _flush_chunk(self) -> None:
+        body = b"[" + b",".join(self._chunk) + b"]"
+        self._staged.add(gzip.compress(body, compresslevel=6), len(self._chunk))
+        self._chunk = []
+        self._size = 2
+        self._batch_id = uuid.uuid4().hex
+
+
+def encode_rows(table: Table, batch: Batch, stamp: Mapping[str, Any]) -> Iterator[bytes]:
+    """Each row of ``batch`` as one JSON object (bytes) for the table's stream, stamped."""
+    dynamic = {c.name for c in table.columns if c.type is KqlType.DYNAMIC}
+    known = set(table.column_names)
+    stamped = {k: v for k, v in stamp.items() if k in known}
+    for row in _rows(batch):
+        record: dict[str, Any] = {}
+        for name, value in row.items():
+            if value is None or name not in known:
+                continue
+            if name in dynamic:
+                value = _dynamic(value)
+            record[name] = value
+        for name, value in stamped.items():
+            record.setdefault(name, value)
+        yield orjson.dumps({k: _bounded(v) for k, v in record.items()})
+
+
+def _rows(batch: Batch) -> Iterator[Mapping[str, Any]]:
+    yield from batch.rows
+    if batch.arrow is not None:
+        data = batch.arrow
+        for start in range(0, data.num_rows, 5_000):
+            yield from data.slice(start, 5_000).to_pylist()
+
+
+def _dynamic(value: Any) -> Any:
+    # Arrow batches carry dynamic columns as JSON text; the stream wants the value itself.
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _bounded(value: Any) -> Any:
+    """``value``, or a truncated stand-in when it is over the service's 64 KB field limit."""
+    if isinstance(value, str):
+        encoded = value.encode()
+        if len(encoded) <= MAX_FIELD_BYTES:
+            return value
+        marker = _MARKER.format(n=len(encoded))
+        keep = MAX_FIELD_BYTES - len(marker.encode())
+        return encoded[:keep].decode(errors="ignore") + marker
+    if isinstance(value, dict | list):
+        text = orjson.dumps(value)
+        if len(text) <= MAX_FIELD_BYTES:
+            return value
+        marker = _MARKER.format(n=len(text))
+        keep = MAX_FIELD_BYTES - len(marker.encode()) - 64
+        return {"epf_truncated": True, "text": text[:keep].decode(errors="ignore") + marker}
+    return value
+
+
+def _gzip_array(records: list[Any]) -> bytes:
+    return gzip.compress(orjson.dumps(records), compresslevel=6)
+
+
+def _raw_size(body: bytes) -> int:
+    # The gzip trailer ends with the uncompressed size (uploads are far below 4 GiB).
+    return int.from_bytes(body[-4:], "little") if len(body) >= 18 else len(body)
