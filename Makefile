@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-iot clean
+.PHONY: install demo test bench bench-iot bench-sentinel clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ bench: install
 # A day of IoT event polling at 1,000 events an hour, on a compressed clock.
 bench-iot: install
 	$(BIN)/python bench/iot_events.py
+
+# Delivery into the (emulated) Logs Ingestion API, beside the SDK's sequential upload.
+bench-sentinel: install
+	$(BIN)/python bench/sentinel.py --devices $(or $(SENTINEL_DEVICES),20000)
 
 clean:
 	rm -rf $(VENV) epf-demo.duckdb .epf-state

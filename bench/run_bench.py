@@ -60,6 +60,7 @@ def main() -> int:
             str(config),
             "--state-dir",
             str(scratch / "emulator"),
+            "--no-sentinel",  # the local store only: bench/sentinel.py measures delivery
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -236,6 +236,13 @@ def emulator(
         float,
         typer.Option("--iot-events-per-hour", min=0, help="Events each sensor records an hour."),
     ] = 120.0,
+    sentinel: Annotated[
+        bool,
+        typer.Option(
+            "--sentinel/--no-sentinel",
+            help="Whether --write-config sends to the emulated Sentinel (Logs Ingestion API).",
+        ),
+    ] = True,
 ) -> None:
     """Serve an emulated Defender tenant (Entra token endpoint, MDE API, advanced hunting) and
     Defender for IoT sensors with a management console."""
@@ -268,7 +275,7 @@ def emulator(
         if write_config:
             # Written aside and renamed, so whoever waits for the file never reads half of it.
             partial = write_config.with_name(write_config.name + ".partial")
-            emu.write_config(partial)
+            emu.write_config(partial, sentinel=sentinel)
             partial.replace(write_config)
             typer.echo(f"  config:    {write_config} (epf sync --config {write_config})", err=True)
         else:

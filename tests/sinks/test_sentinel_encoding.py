@@ -1,0 +1,82 @@
+"""The Sentinel sink's encoding: uploads under the service's limits, every row stamped."""
+
+import gzip
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from endpoint_forensics.contracts import Batch
+from endpoint_forensics.outbox import Outbox
+from endpoint_forensics.sinks.sentinel import MAX_BODY_BYTES, MAX_FIELD_BYTES, _Writer, encode_rows
+from endpoint_forensics.tables import DEVICES
+
+STAMP = {
+    "TimeGenerated": datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC),
+    "RunId": "run-1",
+    "DefenderTenantId": "t1",
+}
+
+
+def device(i: int, **extra: object) -> dict[str, object]:
+    return {"DeviceId": f"d{i:06d}", "DeviceName": f"host-{i}", "MachineTags": ["a", "b"], **extra}
+
+
+def test_a_record_is_the_stream_shape_with_its_stamp() -> None:
+    (record,) = encode_rows(DEVICES, Batch(DEVICES, rows=[device(1, Unknown="x")]), STAMP)
+    decoded = orjson.loads(record)
+    assert decoded["TimeGenerated"] == "2026-11-28T01:02:03+00:00"
+    assert decoded["RunId"] == "run-1" and decoded["DeviceId"] == "d000001"
+    assert decoded["MachineTags"] == ["a", "b"]  # dynamic as a value, not as JSON text
+    assert "Unknown" not in decoded  # not a column of the stream
+
+
+def test_values_over_64_kb_are_truncated_with_a_marker() -> None:
+    long_name = "é" * 40_000  # 80,000 bytes
+    (record,) = encode_rows(DEVICES, Batch(DEVICES, rows=[device(1, DeviceName=long_name)]), STAMP)
+    name = orjson.loads(record)["DeviceName"]
+    assert len(name.encode()) <= MAX_FIELD_BYTES
+    assert name.endswith("[truncated by epf: 80000 bytes]")
+    big = {"k": "v" * 70_000}
+    (record,) = encode_rows(DEVICES, Batch(DEVICES, rows=[device(2, VmMetadata=big)]), STAMP)
+    vm = orjson.loads(record)["VmMetadata"]
+    assert vm["epf_truncated"] is True and len(orjson.dumps(vm)) <= MAX_FIELD_BYTES
+
+
+def test_uploads_stay_under_1_mb_and_each_has_its_own_batch_id(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    staged = outbox.stage("t1/run-1/machines/page-1", DEVICES.name)
+    writer = _Writer(DEVICES, staged)
+    rows = [device(i, OSPlatform="Windows11" * 20) for i in range(12_000)]
+    writer.write(Batch(DEVICES, rows=rows), STAMP)
+    writer.seal()
+    staged.commit()
+    uploads = list(outbox.pending())
+    assert len(uploads) > 1
+    seen_rows = 0
+    batch_ids = set()
+    for upload in uploads:
+        body = gzip.decompress(upload.path.read_bytes())
+        assert len(body) <= MAX_BODY_BYTES
+        records = orjson.loads(body)
+        assert len(records) == upload.rows
+        ids = {r["BatchId"] for r in records}
+        assert len(ids) == 1
+        batch_ids |= ids
+        seen_rows += len(records)
+    assert seen_rows == 12_000 and len(batch_ids) == len(uploads)
+    assert outbox.has("t1/run-1/machines/page-1")
+
+
+def test_a_unit_is_delivered_once_it_is_in_the_outbox_and_after_it_is_sent(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    staged = outbox.stage("u1", DEVICES.name)
+    staged.add(gzip.compress(b"[]"), 0)
+    assert not outbox.has("u1")  # staged is not delivered: a crash here loses nothing
+    staged.commit()
+    reopened = Outbox(tmp_path)  # a new run
+    assert reopened.has("u1")
+    (item,) = reopened.pending()
+    reopened.acknowledged(item)
+    assert reopened.has("u1") and Outbox(tmp_path).has("u1")  # remembered in sent.log
+    assert list(Outbox(tmp_path).pending()) == []
