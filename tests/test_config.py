@@ -128,9 +128,9 @@ def test_no_tenants_is_an_error(tmp_path):
         load_settings(write(tmp_path, "[store]\npath='x'\n"), environ={})
 
 
-def test_keyvault_references_are_refused_clearly(tmp_path):
+def test_a_keyvault_reference_needs_a_keyvault_identity(tmp_path):
     text = GOOD.replace("env:CONTOSO_SECRET", "keyvault:https://v.vault.azure.net/secrets/x")
-    with pytest.raises(ConfigError, match="keyvault: secret references are not supported yet"):
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.client_secret"):
         load_settings(write(tmp_path, text), environ={})
 
 

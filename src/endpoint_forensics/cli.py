@@ -315,6 +315,28 @@ def query(
         _render_table(result.columns, [[_cell(v) for v in rec.values()] for rec in records])
 
 
+@app.command()
+def doctor(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Config file (TOML). Default: $EPF_CONFIG or ./epf.toml."
+        ),
+    ] = None,
+) -> None:
+    """Check the config, every credential, endpoint and permission; say what to fix."""
+    from endpoint_forensics.config import load_settings
+    from endpoint_forensics.doctor import exit_code, render, run_doctor
+
+    path = config or Path(os.environ.get("EPF_CONFIG", "epf.toml"))
+    settings = load_settings(path)
+    # azure-identity logs refused credentials itself; the doctor says it once, with the fix.
+    logging.getLogger("azure").setLevel(logging.CRITICAL)
+    checks = run_doctor(settings)
+    typer.echo(render(checks), nl=False)
+    raise typer.Exit(exit_code(checks))
+
+
 deploy_app = typer.Typer(
     help="Deployment artefacts for Microsoft Sentinel, generated from the table registry.",
     no_args_is_help=True,

@@ -9,8 +9,12 @@ e.g. ``EPF_STORE__PATH=/data/epf.duckdb`` or ``EPF_TENANTS__0__CLIENT_SECRET=env
 pydantic does the validation.)
 
 Secret references: ``env:NAME`` (an environment variable), ``file:PATH`` (a file's content,
-stripped; relative to the config file), anything else is the literal secret.
-May import only ``tables`` and ``errors``.
+stripped; relative to the config file), ``keyvault:<vault>/<secret>[/<version>]`` (an Azure Key
+Vault secret, read at load time with the ``[keyvault]`` identity; ``<vault>`` is a vault name or
+its https URL, and the secret identifier ``keyvault:https://<vault host>/secrets/<secret>`` works
+too), anything else is the literal secret.
+May import only ``tables`` and ``errors`` (and, lazily, ``secrets_keyvault`` when a
+``keyvault:`` reference exists).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "SENSOR_DATASETS",
     "ConsoleConfig",
     "DcrRoute",
+    "KeyVaultConfig",
     "OutputConfig",
     "Secret",
     "SensorConfig",
@@ -95,7 +100,7 @@ class Secret:
 
     def __init__(self, value: str, *, source: str) -> None:
         self._value = value
-        self._source = source  # "literal", "env:NAME" or "file:PATH": safe to show
+        self._source = source  # "literal", "env:NAME", "file:PATH" or "keyvault:URL": safe to show
 
     def reveal(self) -> str:
         return self._value
@@ -406,6 +411,69 @@ class SentinelConfig(_Model):
         return host in KNOWN_AUTHORITIES
 
 
+class KeyVaultConfig(_Model):
+    """The identity that reads ``keyvault:`` secret references (the Key Vault data plane, A.7).
+
+    It needs the 'Key Vault Secrets User' role on each vault (or an access policy granting
+    secret get): an app registration (secret or certificate) or a managed identity. Its own
+    secrets are ``env:``, ``file:`` or literal, never ``keyvault:``. ``authority_host`` and
+    ``ca_bundle`` serve sovereign clouds and the emulator (``ca_bundle`` is trusted for the
+    vault too).
+    """
+
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret: Secret | None = None
+    certificate_path: Path | None = None
+    certificate_password: Secret | None = None
+    managed_identity: bool = False
+    # A user-assigned managed identity's client id; empty: the system-assigned identity.
+    managed_identity_client_id: str = ""
+    authority_host: str = "https://login.microsoftonline.com"
+    ca_bundle: Path | None = None
+
+    @field_validator("authority_host")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle", "certificate_path")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> KeyVaultConfig:
+        given = [
+            self.client_secret is not None,
+            self.certificate_path is not None,
+            self.managed_identity,
+        ]
+        if sum(given) != 1:
+            raise ValueError(
+                "set exactly one of client_secret, certificate_path or managed_identity = true"
+            )
+        if not self.managed_identity and not (self.tenant_id and self.client_id):
+            raise ValueError("tenant_id and client_id are required with an app credential")
+        return self
+
+    @property
+    def authority_is_known(self) -> bool:
+        host = self.authority_host.removeprefix("https://").split("/")[0]
+        return host in KNOWN_AUTHORITIES
+
+
+class _KeyVaultOnly(BaseModel):
+    """The [keyvault] section alone: validated before the rest, as the references need it."""
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+    keyvault: KeyVaultConfig
+
+
 class OutputConfig(_Model):
     """What is written besides the EPF_* tables."""
 
@@ -420,6 +488,7 @@ class Settings(_Model):
     store: StoreConfig = StoreConfig()
     state: StateConfig = StateConfig()
     sentinel: SentinelConfig | None = None
+    keyvault: KeyVaultConfig | None = None
     output: OutputConfig = OutputConfig()
     tenants: tuple[TenantConfig, ...] = ()
     sensors: tuple[SensorConfig, ...] = ()
@@ -553,16 +622,21 @@ def _set_path(data: dict[str, Any], parts: list[str], value: Any, source: str) -
 
 _PATH_KEYS = {"path", "dir", "ca_bundle", "certificate_path", "outbox_dir"}
 _SECRET_KEYS = {"client_secret", "certificate_password", "token"}
+_KV = "keyvault:"
 
 
 def _resolve_in_place(data: Any, base_dir: Path, env: Mapping[str, str], source: str) -> None:
     """Turn path strings into absolute paths and secret references into Secrets."""
+    # keyvault: references wait until the walk is done: the [keyvault] identity reads them.
+    vault_refs: list[tuple[dict[str, Any], str, str, str]] = []
 
     def walk(node: Any, loc: str) -> None:
         if isinstance(node, dict):
             for key, value in list(node.items()):
                 here = f"{loc}.{key}" if loc else key
-                if key in _SECRET_KEYS and isinstance(value, str):
+                if key in _SECRET_KEYS and isinstance(value, str) and value.startswith(_KV):
+                    vault_refs.append((node, key, here, value))
+                elif key in _SECRET_KEYS and isinstance(value, str):
                     node[key] = _resolve_secret(value, here, base_dir, env, source)
                 elif key in _PATH_KEYS and isinstance(value, str | Path):
                     node[key] = (base_dir / Path(value).expanduser()).resolve()
@@ -573,6 +647,43 @@ def _resolve_in_place(data: Any, base_dir: Path, env: Mapping[str, str], source:
                 walk(item, f"{loc}[{i}]")
 
     walk(data, "")
+    if vault_refs:
+        _resolve_keyvault(data, vault_refs, source)
+
+
+def _resolve_keyvault(
+    data: dict[str, Any], refs: list[tuple[dict[str, Any], str, str, str]], source: str
+) -> None:
+    """Fetch every ``keyvault:`` reference (each secret once) and put its Secret in place."""
+    from endpoint_forensics import secrets_keyvault as kv
+
+    parsed: list[tuple[dict[str, Any], str, str, kv.SecretReference]] = []
+    for node, key, loc, text in refs:
+        if loc.startswith("keyvault."):
+            raise ConfigError(
+                f"{source}: {loc}: the Key Vault credential cannot come from Key Vault; "
+                "use env:, file: or a literal"
+            )
+        try:
+            parsed.append((node, key, loc, kv.parse_reference(text)))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {loc}: {exc}") from None
+    if not isinstance(data.get("keyvault"), dict):
+        raise ConfigError(
+            f"{source}: {parsed[0][2]}: a keyvault: reference needs a [keyvault] section "
+            "(the identity that reads the vault)"
+        )
+    try:
+        vault = _KeyVaultOnly.model_validate(data).keyvault
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    try:
+        fetched = kv.fetch_secrets(vault, [ref for _, _, _, ref in parsed])
+    except kv.SecretFetchError as exc:
+        where = ", ".join(loc for _, _, loc, ref in parsed if ref == exc.reference)
+        raise ConfigError(f"{source}: {where or exc.setting}: {exc}") from None
+    for node, key, _, ref in parsed:
+        node[key] = fetched[ref]
 
 
 def _resolve_secret(
@@ -594,10 +705,6 @@ def _resolve_secret(
         if not value:
             raise ConfigError(f"{source}: {loc}: secret file {str(file)!r} is empty")
         return Secret(value, source=f"file:{file}")
-    if ref.startswith("keyvault:"):
-        raise ConfigError(
-            f"{source}: {loc}: keyvault: secret references are not supported yet; use env: or file:"
-        )
     if not ref:
         raise ConfigError(f"{source}: {loc}: is empty")
     return Secret(ref, source="literal")

@@ -216,3 +216,12 @@ def test_deploy_arm_writes_every_table_and_the_dcrs(tmp_path):
     assert "dataCollectionRules" in template["outputs"]
     compat = epf("deploy", "arm", "--out", str(out), "--compat")
     assert compat.returncode == 0 and b"AD4IOT_Events_CL" in out.read_bytes()
+
+
+def test_doctor_on_a_good_config_finds_nothing_to_fix(small_cli_tenant, tmp_path):
+    config = tmp_path / "epf.toml"
+    small_cli_tenant.write_config(config)
+    result = epf("doctor", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Nothing to fix." in result.stdout and "FAIL" not in result.stdout
+    assert small_cli_tenant.client_secret not in result.stdout + result.stderr

@@ -1,6 +1,6 @@
-"""Azure deployment artefacts generated from the table registry (ARM templates).
-
-Owns what ``epf deploy`` writes. Imports the table registry and nothing else of ours.
+"""Azure: deployment artefacts generated from the table registry (ARM templates, what
+``epf deploy`` writes), and in ``azure.functions`` the Azure Functions entry point (not imported
+here: it runs the whole pipeline). ``arm`` imports the table registry and nothing else of ours.
 """
 
 from endpoint_forensics.azure.arm import (

@@ -26,7 +26,8 @@ CVEs, their changes), ``iot_timeline`` (alerts and events), ``iot_reports`` (vul
 reports), ``iot_render`` (wire shapes), ``iot_sensor_api``, ``iot_console_api`` (routes),
 ``iot_server`` (one self-signed HTTPS listener per appliance, raw-token auth), ``iot_state``,
 ``iot_truth``. Azure Monitor Logs Ingestion (D): ``ingestion_streams`` (the DCR, one stream
-per registry table, record checks), ``ingestion`` (the upload route and what it accepted).
+per registry table, record checks), ``ingestion`` (the upload route and what it accepted). Azure: ``keyvault`` (Key Vault secrets
+with the challenge flow), ``managed_identity`` (the App Service managed identity endpoint).
 Importing this package loads none of uvicorn, Starlette or DuckDB; they load
 when an emulator starts.
 """

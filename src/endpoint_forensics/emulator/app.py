@@ -2,7 +2,8 @@
 
 Owns assembling the Starlette app over a ``Tenant``: the Entra, MDE (machines, hunting,
 TVM exports, AV health, recommendations, vulnerabilities), Graph, export-blob and Logs
-Ingestion routes,
+Ingestion routes, the App Service managed identity endpoint (``managed_identity``), the Key
+Vault secrets (``keyvault``),
 the control plane (``GET /_emulator/stats`` and ``POST /_emulator/advance?hours=H``, no
 auth), errors in each service's dialect for unknown routes and unexpected exceptions, and an
 outer ASGI layer that routes the TVM paths case-insensitively (as the service does),
@@ -28,6 +29,8 @@ from .catalog_api import CatalogApi
 from .graph import GraphApi
 from .ingestion import IngestionApi
 from .ingestion_streams import dcr_immutable_id, declared_streams
+from .keyvault import KeyVaultApi
+from .managed_identity import managed_identity_routes
 from .mde import MdeApi
 from .responses import body_response, error_response, json_response, mde_error
 from .tenant import Tenant
@@ -119,6 +122,8 @@ def build_app(tenant: Tenant) -> ASGIApp:
     # The TVM routes first: "/api/machines/{machine_id}" would take their paths otherwise.
     routes += tenant.identity.routes() + tvm.routes() + catalog.routes() + mde.routes()
     routes += graph.routes() + tenant.exports.routes() + ingestion.routes()
+    routes += managed_identity_routes(tenant)
+    routes += KeyVaultApi(tenant.identity, settings.keyvault_secrets, tenant.anchor).routes()
     handlers = {HTTPException: http_error, Exception: unexpected}
     app = Starlette(routes=routes, exception_handlers=handlers)
     canonical = list(TVM_PATHS)

@@ -44,6 +44,7 @@ RESOURCES = frozenset(
         "https://securitycenter.onmicrosoft.com/windowsatpservice",
         "https://graph.microsoft.com",
         "https://monitor.azure.com",
+        "https://vault.azure.net",
     }
 )
 #: A token for any WindowsDefenderATP / Threat Protection resource works on either MDE host.
@@ -86,9 +87,12 @@ class Identity:
         token_lifetime_seconds: int,
         stats: RequestStats,
         certificate: ClientCertificate | None = None,
+        roles: Collection[str] | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.client_id = client_id
+        # The app roles (application permissions) granted to the app: every token carries them.
+        self.roles = tuple(APP_ROLES if roles is None else roles)
         self._clients = ClientAuthenticator(
             tenant_id=tenant_id,
             client_id=client_id,
@@ -114,7 +118,7 @@ class Identity:
         self,
         audience: str,
         *,
-        roles: Collection[str] = APP_ROLES,
+        roles: Collection[str] | None = None,
         lifetime_seconds: int | None = None,
         tenant_id: str | None = None,
     ) -> str:
@@ -133,7 +137,7 @@ class Identity:
             "idtyp": "app",
             "oid": self._object_id,
             "sub": self._object_id,
-            "roles": list(roles),
+            "roles": list(self.roles if roles is None else roles),
             "tid": tenant_id or self.tenant_id,
             "uti": secrets.token_urlsafe(16),
             "ver": "1.0",

@@ -13,6 +13,9 @@ with its own self-signed certificate ``iot-<name>.pem``, kept across restarts to
 their facts (``iot_appliances``), the plain-text passwords they serve and the console's delta
 counts (for tests), and ``write_config`` writes their ``[[sensors]]``/``[[consoles]]`` blocks.
 The Logs Ingestion side: ``dcr_immutable_id``, ``ingested_rows`` and the ``[sentinel]`` block.
+The App Service managed identity endpoint: ``managed_identity_endpoint`` and its
+``managed_identity_header`` (``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` for azure-identity).
+Key Vault: ``keyvault_url``; the vault always holds the client secret as ``epf-client-secret``.
 
 Imports only emulator modules: it shares no code with the collector.
 """
@@ -26,6 +29,7 @@ import signal
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -156,6 +160,12 @@ class Emulator:
         return self._ca_path
 
     @property
+    def keyvault_url(self) -> str:
+        """The emulated Key Vault's URL (the base URL): ``keyvault:<it>/epf-client-secret``
+        reads the app's client secret (defender-apis.md A.7)."""
+        return self.base_url
+
+    @property
     def client_certificate_path(self) -> Path:
         """PEM (private key and certificate) of the emulated app's client certificate.
 
@@ -220,6 +230,23 @@ class Emulator:
         ``Custom-<table>``), in arrival order, every column of the stream present: strings,
         ints, floats, bools, aware UTC datetimes and parsed JSON (dynamic)."""
         return self._running_tenant().ingested.rows(table)
+
+    @property
+    def managed_identity_endpoint(self) -> str:
+        """``IDENTITY_ENDPOINT`` of the app's managed identity (App Service / Functions flow).
+
+        HTTPS with the test CA: azure-identity takes no CA option from the environment for it,
+        so clients trust ``ca_path`` through ``REQUESTS_CA_BUNDLE`` (its transport is requests)
+        or ``ManagedIdentityCredential(connection_verify=...)``.
+        """
+        from .managed_identity import PATH  # imports Starlette: only once running
+
+        return f"{self.base_url}{PATH}"
+
+    @property
+    def managed_identity_header(self) -> str:
+        """``IDENTITY_HEADER``: the secret the endpoint expects as ``X-IDENTITY-HEADER``."""
+        return self._running_tenant().settings.managed_identity_header
 
     def token(self, audience: str = _MDE_AUDIENCE, **options: Any) -> str:
         """Mint a token directly (tests: other roles, lifetimes or tenants via ``options``)."""
@@ -298,11 +325,17 @@ class Emulator:
 
         from .app import build_app
         from .client_auth import load_or_create_certificate
+        from .keyvault import CLIENT_SECRET_NAME as KEYVAULT_CLIENT_SECRET
         from .tenant import Tenant
 
         settings = self.settings
         started = time.perf_counter()
         self.client_secret = secrets.token_urlsafe(32)
+        if not settings.managed_identity_header:  # like the client secret: fresh per start
+            settings = replace(settings, managed_identity_header=secrets.token_urlsafe(24))
+        # The vault holds the app's own secret, so a config can read that from Key Vault.
+        vault = {**settings.keyvault_secrets, KEYVAULT_CLIENT_SECRET: self.client_secret}
+        settings = replace(settings, keyvault_secrets=vault)
         anchor = datetime.now(UTC)
         if settings.state_dir is None:
             self._state_dir = Path(tempfile.mkdtemp(prefix="epf-emulator-"))

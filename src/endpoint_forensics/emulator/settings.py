@@ -34,6 +34,7 @@ RATE_LIMIT_NAMES = (
 
 _MAX_IOT_SENSORS = 16
 _MAX_IOT_DEVICES = 2000
+_KEYVAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _FAULT_SYNTAX = "STATUS@PATH[*TIMES][+AFTER][=BODY]"
 _FAULT_EXAMPLE = "429@/api/machines*2,500@/v1.0/security/runHuntingQuery+1,200@/api/deviceavinfo="
 _FAULT_PATTERN = re.compile(
@@ -141,6 +142,16 @@ class EmulatorSettings:
 
     Logs Ingestion (defender-apis.md D): ``ingestion_rate_limit`` is the DCR's request limit
     as ``(calls, window_seconds)``; None keeps the documented 12,000 per minute.
+
+    ``app_roles``: the application permissions the app registration's tokens carry (A.6);
+    None grants every one the collector uses (``identity.APP_ROLES``).
+
+    Managed identity (App Service / Functions, ``managed_identity``): ``managed_identity_header``
+    is the secret clients send as ``X-IDENTITY-HEADER``; empty: a fresh one per start.
+
+    Key Vault (A.7): ``keyvault_secrets`` are the emulated vault's secrets (name: value; names
+    1-127 letters, digits and hyphens, case-insensitive); it also always holds
+    ``epf-client-secret``, the app's own client secret (that one wins over a given value).
     """
 
     devices: int = 2000
@@ -164,6 +175,9 @@ class EmulatorSettings:
     iot_alerts_per_hour: float = 3.0
     iot_alert_history_hours: float = 48.0
     ingestion_rate_limit: tuple[int, float] | None = None
+    managed_identity_header: str = ""
+    app_roles: tuple[str, ...] | None = None
+    keyvault_secrets: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.devices < 0:
@@ -194,6 +208,10 @@ class EmulatorSettings:
             if calls < 1 or not window > 0:
                 limit = self.ingestion_rate_limit
                 raise ValueError(f"ingestion_rate_limit needs calls >= 1 and window > 0: {limit}")
+        for name, value in self.keyvault_secrets.items():
+            if not _KEYVAULT_NAME.match(name) or not isinstance(value, str):
+                message = f"keyvault_secrets: {name!r} needs a Key Vault name and a str value"
+                raise ValueError(message)
         self._validate_iot()
         for fault in self.faults:
             if not isinstance(fault, Fault):

@@ -111,6 +111,7 @@ class Tenant:
             token_lifetime_seconds=settings.token_lifetime_seconds,
             stats=self.stats,
             certificate=certificate,
+            roles=settings.app_roles,
         )
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)

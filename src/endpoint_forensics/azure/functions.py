@@ -1,0 +1,125 @@
+"""The Azure Functions entry point: one collection run per timer tick, logged, never raising.
+
+Owns ``run_collection``, what ``deploy/functions/function_app.py`` calls: it reads the config
+named by ``EPF_CONFIG`` (else ``default_config``), applies the usual ``EPF_*`` overrides (the
+config loader does), puts the state (checkpoints, the Sentinel outbox, quarantine) under
+``EPF_STATE_DIR`` when set, so it lives on storage that outlasts the instance, runs one sync
+into the configured sinks and logs one line per dataset, one per sink delivery report and one
+for the run. An expected failure (``EpfError``: a bad config, a refused credential) is one
+logged line, never an exception, so the host does not retry a run that cannot succeed; a
+missed delivery waits in the outbox for the next tick.
+
+The credentials are the config's: with ``[sentinel] managed_identity = true`` azure-identity
+reads ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER`` from the process environment (the Functions
+host sets them), not from ``environ``.
+May import ``config``, ``errors``, ``pipeline``, ``runlog`` and ``sinks``; not azure-functions
+(the Functions project imports that), so the collector runs and tests without the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from endpoint_forensics.config import load_settings
+from endpoint_forensics.errors import EpfError
+from endpoint_forensics.pipeline import run_sync
+from endpoint_forensics.runlog import RunSummary
+from endpoint_forensics.sinks import close_sinks, open_sinks
+
+__all__ = ["CONFIG_VARIABLE", "DEFAULT_CONFIG_PATH", "STATE_DIR_VARIABLE", "run_collection"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_VARIABLE = "EPF_CONFIG"
+STATE_DIR_VARIABLE = "EPF_STATE_DIR"
+#: Where a Linux function app's deployed files are: the config ships with the project.
+DEFAULT_CONFIG_PATH = Path("/home/site/wwwroot/epf.toml")
+_MAX_LINE = 500
+
+
+def run_collection(
+    environ: Mapping[str, str] | None = None, *, default_config: Path = DEFAULT_CONFIG_PATH
+) -> RunSummary | None:
+    """Run one collection as configured for the Functions host; return what it did.
+
+    Args:
+        environ: where ``EPF_CONFIG``, ``EPF_STATE_DIR``, the ``EPF_*`` overrides and the
+            ``env:`` secrets come from; default ``os.environ``.
+        default_config: the config file when ``EPF_CONFIG`` is not set.
+
+    Returns:
+        The run's summary (``exit_code`` says whether everything arrived), or None when no
+        run could start: the failure is logged as one line, without secrets.
+    """
+    env = os.environ if environ is None else environ
+    path = Path(env.get(CONFIG_VARIABLE) or default_config)
+    # Relative to the config file, like every path in it; absolute on a real deployment.
+    state_dir = env.get(STATE_DIR_VARIABLE)
+    overrides = {"state.dir": state_dir} if state_dir else None
+    try:
+        settings = load_settings(path, environ=env, overrides=overrides)
+        sinks = open_sinks(settings)
+        try:
+            summary = run_sync(settings, sinks)
+        finally:
+            close_sinks(sinks)
+    except EpfError as exc:
+        log.error("epf: no collection run: %s: %s", type(exc).__name__, _one_line(str(exc)))
+        return None
+    _log_summary(summary)
+    return summary
+
+
+def _log_summary(summary: RunSummary) -> None:
+    """One line per dataset and source, one per sink delivery report, one for the run."""
+    for o in summary.outcomes:
+        level = logging.WARNING if o.outcome == "Failed" else logging.INFO
+        error = f": {_one_line(o.error)}" if o.error else ""
+        log.log(
+            level,
+            "epf: %s %s %s -> %s: %s, %d rows, %d quarantined, %.1f s%s",
+            o.kind,
+            o.tenant,
+            o.dataset,
+            o.table,
+            o.outcome,
+            o.rows,
+            o.quarantined,
+            o.duration_seconds,
+            error,
+        )
+    for name, report in summary.deliveries.items():
+        waiting = report.waiting_uploads > 0 or bool(report.error)
+        log.log(
+            logging.WARNING if waiting or report.rejected_uploads else logging.INFO,
+            "epf: %s: sent %d rows in %d uploads; %d rows in %d uploads wait in the outbox; "
+            "%d uploads refused and set aside%s",
+            name,
+            report.sent_rows,
+            report.sent_uploads,
+            report.waiting_rows,
+            report.waiting_uploads,
+            report.rejected_uploads,
+            f"; {_one_line(report.error)}" if report.error else "",
+        )
+    if summary.quarantine_folder:
+        log.warning("epf: malformed records were set aside in %s", summary.quarantine_folder)
+    failed = sum(1 for o in summary.outcomes if o.outcome == "Failed")
+    log.log(
+        logging.INFO if summary.exit_code == 0 else logging.WARNING,
+        "epf: run %s finished with exit code %d: %d datasets, %d failed, %.1f s",
+        summary.run_id,
+        summary.exit_code,
+        len(summary.outcomes),
+        failed,
+        summary.wall_seconds,
+    )
+
+
+def _one_line(text: str) -> str:
+    """The first line, bounded: a log line per event, never a trace."""
+    lines = text.strip().splitlines()
+    return lines[0][:_MAX_LINE] if lines else ""

@@ -1,0 +1,205 @@
+"""``epf doctor`` for Microsoft Sentinel: the identity's token, a route for every table a sync
+will write, each DCR stream taking an empty upload, and what waits in the outbox.
+
+The upload is the sink's own path: ``auth.build_credential`` and the Azure SDK's
+``LogsIngestionClient``. The SDK sends nothing for an empty list, so the empty JSON array
+goes as a stream (sent as is); the service answers 204 and stores nothing. Imports ``auth``,
+``compat``, ``config``, ``datasets``, ``tables`` and ``doctor_checks``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from endpoint_forensics.auth import build_credential, first_line
+from endpoint_forensics.compat import DERIVED
+from endpoint_forensics.config import SentinelConfig, Settings
+from endpoint_forensics.datasets import CONSOLE_SPECS, DATASET_SPECS, SENSOR_SPECS
+from endpoint_forensics.doctor_checks import Check, refusal_fix, token_claims
+from endpoint_forensics.tables import RUNS
+
+__all__ = ["outbox_checks", "sentinel_checks", "tables_written"]
+
+_AREA = "sentinel"
+_WHERE = "[sentinel]"
+_PROBE_RETRIES = 1
+
+
+def tables_written(settings: Settings) -> list[str]:
+    """The tables a sync of ``settings`` writes, in registry order of first use."""
+    names: list[str] = []
+    for tenant in settings.tenants:
+        names += [DATASET_SPECS[d].table.name for d in tenant.datasets]
+    for sensor in settings.sensors:
+        names += [SENSOR_SPECS[d].table.name for d in sensor.datasets]
+    for console in settings.consoles:
+        names += [CONSOLE_SPECS[d].table.name for d in console.datasets]
+    names.append(RUNS.name)
+    if settings.output.compat:
+        names += [d.table.name for name in list(names) for d in DERIVED.get(name, ())]
+    return list(dict.fromkeys(names))
+
+
+def sentinel_checks(settings: Settings) -> list[Check]:
+    """Token, routes and streams (assumes ``settings.sentinel`` is set)."""
+    config = settings.sentinel
+    assert config is not None
+    checks: list[Check] = []
+    routes: dict[tuple[str, str], list[str]] = {}
+    for table in tables_written(settings):
+        route = config.route(table)
+        if route is None:
+            fix = (
+                f"Add {table} to the tables of a [[sentinel.dcrs]] entry (the "
+                "dataCollectionRules output of `epf deploy arm` lists them), or set "
+                "dcr_immutable_id for every table no entry names"
+            )
+            checks.append(Check(_AREA, f"route {table}", False, f"no DCR takes {table}", fix))
+        else:
+            routes.setdefault(route, []).append(table)
+    if routes:
+        count = sum(len(t) for t in routes.values())
+        detail = f"{count} table{'s' * (count != 1)} to {len(routes)} DCR(s)"
+        checks.append(Check(_AREA, "routes", True, detail))
+    try:
+        credential = build_credential(config)
+    except (ValueError, OSError) as exc:
+        fix = f"Point certificate_path of {_WHERE} at a PEM with the private key and certificate"
+        checks.append(Check(_AREA, "token", False, first_line(str(exc)), fix))
+        return checks
+    try:
+        oid = _token_check(config, credential, checks)
+        if oid is not None:
+            for (endpoint, rule_id), tables in routes.items():
+                checks.extend(_stream_checks(config, credential, endpoint, rule_id, tables, oid))
+    finally:
+        credential.close()
+    return checks
+
+
+def _token_check(config: SentinelConfig, credential: Any, checks: list[Check]) -> str | None:
+    """Append the token check; return the identity's object id ("" unknown), None: no token."""
+    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+
+    try:
+        token = credential.get_token(config.scope).token
+    except ClientAuthenticationError as exc:
+        message = first_line(exc.message or str(exc))
+        fix = refusal_fix(message, config, _WHERE)
+        checks.append(Check(_AREA, "token", False, f"the identity got no token: {message}", fix))
+        return None
+    except ServiceRequestError as exc:
+        fix = (
+            f"Check authority_host of {_WHERE} ({config.authority_host}) and that this machine "
+            "can reach it; a TLS-inspecting proxy needs ca_bundle"
+        )
+        detail = f"cannot reach the authority: {first_line(str(exc))}"
+        checks.append(Check(_AREA, "token", False, detail, fix))
+        return None
+    oid = str(token_claims(token).get("oid") or "")
+    who = f"object id {oid}" if oid else "object id not in the token"
+    checks.append(Check(_AREA, "token", True, f"token for {config.scope}; identity {who}"))
+    return oid
+
+
+def _stream_checks(
+    config: SentinelConfig,
+    credential: Any,
+    endpoint: str,
+    rule_id: str,
+    tables: list[str],
+    oid: str,
+) -> list[Check]:
+    """An empty upload to each stream of one DCR; a refused identity is reported once."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+    from azure.monitor.ingestion import LogsIngestionClient
+
+    options: dict[str, Any] = {
+        "credential_scopes": [config.scope],
+        "retry_total": _PROBE_RETRIES,
+        "retry_backoff_factor": 0.5,
+        "connection_timeout": min(30.0, config.timeout_seconds),
+        "read_timeout": config.timeout_seconds,
+    }
+    if config.ca_bundle is not None:
+        options["connection_verify"] = str(config.ca_bundle)
+    checks: list[Check] = []
+    accepted = 0
+    with LogsIngestionClient(endpoint, credential, **options) as client:
+        for table in tables:
+            stream = config.stream_prefix + table
+            try:
+                client.upload(rule_id=rule_id, stream_name=stream, logs=io.BytesIO(b"[]"))
+            except HttpResponseError as exc:
+                status = exc.status_code or 0
+                detail = f"HTTP {status} from {stream}: {first_line(exc.message or str(exc))}"
+                if status == 404:
+                    fix = (
+                        f"The DCR {rule_id} has no stream {stream}: deploy `epf deploy arm` "
+                        "(its template declares every stream) and copy its DCR outputs to "
+                        "[[sentinel.dcrs]]"
+                    )
+                    checks.append(Check(_AREA, f"stream {table}", False, detail, fix))
+                    continue
+                if status in (401, 403):
+                    who = f"object id {oid}, from the token's oid claim" if oid else "its object id"
+                    fix = (
+                        f"Grant Monitoring Metrics Publisher on the DCR {rule_id} to the "
+                        f"identity ({who}); it can take 30 minutes to apply"
+                    )
+                else:
+                    fix = f"Check endpoint and the DCR {rule_id} in {_WHERE}"
+                checks.append(Check(_AREA, "DCR", False, f"{rule_id}: {detail}", fix))
+                return checks  # every stream of the DCR answers the same
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                detail = f"cannot reach {endpoint}: {first_line(str(exc))}"
+                fix = (
+                    f"Check endpoint of {_WHERE} (or of its [[sentinel.dcrs]] entry) and that "
+                    "this machine can reach it; a TLS-inspecting proxy needs ca_bundle"
+                )
+                checks.append(Check(_AREA, "DCR", False, f"{rule_id}: {detail}", fix))
+                return checks
+            accepted += 1
+    if accepted:
+        detail = f"{rule_id} at {endpoint}: {accepted} stream(s) took an empty upload"
+        checks.insert(0, Check(_AREA, "DCR", True, detail))
+    elif len(checks) > 1:
+        # No stream at all: the DCR id, its endpoint or stream_prefix is wrong, not each table.
+        detail = (
+            f"{rule_id} at {endpoint}: none of its {len(checks)} streams exists (HTTP 404 for "
+            f"{config.stream_prefix}{tables[0]} and every other)"
+        )
+        fix = (
+            f"Check dcr_immutable_id, endpoint and stream_prefix of {_WHERE} against the "
+            "outputs of the template from `epf deploy arm` (deploy it if it is not yet)"
+        )
+        return [Check(_AREA, "DCR", False, detail, fix)]
+    return checks
+
+
+def outbox_checks(settings: Settings) -> list[Check]:
+    """Uploads still waiting and uploads the service refused for good (warnings both)."""
+    config = settings.sentinel
+    assert config is not None
+    folder = config.outbox_dir or settings.state.dir / "outbox" / "sentinel"
+    waiting = _uploads(folder / "pending", "*/*.json.gz")
+    rejected = _uploads(folder / "rejected", "*.json.gz")
+    checks = []
+    if waiting:
+        detail = f"{waiting} upload(s) wait in {folder / 'pending'}; the next `epf sync` sends them"
+        checks.append(Check(_AREA, "outbox", None, detail))
+    else:
+        checks.append(Check(_AREA, "outbox", True, "nothing waiting"))
+    if rejected:
+        detail = (
+            f"{rejected} upload(s) were refused for good; each .reason file in "
+            f"{folder / 'rejected'} says why"
+        )
+        checks.append(Check(_AREA, "rejected uploads", None, detail))
+    return checks
+
+
+def _uploads(folder: Path, pattern: str) -> int:
+    return sum(1 for _ in folder.glob(pattern)) if folder.is_dir() else 0
