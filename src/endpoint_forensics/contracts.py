@@ -113,6 +113,7 @@ class DeliveryReport:
     waiting_uploads: int = 0
     waiting_rows: int = 0
     rejected_uploads: int = 0
+    throttled: int = 0  # 429s waited out
     seconds: float = 0.0
     error: str = ""
 

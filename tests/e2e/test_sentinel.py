@@ -197,3 +197,15 @@ def test_the_compat_profile_feeds_the_original_workbook_in_both_places(
         'EPF_IotCves_CL | where Source == "sensor/v1/cves" | distinct IpAddress | count',
     ).records()
     assert cves[0]["Count"] == sensor_ips[0]["Count"] > 0
+
+
+def test_throttling_is_waited_out_and_everything_arrives(tmp_path: Path) -> None:
+    # Three uploads a second at most: the sink's senders get 429 with Retry-After.
+    settings_kw = {"devices": 60, "seed": 6, "iot_sensors": 0, "ingestion_rate_limit": (3, 1.0)}
+    with Emulator(EmulatorSettings(**settings_kw)) as emu:
+        settings = sentinel_settings(emu, tmp_path, **{"sentinel.max_concurrency": 8})
+        summary = sync(settings)
+        stats = emu.stats()
+    assert summary.exit_code == 0, summary.errors()
+    assert stats["ingestion"]["rejected"].get("429", 0) > 0
+    assert stats["ingested"] == local_counts(settings)

@@ -32,6 +32,7 @@ import orjson
 from endpoint_forensics.auth import build_credential, first_line
 from endpoint_forensics.config import SentinelConfig
 from endpoint_forensics.contracts import Batch, DeliveryReport
+from endpoint_forensics.http import retry_after_seconds
 from endpoint_forensics.outbox import Outbox, PendingFile, StagedUnit
 from endpoint_forensics.tables import KqlType, Table
 
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000  # the limit is 1 MB per call, compressed and uncompressed (D.2)
 MAX_FIELD_BYTES = 65_536  # longer values are truncated by the service; we say so
 _MARKER = "…[truncated by epf: {n} bytes]"
-_PERMANENT = {400, 422}  # the service refuses these rows; they never go through as they are
+_PERMANENT = {400, 422}
+_MAX_THROTTLED = 30  # 429s waited out per upload (after the SDK's own retries)  # the service refuses these rows; they never go through as they are
 
 
 class SentinelSink:
@@ -141,9 +143,7 @@ class SentinelSink:
         body = item.path.read_bytes()
         stream = self.config.stream_prefix + item.table
         try:
-            self._client(endpoint).upload(
-                rule_id=rule_id, stream_name=stream, logs=io.BytesIO(body)
-            )
+            self._upload(endpoint, rule_id, stream, body)
         except ClientAuthenticationError as exc:
             self._halt(
                 f"Sentinel: the identity could not get a token: {first_line(exc.message or str(exc))}"
@@ -181,6 +181,27 @@ class SentinelSink:
             self.report.sent_rows += item.rows
             self.report.sent_bytes += len(body)
             self.report.raw_bytes += _raw_size(body)
+
+    def _upload(self, endpoint: str, rule_id: str, stream: str, body: bytes) -> None:
+        """Post one upload; throttling (429) past the SDK's own retries is waited out here, as
+        long as the service says, so a busy DCR slows the run down instead of stopping it."""
+        from azure.core.exceptions import HttpResponseError
+
+        throttled = 0
+        while True:
+            try:
+                self._client(endpoint).upload(
+                    rule_id=rule_id, stream_name=stream, logs=io.BytesIO(body)
+                )
+                return
+            except HttpResponseError as exc:
+                if exc.status_code != 429 or throttled >= _MAX_THROTTLED or self._halted.is_set():
+                    raise
+                throttled += 1
+                with self._lock:
+                    self.report.throttled += 1
+                headers: Any = getattr(exc.response, "headers", None) or {}
+                time.sleep(retry_after_seconds(headers.get("Retry-After")) or 2.0 * throttled)
 
     def _split(self, item: PendingFile, body: bytes) -> None:
         records = orjson.loads(gzip.decompress(body))
