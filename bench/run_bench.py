@@ -116,23 +116,27 @@ def main() -> int:
 def _report(db: Path, wall: float, peak_mb: float, truth: dict[str, int]) -> None:
     con = duckdb.connect(str(db), read_only=True)
     runs = con.execute(
-        'SELECT Dataset, TableName, "Rows", DurationSeconds, Outcome FROM "EPF_Runs_CL" '
-        "ORDER BY StartTime"
+        'SELECT SourceName, Dataset, TableName, "Rows", DurationSeconds, Outcome '
+        'FROM "EPF_Runs_CL" ORDER BY StartTime'
     ).fetchall()
     con.close()
-    print(f"\n{'dataset':<24}{'table':<30}{'rows':>12}{'seconds':>10}{'rows/s':>12}  truth")
+    print(f"\n{'source':<12}{'dataset':<24}{'table':<30}{'rows':>12}{'seconds':>10}{'rows/s':>12}")
     total = 0
-    for dataset, table, rows, seconds, outcome in runs:
+    per_table: dict[str, int] = {}
+    for source, dataset, table, rows, seconds, outcome in runs:
         total += rows
+        per_table[table] = per_table.get(table, 0) + rows
         rate = rows / seconds if seconds else 0.0
-        expected = truth.get(table)
-        check = "ok" if expected == rows else f"expected {expected}"
         print(
-            f"{dataset:<24}{table:<30}{rows:>12,}{seconds:>10.1f}{rate:>12,.0f}  {check} {outcome}"
+            f"{source:<12}{dataset:<24}{table:<30}{rows:>12,}{seconds:>10.1f}{rate:>12,.0f}"
+            f"  {outcome}"
         )
+    per_table["EPF_Runs_CL"] = len(runs)
+    wrong = {t: (per_table.get(t, 0), n) for t, n in truth.items() if per_table.get(t, 0) != n}
+    verdict = "every table equals the truth" if not wrong else f"NOT the truth: {wrong}"
     print(
         f"\nsync: {total:,} rows in {wall:.1f} s wall ({total / wall:,.0f} rows/s), "
-        f"peak RSS {peak_mb:.0f} MB"
+        f"peak RSS {peak_mb:.0f} MB; {verdict}"
     )
 
 
