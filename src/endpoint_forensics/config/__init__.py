@@ -1,0 +1,316 @@
+"""Settings: a TOML file plus environment overrides, validated, with secret references.
+
+Owns loading, the overlay, secret resolution and the whole ``Settings``; its parts live in
+``config.models`` (tenants, store, state, secrets, dataset names), ``config.appliances``
+(Defender for IoT sensors and consoles) and ``config.azure`` (Sentinel, Key Vault, output),
+and every public name is exported here. Owns the errors too. Every error names the key (``tenants[0].client_id``)
+and what is wrong with it, never the value: a value may be a secret.
+
+Environment overrides: ``EPF_<KEY>`` with ``__`` between levels and list indices as numbers,
+e.g. ``EPF_STORE__PATH=/data/epf.duckdb`` or ``EPF_TENANTS__0__CLIENT_SECRET=env:CONTOSO_SECRET``.
+(pydantic-settings cannot override one field of one tenant in a list, so the overlay is ours;
+pydantic does the validation.)
+
+Secret references: ``env:NAME`` (an environment variable), ``file:PATH`` (a file's content,
+stripped; relative to the config file), ``keyvault:<vault>/<secret>[/<version>]`` (an Azure Key
+Vault secret, read at load time with the ``[keyvault]`` identity; ``<vault>`` is a vault name or
+its https URL, and the secret identifier ``keyvault:https://<vault host>/secrets/<secret>`` works
+too), anything else is the literal secret.
+May import only ``tables`` and ``errors`` (and, lazily, ``secrets_keyvault`` when a
+``keyvault:`` reference exists).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError, model_validator
+
+from endpoint_forensics.config.appliances import ConsoleConfig, SensorConfig
+from endpoint_forensics.config.azure import (
+    DcrRoute,
+    KeyVaultConfig,
+    KeyVaultOnly,
+    OutputConfig,
+    SentinelConfig,
+)
+from endpoint_forensics.config.models import (
+    CONSOLE_DATASETS,
+    DATASETS,
+    ENV_PREFIX,
+    SENSOR_DATASETS,
+    Model,
+    Secret,
+    StateConfig,
+    StoreConfig,
+    TenantConfig,
+)
+from endpoint_forensics.errors import ConfigError
+
+__all__ = [
+    "CONSOLE_DATASETS",
+    "DATASETS",
+    "SENSOR_DATASETS",
+    "ConsoleConfig",
+    "DcrRoute",
+    "KeyVaultConfig",
+    "OutputConfig",
+    "Secret",
+    "SensorConfig",
+    "SentinelConfig",
+    "Settings",
+    "StateConfig",
+    "StoreConfig",
+    "TenantConfig",
+    "load_settings",
+    "settings_from_mapping",
+]
+
+
+class Settings(Model):
+    """The whole configuration: any mix of Defender tenants, IoT sensors and consoles, into
+    the local store and/or Microsoft Sentinel."""
+
+    store: StoreConfig = StoreConfig()
+    state: StateConfig = StateConfig()
+    sentinel: SentinelConfig | None = None
+    keyvault: KeyVaultConfig | None = None
+    output: OutputConfig = OutputConfig()
+    tenants: tuple[TenantConfig, ...] = ()
+    sensors: tuple[SensorConfig, ...] = ()
+    consoles: tuple[ConsoleConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        if not (self.tenants or self.sensors or self.consoles):
+            raise ValueError(
+                "nothing to collect: configure at least one [[tenants]], [[sensors]] or "
+                "[[consoles]] entry"
+            )
+        if not self.store.enabled and self.sentinel is None:
+            raise ValueError("store.enabled is false and there is no [sentinel]: nowhere to write")
+        # Names key checkpoints, quarantine files and every IoT row: one name, one source.
+        names = [
+            *(t.name for t in self.tenants),
+            *(s.name for s in self.sensors),
+            *(c.name for c in self.consoles),
+        ]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"tenant, sensor and console names must be unique; repeated: {', '.join(dupes)}"
+            )
+        return self
+
+
+def load_settings(
+    path: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read, overlay and validate the config file at ``path``.
+
+    Args:
+        path: the TOML file.
+        environ: the environment to read ``EPF_*`` overrides and ``env:`` secrets from.
+        overrides: dotted keys set last (the CLI's ``--db`` is ``{"store.path": ...}``).
+
+    Raises:
+        ConfigError: the file is missing or unreadable, is not TOML, or a key is invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return settings_from_mapping(
+        data, base_dir=path.parent, source=str(path), environ=environ, overrides=overrides
+    )
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    source: str = "config",
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Validate an already parsed config mapping (see :func:`load_settings`)."""
+    env = os.environ if environ is None else environ
+    merged = _apply_env(_deep_copy(data), env, source)
+    # Default paths are relative to the config file too, not to wherever epf runs from.
+    if isinstance(merged.get("store", {}), dict):
+        merged.setdefault("store", {}).setdefault("path", "epf.duckdb")
+    if isinstance(merged.get("state", {}), dict):
+        merged.setdefault("state", {}).setdefault("dir", ".epf-state")
+    for dotted, value in (overrides or {}).items():
+        _set_path(merged, dotted.split("."), value, source)
+    _resolve_in_place(merged, base_dir, env, source)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: str) -> dict[str, Any]:
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if parts[0] not in Settings.model_fields:
+            continue  # EPF_CONFIG and friends are not settings
+        value: Any = env[name]
+        if value.startswith(
+            "["
+        ):  # a list, written as JSON: EPF_TENANTS__0__DATASETS='["machines"]'
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"environment variable {name}: not a JSON list") from None
+        _set_path(data, parts, value, f"environment variable {name}")
+    return data
+
+
+def _set_path(data: dict[str, Any], parts: list[str], value: Any, source: str) -> None:
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{source}: {'.'.join(parts)}: no list item {part}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"{source}: {'.'.join(parts[:i])} is not a table")
+
+
+_PATH_KEYS = {"path", "dir", "ca_bundle", "certificate_path", "outbox_dir"}
+_SECRET_KEYS = {"client_secret", "certificate_password", "token"}
+_KV = "keyvault:"
+
+
+def _resolve_in_place(data: Any, base_dir: Path, env: Mapping[str, str], source: str) -> None:
+    """Turn path strings into absolute paths and secret references into Secrets."""
+    # keyvault: references wait until the walk is done: the [keyvault] identity reads them.
+    vault_refs: list[tuple[dict[str, Any], str, str, str]] = []
+
+    def walk(node: Any, loc: str) -> None:
+        if isinstance(node, dict):
+            for key, value in list(node.items()):
+                here = f"{loc}.{key}" if loc else key
+                if key in _SECRET_KEYS and isinstance(value, str) and value.startswith(_KV):
+                    vault_refs.append((node, key, here, value))
+                elif key in _SECRET_KEYS and isinstance(value, str):
+                    node[key] = _resolve_secret(value, here, base_dir, env, source)
+                elif key in _PATH_KEYS and isinstance(value, str | Path):
+                    node[key] = (base_dir / Path(value).expanduser()).resolve()
+                else:
+                    walk(value, here)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{loc}[{i}]")
+
+    walk(data, "")
+    if vault_refs:
+        _resolve_keyvault(data, vault_refs, source)
+
+
+def _resolve_keyvault(
+    data: dict[str, Any], refs: list[tuple[dict[str, Any], str, str, str]], source: str
+) -> None:
+    """Fetch every ``keyvault:`` reference (each secret once) and put its Secret in place."""
+    from endpoint_forensics import secrets_keyvault as kv
+
+    parsed: list[tuple[dict[str, Any], str, str, kv.SecretReference]] = []
+    for node, key, loc, text in refs:
+        if loc.startswith("keyvault."):
+            raise ConfigError(
+                f"{source}: {loc}: the Key Vault credential cannot come from Key Vault; "
+                "use env:, file: or a literal"
+            )
+        try:
+            parsed.append((node, key, loc, kv.parse_reference(text)))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {loc}: {exc}") from None
+    if not isinstance(data.get("keyvault"), dict):
+        raise ConfigError(
+            f"{source}: {parsed[0][2]}: a keyvault: reference needs a [keyvault] section "
+            "(the identity that reads the vault)"
+        )
+    try:
+        vault = KeyVaultOnly.model_validate(data).keyvault
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    try:
+        fetched = kv.fetch_secrets(vault, [ref for _, _, _, ref in parsed])
+    except kv.SecretFetchError as exc:
+        where = ", ".join(loc for _, _, loc, ref in parsed if ref == exc.reference)
+        raise ConfigError(f"{source}: {where or exc.setting}: {exc}") from None
+    for node, key, _, ref in parsed:
+        node[key] = fetched[ref]
+
+
+def _resolve_secret(
+    ref: str, loc: str, base_dir: Path, env: Mapping[str, str], source: str
+) -> Secret:
+    if ref.startswith("env:"):
+        name = ref[4:]
+        if not name or name not in env or not env[name]:
+            raise ConfigError(f"{source}: {loc}: environment variable {name!r} is not set")
+        return Secret(env[name], source=ref)
+    if ref.startswith("file:"):
+        file = (base_dir / Path(ref[5:]).expanduser()).resolve()
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{source}: {loc}: cannot read secret file {str(file)!r}: {exc.strerror}"
+            ) from None
+        if not value:
+            raise ConfigError(f"{source}: {loc}: secret file {str(file)!r} is empty")
+        return Secret(value, source=f"file:{file}")
+    if not ref:
+        raise ConfigError(f"{source}: {loc}: is empty")
+    return Secret(ref, source="literal")
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "is required"
+        problems.append(f"{loc or '(top level)'}: {msg}")
+    return f"{source}: " + "; ".join(problems)

@@ -1,0 +1,190 @@
+"""Azure in the configuration: the Microsoft Sentinel output (Logs Ingestion API and its
+DCRs), the Key Vault identity for ``keyvault:`` references, and the output profile.
+Imports ``config.models``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from endpoint_forensics.config.models import KNOWN_AUTHORITIES, Model, Secret
+
+__all__ = ["DcrRoute", "KeyVaultConfig", "KeyVaultOnly", "OutputConfig", "SentinelConfig"]
+
+
+class DcrRoute(Model):
+    """One data collection rule and the tables it has streams for (a DCR holds at most 10)."""
+
+    immutable_id: str = Field(pattern=r"^dcr-[0-9a-fA-F]{32}$")
+    tables: tuple[str, ...] = Field(min_length=1)
+    # The DCR's own logs-ingestion endpoint; empty: [sentinel].endpoint.
+    endpoint: str = ""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if value and (not value.startswith("https://") or len(value) <= len("https://")):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("tables")
+    @classmethod
+    def _table_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # The template's output lists streams ("Custom-EPF_Devices_CL"): take either.
+        return tuple(t.removeprefix("Custom-") for t in value)
+
+
+class SentinelConfig(Model):
+    """Microsoft Sentinel output: the Logs Ingestion API (defender-apis.md D) of a DCR.
+
+    ``endpoint`` is the DCR's logs-ingestion endpoint (or a DCE's), ``dcr_immutable_id`` the
+    DCR's ``immutableId`` (``epf deploy arm`` outputs both). The identity needs the Monitoring
+    Metrics Publisher role on the DCR: an app registration (secret or certificate) or a managed
+    identity.
+    """
+
+    endpoint: str
+    # The DCR for every table no `dcrs` entry names (a single DCR, as in the emulator).
+    dcr_immutable_id: str | None = Field(default=None, pattern=r"^dcr-[0-9a-fA-F]{32}$")
+    # Several DCRs (Azure allows 10 streams per DCR): as `epf deploy arm` outputs them.
+    dcrs: tuple[DcrRoute, ...] = ()
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret: Secret | None = None
+    certificate_path: Path | None = None
+    certificate_password: Secret | None = None
+    managed_identity: bool = False
+    # A user-assigned managed identity's client id; empty: the system-assigned identity.
+    managed_identity_client_id: str = ""
+    authority_host: str = "https://login.microsoftonline.com"
+    scope: str = "https://monitor.azure.com/.default"
+    ca_bundle: Path | None = None
+    stream_prefix: str = "Custom-"
+    max_concurrency: int = Field(default=4, ge=1, le=32)
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    # Where batches wait until the endpoint accepts them; default <state dir>/outbox/sentinel.
+    outbox_dir: Path | None = None
+
+    @field_validator("endpoint", "authority_host")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle", "certificate_path")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> SentinelConfig:
+        given = [
+            self.client_secret is not None,
+            self.certificate_path is not None,
+            self.managed_identity,
+        ]
+        if sum(given) != 1:
+            raise ValueError(
+                "set exactly one of client_secret, certificate_path or managed_identity = true"
+            )
+        if not self.managed_identity and not (self.tenant_id and self.client_id):
+            raise ValueError("tenant_id and client_id are required with an app credential")
+        if self.dcr_immutable_id is None and not self.dcrs:
+            raise ValueError("set dcr_immutable_id, or list the DCRs in [[sentinel.dcrs]]")
+        routed = [t for d in self.dcrs for t in d.tables]
+        twice = sorted({t for t in routed if routed.count(t) > 1})
+        if twice:
+            raise ValueError(f"a table may go to one DCR only; listed twice: {', '.join(twice)}")
+        return self
+
+    def route(self, table: str) -> tuple[str, str] | None:
+        """(endpoint, DCR immutable id) for ``table``, or None when no DCR takes it."""
+        for dcr in self.dcrs:
+            if table in dcr.tables:
+                return dcr.endpoint or self.endpoint, dcr.immutable_id
+        if self.dcr_immutable_id is not None:
+            return self.endpoint, self.dcr_immutable_id
+        return None
+
+    @property
+    def name(self) -> str:
+        return "sentinel"
+
+    @property
+    def authority_is_known(self) -> bool:
+        host = self.authority_host.removeprefix("https://").split("/")[0]
+        return host in KNOWN_AUTHORITIES
+
+
+class KeyVaultConfig(Model):
+    """The identity that reads ``keyvault:`` secret references (the Key Vault data plane, A.7).
+
+    It needs the 'Key Vault Secrets User' role on each vault (or an access policy granting
+    secret get): an app registration (secret or certificate) or a managed identity. Its own
+    secrets are ``env:``, ``file:`` or literal, never ``keyvault:``. ``authority_host`` and
+    ``ca_bundle`` serve sovereign clouds and the emulator (``ca_bundle`` is trusted for the
+    vault too).
+    """
+
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret: Secret | None = None
+    certificate_path: Path | None = None
+    certificate_password: Secret | None = None
+    managed_identity: bool = False
+    # A user-assigned managed identity's client id; empty: the system-assigned identity.
+    managed_identity_client_id: str = ""
+    authority_host: str = "https://login.microsoftonline.com"
+    ca_bundle: Path | None = None
+
+    @field_validator("authority_host")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle", "certificate_path")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> KeyVaultConfig:
+        given = [
+            self.client_secret is not None,
+            self.certificate_path is not None,
+            self.managed_identity,
+        ]
+        if sum(given) != 1:
+            raise ValueError(
+                "set exactly one of client_secret, certificate_path or managed_identity = true"
+            )
+        if not self.managed_identity and not (self.tenant_id and self.client_id):
+            raise ValueError("tenant_id and client_id are required with an app credential")
+        return self
+
+    @property
+    def authority_is_known(self) -> bool:
+        host = self.authority_host.removeprefix("https://").split("/")[0]
+        return host in KNOWN_AUTHORITIES
+
+
+class KeyVaultOnly(BaseModel):
+    """The [keyvault] section alone: validated before the rest, as the references need it."""
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+    keyvault: KeyVaultConfig
+
+
+class OutputConfig(Model):
+    """What is written besides the EPF_* tables."""
+
+    # Also write the original 2021 connector's tables, so its workbook keeps working.
+    compat: bool = False

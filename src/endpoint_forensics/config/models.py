@@ -1,0 +1,183 @@
+"""The configuration's building blocks: dataset names and schedules, secrets, the store, the
+state folder and a Defender tenant. Imports nothing of ours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "CONSOLE_DATASETS",
+    "DATASETS",
+    "DEFAULT_CONSOLE_INTERVAL_HOURS",
+    "DEFAULT_INTERVAL_HOURS",
+    "DEFAULT_SENSOR_INTERVAL_HOURS",
+    "ENV_PREFIX",
+    "KNOWN_AUTHORITIES",
+    "ConsoleDataset",
+    "Dataset",
+    "Model",
+    "Secret",
+    "SensorDataset",
+    "StateConfig",
+    "StoreConfig",
+    "TenantConfig",
+]
+
+Dataset = Literal[
+    "machines",
+    "agent_health",
+    "av_health",
+    "secure_config",
+    "vulnerabilities",
+    "vulnerability_changes",
+    "software_inventory",
+    "recommendations",
+    "cve_catalog",
+]
+DATASETS: tuple[Dataset, ...] = get_args(Dataset)
+# Hours between two snapshots of a dataset; the rest are taken on every run. The full
+# vulnerability baseline is weekly and the delta runs in between (B.5.4).
+DEFAULT_INTERVAL_HOURS: dict[str, float] = {
+    "vulnerabilities": 168.0,
+    "secure_config": 24.0,
+    "software_inventory": 24.0,
+    "cve_catalog": 24.0,
+}
+# Defender for IoT: per sensor and per management console.
+SensorDataset = Literal["devices", "connections", "cves", "alerts", "events", "exposure"]
+SENSOR_DATASETS: tuple[SensorDataset, ...] = get_args(SensorDataset)
+ConsoleDataset = Literal["devices", "device_changes", "connections", "cves", "alerts", "sensors"]
+CONSOLE_DATASETS: tuple[ConsoleDataset, ...] = get_args(ConsoleDataset)
+# Inventory-like IoT snapshots are daily; alerts, events and the console's deltas run every time.
+DEFAULT_SENSOR_INTERVAL_HOURS: dict[str, float] = {
+    "connections": 24.0,
+    "cves": 24.0,
+    "exposure": 24.0,
+}
+DEFAULT_CONSOLE_INTERVAL_HOURS: dict[str, float] = {"devices": 24.0}
+ENV_PREFIX = "EPF_"
+
+KNOWN_AUTHORITIES = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+    }
+)
+
+
+class Secret:
+    """A secret value that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_source", "_value")
+
+    def __init__(self, value: str, *, source: str) -> None:
+        self._value = value
+        self._source = source  # "literal", "env:NAME", "file:PATH" or "keyvault:URL": safe to show
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def __repr__(self) -> str:
+        return f"Secret(<hidden>, source={self._source!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class StoreConfig(Model):
+    """The embedded DuckDB workspace."""
+
+    path: Path = Path("epf.duckdb")
+    # False: Sentinel only (then [sentinel] is required).
+    enabled: bool = True
+
+
+class StateConfig(Model):
+    """Where checkpoints and quarantined records live."""
+
+    dir: Path = Path(".epf-state")
+
+
+class TenantConfig(Model):
+    """One Defender tenant and the Entra app registration that reads it."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    tenant_id: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: Secret | None = None
+    certificate_path: Path | None = None
+    certificate_password: Secret | None = None
+    authority_host: str = "https://login.microsoftonline.com"
+    mde_base_url: str = "https://api.security.microsoft.com"
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    mde_scope: str = "https://api.securitycenter.microsoft.com/.default"
+    graph_scope: str = "https://graph.microsoft.com/.default"
+    ca_bundle: Path | None = None
+    hunting_api: Literal["graph", "mde"] = "graph"
+    datasets: tuple[Dataset, ...] = DATASETS
+    page_size: int = Field(default=10_000, ge=1, le=10_000)
+    # The hunting APIs return at most this many rows (B.3); a result this long may be cut
+    # short, so the query is split. Lower only to test the split.
+    hunting_row_limit: int = Field(default=100_000, ge=1, le=100_000)
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=20)
+    # Exports: JSON pages below files_threshold_devices devices, files (B.5.3) above.
+    export_mode: Literal["auto", "json", "files"] = "auto"
+    files_threshold_devices: int = Field(default=100_000, ge=0)
+    export_page_size: int = Field(default=50_000, ge=1, le=200_000)
+    sas_valid_hours: int = Field(default=6, ge=1, le=6)
+    interval_hours: dict[Dataset, float] = Field(default_factory=dict)
+
+    @field_validator("authority_host", "mde_base_url", "graph_base_url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle", "certificate_path")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> TenantConfig:
+        if (self.client_secret is None) == (self.certificate_path is None):
+            raise ValueError("set exactly one of client_secret or certificate_path")
+        return self
+
+    def interval_hours_for(self, dataset: str) -> float:
+        """Hours between snapshots of ``dataset`` (0: every run)."""
+        default = DEFAULT_INTERVAL_HOURS.get(dataset, 0.0)
+        return next((h for name, h in self.interval_hours.items() if name == dataset), default)
+
+    def use_files(self, device_count: int | None) -> bool:
+        """Whether exports go through files (large tenants) rather than JSON pages."""
+        if self.export_mode != "auto":
+            return self.export_mode == "files"
+        return device_count is not None and device_count >= self.files_threshold_devices
+
+    @property
+    def authority_is_known(self) -> bool:
+        host = self.authority_host.removeprefix("https://").split("/")[0]
+        return host in KNOWN_AUTHORITIES
