@@ -20,6 +20,14 @@ import orjson
 import typer
 
 from endpoint_forensics import __version__
+from endpoint_forensics.cli_render import (
+    Progress,
+    cell,
+    out,
+    render_demo,
+    render_outcomes,
+    render_table,
+)
 from endpoint_forensics.errors import ConfigError, EpfError
 
 app = typer.Typer(
@@ -98,21 +106,21 @@ def tables(
     from endpoint_forensics.tables import TABLES
 
     if format is TablesFormat.JSON:
-        _out(
+        out(
             orjson.dumps(
                 [t.as_dict() for t in TABLES.values()], option=orjson.OPT_INDENT_2
             ).decode()
         )
         return
     if format is TablesFormat.DDL:
-        _out("\n\n".join(t.duckdb_ddl() for t in TABLES.values()))
+        out("\n\n".join(t.duckdb_ddl() for t in TABLES.values()))
         return
     for t in TABLES.values():
-        _out(f"{t.name}  (source {t.source}; key {', '.join(t.key)})")
-        _out(f"  {t.description}")
+        out(f"{t.name}  (source {t.source}; key {', '.join(t.key)})")
+        out(f"  {t.description}")
         for c in t.columns:
-            _out(f"    {c.name:<28} {c.type.value:<9} {c.description}")
-        _out("")
+            out(f"    {c.name:<28} {c.type.value:<9} {c.description}")
+        out("")
 
 
 @app.command()
@@ -137,11 +145,11 @@ def sync(
     settings = load_settings(path, overrides=overrides)
     sinks = open_sinks(settings)
     try:
-        with _progress() as progress:
+        with Progress() as progress:
             summary = run_sync(settings, sinks, progress=progress)
     finally:
         close_sinks(sinks)
-    _render_outcomes(summary)
+    render_outcomes(summary)
     _finish(summary)
 
 
@@ -160,40 +168,12 @@ def demo(
     from endpoint_forensics.demo import run_demo
 
     typer.echo(f"Emulating a tenant of {devices:,} devices (seed {seed}) ...", err=True)
-    with _progress() as progress:
+    with Progress() as progress:
         result = run_demo(devices=devices, seed=seed, db=db, progress=progress)
     summary = result.summary
-    _out(
-        f"Synced the emulated tenant into {db} in {summary.wall_seconds:.1f} s (run {summary.run_id})"
-    )
-    _render_outcomes(summary)
-    _out("")
-    _out("Devices per platform (this snapshot):")
-    for rec in result.by_platform:
-        _out(f"  {rec['OSPlatform'] or '(none)':<20} {rec['Devices']:>8,}")
-    _out("")
-    _out("Agent health tests failing (devices):")
-    for rec in result.failing_tests:
-        _out(f"  {rec['Test']:<28} {rec['FailingDevices']:>8,}")
-    if result.ot_sensors:
-        _out("")
-        _out("Defender for IoT sensors: OT devices (also in MDE), critical CVEs, console state:")
-        for rec in result.ot_sensors:
-            _out(
-                f"  {rec['Sensor']:<20} {rec['OtDevices']:>6,} ({rec['AlsoInMde']:,})"
-                f"  {rec['CriticalCves']:>6,}  {rec['ConsoleState'] or '-'}"
-            )
-    _out("")
-    verdict = "yes" if result.matches_truth else "NO"
-    detail = ", ".join(f"{t} {result.synced.get(t, 0):,}/{n:,}" for t, n in result.truth.items())
-    _out(f"Row counts equal the emulator's truth: {verdict} ({detail})")
-    if result.ingested:
-        same = "yes" if result.sentinel_matches_store else "NO"
-        rows = sum(result.ingested.values())
-        _out(f"Sentinel (emulated Logs Ingestion API) received the same rows: {same} ({rows:,})")
-    _out(f'Next: {_me()} query --db {db} "EPF_AgentHealth_CL | summarize count() by OSFamily"')
+    render_demo(result, db, _me())
     if not no_serve:
-        _out("(The dashboard is not built yet; nothing to serve.)")
+        out("(The dashboard is not built yet; nothing to serve.)")
     if not (result.matches_truth and result.sentinel_matches_store) and summary.exit_code == 0:
         raise typer.Exit(1)
     _finish(summary)
@@ -303,16 +283,16 @@ def query(
     result = run_query(db, query_text, sql=sql)
     records = result.records()
     if format is OutputFormat.JSON:
-        _out(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
+        out(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
     elif format is OutputFormat.CSV:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(result.columns)
         for rec in records:
-            writer.writerow([_cell(v) for v in rec.values()])
-        _out(buf.getvalue().rstrip("\n"))
+            writer.writerow([cell(v) for v in rec.values()])
+        out(buf.getvalue().rstrip("\n"))
     else:
-        _render_table(result.columns, [[_cell(v) for v in rec.values()] for rec in records])
+        render_table(result.columns, [[cell(v) for v in rec.values()] for rec in records])
 
 
 @app.command()
@@ -371,42 +351,6 @@ def deploy_arm(
     )
 
 
-def _render_outcomes(summary: Any) -> None:
-    rows = [
-        [
-            o.tenant,
-            o.dataset,
-            o.table,
-            f"{o.rows:,}",
-            str(o.quarantined),
-            o.outcome,
-            f"{o.duration_seconds:.1f}",
-        ]
-        for o in summary.outcomes
-    ]
-    _render_table(["source", "dataset", "table", "rows", "quarantined", "outcome", "seconds"], rows)
-    if summary.quarantine_folder:
-        typer.echo(f"Malformed records were set aside in {summary.quarantine_folder}", err=True)
-    for name, report in summary.deliveries.items():
-        rate = report.sent_rows / report.seconds if report.seconds else 0.0
-        typer.echo(
-            f"{name}: sent {report.sent_rows:,} rows in {report.sent_uploads:,} uploads "
-            f"({report.raw_bytes / 1e6:,.1f} MB, {rate:,.0f} rows/s)"
-            + (
-                f"; {report.waiting_rows:,} rows in {report.waiting_uploads:,} uploads wait "
-                "in the outbox for the next run"
-                if report.waiting_uploads
-                else ""
-            )
-            + (
-                f"; {report.rejected_uploads} uploads refused and set aside"
-                if report.rejected_uploads
-                else ""
-            ),
-            err=True,
-        )
-
-
 def _finish(summary: Any) -> None:
     for line in summary.errors():
         typer.echo(f"error: {line}", err=True)
@@ -415,61 +359,7 @@ def _finish(summary: Any) -> None:
         raise typer.Exit(code)
 
 
-def _render_table(columns: list[str], rows: list[list[str]]) -> None:
-    widths = [len(c) for c in columns]
-    for row in rows:
-        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
-    _out("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for row in rows:
-        _out("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _me() -> str:
     """How the user ran epf (``.venv/bin/epf`` after ``make demo``), to suggest the next command."""
     argv0 = sys.argv[0]
     return argv0 if argv0.endswith("epf") else "epf"
-
-
-def _out(text: str) -> None:
-    typer.echo(text)
-
-
-class _progress:
-    """Rich progress on a terminal; nothing otherwise (logs say enough)."""
-
-    def __enter__(self) -> Any:
-        if not sys.stderr.isatty():
-            return None
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TextColumn("{task.completed:,} rows"),
-            TimeElapsedColumn(),
-            transient=True,
-        )
-        self._bar.start()
-        self._tasks: dict[tuple[str, str], Any] = {}
-
-        def update(tenant: str, dataset: str, rows: int, finished: bool) -> None:
-            key = (tenant, dataset)
-            if key not in self._tasks:
-                self._tasks[key] = self._bar.add_task(f"{tenant}: {dataset}", total=None)
-            self._bar.update(self._tasks[key], completed=rows)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if sys.stderr.isatty():
-            self._bar.stop()
