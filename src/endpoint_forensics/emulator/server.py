@@ -35,9 +35,10 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from .config_text import collector_config
 from .fleet import tenant_ids
 from .ingestion_streams import dcr_immutable_id
-from .iot_state import IotAppliance, iot_config_blocks
+from .iot_state import IotAppliance
 from .listen import bind, make_server, serve, url_host
 from .settings import EmulatorSettings
 
@@ -277,40 +278,22 @@ class Emulator:
             raise ValueError(f"credential must be 'secret' or 'certificate': {credential!r}")
         if iot not in ("pin", "ca", "none"):
             raise ValueError(f"iot must be 'pin', 'ca' or 'none': {iot!r}")
-        base = self.base_url
         if credential == "certificate":
-            secret_line = (
-                f"certificate_path = {_toml(str(self.client_certificate_path.resolve()))}\n"
-            )
+            secret = ("certificate_path", str(self.client_certificate_path.resolve()))
         else:
-            secret_line = f"client_secret = {_toml(self.client_secret)}\n"
-        tenant_block = (
-            "[[tenants]]\n"
-            'name = "emulated"\n'
-            f"tenant_id = {_toml(self.tenant_id)}\n"
-            f"client_id = {_toml(self.client_id)}\n"
-            + secret_line
-            + f"authority_host = {_toml(base)}\n"
-            f"mde_base_url = {_toml(base)}\n"
-            f"graph_base_url = {_toml(base + '/v1.0')}\n"
-            f"ca_bundle = {_toml(str(self.ca_path.resolve()))}\n"
+            secret = ("client_secret", self.client_secret)
+        text = collector_config(
+            base_url=self.base_url,
+            tenant_id=self.tenant_id,
+            client_id=self.client_id,
+            secret=secret,
+            ca_path=self.ca_path.resolve(),
+            dcr_immutable_id=self.dcr_immutable_id,
+            appliances=self.iot_appliances if iot != "none" else [],
+            iot_trust="ca" if iot == "ca" else "pin",
+            mde=mde,
+            sentinel=sentinel,
         )
-        text = f"# Written by `epf emulator`: syncs from the emulated tenant at {base}\n"
-        if mde:
-            text += tenant_block
-        if iot != "none":
-            text += iot_config_blocks(self.iot_appliances, trust=iot)
-        if sentinel:
-            text += (
-                "[sentinel]\n"
-                f"endpoint = {_toml(base)}\n"
-                f"dcr_immutable_id = {_toml(self.dcr_immutable_id)}\n"
-                f"tenant_id = {_toml(self.tenant_id)}\n"
-                f"client_id = {_toml(self.client_id)}\n"
-                + secret_line
-                + f"authority_host = {_toml(base)}\n"
-                f"ca_bundle = {_toml(str(self.ca_path.resolve()))}\n"
-            )
         Path(path).write_text(text, encoding="utf-8")
 
     # --- internals -----------------------------------------------------------------------
@@ -429,12 +412,6 @@ def _issue_tls(state_dir: Path, host: str) -> tuple[Path, Path]:
     ca.issue_cert(*names).private_key_and_cert_chain_pem.write_to_path(str(cert_path))
     cert_path.chmod(0o600)
     return ca_path, cert_path
-
-
-def _toml(value: str) -> str:
-    """A TOML basic string."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
