@@ -209,3 +209,19 @@ def test_throttling_is_waited_out_and_everything_arrives(tmp_path: Path) -> None
     assert summary.exit_code == 0, summary.errors()
     assert stats["ingestion"]["rejected"].get("429", 0) > 0
     assert stats["ingested"] == local_counts(settings)
+
+
+def test_a_halted_sink_keeps_what_it_has_not_sent(
+    tenant: Emulator, tmp_path: Path
+) -> None:
+    settings = sentinel_settings(tenant, tmp_path, **{"tenants.0.datasets": ["machines"]})
+    sinks = open_sinks(settings)
+    sentinel = sinks[1]
+    from endpoint_forensics.contracts import Batch
+    from endpoint_forensics.tables import DEVICES
+
+    sentinel._halted.set()  # as if the endpoint had just failed: nothing more goes out
+    with sentinel.open(DEVICES, unit="t/run-x/machines/page-0") as writer:
+        writer.write(Batch(DEVICES, rows=[{"DeviceId": "d1"}]), {"RunId": "run-x"})
+    close_sinks(sinks)  # closed without a flush, as when a run is interrupted
+    assert sentinel.outbox.counts() == (1, 1)

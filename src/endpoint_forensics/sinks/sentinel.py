@@ -107,6 +107,9 @@ class SentinelSink:
 
     def close(self) -> None:
         if any(w.is_alive() for w in self._workers):
+            # Closed without a flush (the run was interrupted): stop sending at once; what is
+            # left waits in the outbox for the next run.
+            self._halted.set()
             self.flush()
         if self._credential is not None:
             self._credential.close()
