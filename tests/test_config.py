@@ -86,7 +86,7 @@ def test_environment_overrides_one_field_of_one_tenant(tmp_path):
         (
             lambda t: t + 'certificate_path = "epf.toml"\n',
             "tenants[0]",
-            "exactly one of client_secret or certificate_path",
+            "exactly one of client_secret, certificate_path or managed_identity",
         ),
         (
             lambda t: t.replace("[[tenants]]", "[[tenants]]\nname = 'dup'\n[[tenants]]"),

@@ -125,6 +125,10 @@ class TenantConfig(Model):
     client_secret: Secret | None = None
     certificate_path: Path | None = None
     certificate_password: Secret | None = None
+    # The host's managed identity (Azure Functions, a VM): its app roles on WindowsDefenderATP
+    # and Graph are granted by app-role assignment, not in the portal (defender-apis.md A.5).
+    managed_identity: bool = False
+    managed_identity_client_id: str = ""
     authority_host: str = "https://login.microsoftonline.com"
     mde_base_url: str = "https://api.security.microsoft.com"
     graph_base_url: str = "https://graph.microsoft.com/v1.0"
@@ -162,8 +166,15 @@ class TenantConfig(Model):
 
     @model_validator(mode="after")
     def _one_credential(self) -> TenantConfig:
-        if (self.client_secret is None) == (self.certificate_path is None):
-            raise ValueError("set exactly one of client_secret or certificate_path")
+        given = [
+            self.client_secret is not None,
+            self.certificate_path is not None,
+            self.managed_identity,
+        ]
+        if sum(given) != 1:
+            raise ValueError(
+                "set exactly one of client_secret, certificate_path or managed_identity = true"
+            )
         return self
 
     def interval_hours_for(self, dataset: str) -> float:
