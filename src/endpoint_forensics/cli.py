@@ -116,7 +116,8 @@ def tables(
         out("\n\n".join(t.duckdb_ddl() for t in TABLES.values()))
         return
     for t in TABLES.values():
-        out(f"{t.name}  (source {t.source}; key {', '.join(t.key)})")
+        profile = "" if t.profile == "core" else f"; only with output.{t.profile}"
+        out(f"{t.name}  (source {t.source}; key {', '.join(t.key)}{profile})")
         out(f"  {t.description}")
         for c in t.columns:
             out(f"    {c.name:<28} {c.type.value:<9} {c.description}")

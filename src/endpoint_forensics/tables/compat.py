@@ -84,7 +84,7 @@ LEGACY_IOT_DEVICES = Table(
     description="Legacy (compat): OT devices from the sensors' /api/v1/devices as the original "
     "connector wrote them, one row per device per run. Derived from EPF_IotDevices_CL.",
     source="compat:EPF_IotDevices_CL",
-    key=("id_d",),
+    key=("Appliance", "id_d"),
     columns=COMMON_COLUMNS
     + (
         Column("id_d", R, "Device id on the sensor."),
@@ -113,7 +113,7 @@ LEGACY_IOT_CVES = Table(
     "the original connector wrote them, one row per address and CVE per run (every CVE, not "
     "the top 100). Derived from EPF_IotCves_CL.",
     source="compat:EPF_IotCves_CL",
-    key=("IPAddress", "cveId_s"),
+    key=("Appliance", "IPAddress", "cveId_s"),
     columns=COMMON_COLUMNS
     + (
         Column("cveId_s", S, "CVE id."),
@@ -134,7 +134,7 @@ LEGACY_IOT_EVENTS = Table(
     description="Legacy (compat): the sensors' event timeline as the original connector wrote "
     "it (every event, not the latest 100 a day). Derived from EPF_IotEvents_CL.",
     source="compat:EPF_IotEvents_CL",
-    key=("timestamp_d", "type_s", "title_s", "content_s"),
+    key=("Appliance", "timestamp_d", "type_s", "title_s", "content_s"),
     columns=COMMON_COLUMNS
     + (
         Column("timestamp_d", R, "When the event happened, epoch milliseconds."),

@@ -120,6 +120,7 @@ class Table:
             "name": self.name,
             "description": self.description,
             "source": self.source,
+            "profile": self.profile,
             "key": list(self.key),
             "columns": [
                 {"name": c.name, "type": c.type.value, "description": c.description}
