@@ -211,9 +211,7 @@ def test_throttling_is_waited_out_and_everything_arrives(tmp_path: Path) -> None
     assert stats["ingested"] == local_counts(settings)
 
 
-def test_a_halted_sink_keeps_what_it_has_not_sent(
-    tenant: Emulator, tmp_path: Path
-) -> None:
+def test_a_halted_sink_keeps_what_it_has_not_sent(tenant: Emulator, tmp_path: Path) -> None:
     settings = sentinel_settings(tenant, tmp_path, **{"tenants.0.datasets": ["machines"]})
     sinks = open_sinks(settings)
     sentinel = sinks[1]
