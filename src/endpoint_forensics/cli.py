@@ -155,6 +155,49 @@ def sync(
 
 
 @app.command()
+def run(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Config file (TOML). Default: $EPF_CONFIG or ./epf.toml."
+        ),
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Workspace file; overrides store.path.")
+    ] = None,
+    every: Annotated[
+        float, typer.Option("--every", min=0, help="Minutes from one run's start to the next.")
+    ] = 5.0,
+    runs: Annotated[
+        int, typer.Option("--runs", min=0, help="Stop after this many (0: never).")
+    ] = 0,
+) -> None:
+    """Repeat the collection on a schedule until stopped (Ctrl-C or SIGTERM between runs)."""
+    import signal
+
+    from endpoint_forensics.config import load_settings
+    from endpoint_forensics.scheduler import run_on_schedule
+
+    path = config or Path(os.environ.get("EPF_CONFIG", "epf.toml"))
+    overrides = {"store.path": str(db.resolve())} if db else None
+    settings = load_settings(path, overrides=overrides)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+    def report(summary: Any) -> None:
+        render_outcomes(summary)
+        for line in summary.errors():
+            typer.echo(f"error: {line}", err=True)
+
+    summaries = run_on_schedule(settings, every_seconds=every * 60, runs=runs, on_summary=report)
+    if summaries and summaries[-1].exit_code:
+        raise typer.Exit(summaries[-1].exit_code)
+
+
+@app.command()
 def demo(
     devices: Annotated[int, typer.Option(min=0, help="Devices in the emulated fleet.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the emulated fleet.")] = 1,
