@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from endpoint_forensics.config import Secret, SentinelConfig, TenantConfig
+from endpoint_forensics.config import AppIdentity, Secret, TenantConfig
 from endpoint_forensics.errors import ConfigError, CredentialRefused, TransientError
 
 __all__ = [
@@ -137,34 +137,37 @@ class CredentialTokenProvider:
         return access.token, access.expires_on
 
 
-def build_credential(tenant: TenantConfig | SentinelConfig) -> Any:
-    """The azure-identity credential a config names: a client secret, a certificate, or (for
-    Sentinel) a managed identity."""
+def build_credential(identity: AppIdentity) -> Any:
+    """The azure-identity credential a config names: a client secret, a certificate, or the
+    host's managed identity.
+
+    Raises:
+        ValueError, OSError: azure-identity cannot use the certificate file.
+    """
     from azure.identity import CertificateCredential, ClientSecretCredential
 
-    if getattr(tenant, "managed_identity", False):
+    if identity.managed_identity:
         from azure.identity import ManagedIdentityCredential
 
-        client_id = getattr(tenant, "managed_identity_client_id", "") or None
-        return ManagedIdentityCredential(client_id=client_id)
+        return ManagedIdentityCredential(client_id=identity.managed_identity_client_id or None)
     options: dict[str, Any] = {
-        "authority": tenant.authority_host,
+        "authority": identity.authority_host,
         # Instance discovery asks login.microsoftonline.com about the authority; a sovereign
         # or emulated authority host answers for itself.
-        "disable_instance_discovery": not tenant.authority_is_known,
+        "disable_instance_discovery": not identity.authority_is_known,
     }
-    if tenant.ca_bundle is not None:
-        options["connection_verify"] = str(tenant.ca_bundle)
-    if tenant.client_secret is not None:
+    if identity.ca_bundle is not None:
+        options["connection_verify"] = str(identity.ca_bundle)
+    if identity.client_secret is not None:
         return ClientSecretCredential(
-            tenant.tenant_id, tenant.client_id, tenant.client_secret.reveal(), **options
+            identity.tenant_id, identity.client_id, identity.client_secret.reveal(), **options
         )
-    assert tenant.certificate_path is not None  # guaranteed by TenantConfig
-    password = tenant.certificate_password.reveal() if tenant.certificate_password else None
+    assert identity.certificate_path is not None  # guaranteed by AppIdentity
+    password = identity.certificate_password.reveal() if identity.certificate_password else None
     return CertificateCredential(
-        tenant.tenant_id,
-        tenant.client_id,
-        str(tenant.certificate_path),
+        identity.tenant_id,
+        identity.client_id,
+        str(identity.certificate_path),
         password=password,
         **options,
     )

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from endpoint_forensics.auth import first_line
 from endpoint_forensics.config import KeyVaultConfig, Secret
 
 __all__ = [
@@ -181,7 +182,7 @@ def _fetch(client: Any, ref: SecretReference, config: KeyVaultConfig) -> Secret:
     except ClientAuthenticationError as exc:
         # From the authority (wrong secret, no managed identity) or from the vault (a 401
         # after the challenge): either way the identity is what to fix.
-        reason = _first_line(exc.message or str(exc))
+        reason = first_line(exc.message or str(exc))
         raise SecretFetchError(
             f"{ref.describe()}: the [keyvault] identity was refused: {reason}", reference=ref
         ) from None
@@ -190,7 +191,7 @@ def _fetch(client: Any, ref: SecretReference, config: KeyVaultConfig) -> Secret:
             f"{ref.describe()}: {_unreachable(exc, ref, config)}", reference=ref
         ) from None
     except HttpResponseError as exc:
-        detail = _first_line(exc.message or "")
+        detail = first_line(exc.message or "")
         if exc.status_code == 403:
             reason = f"{_ACCESS_DENIED}: {detail}" if detail else _ACCESS_DENIED
         else:
@@ -202,38 +203,14 @@ def _fetch(client: Any, ref: SecretReference, config: KeyVaultConfig) -> Secret:
 
 
 def _credential(config: KeyVaultConfig) -> Any:
-    """The azure-identity credential ``[keyvault]`` names (as ``auth.build_credential``)."""
-    from azure.identity import CertificateCredential, ClientSecretCredential
+    """The azure-identity credential ``[keyvault]`` names."""
+    from endpoint_forensics.auth import build_credential
 
-    if config.managed_identity:
-        from azure.identity import ManagedIdentityCredential
-
-        return ManagedIdentityCredential(client_id=config.managed_identity_client_id or None)
-    options: dict[str, Any] = {
-        "authority": config.authority_host,
-        # Instance discovery asks login.microsoftonline.com about the authority; a sovereign
-        # or emulated authority host answers for itself.
-        "disable_instance_discovery": not config.authority_is_known,
-    }
-    if config.ca_bundle is not None:
-        options["connection_verify"] = str(config.ca_bundle)
-    if config.client_secret is not None:
-        return ClientSecretCredential(
-            config.tenant_id, config.client_id, config.client_secret.reveal(), **options
-        )
-    assert config.certificate_path is not None  # guaranteed by KeyVaultConfig
-    password = config.certificate_password.reveal() if config.certificate_password else None
     try:
-        return CertificateCredential(
-            config.tenant_id,
-            config.client_id,
-            str(config.certificate_path),
-            password=password,
-            **options,
-        )
+        return build_credential(config)
     except (ValueError, OSError) as exc:
         raise SecretFetchError(
-            f"cannot use the certificate: {_first_line(str(exc))}",
+            f"cannot use the certificate: {first_line(str(exc))}",
             reference=None,
             setting="keyvault.certificate_path",
         ) from None
@@ -251,12 +228,5 @@ def _unreachable(exc: Exception, ref: SecretReference, config: KeyVaultConfig) -
     authority = urlsplit(config.authority_host).hostname or ""
     vault = urlsplit(ref.vault_url).hostname or ""
     if authority and authority != vault and authority in text:
-        return f"cannot reach the authority {config.authority_host}: {_first_line(text)}"
-    return f"vault unreachable: {_first_line(text)}"
-
-
-def _first_line(text: str) -> str:
-    """The useful part of an azure-core or Entra message: its first line, trimmed."""
-    for marker in ("\r\n", "\n", " Trace ID:"):
-        text = text.split(marker)[0]
-    return text.strip().removeprefix("Authentication failed: ")[:300]
+        return f"cannot reach the authority {config.authority_host}: {first_line(text)}"
+    return f"vault unreachable: {first_line(text)}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from endpoint_forensics.config.models import KNOWN_AUTHORITIES, Model, Secret
+from endpoint_forensics.config.models import AppIdentity, Model, https_url
 
 __all__ = ["DcrRoute", "KeyVaultConfig", "KeyVaultOnly", "OutputConfig", "SentinelConfig"]
 
@@ -35,7 +35,7 @@ class DcrRoute(Model):
         return tuple(t.removeprefix("Custom-") for t in value)
 
 
-class SentinelConfig(Model):
+class SentinelConfig(AppIdentity):
     """Microsoft Sentinel output: the Logs Ingestion API (defender-apis.md D) of a DCR.
 
     ``endpoint`` is the DCR's logs-ingestion endpoint (or a DCE's), ``dcr_immutable_id`` the
@@ -49,50 +49,20 @@ class SentinelConfig(Model):
     dcr_immutable_id: str | None = Field(default=None, pattern=r"^dcr-[0-9a-fA-F]{32}$")
     # Several DCRs (Azure allows 10 streams per DCR): as `epf deploy arm` outputs them.
     dcrs: tuple[DcrRoute, ...] = ()
-    tenant_id: str = ""
-    client_id: str = ""
-    client_secret: Secret | None = None
-    certificate_path: Path | None = None
-    certificate_password: Secret | None = None
-    managed_identity: bool = False
-    # A user-assigned managed identity's client id; empty: the system-assigned identity.
-    managed_identity_client_id: str = ""
-    authority_host: str = "https://login.microsoftonline.com"
     scope: str = "https://monitor.azure.com/.default"
-    ca_bundle: Path | None = None
     stream_prefix: str = "Custom-"
     max_concurrency: int = Field(default=4, ge=1, le=32)
     timeout_seconds: float = Field(default=120.0, gt=0)
     # Where batches wait until the endpoint accepts them; default <state dir>/outbox/sentinel.
     outbox_dir: Path | None = None
 
-    @field_validator("endpoint", "authority_host")
+    @field_validator("endpoint")
     @classmethod
-    def _https_url(cls, value: str) -> str:
-        if not value.startswith("https://") or len(value) <= len("https://"):
-            raise ValueError("must be an https:// URL")
-        return value.rstrip("/")
-
-    @field_validator("ca_bundle", "certificate_path")
-    @classmethod
-    def _existing_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
-        return value
+    def _https_endpoint(cls, value: str) -> str:
+        return https_url(value)
 
     @model_validator(mode="after")
-    def _one_credential(self) -> SentinelConfig:
-        given = [
-            self.client_secret is not None,
-            self.certificate_path is not None,
-            self.managed_identity,
-        ]
-        if sum(given) != 1:
-            raise ValueError(
-                "set exactly one of client_secret, certificate_path or managed_identity = true"
-            )
-        if not self.managed_identity and not (self.tenant_id and self.client_id):
-            raise ValueError("tenant_id and client_id are required with an app credential")
+    def _routes(self) -> SentinelConfig:
         if self.dcr_immutable_id is None and not self.dcrs:
             raise ValueError("set dcr_immutable_id, or list the DCRs in [[sentinel.dcrs]]")
         routed = [t for d in self.dcrs for t in d.tables]
@@ -114,13 +84,8 @@ class SentinelConfig(Model):
     def name(self) -> str:
         return "sentinel"
 
-    @property
-    def authority_is_known(self) -> bool:
-        host = self.authority_host.removeprefix("https://").split("/")[0]
-        return host in KNOWN_AUTHORITIES
 
-
-class KeyVaultConfig(Model):
+class KeyVaultConfig(AppIdentity):
     """The identity that reads ``keyvault:`` secret references (the Key Vault data plane, A.7).
 
     It needs the 'Key Vault Secrets User' role on each vault (or an access policy granting
@@ -129,51 +94,6 @@ class KeyVaultConfig(Model):
     ``ca_bundle`` serve sovereign clouds and the emulator (``ca_bundle`` is trusted for the
     vault too).
     """
-
-    tenant_id: str = ""
-    client_id: str = ""
-    client_secret: Secret | None = None
-    certificate_path: Path | None = None
-    certificate_password: Secret | None = None
-    managed_identity: bool = False
-    # A user-assigned managed identity's client id; empty: the system-assigned identity.
-    managed_identity_client_id: str = ""
-    authority_host: str = "https://login.microsoftonline.com"
-    ca_bundle: Path | None = None
-
-    @field_validator("authority_host")
-    @classmethod
-    def _https_url(cls, value: str) -> str:
-        if not value.startswith("https://") or len(value) <= len("https://"):
-            raise ValueError("must be an https:// URL")
-        return value.rstrip("/")
-
-    @field_validator("ca_bundle", "certificate_path")
-    @classmethod
-    def _existing_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
-        return value
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> KeyVaultConfig:
-        given = [
-            self.client_secret is not None,
-            self.certificate_path is not None,
-            self.managed_identity,
-        ]
-        if sum(given) != 1:
-            raise ValueError(
-                "set exactly one of client_secret, certificate_path or managed_identity = true"
-            )
-        if not self.managed_identity and not (self.tenant_id and self.client_id):
-            raise ValueError("tenant_id and client_id are required with an app credential")
-        return self
-
-    @property
-    def authority_is_known(self) -> bool:
-        host = self.authority_host.removeprefix("https://").split("/")[0]
-        return host in KNOWN_AUTHORITIES
 
 
 class KeyVaultOnly(BaseModel):

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_SENSOR_INTERVAL_HOURS",
     "ENV_PREFIX",
     "KNOWN_AUTHORITIES",
+    "AppIdentity",
     "ConsoleDataset",
     "Dataset",
     "Model",
@@ -24,6 +25,7 @@ __all__ = [
     "StateConfig",
     "StoreConfig",
     "TenantConfig",
+    "https_url",
 ]
 
 Dataset = Literal[
@@ -116,25 +118,74 @@ class StateConfig(Model):
     dir: Path = Path(".epf-state")
 
 
-class TenantConfig(Model):
+class AppIdentity(Model):
+    """An Entra identity the collector signs in as: an app registration (client secret or
+    certificate) or the host's managed identity, with the authority and CA bundle to reach
+    it. Shared by Defender tenants, the Sentinel output and the Key Vault reader."""
+
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret: Secret | None = None
+    certificate_path: Path | None = None
+    certificate_password: Secret | None = None
+    # The host's managed identity (Azure Functions, a VM); for Defender its app roles on
+    # WindowsDefenderATP and Graph are granted by app-role assignment, not in the portal (A.5).
+    managed_identity: bool = False
+    # A user-assigned managed identity's client id; empty: the system-assigned identity.
+    managed_identity_client_id: str = ""
+    authority_host: str = "https://login.microsoftonline.com"
+    ca_bundle: Path | None = None
+
+    @field_validator("authority_host")
+    @classmethod
+    def _https_authority(cls, value: str) -> str:
+        return https_url(value)
+
+    @field_validator("ca_bundle", "certificate_path")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> AppIdentity:
+        given = [
+            self.client_secret is not None,
+            self.certificate_path is not None,
+            self.managed_identity,
+        ]
+        if sum(given) != 1:
+            raise ValueError(
+                "set exactly one of client_secret, certificate_path or managed_identity = true"
+            )
+        if not self.managed_identity and not (self.tenant_id and self.client_id):
+            raise ValueError("tenant_id and client_id are required with an app credential")
+        return self
+
+    @property
+    def authority_is_known(self) -> bool:
+        host = self.authority_host.removeprefix("https://").split("/")[0]
+        return host in KNOWN_AUTHORITIES
+
+
+def https_url(value: str) -> str:
+    """``value`` without a trailing slash, if it is an https:// URL."""
+    if not value.startswith("https://") or len(value) <= len("https://"):
+        raise ValueError("must be an https:// URL")
+    return value.rstrip("/")
+
+
+class TenantConfig(AppIdentity):
     """One Defender tenant and the Entra app registration that reads it."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     tenant_id: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
-    client_secret: Secret | None = None
-    certificate_path: Path | None = None
-    certificate_password: Secret | None = None
-    # The host's managed identity (Azure Functions, a VM): its app roles on WindowsDefenderATP
-    # and Graph are granted by app-role assignment, not in the portal (defender-apis.md A.5).
-    managed_identity: bool = False
-    managed_identity_client_id: str = ""
-    authority_host: str = "https://login.microsoftonline.com"
     mde_base_url: str = "https://api.security.microsoft.com"
     graph_base_url: str = "https://graph.microsoft.com/v1.0"
     mde_scope: str = "https://api.securitycenter.microsoft.com/.default"
     graph_scope: str = "https://graph.microsoft.com/.default"
-    ca_bundle: Path | None = None
     hunting_api: Literal["graph", "mde"] = "graph"
     datasets: tuple[Dataset, ...] = DATASETS
     page_size: int = Field(default=10_000, ge=1, le=10_000)
@@ -150,32 +201,10 @@ class TenantConfig(Model):
     sas_valid_hours: int = Field(default=6, ge=1, le=6)
     interval_hours: dict[Dataset, float] = Field(default_factory=dict)
 
-    @field_validator("authority_host", "mde_base_url", "graph_base_url")
+    @field_validator("mde_base_url", "graph_base_url")
     @classmethod
-    def _https_url(cls, value: str) -> str:
-        if not value.startswith("https://") or len(value) <= len("https://"):
-            raise ValueError("must be an https:// URL")
-        return value.rstrip("/")
-
-    @field_validator("ca_bundle", "certificate_path")
-    @classmethod
-    def _existing_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
-        return value
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> TenantConfig:
-        given = [
-            self.client_secret is not None,
-            self.certificate_path is not None,
-            self.managed_identity,
-        ]
-        if sum(given) != 1:
-            raise ValueError(
-                "set exactly one of client_secret, certificate_path or managed_identity = true"
-            )
-        return self
+    def _https_api(cls, value: str) -> str:
+        return https_url(value)
 
     def interval_hours_for(self, dataset: str) -> float:
         """Hours between snapshots of ``dataset`` (0: every run)."""
@@ -187,8 +216,3 @@ class TenantConfig(Model):
         if self.export_mode != "auto":
             return self.export_mode == "files"
         return device_count is not None and device_count >= self.files_threshold_devices
-
-    @property
-    def authority_is_known(self) -> bool:
-        host = self.authority_host.removeprefix("https://").split("/")[0]
-        return host in KNOWN_AUTHORITIES
