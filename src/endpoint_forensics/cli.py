@@ -137,13 +137,10 @@ def sync(
     ] = None,
 ) -> None:
     """Run one collection of every configured dataset into the workspace."""
-    from endpoint_forensics.config import load_settings
     from endpoint_forensics.pipeline import run_sync
     from endpoint_forensics.sinks import close_sinks, open_sinks
 
-    path = config or Path(os.environ.get("EPF_CONFIG", "epf.toml"))
-    overrides = {"store.path": str(db.resolve())} if db else None
-    settings = load_settings(path, overrides=overrides)
+    settings = _settings(config, db)
     sinks = open_sinks(settings)
     try:
         with Progress() as progress:
@@ -175,12 +172,9 @@ def run(
     """Repeat the collection on a schedule until stopped (Ctrl-C or SIGTERM between runs)."""
     import signal
 
-    from endpoint_forensics.config import load_settings
     from endpoint_forensics.scheduler import run_on_schedule
 
-    path = config or Path(os.environ.get("EPF_CONFIG", "epf.toml"))
-    overrides = {"store.path": str(db.resolve())} if db else None
-    settings = load_settings(path, overrides=overrides)
+    settings = _settings(config, db)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -349,11 +343,9 @@ def doctor(
     ] = None,
 ) -> None:
     """Check the config, every credential, endpoint and permission; say what to fix."""
-    from endpoint_forensics.config import load_settings
     from endpoint_forensics.doctor import exit_code, render, run_doctor
 
-    path = config or Path(os.environ.get("EPF_CONFIG", "epf.toml"))
-    settings = load_settings(path)
+    settings = _settings(config, None)
     # azure-identity logs refused credentials itself; the doctor says it once, with the fix.
     logging.getLogger("azure").setLevel(logging.CRITICAL)
     checks = run_doctor(settings)
@@ -393,6 +385,15 @@ def deploy_arm(
         "dataCollectionRules output into [[sentinel.dcrs]] (immutable_id, endpoint, tables).",
         err=True,
     )
+
+
+def _settings(config: Path | None, db: Path | None) -> Any:
+    """The config at ``config`` (default $EPF_CONFIG or ./epf.toml), ``--db`` applied."""
+    from endpoint_forensics.config import load_settings
+
+    path = config or Path(os.environ.get("EPF_CONFIG", "epf.toml"))
+    overrides = {"store.path": str(db.resolve())} if db else None
+    return load_settings(path, overrides=overrides)
 
 
 def _finish(summary: Any) -> None:

@@ -248,7 +248,6 @@ class IotListeners:
         self.appliances: list[IotAppliance] = []
 
     def start(self) -> list[IotAppliance]:
-        import uvicorn
 
         sockets: dict[str, socket.socket] = {}
         try:
@@ -280,22 +279,12 @@ class IotListeners:
                     "faults": self._faults,
                     "stats": self._state.requests[name],
                 }
-                config = uvicorn.Config(
+                server = make_server(
                     _appliance_app(routes, gate),
                     host=self._host,
                     port=sockets[name].getsockname()[1],
-                    ssl_certfile=str(key_path),
-                    log_config=None,
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="off",
-                    ws="none",
-                    http="h11",
-                    loop="asyncio",
-                    timeout_graceful_shutdown=5,
-                    server_header=False,
+                    certfile=str(key_path),
                 )
-                server = make_server(config)
                 thread = threading.Thread(
                     target=serve,
                     args=(server, sockets.pop(name)),  # the thread closes it from now on

@@ -14,8 +14,9 @@ from typing import Any
 __all__ = ["bind", "make_server", "serve", "url_host"]
 
 
-def make_server(config: Any) -> Any:
-    """A uvicorn server that does not wait on idle keep-alive connections when stopping.
+def make_server(app: Any, *, host: str, port: int, certfile: str) -> Any:
+    """A uvicorn HTTPS server for ``app`` (``certfile``: key and certificate chain, PEM) that
+    does not wait on idle keep-alive connections when stopping.
 
     Closing a TLS connection gracefully waits for the client's close_notify; a client that
     keeps an idle pooled connection (azure-identity does) would hold ``stop()`` for the whole
@@ -23,6 +24,22 @@ def make_server(config: Any) -> Any:
     and anything still open after the graceful phase too.
     """
     import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=certfile,
+        log_config=None,  # only the CLI configures logging handlers
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ws="none",
+        http="h11",
+        loop="asyncio",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
 
     class _Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -304,7 +304,6 @@ class Emulator:
 
     def _start(self) -> None:
         # Imported here: the server stack (uvicorn, Starlette, DuckDB) loads only when needed.
-        import uvicorn
 
         from .app import build_app
         from .client_auth import load_or_create_certificate
@@ -342,22 +341,9 @@ class Emulator:
         port = sock.getsockname()[1]
         host = url_host(settings.host)
         try:
-            config = uvicorn.Config(
-                build_app(self._tenant),
-                host=settings.host,
-                port=port,
-                ssl_certfile=str(cert_path),
-                log_config=None,  # only the CLI configures logging handlers
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                ws="none",
-                http="h11",
-                loop="asyncio",
-                timeout_graceful_shutdown=5,
-                server_header=False,
+            server = make_server(
+                build_app(self._tenant), host=settings.host, port=port, certfile=str(cert_path)
             )
-            server = make_server(config)
             self._server = server
             self._thread = threading.Thread(
                 target=serve, args=(server, sock), name="epf-emulator", daemon=True
