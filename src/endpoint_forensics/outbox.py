@@ -92,9 +92,7 @@ class Outbox:
     def pending(self) -> Iterator[PendingFile]:
         """Every upload waiting, oldest unit first, in order within a unit."""
         for folder in self._pending_dirs():
-            unit, table = _unit_and_table(folder)
-            for path in sorted(folder.glob("*.json.gz")):
-                yield PendingFile(path, unit, table, _rows_of(path))
+            yield from _uploads_in(folder)
 
     def acknowledged(self, item: PendingFile) -> None:
         """The remote side accepted ``item``: forget it, and its unit once nothing is left."""
@@ -109,12 +107,17 @@ class Outbox:
         self._finish_if_empty(item.path.parent, item.unit)
         return target
 
-    def replace(self, item: PendingFile, parts: list[tuple[bytes, int]]) -> None:
-        """Replace ``item`` by smaller uploads (e.g. after a 413), in the same place in order."""
+    def replace(self, item: PendingFile, parts: list[tuple[bytes, int]]) -> list[PendingFile]:
+        """Replace ``item`` by smaller uploads (e.g. after a 413), in the same place in order;
+        return them."""
         stem = item.path.name.split(".")[0]
+        new = []
         for i, (body, rows) in enumerate(parts):
-            _write_atomically(item.path.parent / f"{stem}.{i:03d}.r{rows}.json.gz", body)
+            path = item.path.parent / f"{stem}.{i:03d}.r{rows}.json.gz"
+            _write_atomically(path, body)
+            new.append(PendingFile(path, item.unit, item.table, rows))
         item.path.unlink(missing_ok=True)
+        return new
 
     def counts(self) -> tuple[int, int]:
         """(uploads, rows) waiting."""
@@ -122,7 +125,7 @@ class Outbox:
         return len(files), sum(_rows_of(f) for f in files)
 
     # --- internals ---------------------------------------------------------------------------------
-    def _commit(self, folder: Path, unit: str) -> None:
+    def _commit(self, folder: Path, unit: str) -> list[PendingFile]:
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1
@@ -131,6 +134,7 @@ class Outbox:
             folder.rename(target)  # the commit: one atomic rename
             _fsync_dir(self._pending)
             self._queued[unit] = target
+        return list(_uploads_in(target))
 
     def _finish_if_empty(self, folder: Path, unit: str) -> None:
         with self._lock:
@@ -197,8 +201,9 @@ class StagedUnit:
             os.fsync(fh.fileno())
         self._count += 1
 
-    def commit(self) -> None:
-        self._outbox._commit(self._folder, self._unit)
+    def commit(self) -> list[PendingFile]:
+        """Make the unit durable and pending; return its uploads, in order."""
+        return self._outbox._commit(self._folder, self._unit)
 
     def abandon(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)
@@ -206,6 +211,12 @@ class StagedUnit:
 
 def _digest(unit: str) -> str:
     return hashlib.sha256(unit.encode()).hexdigest()[:24]
+
+
+def _uploads_in(folder: Path) -> Iterator[PendingFile]:
+    unit, table = _unit_and_table(folder)
+    for path in sorted(folder.glob("*.json.gz")):
+        yield PendingFile(path, unit, table, _rows_of(path))
 
 
 def _unit_and_table(folder: Path) -> tuple[str, str]:

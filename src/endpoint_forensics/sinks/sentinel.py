@@ -212,11 +212,9 @@ class SentinelSink:
             self.outbox.reject(item, "HTTP 413 for a single record")
             return
         half = len(records) // 2
-        parts = [(records[:half]), (records[half:])]
-        self.outbox.replace(item, [(_gzip_array(p), len(p)) for p in parts])
-        for new in self.outbox.pending():
-            if new.unit == item.unit and new.path.name.startswith(item.path.name.split(".")[0]):
-                self._queue.put(new)
+        parts = [records[:half], records[half:]]
+        for new in self.outbox.replace(item, [(_gzip_array(p), len(p)) for p in parts]):
+            self._queue.put(new)
 
     def _halt(self, message: str) -> None:
         with self._lock:
