@@ -63,13 +63,17 @@ def main() -> int:
                 print("the emulator did not start", file=sys.stderr)
                 return 1
             time.sleep(0.2)
+        # Bound, never listening, held until the end: connections to it are refused.
+        refuser = socket.socket()
+        refuser.bind(("127.0.0.1", 0))
+        closed_port = refuser.getsockname()[1]
         base = {"store.path": str(scratch / "ws.duckdb"), "state.dir": str(scratch / "state")}
         up = load_settings(config, environ=dict(os.environ), overrides=base)
         assert up.sentinel is not None
         down = load_settings(
             config,
             environ=dict(os.environ),
-            overrides={**base, "sentinel.endpoint": f"https://127.0.0.1:{_closed_port()}"},
+            overrides={**base, "sentinel.endpoint": f"https://127.0.0.1:{closed_port}"},
         )
         print(f"bench-sentinel: {args.devices:,} devices; collecting into the outbox ...")
         sinks = open_sinks(down)
@@ -77,6 +81,7 @@ def main() -> int:
             summary = run_sync(down, sinks)
         finally:
             close_sinks(sinks)
+            refuser.close()
         waiting = summary.deliveries["sentinel"]
         print(f"  {waiting.waiting_rows:,} rows in {waiting.waiting_uploads:,} uploads wait")
 
@@ -187,12 +192,6 @@ def _ingested(endpoint: str, ca: Path | None) -> int:
     verify = ssl.create_default_context(cafile=str(ca)) if ca else True
     stats = httpx.get(f"{endpoint}/_emulator/stats", verify=verify, timeout=120).json()
     return int(sum(stats.get("ingested", {}).values()))
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -80,19 +80,24 @@ def test_sentinel_receives_exactly_the_rows_of_the_local_store(
     assert not list((settings.state.dir / "outbox" / "sentinel" / "pending").iterdir())
 
 
-def _closed_port() -> int:
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections: bound, never listening, held for the whole test (a
+    port merely freed could be taken by an outgoing connection meanwhile)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
-def test_an_endpoint_down_for_a_whole_run_loses_nothing(tenant: Emulator, tmp_path: Path) -> None:
+def test_an_endpoint_down_for_a_whole_run_loses_nothing(
+    tenant: Emulator, tmp_path: Path, closed_port: int
+) -> None:
     before = dict(tenant.stats()["ingested"])
     down = sentinel_settings(
         tenant,
         tmp_path,
         **{
-            "sentinel.endpoint": f"https://127.0.0.1:{_closed_port()}",
+            "sentinel.endpoint": f"https://127.0.0.1:{closed_port}",
             "tenants.0.datasets": ["machines", "av_health"],
         },
     )
