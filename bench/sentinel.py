@@ -103,9 +103,11 @@ def main() -> int:
         before = _ingested(up.sentinel.endpoint, up.sentinel.ca_bundle)
         started = time.monotonic()
         for table, rows in tables.items():
-            client.upload(
-                rule_id=up.sentinel.dcr_immutable_id, stream_name=f"Custom-{table}", logs=rows
-            )
+            route = up.sentinel.route(table)  # each table's own DCR: one holds 10 streams at most
+            if route is None:
+                print(f"  no DCR takes {table}: the SDK pass leaves it out", file=sys.stderr)
+                continue
+            client.upload(rule_id=route[1], stream_name=f"Custom-{table}", logs=rows)
         sdk_seconds = time.monotonic() - started
         sdk_received = _ingested(up.sentinel.endpoint, up.sentinel.ca_bundle) - before
         sdk_rows = sum(len(rows) for rows in tables.values())

@@ -40,6 +40,8 @@ def test_table_and_column_names_follow_log_analytics_rules(table):
 @pytest.mark.parametrize("table", TABLES.values(), ids=lambda t: t.name)
 def test_every_table_has_the_common_columns_and_its_key(table):
     assert table.column("TimeGenerated").type is KqlType.DATETIME
+    # The snapshot time that survives a late delivery (Azure may replace TimeGenerated).
+    assert table.column("SnapshotTime").type is KqlType.DATETIME
     assert table.column("RunId").type is KqlType.STRING
     assert table.column("DefenderTenantId").type is KqlType.STRING
     for key in table.key:

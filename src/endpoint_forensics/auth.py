@@ -8,6 +8,7 @@ May import ``config`` and ``errors`` only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,7 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from endpoint_forensics.config import AppIdentity, Secret, TenantConfig
-from endpoint_forensics.errors import ConfigError, CredentialRefused, TransientError
+from endpoint_forensics.errors import (
+    CertificateUntrusted,
+    ConfigError,
+    CredentialRefused,
+    TransientError,
+)
 
 __all__ = [
     "REFRESH_EARLY_SECONDS",
@@ -80,6 +86,7 @@ class CredentialTokenProvider:
 
         Raises:
             CredentialRefused: the authority refused the credential (wrong secret, unknown app).
+            CertificateUntrusted: the authority's TLS certificate is not trusted (ca_bundle).
             TransientError: the authority could not be reached.
         """
         with self._lock:
@@ -120,7 +127,7 @@ class CredentialTokenProvider:
             access = self._credential.get_token(scope)
         except (ClientAuthenticationError, ServiceRequestError) as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise TransientError(
+                raise CertificateUntrusted(
                     f"tenant {self._tenant.name!r}: the TLS certificate of the authority "
                     f"{self._tenant.authority_host} is not trusted; set ca_bundle to the CA "
                     "that issued it"
@@ -152,6 +159,7 @@ def build_credential(identity: AppIdentity) -> Any:
         return ManagedIdentityCredential(client_id=identity.managed_identity_client_id or None)
     options: dict[str, Any] = {
         "authority": identity.authority_host,
+        "retry_policy_class": _trust_failures_not_retried(),
         # Instance discovery asks login.microsoftonline.com about the authority; a sovereign
         # or emulated authority host answers for itself.
         "disable_instance_discovery": not identity.authority_is_known,
@@ -171,6 +179,21 @@ def build_credential(identity: AppIdentity) -> Any:
         password=password,
         **options,
     )
+
+
+@functools.cache
+def _trust_failures_not_retried() -> type:
+    """azure-core's retry policy, except that an untrusted certificate is not retried: it is
+    configuration, and each retry only adds its backoff (seconds) before the same answer."""
+    from azure.core.pipeline.policies import RetryPolicy
+
+    class TrustFailuresNotRetried(RetryPolicy):  # type: ignore[type-arg]
+        def increment(self, settings: Any, response: Any = None, error: Any = None) -> bool:
+            if error is not None and "CERTIFICATE_VERIFY_FAILED" in str(error):
+                return False
+            return bool(super().increment(settings, response=response, error=error))
+
+    return TrustFailuresNotRetried
 
 
 def first_line(text: str) -> str:

@@ -20,6 +20,7 @@ import orjson
 import typer
 
 from endpoint_forensics import __version__
+from endpoint_forensics.cli_deploy import deploy_app
 from endpoint_forensics.cli_render import (
     Progress,
     cell,
@@ -37,6 +38,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Endpoint Forensics: Defender endpoint posture history for investigators.",
 )
+app.add_typer(deploy_app, name="deploy")
 
 _state: dict[str, Any] = {"debug": False}
 EXIT_PARTIAL = 3
@@ -351,40 +353,6 @@ def doctor(
     checks = run_doctor(settings)
     typer.echo(render(checks), nl=False)
     raise typer.Exit(exit_code(checks))
-
-
-deploy_app = typer.Typer(
-    help="Deployment artefacts for Microsoft Sentinel, generated from the table registry.",
-    no_args_is_help=True,
-)
-app.add_typer(deploy_app, name="deploy")
-
-
-@deploy_app.command("arm")
-def deploy_arm(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Write the template here.")],
-    compat: Annotated[
-        bool,
-        typer.Option("--compat", help="Also the original connector's tables (output.compat)."),
-    ] = False,
-) -> None:
-    """Write an ARM template: every custom table, the DCRs (10 streams each) and the
-    Monitoring Metrics Publisher role for the collector's identity."""
-    from endpoint_forensics.azure import build_arm_template
-
-    template = build_arm_template(compat=compat)
-    out.write_text(orjson.dumps(template, option=orjson.OPT_INDENT_2).decode() + "\n")
-    kinds: dict[str, int] = {}
-    for resource in template["resources"]:
-        kinds[resource["type"]] = kinds.get(resource["type"], 0) + 1
-    summary = ", ".join(f"{n} {kind.rsplit('/', 1)[-1]}" for kind, n in kinds.items())
-    typer.echo(f"Wrote {out}: {summary}", err=True)
-    typer.echo(
-        "Deploy it with: az deployment group create -g <resource group> --template-file "
-        f"{out} -p workspaceName=<workspace> collectorPrincipalId=<object id>; then copy its "
-        "dataCollectionRules output into [[sentinel.dcrs]] (immutable_id, endpoint, tables).",
-        err=True,
-    )
 
 
 def _settings(config: Path | None, db: Path | None) -> Any:

@@ -102,7 +102,8 @@ def render_demo(result: Any, db: Path, me: str) -> None:
         same = "yes" if result.sentinel_matches_store else "NO"
         rows = sum(result.ingested.values())
         out(f"Sentinel (emulated Logs Ingestion API) received the same rows: {same} ({rows:,})")
-    out(f'Next: {me} query --db {db} "EPF_AgentHealth_CL | summarize count() by OSFamily"')
+    latest = "EPF_AgentHealth_CL | summarize arg_max(SnapshotTime, *) by DeviceId"
+    out(f'Next: {me} query --db {db} "{latest} | summarize count() by OSFamily"')
 
 
 def out(text: str) -> None:

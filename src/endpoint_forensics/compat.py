@@ -2,8 +2,8 @@
 
 Owns ``DERIVED`` (our table name -> the legacy tables derived from it, each with a row filter
 and a row mapper) and ``derive``. Pure functions: rows in, rows out, no I/O. Input and output
-rows carry none of the stamp columns (``COMMON_COLUMNS``: TimeGenerated, RunId, ...): the
-sink stamps both.
+rows carry none of the stamp columns (``COMMON_COLUMNS``: TimeGenerated, SnapshotTime, RunId,
+...): the sink stamps both, legacy rows with the snapshot time of the rows they come from.
 
 Vocabulary decisions (original-connector.md gives only ENABLED|DISABLED|N/A and GOOD|BAD):
 - Pass -> ENABLED (Windows) / GOOD (macOS); Fail -> DISABLED / BAD.

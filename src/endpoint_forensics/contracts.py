@@ -45,7 +45,8 @@ class Reject:
 class Batch:
     """Rows for one table: either ``rows`` keyed by column name (values typed: aware UTC
     datetimes, dict/list for dynamic columns) or ``arrow``, a pyarrow table or record batch with
-    the table's columns. The pipeline stamps TimeGenerated, RunId and DefenderTenantId."""
+    the table's columns. The pipeline stamps TimeGenerated, SnapshotTime, RunId and
+    DefenderTenantId."""
 
     table: Table
     rows: list[Row] = field(default_factory=list)
@@ -120,7 +121,8 @@ class DeliveryReport:
 
 class TableWriter(Protocol):
     def write(self, batch: Batch, stamp: Mapping[str, Any]) -> None:
-        """Write ``batch`` with the ``stamp`` columns (TimeGenerated, RunId, DefenderTenantId)."""
+        """Write ``batch`` with the ``stamp`` columns (TimeGenerated, SnapshotTime, RunId,
+        DefenderTenantId); a stamp without SnapshotTime was taken at its TimeGenerated."""
         ...
 
 

@@ -1,9 +1,10 @@
 """``epf doctor``: what is missing for a sync to work, in words a tenant admin can act on.
 
-Owns running every check of a loaded config (tenants, sensors, consoles, Sentinel, the local
-store and state), rendering them (one line each, then the fixes) and the exit code. Checks
-go through the collector's own code paths (token providers, ``ApiClient``, TLS contexts, the
-Azure SDK the Sentinel sink uses), so what passes here is what a sync meets. Config errors
+Owns running every check of a loaded config (tenants, sensors, consoles, Sentinel and its
+workspace's tables, the local store and state), rendering them (one line each, then the
+fixes) and the exit code. Checks go through the collector's own code paths (token providers,
+``ApiClient``, TLS contexts, the Azure SDK the Sentinel sink uses), so what passes here is
+what a sync meets. Config errors
 never get here: ``load_settings`` raises them first. Secrets are never shown: only a secret's
 source (``env:NAME``, ``file:PATH``) may be.
 Imports ``config``, ``errors``, ``store`` and the ``doctor_*`` modules.
@@ -21,6 +22,7 @@ from endpoint_forensics.doctor_appliance import appliance_checks
 from endpoint_forensics.doctor_checks import Check
 from endpoint_forensics.doctor_sentinel import outbox_checks, sentinel_checks
 from endpoint_forensics.doctor_tenant import tenant_checks
+from endpoint_forensics.doctor_workspace import compat_without_workspace, workspace_checks
 from endpoint_forensics.errors import ConfigError, EpfError
 
 __all__ = ["Check", "exit_code", "render", "run_doctor"]
@@ -41,6 +43,10 @@ def run_doctor(settings: Settings) -> list[Check]:
         checks += _guarded(f"console {console.name}", partial(appliance_checks, console))
     if settings.sentinel is not None:
         checks += _guarded("sentinel", partial(sentinel_checks, settings))
+        if settings.sentinel.workspace is not None:
+            checks += _guarded("sentinel", partial(workspace_checks, settings))
+        elif settings.output.compat:
+            checks.append(compat_without_workspace())
         checks += outbox_checks(settings)
     if settings.store.enabled:
         checks.append(_store_check(settings.store.path))

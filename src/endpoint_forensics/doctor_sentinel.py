@@ -1,5 +1,7 @@
 """``epf doctor`` for Microsoft Sentinel: the identity's token, a route for every table a sync
-will write, each DCR stream taking an empty upload, and what waits in the outbox.
+will write (the tables no DCR takes are named: they would never be delivered; a DCR given more
+than 10 of them could not exist), each DCR stream taking an empty upload, and what waits in the
+outbox.
 
 The upload is the sink's own path: ``auth.build_credential`` and the Azure SDK's
 ``LogsIngestionClient``. The SDK sends nothing for an empty list, so the empty JSON array
@@ -16,6 +18,7 @@ from typing import Any
 from endpoint_forensics.auth import build_credential, first_line
 from endpoint_forensics.compat import DERIVED
 from endpoint_forensics.config import SentinelConfig, Settings
+from endpoint_forensics.config.azure import MAX_STREAMS_PER_DCR, too_many_streams
 from endpoint_forensics.datasets import CONSOLE_SPECS, DATASET_SPECS, SENSOR_SPECS
 from endpoint_forensics.doctor_checks import Check, refusal_fix, token_claims
 from endpoint_forensics.tables import RUNS
@@ -46,23 +49,7 @@ def sentinel_checks(settings: Settings) -> list[Check]:
     """Token, routes and streams (assumes ``settings.sentinel`` is set)."""
     config = settings.sentinel
     assert config is not None
-    checks: list[Check] = []
-    routes: dict[tuple[str, str], list[str]] = {}
-    for table in tables_written(settings):
-        route = config.route(table)
-        if route is None:
-            fix = (
-                f"Add {table} to the tables of a [[sentinel.dcrs]] entry (the "
-                "dataCollectionRules output of `epf deploy arm` lists them), or set "
-                "dcr_immutable_id for every table no entry names"
-            )
-            checks.append(Check(_AREA, f"route {table}", False, f"no DCR takes {table}", fix))
-        else:
-            routes.setdefault(route, []).append(table)
-    if routes:
-        count = sum(len(t) for t in routes.values())
-        detail = f"{count} table{'s' * (count != 1)} to {len(routes)} DCR(s)"
-        checks.append(Check(_AREA, "routes", True, detail))
+    checks, routes = _route_checks(settings, config)
     try:
         credential = build_credential(config)
     except (ValueError, OSError) as exc:
@@ -77,6 +64,46 @@ def sentinel_checks(settings: Settings) -> list[Check]:
     finally:
         credential.close()
     return checks
+
+
+def _route_checks(
+    settings: Settings, config: SentinelConfig
+) -> tuple[list[Check], dict[tuple[str, str], list[str]]]:
+    """The route checks, and (endpoint, DCR) -> its tables for the stream probes."""
+    routes: dict[tuple[str, str], list[str]] = {}
+    unrouted: list[str] = []
+    for table in tables_written(settings):
+        route = config.route(table)
+        if route is None:
+            unrouted.append(table)
+        else:
+            routes.setdefault(route, []).append(table)
+    checks: list[Check] = []
+    if unrouted:
+        names = ", ".join(unrouted)
+        detail = (
+            f"no DCR takes {len(unrouted)} table{'s' * (len(unrouted) != 1)} a sync writes, "
+            f"so their rows would never be delivered: {names}"
+        )
+        fix = (
+            f"Add {names} to the tables of [[sentinel.dcrs]] entries (the dataCollectionRules "
+            "output of `epf deploy arm` lists each DCR's tables), or set dcr_immutable_id for "
+            f"the tables no entry names (at most {MAX_STREAMS_PER_DCR}: one DCR's streams)"
+        )
+        checks.append(Check(_AREA, "routes", False, detail, fix))
+    per_dcr: dict[str, int] = {}
+    for (_, rule_id), tables in routes.items():
+        per_dcr[rule_id.lower()] = per_dcr.get(rule_id.lower(), 0) + len(tables)
+    for (_, rule_id), _tables in routes.items():
+        count = per_dcr.pop(rule_id.lower(), 0)
+        if count > MAX_STREAMS_PER_DCR:
+            detail = f"{count} tables route to the DCR {rule_id}"
+            checks.append(Check(_AREA, "routes", False, detail, too_many_streams(rule_id, count)))
+    if routes and not checks:
+        count = sum(len(t) for t in routes.values())
+        detail = f"{count} table{'s' * (count != 1)} to {len(routes)} DCR(s)"
+        checks.append(Check(_AREA, "routes", True, detail))
+    return checks, routes
 
 
 def _token_check(config: SentinelConfig, credential: Any, checks: list[Check]) -> str | None:

@@ -51,6 +51,11 @@ MDE_PERMISSIONS: Mapping[str, tuple[str, ...]] = {
 # A broader permission that the API accepts in place of the read-only one.
 _ALSO_GRANTS = {"Machine.ReadWrite.All": "Machine.Read.All"}
 _PROBE_QUERY = "DeviceInfo | take 1"
+# The config's defaults: the scopes whose tokens each API accepts.
+_DEFAULT_SCOPES = {
+    "MDE": TenantConfig.model_fields["mde_scope"].default,
+    "Graph": TenantConfig.model_fields["graph_scope"].default,
+}
 _PROBE_RETRIES = 1  # one cheap call: a service that is down is reported, not waited out
 
 
@@ -219,7 +224,7 @@ def _probes(
                 "neither has nor needs",
             )
         ]
-    return [_probe(tenant, client, api, area, *probe) for probe in probes]
+    return [_probe(tenant, client, api, area, granted, *probe) for probe in probes]
 
 
 def _probe(
@@ -227,6 +232,7 @@ def _probe(
     client: ApiClient,
     api: _Api,
     area: str,
+    granted: set[str],
     method: str,
     url: str,
     budget: str,
@@ -250,7 +256,15 @@ def _probe(
             json_body=body,
         )
     except AuthError as exc:
-        if "-> 403" in str(exc):
+        if "-> 403" in str(exc) and permission in granted:
+            # The MDE API answers a token for another resource with 403 too, not 401
+            # (MicrosoftDocs/microsoft-365-docs#9246): with the role granted, that is the cause.
+            fix = (
+                f"The token carries {permission}, so the API refused the token itself: "
+                f"{api.label.lower()}_scope ({api.scope}) of [[tenants]] {tenant.name!r} must "
+                f"be this API's resource, e.g. {_DEFAULT_SCOPES.get(api.label, api.scope)}"
+            )
+        elif "-> 403" in str(exc):
             fix = grant_fix(tenant.client_id, api.resource, permission)
         else:
             fix = (

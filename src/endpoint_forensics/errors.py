@@ -4,16 +4,21 @@
 
     EpfError
     ├── ConfigError        fix the config (exit 2)
+    │   └── CertificateUntrusted  a server's TLS certificate is not trusted, or not the pin
     ├── AuthError          fix credentials or consent (exit 1)
     │   └── CredentialRefused  the authority refused the app's credentials
     ├── TransientError     429, 5xx, timeouts, connection failures: retry later
-    └── PermanentError     400, 403, 404, schema rejected: skip and report
-        ├── HttpStatusError  a remote API answered with an error status
-        └── LinkExpired      a signed download link expired: request fresh links
+    │   └── RequestTimedOut  no answer in time (read timeout, 504), not to be sent again
+    ├── PermanentError     400, 403, 404, schema rejected: skip and report
+    │   ├── HttpStatusError  a remote API answered with an error status
+    │   └── LinkExpired      a signed download link expired: request fresh links
+    └── SinkError          a sink could not store a unit (out of memory, disk): that dataset
+                           fails alone, and the next run collects it again
 
-Foreign exceptions (httpx, azure-core) are converted at the boundary, always
-``raise ... from exc``. Messages never carry secrets or full URLs with query strings.
-Imports nothing of ours.
+Errors whose ``stops_source`` is true fail every dataset of a source alike (refused credentials,
+an untrusted certificate): the run stops asking that source at once. Foreign exceptions (httpx,
+azure-core, DuckDB in sinks) are converted at the boundary, always ``raise ... from exc``.
+Messages never carry secrets or full URLs with query strings. Imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -23,12 +28,20 @@ class EpfError(Exception):
     """Root of every error the product raises on purpose."""
 
     exit_code = 1
+    stops_source = False  # every dataset of the source would fail the same way
 
 
 class ConfigError(EpfError):
     """The configuration is missing, malformed or names something that does not exist."""
 
     exit_code = 2
+
+
+class CertificateUntrusted(ConfigError):
+    """A server's TLS certificate is not trusted by the configured CA bundle, or is not the
+    pinned one: no retry can help, only a change of ``ca_bundle`` or the pin."""
+
+    stops_source = True
 
 
 class AuthError(EpfError):
@@ -38,9 +51,24 @@ class AuthError(EpfError):
 class CredentialRefused(AuthError):
     """The token authority refused the app's credentials: nothing of the tenant can be read."""
 
+    stops_source = True
+
 
 class TransientError(EpfError):
     """A remote failure that may succeed later (throttling, 5xx, timeouts, network)."""
+
+
+class RequestTimedOut(TransientError):
+    """The server did not answer in time: the client's read timeout or a 504 gateway timeout.
+
+    Raised at once, without a retry, for requests whose caller asked not to re-send them as
+    they were (an advanced hunting query: the same query would time out again, and burn the
+    tenant's CPU quota doing so).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # 504, or None for the client's own read timeout
 
 
 class PermanentError(EpfError):
@@ -70,3 +98,8 @@ class HttpStatusError(PermanentError):
 
 class LinkExpired(PermanentError):
     """A signed (SAS) download link expired or was refused: the export must be requested again."""
+
+
+class SinkError(EpfError):
+    """A sink could not store a unit (the workspace ran out of memory or disk, or refused the
+    write). The unit is rolled back whole, so the dataset fails alone and is collected again."""

@@ -29,9 +29,10 @@ from endpoint_forensics import __version__
 from endpoint_forensics.auth import TokenProvider
 from endpoint_forensics.errors import (
     AuthError,
+    CertificateUntrusted,
     HttpStatusError,
     LinkExpired,
-    PermanentError,
+    RequestTimedOut,
     TransientError,
 )
 from endpoint_forensics.ratelimit import RateBudget
@@ -73,7 +74,9 @@ BEARER = AuthStyle(
     prefix="Bearer ",
     renew_on_401=True,
     refused="the API refused a fresh token",
-    forbidden="the app lacks a permission for this API; grant it and admin consent in Entra ID",
+    # The MDE API answers a token for another resource with 403 too (a wrong mde_scope).
+    forbidden="the app lacks a permission for this API (grant it and admin consent in Entra "
+    "ID), or the token is for another API (check mde_scope and graph_scope; `epf doctor` tells)",
     untrusted="set ca_bundle in the tenant config to the CA that issued it",
 )
 # Defender for IoT appliances: the access token itself, no scheme (C.1), and it never expires.
@@ -143,17 +146,29 @@ class ApiClient:
         budget: RateBudget,
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
+        timeout_seconds: float | None = None,
+        retry_timeouts: bool = True,
     ) -> Any:
         """Send one request and return its decoded JSON body, retrying what may succeed later.
 
+        Args:
+            timeout_seconds: how long to wait for this request's answer, instead of the
+                client's timeout (a query the service may run for minutes).
+            retry_timeouts: False: a read timeout or a 504 raises ``RequestTimedOut`` at once
+                instead of sending the same request again (429 is still waited out).
+
         Raises:
             AuthError: 401 (after a fresh token, for bearer tokens), or 403.
-            PermanentError: the server's certificate does not match the pinned fingerprint.
+            CertificateUntrusted: the server's certificate is not trusted, or not the pinned one.
             HttpStatusError: any other 4xx (carries status, OData code, request id).
+            RequestTimedOut: with ``retry_timeouts=False``, a read timeout or a 504.
             TransientError: retries exhausted on 429, 5xx, timeouts or network errors.
         """
         stats = self.stats.setdefault(budget.limit.name, Counter())
         content = orjson.dumps(json_body) if json_body is not None else None
+        timeout = self._http.timeout
+        if timeout_seconds is not None:
+            timeout = httpx.Timeout(timeout_seconds, connect=min(30.0, timeout_seconds))
         attempt = 0
         throttled = 0
         reauthenticated = False
@@ -166,20 +181,24 @@ class ApiClient:
             safe_url = sanitize_url(url if not params else f"{url}?{urlencode(params)}")
             try:
                 response = self._http.request(
-                    method, url, params=params, content=content, headers=headers
+                    method, url, params=params, content=content, headers=headers, timeout=timeout
                 )
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 problem = f"{method} {safe_url}: {type(exc).__name__}: {_scrub(str(exc))}"
+                if isinstance(exc, httpx.ReadTimeout) and not retry_timeouts:
+                    stats["timed_out"] += 1
+                    raise RequestTimedOut(f"{problem}: no answer in time") from exc
+                # Trust is configuration: retrying cannot help, so neither is retried.
                 if isinstance(exc, httpx.ConnectError) and PIN_MISMATCH in str(exc):
                     presented = str(exc).rsplit(" ", 1)[-1]
-                    raise PermanentError(
+                    raise CertificateUntrusted(
                         f"{method} {safe_url}: the server's TLS certificate is not the pinned "
                         f"one (certificate_fingerprint); it presented SHA-256 {presented}. "
                         "Nothing was sent. If the appliance's certificate was renewed, pin the "
                         "new fingerprint"
                     ) from exc
                 if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                    raise TransientError(
+                    raise CertificateUntrusted(
                         f"{method} {safe_url}: the server's TLS certificate is not trusted; "
                         f"{self._style.untrusted}"
                     ) from exc
@@ -225,6 +244,9 @@ class ApiClient:
                 log.debug("throttled, waiting %.1f s: %s", wait, where)
                 self._sleep(wait)
                 continue
+            if status == 504 and not retry_timeouts:
+                stats["timed_out"] += 1
+                raise RequestTimedOut(f"{where}: {detail}", status=status)
             if status >= 500:
                 attempt = self._backoff_or_raise(attempt, f"{where}: {detail}", stats, None)
                 continue

@@ -2,10 +2,11 @@
 consoles), into every sink, resumably.
 
 Owns the run. Per dataset it decides whether a snapshot is due (baselines have an interval),
-resumes an unfinished snapshot where it stopped, stamps ``TimeGenerated`` (one snapshot time),
-``RunId`` and ``DefenderTenantId``, delivers each unit to every sink that does not have it yet,
-checkpoints after each unit (a cursor moves only once its rows are delivered), quarantines
-rejected records, and records one ``EPF_Runs_CL`` row per dataset and source.
+resumes an unfinished snapshot where it stopped, stamps ``SnapshotTime`` and ``TimeGenerated``
+(one snapshot time, the same in both), ``RunId`` and ``DefenderTenantId``, delivers each unit
+to every sink that does not have it yet, checkpoints after each unit (a cursor moves only
+once its rows are delivered), quarantines rejected records, and records one ``EPF_Runs_CL``
+row per dataset and source.
 May import ``datasets``, ``sources``, ``contracts``, ``state``, ``auth`` and ``http``.
 """
 
@@ -27,7 +28,7 @@ from endpoint_forensics.compat import DERIVED, deliver_legacy
 from endpoint_forensics.config import ConsoleConfig, SensorConfig, Settings, TenantConfig
 from endpoint_forensics.contracts import Batch, RedoUnit, Row, Sink, SnapshotChanged
 from endpoint_forensics.datasets import CONSOLE_SPECS, DATASET_SPECS, SENSOR_SPECS, DatasetSpec
-from endpoint_forensics.errors import CredentialRefused, EpfError
+from endpoint_forensics.errors import EpfError
 from endpoint_forensics.http import RAW_TOKEN, ApiClient
 from endpoint_forensics.ratelimit import DOCUMENTED_LIMITS, IOT_APPLIANCE_LIMIT, RateBudget
 from endpoint_forensics.runlog import DatasetOutcome, Progress, RunSummary, record_runs
@@ -176,17 +177,18 @@ class _SourceRun:
         self._compat = settings.output.compat
 
     def collect_all(self, work_dir: Any) -> None:
-        refused: str | None = None
+        stopped: str | None = None
         for dataset in self.source.datasets:
             spec = self.source.specs[dataset]
-            if refused is not None:
-                # Refused credentials fail every dataset alike: ask the authority once.
+            if stopped is not None:
+                # Refused credentials or an untrusted certificate fail every dataset alike:
+                # the source is asked once, and the rest fail with the same line.
                 outcome = self._outcome(dataset)
-                outcome.outcome, outcome.error, outcome.end = "Failed", refused, outcome.start
+                outcome.outcome, outcome.error, outcome.end = "Failed", stopped, outcome.start
             else:
                 outcome = self._collect(dataset, spec, work_dir / dataset)
-                if outcome.credential_refused:
-                    refused = outcome.error
+                if outcome.stops_source:
+                    stopped = outcome.error
             self.summary.outcomes.append(outcome)
             log.info(
                 "%s %s dataset %s: %s, %d rows, %d quarantined, %.1f s",
@@ -234,12 +236,15 @@ class _SourceRun:
                 self._discard(spec.table, dstate["snapshot"]["run_id"])
                 outcome.rows = outcome.quarantined = 0
                 self._deliver(dataset, spec, dstate, None, outcome, work_dir)
-        except CredentialRefused as exc:
-            outcome.outcome, outcome.error, outcome.credential_refused = "Failed", str(exc), True
-        except EpfError as exc:
-            # Reported by the run summary (and EPF_Runs_CL), so not logged again here.
+        except (EpfError, MemoryError) as exc:
+            # Reported by the run summary (and EPF_Runs_CL), so not logged again here. Memory
+            # or a sink's failure ends this dataset only: the next datasets still run.
             outcome.outcome = "Failed"
-            outcome.error = f"{self.source.kind} {self.source.name!r} dataset {dataset}: {exc}"
+            if isinstance(exc, EpfError) and exc.stops_source:  # the same line for each dataset
+                outcome.error, outcome.stops_source = str(exc), True
+            else:
+                what = str(exc) if isinstance(exc, EpfError) else "out of memory"
+                outcome.error = f"{self.source.kind} {self.source.name!r} dataset {dataset}: {what}"
             if not spec.resumable:
                 self._drop_partial(spec, dstate, outcome)
         finally:
@@ -295,6 +300,7 @@ class _SourceRun:
         time_generated = datetime.fromisoformat(snapshot["time_generated"])
         stamp = {
             "TimeGenerated": time_generated,
+            "SnapshotTime": time_generated,  # Azure may replace the former, never this
             "RunId": snapshot["run_id"],
             "DefenderTenantId": self.source.defender_tenant_id,
         }
@@ -330,8 +336,7 @@ class _SourceRun:
         dstate["last_rows"] = outcome.rows
         if ctx.new_cursor is not None:
             dstate["cursor"] = ctx.new_cursor
-        if isinstance(ctx, ApplianceContext):
-            outcome.gaps.extend(ctx.gaps)
+        outcome.gaps.extend(ctx.gaps)
         self.state.save()
 
     def _deliver_unit(

@@ -36,7 +36,7 @@ class DatasetOutcome:
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
     end: datetime | None = None
     error: str = ""
-    credential_refused: bool = False
+    stops_source: bool = False  # every other dataset of the source fails with the same error
     gaps: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -92,7 +92,11 @@ def record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
         }
         for o in summary.outcomes
     ]
-    stamp = {"TimeGenerated": summary.time_generated, "RunId": summary.run_id}
+    stamp = {
+        "TimeGenerated": summary.time_generated,
+        "SnapshotTime": summary.time_generated,
+        "RunId": summary.run_id,
+    }
     unit = f"runs/{summary.run_id}"
     for sink in sinks:
         with sink.open(RUNS, unit=unit) as writer:

@@ -16,7 +16,7 @@ import orjson
 from endpoint_forensics.errors import ConfigError, EpfError
 from endpoint_forensics.tables import TABLES
 
-__all__ = ["QueryError", "QueryResult", "connect", "run_query"]
+__all__ = ["QueryError", "QueryResult", "connect", "first_line", "run_query"]
 
 
 class QueryError(EpfError):
@@ -81,11 +81,11 @@ def run_query(path: Path, query: str, *, sql: bool = False) -> QueryResult:
             return QueryResult([], [], [])
         return QueryResult(list(rel.columns), [str(t) for t in rel.types], rel.fetchall())
     except duckdb.Error as exc:
-        raise QueryError(f"query failed: {_first_line(str(exc))}") from exc
+        raise QueryError(f"query failed: {first_line(str(exc))}") from exc
     except Exception as exc:
         # duckdb-kql raises its own parse/unsupported errors; they are the user's to fix.
         if type(exc).__module__.startswith("duckdb_kql"):
-            raise QueryError(f"KQL not accepted: {_first_line(str(exc))}") from exc
+            raise QueryError(f"KQL not accepted: {first_line(str(exc))}") from exc
         raise
     finally:
         con.close()
@@ -104,6 +104,9 @@ def _ensure_schema(con: Any) -> None:
         for col in table.columns:  # a column added to the registry later
             if col.name not in existing[table.name]:
                 con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {col.duckdb_type}')
+                if col.name == "SnapshotTime":
+                    # Rows written before the column existed: locally the two were always equal.
+                    con.execute(f'UPDATE "{table.name}" SET SnapshotTime = TimeGenerated')
 
 
 def _plain(value: Any, *, decode_json: bool) -> Any:
@@ -117,5 +120,6 @@ def _plain(value: Any, *, decode_json: bool) -> Any:
     return value
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first line of an error message, at most 400 characters."""
     return text.strip().splitlines()[0][:400] if text.strip() else "unknown error"

@@ -9,6 +9,8 @@ from endpoint_forensics.azure import (
     MONITORING_METRICS_PUBLISHER_ROLE_ID,
     build_arm_template,
     expression_problems,
+    legacy_type_problems,
+    retention_problem,
     write_arm_template,
 )
 from endpoint_forensics.tables import COMMON_COLUMNS, TABLES, Column, KqlType, Table
@@ -16,6 +18,7 @@ from endpoint_forensics.tables import COMMON_COLUMNS, TABLES, Column, KqlType, T
 TABLE_TYPE = "Microsoft.OperationalInsights/workspaces/tables"
 DCR_TYPE = "Microsoft.Insights/dataCollectionRules"
 ROLE_TYPE = "Microsoft.Authorization/roleAssignments"
+DEPLOYMENT_TYPE = "Microsoft.Resources/deployments"
 
 LA_TYPES = {
     "string": "string",
@@ -58,6 +61,24 @@ def _of_type(template, kind):
     return [r for r in template["resources"] if r["type"] == kind]
 
 
+def _nested(template):
+    """The one nested deployment: the DCRs and their role assignments."""
+    [deployment] = _of_type(template, DEPLOYMENT_TYPE)
+    return deployment
+
+
+def _inner(template):
+    return _nested(template)["properties"]["template"]
+
+
+def _dcrs(template):
+    return _of_type(_inner(template), DCR_TYPE)
+
+
+def _roles(template):
+    return _of_type(_inner(template), ROLE_TYPE)
+
+
 def _table_name(resource):
     match = re.fullmatch(r"\[concat\(parameters\('workspaceName'\), '/(\w+)'\)\]", resource["name"])
     assert match, resource["name"]
@@ -71,7 +92,7 @@ def _tables_by_name(template):
 def _dcr_by_stream(template):
     """Each stream name -> the one DCR declaring it (a stream in two DCRs fails)."""
     found = {}
-    for dcr in _of_type(template, DCR_TYPE):
+    for dcr in _dcrs(template):
         for stream in dcr["properties"]["streamDeclarations"]:
             assert stream not in found, f"{stream} declared by two DCRs"
             found[stream] = dcr
@@ -108,7 +129,7 @@ def test_the_template_is_json_with_the_arm_keys(tmp_path, template):
         "totalRetentionInDays",
         "dataCollectionRuleName",
     }
-    assert params["location"]["defaultValue"] == "[resourceGroup().location]"
+    assert params["location"]["defaultValue"] == ""  # the workspace's region
     assert params["retentionInDays"]["defaultValue"] == 90
     assert params["totalRetentionInDays"]["defaultValue"] == 365
     assert params["dataCollectionRuleName"]["defaultValue"] == "epf-dcr"
@@ -147,16 +168,19 @@ def test_every_table_has_a_stream_with_its_columns_and_a_flow_to_itself(template
         assert flows[0]["transformKql"] == "source"
         destination = props["destinations"]["logAnalytics"][0]
         assert flows[0]["destinations"] == [destination["name"]]
-        assert destination["workspaceResourceId"] == "[variables('workspaceResourceId')]"
+        assert destination["workspaceResourceId"] == "[parameters('workspaceResourceId')]"
+        # The DCRs' deployment waits for every table (an output stream must exist).
         table_id = (
             "[resourceId('Microsoft.OperationalInsights/workspaces/tables', "
             f"parameters('workspaceName'), '{table.name}')]"
         )
-        assert table_id in dcrs[stream]["dependsOn"]
+        assert table_id in _nested(template)["dependsOn"]
+    workspace = _nested(template)["properties"]["parameters"]["workspaceResourceId"]
+    assert workspace == {"value": "[variables('workspaceResourceId')]"}
 
 
 def test_the_dcrs_are_direct_and_within_the_documented_stream_and_flow_limits(template):
-    dcrs = _of_type(template, DCR_TYPE)
+    dcrs = _dcrs(template)
     # 17 core tables today: more than one DCR can hold.
     assert len(CORE) > MAX_STREAMS_PER_DCR
     assert len(dcrs) == -(-len(CORE) // MAX_STREAMS_PER_DCR)
@@ -176,22 +200,18 @@ def test_no_stream_without_a_table_and_no_table_without_a_stream(template):
     declared = set(_dcr_by_stream(template))
     flowing = {
         stream
-        for dcr in _of_type(template, DCR_TYPE)
+        for dcr in _dcrs(template)
         for flow in dcr["properties"]["dataFlows"]
         for stream in flow["streams"]
     }
-    outputs = {
-        f["outputStream"]
-        for dcr in _of_type(template, DCR_TYPE)
-        for f in dcr["properties"]["dataFlows"]
-    }
+    outputs = {f["outputStream"] for dcr in _dcrs(template) for f in dcr["properties"]["dataFlows"]}
     expected = {f"Custom-{name}" for name in tables}
     assert declared == flowing == outputs == expected
 
 
 def test_each_dcr_grants_monitoring_metrics_publisher_to_the_collector(template):
-    dcrs = _of_type(template, DCR_TYPE)
-    roles = _of_type(template, ROLE_TYPE)
+    dcrs = _dcrs(template)
+    roles = _roles(template)
     assert len(roles) == len(dcrs)
     for dcr in dcrs:
         name = dcr["name"][1:-1]
@@ -205,16 +225,19 @@ def test_each_dcr_grants_monitoring_metrics_publisher_to_the_collector(template)
             "[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', "
             "variables('monitoringMetricsPublisherRoleId'))]"
         )
-    assert template["variables"]["monitoringMetricsPublisherRoleId"] == (
+    assert _inner(template)["variables"]["monitoringMetricsPublisherRoleId"] == (
         "3913510d-42f4-4e42-8a64-420c390055eb"
     )
+    assert _nested(template)["properties"]["parameters"]["collectorPrincipalId"] == {
+        "value": "[parameters('collectorPrincipalId')]"
+    }
     assert MONITORING_METRICS_PUBLISHER_ROLE_ID == "3913510d-42f4-4e42-8a64-420c390055eb"
     assert len({r["name"] for r in roles}) == len(roles)
 
 
 def test_outputs_give_each_dcr_its_immutable_id_endpoint_and_streams(template):
-    dcrs = _of_type(template, DCR_TYPE)
-    routes = template["outputs"]["dataCollectionRules"]["value"]
+    dcrs = _dcrs(template)
+    routes = _inner(template)["outputs"]["dataCollectionRules"]["value"]
     assert [r["name"] for r in routes] == [d["name"] for d in dcrs]
     for route, dcr in zip(routes, dcrs, strict=True):
         ref = f"reference(resourceId('{DCR_TYPE}', {dcr['name'][1:-1]}), '2023-03-11')"
@@ -222,22 +245,39 @@ def test_outputs_give_each_dcr_its_immutable_id_endpoint_and_streams(template):
         assert route["endpoint"] == f"[{ref}.endpoints.logsIngestion]"
         assert route["streams"] == list(dcr["properties"]["streamDeclarations"])
     # Several DCRs: a single id/endpoint pair would be wrong for most streams.
-    assert "dataCollectionRuleImmutableId" not in template["outputs"]
+    assert "dataCollectionRuleImmutableId" not in _inner(template)["outputs"]
+    # The template passes the nested deployment's outputs through.
+    nested = (
+        "reference(resourceId('Microsoft.Resources/deployments', "
+        "variables('dcrDeploymentName')), '2022-09-01')"
+    )
+    assert template["outputs"] == {
+        "dataCollectionRules": {
+            "type": "array",
+            "value": f"[{nested}.outputs.dataCollectionRules.value]",
+        }
+    }
+    assert template["variables"]["dcrDeploymentName"] == (
+        "[format('{0}-dcrs', parameters('dataCollectionRuleName'))]"
+    )
 
 
 def test_a_single_dcr_also_gets_the_sentinel_config_outputs():
     small = build_arm_template(tables=[_table("EPF_One_CL"), _table("EPF_Two_CL")])
-    [dcr] = _of_type(small, DCR_TYPE)
+    [dcr] = _dcrs(small)
     ref = f"reference(resourceId('{DCR_TYPE}', {dcr['name'][1:-1]}), '2023-03-11')"
-    outputs = small["outputs"]
-    assert outputs["dataCollectionRuleImmutableId"]["value"] == f"[{ref}.immutableId]"
-    assert outputs["logsIngestionEndpoint"]["value"] == f"[{ref}.endpoints.logsIngestion]"
+    inner = _inner(small)["outputs"]
+    assert inner["dataCollectionRuleImmutableId"]["value"] == f"[{ref}.immutableId]"
+    assert inner["logsIngestionEndpoint"]["value"] == f"[{ref}.endpoints.logsIngestion]"
+    for key in ("dataCollectionRuleImmutableId", "logsIngestionEndpoint"):
+        assert small["outputs"][key]["type"] == "string"
+        assert small["outputs"][key]["value"].endswith(f".outputs.{key}.value]")
 
 
 def test_every_type_maps_to_its_table_and_stream_type_guid_as_string_in_the_stream():
     built = build_arm_template(tables=[_table("EPF_Types_CL", extra=EVERY_TYPE)])
     [table] = _of_type(built, TABLE_TYPE)
-    [dcr] = _of_type(built, DCR_TYPE)
+    [dcr] = _dcrs(built)
     table_types = {c["name"]: c["type"] for c in table["properties"]["schema"]["columns"]}
     stream = dcr["properties"]["streamDeclarations"]["Custom-EPF_Types_CL"]["columns"]
     stream_types = {c["name"]: c["type"] for c in stream}
@@ -274,7 +314,7 @@ def test_compat_tables_only_with_compat_and_in_their_own_dcr():
     compat_dcr = _dcr_by_stream(both)[f"Custom-{LEGACY.name}"]
     assert list(compat_dcr["properties"]["streamDeclarations"]) == [f"Custom-{LEGACY.name}"]
     # Turning compat on adds a DCR; it does not move a core stream to another one.
-    assert _of_type(core, DCR_TYPE) == [d for d in _of_type(both, DCR_TYPE) if d is not compat_dcr]
+    assert _dcrs(core) == [d for d in _dcrs(both) if d is not compat_dcr]
 
 
 def test_compat_deploys_every_registry_table():
@@ -334,3 +374,143 @@ def test_the_expression_check_finds_malformed_expressions(bad, problem):
 @pytest.mark.parametrize("fine", ["[[literal]", "plain", "[concat('it''s', '(')]", "[a()[0]]"])
 def test_the_expression_check_accepts_literals_escapes_and_quoted_brackets(fine):
     assert expression_problems([fine]) == []
+
+
+# --- the DCRs' region ---------------------------------------------------------------------
+
+
+def _walk(value, path="$"):
+    """Every (path, resource) of a template, nested deployments' resources included."""
+    for index, resource in enumerate(value.get("resources", [])):
+        where = f"{path}.resources[{index}]"
+        yield where, resource
+        inner = resource.get("properties", {}).get("template")
+        if resource["type"] == DEPLOYMENT_TYPE and inner:
+            yield from _walk(inner, f"{where}.properties.template")
+
+
+def test_the_dcrs_are_deployed_in_the_workspaces_region(template):
+    nested = _nested(template)
+    assert nested["apiVersion"] == "2022-09-01"
+    props = nested["properties"]
+    assert props["mode"] == "Incremental"
+    # Inner scope: the nested template's parameters carry the outer values in.
+    assert props["expressionEvaluationOptions"] == {"scope": "inner"}
+    workspace_location = (
+        "reference(variables('workspaceResourceId'), '2022-10-01', 'Full').location"
+    )
+    assert props["parameters"]["location"] == {
+        "value": f"[if(empty(parameters('location')), {workspace_location}, "
+        "parameters('location'))]"
+    }
+    assert set(props["parameters"]) == set(_inner(template)["parameters"])
+    for dcr in _dcrs(template):
+        assert dcr["location"] == "[parameters('location')]"  # the inner parameter
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_no_resource_takes_its_location_from_reference_or_the_resource_group(compat):
+    # ARM allows reference() only in properties and outputs, never in a resource's location
+    # (template-functions-resource, "reference", Valid uses); and a DCR must be in the
+    # workspace's region, whatever the resource group's is.
+    built = build_arm_template(compat=compat)
+    assert "resourceGroup().location" not in json.dumps(built)
+    located = 0
+    for where, resource in _walk(built):
+        for key in ("location", "name", "type", "apiVersion"):
+            assert "reference(" not in str(resource.get(key, "")), f"{where}.{key}"
+        located += "location" in resource
+    assert located == len(_dcrs(built))  # only the DCRs have one
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+def test_the_retention_parameters_declare_the_documented_limits(template):
+    retention = template["parameters"]["retentionInDays"]
+    total = template["parameters"]["totalRetentionInDays"]
+    # -1 (the default retention) is the only value below 4 ARM must let through.
+    assert (retention["minValue"], retention["maxValue"]) == (-1, 730)
+    assert (total["minValue"], total["maxValue"]) == (-1, 4383)
+    assert "4-730" in retention["metadata"]["description"]
+    assert "4-4383" in total["metadata"]["description"]
+    assert "-1" in retention["metadata"]["description"]
+
+
+@pytest.mark.parametrize(
+    "retention, total",
+    [(-1, -1), (4, 4), (730, 4383), (90, -1), (-1, 4383), (30, 30)],
+)
+def test_retention_within_the_limits_becomes_the_parameters_default(retention, total):
+    built = build_arm_template(retention_days=retention, total_retention_days=total)
+    assert built["parameters"]["retentionInDays"]["defaultValue"] == retention
+    assert built["parameters"]["totalRetentionInDays"]["defaultValue"] == total
+
+
+@pytest.mark.parametrize(
+    "retention, total, problem",
+    [
+        (0, 365, "interactive retention must be -1"),
+        (3, 365, "4-730"),
+        (731, 800, "4-730"),
+        (-2, 365, "not -2"),
+        (90, 3, "4-4383"),
+        (90, 4384, "4-4383"),
+        (90, 60, "must not be less than the interactive retention"),
+    ],
+)
+def test_retention_outside_the_limits_is_refused(retention, total, problem):
+    assert retention_problem(retention, total) is not None
+    with pytest.raises(ValueError, match=problem):
+        build_arm_template(retention_days=retention, total_retention_days=total)
+
+
+# --- the compat tables' legacy column types -------------------------------------------------
+
+# The Data Collector API's suffixes (data-collector-api, "Record type and properties"), in
+# the registry's KQL spelling: a GUID is "stored as a string".
+SUFFIX_TYPES = {"_s": "string", "_b": "bool", "_d": "real", "_t": "datetime", "_g": "string"}
+COMPAT = [t for t in TABLES.values() if t.profile == "compat"]
+
+
+def test_every_compat_column_keeps_the_type_its_suffix_gave_it_in_the_classic_table():
+    assert {t.name for t in COMPAT} == {
+        "AgentHealthStatusWindows_CL",
+        "MDE_MAC_devicehealth_CL",
+        "AD4IOT_Devices_CL",
+        "AD4IOT_CVE_CL",
+        "AD4IOT_Events_CL",
+    }
+    suffixed = 0
+    for table in COMPAT:
+        for column in table.columns:
+            wanted = SUFFIX_TYPES.get(column.name[-2:])
+            if wanted is not None:
+                suffixed += 1
+                assert column.type.value == wanted, f"{table.name}.{column.name}"
+    assert suffixed >= 40  # every legacy field of the five tables is suffixed
+    assert legacy_type_problems(COMPAT) == []
+    # And the template declares them so: boolean, real and string in the Tables API spelling.
+    by_name = _tables_by_name(build_arm_template(compat=True))
+    devices = {
+        c["name"]: c["type"]
+        for c in by_name["AD4IOT_Devices_CL"]["properties"]["schema"]["columns"]
+    }
+    assert (devices["id_d"], devices["authorized_b"], devices["name_s"]) == (
+        "real",
+        "boolean",
+        "string",
+    )
+
+
+def test_a_compat_table_that_retypes_a_legacy_column_is_never_in_a_template():
+    retyped = _table(
+        "AD4IOT_Events_CL",
+        profile="compat",
+        extra=(Column("timestamp_d", KqlType.DATETIME, "When, as a datetime."),),
+    )
+    with pytest.raises(ValueError, match=r"AD4IOT_Events_CL\.timestamp_d is datetime"):
+        build_arm_template(tables=[*CORE.values(), retyped], compat=True)
+    # Only the compat profile's columns are legacy ones.
+    core = _table("EPF_Core_CL", extra=(Column("Mode_d", KqlType.STRING, "not legacy"),))
+    assert _tables_by_name(build_arm_template(tables=[core]))

@@ -10,14 +10,15 @@ import pytest
 
 from endpoint_forensics.config import Settings, load_settings
 from endpoint_forensics.doctor import Check, exit_code, render, run_doctor
+from endpoint_forensics.doctor_sentinel import tables_written
 from endpoint_forensics.emulator import Emulator, EmulatorSettings
 from endpoint_forensics.outbox import Outbox
-from endpoint_forensics.tables import TABLES
 
 pytestmark = pytest.mark.e2e
 
 WRONG_SECRET = "not-the-secret-Zq8"
 WRONG_TOKEN = "0123456789abcdef0123456789abcdef"
+UNROUTED = ("EPF_Runs_CL", "EPF_Devices_CL")
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +72,13 @@ def test_a_good_config_is_all_green(site: Emulator, tmp_path: Path) -> None:
         ("tenant emulated", "Graph API"),
         ("sensor sensor-1", "API"),
         ("console console", "API"),
-        ("sentinel", "DCR"),
         ("local", "store"),
     ):
         assert only(checks, area, name).ok is True, text
+    # One DCR check for each DCR the written tables go to (a DCR holds 10 streams at most).
+    dcr_checks = [c for c in checks if (c.area, c.name) == ("sentinel", "DCR")]
+    used = {site.dcr_for(t) for t in tables_written(doctor_settings(site, tmp_path))}
+    assert {c.detail.split()[0] for c in dcr_checks} == used and len(used) == 2
     assert "Nothing to fix." in text
     # Nothing was stored by the empty uploads.
     assert site.stats()["ingested"] == {}
@@ -132,7 +136,8 @@ def test_a_wrong_client_secret_says_which_secret_to_renew(site: Emulator, tmp_pa
     # One refusal is enough: the same credential is not tried on Graph.
     assert [c for c in checks if c.area == "tenant emulated"] == [token]
     # Sentinel still has the right secret.
-    assert only(checks, "sentinel", "DCR").ok is True
+    dcr_checks = [c for c in checks if (c.area, c.name) == ("sentinel", "DCR")]
+    assert dcr_checks and all(c.ok for c in dcr_checks)
     assert_no_secret(site, text, WRONG_SECRET)
 
 
@@ -187,25 +192,43 @@ def test_an_untrusted_certificate_says_what_to_set(site: Emulator, tmp_path: Pat
 
 
 def test_a_table_without_a_route_names_the_table(site: Emulator, tmp_path: Path) -> None:
-    routed = [name for name in TABLES if name != "EPF_Runs_CL"]
-    overrides = {
-        "sentinel.dcr_immutable_id": None,
-        "sentinel.dcrs": [{"immutable_id": site.dcr_immutable_id, "tables": routed}],
-    }
-    checks = run_doctor(doctor_settings(site, tmp_path, overrides))
+    dcrs = [
+        {"immutable_id": dcr, "tables": [t for t in tables if t not in UNROUTED]}
+        for dcr, tables in site.dcrs
+    ]
+    checks = run_doctor(doctor_settings(site, tmp_path, {"sentinel.dcrs": dcrs}))
     assert exit_code(checks) == 1
     [failure] = failed(checks)
-    assert failure.name == "route EPF_Runs_CL"
-    assert "EPF_Runs_CL" in failure.fix and "[[sentinel.dcrs]]" in failure.fix
+    assert failure.name == "routes" and "never be delivered" in failure.detail
+    assert all(t in failure.detail and t in failure.fix for t in UNROUTED)
+    assert "[[sentinel.dcrs]]" in failure.fix
+
+
+def test_one_dcr_for_every_table_cannot_exist(site: Emulator, tmp_path: Path) -> None:
+    # dcr_immutable_id takes every table no entry names: here all of them, in one DCR.
+    overrides = {"sentinel.dcrs": [], "sentinel.dcr_immutable_id": site.dcr_immutable_id}
+    settings = doctor_settings(site, tmp_path, overrides)
+    written = tables_written(settings)
+    checks = run_doctor(settings)
+    assert exit_code(checks) == 1
+    routes = [c for c in checks if (c.area, c.name) == ("sentinel", "routes")]
+    assert [c.ok for c in routes] == [False]
+    assert f"{len(written)} tables route to the DCR {site.dcr_immutable_id}" in routes[0].detail
+    assert "at most 10 streams" in routes[0].fix
+    # The DCR itself refuses the streams it does not declare, each named.
+    refused = {c.name for c in failed(checks) if c.name.startswith("stream ")}
+    declared = set(dict(site.dcrs)[site.dcr_immutable_id])
+    assert refused == {f"stream {t}" for t in written if t not in declared}
 
 
 def test_a_dcr_without_the_streams_points_at_the_template(site: Emulator, tmp_path: Path) -> None:
     checks = run_doctor(doctor_settings(site, tmp_path, {"sentinel.stream_prefix": "Other-"}))
-    # One finding for the DCR, not one per table.
-    [failure] = failed(checks)
-    assert failure.name == "DCR" and "404" in failure.detail
-    assert "Other-EPF_Devices_CL" in failure.detail
-    assert "stream_prefix" in failure.fix and "epf deploy arm" in failure.fix
+    # One finding per DCR, not one per table.
+    failures = failed(checks)
+    assert len(failures) == 2
+    assert all(f.name == "DCR" and "404" in f.detail for f in failures)
+    assert any("Other-EPF_Devices_CL" in f.detail for f in failures)
+    assert all("stream_prefix" in f.fix and "epf deploy arm" in f.fix for f in failures)
 
 
 def test_a_wrong_tenant_id_points_at_the_directory_id(site: Emulator, tmp_path: Path) -> None:
@@ -253,3 +276,20 @@ def test_render_lists_each_check_then_each_fix() -> None:
     assert lines[-1] == "- sensor s, TLS: Set ca_bundle"
     assert exit_code(checks) == 1
     assert exit_code(checks[:2]) == 0
+
+
+def test_a_token_for_another_api_is_named_as_the_scope_not_a_permission(
+    site: Emulator, tmp_path: Path
+) -> None:
+    """The MDE API refuses a Threat Protection token with 403, as if a permission were missing;
+    the token carries the roles, so the doctor points at the scope instead."""
+    settings = doctor_settings(
+        site, tmp_path, {"tenants.0.mde_scope": "https://api.security.microsoft.com/.default"}
+    )
+    checks = run_doctor(settings)
+    probe = only(checks, "tenant emulated", "MDE API")
+    assert probe.ok is False and "403" in probe.detail
+    assert "mde_scope (https://api.security.microsoft.com/.default)" in probe.fix
+    assert "https://api.securitycenter.microsoft.com/.default" in probe.fix
+    assert "admin consent" not in probe.fix
+    assert_no_secret(site, render(checks))

@@ -84,10 +84,11 @@ def test_the_legacy_mde_hunting_api_gives_the_same_rows(small_tenant, tmp_path):
 
 
 def test_a_hunting_result_at_the_row_limit_is_split_until_complete(tmp_path):
+    # The collector is not told the cap: the row count the query carries shows the cut.
     with Emulator(
-        EmulatorSettings(iot_sensors=0, devices=120, seed=3, hunting_row_limit=40)
+        EmulatorSettings(iot_sensors=0, devices=120, seed=3, graph_hunting_row_limit=40)
     ) as emu:
-        settings = settings_for(emu, tmp_path, datasets=["agent_health"], hunting_row_limit=40)
+        settings = settings_for(emu, tmp_path, datasets=["agent_health"])
         summary = sync(settings)
         assert summary.exit_code == 0, summary.errors()
         assert summary.outcomes[0].rows == emu.stats()["truth"]["EPF_AgentHealth_CL"]
@@ -113,7 +114,8 @@ def test_the_emulators_own_rate_limit_is_waited_out(tmp_path):
         assert summary.exit_code == 0, summary.errors()
         assert summary.outcomes[0].rows == 50
         statuses = requests_for(emu, "/api/machines")
-        assert statuses[200] == 5 and statuses.get(429, 0) >= 1
+        # 5 full pages, then the empty one that ends a $skip walk (no next link with $top).
+        assert statuses[200] == 6 and statuses.get(429, 0) >= 1
 
 
 def test_a_token_expiring_mid_run_is_renewed(tmp_path):
@@ -139,7 +141,8 @@ def test_a_401_mid_run_gets_a_new_token_and_the_page_again(tmp_path):
         summary = sync(settings_for(emu, tmp_path, datasets=["machines"], page_size=10))
         assert summary.exit_code == 0, summary.errors()
         assert summary.outcomes[0].rows == 30
-        assert requests_for(emu, "/api/machines") == {200: 3, 401: 1}
+        # 3 full pages and the empty one that ends the $skip walk.
+        assert requests_for(emu, "/api/machines") == {200: 4, 401: 1}
         assert emu.stats()["tokens_issued"] == 2
 
 

@@ -89,20 +89,9 @@ def claims_of(token: str) -> dict[str, Any]:
 def all_machines(
     client: httpx.Client, emu: Emulator, token: str, **params: Any
 ) -> tuple[list[dict[str, Any]], int]:
-    """Follow @odata.nextLink to the end; returns the records and the number of pages."""
-    url: str | None = f"{emu.base_url}/api/machines"
-    records: list[dict[str, Any]] = []
-    pages = 0
-    query: dict[str, Any] | None = params or None
-    while url:
-        response = client.get(url, params=query, headers=bearer(token))
-        assert response.status_code == 200, response.text
-        body = response.json()
-        records += body["value"]
-        pages += 1
-        url = body.get("@odata.nextLink")
-        query = None  # the next link is opaque and complete
-    return records, pages
+    """Every machine: by ``$skip`` with ``$top``, else by next links; records and page count."""
+    records, bodies = get_all(client, f"{emu.base_url}/api/machines", token, **params)
+    return records, len(bodies)
 
 
 def hunt(
@@ -161,19 +150,38 @@ def machines(emu: Emulator, client: httpx.Client, mde_token: str) -> list[dict[s
 def get_all(
     client: httpx.Client, url: str, token: str, **params: Any
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Follow @odata.nextLink verbatim to the end; returns the records and every page body."""
+    """Every record and every page body of a collection.
+
+    With ``$top`` the MDE collections send no next link (defender-apis.md F), so this pages
+    with an increasing ``$skip`` until a short page, checking that no link came; without it,
+    it follows ``@odata.nextLink`` verbatim to the end.
+    """
     records: list[dict[str, Any]] = []
     bodies: list[dict[str, Any]] = []
-    query: dict[str, Any] | None = params or None
+    if "$top" in params:
+        top = int(params["$top"])
+        skip = int(params.get("$skip", 0))
+        while True:
+            query = {**params, "$skip": skip}
+            response = client.get(url, params=query, headers=bearer(token))
+            assert response.status_code == 200, response.text[:500]
+            body = response.json()
+            assert "@odata.nextLink" not in body
+            bodies.append(body)
+            records += body["value"]
+            skip += len(body["value"])
+            if len(body["value"]) < top or top == 0:
+                return records, bodies
+    query_or_none: dict[str, Any] | None = params or None
     next_url: str | None = url
     while next_url:
-        response = client.get(next_url, params=query, headers=bearer(token))
+        response = client.get(next_url, params=query_or_none, headers=bearer(token))
         assert response.status_code == 200, response.text[:500]
         body = response.json()
         bodies.append(body)
         records += body["value"]
         next_url = body.get("@odata.nextLink")
-        query = None
+        query_or_none = None  # the next link is opaque and complete
     return records, bodies
 
 
@@ -251,7 +259,7 @@ def catalogue(
     posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
 ) -> list[dict[str, Any]]:
     url = f"{posture_emu.base_url}/api/vulnerabilities"
-    return get_all(posture_client, url, posture_token, **{"$top": 100})[0]
+    return get_all(posture_client, url, posture_token, **{"$top": 8000})[0]
 
 
 @pytest.fixture(scope="session")

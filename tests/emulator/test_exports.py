@@ -81,13 +81,14 @@ def test_export_files_hold_what_the_json_export_serves(
     assert [u.split("?")[0] for u in again["exportFiles"]] == [u.split("?")[0] for u in files]
 
 
-def test_info_gathering_export_carries_av_health_as_a_json_string(
+def test_info_gathering_export_carries_av_health_in_both_forms(
     posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
 ) -> None:
     body = _export(posture_client, posture_emu, posture_token, "InfoGatheringExport")
     lines = [line for url in body["exportFiles"] for line in _lines(posture_client, url)]
     assert len(lines) == posture_emu.stats()["truth"]["EPF_AvHealth_CL"]
     assert "/InfoGatheringExport/json/" in body["exportFiles"][0]
+    forms: dict[str, set[str]] = {"info": set(), "scans": set(), "flag": set()}
     for line in lines:
         assert set(line) >= {
             "DeviceId",
@@ -96,10 +97,25 @@ def test_info_gathering_export_carries_av_health_as_a_json_string(
             "RbacGroupId",
             "DeviceGatheredInfo",
         }
-        info = orjson.loads(line["DeviceGatheredInfo"])  # a string holding JSON
+        info = line["DeviceGatheredInfo"]  # an object, or a string holding one (B.2, F)
+        forms["info"].add(type(info).__name__)
+        if isinstance(info, str):
+            info = orjson.loads(info)
         assert info["AvMode"] in ("", "0", "1", "2", "3", "4", "5")
-        assert info["AvIsSignatureUptoDate"] in ("True", "False", "Unknown")
-        assert set(info["AvScanResults"]) == {"Quick", "Full"}
+        flag = info["AvIsSignatureUptoDate"]  # a string, or a real boolean (null: Unknown)
+        forms["flag"].add(type(flag).__name__)
+        assert flag in ("True", "False", "Unknown", True, False, None)
+        scans = info["AvScanResults"]  # an object, or a string holding one
+        forms["scans"].add(type(scans).__name__)
+        if isinstance(scans, str):
+            scans = orjson.loads(scans)
+        assert set(scans) == {"Quick", "Full"}
+    # Both forms of each, mixed across the devices of one export.
+    assert forms == {
+        "info": {"str", "dict"},
+        "scans": {"str", "dict"},
+        "flag": {"str", "bool", "NoneType"},
+    }
     # URLs last 3 hours by default here, 1 hour for the TVM exports (B.2, B.5.3).
     se = parse_qs(urlsplit(body["exportFiles"][0]).query)["se"][0]
     st = parse_qs(urlsplit(body["exportFiles"][0]).query)["st"][0]
@@ -120,14 +136,16 @@ def test_sas_valid_hours_sets_the_expiry_and_is_bounded(
     start = time.strptime(query["st"][0], "%Y-%m-%dT%H:%M:%SZ")
     expiry = time.strptime(query["se"][0], "%Y-%m-%dT%H:%M:%SZ")
     assert abs((time.mktime(expiry) - time.mktime(start)) / 3600 - (6 + 5 / 60)) < 0.01
-    for name, hours in (("SoftwareInventoryExport", 7), ("InfoGatheringExport", 25)):
+    # InfoGatheringExport's pages say at most 24 or at most 6: the stricter (B.2, F).
+    for name, hours in (("SoftwareInventoryExport", 7), ("InfoGatheringExport", 7)):
         response = posture_client.get(
             f"{posture_emu.base_url}/api/machines/{name}?sasValidHours={hours}",
             headers=bearer(posture_token),
         )
         assert response.status_code == 400 and response.json()["error"]["code"] == "BadRequest"
+        assert "'sasValidHours' must be between 1 and 6" in response.text
     assert (
-        _export(posture_client, posture_emu, posture_token, "InfoGatheringExport", sasValidHours=24)
+        _export(posture_client, posture_emu, posture_token, "InfoGatheringExport", sasValidHours=6)
     )["exportFiles"]
 
 

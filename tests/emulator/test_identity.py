@@ -83,7 +83,12 @@ def test_client_credentials_token(emu: Emulator, client: httpx.Client) -> None:
         ),
         ("https://graph.microsoft.com/.default", "https://graph.microsoft.com"),
         ("https://monitor.azure.com/.default", "https://monitor.azure.com"),
-        ("https://monitor.azure.com//.default", "https://monitor.azure.com"),
+        # Entra keeps the resource as asked for: the tutorial's "//" scope gives a trailing slash.
+        ("https://monitor.azure.com//.default", "https://monitor.azure.com/"),
+        (
+            "00000003-0000-0000-c000-000000000000/.default",
+            "00000003-0000-0000-c000-000000000000",
+        ),
     ],
 )
 def test_every_documented_resource_gets_a_token(
@@ -216,27 +221,32 @@ def test_missing_forged_and_foreign_tokens_get_401(emu: Emulator, client: httpx.
     assert client.get(url, headers=bearer(other_tenant)).status_code == 401
 
 
-def test_wrong_audience_is_401_on_each_api(emu: Emulator, client: httpx.Client) -> None:
+def test_wrong_audience_is_refused_on_each_api(emu: Emulator, client: httpx.Client) -> None:
     graph_token = get_token(client, emu, GRAPH)
     monitor_token = get_token(client, emu, "https://monitor.azure.com")
     mde_token = get_token(client, emu, MDE)
     for token in (graph_token, monitor_token):
+        # The MDE API answers a token for another resource with 403, as for a missing
+        # permission (MicrosoftDocs/microsoft-365-docs#9246).
         response = client.get(f"{emu.base_url}/api/machines", headers=bearer(token))
-        assert response.status_code == 401
-        assert response.json()["error"]["code"] == "Unauthorized"
-        assert hunt(client, emu, token, "DeviceInfo | take 1").status_code == 401
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "Forbidden"
+        assert hunt(client, emu, token, "DeviceInfo | take 1").status_code == 403
     response = hunt(client, emu, mde_token, "DeviceInfo | take 1", graph=True)
     assert response.status_code == 401
     error = response.json()["error"]
     assert error["code"] == "InvalidAuthenticationToken"
     assert set(error["innerError"]) >= {"request-id", "date"}
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
-    # Both MDE audiences work on the MDE API.
-    other_mde = get_token(client, emu, "https://api.security.microsoft.com")
+    # Both WindowsDefenderATP App ID URIs work on the MDE API; the Threat Protection one (the
+    # documented host, not an MDE audience) does not.
+    other_mde = get_token(client, emu, "https://securitycenter.onmicrosoft.com/windowsatpservice")
     assert (
         client.get(f"{emu.base_url}/api/machines?$top=1", headers=bearer(other_mde)).status_code
         == 200
     )
+    xdr = get_token(client, emu, "https://api.security.microsoft.com")
+    assert client.get(f"{emu.base_url}/api/machines", headers=bearer(xdr)).status_code == 403
 
 
 def test_missing_role_is_403(emu: Emulator, client: httpx.Client) -> None:

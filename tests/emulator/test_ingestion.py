@@ -28,6 +28,10 @@ from .conftest import MDE, bearer, client_for, get_token
 MONITOR = "https://monitor.azure.com"
 AV = "EPF_AvHealth_CL"
 ONE_MIB = 1_048_576
+# Recent enough to be kept (Azure replaces a TimeGenerated over 2 days old), sent with 7
+# fraction digits as the service's own samples have them.
+SENT_AT = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=123456)
+SENT_AT_TEXT = SENT_AT.strftime("%Y-%m-%dT%H:%M:%S.1234567Z")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +91,7 @@ def post(
 
 def av_row(device: str, **extra: Any) -> dict[str, Any]:
     return {
-        "TimeGenerated": "2026-11-28T01:02:03.1234567Z",
+        "TimeGenerated": SENT_AT_TEXT,
         "RunId": "run-1",
         "DeviceId": device,
         "AvIsSignatureUpToDate": True,
@@ -139,7 +143,7 @@ def test_the_sdk_uploads_rows_that_show_in_stats_and_ingested_rows(ing: Emulator
     assert [r["DeviceId"] for r in stored] == [f"sdk-{i}" for i in range(300)]
     first = stored[0]
     assert set(first) == set(TABLES[AV].column_names)  # every column, None where not sent
-    assert first["TimeGenerated"] == datetime(2026, 11, 28, 1, 2, 3, 123456, tzinfo=UTC)
+    assert first["TimeGenerated"] == SENT_AT
     assert first["LastSeenTime"] == datetime(2026, 11, 27, 22, 0, tzinfo=UTC)
     assert first["AvIsSignatureUpToDate"] is True
     assert first["SignatureAgeHours"] == 5.0 and isinstance(first["SignatureAgeHours"], float)
@@ -165,8 +169,10 @@ def test_every_registry_table_has_a_stream(
     ing: Emulator, http: httpx.Client, monitor_token: str
 ) -> None:
     before = ing.stats()["ingested"]
-    for name in TABLES:
-        response = post(http, ing, monitor_token, [{}], stream=f"Custom-{name}")
+    for name in TABLES:  # each in the one DCR that declares it
+        response = post(
+            http, ing, monitor_token, [{}], stream=f"Custom-{name}", dcr=ing.dcr_for(name)
+        )
         assert response.status_code == 204, (name, response.text)
     after = ing.stats()["ingested"]
     assert {name: after[name] - before.get(name, 0) for name in TABLES} == dict.fromkeys(TABLES, 1)
@@ -411,16 +417,19 @@ def test_write_config_adds_a_sentinel_block_the_collector_loads(
     sentinel = tomllib.loads(path.read_text(encoding="utf-8"))["sentinel"]
     assert sentinel == {
         "endpoint": ing.base_url,
-        "dcr_immutable_id": ing.dcr_immutable_id,
         "tenant_id": ing.tenant_id,
         "client_id": ing.client_id,
         "client_secret": ing.client_secret,
         "authority_host": ing.base_url,
         "ca_bundle": str(ing.ca_path.resolve()),
+        # One entry per DCR (a DCR declares at most 10 streams), together every table.
+        "dcrs": [{"immutable_id": dcr, "tables": list(tables)} for dcr, tables in ing.dcrs],
     }
     loaded = load_settings(path, environ={})
-    assert loaded.sentinel is not None
-    assert loaded.sentinel.dcr_immutable_id == ing.dcr_immutable_id
+    assert loaded.sentinel is not None and loaded.sentinel.dcr_immutable_id is None
+    assert {t: loaded.sentinel.route(t) for t in TABLES} == {
+        t: (ing.base_url, ing.dcr_for(t)) for t in TABLES
+    }
     ing.write_config(path, iot="none", credential="certificate")
     sentinel = tomllib.loads(path.read_text(encoding="utf-8"))["sentinel"]
     assert "client_secret" not in sentinel

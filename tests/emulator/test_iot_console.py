@@ -175,3 +175,39 @@ def test_v3_connections_cves_sensors_and_deleted(emu: Emulator, console: httpx.C
         "connections": len(connections),
         "cves": len(scores),
     }
+
+
+def test_v3_take_one_sensor_id_and_only_documented_parameters(
+    emu: Emulator, console: httpx.Client
+) -> None:
+    def refused(path: str, query: str) -> None:
+        response = console.get(f"{path}?{query}")
+        assert (response.status_code, response.text) == (500, "Failure - error"), (path, query)
+
+    # One sensorId on v3 devices and device CVEs: a comma list is documented for v1 only.
+    for path in (f"{V3}/devices/0", f"{V3}/devicecves/0"):
+        refused(path, "sensorId=1,2")
+        refused(path, "sensorId=1&sensorId=2")
+        refused(path, "siteId=1")
+    # No sensorId (nor any filter) on v3 connections, no parameters on the others.
+    refused(f"{V3}/connections/0", "sensorId=1")
+    refused(f"{V3}/connections/0", "notificationType=0")
+    for path in (f"{V3}/deleteddevices/0", f"{V3}/sensors", f"{V3}/device/1"):
+        refused(path, "page=0")
+    refused("/external/v1/devices", "sensor=1")
+    # One id is served and filters; the sensors split the whole.
+    ids = {
+        n: {d["id"] for d in get_json(console, "/external/v1/devices", sensorId=str(n))}
+        for n in (1, 2)
+    }
+    assert ids[1] and ids[2] and not ids[1] & ids[2]
+    every = {d["u_id"] for d in v3_all(console, f"{V3}/devices/0", "u_devices", 50)}
+    for n in (1, 2):
+        mine = v3_all(console, f"{V3}/devices/0", "u_devices", 50, sensorId=n)
+        assert {d["u_id"] for d in mine} == ids[n]
+        cves = v3_all(console, f"{V3}/devicecves/0", "u_device_cves", 50, sensorId=n)
+        assert cves and {c["u_id"] for c in cves} <= ids[n]
+    assert every == ids[1] | ids[2]
+    # v1 devices still take comma lists, as documented.
+    both = get_json(console, "/external/v1/devices", sensorId="1,2", zoneId="1,2", siteId="1")
+    assert {d["id"] for d in both} == every

@@ -107,3 +107,28 @@ def test_pascal_case_spelling_in_files_is_matched(tmp_path):
     assert rows[0]["DeviceId"] == "d1" and rows[0]["IsCompliant"] is False
     assert rows[0]["ConfigurationImpact"] == 9.0
     assert rows[0]["AssessedTime"] == datetime(2021, 1, 11, 9, 47, 58, 854000, tzinfo=UTC)
+
+
+def test_a_line_that_is_not_json_past_the_sample_sends_the_part_line_by_line(tmp_path):
+    """DuckDB finds the bad line itself, and its error comes through the Arrow reader."""
+    records = [{**RECORD, "id": f"r{i}"} for i in range(3_000)]
+    path = part(tmp_path, [*records[:2_500], b'{"deviceId": "x", broken', *records[2_500:]])
+    with pytest.raises(RedoUnit, match="Invalid Input Error"):
+        list(decode_part(path, VULNERABILITY_EXPORT))
+    rows, rejects = rows_of(decode_part(path, VULNERABILITY_EXPORT, careful=True))
+    assert len(rows) == 3_000
+    assert [r.reason for r in rejects] == ["line 2501 is not valid JSON"]
+
+
+def test_a_decode_out_of_memory_sends_the_part_line_by_line(tmp_path, monkeypatch):
+    """More memory than the SQL decode may take is not a failure: the line-by-line reader,
+    bounded by its batch size, reads the same part."""
+    from endpoint_forensics.sources import exports
+
+    monkeypatch.setattr(exports, "_DECODE_MEMORY_MB", 8)  # under one JSON read buffer
+    records = [{**RECORD, "id": f"r{i}"} for i in range(200)]
+    path = part(tmp_path, records)
+    with pytest.raises(RedoUnit, match="Out of Memory Error"):
+        list(decode_part(path, VULNERABILITY_EXPORT))
+    rows, rejects = rows_of(decode_part(path, VULNERABILITY_EXPORT, careful=True))
+    assert rejects == [] and [r["RecordId"] for r in rows] == [r["id"] for r in records]

@@ -1,5 +1,6 @@
 import pytest
 
+from endpoint_forensics.config.models import Secret, TenantConfig
 from endpoint_forensics.sources.hunting import (
     HEALTH_SCIDS,
     agent_health_query,
@@ -91,3 +92,29 @@ def test_query_names_every_health_scid_and_the_prefix():
             assert f'"{scid}"' in q
     assert 'startswith "ab"' in q
     assert "startswith" not in agent_health_query()
+
+
+def test_the_hunting_wait_must_exceed_the_services_200_seconds():
+    secret = Secret("s", source="literal")
+    base = {"name": "t", "tenant_id": "x", "client_id": "y", "client_secret": secret}
+    assert TenantConfig.model_validate(base).hunting_timeout_seconds > 200
+    with pytest.raises(ValueError, match="hunting_timeout_seconds"):
+        TenantConfig.model_validate({**base, "hunting_timeout_seconds": 200})
+
+
+def test_the_query_carries_the_full_results_row_count():
+    import duckdb_kql
+
+    con = duckdb_kql.connect(":memory:")
+    con.execute(
+        "CREATE TABLE DeviceTvmSecureConfigurationAssessment AS SELECT * FROM (VALUES"
+        " ('ab1', 'pc1', 'Windows11', now(), 'scid-2000', true, true),"
+        " ('ab2', 'pc2', 'Windows11', now(), 'scid-2000', true, false),"
+        " ('cd3', 'pc3', 'Linux', now(), 'scid-6001', true, true))"
+        " AS t(DeviceId, DeviceName, OSPlatform, Timestamp, ConfigurationId, IsApplicable,"
+        " IsCompliant)"
+    )
+    rows = duckdb_kql.kql(con, agent_health_query("ab") + " | take 1").fetchall()
+    assert len(rows) == 1 and rows[0][-1] == 2  # one row came, of two
+    rows = duckdb_kql.kql(con, agent_health_query()).fetchall()
+    assert [row[-1] for row in rows] == [3, 3, 3]

@@ -1,8 +1,9 @@
 """The ARM deployment template for Sentinel: custom tables, DCRs and the collector's role.
 
-Owns the mapping from the table registry to Log Analytics tables, Logs Ingestion DCRs
-(kind Direct) and the Monitoring Metrics Publisher role assignments, and the template's
-parameters and outputs. Imports the table registry only.
+Owns the mapping from the table registry to Log Analytics tables, the template's parameters
+(with the retention limits Azure enforces) and outputs; the DCRs and role assignments are
+``azure.arm_dcrs``'s, the legacy column types ``azure.classic``'s. Imports the table registry
+and those two modules only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from endpoint_forensics.azure.arm_dcrs import (
+    DCR_API_VERSION,
+    DEPLOYMENTS_API_VERSION,
+    MAX_STREAMS_PER_DCR,
+    MONITORING_METRICS_PUBLISHER_ROLE_ID,
+    SCHEMA_URL,
+    dcr_deployment,
+    dcr_name,
+    stream_name,
+)
+from endpoint_forensics.azure.classic import legacy_type_problems
 from endpoint_forensics.tables import TABLES, KqlType, Table
 
 __all__ = [
@@ -19,24 +31,23 @@ __all__ = [
     "MAX_STREAMS_PER_DCR",
     "MONITORING_METRICS_PUBLISHER_ROLE_ID",
     "PROFILES",
+    "RETENTION_DAYS",
     "TABLES_API_VERSION",
+    "TOTAL_RETENTION_DAYS",
     "build_arm_template",
+    "retention_problem",
     "stream_name",
     "write_arm_template",
 ]
 
 ArmObject = dict[str, Any]
 
-SCHEMA_URL = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
 TABLES_API_VERSION = "2022-10-01"
-DCR_API_VERSION = "2023-03-11"
-ROLE_ASSIGNMENT_API_VERSION = "2022-04-01"
-MONITORING_METRICS_PUBLISHER_ROLE_ID = "3913510d-42f4-4e42-8a64-420c390055eb"
 
-# Azure Monitor service limits, "Data collection rules": at most 10 data flows and 10 data
-# streams per DCR (azure-monitor-docs includes/azure-monitor-limits-data-collection-rules.md,
-# ms.date 2025-05-21). The registry has more tables than that, so tables are split over DCRs.
-MAX_STREAMS_PER_DCR = 10
+# Table retention (Tables API 2022-10-01, TableProperties): interactive 4-730 days, total
+# 4-4383 days, and -1 for the default (the workspace's retention; the table's retention).
+RETENTION_DAYS = (4, 730)
+TOTAL_RETENTION_DAYS = (4, 4383)
 
 # Profile order is DCR order: core tables never share a DCR with compat tables, so turning
 # compat on adds DCRs without moving a core stream to another DCR (and another immutable id).
@@ -52,23 +63,33 @@ _TABLE_COLUMN_TYPES = {
     KqlType.DYNAMIC: "dynamic",
     KqlType.GUID: "guid",
 }
-# DCR stream declarations have no guid type; the table column still is one.
-_STREAM_COLUMN_TYPES = {
-    KqlType.STRING: "string",
-    KqlType.INT: "int",
-    KqlType.LONG: "long",
-    KqlType.REAL: "real",
-    KqlType.BOOL: "boolean",
-    KqlType.DATETIME: "datetime",
-    KqlType.DYNAMIC: "dynamic",
-    KqlType.GUID: "string",
-}
-_WORKSPACE_DESTINATION = "epfWorkspace"
+_DCR_DEPLOYMENT = "dcrDeploymentName"
 
 
-def stream_name(table: Table) -> str:
-    """The DCR input stream (and output stream) of a custom table: ``Custom-<table name>``."""
-    return f"Custom-{table.name}"
+def retention_problem(retention_days: int, total_retention_days: int) -> str | None:
+    """Say why a table retention is one Azure refuses, or None when it is valid.
+
+    ``retention_days``: -1 (the workspace's) or 4-730; ``total_retention_days``: -1 (the
+    interactive retention) or 4-4383, and not less than ``retention_days``.
+    """
+    low, high = RETENTION_DAYS
+    if retention_days != -1 and not low <= retention_days <= high:
+        return (
+            f"interactive retention must be -1 (the workspace's) or {low}-{high} days, "
+            f"not {retention_days}"
+        )
+    low, high = TOTAL_RETENTION_DAYS
+    if total_retention_days != -1 and not low <= total_retention_days <= high:
+        return (
+            f"total retention must be -1 (the interactive retention) or {low}-{high} days, "
+            f"not {total_retention_days}"
+        )
+    if total_retention_days != -1 and total_retention_days < retention_days:
+        return (
+            f"total retention ({total_retention_days} days) must not be less than the "
+            f"interactive retention ({retention_days} days)"
+        )
+    return None
 
 
 def _literal(text: str) -> str:
@@ -99,6 +120,11 @@ def _selected_tables(tables: Iterable[Table], *, compat: bool) -> dict[str, list
                 # Log Analytics refuses a custom table without it (defender-apis.md D.5).
                 raise ValueError(f"{table.name} has no TimeGenerated column")
             by_profile[profile].append(table)
+    # The legacy tables exist, classic, in the workspaces compat is for: the template must
+    # declare each legacy column with the type the Data Collector API gave it.
+    problems = legacy_type_problems(by_profile.get("compat", ()))
+    if problems:
+        raise ValueError("; ".join(problems))
     return {p: ts for p, ts in by_profile.items() if ts}
 
 
@@ -134,91 +160,24 @@ def _table_resource(table: Table) -> ArmObject:
     }
 
 
-def _dcr_name(profile: str, index: int) -> str:
-    """The DCR name as an expression body (no outer brackets)."""
-    return f"format('{{0}}-{profile}-{index}', parameters('dataCollectionRuleName'))"
-
-
-def _dcr_resource_id(name: str) -> str:
-    return f"resourceId('Microsoft.Insights/dataCollectionRules', {name})"
-
-
-def _dcr_resource(name: str, tables: Sequence[Table]) -> ArmObject:
-    return {
-        "type": "Microsoft.Insights/dataCollectionRules",
-        "apiVersion": DCR_API_VERSION,
-        "name": f"[{name}]",
-        "location": "[parameters('location')]",
-        "kind": "Direct",
-        "dependsOn": [_table_resource_id(t) for t in tables],
-        "properties": {
-            "description": "Endpoint forensics collector: Logs Ingestion streams for "
-            + ", ".join(t.name for t in tables),
-            "streamDeclarations": {
-                stream_name(t): {
-                    "columns": [
-                        {"name": c.name, "type": _STREAM_COLUMN_TYPES[c.type]} for c in t.columns
-                    ]
-                }
-                for t in tables
-            },
-            "destinations": {
-                "logAnalytics": [
-                    {
-                        "workspaceResourceId": "[variables('workspaceResourceId')]",
-                        "name": _WORKSPACE_DESTINATION,
-                    }
-                ]
-            },
-            # Our table names already end in _CL, so the output stream equals the input one.
-            "dataFlows": [
-                {
-                    "streams": [stream_name(t)],
-                    "destinations": [_WORKSPACE_DESTINATION],
-                    "transformKql": "source",
-                    "outputStream": stream_name(t),
-                }
-                for t in tables
-            ],
-        },
-    }
-
-
-def _role_assignment_resource(name: str) -> ArmObject:
-    dcr_id = _dcr_resource_id(name)
-    return {
-        "type": "Microsoft.Authorization/roleAssignments",
-        "apiVersion": ROLE_ASSIGNMENT_API_VERSION,
-        "name": (
-            f"[guid({dcr_id}, parameters('collectorPrincipalId'), "
-            "variables('monitoringMetricsPublisherRoleId'))]"
-        ),
-        "scope": f"[format('Microsoft.Insights/dataCollectionRules/{{0}}', {name})]",
-        "dependsOn": [f"[{dcr_id}]"],
-        "properties": {
-            "roleDefinitionId": (
-                "[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', "
-                "variables('monitoringMetricsPublisherRoleId'))]"
-            ),
-            "principalId": "[parameters('collectorPrincipalId')]",
-            "principalType": "ServicePrincipal",
-            "description": "Lets the endpoint forensics collector send rows to this DCR.",
-        },
-    }
-
-
-def _parameters() -> ArmObject:
+def _parameters(retention_days: int, total_retention_days: int) -> ArmObject:
     def described(kind: str, text: str, **extra: Any) -> ArmObject:
         return {"type": kind, **extra, "metadata": {"description": text}}
 
+    # ARM has minValue/maxValue and allowedValues, nothing for "-1 or 4-730": allowedValues
+    # would list 728 (and 4,381) numbers. So the bounds take -1, and the 0-3 left between
+    # are refused by the Tables API itself (its minimum is 4) before any table changes.
+    low, high = RETENTION_DAYS
+    total_low, total_high = TOTAL_RETENTION_DAYS
     return {
         "workspaceName": described(
             "string", "Name of the existing Log Analytics workspace in this resource group."
         ),
         "location": described(
             "string",
-            "Region of the data collection rules; it must be the workspace's region.",
-            defaultValue="[resourceGroup().location]",
+            "Region of the data collection rules. Empty (the default): the workspace's region, "
+            "where Azure needs them.",
+            defaultValue="",
         ),
         "collectorPrincipalId": described(
             "string",
@@ -227,11 +186,20 @@ def _parameters() -> ArmObject:
         ),
         "retentionInDays": described(
             "int",
-            "Interactive (analytics) retention of the tables, in days (-1: the workspace's).",
-            defaultValue=90,
+            f"Interactive (analytics) retention of the tables: {low}-{high} days, or -1 for "
+            "the workspace's retention.",
+            defaultValue=retention_days,
+            minValue=-1,
+            maxValue=high,
         ),
         "totalRetentionInDays": described(
-            "int", "Total retention of the tables, long-term included, in days.", defaultValue=365
+            "int",
+            f"Total retention of the tables, long-term included: {total_low}-{total_high} days "
+            "and not less than the interactive retention, or -1 for the interactive retention "
+            "(no long-term retention).",
+            defaultValue=total_retention_days,
+            minValue=-1,
+            maxValue=total_high,
         ),
         "dataCollectionRuleName": described(
             "string",
@@ -242,29 +210,16 @@ def _parameters() -> ArmObject:
     }
 
 
-def _outputs(dcrs: Sequence[tuple[str, Sequence[Table]]]) -> ArmObject:
-    def reference(name: str) -> str:
-        return f"reference({_dcr_resource_id(name)}, '{DCR_API_VERSION}')"
-
-    routes = [
-        {
-            "name": f"[{name}]",
-            "immutableId": f"[{reference(name)}.immutableId]",
-            "endpoint": f"[{reference(name)}.endpoints.logsIngestion]",
-            "streams": [stream_name(t) for t in tables],
-        }
-        for name, tables in dcrs
-    ]
-    outputs: ArmObject = {"dataCollectionRules": {"type": "array", "value": routes}}
-    if len(dcrs) == 1:
-        # With one DCR the collector's [sentinel] dcr_immutable_id and endpoint are enough;
-        # with several, one pair would send most streams to a DCR that lacks them (404).
-        outputs["dataCollectionRuleImmutableId"] = {
-            "type": "string",
-            "value": routes[0]["immutableId"],
-        }
-        outputs["logsIngestionEndpoint"] = {"type": "string", "value": routes[0]["endpoint"]}
-    return outputs
+def _outputs(inner: ArmObject) -> ArmObject:
+    """The template's outputs: the nested deployment's, passed through."""
+    deployment = (
+        f"reference(resourceId('Microsoft.Resources/deployments', "
+        f"variables('{_DCR_DEPLOYMENT}')), '{DEPLOYMENTS_API_VERSION}')"
+    )
+    return {
+        key: {"type": output["type"], "value": f"[{deployment}.outputs.{key}.value]"}
+        for key, output in inner.items()
+    }
 
 
 def _check_extra(resource: ArmObject) -> None:
@@ -278,13 +233,24 @@ def build_arm_template(
     compat: bool = False,
     tables: Iterable[Table] | None = None,
     extra_resources: Sequence[ArmObject] = (),
+    retention_days: int = 90,
+    total_retention_days: int = 365,
 ) -> ArmObject:
     """The ARM template deploying the registry's tables, their DCRs and the collector's role.
 
     ``compat`` adds the legacy-compatible tables (profile "compat"). ``tables`` defaults to
     the registry. ``extra_resources`` (the workbook and hunting queries, later) are appended
-    as given; each needs at least ``type``, ``apiVersion`` and ``name``.
+    as given; each needs at least ``type``, ``apiVersion`` and ``name``. ``retention_days``
+    and ``total_retention_days`` are the defaults of the retention parameters.
+
+    Raises:
+        ValueError: a retention Azure refuses (see :func:`retention_problem`), a compat
+            column whose type is not its legacy suffix's, a table without ``TimeGenerated``
+            or of an unknown profile, or an extra resource without type, apiVersion or name.
     """
+    problem = retention_problem(retention_days, total_retention_days)
+    if problem is not None:
+        raise ValueError(problem)
     for extra in extra_resources:
         _check_extra(extra)
     selected = _selected_tables(TABLES.values() if tables is None else tables, compat=compat)
@@ -293,27 +259,30 @@ def build_arm_template(
         for start in range(0, len(profile_tables), MAX_STREAMS_PER_DCR):
             index = start // MAX_STREAMS_PER_DCR + 1
             chunk = profile_tables[start : start + MAX_STREAMS_PER_DCR]
-            dcrs.append((_dcr_name(profile, index), chunk))
+            dcrs.append((dcr_name(profile, index), chunk))
 
     resources: list[ArmObject] = [
         _table_resource(t) for profile_tables in selected.values() for t in profile_tables
     ]
-    resources += [_dcr_resource(name, chunk) for name, chunk in dcrs]
-    resources += [_role_assignment_resource(name) for name, _ in dcrs]
+    depends_on = [_table_resource_id(t) for _, chunk in dcrs for t in chunk]
+    deployment = dcr_deployment(
+        dcrs, deployment_name=f"[variables('{_DCR_DEPLOYMENT}')]", depends_on=depends_on
+    )
+    resources.append(deployment)
     resources += [dict(extra) for extra in extra_resources]
     return {
         "$schema": SCHEMA_URL,
         "contentVersion": "1.0.0.0",
-        "parameters": _parameters(),
+        "parameters": _parameters(retention_days, total_retention_days),
         "variables": {
             "workspaceResourceId": (
                 "[resourceId('Microsoft.OperationalInsights/workspaces', "
                 "parameters('workspaceName'))]"
             ),
-            "monitoringMetricsPublisherRoleId": MONITORING_METRICS_PUBLISHER_ROLE_ID,
+            _DCR_DEPLOYMENT: "[format('{0}-dcrs', parameters('dataCollectionRuleName'))]",
         },
         "resources": resources,
-        "outputs": _outputs(dcrs),
+        "outputs": _outputs(deployment["properties"]["template"]["outputs"]),
     }
 
 
@@ -322,8 +291,16 @@ def write_arm_template(
     *,
     compat: bool = False,
     extra_resources: Sequence[ArmObject] = (),
-) -> None:
-    """Write :func:`build_arm_template` to ``path`` as indented UTF-8 JSON."""
-    template = build_arm_template(compat=compat, extra_resources=extra_resources)
+    retention_days: int = 90,
+    total_retention_days: int = 365,
+) -> ArmObject:
+    """Write :func:`build_arm_template` to ``path`` as indented UTF-8 JSON; return it."""
+    template = build_arm_template(
+        compat=compat,
+        extra_resources=extra_resources,
+        retention_days=retention_days,
+        total_retention_days=total_retention_days,
+    )
     text = json.dumps(template, indent=2, ensure_ascii=False) + "\n"
     Path(path).write_text(text, encoding="utf-8")
+    return template

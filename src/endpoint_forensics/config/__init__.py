@@ -2,7 +2,8 @@
 
 Owns loading, the overlay, secret resolution and the whole ``Settings``; its parts live in
 ``config.models`` (tenants, store, state, secrets, dataset names), ``config.appliances``
-(Defender for IoT sensors and consoles) and ``config.azure`` (Sentinel, Key Vault, output),
+(Defender for IoT sensors and consoles), ``config.azure`` (Sentinel, Key Vault, output) and
+``config.workspace`` (the Sentinel workspace doctor reads),
 and every public name is exported here. Owns the errors too. Every error names the key (``tenants[0].client_id``)
 and what is wrong with it, never the value: a value may be a secret.
 
@@ -51,6 +52,7 @@ from endpoint_forensics.config.models import (
     StoreConfig,
     TenantConfig,
 )
+from endpoint_forensics.config.workspace import WorkspaceRef
 from endpoint_forensics.errors import ConfigError
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "StateConfig",
     "StoreConfig",
     "TenantConfig",
+    "WorkspaceRef",
     "load_settings",
     "settings_from_mapping",
 ]

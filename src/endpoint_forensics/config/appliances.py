@@ -109,7 +109,8 @@ class ConsoleConfig(_ApplianceConfig):
     interval_hours: dict[ConsoleDataset, float] = Field(default_factory=dict)
     # Page size of the v3 integration API (its default is 50).
     page_size: int = Field(default=200, ge=1, le=10_000)
-    # Only these sensors (console sensor ids); empty: all.
+    # Only these sensors (console sensor ids, the u_id of /external/v3/integration/sensors);
+    # empty: all. Deletions (which name no sensor) are recorded for every sensor.
     sensor_ids: tuple[int, ...] = ()
     alerts_api: Literal["v1", "v2"] = "v2"
     alerts_overlap_minutes: int = Field(default=10, ge=0, le=1_440)

@@ -9,8 +9,22 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from endpoint_forensics.config.models import AppIdentity, Model, https_url
+from endpoint_forensics.config.workspace import WorkspaceRef
 
-__all__ = ["DcrRoute", "KeyVaultConfig", "KeyVaultOnly", "OutputConfig", "SentinelConfig"]
+__all__ = [
+    "MAX_STREAMS_PER_DCR",
+    "DcrRoute",
+    "KeyVaultConfig",
+    "KeyVaultOnly",
+    "OutputConfig",
+    "SentinelConfig",
+    "too_many_streams",
+]
+
+#: Azure Monitor service limits, "Data collection rules": at most 10 data streams and 10 data
+#: flows per DCR, so Azure refuses to create a DCR with streams for more tables than that
+#: (defender-apis.md D.2; the deployment template spreads the tables over DCRs accordingly).
+MAX_STREAMS_PER_DCR = 10
 
 
 class DcrRoute(Model):
@@ -36,16 +50,19 @@ class DcrRoute(Model):
 
 
 class SentinelConfig(AppIdentity):
-    """Microsoft Sentinel output: the Logs Ingestion API (defender-apis.md D) of a DCR.
+    """Microsoft Sentinel output: the Logs Ingestion API (defender-apis.md D) of its DCRs.
 
-    ``endpoint`` is the DCR's logs-ingestion endpoint (or a DCE's), ``dcr_immutable_id`` the
-    DCR's ``immutableId`` (``epf deploy arm`` outputs both). The identity needs the Monitoring
-    Metrics Publisher role on the DCR: an app registration (secret or certificate) or a managed
-    identity.
+    ``endpoint`` is the DCRs' logs-ingestion endpoint (or a DCE's). Each ``[[sentinel.dcrs]]``
+    entry names a DCR's ``immutableId`` and its tables (``epf deploy arm`` outputs them); a DCR
+    declares at most 10 streams, so an entry with more tables is refused here, as Azure could
+    never have created that DCR. ``dcr_immutable_id`` takes the tables no entry names (a
+    one-DCR deployment). A table no DCR takes is never delivered: ``epf doctor`` names it and
+    a sync keeps its rows in the outbox. The identity needs the Monitoring Metrics Publisher
+    role on each DCR: an app registration (secret or certificate) or a managed identity.
     """
 
     endpoint: str
-    # The DCR for every table no `dcrs` entry names (a single DCR, as in the emulator).
+    # The DCR for every table no `dcrs` entry names (at most 10 of them: one DCR's streams).
     dcr_immutable_id: str | None = Field(default=None, pattern=r"^dcr-[0-9a-fA-F]{32}$")
     # Several DCRs (Azure allows 10 streams per DCR): as `epf deploy arm` outputs them.
     dcrs: tuple[DcrRoute, ...] = ()
@@ -55,6 +72,8 @@ class SentinelConfig(AppIdentity):
     timeout_seconds: float = Field(default=120.0, gt=0)
     # Where batches wait until the endpoint accepts them; default <state dir>/outbox/sentinel.
     outbox_dir: Path | None = None
+    # The workspace, for `epf doctor` to check its tables ([sentinel.workspace]); optional.
+    workspace: WorkspaceRef | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -69,6 +88,14 @@ class SentinelConfig(AppIdentity):
         twice = sorted({t for t in routed if routed.count(t) > 1})
         if twice:
             raise ValueError(f"a table may go to one DCR only; listed twice: {', '.join(twice)}")
+        per_dcr: dict[str, int] = {}
+        for dcr in self.dcrs:  # a DCR listed in two entries has the streams of both
+            key = dcr.immutable_id.lower()
+            per_dcr[key] = per_dcr.get(key, 0) + len(dcr.tables)
+        for dcr in self.dcrs:
+            count = per_dcr.pop(dcr.immutable_id.lower(), 0)
+            if count > MAX_STREAMS_PER_DCR:
+                raise ValueError(too_many_streams(dcr.immutable_id, count))
         return self
 
     def route(self, table: str) -> tuple[str, str] | None:
@@ -83,6 +110,16 @@ class SentinelConfig(AppIdentity):
     @property
     def name(self) -> str:
         return "sentinel"
+
+
+def too_many_streams(immutable_id: str, count: int) -> str:
+    """Why a DCR that would have a stream for each of ``count`` tables cannot exist."""
+    return (
+        f"{count} tables go to the DCR {immutable_id}, but a DCR declares at most "
+        f"{MAX_STREAMS_PER_DCR} streams and 10 data flows (Azure refuses to create a larger one): "
+        "list the tables of each DCR in its own [[sentinel.dcrs]] entry, as the "
+        "dataCollectionRules output of `epf deploy arm` gives them"
+    )
 
 
 class KeyVaultConfig(AppIdentity):

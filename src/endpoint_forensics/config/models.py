@@ -189,9 +189,14 @@ class TenantConfig(AppIdentity):
     hunting_api: Literal["graph", "mde"] = "graph"
     datasets: tuple[Dataset, ...] = DATASETS
     page_size: int = Field(default=10_000, ge=1, le=10_000)
-    # The hunting APIs return at most this many rows (B.3); a result this long may be cut
-    # short, so the query is split. Lower only to test the split.
+    # The hunting APIs return at most this many rows (B.3). The query carries its own row
+    # count, so a cut-short result is seen whatever the cap; this is the fallback for an
+    # answer without the count, where a result this long counts as cut short.
     hunting_row_limit: int = Field(default=100_000, ge=1, le=100_000)
+    # How long a hunting query may take to answer. The MDE API runs one for up to 200 s and
+    # Graph for about 3 minutes (B.3); a client that gives up sooner abandons a query the
+    # service goes on running (and charging to the hourly CPU quota), so this must exceed 200.
+    hunting_timeout_seconds: float = Field(default=300.0, gt=200.0, le=3600.0)
     timeout_seconds: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=20)
     # Exports: JSON pages below files_threshold_devices devices, files (B.5.3) above.

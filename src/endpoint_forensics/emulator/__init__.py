@@ -27,7 +27,8 @@ reports), ``iot_render`` (wire shapes), ``iot_sensor_api``, ``iot_console_api`` 
 ``iot_server`` (one self-signed HTTPS listener per appliance, raw-token auth), ``iot_state``,
 ``iot_truth``. Azure Monitor Logs Ingestion (D): ``ingestion_streams`` (the DCR, one stream
 per registry table, record checks), ``ingestion`` (the upload route and what it accepted). Azure: ``keyvault`` (Key Vault secrets
-with the challenge flow), ``managed_identity`` (the App Service managed identity endpoint).
+with the challenge flow), ``managed_identity`` (the App Service managed identity endpoint),
+``arm_workspace`` and ``arm_tables`` (the Sentinel workspace's tables over Resource Manager).
 Importing this package loads none of uvicorn, Starlette or DuckDB; they load
 when an emulator starts.
 """

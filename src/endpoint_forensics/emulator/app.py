@@ -3,7 +3,8 @@
 Owns assembling the Starlette app over a ``Tenant``: the Entra, MDE (machines, hunting,
 TVM exports, AV health, recommendations, vulnerabilities), Graph, export-blob and Logs
 Ingestion routes, the App Service managed identity endpoint (``managed_identity``), the Key
-Vault secrets (``keyvault``),
+Vault secrets (``keyvault``), the Resource Manager API of the workspace's tables
+(``arm_tables``),
 the control plane (``GET /_emulator/stats`` and ``POST /_emulator/advance?hours=H``, no
 auth), errors in each service's dialect for unknown routes and unexpected exceptions, and an
 outer ASGI layer that routes the TVM paths case-insensitively (as the service does),
@@ -25,10 +26,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .arm_tables import WorkspaceTablesApi
 from .catalog_api import CatalogApi
 from .graph import GraphApi
+from .hunting import HuntingService
 from .ingestion import IngestionApi
-from .ingestion_streams import dcr_immutable_id, declared_streams
+from .ingestion_rules import emulated_rules
 from .keyvault import KeyVaultApi
 from .managed_identity import managed_identity_routes
 from .mde import MdeApi
@@ -46,20 +49,20 @@ _log = logging.getLogger(__name__)
 def build_app(tenant: Tenant) -> ASGIApp:
     """The ASGI app serving ``tenant``."""
     settings = tenant.settings
+    # One hunting service for both APIs: each with its own limits, both counted alike.
+    hunting = HuntingService.of(tenant.store, settings, tenant.stats)
     mde = MdeApi(
         records=tenant.records,
         identity=tenant.identity,
         limiter=tenant.limiter,
-        store=tenant.store,
-        hunting_row_limit=settings.hunting_row_limit,
+        hunting=hunting,
         clock=tenant.clock,
     )
     tenant.clock.on_advance(lambda before, after: mde.invalidate())
     graph = GraphApi(
         identity=tenant.identity,
         limiter=tenant.limiter,
-        store=tenant.store,
-        hunting_row_limit=settings.hunting_row_limit,
+        hunting=hunting,
         clock=tenant.clock,
     )
     tvm = TvmApi(
@@ -83,8 +86,7 @@ def build_app(tenant: Tenant) -> ASGIApp:
     ingestion = IngestionApi(
         identity=tenant.identity,
         ingested=tenant.ingested,
-        dcr_immutable_id=dcr_immutable_id(settings.seed),
-        streams=declared_streams(),  # every registry table as of this build
+        rules=emulated_rules(settings.seed),  # every registry table as of this build
         now=tenant.clock.now,
         rate_limit=settings.ingestion_rate_limit,
     )
@@ -124,6 +126,7 @@ def build_app(tenant: Tenant) -> ASGIApp:
     routes += graph.routes() + tenant.exports.routes() + ingestion.routes()
     routes += managed_identity_routes(tenant)
     routes += KeyVaultApi(tenant.identity, settings.keyvault_secrets, tenant.anchor).routes()
+    routes += WorkspaceTablesApi(tenant.identity, seed=settings.seed).routes()
     handlers = {HTTPException: http_error, Exception: unexpected}
     app = Starlette(routes=routes, exception_handlers=handlers)
     canonical = list(TVM_PATHS)
@@ -159,7 +162,16 @@ class _FaultsAndCounts:
 
         fault = None if control else self._tenant.faults.check(path)
         try:
-            if fault is not None and fault.body is not None:
+            if fault is not None and fault.ignore_skip:
+                query = scope.get("query_string", b"").decode("latin-1")
+                kept = "&".join(
+                    p
+                    for p in query.split("&")
+                    if p.split("=", 1)[0].lower() not in ("$skip", "%24skip")
+                )
+                scope = {**scope, "query_string": kept.encode("latin-1")}
+                await self._app(scope, receive, counting_send)
+            elif fault is not None and fault.body is not None:
                 response = body_response(
                     path, fault.status, fault.body, retry_after=fault.effective_retry_after
                 )

@@ -1,15 +1,15 @@
 """Antivirus health of the emulated fleet as of an instant: the DeviceAvInfo records.
 
-Owns one AV record per device with a sensor (Windows, macOS and Linux; defender-apis.md
-B.2): AV mode (a string-typed int: mostly ``0`` Active, some ``1`` Passive, ``4``
-EDRBlocked, ``5`` PassiveAudit, a few ``2`` Disabled or ``''``), signature, engine and
-platform versions and their update times (most devices update several times a day; some
-stopped days or weeks ago, and a few stop during the coming week, which ``advance``
-reveals), ``True|False|Unknown`` up-to-date strings, scan results and error codes. The
-JSON record is camelCase with ISO ``Z`` times; the ``InfoGatheringExport`` line is
-PascalCase with ``DeviceGatheredInfo`` a JSON *string* holding the AV facts and a nested
-``AvScanResults``. Signature versions follow the same four-builds-a-day numbering as the
-secure-configuration ``Context``.
+Owns one AV record per device with a sensor (Windows, macOS and Linux; defender-apis.md B.2): AV
+mode (a string-typed int: mostly ``0`` Active, some ``1`` Passive, ``4`` EDRBlocked, ``5``
+PassiveAudit, a few ``2`` Disabled or ``''``), signature, engine and platform versions and their
+update times (most devices update several times a day; some stopped days or weeks ago, and a few
+stop during the coming week, which ``advance`` reveals), ``True|False|Unknown`` up-to-date strings,
+scan results and error codes. The JSON record is camelCase with ISO ``Z`` times; the
+``InfoGatheringExport`` line is PascalCase with ``DeviceGatheredInfo`` holding the AV facts and a
+nested ``AvScanResults``, each as an object or a JSON-encoded string, and the up-to-date flags as
+strings or booleans (both forms of each, mixed across devices). Signature versions follow the same
+four-builds-a-day numbering as the secure-configuration ``Context``.
 
 Imports only ``posture`` and ``sca`` of the emulator: it shares no code with the collector.
 """
@@ -155,28 +155,36 @@ def av_columns(seed: int, at: int, anchor_us: int, seen: str) -> list[tuple[str,
 def info_gathering_columns(
     seed: int, at: int, anchor_us: int, seen: str
 ) -> list[tuple[str, str, str]]:
-    """The ``InfoGatheringExport`` line: PascalCase, AV facts in a JSON string.
+    """The ``InfoGatheringExport`` line: PascalCase, AV facts in ``DeviceGatheredInfo``.
 
-    [community, unverified] shape (defender-apis.md B.2): ``DeviceGatheredInfo`` is a string
-    holding ``AvMode``, ``AvIsSignatureUptoDate``... and a nested ``AvScanResults``.
+    [community, unverified] shape (defender-apis.md B.2, F): ``DeviceGatheredInfo`` holds
+    ``AvMode``, ``AvIsSignatureUptoDate``... and ``AvScanResults``; clients meet it as a JSON
+    string or an object, ``AvScanResults`` likewise, and the up-to-date flags as
+    ``"True"|"False"|"Unknown"`` strings or real booleans (null for Unknown). Each of the three
+    forms is chosen per device from the seed, about half and half, so every export mixes them.
     """
     f = _facts(seed, at, anchor_us, seen)
+
+    def half(tag: str) -> str:
+        quoted = f"'{tag}'"
+        return f"({u(seed, 'dv.idx', quoted)} < 0.5)"
+
+    def flag(text: str) -> str:
+        boolean = f"CASE {text} WHEN 'True' THEN true WHEN 'False' THEN false END"
+        return (
+            f"(CASE WHEN {half('flags-boolean')} THEN to_json({boolean}) ELSE to_json({text}) END)"
+        )
+
+    def maybe_string(struct: str, tag: str) -> str:
+        """JSON: the object, or the same object encoded as a JSON string."""
+        return (
+            f"(CASE WHEN {half(tag)} THEN to_json(CAST(to_json({struct}) AS VARCHAR))"
+            f" ELSE to_json({struct}) END)"
+        )
+
     scan = "{{'ScanStatus': {result}, 'ErrorCode': {error}, 'Timestamp': {time}}}"
-    gathered = (
-        "to_json({"
-        f"'AvMode': dv.av_mode, 'AvSignatureVersion': {f['signatureVersion']},"
-        f" 'AvEngineVersion': {f['engineVersion']}, 'AvPlatformVersion': {f['platformVersion']},"
-        f" 'AvSignatureUpdateTime': {_iso(f['signatureUpdate'])},"
-        f" 'AvEngineUpdateTime': {_iso(f['engineUpdate'])},"
-        f" 'AvPlatformUpdateTime': {_iso(f['platformUpdate'])},"
-        f" 'AvSignaturePublishTime': {_iso(f['publish'])},"
-        f" 'AvIsSignatureUptoDate': {f['signatureUpToDate']},"
-        f" 'AvIsEngineUptodate': {f['engineUpToDate']},"
-        f" 'AvIsPlatformUptodate': {f['platformUpToDate']},"
-        f" 'AvSignatureDataRefreshTime': {_iso(f['refresh'])},"
-        f" 'AvModeDataRefreshTime': {_iso(f['refresh'])},"
-        " 'AvScanResults': {"
-        "'Quick': "
+    scans = (
+        "{'Quick': "
         + scan.format(
             result=f["quickResult"], error=f["quickError"], time=_iso(f["quickTime"], millis=True)
         )
@@ -184,7 +192,23 @@ def info_gathering_columns(
         + scan.format(
             result=f["fullResult"], error=f["fullError"], time=_iso(f["fullTime"], millis=True)
         )
-        + "}})"
+        + "}"
+    )
+    gathered = (
+        "{"
+        f"'AvMode': dv.av_mode, 'AvSignatureVersion': {f['signatureVersion']},"
+        f" 'AvEngineVersion': {f['engineVersion']}, 'AvPlatformVersion': {f['platformVersion']},"
+        f" 'AvSignatureUpdateTime': {_iso(f['signatureUpdate'])},"
+        f" 'AvEngineUpdateTime': {_iso(f['engineUpdate'])},"
+        f" 'AvPlatformUpdateTime': {_iso(f['platformUpdate'])},"
+        f" 'AvSignaturePublishTime': {_iso(f['publish'])},"
+        f" 'AvIsSignatureUptoDate': {flag(f['signatureUpToDate'])},"
+        f" 'AvIsEngineUptodate': {flag(f['engineUpToDate'])},"
+        f" 'AvIsPlatformUptodate': {flag(f['platformUpToDate'])},"
+        f" 'AvSignatureDataRefreshTime': {_iso(f['refresh'])},"
+        f" 'AvModeDataRefreshTime': {_iso(f['refresh'])},"
+        f" 'AvScanResults': {maybe_string(scans, 'scans-string')}"
+        "}"
     )
     return [
         ("deviceId", "DeviceId", "dv.id"),
@@ -195,5 +219,5 @@ def info_gathering_columns(
         ("rbacGroupId", "RbacGroupId", "s.grp"),
         ("rbacGroupName", "RbacGroupName", "g.name"),
         ("lastSeenTime", "LastSeenTime", _iso(f["lastSeen"])),
-        ("deviceGatheredInfo", "DeviceGatheredInfo", f"CAST({gathered} AS VARCHAR)"),
+        ("deviceGatheredInfo", "DeviceGatheredInfo", maybe_string(gathered, "gathered-string")),
     ]

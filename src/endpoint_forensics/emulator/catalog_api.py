@@ -4,8 +4,11 @@ Owns ``GET /api/deviceavinfo`` (B.2: ``Machine.Read.All``; default page size 20,
 most 10,000, ``$skip``, ``$filter`` on the documented fields; 30/min), ``GET
 /api/recommendations`` (B.5.7: ``SecurityRecommendation.Read.All``; ``$top`` <= 10,000) and
 ``GET /api/vulnerabilities`` (B.5.8: ``Vulnerability.Read.All``; ``$top`` <= 8,000), each
-with ``@odata.nextLink`` by ``$skip`` (keeping ``$top`` and ``$filter``) and its own rate
-limit. Records are as of the emulated now, cached per instant.
+with its own rate limit. With ``$top`` a page has no ``@odata.nextLink`` (defender-apis.md
+F: reported for ``/api/deviceavinfo``), so a client pages with ``$skip`` itself; without it,
+a page of the collection's default size (deviceavinfo 20, as documented; the others their
+``$top`` cap, a guess) and a ``$skip`` next link that keeps ``$filter``. Records are as of the
+emulated now, cached per instant.
 
 Imports only emulator modules: it shares no code with the collector.
 """
@@ -183,10 +186,8 @@ class CatalogApi:
             "@odata.context": f"{base}/api/$metadata#{collection.context}",
             "value": page,
         }
-        if page_size > 0 and skip + page_size < len(matched):
+        if top is None and skip + page_size < len(matched):
             parts = [f"$skip={skip + page_size}"]
-            if top is not None:
-                parts.append(f"$top={top}")
             if filter_text is not None:
                 parts.append("$filter=" + quote(filter_text, safe="'(),:/"))
             body["@odata.nextLink"] = f"{base}{request.url.path}?{'&'.join(parts)}"

@@ -7,14 +7,20 @@ devices average the configured CVE rows, each affecting the versions older than 
 exploit facts (a few become exploited during the timeline, which is what ``Updated`` delta
 rows report), EPSS, support status, publication times (a few in the last two weeks or the
 coming week, which is what makes new vulnerabilities appear), and CVEs of products nobody
-runs (the catalogue has more than the fleet uses). Small: a few thousand rows, built in
-Python, then loaded into DuckDB by ``posture``.
+runs: about 15% more, then older ones until the catalogue holds ``CATALOGUE_MIN`` CVEs
+whatever the fleet size. Defender's catalogue is the world's (hundreds of thousands of
+CVEs, most with ``exposedMachines`` 0), so it always pages past the 8,000 ``$top`` cap of
+``/api/vulnerabilities``; these come from their own random stream, so the CVEs that affect
+devices, and the fleet's vulnerability posture, do not depend on them. Built in Python
+(about 12,000 rows), then loaded into DuckDB by ``posture``.
 
 Imports only ``cvss`` and ``software`` of the emulator: it shares no code with the collector.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,9 +29,11 @@ from datetime import datetime, timedelta
 from .cvss import METRICS, base_score, severity
 from .software import KINDS, PRODUCTS
 
-__all__ = ["CVE_COLUMNS", "Cve", "build_cves"]
+__all__ = ["CATALOGUE_MIN", "CVE_COLUMNS", "Cve", "build_cves"]
 
 DAY_US = 86_400_000_000
+#: CVEs in the catalogue at least, published before the anchor (half again the 8,000 cap).
+CATALOGUE_MIN = 12_000
 _LEVELS = (("NoExploit", 0.62), ("ExploitIsPublic", 0.86), ("ExploitIsVerified", 0.96))
 _EXPLOIT_TYPES = ("Local privilege escalation", "Denial of service", "Local")
 _KINDS_OF_FLAW = (
@@ -46,6 +54,9 @@ _METRIC_WEIGHTS = (
     (0.55, 0.25, 0.20),
     (0.5, 0.2, 0.3),
 )
+# The same draws as weights=, without summing them again for each of ~100,000 choices.
+_CUM_METRIC_WEIGHTS = tuple(tuple(itertools.accumulate(w)) for w in _METRIC_WEIGHTS)
+_score = functools.lru_cache(maxsize=None)(base_score)  # 2,592 vectors in all
 _NOT_IN_FLEET = (
     ("fortinet", "fortios"),
     ("cisco", "ios_xe"),
@@ -133,6 +144,14 @@ def build_cves(
     # About 15% more that no device runs: the catalogue is the world's, not the fleet's.
     for _ in range(max(3, len(cves) * 15 // 100)):
         cves.append(_cve(rng, len(cves), None, anchor_us))
+    # Then older CVEs of products nobody here runs, from a stream of their own (the ones
+    # above stay as they were), until the catalogue is larger than one $top page.
+    world = random.Random(f"epf-cves-world:{seed}")
+    vectors = [_vector(world) for _ in range(512)]
+    published = sum(1 for c in cves if c.pub_us <= anchor_us)
+    while published < CATALOGUE_MIN:
+        cves.append(_cve(world, len(cves), None, anchor_us, old=True, vectors=vectors))
+        published += 1
     return cves
 
 
@@ -177,7 +196,27 @@ def _affecting(count: int, version: int, prod: int) -> float:
     return count * (n - version) / n
 
 
-def _cve(rng: random.Random, idx: int, prod: int | None, anchor_us: int) -> Cve:
+def _vector(rng: random.Random) -> str:
+    vector = "CVSS:3.1/" + "/".join(
+        f"{metric}:{rng.choices(values, cum_weights=w)[0]}"
+        for (metric, values), w in zip(METRICS, _CUM_METRIC_WEIGHTS, strict=True)
+    )
+    if vector.endswith("C:N/I:N/A:N"):
+        vector = vector[: -len("C:N/I:N/A:N")] + "C:L/I:N/A:N"  # a CVE always has an impact
+    return vector
+
+
+def _cve(
+    rng: random.Random,
+    idx: int,
+    prod: int | None,
+    anchor_us: int,
+    *,
+    old: bool = False,
+    vectors: list[str] | None = None,
+) -> Cve:
+    """One CVE; ``old`` ones were published before the timeline, ``vectors`` is a pool to
+    draw the vector from (cheaper than drawing each metric)."""
     if prod is None:
         vendor, name = rng.choice(_NOT_IN_FLEET)
         versions: tuple[str, ...] = ("1.0",)
@@ -189,14 +228,9 @@ def _cve(rng: random.Random, idx: int, prod: int | None, anchor_us: int) -> Cve:
     n = len(versions)
     no_fix = rng.random() < no_fix_share
     fix = n if no_fix else rng.randint(1, n)
-    vector = "CVSS:3.1/" + "/".join(
-        f"{metric}:{rng.choices(values, weights=w)[0]}"
-        for (metric, values), w in zip(METRICS, _METRIC_WEIGHTS, strict=True)
-    )
-    if vector.endswith("C:N/I:N/A:N"):
-        vector = vector[: -len("C:N/I:N/A:N")] + "C:L/I:N/A:N"  # a CVE always has an impact
-    score = base_score(vector)
-    r = rng.random()
+    vector = rng.choice(vectors) if vectors else _vector(rng)
+    score = _score(vector)
+    r = 1.0 if old else rng.random()
     if r < 0.06:  # published in the last two weeks: found on devices during the timeline
         pub_us = anchor_us - int(rng.uniform(0, 14) * DAY_US)
     elif r < 0.09:  # published in the coming week: found after an advance

@@ -3,7 +3,9 @@
 Owns the Graph flavour of advanced hunting (defender-apis.md B.3): the ``Query`` and optional
 ``Timespan`` body (``P30D``, ``start/end``, ``P30D/end``, ``start/P30D``, ``start``; default the
 last 30 days, never more), the ``schema``/``results`` response with its ``@odata.context``,
-and Graph's error dialect. It shares the ``advanced_hunting`` rate limit with the MDE
+silent truncation at Graph's own row limit, Graph's error dialect, and its answer to a query
+that runs past its time limit: ``504`` with code ``UnknownError`` and an empty message
+(microsoft-graph-docs issue 19954). It shares the ``advanced_hunting`` rate limit with the MDE
 endpoint, and needs a Graph token with ``ThreatHunting.Read.All``.
 
 Imports only emulator modules: it shares no code with the collector.
@@ -13,21 +15,19 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from .clock import EmulatedClock
-from .hunting import HuntingQueryError, HuntingResult, run_hunting
+from .hunting import HuntingQueryError, HuntingResult, HuntingService, HuntingTimedOut
 from .identity import Identity
 from .limits import RateLimiter
 from .responses import GRAPH_CONTENT_TYPE, graph_error, json_response, read_json
-from .store import RETENTION, Store
+from .store import RETENTION
 
 __all__ = ["GraphApi", "TimespanError", "parse_timespan"]
 
@@ -51,14 +51,12 @@ class GraphApi:
         *,
         identity: Identity,
         limiter: RateLimiter,
-        store: Store,
-        hunting_row_limit: int,
+        hunting: HuntingService,
         clock: EmulatedClock,
     ) -> None:
         self._identity = identity
         self._limiter = limiter
-        self._store = store
-        self._row_limit = hunting_row_limit
+        self._hunting = hunting
         self._clock = clock
 
     def routes(self) -> list[Route]:
@@ -86,18 +84,14 @@ class GraphApi:
         except TimespanError as exc:
             return graph_error(400, str(exc))
         try:
-            run = partial(
-                run_hunting,
-                self._store,
-                query,
-                start=start,
-                end=end,
-                now=now,
-                row_limit=self._row_limit,
+            result: HuntingResult = await self._hunting.run(
+                "graph", query, start=start, end=end, now=now
             )
-            result: HuntingResult = await run_in_threadpool(run)
         except HuntingQueryError as exc:
             return graph_error(400, str(exc))
+        except HuntingTimedOut:
+            # What Graph's gateway answers after about 3 minutes: no message at all.
+            return graph_error(504, "", code="UnknownError")
         schema = orjson.dumps([{"name": name, "type": kind} for name, kind in result.columns])
         payload = (
             b'{"@odata.context":'

@@ -6,8 +6,12 @@ Owns the client-credentials grant (defender-apis.md A.1-A.4): ``POST /{tenant}/o
 ``/{tenant}/oauth2/token`` (``resource=``), the discovery document MSAL/azure-identity fetch
 first, Entra's error bodies (AADSTS90002, 700016, 7000215, 70011...), and the tokens themselves:
 JWTs signed HMAC-SHA256 with a per-emulator key, carrying ``aud``, ``tid``, ``appid`` and every
-app role. ``authorize`` is what each API calls first: 401 for a missing, forged, expired or
-wrong-audience token, 403 for a missing role, in that API's error dialect.
+app role. ``aud`` is the resource exactly as requested, as Entra writes it in v1.0 tokens: an
+App ID URI or an app id, with the trailing slash of a ``<resource>//.default`` scope kept.
+Which audiences each API accepts is here too (``*_AUDIENCES``), each only those the real API is
+documented or reported to accept. ``authorize`` is what the MDE and Graph APIs call first: 401
+for a missing, forged, expired or wrong-audience token, 403 for a missing role, in that API's
+error dialect.
 
 Imports only ``responses``, ``client_auth`` and ``limits`` of the emulator: it shares no code with the collector.
 """
@@ -34,28 +38,55 @@ from .client_auth import ClientAuthenticator, ClientCertificate, unknown_tenant
 from .limits import RequestStats
 from .responses import Dialect, entra_error, graph_error, json_response, mde_error
 
-__all__ = ["APP_ROLES", "GRAPH_AUDIENCES", "MDE_AUDIENCES", "RESOURCES", "Identity", "TokenError"]
+__all__ = [
+    "APP_ROLES",
+    "GRAPH_AUDIENCES",
+    "MDE_AUDIENCES",
+    "MONITOR_AUDIENCES",
+    "RESOURCES",
+    "VAULT_AUDIENCES",
+    "Identity",
+    "TokenError",
+    "resource_audience",
+]
 
-#: Resources (App ID URIs) a token can be requested for (defender-apis.md A.2).
+_WINDOWS_DEFENDER_ATP = "fc780465-2017-40d4-a0c5-307022471b92"
+_THREAT_PROTECTION = "8ee8fdad-f234-4243-8f3b-15c294843740"
+_GRAPH = "00000003-0000-0000-c000-000000000000"
+#: Resources a token can be requested for, by App ID URI or app id (defender-apis.md A.2): the
+#: service principals of the emulated tenant. Entra issuing a token does not mean an API takes it.
 RESOURCES = frozenset(
     {
-        "https://api.securitycenter.microsoft.com",
-        "https://api.security.microsoft.com",
-        "https://securitycenter.onmicrosoft.com/windowsatpservice",
+        "https://api.securitycenter.microsoft.com",  # WindowsDefenderATP
+        "https://securitycenter.onmicrosoft.com/windowsatpservice",  # WindowsDefenderATP
+        _WINDOWS_DEFENDER_ATP,
+        "https://api.security.microsoft.com",  # Microsoft Threat Protection (Defender XDR)
+        _THREAT_PROTECTION,
         "https://graph.microsoft.com",
+        _GRAPH,
         "https://monitor.azure.com",
         "https://vault.azure.net",
+        "https://management.azure.com",  # Azure Resource Manager (arm_tables)
+        "https://management.core.windows.net",  # its older App ID URI
     }
 )
-#: A token for any WindowsDefenderATP / Threat Protection resource works on either MDE host.
+#: The MDE API takes the two App ID URIs its docs request tokens for (defender-apis.md A.2),
+#: on either host. Not the Threat Protection resource (``https://api.security.microsoft.com``,
+#: the Defender XDR APIs'): that is the documented base URL, not the token's audience, and
+#: users report the MDE API refusing it (and WindowsDefenderATP's other identifier URIs).
 MDE_AUDIENCES = frozenset(
     {
         "https://api.securitycenter.microsoft.com",
-        "https://api.security.microsoft.com",
         "https://securitycenter.onmicrosoft.com/windowsatpservice",
     }
 )
-GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com"})
+#: Graph takes its App ID URI and its app id (a token asked for by app id carries the app id).
+GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com", _GRAPH})
+#: Logs Ingestion (D.1, D.4): the SDK's ``https://monitor.azure.com/.default`` and the
+#: tutorial's ``https://monitor.azure.com//.default`` both work, so both audiences do.
+MONITOR_AUDIENCES = frozenset({"https://monitor.azure.com", "https://monitor.azure.com/"})
+#: Key Vault (A.7): the resource its own 401 challenge names.
+VAULT_AUDIENCES = frozenset({"https://vault.azure.net"})
 #: Every application permission the emulated app registration has been granted (A.6).
 APP_ROLES = (
     "Machine.Read.All",
@@ -198,6 +229,12 @@ class Identity:
         except TokenError as exc:
             if dialect == "graph" and "IDX1022" in str(exc):  # lifetime: Graph's own wording
                 return error(401, "Access token has expired or is not yet valid.")
+            if dialect == "graph" and "IDX10214" in str(exc):  # audience: Graph's own wording
+                return error(401, "Access token validation failure. Invalid audience.")
+            if dialect == "mde" and "IDX10214" in str(exc):
+                # The MDE API answers a token for another resource with 403, like a missing
+                # permission (users report it: MicrosoftDocs/microsoft-365-docs#9246).
+                return error(403, str(exc))
             return error(401, str(exc))
         granted = set(claims.get("roles") or ())
         if not granted.intersection(roles):
@@ -226,7 +263,7 @@ class Identity:
                 " value with /.default suffixed to the resource identifier (application ID URI).",
             )
         self._stats.token_issued()
-        token = self.mint(resource)
+        token = self.mint(resource)  # the resource as requested is the audience
         body = {
             "token_type": "Bearer",
             "expires_in": self._lifetime,  # a number in v2 (defender-apis.md A.1)
@@ -245,8 +282,8 @@ class Identity:
         refused = self._clients.check(request, form)
         if refused is not None:
             return refused
-        resource = form.get("resource", "").rstrip("/")
-        if resource not in RESOURCES:
+        resource = resource_audience(form.get("resource", ""))
+        if resource is None:
             return entra_error(
                 400,
                 "invalid_resource",
@@ -308,12 +345,23 @@ class Identity:
         return json_response(document, content_type="application/json; charset=utf-8")
 
 
+def resource_audience(requested: str) -> str | None:
+    """The ``aud`` of a token for the resource ``requested``, or None for an unknown resource.
+
+    Entra finds the resource with or without one trailing slash and writes the identifier as
+    requested: ``https://monitor.azure.com/`` stays so (Microsoft identity platform, "Scopes
+    when acquiring tokens": APIs that expect the trailing slash in ``aud`` are asked for with
+    ``//``), and each API decides whether it takes that audience.
+    """
+    known = requested[:-1] if requested.endswith("/") else requested
+    return requested if known in RESOURCES else None
+
+
 def _resource_of(scopes: list[str]) -> str | None:
     """The resource of a single ``<resource>/.default`` scope (``//.default`` too), else None."""
     if len(scopes) != 1 or not scopes[0].endswith(_DEFAULT_SUFFIX):
         return None
-    resource = scopes[0][: -len(_DEFAULT_SUFFIX)].rstrip("/")
-    return resource if resource in RESOURCES else None
+    return resource_audience(scopes[0][: -len(_DEFAULT_SUFFIX)])
 
 
 async def _form(request: Request) -> dict[str, str]:

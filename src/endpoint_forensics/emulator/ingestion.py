@@ -1,17 +1,22 @@
-"""The Azure Monitor Logs Ingestion endpoint of one data collection rule, and what it kept.
+"""The Azure Monitor Logs Ingestion endpoint of the tenant's data collection rules, and what it
+kept.
 
 Owns ``POST /dataCollectionRules/{immutableId}/streams/{stream}?api-version=2023-01-01``
-(defender-apis.md D.1-D.4): a bearer token for ``https://monitor.azure.com`` (401
-``InvalidToken`` otherwise; 403 ``OperationFailed`` for another tenant's token), 404 for an
-unknown DCR or stream, 400 for another api-version, a JSON array body plain or gzip (413 over
-1 MiB compressed or uncompressed; 400 when it is not an array of valid records, see
-``ingestion_streams``), 429 with ``Retry-After`` past the per-DCR request limit, and 204 with
-an empty body when every record was accepted. ``Ingested`` keeps the accepted rows per table
-and the counters ``/_emulator/stats`` shows; both are thread-safe. Error bodies are
+(defender-apis.md D.1-D.4), as a data collection endpoint shared by every DCR of
+``ingestion_rules``: a bearer token for ``https://monitor.azure.com`` (with or without the trailing
+slash the tutorial's ``//.default`` scope gives it; 401 ``InvalidToken`` otherwise; 403
+``OperationFailed`` for another tenant's token), 404 for an unknown DCR or a stream that DCR does
+not declare (a DCR declares at most 10), 400 for another api-version, a JSON array body plain or
+gzip (413 over 1 MiB compressed or uncompressed; 400 when it is not an array of valid records, see
+``ingestion_streams``), 429 with ``Retry-After`` past the per-DCR request limit, and 204 with an
+empty body when every record was accepted. The receive time is the emulated clock's (so ``advance``
+emulates a delivery days late): a ``TimeGenerated`` more than 2 days before it or more than a day
+after it is replaced with it (``ingestion_streams``). ``Ingested`` keeps the accepted rows per
+table and the counters ``/_emulator/stats`` shows; both are thread-safe. Error bodies are
 ``{"error": {"code", "message"}}`` (D.3); the wording of those the docs do not give is ours.
 
-Imports only emulator modules (``identity``, ``responses``, ``ingestion_streams``): it shares
-no code with the collector.
+Imports only emulator modules (``identity``, ``responses``, ``ingestion_streams``,
+``ingestion_rules``): it shares no code with the collector.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,7 +37,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .identity import Identity, TokenError
+from .identity import MONITOR_AUDIENCES, Identity, TokenError
+from .ingestion_rules import DataCollectionRule
 from .ingestion_streams import Checked, RecordError, Stream, check_records
 from .responses import json_response
 
@@ -40,13 +46,11 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_RATE_LIMIT",
     "MAX_BODY_BYTES",
-    "MONITOR_AUDIENCE",
     "Ingested",
     "IngestionApi",
 ]
 
 API_VERSION = "2023-01-01"
-MONITOR_AUDIENCE = "https://monitor.azure.com"
 #: One call, compressed and uncompressed (service limits, D.2).
 MAX_BODY_BYTES = 1_048_576
 #: The uncompressed JSON may exceed it by the array's separators: the official SDK fills
@@ -151,25 +155,24 @@ class _Window:
 
 
 class IngestionApi:
-    """The Logs Ingestion route of one DCR over the registry's streams."""
+    """The Logs Ingestion route of ``rules``: each takes only the streams it declares."""
 
     def __init__(
         self,
         *,
         identity: Identity,
         ingested: Ingested,
-        dcr_immutable_id: str,
-        streams: dict[str, Stream],
+        rules: Sequence[DataCollectionRule],
         now: Callable[[], datetime],
         rate_limit: tuple[int, float] | None,
     ) -> None:
         self._identity = identity
         self._ingested = ingested
-        self._dcr = dcr_immutable_id
-        self._streams = streams
+        self._rules = {rule.immutable_id: rule for rule in rules}
         self._now = now
         calls, seconds = rate_limit or DEFAULT_RATE_LIMIT
-        self._window = _Window(calls, seconds)
+        # The request limit is per DCR (D.2).
+        self._windows = {dcr: _Window(calls, seconds) for dcr in self._rules}
 
     def routes(self) -> list[Route]:
         return [
@@ -207,22 +210,24 @@ class IngestionApi:
                 f"The api-version '{version or ''}' is not supported; use '{API_VERSION}'.",
             )
         dcr = request.path_params["dcr"]
-        if dcr != self._dcr:
+        rule = self._rules.get(dcr)
+        if rule is None:
             raise _Refused(
                 404,
                 "NotFound",
                 f"The data collection rule with immutable Id '{dcr}' was not found.",
             )
         name = request.path_params["stream"]
-        stream = self._streams.get(name)
+        stream = rule.streams.get(name)
         if stream is None:
+            # Another DCR's stream is refused all the same: a DCR ingests only its own.
             raise _Refused(
                 404,
                 "NotFound",
                 f"The stream '{name}' is not declared by the data collection rule with"
                 f" immutable Id '{dcr}'.",
             )
-        retry_after = self._window.acquire()
+        retry_after = self._windows[dcr].acquire()
         if retry_after is not None:
             raise _Refused(
                 429,
@@ -243,7 +248,7 @@ class IngestionApi:
                 {"WWW-Authenticate": "Bearer"},
             )
         try:
-            self._identity.validate(token.strip(), audiences={MONITOR_AUDIENCE})
+            self._identity.validate(token.strip(), audiences=MONITOR_AUDIENCES)
         except TokenError as exc:
             if str(exc) == _OTHER_TENANT:
                 # Signed and in date, but no role assignment on this DCR can name it (D.3).

@@ -1,25 +1,26 @@
-"""The emulated data collection rule: its immutable id, its streams, and the record checks.
+"""The streams the emulated data collection rules declare, and the record checks.
 
-Owns what the Logs Ingestion endpoint knows of its DCR (defender-apis.md D.1, D.2, D.5): the
-immutable id (``dcr-`` + 32 hex digits, derived from the seed), one ``Custom-<Table>`` stream
+Owns the stream declarations (defender-apis.md D.1, D.2, D.5): one ``Custom-<Table>`` stream
 per table of the registry (read when the app is built, so tables added later are included)
-with the registry's column types, and how a request's records are checked and stored against
-a stream the way Azure does: an unknown column or a value of the wrong type refuses the whole
-request; integer strings convert into int/long columns; a field value over 64 KB is kept but
-truncated; a missing ``TimeGenerated`` becomes the ingestion time.
+with the registry's column types, which ``ingestion_rules`` spreads over the DCRs, and how a
+request's records are checked and stored against a stream the way Azure does: an unknown
+column or a value of the wrong type refuses the whole request; integer strings convert into
+int/long columns; a field value over 64 KB is kept but truncated; a missing
+``TimeGenerated`` becomes the receive time, and so does one more than 2 days before it or more
+than a day after it (defender-apis.md F; log-standard-columns): the value sent is not kept
+anywhere.
 
 Imports only ``endpoint_forensics.tables`` (the registry) and the standard library, so that
-``server`` can name the DCR without loading Starlette.
+``server`` can name the DCRs without loading Starlette.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from endpoint_forensics.tables import TABLES, KqlType
@@ -27,28 +28,28 @@ from endpoint_forensics.tables import TABLES, KqlType
 __all__ = [
     "MAX_FIELD_BYTES",
     "STREAM_PREFIX",
+    "TIME_GENERATED_MAX_AGE",
+    "TIME_GENERATED_MAX_LEAD",
     "Checked",
     "RecordError",
     "Stream",
     "check_records",
-    "dcr_immutable_id",
     "declared_streams",
 ]
 
 STREAM_PREFIX = "Custom-"
 #: Longer field values are truncated on storage, not refused (service limits, D.2).
 MAX_FIELD_BYTES = 65_536
+#: A TimeGenerated further from the receive time than these becomes the receive time
+#: (log-standard-columns: "older than 2 days ... or more than a day in the future").
+TIME_GENERATED_MAX_AGE = timedelta(days=2)
+TIME_GENERATED_MAX_LEAD = timedelta(days=1)
 _INT_RANGES = {
     KqlType.INT: (-(2**31), 2**31 - 1),
     KqlType.LONG: (-(2**63), 2**63 - 1),
 }
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _SHOWN_VALUE_CHARS = 80
-
-
-def dcr_immutable_id(seed: int) -> str:
-    """The DCR's ``immutableId`` for ``seed``: ``dcr-`` and 32 lowercase hex digits."""
-    return "dcr-" + hashlib.sha256(f"epf-emulator/dcr/{seed}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def check_records(stream: Stream, records: Sequence[Any], *, now: datetime) -> C
     """Check every record against ``stream`` and convert it to the row Log Analytics keeps.
 
     Stored values: strings (string, guid), ints, floats, bools, aware UTC datetimes and the
-    parsed JSON of dynamic columns. ``now`` fills a missing or null ``TimeGenerated``.
+    parsed JSON of dynamic columns. ``now`` is the receive time: it replaces a missing or null
+    ``TimeGenerated``, and one more than 2 days before ``now`` or more than a day after it.
 
     Raises:
         RecordError: a record is not an object, has an undeclared column or a value of the
@@ -111,7 +113,7 @@ def check_records(stream: Stream, records: Sequence[Any], *, now: datetime) -> C
         for name, kind in stream.columns.items():
             value = record.get(name)
             if value is None:
-                row[name] = now.astimezone(UTC) if name == "TimeGenerated" else None
+                row[name] = None
                 continue
             converted = _convert(kind, value)
             if converted is _WRONG:
@@ -123,11 +125,21 @@ def check_records(stream: Stream, records: Sequence[Any], *, now: datetime) -> C
             converted, cut = _truncated(kind, converted)
             truncated += cut
             row[name] = converted
+        if "TimeGenerated" in stream.columns:
+            row["TimeGenerated"] = _time_generated(row["TimeGenerated"], now.astimezone(UTC))
         rows.append(row)
     return Checked(rows=rows, truncated_fields=truncated)
 
 
 _WRONG = object()  # _convert's "not this type" (None is a valid converted value nowhere)
+
+
+def _time_generated(sent: datetime | None, received: datetime) -> datetime:
+    """The ``TimeGenerated`` Log Analytics keeps: ``sent``, or ``received`` when it is missing,
+    more than 2 days older or more than a day newer (the boundaries themselves are kept)."""
+    if sent is None or not -TIME_GENERATED_MAX_LEAD <= received - sent <= TIME_GENERATED_MAX_AGE:
+        return received
+    return sent
 
 
 def _convert(kind: KqlType, value: Any) -> Any:

@@ -7,6 +7,12 @@ names), and the v3 integration APIs: the deltas after a ``{timestamp}`` path seg
 connections, device CVEs; paged with ``page``/``size``, ordered by (``u_last_update``, ``u_id``)),
 one device, the deleted devices and the sensors. One site (1); one zone per sensor.
 
+Each route takes only the query parameters its reference page documents (``_PARAMS``):
+comma lists only where documented (``/external/v1/devices``; ``deviceIds`` of the device CVEs),
+one ``sensorId`` on the v3 devices and device CVEs, none on the v3 connections. How the console
+answers anything else is not documented; the strict choice here is its documented failure, 500
+``Failure - error`` (C.1), for an unknown, repeated or malformed parameter alike.
+
 Imports only emulator modules: it shares no code with the collector.
 """
 
@@ -40,6 +46,25 @@ __all__ = ["SITE_ID", "ConsoleApi", "sensor_states"]
 SITE_ID = 1
 _V3 = "/external/v3/integration"
 _DEFAULT_PAGE_SIZE = 50
+
+# The query parameters documented per route: azure-docs defender-for-iot/organizations/api/
+# management-inventory-apis.md (v1 devices), management-integration-apis.md (v3).
+_PAGING = frozenset({"page", "size"})
+_PARAMS: dict[str, frozenset[str]] = {
+    "v1_devices": frozenset({"authorized", "siteId", "zoneId", "sensorId"}),
+    "v3_devices": frozenset({"sensorId", "notificationType"}) | _PAGING,
+    "v3_connections": _PAGING,
+    "v3_device_cves": frozenset({"sensorId", "score", "deviceIds"}) | _PAGING,
+    "none": frozenset(),
+}
+
+
+def _only(request: Request, route: str) -> None:
+    """Refuse a query parameter ``route`` does not document, or one given twice."""
+    allowed = _PARAMS[route]
+    for name in request.query_params:
+        if name not in allowed or len(request.query_params.getlist(name)) > 1:
+            raise IotFailure(name)
 
 
 def sensor_states(sensors: list[OtSensor]) -> dict[int, str]:
@@ -82,6 +107,7 @@ class ConsoleApi:
 
     # --- v1/v2 ---------------------------------------------------------------------------
     def devices(self, request: Request) -> Response:
+        _only(request, "v1_devices")
         authorized = bool_param(request, "authorized")
         sites, zones, sensors = (int_list(request, n) for n in ("siteId", "zoneId", "sensorId"))
         rows = []
@@ -192,12 +218,12 @@ class ConsoleApi:
         return [{"u_ip_address": ip, "u_guessed_mac_addresses": macs} for ip in d.ips]
 
     def _changed(self, request: Request, keep: Callable[[OtDevice, int], bool]) -> list[OtDevice]:
-        """Live devices of the wanted sensors for which ``keep(device, last_update)``."""
+        """Live devices of the sensor asked for (one id: not a list) for which ``keep``."""
         now = self._now()
-        sensors = int_list(request, "sensorId")
+        sensor = int_param(request, "sensorId")
         chosen = []
         for d in self._alive(now):
-            if sensors is None or d.sensor in sensors:
+            if sensor is None or d.sensor == sensor:
                 last = d.last_update(now)
                 if keep(d, last):
                     chosen.append((last, d.uid, d))
@@ -205,6 +231,7 @@ class ConsoleApi:
         return [c[2] for c in chosen]
 
     def v3_devices(self, request: Request) -> Response:
+        _only(request, "v3_devices")
         ts = self._ts(request)
         kind = int_param(request, "notificationType", 0)
         if kind not in (0, 1, 2):
@@ -220,13 +247,11 @@ class ConsoleApi:
         return iot_json({"u_count": len(devices), "u_devices": page})
 
     def v3_connections(self, request: Request) -> Response:
+        _only(request, "v3_connections")  # no sensorId: every sensor's connections
         ts = self._ts(request)
         now = self._now()
-        sensors = int_list(request, "sensorId")
         found = []
         for sensor in self._state.sensors:
-            if sensors is not None and sensor.number not in sensors:
-                continue
             for c in sensor.alive_connections(now):
                 if c.discovered_ms > ts:
                     found.append((c.discovered_ms, c.first.uid, c.second.uid, sensor, c))
@@ -245,6 +270,7 @@ class ConsoleApi:
         return iot_json({"u_count": len(found), "u_connections": rows})
 
     def v3_device(self, request: Request) -> Response:
+        _only(request, "none")
         raw = str(request.path_params["device_id"])
         if not raw.isdigit():
             raise IotFailure("deviceId")
@@ -255,6 +281,7 @@ class ConsoleApi:
         return iot_json([self._device_v3(device, now)])
 
     def v3_deleted(self, request: Request) -> Response:
+        _only(request, "none")
         ts, now = self._ts(request), self._now()
         gone = sorted(
             (d.deleted_ms, d.uid)
@@ -264,6 +291,7 @@ class ConsoleApi:
         return iot_json([{"u_id": uid} for _, uid in gone])
 
     def v3_sensors(self, request: Request) -> Response:
+        _only(request, "none")
         now = self._now()
         states = sensor_states(self._state.sensors)
         rows = []
@@ -286,11 +314,12 @@ class ConsoleApi:
         return iot_json(rows)
 
     def v3_device_cves(self, request: Request) -> Response:
+        _only(request, "v3_device_cves")
         ts = self._ts(request)
-        ids = int_list(request, "deviceIds")
+        ids = int_list(request, "deviceIds")  # documented as a comma list
         raw_score = request.query_params.get("score")
         try:
-            # Undocumented: ``score`` keeps CVEs scoring at least that much.
+            # ``score``: documented as a minimum; only the CVEs scoring at least that much.
             floor = round(float(raw_score) * 10) if raw_score else 0
         except ValueError:
             raise IotFailure("score") from None

@@ -1,20 +1,20 @@
 """Ground truth of the Defender for IoT datasets: what a complete sync as of now must contain.
 
-Owns the IoT rows ``/_emulator/stats`` reports, counted straight from the OT model and the
-alert and event streams (never through the routes or their rendering, so a paging or
-filtering bug shows up as a mismatch), and ``changes_after``, the console's v3 delta counts
-after a watermark. Per sensor: devices listed, connections, (address, CVE) pairs with no
-``top`` cap, alerts and events so far, and exposure rows (per reported device: itself plus
-its remote access, open ports, plain-text passwords, weak authentication and antivirus
-entries; plus every row of the security and operational reports). Per console: devices,
-device changes (v3 devices after 0 plus deleted devices after 0), connections, (device, CVE)
-pairs, alerts and sensors.
+Owns the IoT rows ``/_emulator/stats`` reports, counted straight from the OT model and the alert
+and event streams (never through the routes or their rendering, so a paging or filtering bug shows
+up as a mismatch), and ``changes_after``, the console's v3 delta counts after a watermark (of every
+sensor, or of some). Per sensor: devices listed, connections, (address, CVE) pairs with no ``top``
+cap, alerts and events so far, and exposure rows (per reported device: itself plus its remote
+access, open ports, plain-text passwords, weak authentication and antivirus entries; plus every row
+of the security and operational reports). Per console: devices, device changes (v3 devices after 0
+plus deleted devices after 0), connections, (device, CVE) pairs, alerts and sensors.
 
 Imports only emulator modules: it shares no code with the collector.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from .iot_reports import operational_rows, security_rows
@@ -33,10 +33,15 @@ IOT_TABLES = (
 )
 
 
-def changes_after(state: IotState, after_ms: int, now_ms: int) -> dict[str, int]:
-    """The console's v3 counts strictly after ``after_ms``, as of ``now_ms``."""
+def changes_after(
+    state: IotState, after_ms: int, now_ms: int, sensors: Collection[int] | None = None
+) -> dict[str, int]:
+    """The console's v3 counts strictly after ``after_ms``, as of ``now_ms``, of the sensors
+    numbered ``sensors`` (None: all)."""
     devices = deleted = connections = cves = 0
     for sensor in state.sensors:
+        if sensors is not None and sensor.number not in sensors:
+            continue
         for d in sensor.devices:
             if d.alive(now_ms) and d.last_update(now_ms) > after_ms:
                 devices += 1

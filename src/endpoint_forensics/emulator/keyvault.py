@@ -7,6 +7,8 @@ a bearer token gets the challenge 401 (``WWW-Authenticate: Bearer authorization=
 ``https://vault.azure.net``; 400 ``BadParameter`` for a missing or older api-version; 404
 ``SecretNotFound`` for an unknown name or version; otherwise the A.7 body. Secret names are
 case-insensitive, as in Key Vault; each secret has one version, stable per tenant and name.
+Only a token whose audience is exactly ``https://vault.azure.net`` is taken (the resource the
+challenge names; ``identity.VAULT_AUDIENCES``).
 Error bodies are ``{"error": {"code", "message"}}``; the wording the docs do not give is ours.
 
 Imports only emulator modules (``identity``, ``responses``): it shares no code with the
@@ -25,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .identity import Identity, TokenError
+from .identity import VAULT_AUDIENCES, Identity, TokenError
 from .responses import json_response
 
 __all__ = ["CLIENT_SECRET_NAME", "VAULT_AUDIENCE", "KeyVaultApi"]
@@ -110,7 +112,7 @@ class KeyVaultApi:
         if scheme.lower() != "bearer" or not token.strip():
             return self._challenge(request, "AKV10000: Request is missing a Bearer or PoP token.")
         try:
-            self._identity.validate(token.strip(), audiences={VAULT_AUDIENCE})
+            self._identity.validate(token.strip(), audiences=VAULT_AUDIENCES)
         except TokenError as exc:
             return self._challenge(request, f"AKV10022: Invalid token: {exc}")
         return None

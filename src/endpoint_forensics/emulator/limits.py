@@ -1,9 +1,9 @@
 """Throttling, fault injection and request accounting of the emulated tenant.
 
-Owns the documented per-tenant rate limits as sliding windows (defender-apis.md B.1, B.3, B.6),
-the declarative ``Fault`` counters, and the per-path/per-status request counts that
-``/_emulator/stats`` reports. All three are thread-safe: uvicorn's event loop, the worker
-threads running hunting queries and the caller of ``Emulator.stats()`` share them.
+Owns the documented per-tenant rate limits as sliding windows (defender-apis.md B.1, B.3, B.6), the
+declarative ``Fault`` counters, and the per-path/per-status request counts and per-text hunting
+query counts that ``/_emulator/stats`` reports. All three are thread-safe: uvicorn's event loop,
+the worker threads running hunting queries and the caller of ``Emulator.stats()`` share them.
 
 Imports only ``settings`` of the emulator: it shares no code with the collector.
 """
@@ -31,7 +31,8 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
     "machines": ((100, 60.0), (1500, 3600.0)),
     "advanced_hunting": ((45, 60.0), (1500, 3600.0)),
     "deviceavinfo": _JSON_EXPORT,
-    "info_gathering_export": _JSON_EXPORT,  # 30/min and 1,000/h per B.2 and B.6
+    # B.2 and B.6 say 30/min and 1,000/h, the via-files page 5/min and 20/h: the stricter.
+    "info_gathering_export": _FILE_EXPORT,
     "software_vulnerabilities_by_machine": _JSON_EXPORT,
     "software_vulnerabilities_export": _FILE_EXPORT,
     "software_vulnerability_changes": _JSON_EXPORT,
@@ -143,12 +144,35 @@ class FaultInjector:
 
 
 class RequestStats:
-    """Counts responses by path and status, and tokens issued."""
+    """Counts responses by path and status, tokens issued, and hunting queries by text."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: dict[str, dict[str, int]] = {}
         self._tokens = 0
+        # (api, query text) -> {"runs": n, outcome: n...}: shows a client re-sending a query.
+        self._hunting: dict[tuple[str, str], dict[str, int]] = {}
+
+    def hunting_query(self, api: str, query: str) -> None:
+        """Count one run of ``query`` on hunting ``api`` (``mde`` or ``graph``)."""
+        with self._lock:
+            entry = self._hunting.setdefault((api, query), {"runs": 0})
+            entry["runs"] += 1
+
+    def hunting_outcome(self, api: str, query: str, outcome: str) -> None:
+        """Count how a run ended: answered, truncated, timed_out or refused."""
+        with self._lock:
+            entry = self._hunting.setdefault((api, query), {"runs": 0})
+            entry[outcome] = entry.get(outcome, 0) + 1
+
+    def hunting_queries(self) -> list[dict[str, Any]]:
+        """Each distinct hunting query: its API, text, runs and outcomes, in arrival order."""
+        with self._lock:
+            return [
+                {"api": api, "query": query, "runs": entry["runs"]}
+                | {"outcomes": {k: v for k, v in sorted(entry.items()) if k != "runs"}}
+                for (api, query), entry in self._hunting.items()
+            ]
 
     def record(self, path: str, status: int) -> None:
         with self._lock:

@@ -8,8 +8,10 @@ identity (signed by ``identity.Identity``, so every emulated API accepts it) as
 ``{"access_token", "expires_on", "resource", "token_type", "client_id"}`` with ``expires_on``
 a string of epoch seconds, as the platform does. A missing or wrong header is a 401, another
 api-version, an unknown resource or another identity a 400, each as the platform's
-``{"statusCode", "message", "correlationId"}``; the wording is ours. Every token counts in
-``tokens_issued``.
+``{"statusCode", "message", "correlationId"}``; the wording is ours. ``resource`` is a resource
+(App ID URI or app id), not a scope: a ``/.default`` suffix names no resource (defender-apis.md
+A.5). The token's audience is the resource as given, trailing slash included, as Entra issues
+it (``identity.resource_audience``). Every token counts in ``tokens_issued``.
 
 The identity is the app registration itself: no ``client_id`` (the system-assigned identity)
 or the app's ``client_id`` (as a user-assigned identity); ``mi_res_id``, ``object_id`` and
@@ -31,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .identity import RESOURCES, Identity
+from .identity import Identity, resource_audience
 from .limits import RequestStats
 from .responses import json_response
 
@@ -46,7 +48,6 @@ HEADER = "X-IDENTITY-HEADER"
 #: The query parameters that pick a user-assigned identity (App Service, 2019-08-01).
 _IDENTITY_PARAMS = ("client_id", "mi_res_id", "object_id", "principal_id")
 _JSON = "application/json; charset=utf-8"
-_DEFAULT_SUFFIX = "/.default"
 
 
 class ManagedIdentityApi:
@@ -71,8 +72,8 @@ class ManagedIdentityApi:
             version = params.get("api-version", "")
             return _error(400, f"The api-version '{version}' is not supported; use {API_VERSION}.")
         requested = params.get("resource", "")
-        audience = requested.removesuffix(_DEFAULT_SUFFIX).rstrip("/")
-        if audience not in RESOURCES:
+        audience = resource_audience(requested)
+        if audience is None:
             return _error(400, f"The resource '{requested}' is not a known resource.")
         chosen = {name: params[name] for name in _IDENTITY_PARAMS if params.get(name)}
         if len(chosen) > 1:

@@ -134,12 +134,17 @@ def graph_error(
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """``{"error": {"code", "message", "innerError": {"date", "request-id", ...}}}``."""
+    """``{"error": {"code", "message", "innerError": {"date", "request-id", ...}}}``.
+
+    ``message=""`` sends an empty message, as Graph's gateway does with a 504.
+    """
     request_id = str(uuid.uuid4())
+    if message is None:
+        message = _DEFAULT_MESSAGES.get(status, "An unexpected error occurred.")
     body = {
         "error": {
             "code": code or _GRAPH_CODES.get(status, _fallback_code(status)),
-            "message": message or _DEFAULT_MESSAGES.get(status, "An unexpected error occurred."),
+            "message": message,
             "innerError": {
                 "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
                 "request-id": request_id,

@@ -12,7 +12,8 @@ appliances' listeners (``iot_server``: one HTTPS server per sensor and for the c
 with its own self-signed certificate ``iot-<name>.pem``, kept across restarts too) and exposes
 their facts (``iot_appliances``), the plain-text passwords they serve and the console's delta
 counts (for tests), and ``write_config`` writes their ``[[sensors]]``/``[[consoles]]`` blocks.
-The Logs Ingestion side: ``dcr_immutable_id``, ``ingested_rows`` and the ``[sentinel]`` block.
+The Logs Ingestion side: the DCRs (``dcrs``, ``dcr_for``; ``dcr_immutable_id`` is the first),
+``ingested_rows`` and the ``[sentinel]`` block with one ``[[sentinel.dcrs]]`` entry per DCR.
 The App Service managed identity endpoint: ``managed_identity_endpoint`` and its
 ``managed_identity_header`` (``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` for azure-identity).
 Key Vault: ``keyvault_url``; the vault always holds the client secret as ``epf-client-secret``.
@@ -37,12 +38,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config_text import collector_config
 from .fleet import tenant_ids
-from .ingestion_streams import dcr_immutable_id
+from .ingestion_rules import emulated_rules
 from .iot_state import IotAppliance
 from .listen import bind, make_server, serve, url_host
 from .settings import EmulatorSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from .iot_server import IotListeners
     from .tenant import Tenant
 
@@ -61,8 +64,6 @@ class Emulator:
     def __init__(self, settings: EmulatorSettings = _DEFAULT_SETTINGS) -> None:
         self.settings = settings
         self.tenant_id, self.client_id = tenant_ids(settings.seed)
-        #: The emulated DCR's ``immutableId`` (Logs Ingestion): deterministic from the seed.
-        self.dcr_immutable_id = dcr_immutable_id(settings.seed)
         self.client_secret = ""
         self._tenant: Tenant | None = None
         self._server: Any = None  # uvicorn.Server
@@ -216,15 +217,42 @@ class Emulator:
         iot = self._running_tenant().iot
         return set(iot.model.passwords.issued) if iot is not None else set()
 
-    def iot_changes_after(self, after_ms: int) -> dict[str, int]:
+    def iot_changes_after(
+        self, after_ms: int, sensors: Collection[int] | None = None
+    ) -> dict[str, int]:
         """The console's v3 counts strictly after ``after_ms`` (epoch ms) as of now: devices
-        (new and updated), deleted devices, connections and (device, CVE) pairs."""
+        (new and updated), deleted devices, connections and (device, CVE) pairs; of the
+        sensors numbered ``sensors`` only, if given."""
         from .iot_truth import changes_after
 
         tenant = self._running_tenant()
         if tenant.iot is None:
             return {"devices": 0, "deleted": 0, "connections": 0, "cves": 0}
-        return changes_after(tenant.iot, after_ms, tenant.clock.now_us() // 1000)
+        return changes_after(tenant.iot, after_ms, tenant.clock.now_us() // 1000, sensors)
+
+    @property
+    def dcrs(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(immutable id, tables) of each emulated DCR, as an ``epf deploy arm`` template would
+        deploy them: the registry's tables by profile, at most 10 to a DCR (defender-apis.md
+        D.5). Deterministic from the seed; no need to be running."""
+        return [(rule.immutable_id, rule.tables) for rule in emulated_rules(self.settings.seed)]
+
+    @property
+    def dcr_immutable_id(self) -> str:
+        """The first DCR's ``immutableId``: it declares the first 10 core tables
+        (``EPF_Devices_CL``, ``EPF_AgentHealth_CL``, ``EPF_AvHealth_CL``...) and no other."""
+        return self.dcrs[0][0]
+
+    def dcr_for(self, table: str) -> str:
+        """The ``immutableId`` of the DCR that declares ``table``'s stream.
+
+        Raises:
+            KeyError: no emulated DCR declares ``table`` (it is not in the registry).
+        """
+        for immutable_id, tables in self.dcrs:
+            if table in tables:
+                return immutable_id
+        raise KeyError(f"no emulated DCR declares a stream for {table}")
 
     def ingested_rows(self, table: str) -> list[dict[str, Any]]:
         """The rows the Logs Ingestion endpoint accepted into ``table`` (its stream
@@ -272,7 +300,8 @@ class Emulator:
         sensor and a ``[[consoles]]`` block, each trusting its self-signed certificate by
         ``certificate_fingerprint`` (``iot="pin"``) or as ``ca_bundle`` (``"ca"``); ``"none"``
         writes no IoT blocks. With ``sentinel`` a ``[sentinel]`` block follows: the Logs
-        Ingestion endpoint and DCR of this emulator, with the same app credential.
+        Ingestion endpoint of this emulator, with the same app credential, and one
+        ``[[sentinel.dcrs]]`` entry per DCR naming its tables, so every table is routed.
         """
         if credential not in ("secret", "certificate"):
             raise ValueError(f"credential must be 'secret' or 'certificate': {credential!r}")
@@ -288,7 +317,7 @@ class Emulator:
             client_id=self.client_id,
             secret=secret,
             ca_path=self.ca_path.resolve(),
-            dcr_immutable_id=self.dcr_immutable_id,
+            dcrs=self.dcrs,
             appliances=self.iot_appliances if iot != "none" else [],
             iot_trust="ca" if iot == "ca" else "pin",
             mde=mde,

@@ -6,6 +6,7 @@ Pure data: imports nothing of ours and nothing heavy, so the CLI can build setti
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ class Fault:
     ``body`` the fault answers exactly that body (any status 200-599: ``Fault(path, 200,
     body="")`` is the documented empty 200 a client must retry); without it, the service's
     error body for ``status`` (400-599 only).
+
+    With ``ignore_skip`` (status 200, no body) the request is served as if it had no
+    ``$skip``: the collection's first page comes again, as from a service that ignores
+    ``$skip`` or loops its next link (defender-apis.md F). Not in the CLI syntax.
     """
 
     path: str
@@ -59,11 +64,15 @@ class Fault:
     after: int = 0
     retry_after: int | None = None
     body: str | None = None
+    ignore_skip: bool = False
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):
             raise ValueError(f"fault path must start with '/': {self.path!r}")
-        if self.body is not None:
+        if self.ignore_skip:
+            if self.status != 200 or self.body is not None:
+                raise ValueError("an ignore_skip fault answers the API's own 200: no body")
+        elif self.body is not None:
             if not 200 <= self.status <= 599:
                 raise ValueError(f"fault status with a body must be 200-599: {self.status}")
         elif not 400 <= self.status <= 599:
@@ -140,6 +149,14 @@ class EmulatorSettings:
     at ``iot_events_per_hour`` from ``iot_event_backlog_minutes`` before the start, alerts one
     at ``iot_alerts_per_hour`` from ``iot_alert_history_hours`` before it.
 
+    Advanced hunting (B.3): ``hunting_row_limit`` and ``hunting_timeout_seconds`` are the MDE
+    API's (100,000 rows, 200 s a request), ``graph_hunting_row_limit`` and
+    ``graph_hunting_timeout_seconds`` Graph's (100,000 rows per the Graph security API
+    overview; "more than three minutes" times out); past its row limit an API truncates
+    silently. A query's simulated execution time is ``hunting_delay_seconds`` plus
+    ``hunting_seconds_per_row`` per row of its full result; one whose time passes the limit
+    answers as timed out once the limit has passed (tests use limits of a few seconds).
+
     Logs Ingestion (defender-apis.md D): ``ingestion_rate_limit`` is the DCR's request limit
     as ``(calls, window_seconds)``; None keeps the documented 12,000 per minute.
 
@@ -163,6 +180,11 @@ class EmulatorSettings:
     faults: tuple[Fault, ...] = ()
     rate_limits: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     hunting_row_limit: int = 100_000
+    graph_hunting_row_limit: int = 100_000
+    hunting_timeout_seconds: float = 200.0
+    graph_hunting_timeout_seconds: float = 180.0
+    hunting_delay_seconds: float = 0.0
+    hunting_seconds_per_row: float = 0.0
     extra_machine_records: tuple[Mapping[str, Any], ...] = ()
     vulnerabilities_per_device: float = 30.0
     export_part_rows: int = 100_000
@@ -187,8 +209,15 @@ class EmulatorSettings:
         if self.token_lifetime_seconds < 1:
             lifetime = self.token_lifetime_seconds
             raise ValueError(f"token_lifetime_seconds must be at least 1: {lifetime}")
-        if self.hunting_row_limit < 1:
-            raise ValueError(f"hunting_row_limit must be at least 1: {self.hunting_row_limit}")
+        for name in ("hunting_row_limit", "graph_hunting_row_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1: {getattr(self, name)}")
+        for name in ("hunting_timeout_seconds", "graph_hunting_timeout_seconds"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be positive: {getattr(self, name)}")
+        for name in ("hunting_delay_seconds", "hunting_seconds_per_row"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must not be negative: {getattr(self, name)}")
         if not 0 <= self.vulnerabilities_per_device <= 1000:
             per_device = self.vulnerabilities_per_device
             raise ValueError(f"vulnerabilities_per_device must be 0-1000: {per_device}")

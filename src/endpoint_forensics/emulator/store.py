@@ -2,15 +2,15 @@
 
 Owns the one in-memory database (attached ``raw`` for the hunting tables, ``tvm`` for the
 posture timeline of ``posture``), loading the fleet into ``DeviceInfo`` (daily snapshots,
-generated in SQL) and ``tvm.dev``, having ``sca`` generate the secure-configuration history;
+generated in SQL) and ``tvm.dev``, having ``sca`` generate the secure-configuration history,
+and holding every hunting table to its documented schema (``hunting_schema``);
 the per-request view of the hunting tables limited to a time window (temporary views on a
 fresh cursor, so concurrent requests never share state); fresh cursors for everyone else;
 the ground-truth agent-health count; and the lock-down that keeps network queries away from
 the file system (only the export folder, where DuckDB itself writes the via-files parts).
 
-Imports only ``devices``, ``posture``, ``sca`` and ``tvm`` of the emulator: it shares no code
-with the collector.
-"""
+Imports only ``devices``, ``hunting_schema``, ``posture``, ``sca`` and ``tvm`` of the emulator: it
+shares no code with the collector."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .devices import Device, epoch_micros, format_time
+from .hunting_schema import DOCUMENTED_TABLES, duckdb_columns
 from .posture import load_devices
 from .sca import build_history
-from .tvm import ASSESSMENT_COLUMNS, HEALTH_SCIDS
+from .tvm import HEALTH_SCIDS
 
 if TYPE_CHECKING:
     import duckdb
@@ -36,65 +37,19 @@ __all__ = ["DEVICE_INFO_COLUMNS", "HUNTING_SCHEMA", "RETENTION", "Store"]
 #: Advanced hunting shows the last 30 days only (defender-apis.md B.3).
 RETENTION = timedelta(days=30)
 
-#: DeviceInfo columns (defender-apis.md B.4) -> DuckDB type; ``Timestamp`` and ``ReportId`` are
-#: per snapshot, the rest come from the device.
-DEVICE_INFO_COLUMNS: dict[str, str] = {
-    "Timestamp": "TIMESTAMPTZ",
-    "DeviceId": "VARCHAR",
-    "DeviceName": "VARCHAR",
-    "ClientVersion": "VARCHAR",
-    "PublicIP": "VARCHAR",
-    "OSArchitecture": "VARCHAR",
-    "OSPlatform": "VARCHAR",
-    "OSBuild": "BIGINT",
-    "IsAzureADJoined": "BOOLEAN",
-    "JoinType": "VARCHAR",
-    "AadDeviceId": "VARCHAR",
-    "LoggedOnUsers": "JSON",
-    "OSVersion": "VARCHAR",
-    "MachineGroup": "VARCHAR",
-    "OnboardingStatus": "VARCHAR",
-    "DeviceCategory": "VARCHAR",
-    "DeviceType": "VARCHAR",
-    "DeviceSubtype": "VARCHAR",
-    "Model": "VARCHAR",
-    "Vendor": "VARCHAR",
-    "OSDistribution": "VARCHAR",
-    "OSVersionInfo": "VARCHAR",
-    "MergedToDeviceId": "VARCHAR",
-    "IsInternetFacing": "BOOLEAN",
-    "SensorHealthState": "VARCHAR",
-    "IsExcluded": "BOOLEAN",
-    "ExclusionReason": "VARCHAR",
-    "ExposureLevel": "VARCHAR",
-    "AssetValue": "VARCHAR",
-    "DeviceManualTags": "JSON",
-    "DeviceDynamicTags": "JSON",
-    "ReportId": "BIGINT",
-}
-_KB_COLUMNS: dict[str, str] = {
-    "ConfigurationId": "VARCHAR",
-    "ConfigurationImpact": "DOUBLE",
-    "ConfigurationName": "VARCHAR",
-    "ConfigurationDescription": "VARCHAR",
-    "RiskDescription": "VARCHAR",
-    "ConfigurationCategory": "VARCHAR",
-    "ConfigurationSubcategory": "VARCHAR",
-    "ConfigurationBenchmarks": "JSON",
-    "Tags": "JSON",
-    "RemediationOptions": "VARCHAR",
-}
+#: DeviceInfo column -> DuckDB type, as documented (``hunting_schema``); ``Timestamp`` and
+#: ``ReportId`` are per snapshot, the rest come from the device or are empty.
+DEVICE_INFO_COLUMNS: dict[str, str] = duckdb_columns("DeviceInfo")
 _SNAPSHOTS = 31  # daily DeviceInfo snapshots kept per device (30 days, both ends included)
 _TIMED_TABLES = ("DeviceInfo", "DeviceTvmSecureConfigurationAssessment")
 _STATIC_TABLES = ("DeviceTvmSecureConfigurationAssessmentKB",)
+_PER_SNAPSHOT = ("Timestamp", "ReportId")
 
 #: Table -> columns, what duckdb-kql needs to translate ``join`` and ``arg_max(*)``.
 HUNTING_SCHEMA: dict[str, list[str]] = {
-    "DeviceInfo": list(DEVICE_INFO_COLUMNS),
-    "DeviceTvmSecureConfigurationAssessment": list(ASSESSMENT_COLUMNS),
-    "DeviceTvmSecureConfigurationAssessmentKB": list(_KB_COLUMNS),
+    table: list(columns) for table, columns in DOCUMENTED_TABLES.items()
 }
-_JSON_INFO_COLUMNS = frozenset(name for name, kind in DEVICE_INFO_COLUMNS.items() if kind == "JSON")
+assert set(HUNTING_SCHEMA) == set(_TIMED_TABLES + _STATIC_TABLES)
 
 
 class Store:
@@ -122,6 +77,7 @@ class Store:
         self._load_device_info(devices, anchor)
         load_devices(con, devices, anchor)
         build_history(con, seed=seed, anchor=anchor)
+        self._conform_documented()
         con.execute("CHECKPOINT raw")
         self._row_counts = {
             table: int(con.execute(f'SELECT count(*) FROM raw.main."{table}"').fetchall()[0][0])
@@ -197,9 +153,18 @@ class Store:
         """``DeviceInfo`` is a view: one snapshot a day per device, back from its lastSeen.
 
         Only the devices are stored; DuckDB expands the ~30 snapshots each on the fly, which
-        costs milliseconds per query and no memory.
+        costs milliseconds per query and no memory. The view has exactly the documented
+        columns, in order: a documented column the emulated devices have no value for is empty
+        (a Kusto string is never null), and list values travel as JSON text, as the
+        documented ``string`` type says.
         """
-        static = [c for c in DEVICE_INFO_COLUMNS if c not in ("Timestamp", "ReportId")]
+        known = set(devices[0].info) if devices else set(DEVICE_INFO_COLUMNS) - set(_PER_SNAPSHOT)
+        undocumented = known - set(DEVICE_INFO_COLUMNS)
+        if undocumented:
+            raise RuntimeError(
+                f"DeviceInfo attributes not in the documented schema: {undocumented}"
+            )
+        static = [c for c in DEVICE_INFO_COLUMNS if c in known and c not in _PER_SNAPSHOT]
         columns: dict[str, list[Any]] = {c: [] for c in static}
         columns.update({"_index": [], "_first": [], "_last": []})
         anchor_us = epoch_micros(anchor)
@@ -207,7 +172,7 @@ class Store:
             info = device.info
             for name in static:
                 value = info[name]
-                if name in _JSON_INFO_COLUMNS:
+                if isinstance(value, (list, dict)):
                     value = orjson.dumps(value).decode()
                 columns[name].append(value)
             columns["_index"].append(index)
@@ -219,15 +184,44 @@ class Store:
         self._load_table("_devices", types, columns)
         oldest = _sql_time(anchor - RETENTION)
         snapshot = "d._last - to_days(CAST(days.k AS INTEGER))"
+        projections = []
+        for name, kind in DEVICE_INFO_COLUMNS.items():
+            if name == "Timestamp":
+                value = snapshot
+            elif name == "ReportId":
+                value = f"d._index * {_SNAPSHOTS} + days.k"
+            elif name in static:
+                value = f'd."{name}"'
+            else:
+                value = "NULL"
+            if kind == "VARCHAR":
+                value = f"coalesce({value}, '')"
+            projections.append(f'CAST({value} AS {kind}) AS "{name}"')
         self._con.execute(
             f"""
             CREATE VIEW raw.main."DeviceInfo" AS
-            SELECT {snapshot} AS "Timestamp", {", ".join(f'd."{c}"' for c in static)},
-                   d._index * {_SNAPSHOTS} + days.k AS "ReportId"
+            SELECT {", ".join(projections)}
             FROM raw.main."_devices" AS d, range(0, {_SNAPSHOTS}) AS days(k)
             WHERE {snapshot} >= greatest(d._first, TIMESTAMPTZ '{oldest}')
             """
         )
+
+    def _conform_documented(self) -> None:
+        """Give every served table exactly its documented columns, in order, with the
+        documented types (a generated column may come out, say, DECIMAL for a ``real``)."""
+        for table, documented in DOCUMENTED_TABLES.items():
+            expected = duckdb_columns(table)
+            name = f'raw.main."{table}"'
+            rows = self._con.execute(f"DESCRIBE {name}").fetchall()
+            actual = {str(row[0]): str(row[1]) for row in rows}
+            if list(actual) != list(expected):
+                raise RuntimeError(
+                    f"the emulated {table} does not have its {len(documented)} documented "
+                    f"columns: {list(actual)} != {list(expected)}"
+                )
+            for column, kind in expected.items():
+                if actual[column] != kind:  # DeviceInfo is a view and always conforms
+                    self._con.execute(f'ALTER TABLE {name} ALTER "{column}" TYPE {kind}')
 
     def _create_table(self, name: str, types: dict[str, str]) -> None:
         columns = ", ".join(f'"{c}" {t}' for c, t in types.items())
@@ -250,6 +244,7 @@ def _arrow_table(columns: dict[str, list[Any]], types: dict[str, str]) -> Any:
 
     arrow_types = {
         "VARCHAR": pa.string(),
+        "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
         "BIGINT": pa.int64(),
         "DOUBLE": pa.float64(),
         "BOOLEAN": pa.bool_(),
@@ -258,7 +253,7 @@ def _arrow_table(columns: dict[str, list[Any]], types: dict[str, str]) -> Any:
     arrays = {}
     for name, values in columns.items():
         kind = types[name]
-        if kind == "TIMESTAMPTZ":  # microseconds since the epoch: far faster than datetimes
+        if kind in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):  # epoch µs: far faster
             arrays[name] = pa.array(values, type=pa.int64()).cast(arrow_types[kind])
         else:
             arrays[name] = pa.array(values, type=arrow_types[kind])

@@ -225,6 +225,7 @@ class Tenant:
             },
             "truth_detail": details,
             "requests": self.stats.requests(),
+            "hunting_queries": self.stats.hunting_queries(),
             "iot_requests": self.iot.request_counts() if self.iot is not None else {},
             "tokens_issued": self.stats.tokens_issued,
             "ingested": self.ingested.row_counts(),

@@ -83,8 +83,9 @@ _EXPORTS = {
         "secure_config", _VULNERABILITY, "secure_config_export", 6, 1
     ),
     "SoftwareInventoryExport": _Export("software", _SOFTWARE, "software_inventory_export", 6, 1),
-    # Antivirus health via files: Vulnerability.Read.All, URLs valid 3 h, at most 24 (B.2).
-    "InfoGatheringExport": _Export("av", _VULNERABILITY, "info_gathering_export", 24, 3),
+    # Antivirus health via files: Vulnerability.Read.All, URLs valid 3 h (B.2). Its pages
+    # disagree on sasValidHours (at most 24, or 6 like the other exports): the stricter.
+    "InfoGatheringExport": _Export("av", _VULNERABILITY, "info_gathering_export", 6, 3),
 }
 #: Every path this module serves, for case-insensitive routing (the service ignores case).
 PATHS = tuple(

@@ -7,6 +7,7 @@ run resumed after a failure leaves no duplicates. Imports ``tables``, ``store`` 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import orjson
 
 from endpoint_forensics import store
 from endpoint_forensics.contracts import Batch
+from endpoint_forensics.errors import SinkError
 from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
 
 __all__ = ["DuckDBSink"]
@@ -37,21 +39,24 @@ class DuckDBSink:
 
     @contextmanager
     def open(self, table: Table, *, unit: str) -> Iterator[_TableWriter]:
-        self._con.begin()
-        writer = _TableWriter(self._con, table, batch_id=unit)
+        with _storing(self.path, f"starting {table.name}"):
+            self._con.begin()
+        writer = _TableWriter(self._con, table, batch_id=unit, path=self.path)
         try:
             yield writer
-            self._con.execute(
-                "INSERT INTO _epf_units VALUES (?, ?, ?, ?)",
-                [unit, table.name, writer.rows, datetime.now(UTC)],
-            )
+            with _storing(self.path, f"committing {table.name}"):
+                self._con.execute(
+                    "INSERT INTO _epf_units VALUES (?, ?, ?, ?)",
+                    [unit, table.name, writer.rows, datetime.now(UTC)],
+                )
+                self._con.commit()
         except BaseException:
-            self._con.rollback()
+            self._rollback()
             raise
-        self._con.commit()
 
     def delivered(self, unit: str) -> bool:
-        found = self._con.execute("SELECT 1 FROM _epf_units WHERE unit = ?", [unit]).fetchall()
+        with _storing(self.path, "reading the delivered units"):
+            found = self._con.execute("SELECT 1 FROM _epf_units WHERE unit = ?", [unit]).fetchall()
         return bool(found)
 
     def discard(
@@ -59,21 +64,28 @@ class DuckDBSink:
     ) -> int:
         """Remove one source's rows of ``run_id`` from ``table``, and its delivery records."""
         conditions = "".join(f' AND "{column}" = ?' for column in where)
-        self._con.begin()
         try:
-            removed = self._con.execute(
-                f'DELETE FROM "{table.name}" WHERE RunId = ?{conditions}',
-                [run_id, *where.values()],
-            ).fetchall()
-            self._con.execute(
-                "DELETE FROM _epf_units WHERE table_name = ? AND starts_with(unit, ?)",
-                [table.name, f"{unit_scope}/{run_id}/"],
-            )
+            with _storing(self.path, f"removing a partial snapshot of {table.name}"):
+                self._con.begin()
+                removed = self._con.execute(
+                    f'DELETE FROM "{table.name}" WHERE RunId = ?{conditions}',
+                    [run_id, *where.values()],
+                ).fetchall()
+                self._con.execute(
+                    "DELETE FROM _epf_units WHERE table_name = ? AND starts_with(unit, ?)",
+                    [table.name, f"{unit_scope}/{run_id}/"],
+                )
+                self._con.commit()
         except BaseException:
-            self._con.rollback()
+            self._rollback()
             raise
-        self._con.commit()
         return int(removed[0][0]) if removed else 0
+
+    def _rollback(self) -> None:
+        import duckdb
+
+        with contextlib.suppress(duckdb.Error):  # no transaction left: the failure ended it
+            self._con.rollback()
 
     def flush(self) -> None:
         """Every unit was committed as it was written: nothing waits."""
@@ -82,15 +94,31 @@ class DuckDBSink:
         self._con.close()
 
 
+@contextmanager
+def _storing(path: Path, doing: str) -> Iterator[None]:
+    """Turn a DuckDB failure (out of memory, disk full, I/O) into a ``SinkError``: the unit is
+    rolled back and only its dataset fails."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise SinkError(
+            f"workspace {path.name}: {doing} failed: {store.first_line(str(exc))}"
+        ) from exc
+
+
 class _TableWriter:
-    def __init__(self, con: Any, table: Table, *, batch_id: str) -> None:
+    def __init__(self, con: Any, table: Table, *, batch_id: str, path: Path) -> None:
         self._con = con
         self._table = table
         self._batch_id = batch_id
+        self._path = path
         self.rows = 0
 
     def write(self, batch: Batch, stamp: Mapping[str, Any]) -> None:
-        stamp = {**stamp, "BatchId": self._batch_id}
+        # Locally TimeGenerated is SnapshotTime: nothing here replaces it, however late.
+        stamp = {"SnapshotTime": stamp.get("TimeGenerated"), **stamp, "BatchId": self._batch_id}
         if batch.rows:
             self._insert(_to_arrow(self._table, batch.rows, stamped=set(stamp)), stamp)
         if batch.arrow is not None and batch.arrow.num_rows:
@@ -98,6 +126,8 @@ class _TableWriter:
         self.rows += len(batch)
 
     def _insert(self, data: Any, stamp: Mapping[str, Any]) -> None:
+        import duckdb
+
         present = set(data.schema.names)
         stamps = [c for c in _STAMP_COLUMNS if c not in present]
         select = ", ".join(
@@ -105,16 +135,19 @@ class _TableWriter:
         )
         self._con.register("_epf_batch", data)
         try:
-            self._con.execute(
-                f'INSERT INTO "{self._table.name}" BY NAME SELECT {select} FROM _epf_batch',
-                {f"p{i}": stamp[c] for i, c in enumerate(stamps)},
-            )
+            with _storing(self._path, f"writing {self._table.name}"):
+                self._con.execute(
+                    f'INSERT INTO "{self._table.name}" BY NAME SELECT {select} FROM _epf_batch',
+                    {f"p{i}": stamp[c] for i, c in enumerate(stamps)},
+                )
         finally:
-            self._con.unregister("_epf_batch")
+            with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses it
+                self._con.unregister("_epf_batch")
 
 
 _STAMP_SQL = {
     "TimeGenerated": "TIMESTAMPTZ",
+    "SnapshotTime": "TIMESTAMPTZ",
     "RunId": "VARCHAR",
     "DefenderTenantId": "VARCHAR",
     "BatchId": "VARCHAR",

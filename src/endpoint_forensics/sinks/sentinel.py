@@ -1,17 +1,20 @@
 """The Microsoft Sentinel sink: the Azure Monitor Logs Ingestion API, through a durable outbox.
 
 Writing a unit encodes its rows as JSON records (stream columns as the registry declares them,
-datetimes in ISO 8601, values past the 64 KB field limit truncated with a marker) into gzip
-uploads of at most 1 MB uncompressed (defender-apis.md D.2), each with its own ``BatchId``
-stamped in every row, and commits them to the outbox (``outbox.Outbox``): only then does the
-pipeline's checkpoint move. Sender threads (``max_concurrency``) post the uploads, oldest
-first, with the Azure SDK's ``LogsIngestionClient`` to ``Custom-<Table>`` of the DCR; a 204
-removes an upload from the outbox. An endpoint that is down, throttles past its retries, or
-refuses the identity stops the sending and leaves everything in the outbox for the next run;
-a 413 splits the upload in two; a 400 (the service refuses those rows for good) sets the
-upload aside under ``rejected/`` with the reason. Nothing is dropped.
-Imports ``tables``, ``contracts``, ``outbox``, ``auth`` and ``config``.
-"""
+datetimes in ISO 8601, values past the 64 KB field limit truncated with a marker) into gzip uploads
+of at most 1 MB uncompressed (defender-apis.md D.2), each with its own ``BatchId`` stamped in every
+row, and commits them to the outbox (``outbox.Outbox``): only then does the pipeline's checkpoint
+move. Every row carries ``SnapshotTime`` beside ``TimeGenerated``: an upload that waits in the
+outbox more than 2 days gets the receive time as its ``TimeGenerated`` (defender-apis.md F), its
+``SnapshotTime`` stays. Sender threads (``max_concurrency``) post the uploads, oldest first, with
+the Azure SDK's ``LogsIngestionClient`` to ``Custom-<Table>`` of the DCR; a 204 removes an upload
+from the outbox. An endpoint that is down, throttles past its retries, or refuses the identity
+stops the sending and leaves everything in the outbox for the next run. A table no DCR takes (no
+route in the config), or whose stream its DCR does not declare (404: a DCR declares at most 10
+streams), is held: its uploads stay in the outbox, the other tables go on, and the report names the
+held tables with the fix; a 413 splits the upload in two; a 400 (the service refuses those rows for
+good) sets the upload aside under ``rejected/`` with the reason. Nothing is dropped. Imports
+``tables``, ``contracts``, ``outbox``, ``auth`` and ``config``."""
 
 from __future__ import annotations
 
@@ -56,6 +59,8 @@ class SentinelSink:
         self.report = DeliveryReport()
         self._halted = threading.Event()
         self._lock = threading.Lock()
+        # Tables whose uploads wait in the outbox for a route or a stream, and why.
+        self._held: dict[str, str] = {}
         self._queue: queue.Queue[PendingFile | None] = queue.Queue()
         self._local = threading.local()
         self._credential: Any = None
@@ -80,10 +85,10 @@ class SentinelSink:
         except BaseException:
             staged.abandon()
             raise
-        staged.commit()
-        for item in self.outbox.pending():
-            if item.unit == unit:
-                self._queue.put(item)
+        # The committed uploads themselves: rescanning the outbox here would race the senders
+        # removing the folders of units they have finished.
+        for item in staged.commit():
+            self._queue.put(item)
 
     def delivered(self, unit: str) -> bool:
         return self.outbox.has(unit)
@@ -103,6 +108,9 @@ class SentinelSink:
             worker.join()
         self.report.waiting_uploads, self.report.waiting_rows = self.outbox.counts()
         self.report.seconds = time.monotonic() - self._started
+        if self._held:
+            held = self._held_message()
+            self.report.error = f"{self.report.error}; {held}" if self.report.error else held
         return self.report
 
     def close(self) -> None:
@@ -137,11 +145,11 @@ class SentinelSink:
 
         route = self.config.route(item.table)
         if route is None:
-            self._halt(
-                f"Sentinel: no DCR takes {item.table}; add it to a [[sentinel.dcrs]] entry "
-                "(see the dataCollectionRules output of the `epf deploy arm` template)"
-            )
+            self._hold(item.table, "no DCR takes it")
             return
+        with self._lock:
+            if item.table in self._held:
+                return  # its DCR refused the stream before: it waits with the others
         endpoint, rule_id = route
         body = item.path.read_bytes()
         stream = self.config.stream_prefix + item.table
@@ -163,9 +171,8 @@ class SentinelSink:
                 with self._lock:
                     self.report.rejected_uploads += 1
             elif status == 404:
-                self._halt(
-                    f"Sentinel: the DCR {rule_id} has no stream {stream} (or the DCR does not "
-                    "exist): deploy the template from `epf deploy arm`"
+                self._hold(
+                    item.table, f"the DCR {rule_id} has no stream {stream} (HTTP 404: {detail})"
                 )
             elif status in (401, 403):
                 self._halt(
@@ -215,6 +222,24 @@ class SentinelSink:
         parts = [records[:half], records[half:]]
         for new in self.outbox.replace(item, [(_gzip_array(p), len(p)) for p in parts]):
             self._queue.put(new)
+
+    def _hold(self, table: str, reason: str) -> None:
+        """Keep ``table``'s uploads in the outbox and go on with the others (said once)."""
+        with self._lock:
+            if table in self._held:
+                return
+            self._held[table] = reason
+        log.warning("Sentinel: %s is not delivered: %s; its rows wait in the outbox", table, reason)
+
+    def _held_message(self) -> str:
+        tables = sorted(self._held)
+        reasons = "; ".join(f"{t}: {self._held[t]}" for t in tables)
+        return (
+            f"Sentinel: {len(tables)} table(s) not delivered, their rows wait in the outbox "
+            f"({reasons}): give each table a DCR that declares its stream, in [[sentinel.dcrs]] "
+            "as the dataCollectionRules output of `epf deploy arm` lists them (a DCR declares "
+            "at most 10 streams)"
+        )
 
     def _halt(self, message: str) -> None:
         with self._lock:
@@ -285,7 +310,10 @@ def encode_rows(table: Table, batch: Batch, stamp: Mapping[str, Any]) -> Iterato
     """Each row of ``batch`` as one JSON object (bytes) for the table's stream, stamped."""
     dynamic = {c.name for c in table.columns if c.type is KqlType.DYNAMIC}
     known = set(table.column_names)
-    stamped = {k: v for k, v in stamp.items() if k in known}
+    # SnapshotTime goes with every row: the service may replace TimeGenerated (a delivery more
+    # than 2 days late), and a stamp without it was taken at its TimeGenerated.
+    stamp = {"SnapshotTime": stamp.get("TimeGenerated"), **stamp}
+    stamped = {k: v for k, v in stamp.items() if k in known and v is not None}
     for row in _rows(batch):
         record: dict[str, Any] = {}
         for name, value in row.items():

@@ -32,6 +32,9 @@ class FetchContext:
     cursor: dict[str, Any] | None = None  # the dataset's cursor from the last complete run
     device_count: int | None = None  # fleet size, when known (chooses JSON pages or files)
     new_cursor: dict[str, Any] | None = field(default=None)  # set by the source when it finishes
+    # What may be missing from the snapshot and why, {start, end, reason}: e.g. a collection
+    # whose paging the service repeated, so the walk stopped early.
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
     def budget(self, name: str) -> RateBudget:
         return self.budgets[name]

@@ -33,6 +33,7 @@ __all__ = [
     "ExportSpec",
     "decode_part",
     "export_units",
+    "memory_mb_for",
     "record_to_row",
     "scratch_duckdb",
     "spill_records",
@@ -42,8 +43,24 @@ log = logging.getLogger(__name__)
 
 _SAMPLE_LINES = 2_000
 LINE_FIELD = "_line"  # the record number a spill file adds to each line
-_BATCH_ROWS = 65_536  # Arrow rows per batch from the SQL path
+_BATCH_ROWS = 16_384  # Arrow rows per batch from the SQL path (about 16 MB of export rows)
 _PYTHON_BATCH_ROWS = 5_000  # dict rows per batch from the line-by-line path
+# Memory of the SQL decode, by design rather than by a number that happens to pass: DuckDB's
+# JSON reader reads in 32 MiB buffers that cannot spill, up to about three per thread at once
+# (seen: "failed to allocate data of size 32.0 MiB (90.4 MiB/122.0 MiB used)" under 128 MB
+# with two threads), and a batch with its casts needs a working set beside them; everything
+# else spills to disk. Neither depends on the fleet or the size of a part.
+_JSON_READ_BUFFER_MB = 32
+_WORKING_SET_MB = 64
+
+
+def memory_mb_for(threads: int) -> int:
+    """The memory limit of a scratch DuckDB that reads JSON lines with ``threads`` threads."""
+    return threads * 3 * _JSON_READ_BUFFER_MB + _WORKING_SET_MB
+
+
+_DECODE_THREADS = 2
+_DECODE_MEMORY_MB = memory_mb_for(_DECODE_THREADS)
 _STAMPS = {c.name for c in COMMON_COLUMNS}
 _SPECS: dict[tuple[str, int], dict[str, Any]] = {}
 
@@ -256,52 +273,62 @@ def _decode_fast(
     import duckdb
 
     plan = _plan(spec, sample_keys)
-    con = scratch_duckdb(path.parent)
     source = (
         f"read_json('{_sql_str(str(path))}', format = 'newline_delimited', "
         f"columns = {plan.columns_sql})"
     )
     if skip_lines:
-        con.execute(
-            "CREATE TEMP TABLE _skip AS SELECT unnest($lines::BIGINT[]) AS line",
-            {"lines": sorted(skip_lines)},
-        )
         source = f"(SELECT * FROM {source} WHERE {LINE_FIELD} NOT IN (SELECT line FROM _skip))"
-    bad = 0
+    con = scratch_duckdb(path.parent, threads=_DECODE_THREADS, memory_mb=_DECODE_MEMORY_MB)
     try:
-        try:
-            result = con.sql(f"SELECT {plan.select_sql}, ({plan.ok_sql}) AS _ok FROM {source}")
-            for record_batch in result.to_arrow_reader(_BATCH_ROWS):
-                ok = record_batch.column("_ok")
-                good = record_batch.filter(ok).drop_columns(["_ok"])
-                bad += record_batch.num_rows - good.num_rows
-                if good.num_rows:
-                    yield Batch(spec.table, arrow=good)
-        except duckdb.InvalidInputException as exc:
-            raise RedoUnit(str(exc).splitlines()[0]) from exc
-        except duckdb.Error as exc:
-            raise PermanentError(
-                f"decoding {path.name} failed: {str(exc).splitlines()[0]}"
-            ) from exc
+        if skip_lines:
+            con.execute(
+                "CREATE TEMP TABLE _skip AS SELECT unnest($lines::BIGINT[]) AS line",
+                {"lines": sorted(skip_lines)},
+            )
+        bad = 0
+        result = con.sql(f"SELECT {plan.select_sql}, ({plan.ok_sql}) AS _ok FROM {source}")
+        for record_batch in result.to_arrow_reader(_BATCH_ROWS):
+            ok = record_batch.column("_ok")
+            good = record_batch.filter(ok).drop_columns(["_ok"])
+            bad += record_batch.num_rows - good.num_rows
+            if good.num_rows:
+                yield Batch(spec.table, arrow=good)
         if bad:
             # The few records the SQL casts refused: the tolerant path keeps what it can.
             raw = con.execute(f"SELECT {plan.raw_sql} FROM {source} WHERE NOT ({plan.ok_sql})")
             names = [d[0] for d in raw.description]
-            records = [dict(zip(names, values, strict=True)) for values in raw.fetchall()]
-            batch = Batch(spec.table)
-            for record in records:
-                record = {k: v for k, v in record.items() if v is not None}
-                for key, value in list(record.items()):
-                    if isinstance(value, str) and key in plan.json_keys:
-                        record[key] = orjson.loads(value)
-                row = spec.to_row(record)
-                if isinstance(row, str):
-                    batch.rejects.append(Reject(row, record))
-                else:
-                    batch.rows.append(row)
-            yield batch
+            while chunk := raw.fetchmany(_PYTHON_BATCH_ROWS):
+                yield _tolerant_batch(spec, plan, names, chunk)
+    except (duckdb.Error, OSError) as exc:
+        # DuckDB's errors reach the Arrow reader's caller as OSError with DuckDB's text.
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, duckdb.InvalidInputException | duckdb.OutOfMemoryException) or (
+            problem.startswith(("Invalid Input Error", "Out of Memory Error"))
+        ):
+            # A line that is not JSON, or more memory than the decode may take: the
+            # line-by-line reader keeps what it can of the first and is bounded for the second.
+            raise RedoUnit(f"{path.name}: {problem}") from exc
+        raise PermanentError(f"decoding {path.name} failed: {problem}") from exc
     finally:
         con.close()
+
+
+def _tolerant_batch(
+    spec: ExportSpec, plan: _Plan, names: list[str], values: list[tuple[Any, ...]]
+) -> Batch:
+    batch = Batch(spec.table)
+    for row_values in values:
+        record = {k: v for k, v in zip(names, row_values, strict=True) if v is not None}
+        for key, value in list(record.items()):
+            if isinstance(value, str) and key in plan.json_keys:
+                record[key] = orjson.loads(value)
+        row = spec.to_row(record)
+        if isinstance(row, str):
+            batch.rejects.append(Reject(row, record))
+        else:
+            batch.rows.append(row)
+    return batch
 
 
 @dataclass(frozen=True)
@@ -313,14 +340,14 @@ class _Plan:
     json_keys: frozenset[str]
 
 
-def scratch_duckdb(work_dir: Path) -> Any:
+def scratch_duckdb(work_dir: Path, *, threads: int, memory_mb: int) -> Any:
     """An in-memory DuckDB for decoding: bounded memory, spilling to ``work_dir`` beyond it."""
     import duckdb
 
     con = duckdb.connect(
         config={
-            "threads": 2,
-            "memory_limit": "128MB",
+            "threads": threads,
+            "memory_limit": f"{memory_mb}MB",
             "temp_directory": str(work_dir / "duckdb.tmp"),
         }
     )

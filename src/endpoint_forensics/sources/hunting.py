@@ -3,8 +3,14 @@
 Runs KQL through Microsoft Graph ``POST /security/runHuntingQuery`` (or the retiring MDE
 ``POST /api/advancedqueries/run``; B.3) over ``DeviceTvmSecureConfigurationAssessment``, takes
 the latest row per (device, SCID) and turns each device's health SCIDs into the 11 test columns
-of ``EPF_AgentHealth_CL`` (SCIDs: original-connector.md). A result that reaches the row limit
-may have been cut short, so the query is split by device id prefix until every part fits.
+of ``EPF_AgentHealth_CL`` (SCIDs: original-connector.md).
+
+A query is never sent twice as it was. Each answer carries its own row count, so a result the
+service cut short (the APIs truncate silently at their row limit) is seen whatever the limit
+is; a query that timed out (the client's wait, above the service's 200 s, ran out; a 504; or
+the service's "timed out"/"preempted" 400) would time out again. Either way the query is split
+into narrower device-id prefixes; one that times out even at the narrowest prefix stops the
+dataset with ``HuntingQueryTimeout``.
 May import ``http``, ``ratelimit``, ``tables``, ``contracts`` and ``config``.
 """
 
@@ -17,13 +23,19 @@ from typing import Any
 import orjson
 
 from endpoint_forensics.contracts import Unit, batches_of
-from endpoint_forensics.errors import PermanentError
+from endpoint_forensics.errors import (
+    EpfError,
+    HttpStatusError,
+    PermanentError,
+    RequestTimedOut,
+)
 from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.normalize import as_datetime
 from endpoint_forensics.tables import AGENT_HEALTH, AGENT_HEALTH_TESTS, HealthResult
 
 __all__ = [
     "HEALTH_SCIDS",
+    "HuntingQueryTimeout",
     "agent_health_query",
     "device_health_row",
     "fetch_agent_health",
@@ -33,7 +45,24 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _HEX = "0123456789abcdef"
+# Large fleets start split only so that no single answer is huge (one 100,000-row answer is
+# ~40 MB of JSON); completeness never depends on it.
 _DEVICES_PER_QUERY = 25_000
+# A prefix of this many hex digits that still times out is not split further: 1/4096 of
+# the fleet is not what makes the query slow, and each timeout costs minutes of CPU quota.
+_NARROWEST_ON_TIMEOUT = 3
+_NARROWEST_ON_TRUNCATION = 8
+_SPLIT_MARGIN = 1.5  # device ids are uniform hex, but parts are never exactly equal
+# What the services say when a query ran past their limits (advanced-hunting-errors.md;
+# Graph: "Query execution has exceeded the allowed limits. The query execution was preempted").
+_TOO_HEAVY = ("timeout", "timed out", "preempted", "exceeded the allowed")
+_TOTAL = "TotalRows"
+
+
+class HuntingQueryTimeout(PermanentError):
+    """A hunting query timed out (or ran past the service's limits) over the narrowest device
+    range; it was not sent again."""
+
 
 # test -> SCID per OS family; a test without a SCID on a family is NotApplicable there.
 HEALTH_SCIDS: dict[str, dict[str, str]] = {
@@ -79,11 +108,13 @@ def agent_health_query(prefix: str = "") -> str:
 
     Each assessment travels as ``scid=IsApplicable/IsCompliant`` so the decision stays here,
     in tested Python, and the query uses only operators both Defender and the local store run.
+    Every row also carries ``TotalRows``, the full result's row count (``materialize`` keeps
+    the service from computing the result twice), so a result cut short is seen.
     """
     scids = ", ".join(f'"{s}"' for s in _ALL_SCIDS)
     where_prefix = f'\n| where DeviceId startswith "{prefix}"' if prefix else ""
     return (
-        "DeviceTvmSecureConfigurationAssessment\n"
+        "let Health = materialize(DeviceTvmSecureConfigurationAssessment\n"
         "| where Timestamp > ago(30d)\n"
         f"| where ConfigurationId in ({scids}){where_prefix}\n"
         "| summarize arg_max(Timestamp, IsApplicable, IsCompliant, DeviceName, OSPlatform)"
@@ -91,24 +122,55 @@ def agent_health_query(prefix: str = "") -> str:
         "| summarize DeviceName = take_any(DeviceName), OSPlatform = take_any(OSPlatform),"
         " LastAssessed = max(Timestamp),\n"
         '    Assessments = make_list(strcat(ConfigurationId, "=", tostring(IsApplicable), "/",'
-        " tostring(IsCompliant))) by DeviceId"
+        " tostring(IsCompliant))) by DeviceId);\n"
+        f"Health\n| extend {_TOTAL} = toscalar(Health | count)"
     )
 
 
 def fetch_agent_health(ctx: FetchContext) -> Iterator[Unit]:
-    """One unit per query, splitting any query whose result reaches the row limit."""
-    row_limit = ctx.tenant.hunting_row_limit
-    # Large fleets start split, so no answer is huge (one 100,000-row answer is ~40 MB of JSON).
+    """One unit per query; a query cut short or timed out is split, never sent again as it was.
+
+    Raises:
+        HuntingQueryTimeout: a query timed out even over the narrowest device-id prefix.
+        PermanentError: a result still cut short at the narrowest prefix, or an unusable answer.
+    """
     pending = [""]
     devices = ctx.device_count or 0
     while devices > _DEVICES_PER_QUERY * len(pending) and len(pending[0]) < 3:
         pending = [p + c for p in pending for c in _HEX]
     while pending:
         prefix = pending.pop(0)
-        results = _run_query(ctx, agent_health_query(prefix))
-        if len(results) >= row_limit and len(prefix) < 8:
-            log.info("hunting result for prefix %r reached %d rows; splitting", prefix, row_limit)
-            pending = [prefix + c for c in _HEX] + pending
+        try:
+            results = _run_query(ctx, agent_health_query(prefix))
+        except EpfError as exc:
+            why = _too_heavy(exc)
+            if why is None:
+                raise
+            if len(prefix) >= _NARROWEST_ON_TIMEOUT:
+                raise HuntingQueryTimeout(_timeout_message(ctx, prefix, why)) from exc
+            log.debug("hunting query for prefix %r did not finish (%s); splitting it", prefix, why)
+            pending = _narrower(prefix, 1) + pending
+            continue
+        total = _total_rows(results)
+        if total is not None:
+            cut = len(results) < total
+        else:  # no count came back: a result at the assumed cap may have been cut
+            cut = len(results) >= ctx.tenant.hunting_row_limit
+        if cut:
+            if len(prefix) >= _NARROWEST_ON_TRUNCATION:
+                raise PermanentError(
+                    f"tenant {ctx.tenant.name!r}: the hunting result for device ids starting "
+                    f"{prefix!r} is still cut short ({len(results)} of {total} rows)"
+                )
+            depth = _split_depth(len(results), total)
+            log.debug(
+                "hunting result for prefix %r cut short at %d of %s rows; splitting it %d ways",
+                prefix,
+                len(results),
+                total if total is not None else "more",
+                16**depth,
+            )
+            pending = _narrower(prefix, depth) + pending
             continue
         yield Unit(
             f"prefix-{prefix or 'all'}", batches_of(AGENT_HEALTH, results, device_health_row)
@@ -200,26 +262,74 @@ def _decide(applicable: bool | None, compliant: bool | None) -> HealthResult:
 
 
 def _run_query(ctx: FetchContext, query: str) -> list[Any]:
-    client, tenant, budget = ctx.client, ctx.tenant, ctx.budget("advanced_hunting")
+    tenant = ctx.tenant
     if tenant.hunting_api == "graph":
-        body = client.request_json(
-            "POST",
-            f"{tenant.graph_base_url}/security/runHuntingQuery",
-            scope=tenant.graph_scope,
-            budget=budget,
-            json_body={"Query": query, "Timespan": "P30D"},
-        )
+        url, scope = f"{tenant.graph_base_url}/security/runHuntingQuery", tenant.graph_scope
+        request: dict[str, str] = {"Query": query, "Timespan": "P30D"}
     else:
-        body = client.request_json(
-            "POST",
-            f"{tenant.mde_base_url}/api/advancedqueries/run",
-            scope=tenant.mde_scope,
-            budget=budget,
-            json_body={"Query": query},
-        )
+        url, scope = f"{tenant.mde_base_url}/api/advancedqueries/run", tenant.mde_scope
+        request = {"Query": query}
+    # Wait longer than the service runs a query, and never re-send a timed-out one (B.3).
+    body = ctx.client.request_json(
+        "POST",
+        url,
+        scope=scope,
+        budget=ctx.budget("advanced_hunting"),
+        json_body=request,
+        timeout_seconds=tenant.hunting_timeout_seconds,
+        retry_timeouts=False,
+    )
     # Graph says `results`, the MDE API `Results`; accept either (B.3).
     if isinstance(body, dict):
         for key, value in body.items():
             if key.lower() == "results" and isinstance(value, list):
                 return value
     raise PermanentError(f"tenant {tenant.name!r}: the hunting API answered without a results list")
+
+
+def _too_heavy(exc: EpfError) -> str | None:
+    """Why the query did not finish, if it timed out or ran past the service's limits."""
+    if isinstance(exc, RequestTimedOut):
+        return str(exc)
+    text = str(exc)
+    if isinstance(exc, HttpStatusError) and exc.status == 400:
+        if any(marker in text.lower() for marker in _TOO_HEAVY):
+            return text
+    return None
+
+
+def _timeout_message(ctx: FetchContext, prefix: str, why: str) -> str:
+    return (
+        f"tenant {ctx.tenant.name!r}: the agent health hunting query for device ids starting "
+        f"{prefix!r} (1/{16 ** len(prefix)} of the fleet) timed out or ran past the service's "
+        f"limits even at the narrowest split ({why}); it was not sent again, to spare the "
+        "tenant's hunting CPU quota. Run the sync again later; if it keeps timing out, check "
+        "the tenant's hunting load (Defender portal: Advanced hunting, query resources report)"
+    )
+
+
+def _total_rows(results: list[Any]) -> int | None:
+    """The full result's row count the query carried with its rows, if it did."""
+    first = results[0] if results else None
+    if isinstance(first, Mapping):
+        for key, value in first.items():
+            if str(key).lower() == _TOTAL.lower() and isinstance(value, int):
+                return value
+    return None
+
+
+def _split_depth(received: int, total: int | None) -> int:
+    """Hex digits to add to a prefix so each part's result fits in what came back."""
+    if total is None or received < 1:
+        return 1
+    depth = 1
+    while 16**depth * received < total * _SPLIT_MARGIN:
+        depth += 1
+    return depth
+
+
+def _narrower(prefix: str, depth: int) -> list[str]:
+    parts = [prefix]
+    for _ in range(depth):
+        parts = [p + c for p in parts for c in _HEX]
+    return parts

@@ -5,10 +5,15 @@ integration API brings what changed since the last poll: ``device_changes`` (dev
 updated, and deletions), ``connections``, ``cves``; ``alerts`` is incremental by time like a
 sensor's; ``sensors`` is the sensors' connection state, the sensor-health signal.
 
-v3 answers ``{"u_count": N, "u_<items>": [...]}`` a page at a time (``page`` from 0, ``size``)
-for everything *after* a timestamp in the path. The cursor keeps the newest ``u_last_update``
-delivered (and the keys at that instant, in case the console counts the boundary in); lists
-without a per-item time use the previous poll time less an overlap.
+The v3 deltas with a per-item time resume from watermarks (``iot_console_v3``); lists without
+one use the previous poll time less an overlap.
+
+A console's ``sensor_ids`` restrict every dataset to those sensors. Only v1 devices takes them
+as a comma list; v3 devices and device CVEs take one ``sensorId``, so each sensor is its own
+request series, paged to its end and resumed from its own watermark; v3 connections take none,
+so they are kept when either device is one of those sensors' (v1 devices gives their ids);
+alerts and sensors are filtered on the ``sensorId``/``u_id`` they carry. The deleted-devices
+list names no sensor: every deletion is recorded.
 """
 
 from __future__ import annotations
@@ -18,13 +23,20 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from endpoint_forensics.contracts import Batch, Reject, Row, Unit
-from endpoint_forensics.errors import HttpStatusError
 from endpoint_forensics.sources import ApplianceContext
 from endpoint_forensics.sources.iot import (
     attack_vector,
     device_row,
     incremental_alerts,
     rows_of,
+)
+from endpoint_forensics.sources.iot_console_v3 import (
+    V3,
+    cursor_ms,
+    delta_rows,
+    pages,
+    sensor_ids,
+    sensor_list,
 )
 from endpoint_forensics.sources.iot_records import (
     Fields,
@@ -49,7 +61,6 @@ __all__ = [
     "fetch_sensors",
 ]
 
-_V3 = "/external/v3/integration"
 _OVERLAP_MS = 10 * 60_000
 
 
@@ -57,14 +68,9 @@ def _origin(ctx: ApplianceContext, source: str) -> Row:
     return {"Appliance": ctx.appliance.name, "ApplianceKind": "console", "Source": source}
 
 
-def _sensor_filter(ctx: ApplianceContext) -> dict[str, str]:
-    ids = getattr(ctx.appliance, "sensor_ids", ())
-    return {"sensorId": ",".join(str(i) for i in ids)} if ids else {}
-
-
 def fetch_console_devices(ctx: ApplianceContext) -> Iterator[Unit]:
     """``/external/v1/devices``: every sensor's devices with sensor, site and zone ids."""
-    records = ctx.get("/external/v1/devices", _sensor_filter(ctx) or None)
+    records = ctx.get("/external/v1/devices", sensor_list(ctx))
     origin = _origin(ctx, "console/v1/devices")
 
     def to_row(f: Fields) -> Row:
@@ -74,37 +80,6 @@ def fetch_console_devices(ctx: ApplianceContext) -> Iterator[Unit]:
         return row
 
     yield Unit("devices", iter([rows_of(IOT_DEVICES, records, to_row, "/external/v1/devices")]))
-
-
-def _pages(
-    ctx: ApplianceContext, path: str, items: str, params: Mapping[str, str]
-) -> Iterator[list[Any]]:
-    """Each page of a v3 list, from page 0 to the end (``u_count`` items, or an empty page)."""
-    size = int(getattr(ctx.appliance, "page_size", 200))
-    page = 0
-    while True:
-        body = ctx.get(path, {**params, "page": str(page), "size": str(size)})
-        if not isinstance(body, Mapping):
-            raise HttpStatusError(
-                f"GET {path}: expected an object with u_count and {items}, got "
-                f"{type(body).__name__}",
-                method="GET",
-                url=path,
-                status=200,
-            )
-        f = Fields(body)
-        found = f.get(items)
-        found = found if isinstance(found, list) else []
-        total = as_int(f.get("u_count"), "u_count") or 0
-        yield found
-        page += 1
-        # u_count is the total over all pages; a short or empty page also ends the list.
-        if not found or len(found) < size or page * size >= total:
-            return
-
-
-def _after(cursor: Mapping[str, Any] | None, key: str) -> int:
-    return int((cursor or {}).get(key) or 0)
 
 
 def v3_device_row(f: Fields, origin: Row) -> Row:
@@ -149,43 +124,24 @@ def v3_device_row(f: Fields, origin: Row) -> Row:
     }
 
 
-def _newest(
-    rows: list[Row], after_ms: int, keys_at: list[str], key: str
-) -> tuple[list[Row], int, list[str]]:
-    """Rows not delivered yet, and the new (newest LastUpdate, keys at that instant)."""
-    fresh = []
-    newest, at_newest = after_ms, set(keys_at)
-    for row in rows:
-        stamp = to_epoch_ms(row["LastUpdate"]) if row.get("LastUpdate") else None
-        ident = f"{row[key]}@{stamp}"
-        if stamp is not None and stamp <= after_ms and ident in keys_at:
-            continue
-        fresh.append(row)
-        if stamp is not None and stamp > newest:
-            newest, at_newest = stamp, {ident}
-        elif stamp is not None and stamp == newest:
-            at_newest.add(ident)
-    return fresh, newest, sorted(at_newest)
-
-
 def fetch_device_changes(ctx: ApplianceContext) -> Iterator[Unit]:
     """v3 devices new or updated since the last poll, and devices deleted since then."""
     cursor = ctx.cursor or {}
-    after = _after(cursor, "after_ms")
-    keys_at = list(cursor.get("keys_at") or [])
     origin = _origin(ctx, "console/v3/devices")
-    params = {"notificationType": "0", **_sensor_filter(ctx)}
     batch = Batch(IOT_DEVICES)
-    for page in _pages(ctx, f"{_V3}/devices/{after}", "u_devices", params):
+
+    def parse(page: list[Any]) -> list[Row]:
         part = rows_of(IOT_DEVICES, page, lambda f: v3_device_row(f, origin), "v3 devices")
-        batch.rows.extend(part.rows)
         batch.rejects.extend(part.rejects)
-    batch.rows, newest, at_newest = _newest(batch.rows, after, keys_at, "DeviceId")
+        return part.rows
+
+    batch.rows, marks = delta_rows(ctx, "devices", "u_devices", {"notificationType": "0"}, parse)
     # Deletions carry no time: ask from the previous poll (less an overlap), skip ids known.
+    # They name no sensor either, so sensor_ids cannot apply: every deletion is recorded.
     now_ms = to_epoch_ms(ctx.now)
-    deleted_after = max(0, _after(cursor, "polled_ms") - _OVERLAP_MS) if cursor else 0
+    deleted_after = max(0, cursor_ms(cursor, "polled_ms") - _OVERLAP_MS) if cursor else 0
     known_deleted = set(cursor.get("deleted") or [])
-    deleted = ctx.get(f"{_V3}/deleteddevices/{deleted_after}")
+    deleted = ctx.get(f"{V3}/deleteddevices/{deleted_after}")
     gone = []
     for record in deleted if isinstance(deleted, list) else []:
         ident = as_int(Fields(record).get("u_id"), "u_id") if isinstance(record, Mapping) else None
@@ -202,8 +158,7 @@ def fetch_device_changes(ctx: ApplianceContext) -> Iterator[Unit]:
         )
     batch.rows.extend(gone)
     ctx.new_cursor = {
-        "after_ms": newest,
-        "keys_at": at_newest,
+        **marks,
         "polled_ms": now_ms,
         "deleted": sorted(known_deleted)[-10_000:],
     }
@@ -212,26 +167,26 @@ def fetch_device_changes(ctx: ApplianceContext) -> Iterator[Unit]:
 
 def fetch_console_cves(ctx: ApplianceContext) -> Iterator[Unit]:
     """v3 device CVEs of devices whose CVEs changed since the last poll (all, the first time)."""
-    cursor = ctx.cursor or {}
-    after = _after(cursor, "after_ms")
-    keys_at = list(cursor.get("keys_at") or [])
     origin = _origin(ctx, "console/v3/devicecves")
     batch = Batch(IOT_CVES)
-    devices: list[Row] = []
-    for page in _pages(ctx, f"{_V3}/devicecves/{after}", "u_device_cves", _sensor_filter(ctx)):
+
+    def parse(page: list[Any]) -> list[Row]:
+        devices: list[Row] = []
         for record in page:
             try:
                 f = Fields(record)
-                device: Row = {
-                    "DeviceId": as_int(f.get("u_id"), "u_id"),
-                    "LastUpdate": from_epoch_ms(f.get("u_last_update"), "u_last_update"),
-                    "record": f,
-                }
+                devices.append(
+                    {
+                        "DeviceId": as_int(f.get("u_id"), "u_id"),
+                        "LastUpdate": from_epoch_ms(f.get("u_last_update"), "u_last_update"),
+                        "record": f,
+                    }
+                )
             except Invalid as exc:
                 batch.rejects.append(Reject(str(exc), record))
-                continue
-            devices.append(device)
-    fresh, newest, at_newest = _newest(devices, after, keys_at, "DeviceId")
+        return devices
+
+    fresh, marks = delta_rows(ctx, "devicecves", "u_device_cves", {}, parse)
     for device in fresh:
         fields: Fields = device["record"]
         cves = fields.get("u_cves")
@@ -243,7 +198,7 @@ def fetch_console_cves(ctx: ApplianceContext) -> Iterator[Unit]:
         )
         batch.rows.extend(part.rows)
         batch.rejects.extend(part.rejects)
-    ctx.new_cursor = {"after_ms": newest, "keys_at": at_newest}
+    ctx.new_cursor = marks
     yield Unit("cves", iter([batch]))
 
 
@@ -268,7 +223,7 @@ def fetch_console_connections(ctx: ApplianceContext) -> Iterator[Unit]:
     """v3 connections new since the previous poll (less an overlap; all, the first time)."""
     cursor = ctx.cursor or {}
     now_ms = to_epoch_ms(ctx.now)
-    after = max(0, _after(cursor, "polled_ms") - _OVERLAP_MS) if cursor else 0
+    after = max(0, cursor_ms(cursor, "polled_ms") - _OVERLAP_MS) if cursor else 0
     known = set(cursor.get("recent") or [])
     origin = _origin(ctx, "console/v3/connections")
 
@@ -288,25 +243,59 @@ def fetch_console_connections(ctx: ApplianceContext) -> Iterator[Unit]:
         }
 
     batch = Batch(IOT_CONNECTIONS)
-    for page in _pages(ctx, f"{_V3}/connections/{after}", "u_connections", _sensor_filter(ctx)):
+    # No sensorId here: every sensor's connections come.
+    for page in pages(ctx, f"{V3}/connections/{after}", "u_connections", {}):
         part = rows_of(IOT_CONNECTIONS, page, to_row, "v3 connections")
         batch.rows.extend(part.rows)
         batch.rejects.extend(part.rejects)
+    mine = _sensor_device_ids(ctx)
+    if mine is not None:
+        batch.rows = [
+            r for r in batch.rows if r["FirstDeviceId"] in mine or r["SecondDeviceId"] in mine
+        ]
     keys = [f"{r['FirstDeviceId']}>{r['SecondDeviceId']}:{r['ConnectionType']}" for r in batch.rows]
     batch.rows = [r for r, k in zip(batch.rows, keys, strict=True) if k not in known]
     ctx.new_cursor = {"polled_ms": now_ms, "recent": sorted(set(keys))}
     yield Unit("connections", iter([batch]))
 
 
+def _sensor_device_ids(ctx: ApplianceContext) -> set[int] | None:
+    """Console ids of the configured sensors' devices (None: no sensor filter). Asked after
+    the connections, so that every device a connection names is already listed."""
+    if not sensor_ids(ctx):
+        return None
+    records = ctx.get("/external/v1/devices", sensor_list(ctx))
+    ids = set()
+    for record in records if isinstance(records, list) else []:
+        if isinstance(record, Mapping):
+            ident = Fields(record).get("id")
+            if isinstance(ident, int) and not isinstance(ident, bool):
+                ids.add(ident)
+    return ids
+
+
+def _of_sensors(batches: Iterator[Batch], ids: tuple[int, ...], key: str) -> Iterator[Batch]:
+    for batch in batches:
+        batch.rows = [r for r in batch.rows if r.get(key) in ids]
+        yield batch
+
+
 def fetch_console_alerts(ctx: ApplianceContext) -> Iterator[Unit]:
     """Every sensor's alerts through the console (v2 adds sensor, site and zone names)."""
     version = getattr(ctx.appliance, "alerts_api", "v2")
-    yield from incremental_alerts(ctx, f"/external/{version}/alerts", f"console/{version}/alerts")
+    ids = sensor_ids(ctx)
+    path = f"/external/{version}/alerts"
+    for unit in incremental_alerts(ctx, path, f"console/{version}/alerts"):
+        # The documented alert filter is spelled `sensor` in one place and `sensorId` in
+        # another: filter on the sensorId every alert carries instead.
+        if ids:
+            unit.batches = _of_sensors(unit.batches, ids, "SensorId")
+        yield unit
 
 
 def fetch_sensors(ctx: ApplianceContext) -> Iterator[Unit]:
     """v3 sensors: connection state (SYNCED is healthy), version, device and alert counts."""
-    records = ctx.get(f"{_V3}/sensors")
+    records = ctx.get(f"{V3}/sensors")
     origin = _origin(ctx, "console/v3/sensors")
 
     def to_row(f: Fields) -> Row:
@@ -330,4 +319,6 @@ def fetch_sensors(ctx: ApplianceContext) -> Iterator[Unit]:
             ),
         }
 
-    yield Unit("sensors", iter([rows_of(IOT_SENSORS, records, to_row, "v3 sensors")]))
+    batches = iter([rows_of(IOT_SENSORS, records, to_row, "v3 sensors")])
+    ids = sensor_ids(ctx)
+    yield Unit("sensors", _of_sensors(batches, ids, "SensorId") if ids else batches)

@@ -16,6 +16,8 @@ import orjson
 
 from endpoint_forensics.contracts import Unit, batches_of
 from endpoint_forensics.errors import HttpStatusError
+from endpoint_forensics.http import ODataPage
+from endpoint_forensics.paging import iter_skip_pages
 from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.exports import record_to_row
 from endpoint_forensics.sources.normalize import (
@@ -77,6 +79,10 @@ _MACHINE_FIELDS: dict[str, tuple[str, Converter]] = {
     "vmmetadata": ("VmMetadata", as_dynamic),
 }
 
+# Most records one call returns, with $top (B.1, B.2).
+_MACHINES_TOP = 10_000
+_AV_TOP = 10_000
+
 # The doc says `onboarded`, captures say `Onboarded`: store one spelling.
 _ONBOARDING_CANONICAL = {
     v.lower(): v for v in ("Onboarded", "CanBeOnboarded", "Unsupported", "InsufficientInfo")
@@ -86,16 +92,12 @@ _ONBOARDING_CANONICAL = {
 def fetch_machines(ctx: FetchContext) -> Iterator[Unit]:
     """One unit per page of ``GET /api/machines``, to the last page.
 
+    Pages are ``$top``/``$skip`` walks: with ``$top`` the service sends no next link (B.1, F).
     A record without a device id is rejected with its reason; unknown fields are kept in
     ``AdditionalFields``; missing fields are null. An empty tenant answers 404 (B.1): no rows.
     """
     tenant = ctx.tenant
-    pages = ctx.client.iter_odata_pages(
-        f"{tenant.mde_base_url}/api/machines",
-        scope=tenant.mde_scope,
-        budget=ctx.budget("machines"),
-        params={"$top": str(tenant.page_size)},
-    )
+    pages = _skip_pages(ctx, "machines", top=min(tenant.page_size, _MACHINES_TOP))
     try:
         for number, page in enumerate(pages):
             yield Unit(f"page-{number:05d}", batches_of(DEVICES, page.value, machine_to_row))
@@ -180,13 +182,8 @@ def fetch_av_health(ctx: FetchContext) -> Iterator[Unit]:
     if tenant.use_files(ctx.device_count):
         yield from _av_health_files(ctx)
         return
-    pages = ctx.client.iter_odata_pages(
-        f"{tenant.mde_base_url}/api/deviceavinfo",
-        scope=tenant.mde_scope,
-        budget=ctx.budget("deviceavinfo"),
-        # The default page is 20 rows; $top may go to 10,000 (B.2).
-        params={"$top": str(min(tenant.page_size, 10_000))},
-    )
+    # The default page is 20 rows; $top may go to 10,000 (B.2).
+    pages = _skip_pages(ctx, "deviceavinfo", top=min(tenant.page_size, _AV_TOP))
     for number, page in enumerate(pages):
         yield Unit(f"page-{number:05d}", batches_of(AV_HEALTH, page.value, _av_row(ctx)))
 
@@ -228,24 +225,33 @@ def _av_health_files(ctx: FetchContext) -> Iterator[Unit]:
 
 
 def _flatten_gathered_info(record: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``DeviceGatheredInfo`` (a JSON string or object, B.2) into the record."""
-    info = record.get("DeviceGatheredInfo", record.get("deviceGatheredInfo"))
+    """Merge ``DeviceGatheredInfo`` into the record.
+
+    Both it and its ``AvScanResults`` come as an object or as a JSON-encoded string (B.2, F);
+    the up-to-date flags as ``"True"``/``"False"`` strings or as real booleans (``as_bool``
+    reads both).
+    """
+    info = _json_object(record.get("DeviceGatheredInfo", record.get("deviceGatheredInfo")))
     if info is None:
-        return record
-    if isinstance(info, str):
-        try:
-            info = orjson.loads(info)
-        except orjson.JSONDecodeError:
-            return record
-    if not isinstance(info, dict):
         return record
     merged = {k: v for k, v in record.items() if k.lower() != "devicegatheredinfo"}
     for key, value in info.items():
-        if key.lower() == "avscanresults" and isinstance(value, dict):
-            merged.update(_scan_results(value))
+        scans = _json_object(value) if key.lower() == "avscanresults" else None
+        if scans is not None:
+            merged.update(_scan_results(scans))
         else:
             merged.setdefault(key, value)
     return {_AV_FILE_ALIASES.get(k.lower(), k): v for k, v in merged.items()}
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    """``value`` as an object: itself, or decoded from a JSON-encoded string; else None."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value if isinstance(value, dict) else None
 
 
 def _scan_results(results: dict[str, Any]) -> dict[str, Any]:
@@ -313,26 +319,38 @@ _CVE_FIELDS = {
 
 
 def fetch_recommendations(ctx: FetchContext) -> Iterator[Unit]:
-    """Security recommendations, one unit per page."""
+    """Security recommendations, one unit per page ($top at most 10,000, B.5.7)."""
     return _odata_units(ctx, "recommendations", 10_000, RECOMMENDATIONS, _RECOMMENDATION_FIELDS)
 
 
 def fetch_cve_catalog(ctx: FetchContext) -> Iterator[Unit]:
-    """The vulnerabilities catalogue, one unit per page ($top at most 8,000)."""
+    """The whole vulnerabilities catalogue, one unit per page ($top at most 8,000, B.5.8)."""
     return _odata_units(ctx, "vulnerabilities", 8_000, CVE_CATALOG, _CVE_FIELDS)
 
 
 def _odata_units(
     ctx: FetchContext, endpoint: str, top: int, table: Table, fields: dict[str, str]
 ) -> Iterator[Unit]:
-    tenant = ctx.tenant
     key = next(iter(fields.values()))
-    pages = ctx.client.iter_odata_pages(
+    for number, page in enumerate(_skip_pages(ctx, endpoint, top=top)):
+        batches = batches_of(table, page.value, lambda r: record_to_row(r, table, fields, (key,)))
+        yield Unit(f"page-{number:05d}", batches)
+
+
+def _skip_pages(ctx: FetchContext, endpoint: str, *, top: int) -> Iterator[ODataPage]:
+    """``/api/<endpoint>`` by ``$top`` and ``$skip``: with ``$top`` the service sends no next
+    link (B.0, F). A repeating page ends the walk and is recorded as a gap of the run."""
+    tenant = ctx.tenant
+
+    def gap(reason: str) -> None:
+        when = ctx.now.isoformat()
+        ctx.gaps.append({"start": when, "end": when, "reason": reason})
+
+    return iter_skip_pages(
+        ctx.client,
         f"{tenant.mde_base_url}/api/{endpoint}",
         scope=tenant.mde_scope,
         budget=ctx.budget(endpoint),
-        params={"$top": str(top)},
+        top=top,
+        on_repeat=gap,
     )
-    for number, page in enumerate(pages):
-        batches = batches_of(table, page.value, lambda r: record_to_row(r, table, fields, (key,)))
-        yield Unit(f"page-{number:05d}", batches)

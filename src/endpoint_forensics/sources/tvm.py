@@ -28,6 +28,7 @@ from endpoint_forensics.sources.exports import (
     ExportSpec,
     decode_part,
     export_units,
+    memory_mb_for,
     scratch_duckdb,
     spill_records,
 )
@@ -230,9 +231,8 @@ def group_move_lines(spill: Path | list[Path]) -> set[int]:
         "'rbacGroupName': 'VARCHAR', 'rbacGroupId': 'VARCHAR'}"
     )
     files = spill if isinstance(spill, list) else [spill]
-    con = scratch_duckdb(files[0].parent)
-    # The pairing needs no order, and one thread's buffers fit the memory limit.
-    con.execute("SET preserve_insertion_order = false; SET threads = 1")
+    con = scratch_duckdb(files[0].parent, threads=1, memory_mb=memory_mb_for(1))
+    con.execute("SET preserve_insertion_order = false")  # the pairing needs no order
     try:
         found = con.execute(
             f"""

@@ -3,7 +3,9 @@
 Names, suffixed columns and value vocabularies are exactly those the original Logic App wrote
 through the HTTP Data Collector API (original-connector.md), so its workbook's queries run
 unchanged while users move to the ``EPF_*`` tables. Each table also has our common
-columns first. The rows are derived from ours by ``endpoint_forensics.compat``.
+columns first, ``SnapshotTime`` among them: the legacy ``TimeGenerated`` the workbook reads is
+replaced by the receive time in a delivery more than 2 days late, ``SnapshotTime`` is not.
+The rows are derived from ours by ``endpoint_forensics.compat``.
 Imports only ``tables.schema`` and ``tables.mde``.
 """
 

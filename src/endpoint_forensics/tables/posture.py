@@ -1,7 +1,7 @@
 """The Defender Vulnerability Management posture tables: AV health, secure configuration,
 vulnerabilities and their changes, software inventory, recommendations, the CVE catalogue.
 
-Each table holds one snapshot per collection (``TimeGenerated``); the changes table holds the
+Each table holds one snapshot per collection (``SnapshotTime``); the changes table holds the
 delta events as Defender reports them. Imports only ``tables.schema``.
 """
 
@@ -68,7 +68,7 @@ AV_HEALTH = Table(
             "SignatureAgeHours",
             R,
             "Hours from the installed signatures' publish time (else their update time) to "
-            "TimeGenerated: how old the protection was when the snapshot was taken.",
+            "SnapshotTime: how old the protection was when the snapshot was taken.",
         ),
         ("QuickScanResult", S, "Completed, Canceled, Failed or empty."),
         ("QuickScanError", S, "Error code of the last quick scan, e.g. 0x80508023."),

@@ -140,12 +140,23 @@ def name_problem(name: str, *, table: bool = False) -> str | None:
     return None
 
 
-# Every table starts with these: when the snapshot was taken, which run wrote it, which
-# Defender tenant it came from (`TenantId` is reserved in Log Analytics), and which delivery
-# batch carried it.
+# Every table starts with these: when the snapshot was taken (twice: Azure Monitor replaces a
+# TimeGenerated more than 2 days older than its receive time, or more than a day ahead of it,
+# with the receive time, so a delivery delayed in the outbox would lose it; SnapshotTime is
+# kept as sent), which run wrote it, which Defender tenant it came from (`TenantId` is reserved
+# in Log Analytics), and which delivery batch carried it.
 COMMON_COLUMNS = (
     Column(
-        "TimeGenerated", KqlType.DATETIME, "When the snapshot was taken (UTC); one value per run."
+        "TimeGenerated",
+        KqlType.DATETIME,
+        "When the snapshot was taken (UTC), as SnapshotTime; in Sentinel, the receive time "
+        "instead when the row arrived more than 2 days late. Query SnapshotTime for posture time.",
+    ),
+    Column(
+        "SnapshotTime",
+        KqlType.DATETIME,
+        "When the snapshot was taken (UTC); one value per run, kept however late the row "
+        "was delivered. The time to ask 'when' with.",
     ),
     Column("RunId", KqlType.STRING, "The collection run that wrote the row."),
     Column(

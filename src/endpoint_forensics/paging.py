@@ -1,0 +1,104 @@
+"""Paging the MDE collections that send no next link once ``$top`` is given.
+
+With ``$top`` the MDE collections (``/api/machines``, ``/api/deviceavinfo``, recommendations,
+the vulnerabilities catalogue) answer at most ``top`` records and no ``@odata.nextLink``
+(defender-apis.md B.0, F), and each call returns at most 10,000 items. So the collector pages
+them itself, with ``$top`` and an increasing ``$skip``, and stops when the service repeats
+itself (an ignored ``$skip``, a looping next link), which would otherwise never end.
+May import ``http``, ``ratelimit`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from urllib.parse import urlencode
+
+import orjson
+
+from endpoint_forensics.errors import HttpStatusError
+from endpoint_forensics.http import ApiClient, ODataPage, sanitize_url
+from endpoint_forensics.ratelimit import RateBudget
+
+__all__ = ["iter_skip_pages"]
+
+log = logging.getLogger(__name__)
+
+
+def iter_skip_pages(
+    client: ApiClient,
+    url: str,
+    *,
+    scope: str,
+    budget: RateBudget,
+    top: int,
+    params: Mapping[str, str] | None = None,
+    on_repeat: Callable[[str], None] | None = None,
+) -> Iterator[ODataPage]:
+    """Yield every page of a collection: ``$top=top`` and an increasing ``$skip`` until a page
+    is shorter than ``top``.
+
+    A next link, when one comes, is followed verbatim instead (it is opaque), to the end of its
+    chain. A page with the same records as an earlier one, or a next link already followed,
+    ends the walk: nothing is yielded twice, a warning is logged, and ``on_repeat`` is told why
+    (the records after it, if any, were not read).
+
+    Raises:
+        HttpStatusError: an answer that is not an OData object, or any ``request_json`` 4xx.
+        AuthError, TransientError, PermanentError: as ``ApiClient.request_json``.
+    """
+    if top < 1:
+        raise ValueError(f"top must be at least 1: {top}")
+    base = {k: v for k, v in (params or {}).items() if k not in ("$top", "$skip")}
+    next_url: str | None = url
+    next_params: dict[str, str] | None = {**base, "$top": str(top)}
+    received = 0
+    pages_seen: set[bytes] = set()
+    links_followed: set[str] = set()
+
+    def stop(what: str) -> None:
+        client.stats.setdefault(budget.limit.name, Counter())["repeated_pages"] += 1
+        reason = (
+            f"{what}: the service ignored $skip or looped its next link; stopped after "
+            f"{received} records, so the collection may be incomplete"
+        )
+        log.warning("%s", reason)
+        if on_repeat is not None:
+            on_repeat(reason)
+
+    while next_url is not None:
+        query = f"?{urlencode(next_params, safe='$')}" if next_params else ""
+        where = sanitize_url(next_url + query)
+        body = client.request_json("GET", next_url, scope=scope, budget=budget, params=next_params)
+        if not isinstance(body, dict):
+            raise HttpStatusError(
+                f"GET {where}: expected an OData object, got {type(body).__name__}",
+                method="GET",
+                url=where,
+                status=200,
+            )
+        raw_value = body.get("value")
+        value = raw_value if isinstance(raw_value, list) else []
+        raw_link = body.get("@odata.nextLink")
+        link = raw_link if isinstance(raw_link, str) and raw_link else None
+        digest = hashlib.blake2b(orjson.dumps(value), digest_size=16).digest()
+        if digest in pages_seen:
+            stop(f"GET {where} repeated an earlier page")
+            return
+        pages_seen.add(digest)
+        by_skip = next_params is not None
+        received += len(value)
+        if link is not None:
+            if link in links_followed:
+                yield ODataPage(value, None)
+                stop(f"GET {where} gave a next link already followed")
+                return
+            links_followed.add(link)
+            next_url, next_params = link, None
+        elif by_skip and len(value) >= top:
+            next_url, next_params = url, {**base, "$top": str(top), "$skip": str(received)}
+        else:
+            next_url = None
+        yield ODataPage(value, link)

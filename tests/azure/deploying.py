@@ -1,0 +1,77 @@
+"""Deploying a generated template's tables into the emulated workspace, as ARM would.
+
+ARM sends each ``Microsoft.OperationalInsights/workspaces/tables`` resource as one Tables -
+Create Or Update: ``PUT <workspace>/tables/<name>?api-version=<its apiVersion>`` with the
+resource's ``properties``, every expression evaluated. The table resources only use
+``[parameters('...')]`` and the ``[[`` escape; anything else fails here, loudly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from endpoint_forensics.emulator import Emulator
+
+TABLE_TYPE = "Microsoft.OperationalInsights/workspaces/tables"
+_NAME = re.compile(r"\[concat\(parameters\('workspaceName'\), '/(\w+)'\)\]")
+_PARAMETER = re.compile(r"\[parameters\('(\w+)'\)\]")
+
+
+def arm_token(client: httpx.Client, emu: Emulator) -> str:
+    response = client.post(
+        f"{emu.base_url}/{emu.tenant_id}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": emu.client_id,
+            "client_secret": emu.client_secret,
+            "scope": "https://management.azure.com/.default",
+        },
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def evaluated(value: Any, parameters: dict[str, Any]) -> Any:
+    """``value`` with ``[parameters('x')]`` replaced and ``[[`` unescaped."""
+    if isinstance(value, dict):
+        return {k: evaluated(v, parameters) for k, v in value.items()}
+    if isinstance(value, list):
+        return [evaluated(v, parameters) for v in value]
+    if isinstance(value, str) and value.startswith("[["):
+        return value[1:]
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        match = _PARAMETER.fullmatch(value)
+        assert match, f"a table resource uses an expression this helper cannot evaluate: {value}"
+        return parameters[match.group(1)]
+    return value
+
+
+def deploy_tables(
+    client: httpx.Client,
+    emu: Emulator,
+    workspace_id: str,
+    template: dict[str, Any],
+    token: str,
+    **parameters: Any,
+) -> dict[str, httpx.Response]:
+    """PUT every table of ``template``; each table's response, by name."""
+    values = {name: spec.get("defaultValue") for name, spec in template["parameters"].items()}
+    values.update(parameters)
+    answers = {}
+    for resource in template["resources"]:
+        if resource["type"] != TABLE_TYPE:
+            continue
+        match = _NAME.fullmatch(resource["name"])
+        assert match, resource["name"]
+        name = match.group(1)
+        answers[name] = client.put(
+            f"{emu.base_url}{workspace_id}/tables/{name}",
+            params={"api-version": resource["apiVersion"]},
+            json={"properties": evaluated(resource["properties"], values)},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    return answers

@@ -1,0 +1,68 @@
+"""`epf deploy arm` as a user runs it: retention limits refused in one line, and with --compat
+the migration script for the original connector's classic tables beside the template."""
+
+import orjson
+import pytest
+
+from endpoint_forensics.tables import TABLES
+
+from .test_cli import epf
+
+LEGACY = [n for n, t in TABLES.items() if t.profile == "compat"]
+
+
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (("--retention-days", "2"), "interactive retention must be -1 (the workspace's) or 4-730"),
+        (("--retention-days", "731"), "not 731"),
+        (("--total-retention-days", "4384"), "total retention must be -1"),
+        (("--retention-days", "90", "--total-retention-days", "30"), "must not be less than"),
+    ],
+)
+def test_a_retention_azure_refuses_is_one_line_and_writes_nothing(tmp_path, args, problem):
+    out = tmp_path / "epf.json"
+    result = epf("deploy", "arm", "--out", str(out), *args)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: --retention-days/--total-retention-days: ")
+    assert problem in line
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_retention_given_is_the_templates_default(tmp_path):
+    out = tmp_path / "epf.json"
+    result = epf(
+        "deploy",
+        "arm",
+        "--out",
+        str(out),
+        "--retention-days",
+        "-1",
+        "--total-retention-days",
+        "4383",
+    )
+    assert result.returncode == 0, result.stderr
+    params = orjson.loads(out.read_bytes())["parameters"]
+    assert params["retentionInDays"]["defaultValue"] == -1
+    assert params["totalRetentionInDays"]["defaultValue"] == 4383
+    assert not (tmp_path / "epf-migrate-classic.sh").exists()  # no compat, no script
+
+
+def test_compat_writes_the_migration_script_and_says_to_run_it_first(tmp_path):
+    out = tmp_path / "epf-arm.json"
+    result = epf("deploy", "arm", "--out", str(out), "--compat")
+    assert result.returncode == 0, result.stderr
+    script = tmp_path / "epf-arm-migrate-classic.sh"
+    text = script.read_text()
+    assert text.startswith("#!/bin/sh\n")
+    for name in LEGACY:
+        assert name in text
+    assert "/tables/$table/migrate?$version" in text and "api-version=2022-10-01" in text
+    assert f"run it first: sh {script} <subscription id> <resource group> <workspace>" in (
+        " ".join(result.stderr.split())
+    )
+    template = orjson.loads(out.read_bytes())
+    tables = {r["name"] for r in template["resources"] if r["type"].endswith("/workspaces/tables")}
+    assert all(any(name in t for t in tables) for name in LEGACY)

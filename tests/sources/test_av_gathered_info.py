@@ -1,0 +1,68 @@
+"""An ``InfoGatheringExport`` line in each of the forms clients meet (defender-apis.md B.2, F):
+``DeviceGatheredInfo`` and ``AvScanResults`` as objects or JSON-encoded strings, the
+up-to-date flags as ``"True"``/``"False"`` strings or real booleans."""
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from endpoint_forensics.sources.mde import av_health_row
+
+NOW = datetime(2024, 1, 2, tzinfo=UTC)
+SCANS = {
+    "Quick": {
+        "ScanStatus": "Failed",
+        "ErrorCode": "0x80508023",
+        "Timestamp": "2024-01-01T01:00:00Z",
+    },
+    "Full": {"ScanStatus": "Completed", "ErrorCode": "", "Timestamp": "2023-12-20T02:30:00.125Z"},
+}
+
+
+def _line(*, info_as_string, scans_as_string, flags_as_booleans):
+    flag = {True: "True", False: "False"}
+    info = {
+        "AvMode": "0",
+        "AvIsSignatureUptoDate": False if flags_as_booleans else flag[False],
+        "AvIsEngineUptodate": True if flags_as_booleans else flag[True],
+        "AvIsPlatformUptodate": None if flags_as_booleans else "Unknown",
+        "AvScanResults": orjson.dumps(SCANS).decode() if scans_as_string else SCANS,
+    }
+    return {
+        "DeviceId": "d1",
+        "DeviceName": "ws-0001.contoso.com",
+        "OsPlatform": "Windows11",
+        "DeviceGatheredInfo": orjson.dumps(info).decode() if info_as_string else info,
+    }
+
+
+@pytest.mark.parametrize("info_as_string", [True, False])
+@pytest.mark.parametrize("scans_as_string", [True, False])
+@pytest.mark.parametrize("flags_as_booleans", [True, False])
+def test_every_form_gives_the_same_row(info_as_string, scans_as_string, flags_as_booleans):
+    row = av_health_row(
+        _line(
+            info_as_string=info_as_string,
+            scans_as_string=scans_as_string,
+            flags_as_booleans=flags_as_booleans,
+        ),
+        NOW,
+    )
+    assert isinstance(row, dict), row
+    assert (row["QuickScanResult"], row["QuickScanError"]) == ("Failed", "0x80508023")
+    assert row["QuickScanTime"] == datetime(2024, 1, 1, 1, tzinfo=UTC)
+    assert (row["FullScanResult"], row["FullScanError"]) == ("Completed", "")
+    assert row["FullScanTime"] == datetime(2023, 12, 20, 2, 30, 0, 125000, tzinfo=UTC)
+    assert row["AvIsSignatureUpToDate"] is False
+    assert row["AvIsEngineUpToDate"] is True
+    assert row["AvIsPlatformUpToDate"] is None
+    assert "AvScanResults" not in (row["AdditionalFields"] or {})
+
+
+def test_scan_results_that_are_not_json_are_kept_not_lost():
+    line = _line(info_as_string=False, scans_as_string=True, flags_as_booleans=True)
+    line["DeviceGatheredInfo"]["AvScanResults"] = "{not json"
+    row = av_health_row(line, NOW)
+    assert isinstance(row, dict) and row.get("QuickScanResult") is None
+    assert row["AdditionalFields"]["AvScanResults"] == "{not json"

@@ -1,0 +1,112 @@
+"""``paging.iter_skip_pages`` against scripted remote answers (httpx.MockTransport).
+
+The emulator never sends a next link with ``$top`` (as the service); these cover the answers
+it does not give: a service that does send next links, loops them, or repeats a page.
+"""
+
+import logging
+
+import httpx
+import orjson
+import pytest
+
+from endpoint_forensics.http import ApiClient
+from endpoint_forensics.paging import iter_skip_pages
+from endpoint_forensics.ratelimit import RateBudget, RateLimit
+
+SCOPE = "https://api.securitycenter.microsoft.com/.default"
+URL = "https://mde.test/api/machines"
+
+
+class Tokens:
+    def get_token(self, scope):
+        return "token"
+
+    def invalidate(self, scope):
+        pass
+
+
+def walk(answers, *, top, params=None):
+    """Pages (record lists) the client yields, and the URLs it asked for."""
+    seen = []
+    script = list(answers)
+
+    def handler(request):
+        seen.append(str(request.url))
+        return httpx.Response(200, content=orjson.dumps(script.pop(0)))
+
+    client = ApiClient(Tokens(), transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    budget = RateBudget(RateLimit("machines", 1000, 10000))
+    try:
+        pages = [
+            page.value
+            for page in iter_skip_pages(
+                client, URL, scope=SCOPE, budget=budget, top=top, params=params
+            )
+        ]
+    finally:
+        client.close()
+    return pages, seen, client.stats
+
+
+def test_skip_grows_until_a_short_page_and_filters_are_kept():
+    pages, seen, _ = walk(
+        [{"value": [1, 2]}, {"value": [3, 4]}, {"value": [5]}],
+        top=2,
+        params={"$filter": "healthStatus eq 'Active'", "$top": "9", "$skip": "7"},
+    )
+    assert pages == [[1, 2], [3, 4], [5]]
+    query = "%24filter=healthStatus+eq+%27Active%27&%24top=2"
+    assert seen == [f"{URL}?{query}", f"{URL}?{query}&%24skip=2", f"{URL}?{query}&%24skip=4"]
+
+
+def test_an_exact_multiple_ends_on_an_empty_page():
+    pages, seen, _ = walk([{"value": [1, 2]}, {"value": []}], top=2)
+    assert pages == [[1, 2], []]
+    assert seen[-1].endswith("%24skip=2")
+
+
+def test_a_next_link_is_followed_verbatim_to_the_end_of_its_chain():
+    link = "https://mde.test/api/machines?$skiptoken=eyJh"
+    pages, seen, _ = walk(
+        [{"value": [1, 2], "@odata.nextLink": link}, {"value": [3, 4]}],
+        top=2,
+    )
+    # The chain ends at a page without a link, even a full one: no $skip after a link.
+    assert pages == [[1, 2], [3, 4]]
+    assert seen == [f"{URL}?%24top=2", link]
+
+
+def test_a_page_that_repeats_ends_the_walk_with_a_warning(caplog):
+    caplog.set_level(logging.WARNING, "endpoint_forensics.paging")
+    page = {"value": [{"id": "a"}, {"id": "b"}]}
+    pages, seen, stats = walk([page, page], top=2)
+    assert pages == [page["value"]]  # nothing twice
+    assert len(seen) == 2
+    assert stats["machines"]["repeated_pages"] == 1
+    assert "repeated an earlier page" in caplog.text and "stopped after 2 records" in caplog.text
+
+
+def test_a_page_repeating_an_older_one_also_ends_the_walk():
+    first, second = {"value": [1, 2]}, {"value": [3, 4]}
+    pages, seen, _ = walk([first, second, first], top=2)
+    assert pages == [[1, 2], [3, 4]] and len(seen) == 3
+
+
+def test_a_next_link_that_loops_ends_the_walk(caplog):
+    caplog.set_level(logging.WARNING, "endpoint_forensics.paging")
+    link = "https://mde.test/api/machines?$filter=x&$skip=10000"
+    pages, seen, _ = walk(
+        [
+            {"value": [1], "@odata.nextLink": link},
+            {"value": [2], "@odata.nextLink": link},
+        ],
+        top=5,
+    )
+    assert pages == [[1], [2]] and seen == [f"{URL}?%24top=5", link]
+    assert "gave a next link already followed" in caplog.text
+
+
+def test_top_must_be_positive():
+    with pytest.raises(ValueError, match="top must be at least 1"):
+        walk([], top=0)
