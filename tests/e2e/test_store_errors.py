@@ -8,7 +8,7 @@ import pytest
 
 from endpoint_forensics import store
 from endpoint_forensics.emulator import Emulator
-from endpoint_forensics.sources import exports
+from endpoint_forensics.sources import decode
 
 from .conftest import settings_for, sync
 
@@ -55,7 +55,7 @@ def test_a_decode_short_of_memory_still_lands_every_row(
 ) -> None:
     """Every export part and delta page runs out of the decode's memory: each is read again
     line by line, and every table still equals the truth."""
-    monkeypatch.setattr(exports, "_DECODE_MEMORY_MB", 8)  # under one JSON read buffer
+    monkeypatch.setattr(decode, "_DECODE_MEMORY_MB", 8)  # under one JSON read buffer
     datasets = ["machines", "vulnerabilities", "vulnerability_changes", "secure_config"]
     settings = settings_for(small_tenant, tmp_path, datasets=datasets, export_mode="files")
     summary = sync(settings)

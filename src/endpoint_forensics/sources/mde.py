@@ -19,7 +19,8 @@ from endpoint_forensics.errors import HttpStatusError
 from endpoint_forensics.http import ODataPage
 from endpoint_forensics.paging import iter_skip_pages
 from endpoint_forensics.sources import FetchContext
-from endpoint_forensics.sources.exports import record_to_row
+from endpoint_forensics.sources.decode import ExportSpec, record_to_row
+from endpoint_forensics.sources.exports import export_units
 from endpoint_forensics.sources.normalize import (
     Converter,
     as_bool,
@@ -212,8 +213,6 @@ def _av_row(ctx: FetchContext) -> Callable[[Any], dict[str, Any] | str]:
 
 
 def _av_health_files(ctx: FetchContext) -> Iterator[Unit]:
-    from endpoint_forensics.sources.exports import ExportSpec, export_units
-
     spec = ExportSpec(
         "InfoGatheringExport",
         AV_HEALTH,

@@ -23,15 +23,15 @@ import orjson
 from endpoint_forensics.contracts import Batch, RedoUnit, SnapshotChanged, Unit
 from endpoint_forensics.errors import HttpStatusError, PermanentError
 from endpoint_forensics.sources import FetchContext
-from endpoint_forensics.sources.exports import (
+from endpoint_forensics.sources.decode import (
     LINE_FIELD,
     ExportSpec,
     decode_part,
-    export_units,
     memory_mb_for,
     scratch_duckdb,
     spill_records,
 )
+from endpoint_forensics.sources.exports import export_units
 from endpoint_forensics.sources.normalize import as_datetime
 from endpoint_forensics.tables import (
     SECURE_CONFIG,

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from endpoint_forensics.contracts import RedoUnit
-from endpoint_forensics.sources.exports import decode_part
+from endpoint_forensics.sources.decode import decode_part
 from endpoint_forensics.sources.tvm import SECURE_CONFIG_EXPORT, VULNERABILITY_EXPORT
 
 RECORD = {
@@ -123,9 +123,9 @@ def test_a_line_that_is_not_json_past_the_sample_sends_the_part_line_by_line(tmp
 def test_a_decode_out_of_memory_sends_the_part_line_by_line(tmp_path, monkeypatch):
     """More memory than the SQL decode may take is not a failure: the line-by-line reader,
     bounded by its batch size, reads the same part."""
-    from endpoint_forensics.sources import exports
+    from endpoint_forensics.sources import decode
 
-    monkeypatch.setattr(exports, "_DECODE_MEMORY_MB", 8)  # under one JSON read buffer
+    monkeypatch.setattr(decode, "_DECODE_MEMORY_MB", 8)  # under one JSON read buffer
     records = [{**RECORD, "id": f"r{i}"} for i in range(200)]
     path = part(tmp_path, records)
     with pytest.raises(RedoUnit, match="Out of Memory Error"):

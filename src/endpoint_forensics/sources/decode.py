@@ -1,0 +1,350 @@
+"""Decoding a JSON-lines file (an export part, or a page or the delta spilled to disk) into
+typed batches of one table, with bounded memory.
+
+Owns the SQL path and the line-by-line path. The SQL path runs in a scratch, in-memory DuckDB
+used as a JSON reader: ``read_json`` streams the file, SQL casts each field to its column's
+type, and a record whose value does not convert, or that lacks its key fields, goes through the
+tolerant Python path instead (kept, with the raw value in AdditionalFields, or quarantined with
+a reason). Unknown fields found in the first lines are kept in AdditionalFields. A file with a
+line that is not JSON, or a decode that needs more memory than it may take, is read line by
+line instead (``RedoUnit``), in batches of a few thousand rows.
+May import ``contracts``, ``errors``, ``tables`` and ``sources.normalize``.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import orjson
+
+from endpoint_forensics.contracts import Batch, RedoUnit, Reject
+from endpoint_forensics.errors import PermanentError
+from endpoint_forensics.sources.normalize import FieldMap, convert_record, field_specs
+from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
+
+__all__ = [
+    "LINE_FIELD",
+    "ExportSpec",
+    "decode_part",
+    "memory_mb_for",
+    "record_to_row",
+    "scratch_duckdb",
+    "spill_records",
+]
+
+_SAMPLE_LINES = 2_000
+LINE_FIELD = "_line"  # the record number a spill file adds to each line
+_BATCH_ROWS = 16_384  # Arrow rows per batch from the SQL path (about 16 MB of export rows)
+_PYTHON_BATCH_ROWS = 5_000  # dict rows per batch from the line-by-line path
+# Memory of the SQL decode, by design rather than by a number that happens to pass: DuckDB's
+# JSON reader reads in 32 MiB buffers that cannot spill, up to about three per thread at once
+# (seen: "failed to allocate data of size 32.0 MiB (90.4 MiB/122.0 MiB used)" under 128 MB
+# with two threads), and a batch with its casts needs a working set beside them; everything
+# else spills to disk. Neither depends on the fleet or the size of a part.
+_JSON_READ_BUFFER_MB = 32
+_WORKING_SET_MB = 64
+
+
+def memory_mb_for(threads: int) -> int:
+    """The memory limit of a scratch DuckDB that reads JSON lines with ``threads`` threads."""
+    return threads * 3 * _JSON_READ_BUFFER_MB + _WORKING_SET_MB
+
+
+_DECODE_THREADS = 2
+_DECODE_MEMORY_MB = memory_mb_for(_DECODE_THREADS)
+_STAMPS = {c.name for c in COMMON_COLUMNS}
+_SPECS: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One export: its endpoint (also its rate budget's name), table, fields and key fields.
+
+    ``convert`` replaces the generic conversion of a record, for exports whose records need
+    reshaping first; such exports are decoded line by line (the SQL path maps fields only).
+    """
+
+    endpoint: str
+    table: Table
+    fields: FieldMap
+    required: tuple[str, ...]  # columns a row cannot do without
+    convert: Callable[[Any], dict[str, Any] | str] | None = None
+
+    def to_row(self, record: Any) -> dict[str, Any] | str:
+        if self.convert is not None:
+            return self.convert(record)
+        return record_to_row(record, self.table, self.fields, self.required)
+
+
+def spill_records(records: list[Any], path: Path) -> Path:
+    """Write records as JSON lines, so a page decodes like an export part (in SQL, typed)."""
+    with path.open("wb") as fh:
+        for record in records:
+            fh.write(orjson.dumps(record) + b"\n")
+    return path
+
+
+def decode_part(
+    path: Path,
+    spec: ExportSpec,
+    *,
+    careful: bool = False,
+    skip_lines: Collection[int] = (),
+) -> Iterator[Batch]:
+    """Typed batches of one JSON-lines file, gzip or plain (see the module docstring).
+
+    ``skip_lines`` names records to leave out by their ``_line`` field (spill files written by
+    the delta carry one).
+    """
+    if careful:
+        yield from _decode_lines(path, spec, skip_lines)
+        return
+    try:
+        sample_keys = _sample_keys(path)
+    except ValueError as exc:
+        raise RedoUnit(str(exc)) from exc
+    yield from _decode_fast(path, spec, sample_keys, skip_lines)
+
+
+def record_to_row(
+    record: Any, table: Table, fields: FieldMap, required: Sequence[str]
+) -> dict[str, Any] | str:
+    """A row of ``table`` from one wire record, or why it cannot be one."""
+    if not isinstance(record, Mapping):
+        return f"record is a {type(record).__name__}, not an object"
+    specs = _SPECS.get((table.name, id(fields)))
+    if specs is None:  # field maps are module constants: build each spec once
+        specs = _SPECS[(table.name, id(fields))] = field_specs(table, fields)
+    row, extra = convert_record(record, specs)
+    missing = [c for c in required if row.get(c) in (None, "")]
+    if missing:
+        return f"record has no {', '.join(missing)}"
+    row["AdditionalFields"] = extra or None
+    return row
+
+
+def _open(path: Path) -> BinaryIO:
+    if path.suffix == ".gz":
+        return cast(BinaryIO, gzip.GzipFile(path, "rb"))
+    return path.open("rb")
+
+
+def _sample_keys(path: Path) -> list[str]:
+    keys: dict[str, None] = {}
+    with _open(path) as fh:
+        for number, line in enumerate(fh):
+            if number >= _SAMPLE_LINES:
+                break
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise ValueError(f"line {number + 1} is not valid JSON") from None
+            if isinstance(record, dict):
+                keys.update(dict.fromkeys(record))
+    return list(keys)
+
+
+def _decode_lines(path: Path, spec: ExportSpec, skip_lines: Collection[int]) -> Iterator[Batch]:
+    batch = Batch(spec.table)
+    skip = set(skip_lines)
+    with _open(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                batch.rejects.append(
+                    Reject(
+                        f"line {number} is not valid JSON",
+                        line.decode("utf-8", "replace").rstrip("\r\n"),
+                    )
+                )
+                continue
+            if isinstance(record, dict) and LINE_FIELD in record:
+                if record.pop(LINE_FIELD) in skip:
+                    continue
+            row = spec.to_row(record)
+            if isinstance(row, str):
+                batch.rejects.append(Reject(row, record))
+            else:
+                batch.rows.append(row)
+            if len(batch.rows) >= _PYTHON_BATCH_ROWS:
+                yield batch
+                batch = Batch(spec.table)
+    yield batch
+
+
+def _decode_fast(
+    path: Path, spec: ExportSpec, sample_keys: list[str], skip_lines: Collection[int]
+) -> Iterator[Batch]:
+    import duckdb
+
+    plan = _plan(spec, sample_keys)
+    source = (
+        f"read_json('{_sql_str(str(path))}', format = 'newline_delimited', "
+        f"columns = {plan.columns_sql})"
+    )
+    if skip_lines:
+        source = f"(SELECT * FROM {source} WHERE {LINE_FIELD} NOT IN (SELECT line FROM _skip))"
+    con = scratch_duckdb(path.parent, threads=_DECODE_THREADS, memory_mb=_DECODE_MEMORY_MB)
+    try:
+        if skip_lines:
+            con.execute(
+                "CREATE TEMP TABLE _skip AS SELECT unnest($lines::BIGINT[]) AS line",
+                {"lines": sorted(skip_lines)},
+            )
+        bad = 0
+        result = con.sql(f"SELECT {plan.select_sql}, ({plan.ok_sql}) AS _ok FROM {source}")
+        for record_batch in result.to_arrow_reader(_BATCH_ROWS):
+            ok = record_batch.column("_ok")
+            good = record_batch.filter(ok).drop_columns(["_ok"])
+            bad += record_batch.num_rows - good.num_rows
+            if good.num_rows:
+                yield Batch(spec.table, arrow=good)
+        if bad:
+            # The few records the SQL casts refused: the tolerant path keeps what it can.
+            raw = con.execute(f"SELECT {plan.raw_sql} FROM {source} WHERE NOT ({plan.ok_sql})")
+            names = [d[0] for d in raw.description]
+            while chunk := raw.fetchmany(_PYTHON_BATCH_ROWS):
+                yield _tolerant_batch(spec, plan, names, chunk)
+    except (duckdb.Error, OSError) as exc:
+        # DuckDB's errors reach the Arrow reader's caller as OSError with DuckDB's text.
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, duckdb.InvalidInputException | duckdb.OutOfMemoryException) or (
+            problem.startswith(("Invalid Input Error", "Out of Memory Error"))
+        ):
+            # A line that is not JSON, or more memory than the decode may take: the
+            # line-by-line reader keeps what it can of the first and is bounded for the second.
+            raise RedoUnit(f"{path.name}: {problem}") from exc
+        raise PermanentError(f"decoding {path.name} failed: {problem}") from exc
+    finally:
+        con.close()
+
+
+def _tolerant_batch(
+    spec: ExportSpec, plan: _Plan, names: list[str], values: list[tuple[Any, ...]]
+) -> Batch:
+    batch = Batch(spec.table)
+    for row_values in values:
+        record = {k: v for k, v in zip(names, row_values, strict=True) if v is not None}
+        for key, value in list(record.items()):
+            if isinstance(value, str) and key in plan.json_keys:
+                record[key] = orjson.loads(value)
+        row = spec.to_row(record)
+        if isinstance(row, str):
+            batch.rejects.append(Reject(row, record))
+        else:
+            batch.rows.append(row)
+    return batch
+
+
+@dataclass(frozen=True)
+class _Plan:
+    columns_sql: str
+    select_sql: str
+    ok_sql: str
+    raw_sql: str
+    json_keys: frozenset[str]
+
+
+def scratch_duckdb(work_dir: Path, *, threads: int, memory_mb: int) -> Any:
+    """An in-memory DuckDB for decoding: bounded memory, spilling to ``work_dir`` beyond it."""
+    import duckdb
+
+    con = duckdb.connect(
+        config={
+            "threads": threads,
+            "memory_limit": f"{memory_mb}MB",
+            "temp_directory": str(work_dir / "duckdb.tmp"),
+        }
+    )
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
+    """SQL that reads a part's wire keys and casts them to the table's columns."""
+    has_line = LINE_FIELD in sample_keys
+    sample_keys = [k for k in sample_keys if k != LINE_FIELD]
+    by_lower = {k.lower(): k for k in sample_keys}
+    wire_for: dict[str, str] = {}  # column -> wire key as spelt in this part
+    for wire, column in spec.fields.items():
+        wire_for[column] = by_lower.get(wire.lower()) or wire
+    known = {w.lower() for w in spec.fields}
+    unknown = [k for k in sample_keys if k.lower() not in known]
+    columns: dict[str, str] = {}
+    selects: list[str] = []
+    checks: list[str] = []
+    json_keys: set[str] = set()
+    for col in spec.table.columns:
+        if col.name in _STAMPS or col.name == "AdditionalFields":
+            continue
+        found = wire_for.get(col.name)
+        if found is None:
+            selects.append(f'NULL AS "{col.name}"')
+            continue
+        wire = found
+        raw = f'"{_ident(wire)}"'
+        if col.type is KqlType.DYNAMIC:
+            columns[wire] = "JSON"
+            json_keys.add(wire)
+        else:
+            columns[wire] = "VARCHAR"
+        expr, check = _cast(raw, col.type)
+        selects.append(f'{expr} AS "{col.name}"')
+        if check:
+            checks.append(check)
+        if col.name in spec.required:
+            checks.append(f"coalesce({raw}, '') <> ''")
+    for key in unknown:
+        columns[key] = "JSON"
+        json_keys.add(key)
+    if has_line:
+        columns[LINE_FIELD] = "BIGINT"
+    if unknown:
+        pairs = ", ".join(f"'{_sql_str(k)}', \"{_ident(k)}\"" for k in unknown)
+        selects.append(f'json_object({pairs}) AS "AdditionalFields"')
+    else:
+        selects.append('NULL::JSON AS "AdditionalFields"')
+    columns_sql = "{" + ", ".join(f"'{_sql_str(k)}': '{v}'" for k, v in columns.items()) + "}"
+    raw_sql = ", ".join(f'"{_ident(k)}"' for k in columns if k != LINE_FIELD)
+    return _Plan(
+        columns_sql,
+        ", ".join(selects),
+        " AND ".join(checks) or "true",
+        raw_sql,
+        frozenset(json_keys),
+    )
+
+
+def _cast(raw: str, kql_type: KqlType) -> tuple[str, str | None]:
+    """The SQL cast of a VARCHAR wire value, and the condition under which it succeeded."""
+    blank = f"({raw} IS NULL OR {raw} = '')"
+    if kql_type in (KqlType.STRING, KqlType.GUID, KqlType.DYNAMIC):
+        return raw, None
+    if kql_type is KqlType.BOOL:
+        expr = f"CASE lower({raw}) WHEN 'true' THEN true WHEN 'false' THEN false END"
+        return expr, f"({blank} OR lower({raw}) IN ('true', 'false', 'unknown'))"
+    sql_type = {
+        KqlType.INT: "INTEGER",
+        KqlType.LONG: "BIGINT",
+        KqlType.REAL: "DOUBLE",
+        KqlType.DATETIME: "TIMESTAMPTZ",
+    }[kql_type]
+    expr = f"TRY_CAST(nullif({raw}, '') AS {sql_type})"
+    return expr, f"({blank} OR {expr} IS NOT NULL)"
+
+
+def _ident(name: str) -> str:
+    return name.replace('"', '""')
+
+
+def _sql_str(text: str) -> str:
+    return text.replace("'", "''")
