@@ -20,6 +20,7 @@ import ssl
 from typing import Any
 
 from endpoint_forensics.auth import build_credential, first_line
+from endpoint_forensics.azure.arm import TABLE_COLUMN_TYPES
 from endpoint_forensics.azure.classic import migrate_url
 from endpoint_forensics.config import SentinelConfig, Settings
 from endpoint_forensics.config.workspace import WorkspaceRef
@@ -28,7 +29,7 @@ from endpoint_forensics.doctor_sentinel import tables_written
 from endpoint_forensics.errors import AuthError, EpfError, HttpStatusError
 from endpoint_forensics.http import ApiClient, AuthStyle
 from endpoint_forensics.ratelimit import RateBudget, RateLimit
-from endpoint_forensics.tables import TABLES, KqlType, Table
+from endpoint_forensics.tables import TABLES, Table
 
 __all__ = ["TABLES_API_VERSION", "compat_without_workspace", "workspace_checks"]
 
@@ -45,17 +46,9 @@ _ARM_AUTH = AuthStyle(
     forbidden="no Azure role of the identity allows this on the workspace",
     untrusted="set ca_bundle in [sentinel] to the CA that issued it",
 )
-# The Tables API's column types, by registry type.
-_ARM_TYPES = {
-    KqlType.STRING: "string",
-    KqlType.INT: "int",
-    KqlType.LONG: "long",
-    KqlType.REAL: "real",
-    KqlType.BOOL: "boolean",
-    KqlType.DATETIME: "datetime",
-    KqlType.DYNAMIC: "dynamic",
-    KqlType.GUID: "guid",
-}
+# The Tables API's column types, by registry type, as the template declares them (the API
+# answers them in lower case).
+_ARM_TYPES = {kind: name.lower() for kind, name in TABLE_COLUMN_TYPES.items()}
 
 
 class _Bearer:

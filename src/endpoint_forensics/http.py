@@ -259,6 +259,35 @@ class ApiClient:
                 request_id=request_id,
             )
 
+    def get_odata_page(
+        self,
+        url: str,
+        *,
+        scope: str,
+        budget: RateBudget,
+        params: Mapping[str, str] | None = None,
+    ) -> ODataPage:
+        """One OData page: its ``value`` array ([] when absent) and its ``@odata.nextLink``.
+
+        Raises:
+            HttpStatusError: the answer is not an OData object, or any ``request_json`` 4xx.
+        """
+        body = self.request_json("GET", url, scope=scope, budget=budget, params=params)
+        if not isinstance(body, dict):
+            where = sanitize_url(url if not params else f"{url}?{urlencode(params, safe='$')}")
+            raise HttpStatusError(
+                f"GET {where}: expected an OData object, got {type(body).__name__}",
+                method="GET",
+                url=where,
+                status=200,
+            )
+        value = body.get("value")
+        link = body.get("@odata.nextLink")
+        return ODataPage(
+            value if isinstance(value, list) else [],
+            link if isinstance(link, str) and link else None,
+        )
+
     def iter_odata_pages(
         self,
         url: str,
@@ -271,23 +300,10 @@ class ApiClient:
         next_url: str | None = url
         next_params = params
         while next_url is not None:
-            body = self.request_json(
-                "GET", next_url, scope=scope, budget=budget, params=next_params
-            )
-            if not isinstance(body, dict):
-                raise HttpStatusError(
-                    f"GET {sanitize_url(next_url)}: expected an OData object, got "
-                    f"{type(body).__name__}",
-                    method="GET",
-                    url=sanitize_url(next_url),
-                    status=200,
-                )
-            value = body.get("value")
-            link = body.get("@odata.nextLink")
+            page = self.get_odata_page(next_url, scope=scope, budget=budget, params=next_params)
             # The link is opaque and complete ($skip or $skiptoken): never re-add parameters.
-            next_url = link if isinstance(link, str) and link else None
-            next_params = None
-            yield ODataPage(value if isinstance(value, list) else [], next_url)
+            next_url, next_params = page.next_link, None
+            yield page
 
     def download(self, url: str, dest: Path, *, chunk_bytes: int = 1 << 20) -> int:
         """Stream a signed (SAS) URL to ``dest`` with no Authorization header; return its size.

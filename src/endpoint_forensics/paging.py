@@ -18,7 +18,6 @@ from urllib.parse import urlencode
 
 import orjson
 
-from endpoint_forensics.errors import HttpStatusError
 from endpoint_forensics.http import ApiClient, ODataPage, sanitize_url
 from endpoint_forensics.ratelimit import RateBudget
 
@@ -69,20 +68,10 @@ def iter_skip_pages(
             on_repeat(reason)
 
     while next_url is not None:
+        page = client.get_odata_page(next_url, scope=scope, budget=budget, params=next_params)
         query = f"?{urlencode(next_params, safe='$')}" if next_params else ""
         where = sanitize_url(next_url + query)
-        body = client.request_json("GET", next_url, scope=scope, budget=budget, params=next_params)
-        if not isinstance(body, dict):
-            raise HttpStatusError(
-                f"GET {where}: expected an OData object, got {type(body).__name__}",
-                method="GET",
-                url=where,
-                status=200,
-            )
-        raw_value = body.get("value")
-        value = raw_value if isinstance(raw_value, list) else []
-        raw_link = body.get("@odata.nextLink")
-        link = raw_link if isinstance(raw_link, str) and raw_link else None
+        value, link = page.value, page.next_link
         digest = hashlib.blake2b(orjson.dumps(value), digest_size=16).digest()
         if digest in pages_seen:
             stop(f"GET {where} repeated an earlier page")

@@ -33,6 +33,7 @@ __all__ = [
     "PROFILES",
     "RETENTION_DAYS",
     "TABLES_API_VERSION",
+    "TABLE_COLUMN_TYPES",
     "TOTAL_RETENTION_DAYS",
     "build_arm_template",
     "retention_problem",
@@ -53,7 +54,7 @@ TOTAL_RETENTION_DAYS = (4, 4383)
 # compat on adds DCRs without moving a core stream to another DCR (and another immutable id).
 PROFILES = ("core", "compat")
 
-_TABLE_COLUMN_TYPES = {
+TABLE_COLUMN_TYPES = {
     KqlType.STRING: "string",
     KqlType.INT: "int",
     KqlType.LONG: "long",
@@ -150,7 +151,7 @@ def _table_resource(table: Table) -> ArmObject:
                 "columns": [
                     {
                         "name": c.name,
-                        "type": _TABLE_COLUMN_TYPES[c.type],
+                        "type": TABLE_COLUMN_TYPES[c.type],
                         "description": _literal(c.description),
                     }
                     for c in table.columns
