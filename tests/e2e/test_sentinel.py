@@ -12,9 +12,10 @@ import pytest
 from endpoint_forensics.config import Settings, load_settings
 from endpoint_forensics.emulator import Emulator, EmulatorSettings
 from endpoint_forensics.emulator.settings import Fault
-from endpoint_forensics.pipeline import RunSummary, run_sync
 from endpoint_forensics.sinks import close_sinks, open_sinks
 from endpoint_forensics.store import run_query
+
+from .sentinel_support import ingested_since, local_counts, sync
 
 pytestmark = pytest.mark.e2e
 
@@ -35,29 +36,6 @@ def sentinel_settings(emu: Emulator, tmp_path: Path, **overrides: Any) -> Settin
         **overrides,
     }
     return load_settings(config, environ={}, overrides=values)
-
-
-def sync(settings: Settings) -> RunSummary:
-    sinks = open_sinks(settings)
-    try:
-        return run_sync(settings, sinks)
-    finally:
-        close_sinks(sinks)
-
-
-def local_counts(settings: Settings) -> dict[str, int]:
-    con = duckdb.connect(str(settings.store.path), read_only=True)
-    try:
-        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
-        counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in tables}
-    finally:
-        con.close()
-    return {t: n for t, n in counts.items() if n and not t.startswith("_")}
-
-
-def ingested_since(emu: Emulator, before: dict[str, int]) -> dict[str, int]:
-    now = emu.stats()["ingested"]
-    return {t: n - before.get(t, 0) for t, n in now.items() if n - before.get(t, 0)}
 
 
 def test_sentinel_receives_exactly_the_rows_of_the_local_store(

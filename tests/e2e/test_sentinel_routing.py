@@ -7,16 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from endpoint_forensics.config import Settings, load_settings
 from endpoint_forensics.demo import run_demo
 from endpoint_forensics.emulator import Emulator, EmulatorSettings
 from endpoint_forensics.errors import ConfigError
-from endpoint_forensics.pipeline import RunSummary, run_sync
-from endpoint_forensics.sinks import close_sinks, open_sinks
 from endpoint_forensics.tables import TABLES
+
+from .sentinel_support import ingested_since, local_counts, sync
 
 pytestmark = pytest.mark.e2e
 
@@ -33,29 +32,6 @@ def settings_for(emu: Emulator, folder: Path, **overrides: Any) -> Settings:
     emu.write_config(config)
     values = {"store.path": str(folder / "ws.duckdb"), "state.dir": str(folder / "state")}
     return load_settings(config, environ={}, overrides={**values, **overrides})
-
-
-def sync(settings: Settings) -> RunSummary:
-    sinks = open_sinks(settings)
-    try:
-        return run_sync(settings, sinks)
-    finally:
-        close_sinks(sinks)
-
-
-def local_counts(settings: Settings) -> dict[str, int]:
-    con = duckdb.connect(str(settings.store.path), read_only=True)
-    try:
-        names = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
-        counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in names}
-    finally:
-        con.close()
-    return {t: n for t, n in counts.items() if n and not t.startswith("_")}
-
-
-def ingested_since(emu: Emulator, before: dict[str, int]) -> dict[str, int]:
-    now = emu.stats()["ingested"]
-    return {t: n - before.get(t, 0) for t, n in now.items() if n - before.get(t, 0)}
 
 
 def test_every_table_listed_for_one_dcr_is_a_config_error(tenant: Emulator, tmp_path: Path) -> None:
