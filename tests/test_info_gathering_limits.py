@@ -61,15 +61,7 @@ def test_the_emulator_refuses_the_sixth_call_in_a_minute():
             verify=ssl.create_default_context(cafile=str(emu.ca_path)), trust_env=False, timeout=60
         ) as client,
     ):
-        token = client.post(
-            f"{emu.base_url}/{emu.tenant_id}/oauth2/v2.0/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": emu.client_id,
-                "client_secret": emu.client_secret,
-                "scope": "https://api.securitycenter.microsoft.com/.default",
-            },
-        ).json()["access_token"]
+        token = emu.token()  # a valid WindowsDefenderATP token, all roles
         headers = {"Authorization": f"Bearer {token}"}
         url = f"{emu.base_url}/api/machines/InfoGatheringExport"
         statuses = [

@@ -20,19 +20,9 @@ _NAME = re.compile(r"\[concat\(parameters\('workspaceName'\), '/(\w+)'\)\]")
 _PARAMETER = re.compile(r"\[parameters\('(\w+)'\)\]")
 
 
-def arm_token(client: httpx.Client, emu: Emulator) -> str:
-    response = client.post(
-        f"{emu.base_url}/{emu.tenant_id}/oauth2/v2.0/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": emu.client_id,
-            "client_secret": emu.client_secret,
-            "scope": "https://management.azure.com/.default",
-        },
-    )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
+def arm_token(emu: Emulator) -> str:
+    """A Resource Manager token of the emulated app."""
+    return emu.token("https://management.azure.com")
 
 
 def evaluated(value: Any, parameters: dict[str, Any]) -> Any:

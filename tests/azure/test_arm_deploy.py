@@ -67,7 +67,7 @@ def workspace() -> Iterator[tuple[Emulator, httpx.Client, str]]:
     with Emulator(EmulatorSettings(devices=5, seed=SEED, iot_sensors=0)) as emu:
         verify = ssl.create_default_context(cafile=str(emu.ca_path))
         with httpx.Client(verify=verify, trust_env=False, timeout=30.0) as client:
-            yield emu, client, arm_token(client, emu)
+            yield emu, client, arm_token(emu)
 
 
 def _run_script(

@@ -33,15 +33,7 @@ def _emulator_view(emu):
     with httpx.Client(
         verify=ssl.create_default_context(cafile=str(emu.ca_path)), trust_env=False, timeout=60
     ) as client:
-        token = client.post(
-            f"{emu.base_url}/{emu.tenant_id}/oauth2/v2.0/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": emu.client_id,
-                "client_secret": emu.client_secret,
-                "scope": "https://api.securitycenter.microsoft.com/.default",
-            },
-        ).json()["access_token"]
+        token = emu.token()  # a valid WindowsDefenderATP token, all roles
         headers = {"Authorization": f"Bearer {token}"}
         records = client.get(
             f"{emu.base_url}/api/deviceavinfo", params={"$top": 10_000}, headers=headers

@@ -69,7 +69,7 @@ def table_checks(checks: list[Check]) -> dict[str, Check]:
 def test_classic_tables_fail_with_the_migrate_command_until_migrated(
     emu: Emulator, client: httpx.Client, tmp_path: Path
 ) -> None:
-    token = arm_token(client, emu)
+    token = arm_token(emu)
     # The core template deployed, the original connector's tables still classic.
     deployed = deploy_tables(client, emu, WORKSPACE, build_arm_template(), token)
     assert {r.status_code for r in deployed.values()} == {200}
@@ -120,7 +120,7 @@ def _written(settings: Settings) -> list[str]:
 def test_missing_tables_and_a_column_of_another_type_fail_with_their_fix(
     emu: Emulator, client: httpx.Client, tmp_path: Path
 ) -> None:
-    token = arm_token(client, emu)
+    token = arm_token(emu)
     runs = TABLES["EPF_Runs_CL"]
     retyped = next(c for c in runs.columns if c.type.value == "string" and c.name != "RunId")
     columns = [
