@@ -25,9 +25,9 @@ import duckdb
 import httpx
 
 from endpoint_forensics.config import load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.pipeline import run_sync
+from endpoint_forensics.pipeline.run import run_sync
 from endpoint_forensics.sinks.duckdb import DuckDBSink
+from epf_emulator import Emulator, EmulatorSettings
 
 
 def main() -> int:

@@ -142,8 +142,8 @@ def _report(db: Path, wall: float, peak_mb: float, truth: dict[str, int]) -> Non
 
 def _floor(base_url: str, ca: Path, config: Path, scratch: Path, db: Path) -> tuple[float, float]:
     """Time DuckDB's read_json on the vulnerability export parts (downloaded first, untimed)."""
-    from endpoint_forensics.auth import CredentialTokenProvider
     from endpoint_forensics.config import load_settings
+    from endpoint_forensics.identity.credentials import CredentialTokenProvider
 
     tenant = load_settings(config).tenants[0]
     token = CredentialTokenProvider(tenant).get_token(tenant.mde_scope)
@@ -202,8 +202,8 @@ def _ctx(ca: Path) -> ssl.SSLContext:
 
 def _build_exports(config: Path) -> None:
     """Ask for each export once, so the emulator writes its files before the timed sync."""
-    from endpoint_forensics.auth import CredentialTokenProvider
     from endpoint_forensics.config import load_settings
+    from endpoint_forensics.identity.credentials import CredentialTokenProvider
 
     tenant = load_settings(config).tenants[0]
     token = CredentialTokenProvider(tenant).get_token(tenant.mde_scope)

@@ -33,9 +33,9 @@ import duckdb
 import httpx
 import orjson
 
-from endpoint_forensics.auth import build_credential
 from endpoint_forensics.config import load_settings
-from endpoint_forensics.pipeline import run_sync
+from endpoint_forensics.identity.credentials import build_credential
+from endpoint_forensics.pipeline.run import run_sync
 from endpoint_forensics.sinks import close_sinks, open_sinks
 from endpoint_forensics.sinks.sentinel import SentinelSink
 

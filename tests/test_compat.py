@@ -7,11 +7,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from endpoint_forensics.compat import DERIVED, derive
 from endpoint_forensics.contracts import Batch
 from endpoint_forensics.sinks.duckdb import DuckDBSink
 from endpoint_forensics.sources.hunting import HEALTH_SCIDS
-from endpoint_forensics.store import QueryError, run_query
 from endpoint_forensics.tables import (
     AGENT_HEALTH,
     AGENT_HEALTH_TESTS,
@@ -23,6 +21,8 @@ from endpoint_forensics.tables import (
     name_problem,
 )
 from endpoint_forensics.tables.compat import COMPAT_TABLES, LEGACY_MAC_TESTS
+from endpoint_forensics.transforms.compat import DERIVED, derive
+from endpoint_forensics.workspace.store import QueryError, run_query
 
 STAMPS = {c.name for c in COMMON_COLUMNS}
 # The vocabularies the original wrote (original-connector.md); Unknown has no value.

@@ -4,9 +4,9 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics.errors import AuthError, HttpStatusError, TransientError
-from endpoint_forensics.http import ApiClient, retry_after_seconds, sanitize_url
-from endpoint_forensics.ratelimit import RateBudget, RateLimit
+from endpoint_forensics.errors import AuthError, HttpStatusError, TransientError, WireFormatError
+from endpoint_forensics.http.client import ApiClient, sanitize_url
+from endpoint_forensics.http.ratelimit import RateBudget, RateLimit
 
 SCOPE = "https://api.securitycenter.microsoft.com/.default"
 
@@ -178,14 +178,6 @@ def test_paging_follows_next_links_verbatim():
     ]
 
 
-def test_retry_after_forms():
-    assert retry_after_seconds("7") == 7
-    assert retry_after_seconds(None) is None
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:05 GMT", now=1445412480.0) == 5.0
-    assert retry_after_seconds("999999") == 3600  # capped
-
-
 def test_sanitize_url_redacts_signatures_only():
     url = "https://blob.test/part-0.json.gz?sv=2019-12-12&se=2021-01-11T14%3A35%3A13Z&sig=abcSECRET%3D"
     safe = sanitize_url(url)
@@ -197,3 +189,14 @@ def test_requests_carry_the_user_agent():
     client, seen, _ = client_for([(200, {}, {})])
     client.request_json("GET", "https://mde.test/x", scope=SCOPE, budget=budget())
     assert seen[0].headers["User-Agent"].startswith("epf/")
+
+
+def test_an_answer_of_the_wrong_shape_is_a_wire_format_error():
+    client, seen, _ = client_for([(200, [1, 2], {})])
+    with pytest.raises(WireFormatError, match="expected an OData object, got list") as info:
+        client.get_odata_page(
+            "https://mde.test/api/machines", scope=SCOPE, budget=budget(), params={"sig": "SECRET"}
+        )
+    assert len(seen) == 1  # not retried: the same request would get the same answer
+    assert info.value.method == "GET" and "sig=REDACTED" in info.value.url
+    assert "SECRET" not in info.value.url and "SECRET" not in str(info.value)

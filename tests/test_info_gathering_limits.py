@@ -6,9 +6,9 @@ import ssl
 import httpx
 
 from endpoint_forensics.config.models import TenantConfig
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.limits import DEFAULT_RATE_LIMITS
-from endpoint_forensics.ratelimit import DOCUMENTED_LIMITS, RateBudget
+from endpoint_forensics.http.ratelimit import DOCUMENTED_LIMITS, RateBudget
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.common.limits import DEFAULT_RATE_LIMITS
 
 
 class FakeTime:

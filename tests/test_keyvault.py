@@ -7,12 +7,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from endpoint_forensics.config import Settings, load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings, Fault
+from endpoint_forensics.config import Secret, SecretReferenceError, Settings, load_settings
 from endpoint_forensics.errors import ConfigError
-from endpoint_forensics.pipeline import run_sync
-from endpoint_forensics.secrets_keyvault import SecretReference, parse_reference
+from endpoint_forensics.identity.keyvault import (
+    SecretReference,
+    parse_reference,
+    resolve_references,
+)
+from endpoint_forensics.pipeline.run import run_sync
 from endpoint_forensics.sinks.duckdb import DuckDBSink
+from epf_emulator import Emulator, EmulatorSettings, Fault
 
 VERSION = "4387e9f3d6e14c459867679a90fd0f79"
 TOKEN_VALUE = "contoso-token-value-7d1f"
@@ -113,7 +117,7 @@ def test_the_keyvault_credential_cannot_come_from_key_vault(tmp_path):
 def test_a_malformed_reference_names_the_key(tmp_path):
     path = write(tmp_path, TENANT.format(secret="keyvault:myvault/bad_name") + VAULT_APP)
     with pytest.raises(ConfigError, match=r"tenants\[0\]\.client_secret: 'keyvault:myvault/bad"):
-        load_settings(path, environ={})
+        load_settings(path, environ={}, keyvault_resolver=resolve_references)
 
 
 def test_the_keyvault_section_is_validated_like_the_others(tmp_path):
@@ -121,6 +125,35 @@ def test_the_keyvault_section_is_validated_like_the_others(tmp_path):
     text += 'client_secret = "literal"\n'
     with pytest.raises(ConfigError, match=r"keyvault: set exactly one of client_secret"):
         load_settings(write(tmp_path, text), environ={})
+
+
+def test_a_loader_given_no_resolver_refuses_references(tmp_path):
+    path = write(tmp_path, TENANT.format(secret="keyvault:myvault/name") + VAULT_APP)
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.client_secret: .*no keyvault_resolver"):
+        load_settings(path, environ={})
+
+
+def test_the_resolver_gets_the_section_and_the_references_as_written(tmp_path):
+    calls = []
+
+    def resolver(vault, texts):
+        calls.append((vault.client_id, list(texts)))
+        return {text: Secret(f"value of {text}", source=text) for text in texts}
+
+    path = write(tmp_path, TENANT.format(secret="keyvault:myvault/name") + VAULT_APP)
+    settings = load_settings(path, environ={}, keyvault_resolver=resolver)
+    assert calls == [("66666666-7777-8888-9999-000000000000", ["keyvault:myvault/name"])]
+    secret = settings.tenants[0].client_secret
+    assert secret is not None and secret.reveal() == "value of keyvault:myvault/name"
+
+
+def test_a_resolver_failure_names_the_keys_of_the_failed_reference(tmp_path):
+    def resolver(vault, texts):
+        raise SecretReferenceError("secret name: not found", references=texts)
+
+    path = write(tmp_path, TENANT.format(secret="keyvault:myvault/name") + VAULT_APP)
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.client_secret: secret name: not found"):
+        load_settings(path, environ={}, keyvault_resolver=resolver)
 
 
 def test_settings_without_references_need_no_keyvault_section(tmp_path):
@@ -163,7 +196,9 @@ def vault_config(emu: Emulator, tmp_path: Path, secret_ref: str, *, sentinel: bo
 def load(emu: Emulator, path: Path, tmp_path: Path, *, app_secret: str | None = None) -> Settings:
     overrides = {"store.path": str(tmp_path / "ws.duckdb"), "state.dir": str(tmp_path / "state")}
     environ = {"VAULT_APP_SECRET": app_secret or emu.client_secret}
-    return load_settings(path, environ=environ, overrides=overrides)
+    return load_settings(
+        path, environ=environ, overrides=overrides, keyvault_resolver=resolve_references
+    )
 
 
 def vault_reads(emu: Emulator, name: str) -> int:

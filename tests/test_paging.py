@@ -10,9 +10,9 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics.http import ApiClient
-from endpoint_forensics.paging import iter_skip_pages
-from endpoint_forensics.ratelimit import RateBudget, RateLimit
+from endpoint_forensics.http.client import ApiClient
+from endpoint_forensics.http.paging import iter_skip_pages
+from endpoint_forensics.http.ratelimit import RateBudget, RateLimit
 
 SCOPE = "https://api.securitycenter.microsoft.com/.default"
 URL = "https://mde.test/api/machines"
@@ -78,7 +78,7 @@ def test_a_next_link_is_followed_verbatim_to_the_end_of_its_chain():
 
 
 def test_a_page_that_repeats_ends_the_walk_with_a_warning(caplog):
-    caplog.set_level(logging.WARNING, "endpoint_forensics.paging")
+    caplog.set_level(logging.WARNING, "endpoint_forensics.http.paging")
     page = {"value": [{"id": "a"}, {"id": "b"}]}
     pages, seen, stats = walk([page, page], top=2)
     assert pages == [page["value"]]  # nothing twice
@@ -94,7 +94,7 @@ def test_a_page_repeating_an_older_one_also_ends_the_walk():
 
 
 def test_a_next_link_that_loops_ends_the_walk(caplog):
-    caplog.set_level(logging.WARNING, "endpoint_forensics.paging")
+    caplog.set_level(logging.WARNING, "endpoint_forensics.http.paging")
     link = "https://mde.test/api/machines?$filter=x&$skip=10000"
     pages, seen, _ = walk(
         [

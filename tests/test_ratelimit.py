@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from endpoint_forensics.ratelimit import RateBudget, RateLimit
+from endpoint_forensics.http.ratelimit import RateBudget, RateLimit
 
 
 class FakeTime:

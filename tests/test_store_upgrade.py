@@ -4,7 +4,7 @@ from pathlib import Path
 
 import duckdb
 
-from endpoint_forensics import store
+from endpoint_forensics.workspace import store
 
 
 def test_an_older_workspace_gets_snapshot_time_from_time_generated(tmp_path: Path) -> None:

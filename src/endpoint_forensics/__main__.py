@@ -1,3 +1,5 @@
-from endpoint_forensics.cli import main
+"""``python -m endpoint_forensics``: the ``epf`` command. May import ``cli``."""
+
+from endpoint_forensics.cli.commands import main
 
 main()

@@ -4,7 +4,7 @@ A source yields ``Unit`` objects (a page, a query, an export part), each a lazy 
 ``Batch`` objects for one table plus the resume token that continues *after* it. The pipeline
 delivers a unit to every sink as one all-or-nothing write, then records the token, so a run
 that stops midway resumes at the next unit with nothing written twice. Sources never import
-sinks, nor sinks sources. Imports only ``tables``.
+sinks, nor sinks sources. May import ``tables`` only.
 """
 
 from __future__ import annotations

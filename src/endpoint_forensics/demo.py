@@ -1,22 +1,63 @@
 """The demo: an emulated tenant, one full sync into a local workspace, and what it found.
 
-Owns the glue the ``epf demo`` command runs; the CLI only renders what this returns.
+Owns the glue the ``epf demo`` command runs (the CLI only renders what this returns) and the
+check that the emulator's web stack, the ``demo`` extra, is installed: without it ``epf demo``
+and ``epf emulator`` say in one line what to install instead of failing on an import.
+The one product module besides the ``epf emulator`` command that imports ``epf_emulator``, and
+only inside ``run_demo``. May import ``pipeline``, ``sinks``, ``config``, ``workspace``,
+``tables`` and ``errors``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from endpoint_forensics import store
 from endpoint_forensics.config import load_settings
-from endpoint_forensics.pipeline import Progress, RunSummary, run_sync
+from endpoint_forensics.errors import ConfigError
+from endpoint_forensics.pipeline.run import Progress, RunSummary, run_sync
 from endpoint_forensics.sinks import close_sinks, open_sinks
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
+from endpoint_forensics.workspace import store
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = [
+    "DEMO_EXTRA_INSTALL",
+    "DEMO_EXTRA_MODULES",
+    "DemoResult",
+    "require_demo_extra",
+    "run_demo",
+]
+
+#: The ``demo`` extra by import name: Starlette, uvicorn, python-multipart and trustme.
+DEMO_EXTRA_MODULES = ("starlette", "uvicorn", "python_multipart", "trustme")
+DEMO_EXTRA_INSTALL = "pip install 'endpoint-forensics[demo]'"
+
+
+def require_demo_extra(command: str) -> None:
+    """Check that the emulator's web stack can be imported, before an emulator starts.
+
+    Args:
+        command: what needs it, for the message (``epf demo``).
+
+    Raises:
+        ConfigError: a module of the ``demo`` extra is missing; the message says what to install.
+    """
+    missing = [name for name in DEMO_EXTRA_MODULES if not _importable(name)]
+    if missing:
+        raise ConfigError(
+            f"{command} needs the demo extra ({', '.join(missing)} not installed): "
+            f"{DEMO_EXTRA_INSTALL}"
+        )
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder refused it; a module left without a spec
+        return False
 
 
 @dataclass
@@ -48,8 +89,13 @@ def run_demo(
     progress: Progress | None = None,
     emulator_options: dict[str, Any] | None = None,
 ) -> DemoResult:
-    """Start the emulator, sync it into ``db``, and summarise the latest snapshot."""
-    from endpoint_forensics.emulator import Emulator, EmulatorSettings
+    """Start the emulator, sync it into ``db``, and summarise the latest snapshot.
+
+    Raises:
+        ConfigError: the ``demo`` extra is not installed (see ``require_demo_extra``).
+    """
+    require_demo_extra("epf demo")
+    from epf_emulator import Emulator, EmulatorSettings
 
     settings_kw: dict[str, Any] = {"devices": devices, "seed": seed, **(emulator_options or {})}
     with tempfile.TemporaryDirectory(prefix="epf-demo-") as tmp:

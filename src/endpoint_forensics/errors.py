@@ -11,6 +11,7 @@
     │   └── RequestTimedOut  no answer in time (read timeout, 504), not to be sent again
     ├── PermanentError     400, 403, 404, schema rejected: skip and report
     │   ├── HttpStatusError  a remote API answered with an error status
+    │   ├── WireFormatError  a remote API answered 2xx with a body of the wrong shape
     │   └── LinkExpired      a signed download link expired: request fresh links
     └── SinkError          a sink could not store a unit (out of memory, disk): that dataset
                            fails alone, and the next run collects it again
@@ -94,6 +95,17 @@ class HttpStatusError(PermanentError):
         self.status = status
         self.code = code
         self.request_id = request_id
+
+
+class WireFormatError(PermanentError):
+    """A remote API answered with success but a body of the wrong shape (not JSON, no
+    ``value`` list, a field of the wrong type): retrying cannot help; the message says what
+    was expected, naming the path without its query string."""
+
+    def __init__(self, message: str, *, method: str, url: str) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
 
 
 class LinkExpired(PermanentError):

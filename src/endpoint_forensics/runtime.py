@@ -4,7 +4,7 @@ glibc gives every thread its own malloc arena, and DuckDB's and the HTTP client'
 each keep theirs; Arrow's default pool keeps freed memory too. Over a large sync the resident
 set then grows with every dataset although each one frees what it used. Two arenas and Arrow's
 system pool keep it bounded (measured: 637 MB -> 454 MB peak for 100,000 devices, same speed).
-Imports nothing of ours.
+May import nothing of ours.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from endpoint_forensics.emulator import Emulator
+from epf_emulator import Emulator
 
 TABLE_TYPE = "Microsoft.OperationalInsights/workspaces/tables"
 _NAME = re.compile(r"\[concat\(parameters\('workspaceName'\), '/(\w+)'\)\]")

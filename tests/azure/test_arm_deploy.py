@@ -20,14 +20,14 @@ import httpx
 import pytest
 
 from endpoint_forensics.azure import build_arm_template, migration_script
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.arm_workspace import (
+from endpoint_forensics.tables import TABLES, Column, KqlType, Table
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.azure.workspace import (
     RESOURCE_GROUP,
     WORKSPACE_NAME,
     subscription_id,
     workspace_resource_id,
 )
-from endpoint_forensics.tables import TABLES, Column, KqlType, Table
 
 from .deploying import arm_token, deploy_tables
 

@@ -16,8 +16,8 @@ import pytest
 from azure.functions.timer import TimerRequest  # the concrete one; func.TimerRequest is the ABC
 
 from endpoint_forensics.azure.functions import run_collection
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.runlog import RunSummary
+from endpoint_forensics.pipeline.runlog import RunSummary
+from epf_emulator import Emulator, EmulatorSettings
 
 pytestmark = pytest.mark.e2e
 

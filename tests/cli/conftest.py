@@ -1,6 +1,6 @@
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from epf_emulator import Emulator, EmulatorSettings
 
 
 @pytest.fixture(scope="module")

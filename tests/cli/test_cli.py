@@ -1,11 +1,14 @@
 """The `epf` command as a user runs it: a separate process, real arguments, real exit codes."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
 
+import endpoint_forensics
 from endpoint_forensics.tables import TABLES
 
 
@@ -199,6 +202,51 @@ def test_emulator_writes_a_config_that_sync_uses(tmp_path):
         _, err = server.communicate(timeout=30)
     assert "https://127.0.0.1:" in err
     assert "Traceback" not in err
+
+
+# `epf` as if the demo extra were not installed: importing any of its modules fails, as it
+# would in an environment without them.
+WITHOUT_DEMO_EXTRA = """
+import runpy, sys
+
+MISSING = {"starlette", "uvicorn", "python_multipart", "multipart", "trustme"}
+
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in MISSING:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotInstalled())
+sys.argv = ["epf", *sys.argv[1:]]
+runpy.run_module("endpoint_forensics", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize(("command", "option"), [("demo", "--no-serve"), ("emulator", "--port=0")])
+def test_without_the_demo_extra_the_emulator_commands_say_what_to_install(
+    command, option, tmp_path
+):
+    # The package under test, wherever the process starts (cwd is an empty folder).
+    src = str(Path(endpoint_forensics.__file__).parents[1])
+    path = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_DEMO_EXTRA, command, "--devices", "5", option],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"epf {command} needs the demo extra" in lines[0]
+    assert "starlette, uvicorn, python_multipart, trustme not installed" in lines[0]
+    assert lines[0].endswith("pip install 'endpoint-forensics[demo]'")
+    assert list(tmp_path.iterdir()) == []  # no workspace, no emulator state
 
 
 def test_deploy_arm_writes_every_table_and_the_dcrs(tmp_path):

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from endpoint_forensics.config import Settings, load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.pipeline import RunSummary, run_sync
+from endpoint_forensics.pipeline.run import RunSummary, run_sync
 from endpoint_forensics.sinks.duckdb import DuckDBSink
+from epf_emulator import Emulator, EmulatorSettings
 
 
 @pytest.fixture(scope="session")

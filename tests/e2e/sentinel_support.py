@@ -4,9 +4,9 @@ counts on both sides."""
 import duckdb
 
 from endpoint_forensics.config import Settings
-from endpoint_forensics.emulator import Emulator
-from endpoint_forensics.pipeline import RunSummary, run_sync
+from endpoint_forensics.pipeline.run import RunSummary, run_sync
 from endpoint_forensics.sinks import close_sinks, open_sinks
+from epf_emulator import Emulator
 
 
 def sync(settings: Settings) -> RunSummary:

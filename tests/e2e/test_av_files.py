@@ -10,8 +10,8 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics import store
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from endpoint_forensics.workspace import store
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import settings_for, sync
 

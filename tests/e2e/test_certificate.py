@@ -1,7 +1,7 @@
 import pytest
 
-from endpoint_forensics import store
 from endpoint_forensics.config import load_settings
+from endpoint_forensics.workspace import store
 
 from .conftest import sync
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from endpoint_forensics.config import Settings, load_settings
-from endpoint_forensics.doctor import Check, exit_code, render, run_doctor
-from endpoint_forensics.doctor_sentinel import tables_written
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.outbox import Outbox
+from endpoint_forensics.doctor.run import Check, exit_code, render, run_doctor
+from endpoint_forensics.doctor.sentinel import tables_written
+from endpoint_forensics.sinks.outbox import Outbox
+from epf_emulator import Emulator, EmulatorSettings
 
 pytestmark = pytest.mark.e2e
 

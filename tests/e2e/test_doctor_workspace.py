@@ -13,10 +13,10 @@ import pytest
 
 from endpoint_forensics.azure import build_arm_template
 from endpoint_forensics.config import Settings, load_settings
-from endpoint_forensics.doctor import Check, exit_code, render, run_doctor
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.arm_workspace import workspace_resource_id
+from endpoint_forensics.doctor.run import Check, exit_code, render, run_doctor
 from endpoint_forensics.tables import TABLES
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.azure.workspace import workspace_resource_id
 
 from ..azure.deploying import arm_token, deploy_tables
 
@@ -112,7 +112,7 @@ def test_classic_tables_fail_with_the_migrate_command_until_migrated(
 
 
 def _written(settings: Settings) -> list[str]:
-    from endpoint_forensics.doctor_sentinel import tables_written
+    from endpoint_forensics.doctor.sentinel import tables_written
 
     return tables_written(settings)
 

@@ -6,7 +6,7 @@ text, so each test checks that every text ran exactly once.
 
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings, Fault
+from epf_emulator import Emulator, EmulatorSettings, Fault
 
 from .conftest import settings_for, sync
 

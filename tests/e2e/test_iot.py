@@ -9,11 +9,12 @@ import duckdb
 import pytest
 
 from endpoint_forensics.config import Settings, load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.settings import Fault
-from endpoint_forensics.pipeline import RunSummary, run_sync
+from endpoint_forensics.http.retry import RetryPolicy
+from endpoint_forensics.pipeline.run import RunSummary, run_sync
 from endpoint_forensics.sinks.duckdb import DuckDBSink
-from endpoint_forensics.store import run_query
+from endpoint_forensics.workspace.store import run_query
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.common.settings import Fault
 
 IOT_TABLES = (
     "EPF_IotDevices_CL",
@@ -356,7 +357,8 @@ def test_the_failure_text_answer_is_retried_then_reported(
                 "sensors.0.max_retries": 1,
             },
         )
-        monkeypatch.setattr("endpoint_forensics.http._BACKOFF_BASE_SECONDS", 0.01)
+        # Backoffs of 10 ms: the retries are what is tested, not their waits.
+        monkeypatch.setattr(RetryPolicy, "backoff_seconds", lambda self, attempt: 0.01)
         summary = sync(settings)
     outcomes = {o.dataset: o for o in summary.outcomes}
     assert outcomes["connections"].outcome == "Succeeded"

@@ -11,9 +11,9 @@ import duckdb
 import pytest
 
 from endpoint_forensics.config import Settings, load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.pipeline import RunSummary, run_sync
+from endpoint_forensics.pipeline.run import RunSummary, run_sync
 from endpoint_forensics.sinks.duckdb import DuckDBSink
+from epf_emulator import Emulator, EmulatorSettings
 
 from ..emulator.test_iot_common import appliance, get_json, iot_client
 

@@ -15,12 +15,12 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from endpoint_forensics import store
 from endpoint_forensics.config import Settings, load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.pipeline import RunSummary, run_sync
+from endpoint_forensics.pipeline.run import RunSummary, run_sync
 from endpoint_forensics.sinks import close_sinks, open_sinks
 from endpoint_forensics.tables import TABLES, KqlType, Table
+from endpoint_forensics.workspace import store
+from epf_emulator import Emulator, EmulatorSettings
 
 pytestmark = pytest.mark.e2e
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from endpoint_forensics.config import load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
 from endpoint_forensics.errors import ConfigError
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import sync
 

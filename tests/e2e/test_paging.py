@@ -10,7 +10,7 @@ import duckdb
 import httpx
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings, Fault
+from epf_emulator import Emulator, EmulatorSettings, Fault
 
 from .conftest import settings_for, sync
 
@@ -135,7 +135,7 @@ def test_the_collector_stops_when_a_page_repeats(tmp_path, caplog, after):
     faults = (Fault("/api/machines", 200, times=100, after=after, ignore_skip=True),)
     with Emulator(EmulatorSettings(iot_sensors=0, devices=45, seed=4, faults=faults)) as emu:
         settings = settings_for(emu, tmp_path, datasets=["machines"], page_size=10)
-        with caplog.at_level(logging.WARNING, "endpoint_forensics.paging"):
+        with caplog.at_level(logging.WARNING, "endpoint_forensics.http.paging"):
             summary = sync(settings)
         assert summary.exit_code == 0, summary.errors()
         assert emu.stats()["faults"][0]["injected"] == 1  # one repeat, and no request after it

@@ -6,7 +6,7 @@ from datetime import timedelta
 import duckdb
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings, Fault
+from epf_emulator import Emulator, EmulatorSettings, Fault
 
 from .conftest import settings_for, sync
 
@@ -138,7 +138,7 @@ def test_expired_links_are_requested_again(tmp_path):
             if not finished:
                 time.sleep(1.3)  # outlive the links
 
-        from endpoint_forensics.pipeline import run_sync
+        from endpoint_forensics.pipeline.run import run_sync
         from endpoint_forensics.sinks.duckdb import DuckDBSink
 
         sink = DuckDBSink(settings.store.path)

@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.scheduler import run_on_schedule
+from endpoint_forensics.pipeline.scheduler import run_on_schedule
+from epf_emulator import Emulator, EmulatorSettings
 
 from .test_iot import iot_settings
 

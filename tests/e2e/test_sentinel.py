@@ -10,10 +10,10 @@ import duckdb
 import pytest
 
 from endpoint_forensics.config import Settings, load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.settings import Fault
 from endpoint_forensics.sinks import close_sinks, open_sinks
-from endpoint_forensics.store import run_query
+from endpoint_forensics.workspace.store import run_query
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.common.settings import Fault
 
 from .sentinel_support import ingested_since, local_counts, sync
 

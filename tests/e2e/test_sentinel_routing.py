@@ -11,9 +11,9 @@ import pytest
 
 from endpoint_forensics.config import Settings, load_settings
 from endpoint_forensics.demo import run_demo
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
 from endpoint_forensics.errors import ConfigError
 from endpoint_forensics.tables import TABLES
+from epf_emulator import Emulator, EmulatorSettings
 
 from .sentinel_support import ingested_since, local_counts, sync
 

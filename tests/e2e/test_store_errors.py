@@ -6,9 +6,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from endpoint_forensics import store
-from endpoint_forensics.emulator import Emulator
 from endpoint_forensics.sources import decode
+from endpoint_forensics.workspace import store
+from epf_emulator import Emulator
 
 from .conftest import settings_for, sync
 

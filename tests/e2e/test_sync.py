@@ -5,10 +5,11 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics import store
 from endpoint_forensics.config import DATASETS
-from endpoint_forensics.emulator import Emulator, EmulatorSettings, Fault
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
+from endpoint_forensics.tables.datasets import dataset_names
+from endpoint_forensics.workspace import store
+from epf_emulator import Emulator, EmulatorSettings, Fault
 
 from .conftest import settings_for, sync
 
@@ -36,7 +37,7 @@ def test_a_full_sync_equals_the_truth_and_pages_to_the_end(small_tenant, tmp_pat
     assert summary.exit_code == 0, summary.errors()
     truth = small_tenant.stats()["truth"]
     db = settings.store.path
-    assert truth["EPF_Devices_CL"] == 250 and truth["EPF_Runs_CL"] == 9
+    assert truth["EPF_Devices_CL"] == 250 and truth["EPF_Runs_CL"] == len(dataset_names("tenant"))
     for table, expected in truth.items():  # every table the registry has
         assert count(db, table, summary.run_id) == expected, table
     assert requests_for(small_tenant, "/api/machines").get(200, 0) - before == 7

@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 
-from endpoint_forensics.auth import StaticToken
 from endpoint_forensics.config import Secret
-from endpoint_forensics.emulator import Emulator
 from endpoint_forensics.errors import CertificateUntrusted, ConfigError
-from endpoint_forensics.http import ApiClient
-from endpoint_forensics.ratelimit import RateBudget, RateLimit
+from endpoint_forensics.http.client import ApiClient
+from endpoint_forensics.http.ratelimit import RateBudget, RateLimit
+from endpoint_forensics.identity.credentials import StaticToken
+from epf_emulator import Emulator
 
 from .conftest import settings_for, sync
 

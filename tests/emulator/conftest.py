@@ -11,8 +11,8 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.settings import RATE_LIMIT_NAMES
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.common.settings import RATE_LIMIT_NAMES
 
 MDE = "https://api.securitycenter.microsoft.com"
 GRAPH = "https://graph.microsoft.com"

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.arm_workspace import workspace_resource_id
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.azure.workspace import workspace_resource_id
 
 from .conftest import MDE, bearer, client_for, get_token
 

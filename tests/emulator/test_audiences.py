@@ -14,11 +14,11 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics.auth import build_credential
 from endpoint_forensics.config import SentinelConfig, TenantConfig, load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.managed_identity import HEADER, PATH
-from endpoint_forensics.secrets_keyvault import fetch_secrets, parse_reference
+from endpoint_forensics.identity.credentials import build_credential
+from endpoint_forensics.identity.keyvault import fetch_secrets, parse_reference
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.identity.managed_identity import HEADER, PATH
 
 from .conftest import bearer, client_for
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from endpoint_forensics.emulator import Emulator
-from endpoint_forensics.emulator.cvss import base_score, severity
+from epf_emulator import Emulator
+from epf_emulator.world.cvss import base_score, severity
 
 from .conftest import bearer, get_all
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from endpoint_forensics.emulator import Emulator
+from epf_emulator import Emulator
 
 from .conftest import MDE, bearer, claims_of
 

@@ -14,14 +14,14 @@ from azure.core.exceptions import HttpResponseError
 from azure.identity import ClientSecretCredential
 from azure.monitor.ingestion import LogsIngestionClient
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.ingestion_rules import (
+from endpoint_forensics.tables import TABLES, Column, KqlType, Table
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.ingestion.rules import (
     DataCollectionRule,
     DataFlow,
     emulated_rules,
 )
-from endpoint_forensics.emulator.ingestion_streams import declared_streams
-from endpoint_forensics.tables import TABLES, Column, KqlType, Table
+from epf_emulator.ingestion.streams import declared_streams
 
 from .conftest import bearer, client_for, get_token
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import UNTHROTTLED, bearer, client_for, get_all, get_token
 

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import UNTHROTTLED, bearer, client_for, get_all, get_token
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from endpoint_forensics.emulator.fleet import Fleet, build_fleet
-from endpoint_forensics.emulator.store import Store
+from epf_emulator.world.database import Store
+from epf_emulator.world.fleet import Fleet, build_fleet
 
 from .conftest import HEALTH_SCIDS
 

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import ALL_HEALTH_SCIDS, GRAPH, HEALTH_SCIDS, client_for, get_token, hunt
 

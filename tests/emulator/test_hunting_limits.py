@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import GRAPH, UNTHROTTLED, client_for, get_token, hunt
 

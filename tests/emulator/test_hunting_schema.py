@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics.emulator import Emulator
+from epf_emulator import Emulator
 
 from .conftest import hunt
 

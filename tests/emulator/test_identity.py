@@ -11,7 +11,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ClientSecretCredential
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import GRAPH, MDE, bearer, claims_of, client_for, get_token, hunt
 

@@ -18,10 +18,10 @@ from azure.identity import ClientSecretCredential
 from azure.monitor.ingestion import LogsIngestionClient
 
 from endpoint_forensics.config import load_settings
-from endpoint_forensics.emulator import Emulator, EmulatorSettings, Fault
-from endpoint_forensics.emulator.ingestion import UNCOMPRESSED_SLACK_BYTES
-from endpoint_forensics.emulator.ingestion_streams import declared_streams
 from endpoint_forensics.tables import TABLES, Column, KqlType, Table
+from epf_emulator import Emulator, EmulatorSettings, Fault
+from epf_emulator.ingestion.endpoint import UNCOMPRESSED_SLACK_BYTES
+from epf_emulator.ingestion.streams import declared_streams
 
 from .conftest import MDE, bearer, client_for, get_token
 

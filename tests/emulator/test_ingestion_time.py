@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import bearer, client_for, get_token
 

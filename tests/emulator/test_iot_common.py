@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
-from endpoint_forensics.emulator.iot_state import IotAppliance
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.iot.state import IotAppliance
 
 from .conftest import UNTHROTTLED
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from endpoint_forensics.emulator import Emulator
+from epf_emulator import Emulator
 
 from .test_iot_common import IOT_SETTINGS, appliance, get_json, iot_client, now_ms, v3_all
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings, Fault
+from epf_emulator import Emulator, EmulatorSettings, Fault
 
 from .conftest import all_machines, client_for, get_token
 from .test_iot_common import IOT_SETTINGS, appliance, get_json, iot_client, now_ms, trusting

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import UNTHROTTLED
 from .test_iot_common import appliance, get_json, iot_client, now_ms, v3_all

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings, Fault, parse_faults
-from endpoint_forensics.emulator.limits import RateLimiter
+from epf_emulator import Emulator, EmulatorSettings, Fault, parse_faults
+from epf_emulator.common.limits import RateLimiter
 
 from .conftest import GRAPH, bearer, client_for, get_token, hunt
 

@@ -9,7 +9,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.identity import ManagedIdentityCredential
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import MDE, bearer, claims_of, client_for
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from endpoint_forensics.emulator.odata import ODataFilterError, compile_filter
+from epf_emulator.mde.odata import ODataFilterError, compile_filter
 
 RECORDS: list[dict[str, Any]] = [
     {

@@ -10,8 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings, cves
-from endpoint_forensics.emulator.software import PRODUCTS
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.world import cve_catalog as cves
+from epf_emulator.world.software import PRODUCTS
 
 from .conftest import bearer, client_for, get_all, get_token
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-import endpoint_forensics.emulator as emulator
-from endpoint_forensics.emulator import EmulatorSettings, Fault, parse_faults
+import epf_emulator as emulator
+from epf_emulator import EmulatorSettings, Fault, parse_faults
 
 
 def test_parse_faults_reads_every_part() -> None:
@@ -101,7 +101,7 @@ def test_settings_defaults_and_validation() -> None:
 def test_public_api_is_exact_and_light_to_import() -> None:
     assert sorted(emulator.__all__) == ["Emulator", "EmulatorSettings", "Fault", "parse_faults"]
     code = (
-        "import sys, endpoint_forensics.emulator; "
+        "import sys, epf_emulator; "
         "print(','.join(m for m in ('uvicorn', 'starlette', 'duckdb', 'pyarrow') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from endpoint_forensics.emulator import Emulator, EmulatorSettings
+from endpoint_forensics.tables.datasets import dataset_names
+from epf_emulator import Emulator, EmulatorSettings
 
 from .conftest import ALL_HEALTH_SCIDS, UNTHROTTLED, all_machines, client_for, get_token, hunt
 
@@ -42,7 +43,9 @@ def test_stats_truth_equals_a_recount_from_the_served_data(
     recount = _recount(emu, client)
     assert stats["truth"]["EPF_Devices_CL"] == recount["EPF_Devices_CL"] == 150
     assert stats["truth"]["EPF_AgentHealth_CL"] == recount["EPF_AgentHealth_CL"]
-    assert stats["truth"]["EPF_Runs_CL"] == 9  # one per dataset of a complete sync
+    assert stats["truth"]["EPF_Runs_CL"] == len(
+        dataset_names("tenant")
+    )  # one per dataset of a complete sync
     # Devices without a sensor (about 5%) have no assessments.
     assert 120 <= stats["truth"]["EPF_AgentHealth_CL"] < 150
     assert stats["fleet"]["devices"] == 150

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 
 from endpoint_forensics.contracts import Batch
-from endpoint_forensics.outbox import Outbox
+from endpoint_forensics.sinks.outbox import Outbox
 from endpoint_forensics.sinks.sentinel import MAX_BODY_BYTES, MAX_FIELD_BYTES, _Writer, encode_rows
 from endpoint_forensics.tables import DEVICES
 

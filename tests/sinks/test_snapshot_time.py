@@ -7,11 +7,12 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from endpoint_forensics.compat import deliver_legacy
 from endpoint_forensics.contracts import Batch
 from endpoint_forensics.sinks.duckdb import DuckDBSink
 from endpoint_forensics.sinks.sentinel import encode_rows
 from endpoint_forensics.tables import AGENT_HEALTH, DEVICES
+from endpoint_forensics.transforms import TransformStage
+from endpoint_forensics.transforms.compat import COMPAT
 
 TAKEN = datetime(2026, 11, 28, 1, 2, 3, 456789, tzinfo=UTC)
 STAMP = {"TimeGenerated": TAKEN, "SnapshotTime": TAKEN, "RunId": "run-1", "DefenderTenantId": "t"}
@@ -41,7 +42,11 @@ def test_the_local_store_keeps_the_snapshot_time_in_both_columns(tmp_path: Path)
 def test_legacy_rows_carry_the_snapshot_time_of_their_source_rows(tmp_path: Path) -> None:
     sink = DuckDBSink(tmp_path / "ws.duckdb")
     rows = [{"DeviceId": "w", "DeviceName": "w", "OSFamily": "Windows", "SensorEnabled": "Pass"}]
-    deliver_legacy([sink], AGENT_HEALTH.name, rows, unit="t/run-1/agent_health/0", stamp=STAMP)
+    stage = TransformStage([COMPAT])
+    unit_rows = stage.collect(AGENT_HEALTH)
+    assert unit_rows is not None
+    unit_rows.add(Batch(AGENT_HEALTH, rows=rows))
+    stage.deliver(AGENT_HEALTH, unit_rows, [sink], unit="t/run-1/agent_health/0", stamp=STAMP)
     sink.close()
     assert times(tmp_path / "ws.duckdb", "AgentHealthStatusWindows_CL") == {(TAKEN, TAKEN)}
 

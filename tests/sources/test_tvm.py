@@ -1,6 +1,6 @@
 import orjson
 
-from endpoint_forensics.sources.tvm import group_move_lines
+from endpoint_forensics.sources.tvm_changes import group_move_lines
 
 
 def change(line, status, group, ts="2026-11-20 06:00:00", rid="d1_edge_1.0_CVE-1_"):

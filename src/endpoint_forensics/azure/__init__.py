@@ -1,7 +1,7 @@
 """Azure: deployment artefacts generated from the table registry (ARM templates, what
 ``epf deploy`` writes), and in ``azure.functions`` the Azure Functions entry point (not imported
-here: it runs the whole pipeline). ``arm``, ``arm_dcrs`` and ``classic`` import the table
-registry and nothing else of ours.
+here: it runs the whole pipeline). May import ``azure.arm``, ``azure.classic`` and
+``azure.expressions``.
 """
 
 from endpoint_forensics.azure.arm import (

@@ -2,8 +2,8 @@
 
 Owns the mapping from the table registry to Log Analytics tables, the template's parameters
 (with the retention limits Azure enforces) and outputs; the DCRs and role assignments are
-``azure.arm_dcrs``'s, the legacy column types ``azure.classic``'s. Imports the table registry
-and those two modules only.
+``azure.arm_dcrs``'s, the legacy column types ``azure.classic``'s. May import ``tables``,
+``azure.arm_dcrs`` and ``azure.classic``.
 """
 
 from __future__ import annotations

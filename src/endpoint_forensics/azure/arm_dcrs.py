@@ -8,7 +8,7 @@ resource's ``properties`` and in ``outputs``, not in its ``location``
 (learn.microsoft.com/azure/azure-resource-manager/templates/template-functions-resource,
 "reference", Valid uses), so the nested deployment's ``location`` parameter is set, in the
 deployment's properties, from the existing workspace's ``reference(..., 'Full').location``.
-Imports the table registry only.
+May import ``tables`` only.
 """
 
 from __future__ import annotations

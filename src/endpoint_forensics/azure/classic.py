@@ -8,7 +8,7 @@ table ... schema by using DataCollectionRuleBased tables api is forbidden, pleas
 table first") until ``POST .../tables/{table}/migrate`` (one-way, idempotent) converts it, and a
 column's type never changes after that (logs/custom-logs-migrate). So the compat tables keep
 each legacy column's type, checked here, and ``epf deploy arm --compat`` writes the migrate
-commands as a script (``migration_script``). Imports the table registry only.
+commands as a script (``migration_script``). May import ``tables`` only.
 """
 
 from __future__ import annotations

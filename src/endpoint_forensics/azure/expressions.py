@@ -1,7 +1,7 @@
 """A structural check of ARM template expressions (no evaluation, no Azure tooling).
 
 Owns the rule for what counts as an expression string and whether it is well formed.
-Imports nothing of ours.
+May import nothing of ours.
 """
 
 from __future__ import annotations

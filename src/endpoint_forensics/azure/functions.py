@@ -12,8 +12,9 @@ missed delivery waits in the outbox for the next tick.
 The credentials are the config's: with ``[sentinel] managed_identity = true`` azure-identity
 reads ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER`` from the process environment (the Functions
 host sets them), not from ``environ``.
-May import ``config``, ``errors``, ``pipeline``, ``runlog`` and ``sinks``; not azure-functions
-(the Functions project imports that), so the collector runs and tests without the host.
+May import ``pipeline``, ``sinks``, ``identity.keyvault`` (the config's Key Vault resolver),
+``config`` and ``errors``; not azure-functions (the Functions project imports that), so the
+collector runs and tests without the host.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from pathlib import Path
 
 from endpoint_forensics.config import load_settings
 from endpoint_forensics.errors import EpfError
-from endpoint_forensics.pipeline import run_sync
-from endpoint_forensics.runlog import RunSummary
+from endpoint_forensics.identity.keyvault import resolve_references
+from endpoint_forensics.pipeline.run import run_sync
+from endpoint_forensics.pipeline.runlog import RunSummary
 from endpoint_forensics.sinks import close_sinks, open_sinks
 
 __all__ = ["CONFIG_VARIABLE", "DEFAULT_CONFIG_PATH", "STATE_DIR_VARIABLE", "run_collection"]
@@ -60,7 +62,9 @@ def run_collection(
     state_dir = env.get(STATE_DIR_VARIABLE)
     overrides = {"state.dir": state_dir} if state_dir else None
     try:
-        settings = load_settings(path, environ=env, overrides=overrides)
+        settings = load_settings(
+            path, environ=env, overrides=overrides, keyvault_resolver=resolve_references
+        )
         sinks = open_sinks(settings)
         try:
             summary = run_sync(settings, sinks)

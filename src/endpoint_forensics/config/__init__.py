@@ -16,9 +16,10 @@ Secret references: ``env:NAME`` (an environment variable), ``file:PATH`` (a file
 stripped; relative to the config file), ``keyvault:<vault>/<secret>[/<version>]`` (an Azure Key
 Vault secret, read at load time with the ``[keyvault]`` identity; ``<vault>`` is a vault name or
 its https URL, and the secret identifier ``keyvault:https://<vault host>/secrets/<secret>`` works
-too), anything else is the literal secret.
-May import only ``tables`` and ``errors`` (and, lazily, ``secrets_keyvault`` when a
-``keyvault:`` reference exists).
+too), anything else is the literal secret. The loader does not read Key Vault itself: its caller
+passes a ``KeyVaultResolver`` (the commands pass ``identity.keyvault.resolve_references``), so
+the config stays below the identity code that depends on it.
+May import only ``config.*``, ``tables`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,10 @@ __all__ = [
     "ConsoleConfig",
     "DcrRoute",
     "KeyVaultConfig",
+    "KeyVaultResolver",
     "OutputConfig",
     "Secret",
+    "SecretReferenceError",
     "SensorConfig",
     "SentinelConfig",
     "Settings",
@@ -75,6 +78,25 @@ __all__ = [
     "load_settings",
     "settings_from_mapping",
 ]
+
+#: Reads ``keyvault:`` references with the ``[keyvault]`` identity: given that section and the
+#: references as written, returns the Secret of each. Raises ``SecretReferenceError``.
+KeyVaultResolver = Callable[[KeyVaultConfig, Sequence[str]], Mapping[str, Secret]]
+
+
+class SecretReferenceError(Exception):
+    """A ``KeyVaultResolver`` could not read a reference; the message names no value.
+
+    ``references`` are the failed references as written, or empty when the ``[keyvault]``
+    identity itself is unusable (``setting`` is then the key to fix).
+    """
+
+    def __init__(
+        self, message: str, *, references: Sequence[str] = (), setting: str = "keyvault"
+    ) -> None:
+        super().__init__(message)
+        self.references = tuple(references)
+        self.setting = setting
 
 
 class Settings(Model):
@@ -118,6 +140,7 @@ def load_settings(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    keyvault_resolver: KeyVaultResolver | None = None,
 ) -> Settings:
     """Read, overlay and validate the config file at ``path``.
 
@@ -125,6 +148,8 @@ def load_settings(
         path: the TOML file.
         environ: the environment to read ``EPF_*`` overrides and ``env:`` secrets from.
         overrides: dotted keys set last (the CLI's ``--db`` is ``{"store.path": ...}``).
+        keyvault_resolver: reads the ``keyvault:`` references
+            (``identity.keyvault.resolve_references``); without one, a reference is an error.
 
     Raises:
         ConfigError: the file is missing or unreadable, is not TOML, or a key is invalid.
@@ -140,7 +165,12 @@ def load_settings(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return settings_from_mapping(
-        data, base_dir=path.parent, source=str(path), environ=environ, overrides=overrides
+        data,
+        base_dir=path.parent,
+        source=str(path),
+        environ=environ,
+        overrides=overrides,
+        keyvault_resolver=keyvault_resolver,
     )
 
 
@@ -151,6 +181,7 @@ def settings_from_mapping(
     source: str = "config",
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    keyvault_resolver: KeyVaultResolver | None = None,
 ) -> Settings:
     """Validate an already parsed config mapping (see :func:`load_settings`)."""
     env = os.environ if environ is None else environ
@@ -162,7 +193,9 @@ def settings_from_mapping(
         merged.setdefault("state", {}).setdefault("dir", ".epf-state")
     for dotted, value in (overrides or {}).items():
         _set_path(merged, dotted.split("."), value, source)
-    _resolve_in_place(merged, base_dir, env, source)
+    vault_refs = _resolve_in_place(merged, base_dir, env, source)
+    if vault_refs:
+        _resolve_keyvault(merged, vault_refs, source, keyvault_resolver)
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
@@ -221,10 +254,16 @@ _SECRET_KEYS = {"client_secret", "certificate_password", "token"}
 _KV = "keyvault:"
 
 
-def _resolve_in_place(data: Any, base_dir: Path, env: Mapping[str, str], source: str) -> None:
-    """Turn path strings into absolute paths and secret references into Secrets."""
+_VaultRef = tuple[dict[str, Any], str, str, str]  # (node, key, location, reference)
+
+
+def _resolve_in_place(
+    data: Any, base_dir: Path, env: Mapping[str, str], source: str
+) -> list[_VaultRef]:
+    """Turn path strings into absolute paths and secret references into Secrets; return the
+    ``keyvault:`` references, left in place."""
     # keyvault: references wait until the walk is done: the [keyvault] identity reads them.
-    vault_refs: list[tuple[dict[str, Any], str, str, str]] = []
+    vault_refs: list[_VaultRef] = []
 
     def walk(node: Any, loc: str) -> None:
         if isinstance(node, dict):
@@ -243,43 +282,44 @@ def _resolve_in_place(data: Any, base_dir: Path, env: Mapping[str, str], source:
                 walk(item, f"{loc}[{i}]")
 
     walk(data, "")
-    if vault_refs:
-        _resolve_keyvault(data, vault_refs, source)
+    return vault_refs
 
 
 def _resolve_keyvault(
-    data: dict[str, Any], refs: list[tuple[dict[str, Any], str, str, str]], source: str
+    data: dict[str, Any],
+    refs: list[_VaultRef],
+    source: str,
+    resolver: KeyVaultResolver | None,
 ) -> None:
-    """Fetch every ``keyvault:`` reference (each secret once) and put its Secret in place."""
-    from endpoint_forensics import secrets_keyvault as kv
-
-    parsed: list[tuple[dict[str, Any], str, str, kv.SecretReference]] = []
-    for node, key, loc, text in refs:
+    """Read every ``keyvault:`` reference with ``resolver`` and put its Secret in place."""
+    for _, _, loc, _ in refs:
         if loc.startswith("keyvault."):
             raise ConfigError(
                 f"{source}: {loc}: the Key Vault credential cannot come from Key Vault; "
                 "use env:, file: or a literal"
             )
-        try:
-            parsed.append((node, key, loc, kv.parse_reference(text)))
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {loc}: {exc}") from None
+    first = refs[0][2]
     if not isinstance(data.get("keyvault"), dict):
         raise ConfigError(
-            f"{source}: {parsed[0][2]}: a keyvault: reference needs a [keyvault] section "
+            f"{source}: {first}: a keyvault: reference needs a [keyvault] section "
             "(the identity that reads the vault)"
         )
     try:
         vault = KeyVaultOnly.model_validate(data).keyvault
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+    if resolver is None:
+        raise ConfigError(
+            f"{source}: {first}: keyvault: references are not read here "
+            "(the loader was given no keyvault_resolver)"
+        )
     try:
-        fetched = kv.fetch_secrets(vault, [ref for _, _, _, ref in parsed])
-    except kv.SecretFetchError as exc:
-        where = ", ".join(loc for _, _, loc, ref in parsed if ref == exc.reference)
+        fetched = resolver(vault, [text for _, _, _, text in refs])
+    except SecretReferenceError as exc:
+        where = ", ".join(loc for _, _, loc, text in refs if text in exc.references)
         raise ConfigError(f"{source}: {where or exc.setting}: {exc}") from None
-    for node, key, _, ref in parsed:
-        node[key] = fetched[ref]
+    for node, key, _, text in refs:
+        node[key] = fetched[text]
 
 
 def _resolve_secret(

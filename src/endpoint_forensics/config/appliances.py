@@ -10,13 +10,12 @@ from pydantic import Field, field_validator, model_validator
 
 from endpoint_forensics.config.models import (
     CONSOLE_DATASETS,
-    DEFAULT_CONSOLE_INTERVAL_HOURS,
-    DEFAULT_SENSOR_INTERVAL_HOURS,
     SENSOR_DATASETS,
     ConsoleDataset,
     Model,
     Secret,
     SensorDataset,
+    interval_hours,
 )
 
 __all__ = ["ConsoleConfig", "SensorConfig"]
@@ -98,8 +97,7 @@ class SensorConfig(_ApplianceConfig):
     event_types: tuple[str, ...] = ()
 
     def interval_hours_for(self, dataset: str) -> float:
-        default = DEFAULT_SENSOR_INTERVAL_HOURS.get(dataset, 0.0)
-        return next((h for name, h in self.interval_hours.items() if name == dataset), default)
+        return interval_hours("sensor", self.interval_hours, dataset)
 
 
 class ConsoleConfig(_ApplianceConfig):
@@ -116,5 +114,4 @@ class ConsoleConfig(_ApplianceConfig):
     alerts_overlap_minutes: int = Field(default=10, ge=0, le=1_440)
 
     def interval_hours_for(self, dataset: str) -> float:
-        default = DEFAULT_CONSOLE_INTERVAL_HOURS.get(dataset, 0.0)
-        return next((h for name, h in self.interval_hours.items() if name == dataset), default)
+        return interval_hours("console", self.interval_hours, dataset)

@@ -1,6 +1,6 @@
 """Azure in the configuration: the Microsoft Sentinel output (Logs Ingestion API and its
 DCRs), the Key Vault identity for ``keyvault:`` references, and the output profile.
-Imports ``config.models``."""
+May import ``config.models`` and ``config.workspace``."""
 
 from __future__ import annotations
 

@@ -1,21 +1,22 @@
 """The configuration's building blocks: dataset names and schedules, secrets, the store, the
-state folder and a Defender tenant. Imports nothing of ours."""
+state folder and a Defender tenant. Imports only the dataset registry (``tables.datasets``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from endpoint_forensics.tables.datasets import SourceKind, dataset_names, spec_of
 
 __all__ = [
     "CONSOLE_DATASETS",
     "DATASETS",
-    "DEFAULT_CONSOLE_INTERVAL_HOURS",
-    "DEFAULT_INTERVAL_HOURS",
-    "DEFAULT_SENSOR_INTERVAL_HOURS",
     "ENV_PREFIX",
     "KNOWN_AUTHORITIES",
+    "SENSOR_DATASETS",
     "AppIdentity",
     "ConsoleDataset",
     "Dataset",
@@ -26,40 +27,38 @@ __all__ = [
     "StoreConfig",
     "TenantConfig",
     "https_url",
+    "interval_hours",
 ]
 
-Dataset = Literal[
-    "machines",
-    "agent_health",
-    "av_health",
-    "secure_config",
-    "vulnerabilities",
-    "vulnerability_changes",
-    "software_inventory",
-    "recommendations",
-    "cve_catalog",
-]
-DATASETS: tuple[Dataset, ...] = get_args(Dataset)
-# Hours between two snapshots of a dataset; the rest are taken on every run. The full
-# vulnerability baseline is weekly and the delta runs in between (B.5.4).
-DEFAULT_INTERVAL_HOURS: dict[str, float] = {
-    "vulnerabilities": 168.0,
-    "secure_config": 24.0,
-    "software_inventory": 24.0,
-    "cve_catalog": 24.0,
-}
-# Defender for IoT: per sensor and per management console.
-SensorDataset = Literal["devices", "connections", "cves", "alerts", "events", "exposure"]
-SENSOR_DATASETS: tuple[SensorDataset, ...] = get_args(SensorDataset)
-ConsoleDataset = Literal["devices", "device_changes", "connections", "cves", "alerts", "sensors"]
-CONSOLE_DATASETS: tuple[ConsoleDataset, ...] = get_args(ConsoleDataset)
-# Inventory-like IoT snapshots are daily; alerts, events and the console's deltas run every time.
-DEFAULT_SENSOR_INTERVAL_HOURS: dict[str, float] = {
-    "connections": 24.0,
-    "cves": 24.0,
-    "exposure": 24.0,
-}
-DEFAULT_CONSOLE_INTERVAL_HOURS: dict[str, float] = {"devices": 24.0}
+
+def _dataset_of(kind: SourceKind) -> AfterValidator:
+    """A check that a name is one of ``kind``'s datasets (the error names the position)."""
+
+    def check(name: str) -> str:
+        known = dataset_names(kind)
+        if name not in known:
+            raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(known)}")
+        return name
+
+    return AfterValidator(check)
+
+
+# Dataset names come from the registry (tables.datasets): a dataset is declared once, there.
+Dataset = Annotated[str, _dataset_of("tenant")]
+SensorDataset = Annotated[str, _dataset_of("sensor")]
+ConsoleDataset = Annotated[str, _dataset_of("console")]
+DATASETS: tuple[str, ...] = dataset_names("tenant")
+SENSOR_DATASETS: tuple[str, ...] = dataset_names("sensor")
+CONSOLE_DATASETS: tuple[str, ...] = dataset_names("console")
+
+
+def interval_hours(kind: SourceKind, overrides: Mapping[str, float], dataset: str) -> float:
+    """Hours between snapshots of ``dataset``: the config's override, else the registry's."""
+    if dataset in overrides:
+        return overrides[dataset]
+    return spec_of(kind, dataset).interval_hours
+
+
 ENV_PREFIX = "EPF_"
 
 KNOWN_AUTHORITIES = frozenset(
@@ -213,8 +212,7 @@ class TenantConfig(AppIdentity):
 
     def interval_hours_for(self, dataset: str) -> float:
         """Hours between snapshots of ``dataset`` (0: every run)."""
-        default = DEFAULT_INTERVAL_HOURS.get(dataset, 0.0)
-        return next((h for name, h in self.interval_hours.items() if name == dataset), default)
+        return interval_hours("tenant", self.interval_hours, dataset)
 
     def use_files(self, device_count: int | None) -> bool:
         """Whether exports go through files (large tenants) rather than JSON pages."""

@@ -3,7 +3,7 @@
 Owns ``WorkspaceRef``: the workspace's ARM resource id and the Resource Manager endpoint and
 scope to read it with (``[sentinel.workspace]``). Syncs never use it: only the doctor reads the
 workspace's tables (Tables - Get), to find classic ones that a deployment must migrate first.
-Imports ``config.models``.
+May import ``config.models``.
 """
 
 from __future__ import annotations

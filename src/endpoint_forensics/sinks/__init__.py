@@ -2,6 +2,8 @@
 
 ``open_sinks`` builds the ones a config asks for: the local DuckDB workspace (unless
 ``store.enabled = false``) and Microsoft Sentinel (``[sentinel]``).
+May import ``sinks.duckdb`` and ``sinks.sentinel`` (each only when configured), ``config`` and
+``contracts``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Delivery guarantee: a unit (a page, an export part, a query result) is committed whole together
 with a record of its id in ``_epf_units``; a unit already recorded is never written again, so a
-run resumed after a failure leaves no duplicates. Imports ``tables``, ``store`` and ``contracts``.
+run resumed after a failure leaves no duplicates. May import ``workspace.store``, ``contracts``,
+``tables`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics import store
 from endpoint_forensics.contracts import Batch
 from endpoint_forensics.errors import SinkError
 from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
+from endpoint_forensics.workspace import store
 
 __all__ = ["DuckDBSink"]
 

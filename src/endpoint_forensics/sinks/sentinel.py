@@ -8,13 +8,16 @@ move. Every row carries ``SnapshotTime`` beside ``TimeGenerated``: an upload tha
 outbox more than 2 days gets the receive time as its ``TimeGenerated`` (defender-apis.md F), its
 ``SnapshotTime`` stays. Sender threads (``max_concurrency``) post the uploads, oldest first, with
 the Azure SDK's ``LogsIngestionClient`` to ``Custom-<Table>`` of the DCR; a 204 removes an upload
-from the outbox. An endpoint that is down, throttles past its retries, or refuses the identity
-stops the sending and leaves everything in the outbox for the next run. A table no DCR takes (no
-route in the config), or whose stream its DCR does not declare (404: a DCR declares at most 10
-streams), is held: its uploads stay in the outbox, the other tables go on, and the report names the
-held tables with the fix; a 413 splits the upload in two; a 400 (the service refuses those rows for
-good) sets the upload aside under ``rejected/`` with the reason. Nothing is dropped. Imports
-``tables``, ``contracts``, ``outbox``, ``auth`` and ``config``."""
+from the outbox. Retries follow ``http.retry`` alone (the SDK's are off): a 429 waits its
+``Retry-After``, 5xx and lost connections back off; an upload whose answer was lost may arrive
+twice (at least once; its ``BatchId`` tells). An endpoint that is down past its retries, throttles
+past them, or refuses the identity stops the sending and leaves everything in the outbox for the
+next run. A table no DCR takes (no route in the config), or whose stream its DCR does not declare
+(404: a DCR declares at most 10 streams), is held: its uploads stay in the outbox, the other tables
+go on, and the report names the held tables with the fix; a 413 splits the upload in two; a 400
+(the service refuses those rows for good) sets the upload aside under ``rejected/`` with the
+reason. Nothing is dropped. Imports ``tables``, ``contracts``, ``outbox``, ``http.retry``,
+``identity.credentials`` and ``config``."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,11 +36,17 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.auth import build_credential, first_line
 from endpoint_forensics.config import SentinelConfig
 from endpoint_forensics.contracts import Batch, DeliveryReport
-from endpoint_forensics.http import retry_after_seconds
-from endpoint_forensics.outbox import Outbox, PendingFile, StagedUnit
+from endpoint_forensics.http.retry import (
+    RetryPolicy,
+    Verdict,
+    classify_error,
+    classify_status,
+    retry_after_seconds,
+)
+from endpoint_forensics.identity.credentials import build_credential, first_line
+from endpoint_forensics.sinks.outbox import Outbox, PendingFile, StagedUnit
 from endpoint_forensics.tables import KqlType, Table
 
 __all__ = ["MAX_BODY_BYTES", "MAX_FIELD_BYTES", "SentinelSink", "encode_rows"]
@@ -46,8 +56,10 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000  # the limit is 1 MB per call, compressed and uncompressed (D.2)
 MAX_FIELD_BYTES = 65_536  # longer values are truncated by the service; we say so
 _MARKER = "…[truncated by epf: {n} bytes]"
-_PERMANENT = {400, 422}
-_MAX_THROTTLED = 30  # 429s waited out per upload (after the SDK's own retries)  # the service refuses these rows; they never go through as they are
+_PERMANENT = {400, 422}  # the service refuses these rows; they never go through as they are
+# A few quick retries: an upload that still fails waits in the outbox for the next run. 429s
+# are waited out as long as the service says (up to 30 times).
+_RETRY = RetryPolicy(max_retries=3, backoff_base_seconds=0.5, backoff_cap_seconds=30.0)
 
 
 class SentinelSink:
@@ -183,7 +195,10 @@ class SentinelSink:
                 self._halt(f"Sentinel answered HTTP {status} after retries: {detail}")
             return
         except (ServiceRequestError, ServiceResponseError) as exc:
-            self._halt(f"cannot reach Sentinel at {endpoint}: {first_line(str(exc))}")
+            why = first_line(str(exc))
+            if classify_error(exc) is Verdict.UNTRUSTED:
+                why = "its TLS certificate is not trusted; set [sentinel] ca_bundle"
+            self._halt(f"cannot reach Sentinel at {endpoint}: {why}")
             return
         self.outbox.acknowledged(item)
         with self._lock:
@@ -193,25 +208,38 @@ class SentinelSink:
             self.report.raw_bytes += _raw_size(body)
 
     def _upload(self, endpoint: str, rule_id: str, stream: str, body: bytes) -> None:
-        """Post one upload; throttling (429) past the SDK's own retries is waited out here, as
-        long as the service says, so a busy DCR slows the run down instead of stopping it."""
-        from azure.core.exceptions import HttpResponseError
+        """Post one upload under the retry policy (the SDK's own retries are off): a 429 is
+        waited out once, as long as the service says, so a busy DCR slows the run down instead
+        of stopping it; a halted sink retries no more. Raises the last azure-core error when
+        the policy does not retry it or its retries are spent."""
+        from azure.core.exceptions import (
+            HttpResponseError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
 
-        throttled = 0
-        while True:
-            try:
-                self._client(endpoint).upload(
-                    rule_id=rule_id, stream_name=stream, logs=io.BytesIO(body)
-                )
-                return
-            except HttpResponseError as exc:
-                if exc.status_code != 429 or throttled >= _MAX_THROTTLED or self._halted.is_set():
-                    raise
-                throttled += 1
-                with self._lock:
-                    self.report.throttled += 1
-                headers: Any = getattr(exc.response, "headers", None) or {}
-                time.sleep(retry_after_seconds(headers.get("Retry-After")) or 2.0 * throttled)
+        counts: Counter[str] = Counter()
+        retries = _RETRY.attempts(stats=counts)
+        try:
+            while True:
+                try:
+                    self._client(endpoint).upload(
+                        rule_id=rule_id, stream_name=stream, logs=io.BytesIO(body)
+                    )
+                    return
+                except HttpResponseError as exc:  # a token refused too: its status is None
+                    failure: Exception = exc
+                    verdict = classify_status(exc.status_code or 0)
+                    headers: Any = getattr(exc.response, "headers", None) or {}
+                    retry_after = retry_after_seconds(headers.get("Retry-After"))
+                except (ServiceRequestError, ServiceResponseError) as exc:
+                    failure, verdict, retry_after = exc, classify_error(exc), None
+                wait = retries.next_wait(verdict, retry_after=retry_after)
+                if wait is None or self._halted.wait(wait):
+                    raise failure
+        finally:
+            with self._lock:
+                self.report.throttled += counts["throttled"]
 
     def _split(self, item: PendingFile, body: bytes) -> None:
         records = orjson.loads(gzip.decompress(body))
@@ -260,9 +288,7 @@ class SentinelSink:
                     self._credential = build_credential(self.config)
             options: dict[str, Any] = {
                 "credential_scopes": [self.config.scope],
-                "retry_total": 3,
-                "retry_backoff_factor": 0.5,
-                "retry_backoff_max": 30,
+                "retry_total": 0,  # retries are ours (_upload): a 429 is waited out once
                 "connection_timeout": min(30.0, self.config.timeout_seconds),
                 "read_timeout": self.config.timeout_seconds,
             }

@@ -1,22 +1,38 @@
 """Sources: one function per dataset, each yielding resumable units of batches for one table.
 
-A dataset function takes a ``FetchContext`` and yields ``contracts.Unit`` objects. Sources know
-nothing of sinks. May import ``http``, ``ratelimit``, ``config``, ``contracts`` and ``tables``.
+A dataset function takes a context (``FetchContext`` for a Defender tenant, ``SensorContext``
+or ``ConsoleContext`` for a Defender for IoT appliance), yields ``contracts.Unit`` objects and
+returns the dataset's new cursor (None: no cursor, or keep the last one). The pipeline stores
+that cursor only once every unit is delivered. Sources know nothing of sinks. Datasets are
+declared in ``tables.datasets``. May import ``http``, ``config``, ``contracts``, ``errors`` and
+``tables``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.config import ConsoleConfig, SensorConfig, TenantConfig
-from endpoint_forensics.http import ApiClient
-from endpoint_forensics.ratelimit import RateBudget
+from endpoint_forensics.contracts import Unit
+from endpoint_forensics.http.client import ApiClient
+from endpoint_forensics.http.ratelimit import RateBudget
 
-__all__ = ["ApplianceContext", "FetchContext"]
+__all__ = [
+    "ApplianceContext",
+    "ConsoleContext",
+    "Cursor",
+    "FetchContext",
+    "Fetched",
+    "SensorContext",
+]
+
+Cursor = dict[str, Any]
+# What a dataset function is: units out, and the dataset's new cursor returned at the end.
+Fetched = Generator[Unit, None, Cursor | None]
 
 
 @dataclass
@@ -31,7 +47,6 @@ class FetchContext:
     resume: dict[str, Any] | None = None  # token after the last unit delivered of this snapshot
     cursor: dict[str, Any] | None = None  # the dataset's cursor from the last complete run
     device_count: int | None = None  # fleet size, when known (chooses JSON pages or files)
-    new_cursor: dict[str, Any] | None = field(default=None)  # set by the source when it finishes
     # What may be missing from the snapshot and why, {start, end, reason}: e.g. a collection
     # whose paging the service repeated, so the walk stopped early.
     gaps: list[dict[str, Any]] = field(default_factory=list)
@@ -42,14 +57,14 @@ class FetchContext:
 
 @dataclass
 class ApplianceContext:
-    """What a Defender for IoT dataset function gets: the appliance, its client, its state."""
+    """What a Defender for IoT dataset function gets: the appliance's client and budget, and
+    the dataset's state. ``SensorContext`` and ``ConsoleContext`` add the appliance's config."""
 
     client: ApiClient
-    appliance: SensorConfig | ConsoleConfig
     budget: RateBudget
     now: datetime  # the snapshot time of this run
     cursor: dict[str, Any] | None = None  # the dataset's cursor from the last complete run
-    new_cursor: dict[str, Any] | None = field(default=None)  # set by the source when it finishes
+    appliance: SensorConfig | ConsoleConfig = field(kw_only=True)
     # Time ranges that may have lost records and could not be closed: {start, end, reason}.
     gaps: list[dict[str, Any]] = field(default_factory=list)
 
@@ -58,3 +73,17 @@ class ApplianceContext:
         return self.client.request_json(
             "GET", self.appliance.url + path, scope="", budget=self.budget, params=params
         )
+
+
+@dataclass
+class SensorContext(ApplianceContext):
+    """A Defender for IoT OT sensor's dataset function gets this."""
+
+    appliance: SensorConfig = field(kw_only=True)
+
+
+@dataclass
+class ConsoleContext(ApplianceContext):
+    """A Defender for IoT management console's dataset function gets this."""
+
+    appliance: ConsoleConfig = field(kw_only=True)

@@ -8,7 +8,7 @@ tolerant Python path instead (kept, with the raw value in AdditionalFields, or q
 a reason). Unknown fields found in the first lines are kept in AdditionalFields. A file with a
 line that is not JSON, or a decode that needs more memory than it may take, is read line by
 line instead (``RedoUnit``), in batches of a few thousand rows.
-May import ``contracts``, ``errors``, ``tables`` and ``sources.normalize``.
+May import ``contracts``, ``errors``, ``tables`` and ``sources.wire``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import orjson
 
 from endpoint_forensics.contracts import Batch, RedoUnit, Reject
 from endpoint_forensics.errors import PermanentError
-from endpoint_forensics.sources.normalize import FieldMap, convert_record, field_specs
+from endpoint_forensics.sources.wire import FieldMap, convert_record, field_specs
 from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
 
 __all__ = [

@@ -11,7 +11,8 @@ is; a query that timed out (the client's wait, above the service's 200 s, ran ou
 the service's "timed out"/"preempted" 400) would time out again. Either way the query is split
 into narrower device-id prefixes; one that times out even at the narrowest prefix stops the
 dataset with ``HuntingQueryTimeout``.
-May import ``http``, ``ratelimit``, ``tables``, ``contracts`` and ``config``.
+May import ``http``, ``config``, ``contracts``, ``errors``, ``tables`` and the other ``sources``
+modules.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from endpoint_forensics.errors import (
     RequestTimedOut,
 )
 from endpoint_forensics.sources import FetchContext
-from endpoint_forensics.sources.normalize import as_datetime
+from endpoint_forensics.sources.wire import Fields, Invalid, as_datetime
 from endpoint_forensics.tables import AGENT_HEALTH, AGENT_HEALTH_TESTS, HealthResult
 
 __all__ = [
@@ -194,26 +195,25 @@ def device_health_row(record: Any) -> dict[str, Any] | str:
     """The ``EPF_AgentHealth_CL`` row for one query result, or why it cannot be one."""
     if not isinstance(record, Mapping):
         return f"hunting result is a {type(record).__name__}, not an object"
-    fields = {k.lower(): v for k, v in record.items()}
-    device_id = fields.get("deviceid")
+    f = Fields(record)
+    device_id = f.get("DeviceId")
     if not isinstance(device_id, str) or not device_id:
         return "hunting result has no DeviceId"
-    assessments = _parse_assessments(fields.get("assessments"))
+    assessments = _parse_assessments(f.get("Assessments"))
     if assessments is None:
         return "hunting result has no Assessments list"
-    platform = fields.get("osplatform")
+    platform = f.get("OSPlatform")
     family = os_family(platform if isinstance(platform, str) else None, list(assessments))
     if family is None:
         return f"cannot tell the OS family of platform {platform!r}"
     try:
-        last_assessed = as_datetime(fields.get("lastassessed"))
-    except ValueError:
+        last_assessed = f.get_as("LastAssessed", as_datetime)
+    except Invalid:
         last_assessed = None
+    name = f.get("DeviceName")
     row: dict[str, Any] = {
         "DeviceId": device_id,
-        "DeviceName": fields.get("devicename")
-        if isinstance(fields.get("devicename"), str)
-        else None,
+        "DeviceName": name if isinstance(name, str) else None,
         "OSPlatform": platform if isinstance(platform, str) else None,
         "OSFamily": family,
         "LastAssessed": last_assessed,

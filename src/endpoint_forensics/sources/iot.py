@@ -1,9 +1,9 @@
 """Defender for IoT sensor datasets (C.2): devices, connections, CVEs and alerts.
 
-Each function takes an ``ApplianceContext`` for one sensor and yields one unit. Devices,
+Each function takes a ``SensorContext`` for one sensor and yields one unit. Devices,
 connections and CVEs are snapshots; alerts are incremental by ``fromTime`` / ``toTime``
 with an overlap, de-duplicated by alert id. The event timeline is in ``iot_events``, the
-vulnerability reports in ``iot_reports``. May import ``sources.iot_records``, ``contracts`` and ``tables``.
+vulnerability reports in ``iot_reports``. May import ``contracts``, ``errors``, ``tables`` and the other ``sources`` modules.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 from urllib.parse import quote
 
 from endpoint_forensics.contracts import Batch, Row, Unit, batch_of
-from endpoint_forensics.errors import HttpStatusError
-from endpoint_forensics.sources import ApplianceContext
-from endpoint_forensics.sources.iot_records import (
+from endpoint_forensics.errors import WireFormatError
+from endpoint_forensics.sources import ApplianceContext, ConsoleContext, Fetched, SensorContext
+from endpoint_forensics.sources.wire import (
     Fields,
     Invalid,
     as_bool,
@@ -24,6 +24,7 @@ from endpoint_forensics.sources.iot_records import (
     as_text,
     first_real,
     from_epoch_ms,
+    list_of,
     text_list,
     to_epoch_ms,
 )
@@ -51,11 +52,10 @@ _MAX_CVE_TOP = 100_000
 def rows_of(table: Table, records: Any, to_row: Callable[[Fields], Row], what: str) -> Batch:
     """A batch of ``to_row`` over ``records``; a record that does not fit is quarantined."""
     if not isinstance(records, list):
-        raise HttpStatusError(
+        raise WireFormatError(
             f"{what}: expected a JSON array, got {type(records).__name__}",
             method="GET",
             url=what,
-            status=200,
         )
 
     def convert(record: Any) -> Row | str:
@@ -80,7 +80,7 @@ def _origin(ctx: ApplianceContext, source: str) -> Row:
 
 def device_row(f: Fields, origin: Row) -> Row:
     """A v1 device object (sensor or console) as an ``EPF_IotDevices_CL`` row."""
-    device_id = as_int(f.get("id"), "id")
+    device_id = f.get_as("id", as_int)
     if device_id is None:
         raise Invalid("id: missing")
     firmware = f.get("firmware")
@@ -100,26 +100,25 @@ def device_row(f: Fields, origin: Row) -> Row:
         "FirmwareVersion": first_real(
             Fields(m).get("firmwareVersion") for m in firmware if isinstance(m, Mapping)
         ),
-        "Authorized": as_bool(f.get("authorized"), "authorized"),
-        "EngineeringStation": as_bool(f.get("engineeringStation"), "engineeringStation"),
-        "Scanner": as_bool(f.get("scanner"), "scanner"),
-        "HasDynamicAddress": as_bool(f.get("hasDynamicAddress"), "hasDynamicAddress"),
-        "SensorId": as_int(f.get("sensorId"), "sensorId"),
+        "Authorized": f.get_as("authorized", as_bool),
+        "EngineeringStation": f.get_as("engineeringStation", as_bool),
+        "Scanner": f.get_as("scanner", as_bool),
+        "HasDynamicAddress": f.get_as("hasDynamicAddress", as_bool),
+        "SensorId": f.get_as("sensorId", as_int),
         "DeviceStatus": "Active",
     }
 
 
-def fetch_devices(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_devices(ctx: SensorContext) -> Iterator[Unit]:
     """``/api/v1/devices`` (optionally by ``authorized``), each with its security score."""
     appliance = ctx.appliance
     params = {}
-    authorized = getattr(appliance, "authorized", None)
-    if authorized is not None:
-        params["authorized"] = "true" if authorized else "false"
+    if appliance.authorized is not None:
+        params["authorized"] = "true" if appliance.authorized else "false"
     records = ctx.get("/api/v1/devices", params or None)
     scores = _security_scores(ctx.get("/api/v1/reports/vulnerabilities/devices"))
     origin = _origin(ctx, "sensor/v1/devices")
-    site, zone = getattr(appliance, "site", ""), getattr(appliance, "zone", "")
+    site, zone = appliance.site, appliance.zone
 
     def to_row(f: Fields) -> Row:
         row = device_row(f, origin)
@@ -139,7 +138,7 @@ def _security_scores(report: Any) -> dict[str, int]:
     for record in report if isinstance(report, list) else []:
         try:
             f = Fields(record)
-            score = as_int(f.get("securityScore"), "securityScore")
+            score = f.get_as("securityScore", as_int)
         except Invalid:
             continue
         if score is None:
@@ -155,14 +154,14 @@ def _security_scores(report: Any) -> dict[str, int]:
 # --- connections ---------------------------------------------------------------------------
 
 
-def fetch_connections(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_connections(ctx: SensorContext) -> Iterator[Unit]:
     """``/api/v1/devices/connections``: every device pair with its ports and protocols."""
     records = ctx.get("/api/v1/devices/connections")
     origin = _origin(ctx, "sensor/v1/connections")
 
     def to_row(f: Fields) -> Row:
-        first = as_int(f.get("firstDeviceId"), "firstDeviceId")
-        second = as_int(f.get("secondDeviceId"), "secondDeviceId")
+        first = f.get_as("firstDeviceId", as_int)
+        second = f.get_as("secondDeviceId", as_int)
         if first is None or second is None:
             raise Invalid("firstDeviceId and secondDeviceId: both are required")
         ports = f.get("ports")
@@ -171,10 +170,10 @@ def fetch_connections(ctx: ApplianceContext) -> Iterator[Unit]:
             **origin,
             "FirstDeviceId": first,
             "SecondDeviceId": second,
-            "Ports": [as_int(p, "ports") for p in ports] if isinstance(ports, list) else None,
+            "Ports": f.get_as("ports", list_of(as_int)) if isinstance(ports, list) else None,
             "Protocols": protocols if isinstance(protocols, list) else None,
-            "FirstSeen": from_epoch_ms(f.get("discovered"), "discovered"),
-            "LastSeen": from_epoch_ms(f.get("lastSeen"), "lastSeen"),
+            "FirstSeen": f.get_as("discovered", from_epoch_ms),
+            "LastSeen": f.get_as("lastSeen", from_epoch_ms),
         }
 
     batch = rows_of(IOT_CONNECTIONS, records, to_row, "/api/v1/devices/connections")
@@ -190,10 +189,10 @@ def attack_vector(value: Any) -> str | None:
     return text.strip().upper().replace(" ", "_") if text else None
 
 
-def fetch_cves(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_cves(ctx: SensorContext) -> Iterator[Unit]:
     """``/api/v1/devices/cves`` with a large ``top``; an address that fills it is asked again
     on its own with a larger one, until its list is complete."""
-    top = int(getattr(ctx.appliance, "cve_top", 1_000))
+    top = ctx.appliance.cve_top
     records = ctx.get("/api/v1/devices/cves", {"top": str(top)})
     if not isinstance(records, list):
         records = []
@@ -220,7 +219,7 @@ def fetch_cves(ctx: ApplianceContext) -> Iterator[Unit]:
             **origin,
             "IpAddress": address,
             "CveId": cve,
-            "Score": as_score(f.get("score"), "score"),
+            "Score": f.get_as("score", as_score),
             "AttackVector": attack_vector(f.get("attackVector")),
             "Description": as_text(f.get("description")),
         }
@@ -248,40 +247,40 @@ def alert_row(f: Fields, origin: Row) -> Row:
     alert_id = as_text(f.get("id"))
     if not alert_id:
         raise Invalid("id: missing")
-    sensor_id = as_int(f.get("sensorId"), "sensorId")
+    sensor_id = f.get_as("sensorId", as_int)
     info = f.get("additionalInformation")  # any case: the doc also writes additionalinformation
     steps = f.get("remediationSteps")
     return {
         **origin,
         # Console alert ids are per sensor: qualify them so two sensors' alerts stay apart.
         "AlertId": alert_id if sensor_id is None else f"{sensor_id}-{alert_id}",
-        "AlertTime": from_epoch_ms(f.get("time"), "time"),
+        "AlertTime": f.get_as("time", from_epoch_ms),
         "AlertTitle": as_text(f.get("title")),
         "Message": as_text(f.get("message")),
         "Severity": as_text(f.get("severity")),
         "Engine": as_text(f.get("engine")),
-        "SourceDeviceId": as_int(f.get("sourceDevice"), "sourceDevice"),
-        "DestinationDeviceId": as_int(f.get("destinationDevice"), "destinationDevice"),
+        "SourceDeviceId": f.get_as("sourceDevice", as_int),
+        "DestinationDeviceId": f.get_as("destinationDevice", as_int),
         "SourceDeviceAddress": as_text(f.get("sourceDeviceAddress")),
         "DestinationDeviceAddress": as_text(f.get("destinationDeviceAddress")),
         "RemediationSteps": steps if isinstance(steps, list) else None,
         "AdditionalInformation": info if isinstance(info, Mapping | list) else None,
-        "Handled": as_bool(f.get("handled"), "handled"),
+        "Handled": f.get_as("handled", as_bool),
         "SensorId": sensor_id,
         "SensorName": as_text(f.get("sensorName")),
-        "SiteId": as_int(f.get("siteId"), "siteId"),
+        "SiteId": f.get_as("siteId", as_int),
         "SiteName": as_text(f.get("siteName")),
-        "ZoneId": as_int(f.get("zoneId"), "zoneId"),
+        "ZoneId": f.get_as("zoneId", as_int),
         "ZoneName": as_text(f.get("zoneName")),
     }
 
 
-def incremental_alerts(ctx: ApplianceContext, path: str, source: str) -> Iterator[Unit]:
+def incremental_alerts(ctx: SensorContext | ConsoleContext, path: str, source: str) -> Fetched:
     """Alerts raised since the last run (``fromTime``/``toTime``, epoch ms, with an overlap),
     each alert id once: ids already delivered inside the overlap are remembered."""
     cursor = ctx.cursor or {}
     now_ms = to_epoch_ms(ctx.now)
-    overlap_ms = int(getattr(ctx.appliance, "alerts_overlap_minutes", 10)) * 60_000
+    overlap_ms = ctx.appliance.alerts_overlap_minutes * 60_000
     params = {"toTime": str(now_ms)}
     seen: dict[str, int] = dict(cursor.get("seen") or {})
     if cursor.get("to_ms") is not None:
@@ -297,14 +296,13 @@ def incremental_alerts(ctx: ApplianceContext, path: str, source: str) -> Iterato
         fresh.append(row)
     batch.rows = fresh
     keep_after = now_ms - overlap_ms - 60_000
-    ctx.new_cursor = {
-        "to_ms": now_ms,
-        "seen": {k: t for k, t in seen.items() if t >= keep_after},
-    }
     yield Unit("alerts", iter([batch]))
+    return {"to_ms": now_ms, "seen": {k: t for k, t in seen.items() if t >= keep_after}}
 
 
-def fetch_alerts(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_alerts(ctx: SensorContext) -> Fetched:
     """``/api/v2/alerts`` (v2 adds addresses and remediation steps), or v1 as configured."""
-    version = getattr(ctx.appliance, "alerts_api", "v2")
-    yield from incremental_alerts(ctx, f"/api/{version}/alerts", f"sensor/{version}/alerts")
+    version = ctx.appliance.alerts_api
+    return (
+        yield from incremental_alerts(ctx, f"/api/{version}/alerts", f"sensor/{version}/alerts")
+    )

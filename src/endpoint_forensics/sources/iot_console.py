@@ -14,6 +14,7 @@ request series, paged to its end and resumed from its own watermark; v3 connecti
 so they are kept when either device is one of those sensors' (v1 devices gives their ids);
 alerts and sensors are filtered on the ``sensorId``/``u_id`` they carry. The deleted-devices
 list names no sensor: every deletion is recorded.
+May import ``contracts``, ``errors``, ``tables`` and the other ``sources`` modules.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from endpoint_forensics.contracts import Batch, Reject, Row, Unit
-from endpoint_forensics.sources import ApplianceContext
+from endpoint_forensics.sources import ConsoleContext, Cursor, Fetched
 from endpoint_forensics.sources.iot import (
     attack_vector,
     device_row,
@@ -38,7 +39,7 @@ from endpoint_forensics.sources.iot_console_v3 import (
     sensor_ids,
     sensor_list,
 )
-from endpoint_forensics.sources.iot_records import (
+from endpoint_forensics.sources.wire import (
     Fields,
     Invalid,
     as_bool,
@@ -64,11 +65,11 @@ __all__ = [
 _OVERLAP_MS = 10 * 60_000
 
 
-def _origin(ctx: ApplianceContext, source: str) -> Row:
+def _origin(ctx: ConsoleContext, source: str) -> Row:
     return {"Appliance": ctx.appliance.name, "ApplianceKind": "console", "Source": source}
 
 
-def fetch_console_devices(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_console_devices(ctx: ConsoleContext) -> Iterator[Unit]:
     """``/external/v1/devices``: every sensor's devices with sensor, site and zone ids."""
     records = ctx.get("/external/v1/devices", sensor_list(ctx))
     origin = _origin(ctx, "console/v1/devices")
@@ -83,7 +84,7 @@ def fetch_console_devices(ctx: ApplianceContext) -> Iterator[Unit]:
 
 
 def v3_device_row(f: Fields, origin: Row) -> Row:
-    device_id = as_int(f.get("u_id"), "u_id")
+    device_id = f.get_as("u_id", as_int)
     if device_id is None:
         raise Invalid("u_id: missing")
     kind = f.get("u_device_type")
@@ -112,19 +113,19 @@ def v3_device_row(f: Fields, origin: Row) -> Row:
             for m in (firmware if isinstance(firmware, list) else [])
             if isinstance(m, Mapping)
         ),
-        "Authorized": as_bool(f.get("u_authorized", "u_is_authorized"), "u_authorized"),
+        "Authorized": f.get_as(("u_authorized", "u_is_authorized"), as_bool),
         "SensorId": int(sensors[0]) if sensors and sensors[0].isdigit() else None,
         "Site": as_text(f.get("u_site")),
         "Zone": as_text(f.get("u_zone")),
         "PurdueLevel": purdue,
-        "FirstSeen": from_epoch_ms(f.get("u_first_discovered"), "u_first_discovered"),
-        "LastActivity": from_epoch_ms(f.get("u_last_activity"), "u_last_activity"),
-        "LastUpdate": from_epoch_ms(f.get("u_last_update"), "u_last_update"),
+        "FirstSeen": f.get_as("u_first_discovered", from_epoch_ms),
+        "LastActivity": f.get_as("u_last_activity", from_epoch_ms),
+        "LastUpdate": f.get_as("u_last_update", from_epoch_ms),
         "DeviceStatus": "Active",
     }
 
 
-def fetch_device_changes(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_device_changes(ctx: ConsoleContext) -> Fetched:
     """v3 devices new or updated since the last poll, and devices deleted since then."""
     cursor = ctx.cursor or {}
     origin = _origin(ctx, "console/v3/devices")
@@ -144,7 +145,7 @@ def fetch_device_changes(ctx: ApplianceContext) -> Iterator[Unit]:
     deleted = ctx.get(f"{V3}/deleteddevices/{deleted_after}")
     gone = []
     for record in deleted if isinstance(deleted, list) else []:
-        ident = as_int(Fields(record).get("u_id"), "u_id") if isinstance(record, Mapping) else None
+        ident = Fields(record).get_as("u_id", as_int) if isinstance(record, Mapping) else None
         if ident is None or ident in known_deleted:
             continue
         known_deleted.add(ident)
@@ -157,15 +158,11 @@ def fetch_device_changes(ctx: ApplianceContext) -> Iterator[Unit]:
             }
         )
     batch.rows.extend(gone)
-    ctx.new_cursor = {
-        **marks,
-        "polled_ms": now_ms,
-        "deleted": sorted(known_deleted)[-10_000:],
-    }
     yield Unit("device_changes", iter([batch]))
+    return {**marks, "polled_ms": now_ms, "deleted": sorted(known_deleted)[-10_000:]}
 
 
-def fetch_console_cves(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_console_cves(ctx: ConsoleContext) -> Fetched:
     """v3 device CVEs of devices whose CVEs changed since the last poll (all, the first time)."""
     origin = _origin(ctx, "console/v3/devicecves")
     batch = Batch(IOT_CVES)
@@ -177,8 +174,8 @@ def fetch_console_cves(ctx: ApplianceContext) -> Iterator[Unit]:
                 f = Fields(record)
                 devices.append(
                     {
-                        "DeviceId": as_int(f.get("u_id"), "u_id"),
-                        "LastUpdate": from_epoch_ms(f.get("u_last_update"), "u_last_update"),
+                        "DeviceId": f.get_as("u_id", as_int),
+                        "LastUpdate": f.get_as("u_last_update", from_epoch_ms),
                         "record": f,
                     }
                 )
@@ -198,8 +195,8 @@ def fetch_console_cves(ctx: ApplianceContext) -> Iterator[Unit]:
         )
         batch.rows.extend(part.rows)
         batch.rejects.extend(part.rejects)
-    ctx.new_cursor = marks
     yield Unit("cves", iter([batch]))
+    return marks
 
 
 def _cve_row(c: Fields, dev: Fields, device: Row, origin: Row) -> Row:
@@ -212,14 +209,14 @@ def _cve_row(c: Fields, dev: Fields, device: Row, origin: Row) -> Row:
         "DeviceName": as_text(dev.get("u_name")),
         "IpAddress": as_text(c.get("u_ip_address")),
         "CveId": cve,
-        "Score": as_score(c.get("u_score"), "u_score"),
+        "Score": c.get_as("u_score", as_score),
         "AttackVector": attack_vector(c.get("u_attack_vector")),
         "Description": as_text(c.get("u_description")),
         "LastUpdate": device["LastUpdate"],
     }
 
 
-def fetch_console_connections(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_console_connections(ctx: ConsoleContext) -> Fetched:
     """v3 connections new since the previous poll (less an overlap; all, the first time)."""
     cursor = ctx.cursor or {}
     now_ms = to_epoch_ms(ctx.now)
@@ -228,8 +225,8 @@ def fetch_console_connections(ctx: ApplianceContext) -> Iterator[Unit]:
     origin = _origin(ctx, "console/v3/connections")
 
     def to_row(f: Fields) -> Row:
-        first = as_int(f.get("u_src_device_id"), "u_src_device_id")
-        second = as_int(f.get("u_dest_device_id"), "u_dest_device_id")
+        first = f.get_as("u_src_device_id", as_int)
+        second = f.get_as("u_dest_device_id", as_int)
         if first is None or second is None:
             raise Invalid("u_src_device_id and u_dest_device_id: both are required")
         f.mark("u_appliance")
@@ -255,11 +252,11 @@ def fetch_console_connections(ctx: ApplianceContext) -> Iterator[Unit]:
         ]
     keys = [f"{r['FirstDeviceId']}>{r['SecondDeviceId']}:{r['ConnectionType']}" for r in batch.rows]
     batch.rows = [r for r, k in zip(batch.rows, keys, strict=True) if k not in known]
-    ctx.new_cursor = {"polled_ms": now_ms, "recent": sorted(set(keys))}
     yield Unit("connections", iter([batch]))
+    return {"polled_ms": now_ms, "recent": sorted(set(keys))}
 
 
-def _sensor_device_ids(ctx: ApplianceContext) -> set[int] | None:
+def _sensor_device_ids(ctx: ConsoleContext) -> set[int] | None:
     """Console ids of the configured sensors' devices (None: no sensor filter). Asked after
     the connections, so that every device a connection names is already listed."""
     if not sensor_ids(ctx):
@@ -280,12 +277,18 @@ def _of_sensors(batches: Iterator[Batch], ids: tuple[int, ...], key: str) -> Ite
         yield batch
 
 
-def fetch_console_alerts(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_console_alerts(ctx: ConsoleContext) -> Fetched:
     """Every sensor's alerts through the console (v2 adds sensor, site and zone names)."""
-    version = getattr(ctx.appliance, "alerts_api", "v2")
+    version = ctx.appliance.alerts_api
     ids = sensor_ids(ctx)
     path = f"/external/{version}/alerts"
-    for unit in incremental_alerts(ctx, path, f"console/{version}/alerts"):
+    alerts = incremental_alerts(ctx, path, f"console/{version}/alerts")
+    while True:
+        try:
+            unit = next(alerts)
+        except StopIteration as done:
+            cursor: Cursor | None = done.value
+            return cursor
         # The documented alert filter is spelled `sensor` in one place and `sensorId` in
         # another: filter on the sensorId every alert carries instead.
         if ids:
@@ -293,13 +296,13 @@ def fetch_console_alerts(ctx: ApplianceContext) -> Iterator[Unit]:
         yield unit
 
 
-def fetch_sensors(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_sensors(ctx: ConsoleContext) -> Iterator[Unit]:
     """v3 sensors: connection state (SYNCED is healthy), version, device and alert counts."""
     records = ctx.get(f"{V3}/sensors")
     origin = _origin(ctx, "console/v3/sensors")
 
     def to_row(f: Fields) -> Row:
-        sensor_id = as_int(f.get("u_id"), "u_id")
+        sensor_id = f.get_as("u_id", as_int)
         if sensor_id is None:
             raise Invalid("u_id: missing")
         state = as_text(f.get("u_connection_state"))
@@ -311,12 +314,10 @@ def fetch_sensors(ctx: ApplianceContext) -> Iterator[Unit]:
             "ConnectionState": state,
             "Healthy": None if state is None else state.upper() == "SYNCED",
             "Version": as_text(f.get("u_version")),
-            "IsActivated": as_bool(f.get("u_is_activated"), "u_is_activated"),
-            "DeviceCount": as_int(f.get("u_device_count"), "u_device_count"),
-            "AlertCount": as_int(f.get("u_alert_count"), "u_alert_count"),
-            "UnhandledAlertCount": as_int(
-                f.get("u_unhandled_alert_count"), "u_unhandled_alert_count"
-            ),
+            "IsActivated": f.get_as("u_is_activated", as_bool),
+            "DeviceCount": f.get_as("u_device_count", as_int),
+            "AlertCount": f.get_as("u_alert_count", as_int),
+            "UnhandledAlertCount": f.get_as("u_unhandled_alert_count", as_int),
         }
 
     batches = iter([rows_of(IOT_SENSORS, records, to_row, "v3 sensors")])

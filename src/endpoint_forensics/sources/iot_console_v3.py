@@ -8,6 +8,7 @@ sensors reads one series per sensor, each resumed from its own watermark: the ne
 ``u_last_update`` delivered and the keys at that instant (in case the console counts the
 boundary in). A sensor without a watermark of its own starts from the all-sensor one, which
 covered it too.
+May import ``contracts``, ``errors`` and the other ``sources`` modules.
 """
 
 from __future__ import annotations
@@ -16,46 +17,45 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from endpoint_forensics.contracts import Row
-from endpoint_forensics.errors import HttpStatusError
-from endpoint_forensics.sources import ApplianceContext
-from endpoint_forensics.sources.iot_records import Fields, as_int, to_epoch_ms
+from endpoint_forensics.errors import WireFormatError
+from endpoint_forensics.sources import ConsoleContext
+from endpoint_forensics.sources.wire import Fields, as_int, to_epoch_ms
 
 __all__ = ["V3", "cursor_ms", "delta_rows", "pages", "sensor_ids", "sensor_list"]
 
 V3 = "/external/v3/integration"
 
 
-def sensor_ids(ctx: ApplianceContext) -> tuple[int, ...]:
+def sensor_ids(ctx: ConsoleContext) -> tuple[int, ...]:
     """The console sensor ids the config restricts to (each once); () means every sensor."""
-    return tuple(dict.fromkeys(getattr(ctx.appliance, "sensor_ids", ())))
+    return tuple(dict.fromkeys(ctx.appliance.sensor_ids))
 
 
-def sensor_list(ctx: ApplianceContext) -> dict[str, str] | None:
+def sensor_list(ctx: ConsoleContext) -> dict[str, str] | None:
     """``sensorId`` as a comma list: documented for ``/external/v1/devices`` only."""
     ids = sensor_ids(ctx)
     return {"sensorId": ",".join(str(i) for i in ids)} if ids else None
 
 
 def pages(
-    ctx: ApplianceContext, path: str, items: str, params: Mapping[str, str]
+    ctx: ConsoleContext, path: str, items: str, params: Mapping[str, str]
 ) -> Iterator[list[Any]]:
     """Each page of a v3 list, from page 0 to the end (``u_count`` items, or an empty page)."""
-    size = int(getattr(ctx.appliance, "page_size", 200))
+    size = ctx.appliance.page_size
     page = 0
     while True:
         body = ctx.get(path, {**params, "page": str(page), "size": str(size)})
         if not isinstance(body, Mapping):
-            raise HttpStatusError(
+            raise WireFormatError(
                 f"GET {path}: expected an object with u_count and {items}, got "
                 f"{type(body).__name__}",
                 method="GET",
                 url=path,
-                status=200,
             )
         f = Fields(body)
         found = f.get(items)
         found = found if isinstance(found, list) else []
-        total = as_int(f.get("u_count"), "u_count") or 0
+        total = f.get_as("u_count", as_int) or 0
         yield found
         page += 1
         # u_count is the total over all pages; a short or empty page also ends the list.
@@ -92,7 +92,7 @@ def _marks_cursor(cursor: Mapping[str, Any], marks: Mapping[int | None, _Mark]) 
 
 
 def delta_rows(
-    ctx: ApplianceContext,
+    ctx: ConsoleContext,
     name: str,
     items: str,
     params: Mapping[str, str],

@@ -15,6 +15,7 @@ events carry **no id**. So each poll:
 
 The cursor (poll time, newest event, keys in the overlap, windows asked in the last hour,
 types seen) advances only after the rows are delivered.
+May import ``contracts``, ``tables`` and the other ``sources`` modules.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from endpoint_forensics.contracts import Row, Unit
-from endpoint_forensics.sources import ApplianceContext
+from endpoint_forensics.sources import Fetched, SensorContext
 from endpoint_forensics.sources.iot import rows_of
-from endpoint_forensics.sources.iot_records import (
+from endpoint_forensics.sources.wire import (
     Fields,
     Invalid,
     as_text,
@@ -57,7 +58,7 @@ def event_key(record: Mapping[str, Any]) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def fetch_events(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_events(ctx: SensorContext) -> Fetched:
     poll = _Poll(ctx)
     records = poll.collect()
     origin = {
@@ -67,7 +68,7 @@ def fetch_events(ctx: ApplianceContext) -> Iterator[Unit]:
     }
 
     def to_row(f: Fields) -> Row:
-        when = from_epoch_ms(f.get("timestamp"), "timestamp")
+        when = f.get_as("timestamp", from_epoch_ms)
         if when is None:
             raise Invalid("timestamp: missing")
         return {
@@ -85,29 +86,29 @@ def fetch_events(ctx: ApplianceContext) -> Iterator[Unit]:
     for reject in batch.rejects:  # the key is ours, not the sensor's
         if isinstance(reject.record, dict):
             reject.record.pop("_epf_key", None)
-    ctx.new_cursor = poll.cursor()
     yield Unit("events", iter([batch]))
+    return poll.cursor()
 
 
 class _Poll:
-    def __init__(self, ctx: ApplianceContext) -> None:
+    def __init__(self, ctx: SensorContext) -> None:
         self.ctx = ctx
         cursor = ctx.cursor or {}
         self.now_ms = to_epoch_ms(ctx.now)
-        self.overlap_ms = int(getattr(ctx.appliance, "events_overlap_minutes", 2)) * 60_000
+        self.overlap_ms = ctx.appliance.events_overlap_minutes * 60_000
         self.since_ms: int | None = cursor.get("since_ms")
         self.newest_ms: int | None = cursor.get("newest_ms")
         self.seen: dict[str, int] = dict(cursor.get("seen") or {})
         self.asked: dict[str, int] = {
             q: t for q, t in (cursor.get("asked") or {}).items() if t > self.now_ms - _CACHE_MS
         }
-        configured = tuple(getattr(ctx.appliance, "event_types", ()))
+        configured = tuple(ctx.appliance.event_types)
         self.types: set[str] = {*DOCUMENTED_TYPES, *configured, *(cursor.get("types") or [])}
         self.delivered_keys: dict[str, int] = {}
 
     def collect(self) -> list[dict[str, Any]]:
         if self.since_ms is None:
-            initial = int(getattr(self.ctx.appliance, "events_initial_minutes", 4_320))
+            initial = self.ctx.appliance.events_initial_minutes
             minutes, covered_ms = initial, self.now_ms - initial * 60_000
             skip_before = covered_ms
         else:
@@ -194,7 +195,7 @@ class _Poll:
         return out
 
     def _gap(self, start_ms: int, end_ms: int, reason: str) -> None:
-        start, end = from_epoch_ms(start_ms, "gap"), from_epoch_ms(end_ms, "gap")
+        start, end = from_epoch_ms(start_ms), from_epoch_ms(end_ms)
         self.ctx.gaps.append(
             {
                 "start": start.isoformat() if start else None,

@@ -5,6 +5,7 @@ password findings, weak authentication and antivirus products; the security and 
 reports are tables of rows. Plain-text password findings keep their protocol and strength;
 the password itself is removed from the response before anything else reads it, so it cannot
 reach a table, a log, a checkpoint or the quarantine.
+May import ``contracts``, ``tables`` and the other ``sources`` modules.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 import orjson
 
 from endpoint_forensics.contracts import Batch, Reject, Row, Unit
-from endpoint_forensics.sources import ApplianceContext
-from endpoint_forensics.sources.iot_records import (
+from endpoint_forensics.sources import SensorContext
+from endpoint_forensics.sources.wire import (
     Fields,
     Invalid,
     as_int,
@@ -39,7 +40,7 @@ _DEVICE_FINDINGS = (  # (key in the report's vulnerabilities, Section)
 )
 
 
-def fetch_exposure(ctx: ApplianceContext) -> Iterator[Unit]:
+def fetch_exposure(ctx: SensorContext) -> Iterator[Unit]:
     """The devices, security and operational vulnerability reports as exposure findings.
 
     Plain-text password findings keep their protocol and strength; the password itself is
@@ -86,7 +87,7 @@ def _device_findings(f: Fields, origin: Row) -> list[Row]:
         )
     }
     cves = v.get("cves")
-    score = as_int(f.get("securityScore"), "securityScore")
+    score = f.get_as("securityScore", as_int)
     rest = f.rest() or {}
     rows: list[Row] = [
         {
@@ -105,14 +106,14 @@ def _device_findings(f: Fields, origin: Row) -> list[Row]:
     for key, section in _DEVICE_FINDINGS:
         items = v.get(key)
         for index, item in enumerate(items if isinstance(items, list) else []):
-            finding = Fields(item) if isinstance(item, Mapping) else None
+            finding = Fields(item, within=key) if isinstance(item, Mapping) else None
             row: Row = {**base, "Section": section}
             if finding is None:  # weakAuthentication and antiViruses are lists of strings
                 row["Protocol" if section == "WeakAuthentication" else "Details"] = (
                     as_text(item) if section == "WeakAuthentication" else {"name": item}
                 )
             else:
-                row["Port"] = as_int(finding.get("port"), f"{key}.port")
+                row["Port"] = finding.get_as("port", as_int)
                 row["Transport"] = as_text(finding.get("transport"))
                 row["Protocol"] = as_text(finding.get("protocol", "clientSoftware"))
                 row["Peer"] = as_text(finding.get("client"))

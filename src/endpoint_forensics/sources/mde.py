@@ -2,7 +2,8 @@
 security recommendations and the vulnerabilities catalogue (B.5.7, B.5.8).
 
 One function per dataset; each yields batches for one table. Knows nothing of sinks.
-May import ``http``, ``ratelimit``, ``tables``, ``contracts`` and ``config``.
+May import ``http``, ``config``, ``contracts``, ``errors``, ``tables`` and the other ``sources``
+modules.
 """
 
 from __future__ import annotations
@@ -16,20 +17,12 @@ import orjson
 
 from endpoint_forensics.contracts import Unit, batches_of
 from endpoint_forensics.errors import HttpStatusError
-from endpoint_forensics.http import ODataPage
-from endpoint_forensics.paging import iter_skip_pages
+from endpoint_forensics.http.client import ODataPage
+from endpoint_forensics.http.paging import iter_skip_pages
 from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.decode import ExportSpec, record_to_row
 from endpoint_forensics.sources.exports import export_units
-from endpoint_forensics.sources.normalize import (
-    Converter,
-    as_bool,
-    as_datetime,
-    as_dynamic,
-    as_int,
-    as_str,
-    convert_record,
-)
+from endpoint_forensics.sources.wire import FieldMap, convert_record, field_specs
 from endpoint_forensics.tables import AV_HEALTH, CVE_CATALOG, DEVICES, RECOMMENDATIONS, Table
 
 __all__ = [
@@ -44,41 +37,43 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Wire name (lower case: Defender's casing drifts) -> column and converter.
-_MACHINE_FIELDS: dict[str, tuple[str, Converter]] = {
-    "id": ("DeviceId", as_str),
-    "computerdnsname": ("DeviceName", as_str),
-    "firstseen": ("FirstSeen", as_datetime),
-    "lastseen": ("LastSeen", as_datetime),
-    "osplatform": ("OSPlatform", as_str),
-    "osversion": ("OSVersion", as_str),
-    "version": ("OSVersionInfo", as_str),
-    "osprocessor": ("OSProcessor", as_str),
-    "osarchitecture": ("OSArchitecture", as_str),
-    "osbuild": ("OSBuild", as_int),
-    "lastipaddress": ("LastIpAddress", as_str),
-    "lastexternalipaddress": ("LastExternalIpAddress", as_str),
-    "healthstatus": ("HealthStatus", as_str),
-    "onboardingstatus": ("OnboardingStatus", as_str),
-    "devicevalue": ("DeviceValue", as_str),
-    "rbacgroupid": ("RbacGroupId", as_int),
-    "rbacgroupname": ("RbacGroupName", as_str),
-    "riskscore": ("RiskScore", as_str),
-    "exposurelevel": ("ExposureLevel", as_str),
-    "isaadjoined": ("IsAadJoined", as_bool),
-    "aaddeviceid": ("AadDeviceId", as_str),
-    "machinetags": ("MachineTags", as_dynamic),
-    "ipaddresses": ("IpAddresses", as_dynamic),
-    "agentversion": ("AgentVersion", as_str),
-    "defenderavstatus": ("DefenderAvStatus", as_str),
-    "managedby": ("ManagedBy", as_str),
-    "managedbystatus": ("ManagedByStatus", as_str),
-    "ispotentialduplication": ("IsPotentialDuplication", as_bool),
-    "mergedintomachineid": ("MergedIntoMachineId", as_str),
-    "isexcluded": ("IsExcluded", as_bool),
-    "exclusionreason": ("ExclusionReason", as_str),
-    "vmmetadata": ("VmMetadata", as_dynamic),
+# Wire name -> column (keys match case-insensitively: Defender's casing drifts); the
+# column's type picks the converter.
+_MACHINE_FIELDS: FieldMap = {
+    "id": "DeviceId",
+    "computerDnsName": "DeviceName",
+    "firstSeen": "FirstSeen",
+    "lastSeen": "LastSeen",
+    "osPlatform": "OSPlatform",
+    "osVersion": "OSVersion",
+    "version": "OSVersionInfo",
+    "osProcessor": "OSProcessor",
+    "osArchitecture": "OSArchitecture",
+    "osBuild": "OSBuild",
+    "lastIpAddress": "LastIpAddress",
+    "lastExternalIpAddress": "LastExternalIpAddress",
+    "healthStatus": "HealthStatus",
+    "onboardingStatus": "OnboardingStatus",
+    "deviceValue": "DeviceValue",
+    "rbacGroupId": "RbacGroupId",
+    "rbacGroupName": "RbacGroupName",
+    "riskScore": "RiskScore",
+    "exposureLevel": "ExposureLevel",
+    "isAadJoined": "IsAadJoined",
+    "aadDeviceId": "AadDeviceId",
+    "machineTags": "MachineTags",
+    "ipAddresses": "IpAddresses",
+    "agentVersion": "AgentVersion",
+    "defenderAvStatus": "DefenderAvStatus",
+    "managedBy": "ManagedBy",
+    "managedByStatus": "ManagedByStatus",
+    "isPotentialDuplication": "IsPotentialDuplication",
+    "mergedIntoMachineId": "MergedIntoMachineId",
+    "isExcluded": "IsExcluded",
+    "exclusionReason": "ExclusionReason",
+    "vmMetadata": "VmMetadata",
 }
+_MACHINE_SPECS = field_specs(DEVICES, _MACHINE_FIELDS)
 
 # Most records one call returns, with $top (B.1, B.2).
 _MACHINES_TOP = 10_000
@@ -114,7 +109,7 @@ def machine_to_row(record: Any) -> dict[str, Any] | str:
     """The ``EPF_Devices_CL`` row for one machine record, or why it cannot be one."""
     if not isinstance(record, dict):
         return f"machine record is a {type(record).__name__}, not an object"
-    row, extra = convert_record(record, _MACHINE_FIELDS)
+    row, extra = convert_record(record, _MACHINE_SPECS)
     device_id = row.get("DeviceId")
     if not device_id:
         return "machine record has no id"

@@ -23,16 +23,19 @@ from endpoint_forensics.tables.iot import (
     IOT_EVENTS,
     IOT_EXPOSURE,
     IOT_SENSORS,
+    IOT_TABLES,
 )
 from endpoint_forensics.tables.mde import (
     AGENT_HEALTH,
     AGENT_HEALTH_TESTS,
     DEVICES,
+    MDE_TABLES,
     RUNS,
 )
 from endpoint_forensics.tables.posture import (
     AV_HEALTH,
     CVE_CATALOG,
+    POSTURE_TABLES,
     RECOMMENDATIONS,
     SECURE_CONFIG,
     SOFTWARE_INVENTORY,
@@ -85,25 +88,13 @@ __all__ = [
     "name_problem",
 ]
 
+# Each module lists its own tables, so a new table is added in one file.
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        DEVICES,
-        AGENT_HEALTH,
-        AV_HEALTH,
-        SECURE_CONFIG,
-        VULNERABILITIES,
-        VULNERABILITY_CHANGES,
-        SOFTWARE_INVENTORY,
-        RECOMMENDATIONS,
-        CVE_CATALOG,
-        IOT_DEVICES,
-        IOT_CONNECTIONS,
-        IOT_CVES,
-        IOT_ALERTS,
-        IOT_EVENTS,
-        IOT_EXPOSURE,
-        IOT_SENSORS,
+        *MDE_TABLES,
+        *POSTURE_TABLES,
+        *IOT_TABLES,
         RUNS,
         # The legacy tables of the compat profile (profile="compat"), after ours.
         *COMPAT_TABLES,

@@ -5,7 +5,7 @@ through the HTTP Data Collector API (original-connector.md), so its workbook's q
 unchanged while users move to the ``EPF_*`` tables. Each table also has our common
 columns first, ``SnapshotTime`` among them: the legacy ``TimeGenerated`` the workbook reads is
 replaced by the receive time in a delivery more than 2 days late, ``SnapshotTime`` is not.
-The rows are derived from ours by ``endpoint_forensics.compat``.
+The rows are derived from ours by ``endpoint_forensics.transforms.compat``.
 Imports only ``tables.schema`` and ``tables.mde``.
 """
 

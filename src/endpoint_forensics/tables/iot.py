@@ -9,16 +9,27 @@ Imports only ``tables.schema``.
 
 from __future__ import annotations
 
-from endpoint_forensics.tables.schema import COMMON_COLUMNS, Column, KqlType, Table
+from endpoint_forensics.tables.schema import (
+    COMMON_COLUMNS,
+    Column,
+    DatasetSpec,
+    KqlType,
+    RateLimit,
+    Table,
+)
 
 __all__ = [
+    "CONSOLE_DATASETS",
     "IOT_ALERTS",
+    "IOT_APPLIANCE_LIMIT",
     "IOT_CONNECTIONS",
     "IOT_CVES",
     "IOT_DEVICES",
     "IOT_EVENTS",
     "IOT_EXPOSURE",
     "IOT_SENSORS",
+    "IOT_TABLES",
+    "SENSOR_DATASETS",
 ]
 
 S, L, R, B, T, D = (
@@ -207,5 +218,147 @@ IOT_SENSORS = Table(
         ("DeviceCount", L, "Devices the sensor sees."),
         ("AlertCount", L, "Alerts on the sensor."),
         ("UnhandledAlertCount", L, "Unhandled alerts on the sensor."),
+    ),
+)
+
+# This module's tables, in registry order: a new table is added here.
+IOT_TABLES: tuple[Table, ...] = (
+    IOT_DEVICES,
+    IOT_CONNECTIONS,
+    IOT_CVES,
+    IOT_ALERTS,
+    IOT_EVENTS,
+    IOT_EXPOSURE,
+    IOT_SENSORS,
+)
+
+# Defender for IoT documents no limit (C.1). Sensors and consoles are on-premises appliances,
+# often small ones: one budget per appliance keeps the collector to 10 calls a second.
+IOT_APPLIANCE_LIMIT = RateLimit("iot_appliance", per_minute=600, per_hour=20_000)
+_IOT = (IOT_APPLIANCE_LIMIT,)
+
+
+# The datasets that fill them, per OT sensor, in collection order.
+SENSOR_DATASETS: tuple[DatasetSpec, ...] = (
+    DatasetSpec(
+        "devices",
+        "sensor",
+        IOT_DEVICES,
+        "iot:fetch_devices",
+        origin="sensor `/api/v1/devices`, with its security score from the devices "
+        "vulnerability report",
+        row_per="OT device per run",
+        limits=_IOT,
+    ),
+    DatasetSpec(
+        "connections",
+        "sensor",
+        IOT_CONNECTIONS,
+        "iot:fetch_connections",
+        origin="sensor `/api/v1/devices/connections`",
+        row_per="device pair per snapshot (daily)",
+        limits=_IOT,
+        interval_hours=24.0,
+    ),
+    DatasetSpec(
+        "cves",
+        "sensor",
+        IOT_CVES,
+        "iot:fetch_cves",
+        origin="sensor `/api/v1/devices/cves` (every CVE: an address that fills `top` is "
+        "asked again)",
+        row_per="address and CVE per snapshot (daily)",
+        limits=_IOT,
+        interval_hours=24.0,
+    ),
+    DatasetSpec(
+        "alerts",
+        "sensor",
+        IOT_ALERTS,
+        "iot:fetch_alerts",
+        origin="sensor alerts (v2), by `fromTime`/`toTime` since the last run",
+        row_per="alert, once",
+        limits=_IOT,
+    ),
+    DatasetSpec(
+        "events",
+        "sensor",
+        IOT_EVENTS,
+        "iot_events:fetch_events",
+        origin="the sensor event timeline, polled so the latest-100 cap drops nothing",
+        row_per="event, once",
+        limits=_IOT,
+    ),
+    DatasetSpec(
+        "exposure",
+        "sensor",
+        IOT_EXPOSURE,
+        "iot_reports:fetch_exposure",
+        origin="the sensor's devices, security and operational vulnerability reports: remote "
+        "access, open ports, plain-text password findings (protocol and strength, never the "
+        "password), weak authentication",
+        row_per="finding per snapshot (daily)",
+        limits=_IOT,
+        interval_hours=24.0,
+    ),
+)
+
+
+# The datasets that fill them, per on-premises management console.
+CONSOLE_DATASETS: tuple[DatasetSpec, ...] = (
+    DatasetSpec(
+        "devices",
+        "console",
+        IOT_DEVICES,
+        "iot_console:fetch_console_devices",
+        origin="console `/external/v1/devices`",
+        row_per="OT device per snapshot (daily)",
+        limits=_IOT,
+        interval_hours=24.0,
+    ),
+    DatasetSpec(
+        "device_changes",
+        "console",
+        IOT_DEVICES,
+        "iot_console:fetch_device_changes",
+        origin="console v3 device changes and deletions since the last run",
+        row_per="device change",
+        limits=_IOT,
+    ),
+    DatasetSpec(
+        "connections",
+        "console",
+        IOT_CONNECTIONS,
+        "iot_console:fetch_console_connections",
+        origin="console v3 connections since the last run",
+        row_per="device pair per change",
+        limits=_IOT,
+    ),
+    DatasetSpec(
+        "cves",
+        "console",
+        IOT_CVES,
+        "iot_console:fetch_console_cves",
+        origin="console v3 device CVEs since the last run",
+        row_per="device and CVE per change",
+        limits=_IOT,
+    ),
+    DatasetSpec(
+        "alerts",
+        "console",
+        IOT_ALERTS,
+        "iot_console:fetch_console_alerts",
+        origin="console alerts (v2), by `fromTime`/`toTime` since the last run",
+        row_per="alert, once",
+        limits=_IOT,
+    ),
+    DatasetSpec(
+        "sensors",
+        "console",
+        IOT_SENSORS,
+        "iot_console:fetch_sensors",
+        origin="console v3 sensors: connection state (`Healthy` when SYNCED), version, counts",
+        row_per="sensor per run",
+        limits=_IOT,
     ),
 )

@@ -7,7 +7,14 @@ Imports only ``tables.schema``.
 from __future__ import annotations
 
 from endpoint_forensics.tables.schema import COMMON_COLUMNS as _COMMON
-from endpoint_forensics.tables.schema import Column, KqlType, Table
+from endpoint_forensics.tables.schema import (
+    Column,
+    DatasetSpec,
+    KqlType,
+    Permission,
+    RateLimit,
+    Table,
+)
 
 S, INT, L, R, B, T, D = (
     KqlType.STRING,
@@ -132,5 +139,46 @@ RUNS = Table(
             "Time ranges that may have lost records and could not be closed: "
             "[{start, end, reason}] (e.g. a full IoT events window).",
         ),
+    ),
+)
+
+# This module's collected tables, in registry order (`RUNS` is the collector's own, last).
+MDE_TABLES: tuple[Table, ...] = (
+    DEVICES,
+    AGENT_HEALTH,
+)
+
+# Per tenant and endpoint, as documented (defender-apis.md B.6). Both advanced hunting APIs
+# share one quota.
+_MACHINES_LIMIT = RateLimit("machines", per_minute=100, per_hour=1_500)
+_HUNTING_LIMIT = RateLimit("advanced_hunting", per_minute=45, per_hour=1_500)
+_MACHINE_READ = Permission("MDE", "Machine.Read.All")
+
+
+# The datasets that fill them, per Defender tenant, in collection order.
+MDE_DATASETS: tuple[DatasetSpec, ...] = (
+    DatasetSpec(
+        "machines",
+        "tenant",
+        DEVICES,
+        "mde:fetch_machines",
+        origin="`GET /api/machines` (every documented field; unknown fields kept in `AdditionalFields`)",
+        row_per="device per run",
+        permissions=(_MACHINE_READ,),
+        limits=(_MACHINES_LIMIT,),
+    ),
+    DatasetSpec(
+        "agent_health",
+        "tenant",
+        AGENT_HEALTH,
+        "hunting:fetch_agent_health",
+        origin="advanced hunting over `DeviceTvmSecureConfigurationAssessment` (Graph "
+        "`runHuntingQuery`), the latest row per device and SCID",
+        row_per="device per run (Windows, macOS, Linux)",
+        permissions=(
+            Permission("Graph", "ThreatHunting.Read.All", when="graph_hunting"),
+            Permission("MDE", "AdvancedQuery.Read.All", when="mde_hunting"),
+        ),
+        limits=(_HUNTING_LIMIT,),
     ),
 )

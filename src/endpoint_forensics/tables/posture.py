@@ -7,11 +7,23 @@ delta events as Defender reports them. Imports only ``tables.schema``.
 
 from __future__ import annotations
 
-from endpoint_forensics.tables.schema import COMMON_COLUMNS, Column, KqlType, Table
+from endpoint_forensics.tables.schema import (
+    COMMON_COLUMNS,
+    Column,
+    DatasetSpec,
+    KqlType,
+    Permission,
+    RateLimit,
+    Table,
+    files_export_limit,
+    json_export_limit,
+)
 
 __all__ = [
     "AV_HEALTH",
     "CVE_CATALOG",
+    "POSTURE_DATASETS",
+    "POSTURE_TABLES",
     "RECOMMENDATIONS",
     "SECURE_CONFIG",
     "SOFTWARE_INVENTORY",
@@ -235,5 +247,121 @@ CVE_CATALOG = Table(
         ("ExploitUris", D, "Exploit references (array)."),
         ("CveSupportability", S, "Supported, Not Supported or SupportedInPremium."),
         ("Epss", R, "EPSS probability of exploitation, 0-1."),
+    ),
+)
+
+
+# This module's tables, in registry order: a new table is added here.
+POSTURE_TABLES: tuple[Table, ...] = (
+    AV_HEALTH,
+    SECURE_CONFIG,
+    VULNERABILITIES,
+    VULNERABILITY_CHANGES,
+    SOFTWARE_INVENTORY,
+    RECOMMENDATIONS,
+    CVE_CATALOG,
+)
+
+# Per tenant and endpoint, as documented (defender-apis.md B.6). /api/recommendations and
+# /api/vulnerabilities state no limit: they get the JSON exports' 30/min.
+_AV_INFO = RateLimit("deviceavinfo", per_minute=30, per_hour=1_000)
+# Two doc pages disagree (30/min and 1,000/h, or 5/min and 20/h, B.2): budget the stricter.
+_AV_FILES = files_export_limit("InfoGatheringExport")
+_MACHINE_READ = Permission("MDE", "Machine.Read.All")
+_VULN_READ = Permission("MDE", "Vulnerability.Read.All")
+_FILES = Permission("MDE", "Vulnerability.Read.All", when="files")
+
+
+# The datasets that fill them, per Defender tenant, in collection order.
+POSTURE_DATASETS: tuple[DatasetSpec, ...] = (
+    DatasetSpec(
+        "av_health",
+        "tenant",
+        AV_HEALTH,
+        "mde:fetch_av_health",
+        origin="`/api/deviceavinfo`, or the `InfoGatheringExport` files; AV mode decoded, "
+        "signature age in hours at collection time",
+        row_per="device per run",
+        permissions=(_MACHINE_READ, _FILES),
+        limits=(_AV_INFO, _AV_FILES),
+    ),
+    DatasetSpec(
+        "secure_config",
+        "tenant",
+        SECURE_CONFIG,
+        "tvm:fetch_secure_config",
+        origin="`SecureConfigurationsAssessmentByMachine` (JSON pages or export files)",
+        row_per="device and configuration per snapshot (daily)",
+        permissions=(_VULN_READ,),
+        limits=(
+            json_export_limit("SecureConfigurationsAssessmentByMachine"),
+            files_export_limit("SecureConfigurationsAssessmentExport"),
+        ),
+        interval_hours=24.0,
+        resumable=True,
+    ),
+    DatasetSpec(
+        "vulnerabilities",
+        "tenant",
+        VULNERABILITIES,
+        "tvm:fetch_vulnerabilities",
+        origin="`SoftwareVulnerabilitiesByMachine` (JSON pages or export files), rows without "
+        "a CVE included",
+        row_per="device, software, version and CVE per baseline (weekly)",
+        permissions=(_VULN_READ,),
+        limits=(
+            json_export_limit("SoftwareVulnerabilitiesByMachine"),
+            files_export_limit("SoftwareVulnerabilitiesExport"),
+        ),
+        # The full baseline is weekly; the changes delta runs in between (B.5.4).
+        interval_hours=168.0,
+        resumable=True,
+    ),
+    DatasetSpec(
+        "vulnerability_changes",
+        "tenant",
+        VULNERABILITY_CHANGES,
+        "tvm_changes:fetch_vulnerability_changes",
+        origin="`SoftwareVulnerabilityChangesByMachine` since the last run (at most 14 days), "
+        "device-group move pairs removed",
+        row_per="New, Fixed or Updated event",
+        permissions=(_VULN_READ,),
+        limits=(json_export_limit("SoftwareVulnerabilityChangesByMachine"),),
+    ),
+    DatasetSpec(
+        "software_inventory",
+        "tenant",
+        SOFTWARE_INVENTORY,
+        "tvm:fetch_software_inventory",
+        origin="`SoftwareInventoryByMachine` (JSON pages or export files)",
+        row_per="device and software version per snapshot (daily)",
+        permissions=(Permission("MDE", "Software.Read.All"),),
+        limits=(
+            json_export_limit("SoftwareInventoryByMachine"),
+            files_export_limit("SoftwareInventoryExport"),
+        ),
+        interval_hours=24.0,
+        resumable=True,
+    ),
+    DatasetSpec(
+        "recommendations",
+        "tenant",
+        RECOMMENDATIONS,
+        "mde:fetch_recommendations",
+        origin="`/api/recommendations`",
+        row_per="recommendation per run",
+        permissions=(Permission("MDE", "SecurityRecommendation.Read.All"),),
+        limits=(json_export_limit("recommendations"),),
+    ),
+    DatasetSpec(
+        "cve_catalog",
+        "tenant",
+        CVE_CATALOG,
+        "mde:fetch_cve_catalog",
+        origin="`/api/vulnerabilities` (CVSS, vector, exploit flags, EPSS)",
+        row_per="CVE per snapshot (daily)",
+        permissions=(_VULN_READ,),
+        limits=(json_export_limit("vulnerabilities"),),
+        interval_hours=24.0,
     ),
 )

@@ -1,4 +1,5 @@
-"""What a table is: columns with KQL types, a key, a source; Log Analytics' naming rules.
+"""What a table is (columns with KQL types, a key, a source; Log Analytics' naming rules) and
+what a dataset is (the source function that fills a table, with what it needs and costs).
 
 Imports nothing of ours.
 """
@@ -8,14 +9,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 __all__ = [
     "COMMON_COLUMNS",
     "RESERVED_COLUMN_NAMES",
+    "SOURCE_KINDS",
     "Column",
+    "DatasetSpec",
     "HealthResult",
     "KqlType",
+    "Permission",
+    "RateLimit",
+    "SourceKind",
     "Table",
+    "files_export_limit",
+    "json_export_limit",
     "name_problem",
 ]
 
@@ -172,3 +181,74 @@ COMMON_COLUMNS = (
         "can be removed by BatchId.",
     ),
 )
+
+
+SourceKind = Literal["tenant", "sensor", "console", "feed"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("tenant", "sensor", "console", "feed")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``per_minute`` calls in any 60 s and ``per_hour`` in any 3,600 s, per tenant
+    (per appliance for Defender for IoT) and endpoint."""
+
+    name: str
+    per_minute: int
+    per_hour: int
+
+
+@dataclass(frozen=True)
+class Permission:
+    """An application permission (app role) a dataset needs. ``when`` narrows it to one way of
+    collecting: ``files`` (the via-files exports), ``mde_hunting`` or ``graph_hunting`` (the
+    tenant's ``hunting_api``)."""
+
+    api: Literal["MDE", "Graph"]
+    role: str
+    when: Literal["always", "files", "mde_hunting", "graph_hunting"] = "always"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset: where it comes from and what it costs. ``fetch`` names the function of
+    ``endpoint_forensics.sources`` that yields its units, as ``module:function``."""
+
+    name: str
+    kind: SourceKind
+    table: Table
+    fetch: str
+    origin: str  # what it reads, for the README and `epf tables`
+    row_per: str  # what one row is
+    permissions: tuple[Permission, ...] = ()
+    limits: tuple[RateLimit, ...] = ()  # the documented budgets of the endpoints it calls
+    interval_hours: float = 0.0  # hours between snapshots; 0: every run
+    resumable: bool = False  # units carry resume tokens; else an unfinished snapshot restarts
+
+    def as_dict(self) -> dict[str, object]:
+        """The declaration as ``epf tables --format json`` shows it."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "table": self.table.name,
+            "from": self.origin,
+            "row_per": self.row_per,
+            "permissions": [
+                {"api": p.api, "role": p.role, "when": p.when} for p in self.permissions
+            ],
+            "rate_limits": [
+                {"endpoint": r.name, "per_minute": r.per_minute, "per_hour": r.per_hour}
+                for r in self.limits
+            ],
+            "interval_hours": self.interval_hours,
+            "resumable": self.resumable,
+        }
+
+
+def json_export_limit(endpoint: str) -> RateLimit:
+    """The documented limit of a JSON export or collection endpoint (B.6): 30/min, 1,000/h."""
+    return RateLimit(endpoint, per_minute=30, per_hour=1_000)
+
+
+def files_export_limit(endpoint: str) -> RateLimit:
+    """The documented limit of a via-files export (B.6): 5/min, 20/h."""
+    return RateLimit(endpoint, per_minute=5, per_hour=20)

@@ -1,0 +1,82 @@
+"""``epf deploy``: the deployment artefacts for Microsoft Sentinel, generated from the table
+registry. Thin, as ``cli``: parse, call ``azure``, say what was written and what to run next.
+May import ``azure`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from endpoint_forensics.errors import ConfigError
+
+__all__ = ["deploy_app"]
+
+deploy_app = typer.Typer(
+    help="Deployment artefacts for Microsoft Sentinel, generated from the table registry.",
+    no_args_is_help=True,
+)
+
+
+@deploy_app.command("arm")
+def deploy_arm(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Write the template here.")],
+    compat: Annotated[
+        bool,
+        typer.Option(
+            "--compat",
+            help="Also the original connector's tables (output.compat), and beside the "
+            "template the script that migrates them where they are still classic.",
+        ),
+    ] = False,
+    retention_days: Annotated[
+        int,
+        typer.Option(
+            "--retention-days",
+            help="Default interactive retention of the tables: 4-730 days, -1 the workspace's.",
+        ),
+    ] = 90,
+    total_retention_days: Annotated[
+        int,
+        typer.Option(
+            "--total-retention-days",
+            help="Default total retention: 4-4383 days, -1 the interactive retention.",
+        ),
+    ] = 365,
+) -> None:
+    """Write an ARM template: every custom table, the DCRs (10 streams each, in the
+    workspace's region) and the Monitoring Metrics Publisher role for the collector's
+    identity."""
+    from endpoint_forensics.azure import (
+        retention_problem,
+        write_arm_template,
+        write_migration_script,
+    )
+
+    problem = retention_problem(retention_days, total_retention_days)
+    if problem is not None:
+        raise ConfigError(f"--retention-days/--total-retention-days: {problem}")
+    template = write_arm_template(
+        out, compat=compat, retention_days=retention_days, total_retention_days=total_retention_days
+    )
+    kinds: dict[str, int] = {}
+    for resource in template["resources"]:
+        kinds[resource["type"]] = kinds.get(resource["type"], 0) + 1
+    summary = ", ".join(f"{n} {kind.rsplit('/', 1)[-1]}" for kind, n in kinds.items())
+    typer.echo(f"Wrote {out}: {summary}", err=True)
+    if compat:
+        script = write_migration_script(out)
+        typer.echo(
+            f"Wrote {script}. In a workspace that still has the original connector's tables "
+            f"(classic), run it first: sh {script} <subscription id> <resource group> "
+            "<workspace>; Azure refuses the template's change to a classic table.",
+            err=True,
+        )
+    typer.echo(
+        "Deploy it with: az deployment group create -g <resource group> --template-file "
+        f"{out} -p workspaceName=<workspace> collectorPrincipalId=<object id>; then copy its "
+        "dataCollectionRules output into [[sentinel.dcrs]] (immutable_id, endpoint, tables).",
+        err=True,
+    )

@@ -1,0 +1,141 @@
+"""How the ``epf`` commands print: tables, outcome summaries, the demo report, progress.
+
+Data goes to stdout, progress and notes to stderr. Imports nothing heavy (the CLI must start
+fast). May import nothing of ours.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+
+__all__ = ["Progress", "cell", "out", "render_demo", "render_outcomes", "render_table"]
+
+
+def render_outcomes(summary: Any) -> None:
+    rows = [
+        [
+            o.tenant,
+            o.dataset,
+            o.table,
+            f"{o.rows:,}",
+            str(o.quarantined),
+            o.outcome,
+            f"{o.duration_seconds:.1f}",
+        ]
+        for o in summary.outcomes
+    ]
+    render_table(["source", "dataset", "table", "rows", "quarantined", "outcome", "seconds"], rows)
+    if summary.quarantine_folder:
+        typer.echo(f"Malformed records were set aside in {summary.quarantine_folder}", err=True)
+    for name, report in summary.deliveries.items():
+        rate = report.sent_rows / report.seconds if report.seconds else 0.0
+        typer.echo(
+            f"{name}: sent {report.sent_rows:,} rows in {report.sent_uploads:,} uploads "
+            f"({report.raw_bytes / 1e6:,.1f} MB, {rate:,.0f} rows/s)"
+            + (
+                f"; {report.waiting_rows:,} rows in {report.waiting_uploads:,} uploads wait "
+                "in the outbox for the next run"
+                if report.waiting_uploads
+                else ""
+            )
+            + (
+                f"; {report.rejected_uploads} uploads refused and set aside"
+                if report.rejected_uploads
+                else ""
+            ),
+            err=True,
+        )
+
+
+def render_table(columns: list[str], rows: list[list[str]]) -> None:
+    widths = [len(c) for c in columns]
+    for row in rows:
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
+    out("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in rows:
+        out("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render_demo(result: Any, db: Path, me: str) -> None:
+    """What ``epf demo`` found: outcomes, platforms, failing tests, sensors, the truth check."""
+    summary = result.summary
+    out(
+        f"Synced the emulated tenant into {db} in {summary.wall_seconds:.1f} s (run {summary.run_id})"
+    )
+    render_outcomes(summary)
+    out("")
+    out("Devices per platform (this snapshot):")
+    for rec in result.by_platform:
+        out(f"  {rec['OSPlatform'] or '(none)':<20} {rec['Devices']:>8,}")
+    out("")
+    out("Agent health tests failing (devices):")
+    for rec in result.failing_tests:
+        out(f"  {rec['Test']:<28} {rec['FailingDevices']:>8,}")
+    if result.ot_sensors:
+        out("")
+        out("Defender for IoT sensors: OT devices (also in MDE), critical CVEs, console state:")
+        for rec in result.ot_sensors:
+            out(
+                f"  {rec['Sensor']:<20} {rec['OtDevices']:>6,} ({rec['AlsoInMde']:,})"
+                f"  {rec['CriticalCves']:>6,}  {rec['ConsoleState'] or '-'}"
+            )
+    out("")
+    verdict = "yes" if result.matches_truth else "NO"
+    detail = ", ".join(f"{t} {result.synced.get(t, 0):,}/{n:,}" for t, n in result.truth.items())
+    out(f"Row counts equal the emulator's truth: {verdict} ({detail})")
+    if result.ingested:
+        same = "yes" if result.sentinel_matches_store else "NO"
+        rows = sum(result.ingested.values())
+        out(f"Sentinel (emulated Logs Ingestion API) received the same rows: {same} ({rows:,})")
+    latest = "EPF_AgentHealth_CL | summarize arg_max(SnapshotTime, *) by DeviceId"
+    out(f'Next: {me} query --db {db} "{latest} | summarize count() by OSFamily"')
+
+
+def out(text: str) -> None:
+    typer.echo(text)
+
+
+class Progress:
+    """Rich progress on a terminal; nothing otherwise (logs say enough)."""
+
+    def __enter__(self) -> Any:
+        if not sys.stderr.isatty():
+            return None
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("{task.completed:,} rows"),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        self._bar.start()
+        self._tasks: dict[tuple[str, str], Any] = {}
+
+        def update(tenant: str, dataset: str, rows: int, finished: bool) -> None:
+            key = (tenant, dataset)
+            if key not in self._tasks:
+                self._tasks[key] = self._bar.add_task(f"{tenant}: {dataset}", total=None)
+            self._bar.update(self._tasks[key], completed=rows)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if sys.stderr.isatty():
+            self._bar.stop()

@@ -1,0 +1,399 @@
+"""The one HTTP client: TLS, bearer tokens, rate budgets, OData paging, under the retry policy.
+
+Owns every request the collector makes to a remote API, and the conversion of httpx errors
+into ours. Behaviour (STYLE.md 14): follows ``@odata.nextLink`` verbatim without re-adding
+parameters; retries what ``retry.classify_status`` and ``retry.classify_error`` say, as the
+``RetryPolicy`` says (``Retry-After``, capped jittered backoff); re-acquires the token once
+after a 401; logs sanitized URLs only, at DEBUG. May import ``identity.credentials``,
+``http.ratelimit``, ``http.retry``, ``http.tls`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import orjson
+
+from endpoint_forensics import __version__
+from endpoint_forensics.errors import (
+    AuthError,
+    CertificateUntrusted,
+    EpfError,
+    HttpStatusError,
+    LinkExpired,
+    WireFormatError,
+)
+from endpoint_forensics.http.ratelimit import RateBudget
+from endpoint_forensics.http.retry import (
+    RETRIED,
+    Attempts,
+    RetryPolicy,
+    Verdict,
+    classify_error,
+    classify_status,
+    retry_after_seconds,
+)
+from endpoint_forensics.http.tls import PIN_MISMATCH
+from endpoint_forensics.identity.credentials import TokenProvider
+
+__all__ = [
+    "BEARER",
+    "RAW_TOKEN",
+    "USER_AGENT",
+    "ApiClient",
+    "AuthStyle",
+    "ODataPage",
+    "sanitize_url",
+]
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"epf/{__version__} python/{platform.python_version()}"
+_SECRET_PARAMS = {"sig", "signature", "token", "access_token", "client_secret", "code", "key"}
+_JSON_CONTENT = {"Content-Type": "application/json; charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class AuthStyle:
+    """How a remote API takes its credential, and what to tell the user when it is refused."""
+
+    prefix: str  # put before the token in the Authorization header
+    renew_on_401: bool  # a 401 may mean an expired token: get a fresh one and retry once
+    refused: str
+    forbidden: str
+    untrusted: str
+
+
+BEARER = AuthStyle(
+    prefix="Bearer ",
+    renew_on_401=True,
+    refused="the API refused a fresh token",
+    # The MDE API answers a token for another resource with 403 too (a wrong mde_scope).
+    forbidden="the app lacks a permission for this API (grant it and admin consent in Entra "
+    "ID), or the token is for another API (check mde_scope and graph_scope; `epf doctor` tells)",
+    untrusted="set ca_bundle in the tenant config to the CA that issued it",
+)
+# Defender for IoT appliances: the access token itself, no scheme (C.1), and it never expires.
+RAW_TOKEN = AuthStyle(
+    prefix="",
+    renew_on_401=False,
+    refused="the appliance refused the access token; create a new one under System Settings "
+    "> Integrations > Access Tokens and put it in the config",
+    forbidden="the appliance refused the access token for this API",
+    untrusted="set ca_bundle to its certificate (or issuer), or pin it with "
+    "certificate_fingerprint",
+)
+
+
+@dataclass(frozen=True)
+class ODataPage:
+    value: list[Any]
+    next_link: str | None
+
+
+class ApiClient:
+    """Authenticated JSON requests to one tenant's APIs, within their rate budgets."""
+
+    def __init__(
+        self,
+        tokens: TokenProvider,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        timeout_seconds: float = 120.0,
+        max_retries: int = 6,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        auth_style: AuthStyle = BEARER,
+    ) -> None:
+        self._tokens = tokens
+        self._style = auth_style
+        self._retry = RetryPolicy(max_retries=max_retries)
+        self._sleep = sleep
+        self._http = httpx.Client(
+            verify=verify,
+            timeout=_timeout(timeout_seconds),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            transport=transport,
+            follow_redirects=False,
+        )
+        # Per budget: requests, throttled, retries, timed_out... (the pipeline reads them).
+        self.stats: dict[str, Counter[str]] = {}
+
+    def close(self) -> None:
+        self._http.close()
+        close_tokens = getattr(self._tokens, "close", None)
+        if close_tokens is not None:
+            close_tokens()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        scope: str,
+        budget: RateBudget,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        timeout_seconds: float | None = None,
+        retry_timeouts: bool = True,
+    ) -> Any:
+        """Send one request and return its decoded JSON body, retrying what may succeed later.
+
+        Args:
+            timeout_seconds: this request's wait for an answer (a query may run for minutes).
+            retry_timeouts: False: a read timeout or a 504 raises ``RequestTimedOut`` at once
+                instead of sending the same request again (429 is still waited out).
+
+        Raises:
+            AuthError: 401 (after a fresh token, for bearer tokens), or 403.
+            CertificateUntrusted: the server's certificate is not trusted, or not the pinned one.
+            HttpStatusError: any other status not retried (status, OData code, request id).
+            RequestTimedOut: with ``retry_timeouts=False``, a read timeout or a 504.
+            TransientError: retries spent (429, 5xx, timeouts, network, empty or cut 2xx bodies).
+        """
+        retries = self._attempts(budget.limit.name, retry_timeouts=retry_timeouts)
+        content = orjson.dumps(json_body) if json_body is not None else None
+        timeout = self._http.timeout if timeout_seconds is None else _timeout(timeout_seconds)
+        headers = _JSON_CONTENT if content is not None else None
+        request = self._http.build_request(
+            method, url, params=params, content=content, headers=headers, timeout=timeout
+        )
+        safe_url = sanitize_url(url if not params else f"{url}?{urlencode(params)}")
+        renewed = False
+        while True:
+            try:
+                response = self._send(request, scope=scope, budget=budget)
+            except httpx.TransportError as exc:
+                retries.wait(*self._no_answer(exc, method, safe_url), cause=exc)
+                continue
+            status = response.status_code
+            verdict = classify_status(status)
+            if verdict is Verdict.ACCEPT:
+                try:
+                    return None if status == 204 else orjson.loads(response.content)
+                except orjson.JSONDecodeError as exc:
+                    # An empty or cut-short body (the export APIs answer an empty 200 now and
+                    # then, B.5): the same request usually succeeds.
+                    what = "an empty body" if not response.content else "invalid JSON"
+                    problem = f"{method} {safe_url}: {status} with {what}"
+                    retries.wait(Verdict.RETRY, problem, cause=exc)
+                    continue
+            if verdict is Verdict.REAUTHENTICATE and self._style.renew_on_401 and not renewed:
+                renewed = True
+                self._tokens.invalidate(scope)
+                self.stats[budget.limit.name]["reauthenticated"] += 1
+                continue
+            if verdict not in RETRIED:
+                raise self._refused(response, method, safe_url)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            problem = f"{method} {safe_url} -> {status}: {_odata_error(response)[1]}"
+            retries.wait(verdict, problem, retry_after=retry_after, status=status)
+
+    def get_odata_page(
+        self,
+        url: str,
+        *,
+        scope: str,
+        budget: RateBudget,
+        params: Mapping[str, str] | None = None,
+    ) -> ODataPage:
+        """One OData page: its ``value`` array ([] when absent) and its ``@odata.nextLink``.
+
+        Raises:
+            WireFormatError: the answer is not an OData object.
+            AuthError, HttpStatusError, TransientError: as ``request_json``.
+        """
+        body = self.request_json("GET", url, scope=scope, budget=budget, params=params)
+        if not isinstance(body, dict):
+            where = sanitize_url(url if not params else f"{url}?{urlencode(params, safe='$')}")
+            raise WireFormatError(
+                f"GET {where}: expected an OData object, got {type(body).__name__}",
+                method="GET",
+                url=where,
+            )
+        value = body.get("value")
+        link = body.get("@odata.nextLink")
+        return ODataPage(
+            value if isinstance(value, list) else [],
+            link if isinstance(link, str) and link else None,
+        )
+
+    def iter_odata_pages(
+        self,
+        url: str,
+        *,
+        scope: str,
+        budget: RateBudget,
+        params: Mapping[str, str] | None = None,
+    ) -> Iterator[ODataPage]:
+        """Yield each page's ``value`` array and next link, following ``@odata.nextLink`` to the end."""
+        next_url: str | None = url
+        next_params = params
+        while next_url is not None:
+            page = self.get_odata_page(next_url, scope=scope, budget=budget, params=next_params)
+            # The link is opaque and complete ($skip or $skiptoken): never re-add parameters.
+            next_url, next_params = page.next_link, None
+            yield page
+
+    def download(self, url: str, dest: Path, *, chunk_bytes: int = 1 << 20) -> int:
+        """Stream a signed (SAS) URL to ``dest`` with no Authorization header; return its size.
+
+        The SAS query is the credential (B.5.3), so a bearer token must not go along.
+
+        Raises:
+            LinkExpired: 403: the signature expired or is not valid; ask for fresh links.
+            CertificateUntrusted: the storage's certificate is not trusted.
+            HttpStatusError: any other status that is not retried.
+            TransientError: retries exhausted on 429, 5xx, timeouts or network errors.
+        """
+        retries = self._attempts("downloads")
+        stats = self.stats["downloads"]
+        safe_url = sanitize_url(url)
+        while True:
+            stats["requests"] += 1
+            try:
+                with self._http.stream("GET", url, headers={"Accept": "*/*"}) as response:
+                    if response.status_code == 200:
+                        size = _save(response, dest, chunk_bytes)
+                        stats["bytes"] += size
+                        return size
+                    response.read()
+            except httpx.TransportError as exc:
+                retries.wait(*self._no_answer(exc, "GET", safe_url), cause=exc)
+                continue
+            status = response.status_code
+            where = f"GET {safe_url} -> {status}"
+            verdict = classify_status(status)
+            if status == 403:
+                raise LinkExpired(f"{where}: the signed link expired or was refused")
+            if verdict not in RETRIED:
+                detail = response.text[:200].strip()
+                raise HttpStatusError(
+                    f"{where}: {detail}", method="GET", url=safe_url, status=status
+                )
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            retries.wait(verdict, where, retry_after=retry_after, status=status)
+
+    def _attempts(self, counter: str, *, retry_timeouts: bool = True) -> Attempts:
+        """The retries of one request, counted under ``counter`` in ``stats``."""
+        stats = self.stats.setdefault(counter, Counter())
+        return self._retry.attempts(stats=stats, sleep=self._sleep, retry_timeouts=retry_timeouts)
+
+    def _send(self, request: httpx.Request, *, scope: str, budget: RateBudget) -> httpx.Response:
+        """Send a copy of ``request`` (each attempt stays as sent) with a current token."""
+        budget.acquire()
+        headers = request.headers.copy()
+        headers["Authorization"] = self._style.prefix + self._tokens.get_token(scope)
+        attempt = httpx.Request(
+            request.method,
+            request.url,
+            headers=headers,
+            content=request.content,
+            extensions=request.extensions,
+        )
+        self.stats[budget.limit.name]["requests"] += 1
+        response = self._http.send(attempt)
+        log.debug(
+            "%s %s -> %s", request.method, sanitize_url(str(request.url)), response.status_code
+        )
+        return response
+
+    def _no_answer(
+        self, exc: httpx.TransportError, method: str, safe_url: str
+    ) -> tuple[Verdict, str]:
+        """The verdict on a request that got no answer, and what to say about it; a certificate
+        not trusted or not the pin raises ``CertificateUntrusted`` (configuration: no retry)."""
+        verdict = classify_error(exc)
+        if verdict is Verdict.UNTRUSTED and PIN_MISMATCH in str(exc):
+            raise CertificateUntrusted(
+                f"{method} {safe_url}: the server's TLS certificate is not the pinned one "
+                f"(certificate_fingerprint); it presented SHA-256 {str(exc).rsplit(' ', 1)[-1]}. "
+                "Nothing was sent. If the appliance's certificate was renewed, pin the new "
+                "fingerprint"
+            ) from exc
+        if verdict is Verdict.UNTRUSTED:
+            raise CertificateUntrusted(
+                f"{method} {safe_url}: the server's TLS certificate is not trusted; "
+                f"{self._style.untrusted}"
+            ) from exc
+        return verdict, f"{method} {safe_url}: {type(exc).__name__}: {_scrub(str(exc))}"
+
+    def _refused(self, response: httpx.Response, method: str, safe_url: str) -> EpfError:
+        """The error for an answer not retried: ``AuthError`` (401, 403) or ``HttpStatusError``."""
+        status = response.status_code
+        code, detail = _odata_error(response)
+        where = f"{method} {safe_url} -> {status}"
+        if status == 401:
+            return AuthError(f"{where}: {self._style.refused} ({detail})")
+        if status == 403:
+            return AuthError(f"{where}: {self._style.forbidden} ({detail})")
+        return HttpStatusError(
+            f"{where}: {detail}",
+            method=method,
+            url=safe_url,
+            status=status,
+            code=code,
+            request_id=response.headers.get("request-id")
+            or response.headers.get("x-ms-request-id"),
+        )
+
+
+def sanitize_url(url: str) -> str:
+    """The URL with secret-bearing query values (SAS signatures, tokens) replaced."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [
+        (k, "REDACTED" if k.lower() in _SECRET_PARAMS else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="$,'():/")))
+
+
+def _timeout(seconds: float) -> httpx.Timeout:
+    return httpx.Timeout(seconds, connect=min(30.0, seconds))
+
+
+def _save(response: httpx.Response, dest: Path, chunk_bytes: int) -> int:
+    size = 0
+    with dest.open("wb") as fh:
+        for chunk in response.iter_bytes(chunk_bytes):
+            fh.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def _odata_error(response: httpx.Response) -> tuple[str | None, str]:
+    """The ``error.code`` of an MDE/Graph error body, and ``code: message`` (or status text)."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+        return None, text or response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, response.reason_phrase
+    code = str(error.get("code")) if error.get("code") else None
+    message = str(error.get("message") or response.reason_phrase)[:500]
+    return code, f"{code}: {message}" if code else message
+
+
+def _scrub(text: str) -> str:
+    """Drop anything that looks like a URL query from an exception text."""
+    return " ".join(w.split("?")[0] if "://" in w else w for w in text.split())[:300]

@@ -1,0 +1,125 @@
+"""The embedded DuckDB workspace: opening it with every registered table, and querying it.
+
+Owns the workspace file's schema (created and extended from the ``tables`` registry) and
+KQL/SQL queries over it (KQL through duckdb-kql). May import ``tables`` and ``errors`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from endpoint_forensics.errors import ConfigError, EpfError
+from endpoint_forensics.tables import TABLES
+
+__all__ = ["QueryError", "QueryResult", "connect", "first_line", "run_query"]
+
+
+class QueryError(EpfError):
+    """A query could not be translated or run."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Rows as objects, JSON columns decoded, datetimes as ISO 8601 UTC strings."""
+        json_cols = {i for i, t in enumerate(self.types) if t == "JSON"}
+        out = []
+        for row in self.rows:
+            out.append(
+                {
+                    name: _plain(value, decode_json=i in json_cols)
+                    for i, (name, value) in enumerate(zip(self.columns, row, strict=True))
+                }
+            )
+        return out
+
+
+def connect(path: Path, *, read_only: bool = False) -> Any:
+    """Open (and, unless read-only, create or extend) the workspace at ``path``."""
+    import duckdb
+
+    if read_only and not path.exists():
+        raise ConfigError(
+            f"workspace {str(path)!r} does not exist; run `epf sync` or `epf demo` first"
+        )
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as exc:
+        raise ConfigError(f"cannot open workspace {str(path)!r}: {exc}") from exc
+    con.execute("SET TimeZone = 'UTC'")
+    # Bounded, so a sync of a large tenant stays in a few hundred MB; DuckDB spills beyond.
+    con.execute("SET memory_limit = '128MB'")
+    if not read_only:
+        _ensure_schema(con)
+    return con
+
+
+def run_query(path: Path, query: str, *, sql: bool = False) -> QueryResult:
+    """Run a KQL (default) or SQL query on the workspace and return every row."""
+    import duckdb
+
+    con = connect(path, read_only=True)
+    try:
+        if sql:
+            rel = con.sql(query)
+        else:
+            import duckdb_kql
+
+            rel = duckdb_kql.kql(con, query)
+        if rel is None:
+            return QueryResult([], [], [])
+        return QueryResult(list(rel.columns), [str(t) for t in rel.types], rel.fetchall())
+    except duckdb.Error as exc:
+        raise QueryError(f"query failed: {first_line(str(exc))}") from exc
+    except Exception as exc:
+        # duckdb-kql raises its own parse/unsupported errors; they are the user's to fix.
+        if type(exc).__module__.startswith("duckdb_kql"):
+            raise QueryError(f"KQL not accepted: {first_line(str(exc))}") from exc
+        raise
+    finally:
+        con.close()
+
+
+def _ensure_schema(con: Any) -> None:
+    existing: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+    ).fetchall():
+        existing.setdefault(table, set()).add(column)
+    for table in TABLES.values():
+        if table.name not in existing:
+            con.execute(table.duckdb_ddl())
+            continue
+        for col in table.columns:  # a column added to the registry later
+            if col.name not in existing[table.name]:
+                con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {col.duckdb_type}')
+                if col.name == "SnapshotTime":
+                    # Rows written before the column existed: locally the two were always equal.
+                    con.execute(f'UPDATE "{table.name}" SET SnapshotTime = TimeGenerated')
+
+
+def _plain(value: Any, *, decode_json: bool) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if decode_json and isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def first_line(text: str) -> str:
+    """The first line of an error message, at most 400 characters."""
+    return text.strip().splitlines()[0][:400] if text.strip() else "unknown error"

@@ -1,0 +1,109 @@
+"""The collector config (TOML) that syncs from a running emulator.
+
+Owns the text ``Emulator.write_config`` writes: the Defender tenant (``[[tenants]]``, with the
+client secret or the certificate path), the Defender for IoT appliances (``[[sensors]]`` and
+``[[consoles]]``, each trusting its self-signed certificate by fingerprint or as a CA bundle)
+and the Sentinel output (``[sentinel]`` with one ``[[sentinel.dcrs]]`` entry per emulated DCR:
+a DCR declares at most 10 streams, so no single DCR takes every table), each pointed at the
+emulator. Writes the documented config keys as text; reads no collector code.
+
+Imports only ``iot.state`` (the appliances' facts) of the emulator: it shares no code with the
+collector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from epf_emulator.iot.state import IotAppliance
+
+__all__ = ["collector_config", "iot_config_blocks"]
+
+
+def collector_config(
+    *,
+    base_url: str,
+    tenant_id: str,
+    client_id: str,
+    credential: Literal["secret", "certificate"],
+    client_secret: str,
+    certificate_path: Path,
+    ca_path: Path,
+    dcrs: Sequence[tuple[str, Sequence[str]]],
+    appliances: Sequence[IotAppliance],
+    iot: Literal["pin", "ca", "none"],
+    mde: bool,
+    sentinel: bool,
+) -> str:
+    """The config text, as ``Emulator.write_config`` documents it; ``dcrs`` are the
+    (immutable id, tables) of each DCR.
+
+    Raises:
+        ValueError: ``credential`` or ``iot`` is none of its choices.
+    """
+    if credential not in ("secret", "certificate"):
+        raise ValueError(f"credential must be 'secret' or 'certificate': {credential!r}")
+    if iot not in ("pin", "ca", "none"):
+        raise ValueError(f"iot must be 'pin', 'ca' or 'none': {iot!r}")
+    if credential == "certificate":
+        secret = f"certificate_path = {_toml(str(certificate_path.resolve()))}\n"
+    else:
+        secret = f"client_secret = {_toml(client_secret)}\n"
+    ca_bundle = str(ca_path.resolve())
+    text = f"# Written by `epf emulator`: syncs from the emulated tenant at {base_url}\n"
+    if mde:
+        text += (
+            "[[tenants]]\n"
+            'name = "emulated"\n'
+            f"tenant_id = {_toml(tenant_id)}\n"
+            f"client_id = {_toml(client_id)}\n" + secret + f"authority_host = {_toml(base_url)}\n"
+            f"mde_base_url = {_toml(base_url)}\n"
+            f"graph_base_url = {_toml(base_url + '/v1.0')}\n"
+            f"ca_bundle = {_toml(ca_bundle)}\n"
+        )
+    if appliances and iot != "none":
+        text += iot_config_blocks(appliances, trust="ca" if iot == "ca" else "pin")
+    if sentinel:
+        text += (
+            "[sentinel]\n"
+            f"endpoint = {_toml(base_url)}\n"
+            f"tenant_id = {_toml(tenant_id)}\n"
+            f"client_id = {_toml(client_id)}\n" + secret + f"authority_host = {_toml(base_url)}\n"
+            f"ca_bundle = {_toml(ca_bundle)}\n"
+        )
+        for immutable_id, tables in dcrs:
+            listed = ", ".join(_toml(t) for t in tables)
+            text += (
+                f"\n[[sentinel.dcrs]]\nimmutable_id = {_toml(immutable_id)}\ntables = [{listed}]\n"
+            )
+    return text
+
+
+def iot_config_blocks(appliances: Sequence[IotAppliance], *, trust: Literal["pin", "ca"]) -> str:
+    """The collector config's ``[[sensors]]`` and ``[[consoles]]`` blocks (TOML).
+
+    Each appliance's self-signed certificate is trusted by its SHA-256 fingerprint (``pin``)
+    or as the CA bundle itself (``ca``).
+    """
+    text = ""
+    for appliance in appliances:
+        if trust == "pin":
+            line = f"certificate_fingerprint = {_toml(appliance.fingerprint_sha256)}\n"
+        else:
+            line = f"ca_bundle = {_toml(str(appliance.certificate_path.resolve()))}\n"
+        table = "sensors" if appliance.kind == "sensor" else "consoles"
+        text += (
+            f"\n[[{table}]]\n"
+            f"name = {_toml(appliance.name)}\n"
+            f"url = {_toml(appliance.base_url)}\n"
+            f"token = {_toml(appliance.token)}\n" + line
+        )
+    return text
+
+
+def _toml(value: str) -> str:
+    """A TOML basic string."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'

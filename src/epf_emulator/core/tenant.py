@@ -1,0 +1,232 @@
+"""One emulated Defender tenant: its fleet, clock, tables, identity, limits, faults and counters.
+
+Owns building everything a running emulator serves from (``EmulatorSettings`` plus the start
+time, the per-start client secret, the client certificate and the state directory): the
+fleet and its machine records (``world.fleet``), the DuckDB database (``world.database``:
+hunting tables at once; the posture timeline in a background thread, so a start stays fast:
+requests that need it wait), the snapshots and the via-files exports, the emulated clock and
+what an ``advance`` changes in the machine records (device-group moves), the Defender for IoT
+model (``iot.state``; its listeners start in ``core.server``), the rows the Logs Ingestion
+endpoint accepted (``ingestion.endpoint.Ingested``), and the ``/_emulator/stats`` document,
+whose ``truth`` is computed from the emulator's own data (the machine records it serves, SQL
+over its own tables in ``core.truth``, the OT model in ``iot.truth``), never through any
+collector logic.
+
+Imports only emulator modules and ``endpoint_forensics.tables`` (the registry of datasets).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from endpoint_forensics.tables.datasets import dataset_names
+from epf_emulator.common.clock import EmulatedClock, epoch_us
+from epf_emulator.common.limits import FaultInjector, RateLimiter, RequestStats
+from epf_emulator.common.settings import EmulatorSettings
+from epf_emulator.core.truth import posture_truth
+from epf_emulator.identity.client_auth import ClientCertificate
+from epf_emulator.identity.entra import Identity
+from epf_emulator.ingestion.endpoint import Ingested
+from epf_emulator.iot.state import IotState, build_iot_state
+from epf_emulator.iot.truth import iot_truth
+from epf_emulator.tvm.file_exports import Exports
+from epf_emulator.world.catalog_records import cve_records, recommendation_records
+from epf_emulator.world.database import Store
+from epf_emulator.world.devices import RBAC_GROUPS
+from epf_emulator.world.fleet import Fleet, build_fleet, tenant_ids
+from epf_emulator.world.posture import RbacMove, build_posture
+from epf_emulator.world.snapshots import Snapshots
+
+__all__ = ["DATASETS_PER_SYNC", "Tenant"]
+
+#: The datasets of a complete sync, one ``EPF_Runs_CL`` row each: the collector's registry,
+#: which is the wire contract this emulator serves (defender-apis.md C.2, C.3 for IoT).
+DATASETS_PER_SYNC = dataset_names("tenant")
+SENSOR_DATASETS_PER_SYNC = dataset_names("sensor")
+CONSOLE_DATASETS_PER_SYNC = dataset_names("console")
+_POSTURE_TIMEOUT_SECONDS = 600.0
+_log = logging.getLogger(__name__)
+
+
+class Tenant:
+    """Everything one emulator start serves from; ``close`` releases the database."""
+
+    def __init__(
+        self,
+        settings: EmulatorSettings,
+        *,
+        anchor: datetime,
+        client_secret: str,
+        state_dir: Path,
+        certificate: ClientCertificate | None = None,
+    ) -> None:
+        self.settings = settings
+        self.anchor = anchor
+        self.clock = EmulatedClock(anchor)
+        self.tenant_id, self.client_id = tenant_ids(settings.seed)
+        self.fleet: Fleet = build_fleet(settings.devices, settings.seed, anchor)
+        # Injected records are appended verbatim (copied, so callers cannot change them later).
+        self.records: list[dict[str, Any]] = self.fleet.machine_records() + [
+            dict(record) for record in settings.extra_machine_records
+        ]
+        self._export_dir = state_dir / "exports"
+        shutil.rmtree(self._export_dir, ignore_errors=True)  # files of an earlier start
+        self._export_dir.mkdir(parents=True)
+        self.store = Store(
+            self.fleet.devices, anchor, seed=settings.seed, export_dir=self._export_dir
+        )
+        self.snapshots = Snapshots(self.store, seed=settings.seed, anchor_us=epoch_us(anchor))
+        self.exports = Exports(
+            self.snapshots,
+            self._export_dir,
+            tenant_id=self.tenant_id,
+            seed=settings.seed,
+            part_rows=settings.export_part_rows,
+        )
+        self.stats = RequestStats()
+        self.identity = Identity(
+            tenant_id=self.tenant_id,
+            client_id=self.client_id,
+            client_secret=client_secret,
+            token_lifetime_seconds=settings.token_lifetime_seconds,
+            stats=self.stats,
+            certificate=certificate,
+            roles=settings.app_roles,
+        )
+        self.limiter = RateLimiter(settings.rate_limits)
+        self.faults = FaultInjector(settings.faults)
+        # What the Logs Ingestion endpoint accepted (the emulated Sentinel workspace).
+        self.ingested = Ingested()
+        # Defender for IoT (None without sensors); its listeners share the clock and faults.
+        self.iot: IotState | None = build_iot_state(
+            settings, epoch_us(anchor) // 1000, self.fleet.machine_records()
+        )
+        self._moves: list[RbacMove] = []
+        self._moves_lock = threading.Lock()
+        self._posture_error: BaseException | None = None
+        self._posture_ready = threading.Event()
+        self.clock.on_advance(lambda before, after: self._apply_moves())
+        self._posture_thread = threading.Thread(
+            target=self._build_posture, name="epf-emulator-posture", daemon=True
+        )
+        self._posture_thread.start()
+
+    def close(self) -> None:
+        self._posture_thread.join(_POSTURE_TIMEOUT_SECONDS)
+        self.exports.close()
+        self.store.close()
+        shutil.rmtree(self._export_dir, ignore_errors=True)
+
+    # --- the posture timeline ----------------------------------------------------------------
+    def wait_ready(self) -> None:
+        """Block until the posture tables exist.
+
+        Raises:
+            RuntimeError: building them failed or took too long.
+        """
+        if not self._posture_ready.wait(_POSTURE_TIMEOUT_SECONDS):
+            raise RuntimeError("the emulator's posture data is not ready")
+        if self._posture_error is not None:
+            raise RuntimeError(
+                "building the emulator's posture data failed"
+            ) from self._posture_error
+
+    def _build_posture(self) -> None:
+        try:
+            cursor = self.store.cursor()
+            try:
+                moves = build_posture(
+                    cursor,
+                    seed=self.settings.seed,
+                    anchor=self.anchor,
+                    per_device=self.settings.vulnerabilities_per_device,
+                )
+            finally:
+                cursor.close()
+            with self._moves_lock:
+                self._moves = moves
+            self._apply_moves()
+        except BaseException as exc:  # reported by wait_ready, in the requesting thread
+            _log.exception("building the posture timeline failed")
+            self._posture_error = exc
+        finally:
+            self._posture_ready.set()
+
+    def _apply_moves(self) -> None:
+        """The machine records show each moved device's group as of now."""
+        now = self.clock.now_us()
+        with self._moves_lock:
+            moves = {m.device_id: m for m in self._moves}
+        if not moves:
+            return
+        for record in self.records[: len(self.fleet.devices)]:
+            move = moves.get(record.get("id"))  # type: ignore[arg-type]
+            if move is not None:
+                group = move.new_group if now >= move.move_us else move.old_group
+                record["rbacGroupId"] = group
+                record["rbacGroupName"] = RBAC_GROUPS[group]
+
+    # --- records of the small collections ----------------------------------------------------
+    def av_records(self, at: int) -> list[dict[str, Any]]:
+        with self.snapshots.pinned("av", at) as snapshot:
+            return self.snapshots.records(snapshot)
+
+    def recommendation_records(self, at: int) -> list[dict[str, Any]]:
+        return recommendation_records(self.store, seed=self.settings.seed, at=at)
+
+    def cve_records(self, at: int) -> list[dict[str, Any]]:
+        return cve_records(self.store, at=at)
+
+    # --- stats -------------------------------------------------------------------------------
+    def _datasets_per_sync(self) -> int:
+        if self.iot is None:
+            return len(DATASETS_PER_SYNC)
+        sensors = self.settings.iot_sensors * len(SENSOR_DATASETS_PER_SYNC)
+        console = len(CONSOLE_DATASETS_PER_SYNC) if self.settings.iot_console else 0
+        return len(DATASETS_PER_SYNC) + sensors + console
+
+    def stats_document(self) -> dict[str, Any]:
+        """The ``/_emulator/stats`` JSON: ground truth per table, request counts, fleet."""
+        self.wait_ready()
+        now = self.clock.now()
+        served_ids = {r["id"] for r in self.records if isinstance(r.get("id"), str) and r["id"]}
+        posture, details = posture_truth(self.store, epoch_us(now))
+        iot: dict[str, int] = {}
+        if self.iot is not None:  # no IoT tables at all without sensors
+            iot, details["iot"] = iot_truth(self.iot, epoch_us(now) // 1000)
+        return {
+            "truth": {
+                "EPF_Devices_CL": len(served_ids),
+                "EPF_AgentHealth_CL": self.store.agent_health_truth(now),
+                **posture,
+                # One row per dataset of each source per run.
+                "EPF_Runs_CL": self._datasets_per_sync(),
+                **iot,
+            },
+            "truth_detail": details,
+            "requests": self.stats.requests(),
+            "hunting_queries": self.stats.hunting_queries(),
+            "iot_requests": self.iot.request_counts() if self.iot is not None else {},
+            "tokens_issued": self.stats.tokens_issued,
+            "ingested": self.ingested.row_counts(),
+            "ingestion": self.ingested.counters(),
+            "faults": self.faults.snapshot(),
+            "clock": {
+                "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "advanced_hours": self.clock.advanced_hours,
+            },
+            "fleet": {
+                "devices": len(self.fleet.devices),
+                "seed": self.settings.seed,
+                "anchor": self.anchor.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "by_platform": self.fleet.by_platform(),
+                "extra_machine_records": len(self.settings.extra_machine_records),
+                "hunting_rows": self.store.row_counts(),
+                "posture_rows": self.store.posture_counts(),
+            },
+        }

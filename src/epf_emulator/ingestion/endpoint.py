@@ -1,0 +1,323 @@
+"""The Azure Monitor Logs Ingestion endpoint of the tenant's data collection rules, and what it
+kept.
+
+Owns ``POST /dataCollectionRules/{immutableId}/streams/{stream}?api-version=2023-01-01``
+(defender-apis.md D.1-D.4), as a data collection endpoint shared by every DCR of
+``ingestion.rules``: a bearer token for ``https://monitor.azure.com`` (with or without the trailing
+slash the tutorial's ``//.default`` scope gives it; 401 ``InvalidToken`` otherwise; 403
+``OperationFailed`` for another tenant's token), 404 for an unknown DCR or a stream that DCR does
+not declare (a DCR declares at most 10), 400 for another api-version, a JSON array body plain or
+gzip (413 over 1 MiB compressed or uncompressed; 400 when it is not an array of valid records, see
+``ingestion.streams``), 429 with ``Retry-After`` past the per-DCR request limit, and 204 with an
+empty body when every record was accepted. The receive time is the emulated clock's (so ``advance``
+emulates a delivery days late): a ``TimeGenerated`` more than 2 days before it or more than a day
+after it is replaced with it (``ingestion.streams``). ``Ingested`` keeps the accepted rows per
+table and the counters ``/_emulator/stats`` shows; both are thread-safe. Error bodies are
+``{"error": {"code", "message"}}`` (D.3); the wording of those the docs do not give is ours.
+
+Imports only ``common.responses``, ``identity.entra``, ``ingestion.rules`` and ``ingestion.streams``
+of the emulator: it shares no code with the collector.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from epf_emulator.common.responses import json_response
+from epf_emulator.identity.entra import MONITOR_AUDIENCES, Identity, TokenError
+from epf_emulator.ingestion.rules import DataCollectionRule
+from epf_emulator.ingestion.streams import Checked, RecordError, Stream, check_records
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_RATE_LIMIT",
+    "MAX_BODY_BYTES",
+    "Ingested",
+    "IngestionApi",
+]
+
+API_VERSION = "2023-01-01"
+#: One call, compressed and uncompressed (service limits, D.2).
+MAX_BODY_BYTES = 1_048_576
+#: The uncompressed JSON may exceed it by the array's separators: the official SDK fills
+#: chunks with 1 MiB of records and does not count the `[`, `, ` and `]` around them (D.4),
+#: and the service takes those chunks. So the separators get this much room.
+UNCOMPRESSED_SLACK_BYTES = 65_536
+#: Requests per DCR when ``ingestion_rate_limit`` is not set: 12,000 a minute (D.2).
+DEFAULT_RATE_LIMIT = (12_000, 60.0)
+_JSON = "application/json; charset=utf-8"
+_OTHER_TENANT = "The token was issued by another tenant."  # identity.validate's refusal
+
+
+@dataclass
+class _Counters:
+    requests: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    truncated_fields: int = 0
+
+
+class Ingested:
+    """The rows the DCR accepted, per table, and the endpoint's request counters."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._counters = _Counters()
+
+    def accept(self, table: str, checked: Checked, *, body_bytes: int) -> None:
+        """Count one 204 and keep its rows (``body_bytes``: the body as received)."""
+        with self._lock:
+            self._rows.setdefault(table, []).extend(checked.rows)
+            self._counters.requests += 1
+            self._counters.accepted += 1
+            self._counters.bytes += body_bytes
+            self._counters.truncated_fields += checked.truncated_fields
+
+    def reject(self, status: int) -> None:
+        """Count one refused request (nothing of it is kept)."""
+        with self._lock:
+            self._counters.requests += 1
+            key = str(status)
+            self._counters.rejected[key] = self._counters.rejected.get(key, 0) + 1
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """Copies of the accepted rows of ``table``, in arrival order."""
+        with self._lock:
+            return [dict(row) for row in self._rows.get(table, ())]
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table, only tables with rows."""
+        with self._lock:
+            return {table: len(rows) for table, rows in sorted(self._rows.items()) if rows}
+
+    def counters(self) -> dict[str, Any]:
+        """``requests``, ``accepted`` (204s), ``rejected`` by status, ``bytes`` (the accepted
+        bodies as received, compressed or not) and ``truncated_fields``."""
+        with self._lock:
+            c = self._counters
+            return {
+                "requests": c.requests,
+                "accepted": c.accepted,
+                "rejected": dict(sorted(c.rejected.items())),
+                "bytes": c.bytes,
+                "truncated_fields": c.truncated_fields,
+            }
+
+
+class _Refused(Exception):
+    """A request answered with an error: status, error code, message, extra headers."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+class _Window:
+    """A sliding window of admitted calls; refused calls are not counted."""
+
+    def __init__(self, calls: int, seconds: float) -> None:
+        self._calls = calls
+        self._seconds = seconds
+        self._times: list[float] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int | None:
+        """Admit one call (None), or the seconds to wait before a slot frees."""
+        with self._lock:
+            now = time.monotonic()
+            del self._times[: bisect.bisect_right(self._times, now - self._seconds)]
+            if len(self._times) >= self._calls:
+                wait = self._times[len(self._times) - self._calls] + self._seconds - now
+                return max(1, math.ceil(wait))
+            self._times.append(now)
+            return None
+
+
+class IngestionApi:
+    """The Logs Ingestion route of ``rules``: each takes only the streams it declares."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        ingested: Ingested,
+        rules: Sequence[DataCollectionRule],
+        now: Callable[[], datetime],
+        rate_limit: tuple[int, float] | None,
+    ) -> None:
+        self._identity = identity
+        self._ingested = ingested
+        self._rules = {rule.immutable_id: rule for rule in rules}
+        self._now = now
+        calls, seconds = rate_limit or DEFAULT_RATE_LIMIT
+        # The request limit is per DCR (D.2).
+        self._windows = {dcr: _Window(calls, seconds) for dcr in self._rules}
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "/dataCollectionRules/{dcr}/streams/{stream}",
+                self._upload,
+                methods=["POST"],
+            )
+        ]
+
+    async def _upload(self, request: Request) -> Response:
+        # Read (and drain) the whole body first: answering before it is read would make the
+        # server close the connection under a client still sending.
+        body, oversized = await _read_capped(request, MAX_BODY_BYTES)
+        try:
+            stream = self._admit(request)
+            if oversized:
+                raise _Refused(413, "ContentLengthLimitExceeded", _too_large("request body"))
+            encoding = request.headers.get("content-encoding", "").strip().lower()
+            checked = await run_in_threadpool(self._check_body, stream, body, encoding)
+        except _Refused as refused:
+            self._ingested.reject(refused.status)
+            return _error(refused)
+        self._ingested.accept(stream.table, checked, body_bytes=len(body))
+        return Response(status_code=204)
+
+    def _admit(self, request: Request) -> Stream:
+        """Token, api-version, DCR, stream and rate limit, in that order."""
+        self._authorize(request)
+        version = request.query_params.get("api-version")
+        if version != API_VERSION:
+            raise _Refused(
+                400,
+                "InvalidApiVersion",
+                f"The api-version '{version or ''}' is not supported; use '{API_VERSION}'.",
+            )
+        dcr = request.path_params["dcr"]
+        rule = self._rules.get(dcr)
+        if rule is None:
+            raise _Refused(
+                404,
+                "NotFound",
+                f"The data collection rule with immutable Id '{dcr}' was not found.",
+            )
+        name = request.path_params["stream"]
+        stream = rule.streams.get(name)
+        if stream is None:
+            # Another DCR's stream is refused all the same: a DCR ingests only its own.
+            raise _Refused(
+                404,
+                "NotFound",
+                f"The stream '{name}' is not declared by the data collection rule with"
+                f" immutable Id '{dcr}'.",
+            )
+        retry_after = self._windows[dcr].acquire()
+        if retry_after is not None:
+            raise _Refused(
+                429,
+                "TooManyRequests",
+                "The request rate for the data collection rule is over its limit. Retry after"
+                f" {retry_after} seconds.",
+                {"Retry-After": str(retry_after)},
+            )
+        return stream
+
+    def _authorize(self, request: Request) -> None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Refused(
+                401,
+                "InvalidToken",
+                "The Authorization header is missing or is not a Bearer token.",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            self._identity.validate(token.strip(), audiences=MONITOR_AUDIENCES)
+        except TokenError as exc:
+            if str(exc) == _OTHER_TENANT:
+                # Signed and in date, but no role assignment on this DCR can name it (D.3).
+                dcr = request.path_params["dcr"]
+                raise _Refused(
+                    403,
+                    "OperationFailed",
+                    "The authentication token provided does not have access to ingest data for"
+                    f" the data collection rule with immutable Id '{dcr}' PipelineAccessResult:"
+                    " AccessGranted: False, IsRbacPresent: False, IsDcrDceBindingValid: ,"
+                    " DcrArmId: , Message: The token was issued by another tenant.",
+                ) from exc
+            raise _Refused(
+                401,
+                "InvalidToken",
+                f"The access token is not valid: {exc}",
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            ) from exc
+
+    def _check_body(self, stream: Stream, body: bytes, encoding: str) -> Checked:
+        """Decode, parse and check the body (in a worker thread: up to 1 MiB of JSON)."""
+        if encoding == "gzip":
+            text = _gunzip(body)
+        elif encoding in ("", "identity"):
+            text = body
+        else:
+            message = f"The Content-Encoding '{encoding}' is not supported; send gzip or none."
+            raise _Refused(400, "InvalidContentEncoding", message)
+        try:
+            records = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise _Refused(400, "InvalidPayload", f"The body is not valid JSON: {exc}") from exc
+        if not isinstance(records, list):
+            raise _Refused(400, "InvalidPayload", "The body must be a JSON array of objects.")
+        try:
+            return check_records(stream, records, now=self._now())
+        except RecordError as exc:
+            raise _Refused(400, "InvalidPayload", str(exc)) from exc
+
+
+async def _read_capped(request: Request, limit: int) -> tuple[bytes, bool]:
+    """The body (at most ``limit`` bytes kept) and whether it was longer than ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+    return b"".join(chunks), size > limit
+
+
+def _gunzip(body: bytes) -> bytes:
+    """The decompressed body; 413 past ``MAX_BODY_BYTES``, 400 when it is not gzip."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        text = inflater.decompress(body, MAX_BODY_BYTES + UNCOMPRESSED_SLACK_BYTES + 1)
+    except zlib.error as exc:
+        raise _Refused(400, "InvalidPayload", f"The gzip body cannot be read: {exc}") from exc
+    if len(text) > MAX_BODY_BYTES + UNCOMPRESSED_SLACK_BYTES:
+        raise _Refused(413, "ContentLengthLimitExceeded", _too_large("uncompressed body"))
+    if not inflater.eof:
+        raise _Refused(400, "InvalidPayload", "The gzip body is truncated.")
+    return text
+
+
+def _too_large(what: str) -> str:
+    return f"The {what} is larger than the limit of {MAX_BODY_BYTES} bytes."
+
+
+def _error(refused: _Refused) -> Response:
+    body = {"error": {"code": refused.code, "message": refused.message}}
+    return json_response(body, status=refused.status, content_type=_JSON, headers=refused.headers)

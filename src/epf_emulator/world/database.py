@@ -1,0 +1,274 @@
+"""The emulated tenant's DuckDB database: the advanced-hunting tables and the posture timeline.
+
+Owns the one in-memory database (attached ``raw`` for the hunting tables, ``tvm`` for the
+posture timeline of ``world.posture``), loading the fleet into ``DeviceInfo`` (daily
+snapshots, generated in SQL) and ``tvm.dev``, having ``world.secure_config_history`` generate
+the secure-configuration history, and holding every hunting table to its documented schema
+(``world.hunting_schema``); the per-request view of the hunting tables limited to a time
+window (temporary views on a fresh cursor, so concurrent requests never share state); fresh
+cursors for everyone else; the ground-truth agent-health count; and the lock-down that keeps
+network queries away from the file system (only the export folder, where DuckDB itself writes
+the via-files parts).
+
+Imports only ``world.devices``, ``world.hunting_schema``, ``world.posture``,
+``world.scid_catalog`` and ``world.secure_config_history`` of the emulator: it shares no code
+with the collector.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from epf_emulator.world.devices import Device, epoch_micros, format_time
+from epf_emulator.world.hunting_schema import DOCUMENTED_TABLES, duckdb_columns
+from epf_emulator.world.posture import load_devices
+from epf_emulator.world.scid_catalog import HEALTH_SCIDS
+from epf_emulator.world.secure_config_history import build_history
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["DEVICE_INFO_COLUMNS", "HUNTING_SCHEMA", "RETENTION", "Store"]
+
+#: Advanced hunting shows the last 30 days only (defender-apis.md B.3).
+RETENTION = timedelta(days=30)
+
+#: DeviceInfo column -> DuckDB type, as documented (``world.hunting_schema``); ``Timestamp`` and
+#: ``ReportId`` are per snapshot, the rest come from the device or are empty.
+DEVICE_INFO_COLUMNS: dict[str, str] = duckdb_columns("DeviceInfo")
+_SNAPSHOTS = 31  # daily DeviceInfo snapshots kept per device (30 days, both ends included)
+_TIMED_TABLES = ("DeviceInfo", "DeviceTvmSecureConfigurationAssessment")
+_STATIC_TABLES = ("DeviceTvmSecureConfigurationAssessmentKB",)
+_PER_SNAPSHOT = ("Timestamp", "ReportId")
+
+#: Table -> columns, what duckdb-kql needs to translate ``join`` and ``arg_max(*)``.
+HUNTING_SCHEMA: dict[str, list[str]] = {
+    table: list(columns) for table, columns in DOCUMENTED_TABLES.items()
+}
+assert set(HUNTING_SCHEMA) == set(_TIMED_TABLES + _STATIC_TABLES)
+
+
+class Store:
+    """The hunting tables of one emulated tenant; call ``close`` when done."""
+
+    def __init__(
+        self,
+        devices: list[Device],
+        anchor: datetime,
+        *,
+        seed: int,
+        export_dir: Path | None = None,
+    ) -> None:
+        import duckdb_kql
+
+        self._lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection = duckdb_kql.connect(":memory:")
+        con = self._con
+        con.execute("SET GLOBAL TimeZone = 'UTC'")
+        # The raw tables live in their own compressed in-memory databases (a checkpoint
+        # compresses them about tenfold); each request sees windowed views of the hunting
+        # ones under the documented names.
+        con.execute("ATTACH ':memory:' AS raw (COMPRESS)")
+        con.execute("ATTACH ':memory:' AS tvm (COMPRESS)")
+        self._load_device_info(devices, anchor)
+        load_devices(con, devices, anchor)
+        build_history(con, seed=seed, anchor=anchor)
+        self._conform_documented()
+        con.execute("CHECKPOINT raw")
+        self._row_counts = {
+            table: int(con.execute(f'SELECT count(*) FROM raw.main."{table}"').fetchall()[0][0])
+            for table in _TIMED_TABLES + _STATIC_TABLES
+        }
+        # Queries come from the network: no file access but the export folder (DuckDB writes
+        # the via-files parts there), and no changing that afterwards.
+        if export_dir is not None:
+            folder = str(export_dir.resolve()).replace("'", "''")
+            con.execute(f"SET allowed_directories = ['{folder}/']")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A fresh cursor on the database (one per thread or request)."""
+        with self._lock:
+            return self._con.cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    @contextmanager
+    def window(self, start: datetime, end: datetime) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh cursor on which the hunting tables show only rows in ``[start, end]``."""
+        with self._lock:
+            cursor = self._con.cursor()
+        try:
+            low, high = _sql_time(start), _sql_time(end)
+            window = f"\"Timestamp\" BETWEEN TIMESTAMPTZ '{low}' AND TIMESTAMPTZ '{high}'"
+            for table in _TIMED_TABLES:
+                cursor.execute(
+                    f'CREATE TEMP VIEW "{table}" AS SELECT * FROM raw.main."{table}" WHERE {window}'
+                )
+            for table in _STATIC_TABLES:
+                cursor.execute(f'CREATE TEMP VIEW "{table}" AS SELECT * FROM raw.main."{table}"')
+            yield cursor
+        finally:
+            cursor.close()
+
+    def agent_health_truth(self, now: datetime) -> int:
+        """Distinct devices with at least one health SCID of their platform in the last 30 days."""
+        conditions = " OR ".join(
+            f"({_platform_sql(family)} AND ConfigurationId IN ({', '.join(repr(s) for s in scids)}))"
+            for family, scids in HEALTH_SCIDS.items()
+        )
+        sql = (
+            "SELECT count(DISTINCT DeviceId) FROM DeviceTvmSecureConfigurationAssessment"
+            f" WHERE {conditions}"
+        )
+        with self.window(now - RETENTION, now) as cursor:
+            row = cursor.execute(sql).fetchone()
+        return int(row[0]) if row else 0
+
+    def posture_counts(self) -> dict[str, int]:
+        """Rows per posture timeline table (the whole timeline, not a snapshot)."""
+        tables = ("dev", "sw", "vrow", "cve", "rbac_move")
+        cursor = self.cursor()
+        try:
+            return {
+                t: int(cursor.execute(f"SELECT count(*) FROM tvm.{t}").fetchall()[0][0])
+                for t in tables
+            }
+        finally:
+            cursor.close()
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per hunting table (all history, before any time window); fixed after loading."""
+        return dict(self._row_counts)
+
+    # --- loading ----------------------------------------------------------------------------
+    def _load_device_info(self, devices: list[Device], anchor: datetime) -> None:
+        """``DeviceInfo`` is a view: one snapshot a day per device, back from its lastSeen.
+
+        Only the devices are stored; DuckDB expands the ~30 snapshots each on the fly, which
+        costs milliseconds per query and no memory. The view has exactly the documented
+        columns, in order: a documented column the emulated devices have no value for is empty
+        (a Kusto string is never null), and list values travel as JSON text, as the
+        documented ``string`` type says.
+        """
+        known = set(devices[0].info) if devices else set(DEVICE_INFO_COLUMNS) - set(_PER_SNAPSHOT)
+        undocumented = known - set(DEVICE_INFO_COLUMNS)
+        if undocumented:
+            raise RuntimeError(
+                f"DeviceInfo attributes not in the documented schema: {undocumented}"
+            )
+        static = [c for c in DEVICE_INFO_COLUMNS if c in known and c not in _PER_SNAPSHOT]
+        columns: dict[str, list[Any]] = {c: [] for c in static}
+        columns.update({"_index": [], "_first": [], "_last": []})
+        anchor_us = epoch_micros(anchor)
+        for index, device in enumerate(devices):
+            info = device.info
+            for name in static:
+                value = info[name]
+                if isinstance(value, (list, dict)):
+                    value = orjson.dumps(value).decode()
+                columns[name].append(value)
+            columns["_index"].append(index)
+            columns["_first"].append(anchor_us - int(device.first_seen_ago * 1_000_000))
+            columns["_last"].append(anchor_us - int(device.last_seen_ago * 1_000_000))
+        types = {c: DEVICE_INFO_COLUMNS[c] for c in static}
+        types.update({"_index": "BIGINT", "_first": "TIMESTAMPTZ", "_last": "TIMESTAMPTZ"})
+        self._create_table("_devices", types)
+        self._load_table("_devices", types, columns)
+        oldest = _sql_time(anchor - RETENTION)
+        snapshot = "d._last - to_days(CAST(days.k AS INTEGER))"
+        projections = []
+        for name, kind in DEVICE_INFO_COLUMNS.items():
+            if name == "Timestamp":
+                value = snapshot
+            elif name == "ReportId":
+                value = f"d._index * {_SNAPSHOTS} + days.k"
+            elif name in static:
+                value = f'd."{name}"'
+            else:
+                value = "NULL"
+            if kind == "VARCHAR":
+                value = f"coalesce({value}, '')"
+            projections.append(f'CAST({value} AS {kind}) AS "{name}"')
+        self._con.execute(
+            f"""
+            CREATE VIEW raw.main."DeviceInfo" AS
+            SELECT {", ".join(projections)}
+            FROM raw.main."_devices" AS d, range(0, {_SNAPSHOTS}) AS days(k)
+            WHERE {snapshot} >= greatest(d._first, TIMESTAMPTZ '{oldest}')
+            """
+        )
+
+    def _conform_documented(self) -> None:
+        """Give every served table exactly its documented columns, in order, with the
+        documented types (a generated column may come out, say, DECIMAL for a ``real``)."""
+        for table, documented in DOCUMENTED_TABLES.items():
+            expected = duckdb_columns(table)
+            name = f'raw.main."{table}"'
+            rows = self._con.execute(f"DESCRIBE {name}").fetchall()
+            actual = {str(row[0]): str(row[1]) for row in rows}
+            if list(actual) != list(expected):
+                raise RuntimeError(
+                    f"the emulated {table} does not have its {len(documented)} documented "
+                    f"columns: {list(actual)} != {list(expected)}"
+                )
+            for column, kind in expected.items():
+                if actual[column] != kind:  # DeviceInfo is a view and always conforms
+                    self._con.execute(f'ALTER TABLE {name} ALTER "{column}" TYPE {kind}')
+
+    def _create_table(self, name: str, types: dict[str, str]) -> None:
+        columns = ", ".join(f'"{c}" {t}' for c, t in types.items())
+        self._con.execute(f'CREATE TABLE raw.main."{name}" ({columns})')
+
+    def _load_table(self, name: str, types: dict[str, str], columns: dict[str, list[Any]]) -> None:
+        """Bulk-load plain Python columns through pyarrow (JSON travels as text)."""
+        source_types = {c: ("VARCHAR" if t == "JSON" else t) for c, t in types.items()}
+        table = _arrow_table(columns, source_types)
+        self._con.register("_source", table)
+        try:
+            projections = ", ".join(f'CAST("{c}" AS {t})' for c, t in types.items())
+            self._con.execute(f'INSERT INTO raw.main."{name}" SELECT {projections} FROM _source')
+        finally:
+            self._con.unregister("_source")
+
+
+def _arrow_table(columns: dict[str, list[Any]], types: dict[str, str]) -> Any:
+    import pyarrow as pa
+
+    arrow_types = {
+        "VARCHAR": pa.string(),
+        "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
+        "BIGINT": pa.int64(),
+        "DOUBLE": pa.float64(),
+        "BOOLEAN": pa.bool_(),
+        "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    }
+    arrays = {}
+    for name, values in columns.items():
+        kind = types[name]
+        if kind in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):  # epoch µs: far faster
+            arrays[name] = pa.array(values, type=pa.int64()).cast(arrow_types[kind])
+        else:
+            arrays[name] = pa.array(values, type=arrow_types[kind])
+    return pa.table(arrays)
+
+
+def _platform_sql(family: str) -> str:
+    if family == "Windows":
+        return "OSPlatform LIKE 'Windows%'"
+    return f"OSPlatform = '{family}'"
+
+
+def _sql_time(t: datetime) -> str:
+    """A literal DuckDB reads back as the same UTC instant (microsecond precision)."""
+    return format_time(t, 0)[:-2] + "+00:00"

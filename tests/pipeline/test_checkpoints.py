@@ -1,0 +1,116 @@
+"""The cursor rules, on the typed checkpoint alone: a snapshot begins once and resumes after a
+stop, moves past a unit only when told every sink holds it, and a cursor moves only when the
+whole snapshot is delivered. Every change is on disk before the method returns."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from endpoint_forensics.errors import EpfError
+from endpoint_forensics.pipeline.checkpoints import CheckpointFile
+
+T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+
+
+def reopened(tmp_path: Path) -> CheckpointFile:
+    return CheckpointFile(tmp_path, "contoso")
+
+
+def test_a_new_dataset_is_due_and_a_finished_one_waits_for_its_interval(tmp_path: Path) -> None:
+    checkpoint = reopened(tmp_path).dataset("vulnerabilities")
+    assert checkpoint.is_due(T0, 168.0)
+    checkpoint.begin("run-1", T0)
+    checkpoint.finish(10, None)
+    again = reopened(tmp_path).dataset("vulnerabilities")
+    assert again.last_success == T0 and again.last_rows == 10
+    assert not again.is_due(T0 + timedelta(hours=167), 168.0)
+    assert again.is_due(T0 + timedelta(hours=168), 168.0)
+    assert again.is_due(T0 + timedelta(minutes=1), 0.0)  # no interval: every run
+
+
+def test_a_stopped_snapshot_resumes_after_the_last_delivered_unit(tmp_path: Path) -> None:
+    checkpoint = reopened(tmp_path).dataset("secure_config")
+    snapshot = checkpoint.begin("run-1", T0)
+    checkpoint.advance({"part": 0})
+    checkpoint.advance({"part": 1})
+    # The process stops here. The next run, an hour later, resumes that snapshot as it was.
+    later = reopened(tmp_path).dataset("secure_config")
+    assert later.is_due(T0 + timedelta(hours=1), 24.0)  # unfinished: due whatever the interval
+    resumed = later.begin("run-2", T0 + timedelta(hours=1))
+    assert (resumed.run_id, resumed.time, resumed.units, resumed.resume) == (
+        snapshot.run_id,
+        T0,
+        2,
+        {"part": 1},
+    )
+
+
+def test_the_cursor_moves_only_when_the_snapshot_finishes(tmp_path: Path) -> None:
+    checkpoint = reopened(tmp_path).dataset("vulnerability_changes")
+    checkpoint.begin("run-1", T0)
+    checkpoint.finish(3, {"since": "a"})
+    checkpoint.begin("run-2", T0 + timedelta(hours=1))
+    checkpoint.advance(None)
+    # A stop before finish: the stored cursor is still the last complete snapshot's.
+    assert reopened(tmp_path).dataset("vulnerability_changes").cursor == {"since": "a"}
+    checkpoint.finish(4, None)  # a source that returns no cursor keeps the last one
+    assert reopened(tmp_path).dataset("vulnerability_changes").cursor == {"since": "a"}
+    checkpoint.begin("run-3", T0 + timedelta(hours=2))
+    checkpoint.finish(5, {"since": "b"})
+    assert reopened(tmp_path).dataset("vulnerability_changes").cursor == {"since": "b"}
+
+
+def test_abandon_forgets_the_snapshot_and_restore_keeps_it(tmp_path: Path) -> None:
+    checkpoint = reopened(tmp_path).dataset("machines")
+    checkpoint.begin("run-1", T0)
+    checkpoint.advance({"page": 1})
+    abandoned = checkpoint.abandon()
+    assert abandoned is not None and abandoned.run_id == "run-1"
+    assert reopened(tmp_path).dataset("machines").snapshot is None
+    assert checkpoint.begin("run-2", T0).run_id == "run-2"  # starts afresh
+    checkpoint.restore(abandoned)
+    assert reopened(tmp_path).dataset("machines").snapshot == abandoned
+
+
+def test_advance_or_finish_without_a_snapshot_is_a_programming_error(tmp_path: Path) -> None:
+    checkpoint = reopened(tmp_path).dataset("machines")
+    with pytest.raises(AssertionError):
+        checkpoint.advance(None)
+    with pytest.raises(AssertionError):
+        checkpoint.finish(0, None)
+
+
+def test_the_file_keeps_its_format_so_existing_state_carries_over(tmp_path: Path) -> None:
+    stored = {
+        "version": 1,
+        "datasets": {
+            "machines": {"last_success": T0.isoformat(), "last_rows": 250},
+            "vulnerabilities": {
+                "snapshot": {
+                    "run_id": "r",
+                    "time_generated": T0.isoformat(),
+                    "units": 4,
+                    "resume": {"part": 3},
+                },
+                "cursor": {"x": 1},
+            },
+        },
+    }
+    path = tmp_path / "tenants" / "contoso.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(orjson.dumps(stored))
+    checkpoints = reopened(tmp_path)
+    assert checkpoints.dataset("machines").last_rows == 250
+    assert checkpoints.dataset("vulnerabilities").snapshot is not None
+    checkpoints.save()
+    assert orjson.loads(path.read_bytes()) == stored
+
+
+def test_an_unreadable_file_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "tenants" / "contoso.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(EpfError, match="move it away"):
+        reopened(tmp_path)
