@@ -239,6 +239,7 @@ def test_an_empty_tenant_answers_404_no_recent_machines() -> None:
         assert {
             k: v for k, v in truth.items() if k not in ("EPF_Runs_CL", "EPF_CveCatalog_CL")
         } == {
+            "EPF_TenantScores_CL": 2,  # an empty tenant still has its scores
             "EPF_Devices_CL": 0,
             "EPF_AgentHealth_CL": 0,
             "EPF_AvHealth_CL": 0,

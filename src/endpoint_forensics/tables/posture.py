@@ -27,6 +27,7 @@ __all__ = [
     "RECOMMENDATIONS",
     "SECURE_CONFIG",
     "SOFTWARE_INVENTORY",
+    "TENANT_SCORES",
     "VULNERABILITIES",
     "VULNERABILITY_CHANGES",
 ]
@@ -250,6 +251,25 @@ CVE_CATALOG = Table(
     ),
 )
 
+TENANT_SCORES = Table(
+    name="EPF_TenantScores_CL",
+    description=(
+        "The tenant's exposure score and Secure Score for Devices (/api/exposureScore, "
+        "/api/configurationScore), one row per score per run."
+    ),
+    source="mde:scores",
+    key=("DefenderTenantId", "ScoreName"),
+    columns=_columns(
+        (
+            "ScoreName",
+            S,
+            "Exposure (0-100, lower is better) or Configuration (Secure Score for Devices).",
+        ),
+        ("Score", R, "The score."),
+        ("ScoreTime", T, "When Defender computed the score."),
+    ),
+)
+
 
 # This module's tables, in registry order: a new table is added here.
 POSTURE_TABLES: tuple[Table, ...] = (
@@ -260,6 +280,7 @@ POSTURE_TABLES: tuple[Table, ...] = (
     SOFTWARE_INVENTORY,
     RECOMMENDATIONS,
     CVE_CATALOG,
+    TENANT_SCORES,
 )
 
 # Per tenant and endpoint, as documented (defender-apis.md B.6). /api/recommendations and
@@ -363,5 +384,16 @@ POSTURE_DATASETS: tuple[DatasetSpec, ...] = (
         permissions=(_VULN_READ,),
         limits=(json_export_limit("vulnerabilities"),),
         interval_hours=24.0,
+    ),
+    DatasetSpec(
+        "scores",
+        "tenant",
+        TENANT_SCORES,
+        "scores:fetch_scores",
+        origin="`/api/exposureScore` and `/api/configurationScore` (Secure Score for Devices)",
+        row_per="score per run",
+        permissions=(Permission("MDE", "Score.Read.All"),),
+        # No limit is documented for the scores (B.6): they get the collections' 30/min.
+        limits=(json_export_limit("exposureScore"), json_export_limit("configurationScore")),
     ),
 )

@@ -25,7 +25,8 @@ __all__ = ["DEFAULT_RATE_LIMITS", "FaultInjector", "RateLimiter", "RequestStats"
 #: name -> windows of (calls, seconds). The first window is the per-minute one overrides replace.
 _JSON_EXPORT = ((30, 60.0), (1000, 3600.0))  # ...ByMachine, the delta, deviceavinfo (B.2, B.6)
 _FILE_EXPORT = ((5, 60.0), (20, 3600.0))  # Va, Sca and SoftwareInventory via files (B.5.3)
-# /api/recommendations and /api/vulnerabilities state no limit (B.6): assume the machines one.
+# /api/recommendations, /api/vulnerabilities and the scores state no limit (B.6): assume the
+# machines one.
 _UNSTATED = ((100, 60.0), (1500, 3600.0))
 DEFAULT_RATE_LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
     "machines": ((100, 60.0), (1500, 3600.0)),
@@ -42,6 +43,7 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
     "software_inventory_export": _FILE_EXPORT,
     "recommendations": _UNSTATED,
     "vulnerabilities": _UNSTATED,
+    "scores": _UNSTATED,
 }
 assert set(DEFAULT_RATE_LIMITS) == set(RATE_LIMIT_NAMES)
 

@@ -33,6 +33,7 @@ RATE_LIMIT_NAMES = (
     "software_inventory_export",
     "recommendations",
     "vulnerabilities",
+    "scores",
 )
 
 _MAX_IOT_SENSORS = 16

@@ -39,6 +39,7 @@ from epf_emulator.ingestion.endpoint import IngestionApi
 from epf_emulator.ingestion.rules import emulated_rules
 from epf_emulator.mde.collections import CatalogApi
 from epf_emulator.mde.machines import MdeApi
+from epf_emulator.mde.scores import ScoresApi
 from epf_emulator.tvm.json_exports import PATHS as TVM_PATHS
 from epf_emulator.tvm.json_exports import TvmApi
 
@@ -63,6 +64,13 @@ def build_app(tenant: Tenant) -> ASGIApp:
     # The TVM routes first: "/api/machines/{machine_id}" would take their paths otherwise.
     routes += tenant.identity.routes() + tvm.routes() + catalog.routes() + mde.routes()
     routes += graph.routes() + tenant.exports.routes() + ingestion.routes()
+    routes += ScoresApi(
+        identity=tenant.identity,
+        limiter=tenant.limiter,
+        clock=tenant.clock,
+        recommendations=tenant.recommendation_records,
+        ready=tenant.wait_ready,
+    ).routes()
     routes += ManagedIdentityApi(
         identity=tenant.identity,
         stats=tenant.stats,

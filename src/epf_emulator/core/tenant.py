@@ -204,6 +204,8 @@ class Tenant:
                 "EPF_Devices_CL": len(served_ids),
                 "EPF_AgentHealth_CL": self.store.agent_health_truth(now),
                 **posture,
+                # The exposure score and the Secure Score for Devices, one row each per run.
+                "EPF_TenantScores_CL": 2,
                 # One row per dataset of each source per run.
                 "EPF_Runs_CL": self._datasets_per_sync(),
                 **iot,
