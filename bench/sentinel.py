@@ -88,7 +88,7 @@ def main() -> int:
         outbox = scratch / "state" / "outbox" / "sentinel"
         config_ours = up.sentinel.model_copy(update={"max_concurrency": args.concurrency})
         before = _ingested(up.sentinel.endpoint, up.sentinel.ca_bundle)
-        sink = SentinelSink(config_ours, outbox)
+        sink = SentinelSink(config_ours, outbox, scratch / "state" / "checkpoints" / "bench")
         started = time.monotonic()
         report = sink.flush()
         ours_seconds = time.monotonic() - started

@@ -18,10 +18,12 @@ from endpoint_forensics.tables import Table
 
 __all__ = [
     "Batch",
+    "CheckpointStore",
     "DeliveryReport",
     "RedoUnit",
     "Reject",
     "Row",
+    "SavedCheckpoint",
     "Sink",
     "SnapshotChanged",
     "TableWriter",
@@ -126,14 +128,46 @@ class TableWriter(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """A dataset's checkpoint as it stands once a unit is delivered: a sink stores it with the
+    unit (in the same transaction where it can), so what a sink holds and what it says it holds
+    never part ways. ``scope`` names the source (``tenants/contoso``)."""
+
+    scope: str
+    dataset: str
+    state: Mapping[str, Any]
+
+
+class CheckpointStore(Protocol):
+    """Where one sink keeps its checkpoints: what it holds, per source and dataset."""
+
+    def load(self, scope: str) -> dict[str, dict[str, Any]]:
+        """Every dataset's stored checkpoint of the source ``scope`` ({} when none)."""
+        ...
+
+    def save(self, checkpoint: SavedCheckpoint) -> None: ...
+
+
 class Sink(Protocol):
     """A destination. ``open`` returns a context in which writes are all-or-nothing:
-    leaving it normally commits (and remembers ``unit`` as delivered), leaving it with an
-    exception discards every row written."""
+    leaving it normally commits (and remembers ``unit`` as delivered, and ``checkpoint`` as
+    where the dataset stands), leaving it with an exception discards every row written."""
 
     name: str
 
-    def open(self, table: Table, *, unit: str) -> AbstractContextManager[TableWriter]: ...
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """Where this sink keeps what it holds."""
+        ...
+
+    def open(
+        self, table: Table, *, unit: str, checkpoint: SavedCheckpoint | None = None
+    ) -> AbstractContextManager[TableWriter]: ...
+
+    def holds(self, unit_scope: str) -> bool:
+        """Whether the sink ever took a unit of the source ``unit_scope`` (``<scope>/...``)."""
+        ...
 
     def delivered(self, unit: str) -> bool:
         """Whether ``unit`` was committed before (a run stopped between sink and checkpoint)."""

@@ -1,6 +1,7 @@
-"""The cursor rules, on the typed checkpoint alone: a snapshot begins once and resumes after a
-stop, moves past a unit only when told every sink holds it, and a cursor moves only when the
-whole snapshot is delivered. Every change is on disk before the method returns."""
+"""The cursor rules, on the typed checkpoint and the workspace that keeps it: a snapshot begins
+once and resumes after a stop, moves past a unit only when told the sink holds it, and a cursor
+moves only when the whole snapshot is delivered. Every change is stored before the method
+returns."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,13 +10,28 @@ import orjson
 import pytest
 
 from endpoint_forensics.errors import EpfError
-from endpoint_forensics.pipeline.checkpoints import CheckpointFile
+from endpoint_forensics.pipeline.checkpoints import DatasetCheckpoint, load_checkpoints
+from endpoint_forensics.sinks.checkpoint_file import FileCheckpointStore
+from endpoint_forensics.sinks.duckdb import DuckDBSink
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+SCOPE = "tenants/contoso"
 
 
-def reopened(tmp_path: Path) -> CheckpointFile:
-    return CheckpointFile(tmp_path, "contoso")
+class Reopened:
+    """The workspace's checkpoints as a new run would see them (the workspace opened anew)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+
+    def dataset(self, name: str) -> DatasetCheckpoint:
+        sink = DuckDBSink(self.tmp_path / "ws.duckdb")
+        legacy = self.tmp_path / "tenants" / "contoso.json"
+        return load_checkpoints(sink, scope=SCOPE, unit_scope="tid", legacy_file=legacy)(name)
+
+
+def reopened(tmp_path: Path) -> Reopened:
+    return Reopened(tmp_path)
 
 
 def test_a_new_dataset_is_due_and_a_finished_one_waits_for_its_interval(tmp_path: Path) -> None:
@@ -82,7 +98,7 @@ def test_advance_or_finish_without_a_snapshot_is_a_programming_error(tmp_path: P
         checkpoint.finish(0, None)
 
 
-def test_the_file_keeps_its_format_so_existing_state_carries_over(tmp_path: Path) -> None:
+def test_the_file_store_keeps_its_format_so_existing_state_carries_over(tmp_path: Path) -> None:
     stored = {
         "version": 1,
         "datasets": {
@@ -101,10 +117,15 @@ def test_the_file_keeps_its_format_so_existing_state_carries_over(tmp_path: Path
     path = tmp_path / "tenants" / "contoso.json"
     path.parent.mkdir(parents=True)
     path.write_bytes(orjson.dumps(stored))
-    checkpoints = reopened(tmp_path)
-    assert checkpoints.dataset("machines").last_rows == 250
-    assert checkpoints.dataset("vulnerabilities").snapshot is not None
-    checkpoints.save()
+    store = FileCheckpointStore(tmp_path)
+    loaded = store.load(SCOPE)
+    assert DatasetCheckpoint.load(loaded["machines"], lambda: None).last_rows == 250
+    snapshot = DatasetCheckpoint.load(loaded["vulnerabilities"], lambda: None).snapshot
+    assert snapshot is not None and (snapshot.units, snapshot.resume) == (4, {"part": 3})
+    machines = DatasetCheckpoint.load(loaded["machines"], lambda: None)
+    from endpoint_forensics.contracts import SavedCheckpoint
+
+    store.save(SavedCheckpoint(SCOPE, "machines", machines.dump()))
     assert orjson.loads(path.read_bytes()) == stored
 
 
@@ -113,4 +134,4 @@ def test_an_unreadable_file_is_an_error_that_says_what_to_do(tmp_path: Path) -> 
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     with pytest.raises(EpfError, match="move it away"):
-        reopened(tmp_path)
+        FileCheckpointStore(tmp_path).load(SCOPE)

@@ -34,7 +34,7 @@ def sentinel_config(emu: Emulator, tmp_path: Path) -> SentinelConfig:
 
 def run(config: SentinelConfig, outbox: Path, *, rows: int = 0) -> DeliveryReport:
     """One run of the sink: ``rows`` devices in one upload (none: only what waits), flushed."""
-    sink = SentinelSink(config, outbox)
+    sink = SentinelSink(config, outbox, outbox.parent / "checkpoints")
     try:
         if rows:
             stamp = {"RunId": "run-1", "TimeGenerated": datetime(2026, 1, 2, tzinfo=UTC)}

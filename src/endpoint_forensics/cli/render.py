@@ -24,7 +24,7 @@ def render_outcomes(summary: Any) -> None:
             o.table,
             f"{o.rows:,}",
             str(o.quarantined),
-            o.outcome,
+            f"{o.outcome} ({o.reason})" if o.reason else o.outcome,
             f"{o.duration_seconds:.1f}",
         ]
         for o in summary.outcomes

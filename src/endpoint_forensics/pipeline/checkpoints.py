@@ -1,33 +1,41 @@
-"""Run state on disk: typed per-source checkpoints, and the quarantine of malformed records.
+"""Checkpoints per sink, and the quarantine of malformed records.
 
-Checkpoints live in ``<state dir>/tenants/<tenant>.json`` (``sensors/``, ``consoles/`` for IoT), written atomically (temp file and
-rename) after every delivered unit, so a run that stops anywhere resumes at the next unit.
-Per dataset they hold: the snapshot in progress (its run id, snapshot time, delivered units and
-the source's resume token), the time of the last complete snapshot, and the dataset's cursor.
-``DatasetCheckpoint`` is the one way the run changes them: ``is_due``, ``begin``, ``advance``
-(after every sink holds a unit), ``finish`` (with the source's final cursor) and ``abandon``.
+Each sink keeps its own checkpoints, where it keeps its data if it can (the DuckDB workspace
+holds them in ``_epf_checkpoints``, written in the transaction of the unit they cover; Sentinel
+in files per ingestion endpoint and DCRs), so a workspace that is new, copied or restored knows
+what it holds. Per source and dataset they hold: the snapshot in progress (its run id, snapshot
+time, delivered units and the source's resume token), the time of the last complete snapshot,
+and the dataset's cursor. ``DatasetCheckpoint`` is the one way the run changes them:
+``is_due``, ``begin``, ``advance`` (after the sink holds a unit), ``finish`` (with the source's
+final cursor) and ``abandon``; ``CheckpointGroup`` moves those of the sinks that stand at the
+same place together, so one collection serves them all. The state folder's per-source files of
+earlier versions are read once, for sinks that hold that source's data but no checkpoints yet.
 A quarantined record is kept whole, with its reason, in
-``<state dir>/quarantine/<run id>/<tenant>.<dataset>.jsonl``. May import ``contracts`` and
-``errors``.
+``<state dir>/quarantine/<run id>/<tenant>.<dataset>.jsonl``. May import ``contracts``,
+``errors`` and ``sinks.checkpoint_file``.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from endpoint_forensics.contracts import Reject
-from endpoint_forensics.errors import EpfError
+from endpoint_forensics.contracts import Reject, SavedCheckpoint, Sink
+from endpoint_forensics.sinks.checkpoint_file import read_checkpoint_file
 
-__all__ = ["CheckpointFile", "DatasetCheckpoint", "Quarantine", "Snapshot"]
+__all__ = [
+    "CheckpointGroup",
+    "DatasetCheckpoint",
+    "Quarantine",
+    "Snapshot",
+    "load_checkpoints",
+]
 
-_VERSION = 1
 Cursor = dict[str, Any]
 
 
@@ -66,12 +74,28 @@ class DatasetCheckpoint:
             self._save()
         return self.snapshot
 
-    def advance(self, resume: Cursor | None) -> None:
-        """Every sink holds the next unit: only now may the snapshot move past it."""
+    def next_due(self, interval_hours: float) -> datetime | None:
+        """When the next snapshot is due (None: now)."""
+        if not interval_hours or self.last_success is None or self.snapshot is not None:
+            return None
+        return self.last_success + timedelta(hours=interval_hours)
+
+    def advance(self, resume: Cursor | None, *, saved: bool = False) -> None:
+        """The sink holds the next unit: only now may the snapshot move past it. ``saved``:
+        the sink stored ``state_after(resume)`` with the unit itself."""
         assert self.snapshot is not None, "advance before begin"
         self.snapshot.resume = resume
         self.snapshot.units += 1
-        self._save()
+        if not saved:
+            self._save()
+
+    def state_after(self, resume: Cursor | None) -> dict[str, Any]:
+        """The stored form of this checkpoint once the next unit is delivered."""
+        assert self.snapshot is not None, "state_after before begin"
+        state = self.dump()
+        state["snapshot"] = {**state["snapshot"], "units": self.snapshot.units + 1}
+        state["snapshot"]["resume"] = resume
+        return state
 
     def finish(self, rows: int, cursor: Cursor | None) -> None:
         """The snapshot is complete; ``cursor`` (None: keep the last) is where the next one
@@ -135,51 +159,82 @@ class DatasetCheckpoint:
         return out
 
 
-class CheckpointFile:
-    """The checkpoint file of one source: one ``DatasetCheckpoint`` per dataset, saved whole
-    and atomically whenever one of them changes."""
+def load_checkpoints(
+    sink: Sink, *, scope: str, unit_scope: str, legacy_file: Path
+) -> Callable[[str], DatasetCheckpoint]:
+    """The checkpoints ``sink`` keeps for one source (``scope``), by dataset; each saves itself
+    to the sink. A sink that holds the source's data but no checkpoints (written by a version
+    that kept them in the state folder) takes over the state folder's file once."""
+    stored = sink.checkpoints.load(scope)
+    if not stored and sink.holds(unit_scope):
+        stored = read_checkpoint_file(legacy_file)
+        for dataset, state in stored.items():
+            sink.checkpoints.save(SavedCheckpoint(scope, dataset, state))
 
-    def __init__(self, state_dir: Path, source: str, *, folder: str = "tenants") -> None:
-        # One folder per kind of source: tenants, sensors, consoles.
-        self.path = state_dir / folder / f"{source}.json"
-        self._datasets: dict[str, DatasetCheckpoint] = {}
-        stored: dict[str, Any] = {}
-        if self.path.exists():
-            try:
-                loaded = orjson.loads(self.path.read_bytes())
-            except (OSError, orjson.JSONDecodeError) as exc:
-                raise EpfError(
-                    f"checkpoint file {str(self.path)!r} is unreadable ({exc}); move it away to "
-                    "start the source's datasets afresh"
-                ) from exc
-            if isinstance(loaded, dict) and loaded.get("version") == _VERSION:
-                stored = loaded.get("datasets") or {}
-        for name, data in stored.items():
-            self._datasets[name] = DatasetCheckpoint.load(data, self.save)
+    def checkpoint(dataset: str) -> DatasetCheckpoint:
+        loaded = DatasetCheckpoint.load(stored.get(dataset, {}), lambda: None)
+        loaded._save = lambda: sink.checkpoints.save(SavedCheckpoint(scope, dataset, loaded.dump()))
+        return loaded
 
-    def dataset(self, name: str) -> DatasetCheckpoint:
-        if name not in self._datasets:
-            self._datasets[name] = DatasetCheckpoint(_save=self.save)
-        return self._datasets[name]
-
-    def save(self) -> None:
-        data = {
-            "version": _VERSION,
-            "datasets": {name: d.dump() for name, d in self._datasets.items()},
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        with partial.open("wb") as fh:
-            fh.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=_encode))
-            fh.flush()
-            os.fsync(fh.fileno())
-        partial.replace(self.path)
+    return checkpoint
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
+class CheckpointGroup:
+    """The checkpoints of the sinks that stand at the same place in one dataset: one collection
+    serves them all, and each moves only when its sink holds what moved it."""
+
+    def __init__(self, members: Mapping[Sink, DatasetCheckpoint]) -> None:
+        assert members, "a group of no sinks"
+        self.members = dict(members)
+        self.sinks = list(self.members)
+        self._first = next(iter(self.members.values()))
+
+    @staticmethod
+    def of(
+        sinks: Sequence[Sink], checkpoints: Mapping[Sink, DatasetCheckpoint]
+    ) -> list[CheckpointGroup]:
+        """``sinks`` grouped by where their checkpoints stand (snapshot in progress, cursor)."""
+        groups: dict[bytes, dict[Sink, DatasetCheckpoint]] = {}
+        for sink in sinks:
+            state = checkpoints[sink].dump()
+            key = orjson.dumps(
+                [state.get("snapshot"), state.get("cursor")], option=orjson.OPT_SORT_KEYS
+            )
+            groups.setdefault(key, {})[sink] = checkpoints[sink]
+        return [CheckpointGroup(members) for members in groups.values()]
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._first.snapshot
+
+    @property
+    def cursor(self) -> Cursor | None:
+        return self._first.cursor
+
+    def begin(self, run_id: str, now: datetime) -> Snapshot:
+        for checkpoint in self.members.values():
+            checkpoint.begin(run_id, now)
+        assert self._first.snapshot is not None
+        return self._first.snapshot
+
+    def state_after(self, resume: Cursor | None) -> dict[str, Any]:
+        return self._first.state_after(resume)
+
+    def advance(self, resume: Cursor | None, *, saved_by: Sequence[Sink]) -> None:
+        for sink, checkpoint in self.members.items():
+            checkpoint.advance(resume, saved=sink in saved_by)
+
+    def finish(self, rows: int, cursor: Cursor | None) -> None:
+        for checkpoint in self.members.values():
+            checkpoint.finish(rows, cursor)
+
+    def abandon(self) -> Snapshot | None:
+        abandoned = [c.abandon() for c in self.members.values()]
+        return abandoned[0]
+
+    def restore(self, snapshot: Snapshot) -> None:
+        for checkpoint in self.members.values():
+            checkpoint.restore(replace(snapshot))
 
 
 class Quarantine:

@@ -18,24 +18,32 @@ import shutil
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.config import ConsoleConfig, SensorConfig, Settings, TenantConfig
-from endpoint_forensics.contracts import Batch, RedoUnit, Sink, SnapshotChanged, Unit
+from endpoint_forensics.contracts import (
+    Batch,
+    RedoUnit,
+    SavedCheckpoint,
+    Sink,
+    SnapshotChanged,
+    Unit,
+)
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.http.client import RAW_TOKEN, ApiClient
 from endpoint_forensics.http.ratelimit import DOCUMENTED_LIMITS, IOT_APPLIANCE_LIMIT, RateBudget
 from endpoint_forensics.http.tls import client_ssl_context
 from endpoint_forensics.identity.credentials import CredentialTokenProvider, StaticToken
 from endpoint_forensics.pipeline.checkpoints import (
-    CheckpointFile,
+    CheckpointGroup,
     DatasetCheckpoint,
     Quarantine,
     Snapshot,
+    load_checkpoints,
 )
 from endpoint_forensics.pipeline.plan import Source, fetch_function, sources_of
 from endpoint_forensics.pipeline.runlog import DatasetOutcome, Progress, RunSummary, record_runs
@@ -129,7 +137,15 @@ class _SourceRun:
         self.summary = summary
         self.quarantine = quarantine
         self.progress = progress
-        self.checkpoints = CheckpointFile(settings.state.dir, source.name, folder=f"{source.kind}s")
+        # Each sink's own checkpoints for this source (what that sink holds).
+        self.scope = f"{source.kind}s/{source.name}"
+        legacy = settings.state.dir / f"{source.kind}s" / f"{source.name}.json"
+        self.checkpoints = {
+            sink: load_checkpoints(
+                sink, scope=self.scope, unit_scope=source.unit_scope, legacy_file=legacy
+            )
+            for sink in sinks
+        }
         # One budget per endpoint (per appliance for IoT), shared by everything in the run.
         self.budgets = {name: RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()}
         self.appliance_budget = RateBudget(IOT_APPLIANCE_LIMIT)
@@ -170,31 +186,19 @@ class _SourceRun:
 
     def _collect(self, spec: DatasetSpec, work_dir: Path) -> DatasetOutcome:
         outcome = self._outcome(spec)
-        checkpoint = self.checkpoints.dataset(spec.name)
         before = self._request_counts()
         try:
             interval = self.source.config.interval_hours_for(spec.name)
-            if not checkpoint.is_due(self.summary.time_generated, interval):
+            now = self.summary.time_generated
+            checkpoints = {sink: load(spec.name) for sink, load in self.checkpoints.items()}
+            due = [s for s in self.sinks if checkpoints[s].is_due(now, interval)]
+            if not due:
                 outcome.outcome = "Skipped"
+                outcome.reason = _not_due(checkpoints.values(), interval)
                 return outcome
-            if checkpoint.snapshot is not None and not spec.resumable:
-                self._discard(spec.table, checkpoint.snapshot.run_id)
-                checkpoint.abandon()
-            try:
-                self._deliver(spec, checkpoint, outcome, work_dir)
-            except SnapshotChanged as exc:
-                log.info(
-                    "%s %s dataset %s: %s; starting over",
-                    self.source.kind,
-                    self.source.name,
-                    spec.name,
-                    exc,
-                )
-                abandoned = checkpoint.abandon()
-                if abandoned is not None:
-                    self._discard(spec.table, abandoned.run_id)
-                outcome.rows = outcome.quarantined = 0
-                self._deliver(spec, checkpoint, outcome, work_dir)
+            # One collection per place the sinks stand: usually one, for all of them.
+            for group in CheckpointGroup.of(due, checkpoints):
+                self._collect_group(spec, group, outcome, work_dir)
         except (EpfError, MemoryError) as exc:
             # Reported by the run summary (and EPF_Runs_CL), so not logged again here. Memory
             # or a sink's failure ends this dataset only: the next datasets still run.
@@ -206,8 +210,6 @@ class _SourceRun:
                 outcome.error = (
                     f"{self.source.kind} {self.source.name!r} dataset {spec.name}: {what}"
                 )
-            if not spec.resumable:
-                self._drop_partial(spec, checkpoint, outcome)
         finally:
             outcome.end = datetime.now(UTC)
             after = self._request_counts()
@@ -217,8 +219,36 @@ class _SourceRun:
                 self.progress(self.source.name, spec.name, outcome.rows, True)
         return outcome
 
+    def _collect_group(
+        self, spec: DatasetSpec, group: CheckpointGroup, outcome: DatasetOutcome, work_dir: Path
+    ) -> None:
+        rows_before, quarantined_before = outcome.rows, outcome.quarantined
+        try:
+            if group.snapshot is not None and not spec.resumable:
+                self._discard(spec.table, group.snapshot.run_id, group.sinks)
+                group.abandon()
+            try:
+                self._deliver(spec, group, outcome, work_dir)
+            except SnapshotChanged as exc:
+                log.info(
+                    "%s %s dataset %s: %s; starting over",
+                    self.source.kind,
+                    self.source.name,
+                    spec.name,
+                    exc,
+                )
+                abandoned = group.abandon()
+                if abandoned is not None:
+                    self._discard(spec.table, abandoned.run_id, group.sinks)
+                outcome.rows, outcome.quarantined = rows_before, quarantined_before
+                self._deliver(spec, group, outcome, work_dir)
+        except (EpfError, MemoryError):
+            if not spec.resumable and self._drop_partial(spec, group):
+                outcome.rows = rows_before
+            raise
+
     def _context(
-        self, snapshot: Snapshot, checkpoint: DatasetCheckpoint, work_dir: Path
+        self, snapshot: Snapshot, group: CheckpointGroup, work_dir: Path
     ) -> FetchContext | SensorContext | ConsoleContext:
         config = self.source.config
         if self.source.kind == "tenant":
@@ -229,7 +259,7 @@ class _SourceRun:
                 now=snapshot.time,
                 work_dir=work_dir,
                 resume=snapshot.resume,
-                cursor=checkpoint.cursor,
+                cursor=group.cursor,
                 device_count=self._device_count(),
             )
         kind = SensorContext if self.source.kind == "sensor" else ConsoleContext
@@ -237,19 +267,20 @@ class _SourceRun:
             self.client,
             self.appliance_budget,
             snapshot.time,
-            checkpoint.cursor,
+            group.cursor,
             appliance=config,
         )
 
     def _deliver(
         self,
         spec: DatasetSpec,
-        checkpoint: DatasetCheckpoint,
+        group: CheckpointGroup,
         outcome: DatasetOutcome,
         work_dir: Path,
     ) -> None:
-        snapshot = checkpoint.begin(self.summary.run_id, self.summary.time_generated)
+        snapshot = group.begin(self.summary.run_id, self.summary.time_generated)
         outcome.snapshot_run_id = snapshot.run_id
+        rows_before = outcome.rows
         stamp = {
             "TimeGenerated": snapshot.time,
             "SnapshotTime": snapshot.time,  # Azure may replace the former, never this
@@ -257,7 +288,7 @@ class _SourceRun:
             "DefenderTenantId": self.source.defender_tenant_id,
         }
         work_dir.mkdir(parents=True, exist_ok=True)
-        ctx = self._context(snapshot, checkpoint, work_dir)
+        ctx = self._context(snapshot, group, work_dir)
         units = fetch_function(spec)(ctx)
         while True:
             try:
@@ -266,22 +297,27 @@ class _SourceRun:
                 cursor = done.value  # the source's final cursor: stored only now
                 break
             unit_id = f"{self.source.unit_scope}/{snapshot.run_id}/{spec.name}/{unit.key}"
-            self._deliver_unit(spec, unit, unit_id, stamp, outcome)
-            checkpoint.advance(unit.resume)
-        outcome.gaps.extend(ctx.gaps)
-        checkpoint.finish(outcome.rows, cursor)
+            pending = [s for s in group.sinks if not s.delivered(unit_id)]
+            # Each sink stores where the dataset stands with the unit itself.
+            saved = SavedCheckpoint(self.scope, spec.name, group.state_after(unit.resume))
+            self._deliver_unit(spec, unit, unit_id, pending, saved, stamp, outcome)
+            group.advance(unit.resume, saved_by=pending)
+        sinks = [s.name for s in group.sinks]
+        outcome.gaps.extend({**gap, "sinks": sinks} for gap in ctx.gaps)
+        group.finish(outcome.rows - rows_before, cursor)
 
     def _deliver_unit(
         self,
         spec: DatasetSpec,
         unit: Unit,
         unit_id: str,
+        pending: list[Sink],
+        saved: SavedCheckpoint,
         stamp: Mapping[str, Any],
         outcome: DatasetOutcome,
     ) -> None:
-        pending = [s for s in self.sinks if not s.delivered(unit_id)]
         try:
-            self._write_unit(spec, unit_id, unit.batches, pending, stamp, outcome)
+            self._write_unit(spec, unit_id, unit.batches, pending, saved, stamp, outcome)
         except RedoUnit as exc:
             if unit.fallback is None:
                 raise
@@ -293,7 +329,7 @@ class _SourceRun:
                 unit.key,
                 exc,
             )
-            self._write_unit(spec, unit_id, unit.fallback(), pending, stamp, outcome)
+            self._write_unit(spec, unit_id, unit.fallback(), pending, saved, stamp, outcome)
 
     def _write_unit(
         self,
@@ -301,13 +337,17 @@ class _SourceRun:
         unit_id: str,
         batches: Iterator[Batch],
         sinks: list[Sink],
+        saved: SavedCheckpoint,
         stamp: Mapping[str, Any],
         outcome: DatasetOutcome,
     ) -> None:
         rows = quarantined = 0
         kept = self.transforms.collect(spec.table)
         with ExitStack() as stack:
-            writers = [stack.enter_context(s.open(spec.table, unit=unit_id)) for s in sinks]
+            writers = [
+                stack.enter_context(s.open(spec.table, unit=unit_id, checkpoint=saved))
+                for s in sinks
+            ]
             for batch in batches:
                 for writer in writers:
                     writer.write(batch, stamp)
@@ -324,24 +364,23 @@ class _SourceRun:
         if kept is not None:
             self.transforms.deliver(spec.table, kept, sinks, unit=unit_id, stamp=stamp)
 
-    def _drop_partial(
-        self, spec: DatasetSpec, checkpoint: DatasetCheckpoint, outcome: DatasetOutcome
-    ) -> None:
-        """A dataset that cannot resume leaves no partial snapshot for queries to mistake."""
-        snapshot = checkpoint.abandon()
+    def _drop_partial(self, spec: DatasetSpec, group: CheckpointGroup) -> bool:
+        """A dataset that cannot resume leaves no partial snapshot for queries to mistake;
+        whether its rows are gone."""
+        snapshot = group.abandon()
         if snapshot is None:
-            return
+            return False
         try:
-            self._discard(spec.table, snapshot.run_id)
+            self._discard(spec.table, snapshot.run_id, group.sinks)
         except Exception as exc:  # the next run discards it instead
-            checkpoint.restore(snapshot)
+            group.restore(snapshot)
             log.warning("could not remove the partial %s snapshot: %s", spec.table.name, exc)
-        else:
-            outcome.rows = 0
+            return False
+        return True
 
-    def _discard(self, table: Table, run_id: str) -> None:
+    def _discard(self, table: Table, run_id: str, sinks: list[Sink]) -> None:
         for target in (table, *self.transforms.derived_from(table)):
-            for sink in self.sinks:
+            for sink in sinks:
                 sink.discard(
                     target,
                     run_id=run_id,
@@ -358,8 +397,16 @@ class _SourceRun:
                 and o.outcome == "Succeeded"
             ):
                 return o.rows
-        return self.checkpoints.dataset("machines").last_rows
+        known = [c for load in self.checkpoints.values() if (c := load("machines").last_rows)]
+        return max(known) if known else None
 
     def _request_counts(self) -> tuple[int, int]:
         stats = self.client.stats.values()
         return sum(c["requests"] for c in stats), sum(c["throttled"] for c in stats)
+
+
+def _not_due(checkpoints: Iterable[DatasetCheckpoint], interval_hours: float) -> str:
+    """Why a dataset was skipped, and when it is next due."""
+    due = [d for c in checkpoints if (d := c.next_due(interval_hours)) is not None]
+    when = min(due).strftime("%Y-%m-%dT%H:%MZ") if due else "now"
+    return f"not due: next snapshot {when} (every {interval_hours:g} h)"

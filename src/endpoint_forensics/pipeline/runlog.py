@@ -36,6 +36,7 @@ class DatasetOutcome:
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
     end: datetime | None = None
     error: str = ""
+    reason: str = ""  # why it was skipped, and when it is next due
     stops_source: bool = False  # every other dataset of the source fails with the same error
     gaps: list[dict[str, Any]] = field(default_factory=list)
 
@@ -88,6 +89,7 @@ def record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
             "EndTime": o.end,
             "DurationSeconds": round(o.duration_seconds, 3),
             "Error": o.error,
+            "Reason": o.reason,
             "Gaps": o.gaps or None,
         }
         for o in summary.outcomes

@@ -8,13 +8,29 @@ May import ``sinks.duckdb`` and ``sinks.sentinel`` (each only when configured), 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from endpoint_forensics.config import Settings
     from endpoint_forensics.contracts import Sink
 
-__all__ = ["close_sinks", "open_sinks"]
+__all__ = ["close_sinks", "open_sinks", "sentinel_checkpoint_folder"]
+
+
+def sentinel_checkpoint_folder(settings: Settings) -> Path:
+    """The Sentinel sink's checkpoint folder: one per destination, named by its DCRs. A DCR
+    names the workspace tables its streams land in, so a new workspace (new DCRs) starts from
+    nothing and gets full baselines, while tables moved between the DCRs of one workspace keep
+    their checkpoints. The ingestion endpoint is only the way in."""
+    from endpoint_forensics.sinks.checkpoint_file import destination_folder
+
+    sentinel = settings.sentinel
+    assert sentinel is not None
+    rules = {d.immutable_id for d in sentinel.dcrs}
+    if sentinel.dcr_immutable_id:
+        rules.add(sentinel.dcr_immutable_id)
+    return destination_folder(settings.state.dir / "checkpoints", "sentinel", rules)
 
 
 def open_sinks(settings: Settings) -> list[Sink]:
@@ -27,7 +43,7 @@ def open_sinks(settings: Settings) -> list[Sink]:
         from endpoint_forensics.sinks.sentinel import SentinelSink
 
         outbox = settings.sentinel.outbox_dir or settings.state.dir / "outbox" / "sentinel"
-        sinks.append(SentinelSink(settings.sentinel, outbox))
+        sinks.append(SentinelSink(settings.sentinel, outbox, sentinel_checkpoint_folder(settings)))
     return sinks
 
 

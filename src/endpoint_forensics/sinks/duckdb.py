@@ -1,8 +1,10 @@
 """The DuckDB workspace sink: each delivery unit lands in one transaction, exactly once.
 
 Delivery guarantee: a unit (a page, an export part, a query result) is committed whole together
-with a record of its id in ``_epf_units``; a unit already recorded is never written again, so a
-run resumed after a failure leaves no duplicates. May import ``workspace.store``, ``contracts``,
+with a record of its id in ``_epf_units`` and the dataset's checkpoint as it stands after the
+unit in ``_epf_checkpoints``; a unit already recorded is never written again, so a run resumed
+after a failure leaves no duplicates. The checkpoints live in the workspace itself: a workspace
+that is new, copied or restored from a backup knows exactly what it holds. May import ``workspace.store``, ``contracts``,
 ``tables`` and ``errors``.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.contracts import Batch
+from endpoint_forensics.contracts import Batch, SavedCheckpoint
 from endpoint_forensics.errors import SinkError
 from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
 from endpoint_forensics.workspace import store
@@ -37,9 +39,16 @@ class DuckDBSink:
             "CREATE TABLE IF NOT EXISTS _epf_units (unit VARCHAR PRIMARY KEY, table_name VARCHAR, "
             "rows BIGINT, committed_at TIMESTAMPTZ)"
         )
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS _epf_checkpoints (scope VARCHAR, dataset VARCHAR, "
+            "state JSON, saved_at TIMESTAMPTZ, PRIMARY KEY (scope, dataset))"
+        )
+        self.checkpoints = self  # the workspace is its own checkpoint store
 
     @contextmanager
-    def open(self, table: Table, *, unit: str) -> Iterator[_TableWriter]:
+    def open(
+        self, table: Table, *, unit: str, checkpoint: SavedCheckpoint | None = None
+    ) -> Iterator[_TableWriter]:
         with _storing(self.path, f"starting {table.name}"):
             self._con.begin()
         writer = _TableWriter(self._con, table, batch_id=unit, path=self.path)
@@ -50,10 +59,48 @@ class DuckDBSink:
                     "INSERT INTO _epf_units VALUES (?, ?, ?, ?)",
                     [unit, table.name, writer.rows, datetime.now(UTC)],
                 )
+                if checkpoint is not None:
+                    self._put_checkpoint(checkpoint)
                 self._con.commit()
         except BaseException:
             self._rollback()
             raise
+
+    def holds(self, unit_scope: str) -> bool:
+        with _storing(self.path, "reading the delivered units"):
+            found = self._con.execute(
+                "SELECT 1 FROM _epf_units WHERE starts_with(unit, ?) LIMIT 1", [f"{unit_scope}/"]
+            ).fetchall()
+        return bool(found)
+
+    def load(self, scope: str) -> dict[str, dict[str, Any]]:
+        """The checkpoints this workspace holds for the source ``scope``."""
+        with _storing(self.path, "reading the checkpoints"):
+            found = self._con.execute(
+                "SELECT dataset, state FROM _epf_checkpoints WHERE scope = ?", [scope]
+            ).fetchall()
+        return {dataset: orjson.loads(state) for dataset, state in found}
+
+    def save(self, checkpoint: SavedCheckpoint) -> None:
+        try:
+            with _storing(self.path, "saving a checkpoint"):
+                self._con.begin()
+                self._put_checkpoint(checkpoint)
+                self._con.commit()
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _put_checkpoint(self, checkpoint: SavedCheckpoint) -> None:
+        self._con.execute(
+            "INSERT OR REPLACE INTO _epf_checkpoints VALUES (?, ?, ?, ?)",
+            [
+                checkpoint.scope,
+                checkpoint.dataset,
+                orjson.dumps(checkpoint.state).decode(),
+                datetime.now(UTC),
+            ],
+        )
 
     def delivered(self, unit: str) -> bool:
         with _storing(self.path, "reading the delivered units"):

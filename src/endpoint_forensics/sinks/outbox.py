@@ -72,6 +72,11 @@ class Outbox:
         with self._lock:
             return unit in self._sent or unit in self._queued
 
+    def holds(self, unit_prefix: str) -> bool:
+        """Whether a unit starting ``unit_prefix`` was sent (within the sent log) or waits."""
+        with self._lock:
+            return any(u.startswith(unit_prefix) for u in (*self._sent, *self._queued))
+
     def stage(self, unit: str, table: str) -> StagedUnit:
         folder = self._staging / _digest(unit)
         shutil.rmtree(folder, ignore_errors=True)

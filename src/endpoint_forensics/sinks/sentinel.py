@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from endpoint_forensics.config import SentinelConfig
-from endpoint_forensics.contracts import Batch, DeliveryReport
+from endpoint_forensics.contracts import Batch, DeliveryReport, SavedCheckpoint
 from endpoint_forensics.http.retry import (
     RetryPolicy,
     Verdict,
@@ -46,6 +46,7 @@ from endpoint_forensics.http.retry import (
     retry_after_seconds,
 )
 from endpoint_forensics.identity.credentials import build_credential, first_line
+from endpoint_forensics.sinks.checkpoint_file import FileCheckpointStore
 from endpoint_forensics.sinks.outbox import Outbox, PendingFile, StagedUnit
 from endpoint_forensics.tables import KqlType, Table
 
@@ -65,9 +66,12 @@ _RETRY = RetryPolicy(max_retries=3, backoff_base_seconds=0.5, backoff_cap_second
 class SentinelSink:
     name = "sentinel"
 
-    def __init__(self, config: SentinelConfig, outbox_dir: Path) -> None:
+    def __init__(self, config: SentinelConfig, outbox_dir: Path, checkpoint_dir: Path) -> None:
         self.config = config
         self.outbox = Outbox(outbox_dir)
+        # Sentinel's tables cannot be read back cheaply: its checkpoints live in files, in a
+        # folder of this endpoint's and these DCRs' own (sentinel_checkpoint_folder).
+        self.checkpoints = FileCheckpointStore(checkpoint_dir)
         self.report = DeliveryReport()
         self._halted = threading.Event()
         self._lock = threading.Lock()
@@ -88,7 +92,9 @@ class SentinelSink:
 
     # --- Sink ------------------------------------------------------------------------------------
     @contextmanager
-    def open(self, table: Table, *, unit: str) -> Iterator[_Writer]:
+    def open(
+        self, table: Table, *, unit: str, checkpoint: SavedCheckpoint | None = None
+    ) -> Iterator[_Writer]:
         staged = self.outbox.stage(unit, table.name)
         writer = _Writer(table, staged)
         try:
@@ -101,9 +107,15 @@ class SentinelSink:
         # removing the folders of units they have finished.
         for item in staged.commit():
             self._queue.put(item)
+        # Once the unit is in the outbox it will be delivered: the checkpoint may move past it.
+        if checkpoint is not None:
+            self.checkpoints.save(checkpoint)
 
     def delivered(self, unit: str) -> bool:
         return self.outbox.has(unit)
+
+    def holds(self, unit_scope: str) -> bool:
+        return self.outbox.holds(f"{unit_scope}/")
 
     def discard(
         self, table: Table, *, run_id: str, unit_scope: str, where: Mapping[str, str]

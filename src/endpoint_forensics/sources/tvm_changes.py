@@ -65,12 +65,16 @@ def fetch_vulnerability_changes(ctx: FetchContext) -> Fetched:
     earliest = ctx.now - timedelta(days=_DELTA_MAX_DAYS) + timedelta(seconds=1)
     since = as_datetime(cursor.get("since")) or earliest
     if since < earliest:
+        # Beyond the service's 14 days the changes are gone: record the hole, never hide it.
+        reason = "vulnerability changes older than the API's 14 days cannot be fetched again"
+        ctx.gaps.append({"start": since.isoformat(), "end": earliest.isoformat(), "reason": reason})
         log.warning(
-            "tenant %s: the last change delivered is older than 14 days; changes between %s "
-            "and %s cannot be fetched again (the baseline covers the state)",
+            "tenant %s: no vulnerability changes between %s and %s: %s (the baseline covers "
+            "the state)",
             ctx.tenant.name,
             since.isoformat(),
             earliest.isoformat(),
+            reason,
         )
         since = earliest
     spill = ctx.work_dir / "changes"

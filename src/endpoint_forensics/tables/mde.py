@@ -134,6 +134,12 @@ RUNS = Table(
         Column("DurationSeconds", R, "Wall time of the dataset."),
         Column("Error", S, "What went wrong, one line, no secrets; empty on success."),
         Column(
+            "Reason",
+            S,
+            "Why a dataset was Skipped, with when it is next due "
+            "(e.g. not due: next snapshot 2026-12-09T06:00Z); empty otherwise.",
+        ),
+        Column(
             "Gaps",
             D,
             "Time ranges that may have lost records and could not be closed: "

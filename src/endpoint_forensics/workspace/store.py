@@ -58,6 +58,8 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
     except duckdb.Error as exc:
         raise ConfigError(f"cannot open workspace {str(path)!r}: {exc}") from exc
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB's own progress bar prints to stdout when a query runs past 2 s; ours stays.
+    con.execute("SET enable_progress_bar = false")
     # Bounded, so a sync of a large tenant stays in a few hundred MB; DuckDB spills beyond.
     con.execute("SET memory_limit = '128MB'")
     if not read_only:
