@@ -409,4 +409,4 @@ def _not_due(checkpoints: Iterable[DatasetCheckpoint], interval_hours: float) ->
     """Why a dataset was skipped, and when it is next due."""
     due = [d for c in checkpoints if (d := c.next_due(interval_hours)) is not None]
     when = min(due).strftime("%Y-%m-%dT%H:%MZ") if due else "now"
-    return f"not due: next snapshot {when} (every {interval_hours:g} h)"
+    return f"not due: next snapshot {when}, every {interval_hours:g} h"

@@ -142,8 +142,9 @@ RUNS = Table(
         Column(
             "Gaps",
             D,
-            "Time ranges that may have lost records and could not be closed: "
-            "[{start, end, reason}] (e.g. a full IoT events window).",
+            "Time ranges that may have lost records and could not be closed, and the "
+            "destinations concerned: [{start, end, reason, sinks}] (e.g. a full IoT events "
+            "window, or changes older than 14 days for a workspace restored from a backup).",
         ),
     ),
 )
