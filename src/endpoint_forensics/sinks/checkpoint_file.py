@@ -3,12 +3,11 @@ tables cannot be read back cheaply). One JSON file per source, written atomicall
 fsync, rename) whenever a dataset's checkpoint moves. The folder is per destination: the
 Sentinel sink keys it by its ingestion endpoint and DCRs, so pointing it at a new workspace
 or DCR starts from nothing and gets full baselines.
-May import ``contracts`` and ``errors``.
+May import ``contracts``, ``errors`` and ``sinks.outbox``.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import orjson
 
 from endpoint_forensics.contracts import SavedCheckpoint
 from endpoint_forensics.errors import EpfError
+from endpoint_forensics.sinks.outbox import write_atomically
 
 __all__ = ["FileCheckpointStore", "destination_folder", "read_checkpoint_file"]
 
@@ -56,13 +56,8 @@ class FileCheckpointStore:
             datasets = read_checkpoint_file(path)
             datasets[checkpoint.dataset] = dict(checkpoint.state)
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(path.name + ".partial")
             data = {"version": _VERSION, "datasets": datasets}
-            with partial.open("wb") as fh:
-                fh.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-                fh.flush()
-                os.fsync(fh.fileno())
-            partial.replace(path)
+            write_atomically(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
     def _path(self, scope: str) -> Path:
         return self.folder / f"{scope}.json"

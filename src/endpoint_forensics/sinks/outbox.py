@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-__all__ = ["Outbox", "PendingFile"]
+__all__ = ["Outbox", "PendingFile", "write_atomically"]
 
 _SENT_LOG_DAYS = 30  # units older than this are forgotten (no run resumes that far back)
 
@@ -121,7 +121,7 @@ class Outbox:
         new = []
         for i, (body, rows) in enumerate(parts):
             path = item.path.parent / f"{stem}.{i:03d}.r{rows}.json.gz"
-            _write_atomically(path, body)
+            write_atomically(path, body)
             new.append(PendingFile(path, item.unit, item.table, rows))
         item.path.unlink(missing_ok=True)
         return new
@@ -186,7 +186,7 @@ class Outbox:
             kept.append(line)
             units.add(unit)
         if len(kept) < len(path.read_text(encoding="utf-8").splitlines()):
-            _write_atomically(path, ("\n".join(kept) + "\n").encode() if kept else b"")
+            write_atomically(path, ("\n".join(kept) + "\n").encode() if kept else b"")
         return units
 
 
@@ -243,7 +243,8 @@ def _rows_of(path: Path) -> int:
     return 0
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole or not at all (temp file, fsync, rename)."""
     partial = path.with_name(path.name + ".partial")
     with partial.open("wb") as fh:
         fh.write(data)
