@@ -47,9 +47,11 @@ def test_headers_and_envelope(emu: Emulator, client: httpx.Client, mde_token: st
     assert "@odata.nextLink" not in body  # with $top, never (defender-apis.md F)
 
 
-def test_every_record_has_the_documented_shape(machines: list[dict[str, Any]]) -> None:
+def test_every_record_has_the_documented_shape(
+    emu: Emulator, machines: list[dict[str, Any]]
+) -> None:
     assert len(machines) == 150
-    now = datetime.now(UTC)
+    now = emu.now  # the emulated clock
     for m in machines:
         assert re.fullmatch(r"[0-9a-f]{40}", m["id"])
         assert re.fullmatch(r"(ws|srv|mac|lnx)-\d{4}\.contoso\.com", m["computerDnsName"])

@@ -1,11 +1,19 @@
-"""The emulated clock: the instant every dataset of the emulated tenant is served "as of".
+"""The emulated clock and the world's calendar: the instant every dataset is served "as of".
 
-Owns "now" for the posture data and the hunting tables: the start time (the anchor) plus the
-hours ``advance`` added. It does not follow the wall clock, so a snapshot, the truth and a
-collector's sync never disagree because real seconds passed between them; only ``advance``
-moves it, and every consumer reads the same instant. Listeners run after each advance (the
-machine records follow RBAC moves that way). Tokens and SAS links keep using the wall clock,
-as Entra and Azure Storage would.
+Owns the fixed calendar of the emulated world: ``WORLD_ANCHOR``, the instant the world is
+described from (every device, CVE and assessment time is a fixed offset from it, so what the
+tenant serves at an emulated time T depends on T and the seed, never on when the emulator
+started), the timeline it covers (``TIMELINE_START``, 120 days before the anchor, to
+``TIMELINE_END``, 14 days after), the earliest instant the clock may start at
+(``CLOCK_EARLIEST``: advanced hunting still holds its 30 days there) and ``INCIDENT_AT``, the
+instant of the incident story.
+
+Owns "now" for the posture data and the hunting tables: the start time (the ``start``
+setting, by default the anchor) plus the hours ``advance`` added. It does not follow the wall
+clock, so a snapshot, the truth and a collector's sync never disagree because real seconds
+passed between them; only ``advance`` moves it, and every consumer reads the same instant.
+Listeners run after each advance (the machine records follow it that way). Tokens and SAS
+links keep using the wall clock, as Entra and Azure Storage would.
 
 Imports nothing of the emulator: it shares no code with the collector.
 """
@@ -16,9 +24,28 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["EmulatedClock", "epoch_us", "from_epoch_us"]
+__all__ = [
+    "CLOCK_EARLIEST",
+    "INCIDENT_AT",
+    "TIMELINE_END",
+    "TIMELINE_START",
+    "WORLD_ANCHOR",
+    "EmulatedClock",
+    "epoch_us",
+    "from_epoch_us",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The instant the emulated world is described from: a constant, not the start time.
+WORLD_ANCHOR = datetime(2026, 11, 5, tzinfo=UTC)
+#: The incident story's instant (``world.incident``).
+INCIDENT_AT = datetime(2026, 11, 3, 14, tzinfo=UTC)
+#: The world's history: every timeline table covers this range.
+TIMELINE_START = WORLD_ANCHOR - timedelta(days=120)
+TIMELINE_END = WORLD_ANCHOR + timedelta(days=14)
+#: The earliest clock time: advanced hunting's 30-day window still lies inside the timeline.
+CLOCK_EARLIEST = TIMELINE_START + timedelta(days=30)
 
 
 def epoch_us(t: datetime) -> int:

@@ -3,7 +3,8 @@
 Owns ``EmulatorSettings``, ``Fault`` and the ``--faults`` CLI syntax (``parse_faults``).
 Pure data, nothing heavy, so the CLI can build settings cheaply.
 
-Imports nothing of the emulator: it shares no code with the collector.
+Imports only ``common.clock`` (the world's calendar) of the emulator: it shares no code with the
+collector.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from epf_emulator.common.clock import CLOCK_EARLIEST, TIMELINE_END, WORLD_ANCHOR
 
 __all__ = ["RATE_LIMIT_NAMES", "EmulatorSettings", "Fault", "parse_faults"]
 
@@ -172,6 +176,11 @@ class EmulatorSettings:
     Key Vault (A.7): ``keyvault_secrets`` are the emulated vault's secrets (name: value; names
     1-127 letters, digits and hyphens, case-insensitive); it also always holds
     ``epf-client-secret``, the app's own client secret (that one wins over a given value).
+
+    ``start``: where the emulated clock starts (an aware datetime, by default the world's
+    anchor, ``common.clock.WORLD_ANCHOR``); anywhere from ``CLOCK_EARLIEST`` (90 days before
+    the anchor) to ``TIMELINE_END`` (14 days after it). What the tenant serves at a clock time
+    does not depend on where the clock started.
     """
 
     devices: int = 2000
@@ -203,8 +212,10 @@ class EmulatorSettings:
     managed_identity_header: str = ""
     app_roles: tuple[str, ...] | None = None
     keyvault_secrets: Mapping[str, str] = field(default_factory=dict)
+    start: datetime = WORLD_ANCHOR
 
     def __post_init__(self) -> None:
+        self._validate_start()
         if self.devices < 0:
             raise ValueError(f"devices must not be negative: {self.devices}")
         if not 0 <= self.port <= 65535:
@@ -248,6 +259,15 @@ class EmulatorSettings:
         for fault in self.faults:
             if not isinstance(fault, Fault):
                 raise TypeError(f"faults must be Fault instances, got {type(fault).__name__}")
+
+    def _validate_start(self) -> None:
+        if not isinstance(self.start, datetime) or self.start.tzinfo is None:
+            raise ValueError(f"start must be an aware datetime: {self.start!r}")
+        if not CLOCK_EARLIEST <= self.start <= TIMELINE_END:
+            raise ValueError(
+                f"start must be from {CLOCK_EARLIEST:%Y-%m-%dT%H:%M:%SZ} to"
+                f" {TIMELINE_END:%Y-%m-%dT%H:%M:%SZ} (the emulated timeline): {self.start}"
+            )
 
     def _validate_iot(self) -> None:
         # Bounded so the OT model stays cheap (a few thousand devices) and every sensor's

@@ -7,7 +7,9 @@ Owns assembling the Starlette app over a ``core.tenant.Tenant``: the Entra route
 (``ingestion.endpoint``), the App Service managed identity endpoint
 (``identity.managed_identity``), the Key Vault secrets (``azure.keyvault``), the Resource
 Manager API of the workspace's tables (``azure.resource_manager``), the control plane
-(``GET /_emulator/stats`` and ``POST /_emulator/advance?hours=H``, no auth), errors in each
+(``GET /_emulator/stats``, ``POST /_emulator/advance?hours=H`` and
+``GET /_emulator/posture?device=ID&at=ISO8601``, the emulator's own forensic answer of
+docs/forensics.md, ``world.posture_at``; no auth), errors in each
 service's dialect for unknown routes and unexpected exceptions, and an outer ASGI layer that
 routes the TVM paths case-insensitively (as the service does), injects configured faults
 before any routing and counts every response by path and status.
@@ -18,6 +20,7 @@ Imports only emulator modules (every service's routes): it shares no code with t
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from epf_emulator.azure.keyvault import KeyVaultApi
 from epf_emulator.azure.resource_manager import WorkspaceTablesApi
+from epf_emulator.common.clock import CLOCK_EARLIEST, TIMELINE_END
 from epf_emulator.common.responses import body_response, error_response, json_response, mde_error
 from epf_emulator.core.tenant import Tenant
 from epf_emulator.hunting.advanced import HuntingService
@@ -146,10 +150,45 @@ def _control_routes(tenant: Tenant) -> list[Route]:
         }
         return json_response(body, content_type="application/json; charset=utf-8")
 
+    async def posture(request: Request) -> Response:
+        device = request.query_params.get("device", "").strip()
+        at = _instant(request.query_params.get("at", ""))
+        if not device or at is None:
+            message = "Give device=<DeviceId> and at=<ISO 8601 time, e.g. 2026-11-03T14:00:00Z>."
+            return _control_error(400, message)
+        if not CLOCK_EARLIEST <= at <= TIMELINE_END:
+            message = (
+                f"at must be from {CLOCK_EARLIEST:%Y-%m-%dT%H:%M:%SZ} to"
+                f" {TIMELINE_END:%Y-%m-%dT%H:%M:%SZ} (the emulated timeline)."
+            )
+            return _control_error(400, message)
+        document = await run_in_threadpool(tenant.posture_document, device, at)
+        if document is None:
+            return _control_error(404, f"No device {device} onboarded at {at:%Y-%m-%dT%H:%M:%SZ}.")
+        return json_response(document, content_type="application/json; charset=utf-8")
+
     return [
         Route(f"{CONTROL_PREFIX}stats", stats, methods=["GET"]),
         Route(f"{CONTROL_PREFIX}advance", advance, methods=["POST"]),
+        Route(f"{CONTROL_PREFIX}posture", posture, methods=["GET"]),
     ]
+
+
+def _instant(text: str) -> datetime | None:
+    """An ISO 8601 instant (``Z`` or an offset; a naive one is UTC), or None."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _control_error(status: int, message: str) -> Response:
+    return json_response(
+        {"error": {"status": status, "message": message}},
+        status=status,
+        content_type="application/json; charset=utf-8",
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

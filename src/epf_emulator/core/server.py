@@ -23,11 +23,12 @@ import shutil
 import signal
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from epf_emulator.common.clock import WORLD_ANCHOR
 from epf_emulator.common.listen import (
     bind,
     make_server,
@@ -333,7 +334,7 @@ class Emulator:
         started = time.perf_counter()
         self.client_secret = secrets.token_urlsafe(32)
         settings = settings_of_this_start(self.settings, self.client_secret)
-        anchor = datetime.now(UTC)
+        anchor = WORLD_ANCHOR  # a fixed calendar: the clock starts at settings.start
         self._state_dir, self._owns_state_dir = open_state_dir(settings.state_dir)
         certificate = load_or_create_certificate(
             self._state_dir, common_name=f"epf-emulator-{self.client_id}"

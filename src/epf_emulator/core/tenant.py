@@ -1,16 +1,18 @@
 """One emulated Defender tenant: its fleet, clock, tables, identity, limits, faults and counters.
 
-Owns building everything a running emulator serves from (``EmulatorSettings`` plus the start
-time, the per-start client secret, the client certificate and the state directory): the
+Owns building everything a running emulator serves from (``EmulatorSettings``, the world's
+anchor, the per-start client secret, the client certificate and the state directory): the
 fleet and its machine records (``world.fleet``), the DuckDB database (``world.database``:
 hunting tables at once; the posture timeline in a background thread, so a start stays fast:
-requests that need it wait), the snapshots and the via-files exports, the emulated clock and
-what an ``advance`` changes in the machine records (device-group moves), the Defender for IoT
+requests that need it wait), the snapshots and the via-files exports, the emulated clock
+(starting at the ``start`` setting) and the machine records as of its now, rebuilt after
+every ``advance`` (who is listed, last seen, health, device-group moves), the Defender for IoT
 model (``iot.state``; its listeners start in ``core.server``), the rows the Logs Ingestion
 endpoint accepted (``ingestion.endpoint.Ingested``), and the ``/_emulator/stats`` document,
 whose ``truth`` is computed from the emulator's own data (the machine records it serves, SQL
 over its own tables in ``core.truth``, the OT model in ``iot.truth``), never through any
-collector logic.
+collector logic, with the incident story's device (``world.incident``); and the
+``/_emulator/posture`` document (``world.posture_at``).
 
 Imports only emulator modules and ``endpoint_forensics.tables`` (the registry of datasets).
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.tables.datasets import dataset_names
-from epf_emulator.common.clock import EmulatedClock, epoch_us
+from epf_emulator.common.clock import INCIDENT_AT, EmulatedClock, epoch_us
 from epf_emulator.common.limits import FaultInjector, RateLimiter, RequestStats
 from epf_emulator.common.settings import EmulatorSettings
 from epf_emulator.core.truth import posture_truth
@@ -38,8 +40,10 @@ from epf_emulator.tvm.file_exports import Exports
 from epf_emulator.world.catalog_records import cve_records, recommendation_records
 from epf_emulator.world.database import Store
 from epf_emulator.world.devices import RBAC_GROUPS
-from epf_emulator.world.fleet import Fleet, build_fleet, tenant_ids
+from epf_emulator.world.fleet import Fleet, build_fleet, record_at, tenant_ids
+from epf_emulator.world.incident import INCIDENT_CVE_PUBLISHED_US, INCIDENT_TABLE
 from epf_emulator.world.posture import RbacMove, build_posture
+from epf_emulator.world.posture_at import device_posture
 from epf_emulator.world.snapshots import Snapshots
 
 __all__ = ["DATASETS_PER_SYNC", "Tenant"]
@@ -67,13 +71,14 @@ class Tenant:
     ) -> None:
         self.settings = settings
         self.anchor = anchor
-        self.clock = EmulatedClock(anchor)
+        self.clock = EmulatedClock(settings.start)
         self.tenant_id, self.client_id = tenant_ids(settings.seed)
         self.fleet: Fleet = build_fleet(settings.devices, settings.seed, anchor)
         # Injected records are appended verbatim (copied, so callers cannot change them later).
-        self.records: list[dict[str, Any]] = self.fleet.machine_records() + [
-            dict(record) for record in settings.extra_machine_records
-        ]
+        self._extra_records = [dict(record) for record in settings.extra_machine_records]
+        self._devices = {d.id.lower(): d for d in self.fleet.devices}
+        # The records as of now: replaced in place after every advance (``_follow_clock``).
+        self.records: list[dict[str, Any]] = []
         self._export_dir = state_dir / "exports"
         shutil.rmtree(self._export_dir, ignore_errors=True)  # files of an earlier start
         self._export_dir.mkdir(parents=True)
@@ -103,14 +108,17 @@ class Tenant:
         # What the Logs Ingestion endpoint accepted (the emulated Sentinel workspace).
         self.ingested = Ingested()
         # Defender for IoT (None without sensors); its listeners share the clock and faults.
+        # (The OT model keeps its own timeline, relative to where the clock starts.)
         self.iot: IotState | None = build_iot_state(
-            settings, epoch_us(anchor) // 1000, self.fleet.machine_records()
+            settings, epoch_us(settings.start) // 1000, self.fleet.machine_records()
         )
         self._moves: list[RbacMove] = []
         self._moves_lock = threading.Lock()
+        self._records_lock = threading.Lock()
+        self._follow_clock()
         self._posture_error: BaseException | None = None
         self._posture_ready = threading.Event()
-        self.clock.on_advance(lambda before, after: self._apply_moves())
+        self.clock.on_advance(lambda before, after: self._follow_clock())
         self._posture_thread = threading.Thread(
             target=self._build_posture, name="epf-emulator-posture", daemon=True
         )
@@ -150,26 +158,72 @@ class Tenant:
                 cursor.close()
             with self._moves_lock:
                 self._moves = moves
-            self._apply_moves()
+            self._follow_clock()
         except BaseException as exc:  # reported by wait_ready, in the requesting thread
             _log.exception("building the posture timeline failed")
             self._posture_error = exc
         finally:
             self._posture_ready.set()
 
-    def _apply_moves(self) -> None:
-        """The machine records show each moved device's group as of now."""
+    def _follow_clock(self) -> None:
+        """The machine records as of now: who is listed, last seen, health, device group."""
         now = self.clock.now_us()
+        records = self.fleet.records_at(now)
+        self._apply_moves(records, now)
+        with self._records_lock:
+            self.records[:] = records + self._extra_records
+
+    def _apply_moves(self, records: list[dict[str, Any]], at: int) -> None:
         with self._moves_lock:
             moves = {m.device_id: m for m in self._moves}
-        if not moves:
-            return
-        for record in self.records[: len(self.fleet.devices)]:
-            move = moves.get(record.get("id"))  # type: ignore[arg-type]
+        for record in records:
+            move = moves.get(record["id"])
             if move is not None:
-                group = move.new_group if now >= move.move_us else move.old_group
+                group = move.new_group if at >= move.move_us else move.old_group
                 record["rbacGroupId"] = group
                 record["rbacGroupName"] = RBAC_GROUPS[group]
+
+    # --- the emulator's own forensic answer --------------------------------------------------
+    def posture_document(self, device_id: str, at: datetime) -> dict[str, Any] | None:
+        """``/_emulator/posture``: the device's posture at ``at`` (``world.posture_at``), or
+        None for an unknown device or one not yet seen then."""
+        self.wait_ready()
+        device = self._devices.get(device_id.lower())
+        at_us = epoch_us(at)
+        record = None
+        if device is not None:
+            record = record_at(device, epoch_us(self.anchor), at_us, unlisted=True)
+        if record is None:
+            return None
+        self._apply_moves([record], at_us)
+        return device_posture(
+            self.store,
+            seed=self.settings.seed,
+            anchor_us=epoch_us(self.anchor),
+            record=record,
+            at_us=at_us,
+        )
+
+    def incident(self) -> dict[str, Any] | None:
+        """The incident story's device and CVE (``world.incident``); None without one."""
+        self.wait_ready()
+        cursor = self.store.cursor()
+        try:
+            row = cursor.execute(
+                f"SELECT dv.id, dv.name, c.id FROM {INCIDENT_TABLE} i"
+                " JOIN tvm.dev dv ON dv.idx = i.d"
+                " JOIN tvm.vrow v ON v.d = i.d AND v.p = dv.os_prod"
+                " JOIN tvm.cve c ON c.idx = v.cve"
+                f" WHERE c.pub_us = {epoch_us(self.anchor) + INCIDENT_CVE_PUBLISHED_US}"
+                " AND c.severity = 'Critical'"
+                " AND c.level = 'ExploitIsVerified' ORDER BY c.idx DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            cursor.close()
+        if row is None:
+            return None
+        at = INCIDENT_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"DeviceId": row[0], "DeviceName": row[1], "at": at, "CveId": row[2]}
 
     # --- records of the small collections ----------------------------------------------------
     def av_records(self, at: int) -> list[dict[str, Any]]:
@@ -211,6 +265,7 @@ class Tenant:
                 **iot,
             },
             "truth_detail": details,
+            "incident": self.incident(),
             "requests": self.stats.requests(),
             "hunting_queries": self.stats.hunting_queries(),
             "iot_requests": self.iot.request_counts() if self.iot is not None else {},

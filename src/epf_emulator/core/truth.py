@@ -19,7 +19,7 @@ from typing import Any
 
 from epf_emulator.common.clock import from_epoch_us
 from epf_emulator.world.database import Store
-from epf_emulator.world.secure_config_history import HISTORY_TABLE
+from epf_emulator.world.secure_config_history import ASSESSMENTS_TABLE
 
 __all__ = ["DELTA_DAYS", "posture_truth"]
 
@@ -73,15 +73,15 @@ def _count_queries(t: int, lo: int) -> dict[str, str]:
     bucket starting at ``lo`` (new, fixed, updated, rows of devices that moved group)."""
     alive = f"t_from <= {t} AND (t_to IS NULL OR t_to > {t})"
     installed = f"from_us <= {t} AND (to_us IS NULL OR to_us > {t})"
-    assessed = f'SELECT DISTINCT "DeviceId", "ConfigurationId" FROM {HISTORY_TABLE} WHERE "Timestamp" <= make_timestamp({t})'
+    assessed = f"SELECT DISTINCT d, scid FROM {ASSESSMENTS_TABLE} WHERE t_us <= {t}"
     return {
-        "EPF_AvHealth_CL": "SELECT count(*) FROM tvm.dev WHERE sensor",
+        "EPF_AvHealth_CL": f"SELECT count(*) FROM tvm.dev WHERE sensor AND first_us <= {t}",
         "EPF_SecureConfig_CL": f"SELECT count(*) FROM ({assessed})",
         "EPF_Vulnerabilities_CL": f"SELECT count(*) FROM tvm.vrow WHERE {alive}",
         "EPF_SoftwareInventory_CL": f"SELECT count(*) FROM tvm.sw WHERE {installed}",
         "EPF_Recommendations_CL": (
             f"SELECT (SELECT count(DISTINCT p) FROM tvm.sw WHERE {installed})"
-            f' + (SELECT count(DISTINCT "ConfigurationId") FROM ({assessed}))'
+            f" + (SELECT count(DISTINCT scid) FROM ({assessed}))"
         ),
         "EPF_CveCatalog_CL": f"SELECT count(*) FROM tvm.cve WHERE pub_us <= {t}",
         "new": f"SELECT count(*) FROM tvm.vrow WHERE t_from BETWEEN {lo} AND {t}",

@@ -61,12 +61,8 @@ class MdeApi:
         hunting: HuntingService,
         clock: EmulatedClock,
     ) -> None:
-        self._records = records
-        self._by_id: dict[str, dict[str, Any]] = {}
-        for record in records:
-            machine_id = record.get("id")
-            if isinstance(machine_id, str):
-                self._by_id.setdefault(machine_id.lower(), record)
+        self._records = records  # replaced in place as the emulated clock moves
+        self._by_id = _index(records)
         self._identity = identity
         self._limiter = limiter
         self._hunting = hunting
@@ -76,8 +72,10 @@ class MdeApi:
         self._cache_lock = threading.Lock()
 
     def invalidate(self) -> None:
-        """Forget filtered results (the records changed: a device moved group)."""
+        """Forget filtered results: the records changed (the clock moved)."""
+        by_id = _index(self._records)
         with self._cache_lock:
+            self._by_id = by_id
             self._filtered.clear()
 
     def routes(self) -> list[Route]:
@@ -192,6 +190,16 @@ class MdeApi:
             retry = {"Retry-After": str(throttled.retry_after)}
             return mde_error(429, throttled.message, code="TooManyRequests", headers=retry)
         return None
+
+
+def _index(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Records by lower-case id; the first of equal ids wins."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for record in list(records):
+        machine_id = record.get("id")
+        if isinstance(machine_id, str):
+            by_id.setdefault(machine_id.lower(), record)
+    return by_id
 
 
 def _base_url(request: Request) -> str:

@@ -3,39 +3,56 @@
 Owns one AV record per device with a sensor (Windows, macOS and Linux; defender-apis.md B.2): AV
 mode (a string-typed int: mostly ``0`` Active, some ``1`` Passive, ``4`` EDRBlocked, ``5``
 PassiveAudit, a few ``2`` Disabled or ``''``), signature, engine and platform versions and their
-update times (most devices update several times a day; some stopped days or weeks ago, and a few
-stop during the coming week, which ``advance`` reveals), ``True|False|Unknown`` up-to-date strings,
+update times (most devices update several times a day; 9% stopped at some point before the
+anchor and never resume, 2% stop in the week after it; and every device's updates stall now and
+then: in each 14-day cycle of the timeline 8% of the devices stall once, for 1-14 days, then
+resume, so at 2,000 devices, in the two weeks before the anchor, about 110 devices' signatures
+pass 7 days old and about 60 update again after that; the incident device's stall is fixed,
+``world.incident``), ``True|False|Unknown``
+up-to-date strings,
 scan results and error codes. The JSON record is camelCase with ISO ``Z`` times; the
 ``InfoGatheringExport`` line is PascalCase with ``DeviceGatheredInfo`` holding the AV facts and a
 nested ``AvScanResults``, each as an object or a JSON-encoded string, and the up-to-date flags as
 strings or booleans (both forms of each, mixed across devices). Signature versions follow the same
 four-builds-a-day numbering as the secure-configuration ``Context``.
 
-Imports only ``world.posture`` and ``world.secure_config_history`` of the emulator: it shares no
-code with the collector.
+A device has an AV record from its first sighting on.
+
+Imports only ``world.incident``, ``world.posture`` and ``world.secure_config_history`` of the
+emulator: it shares no code with the collector.
 """
 
 from __future__ import annotations
 
-from epf_emulator.world.posture import HOUR_US, u
+from epf_emulator.world.incident import AV_FROZEN_FROM_US, HOLD_UNTIL_US, INCIDENT_TABLE
+from epf_emulator.world.posture import HISTORY_US, HOUR_US, u
 from epf_emulator.world.secure_config_history import signature_build_sql
 
-__all__ = ["av_columns", "av_snapshot_sql", "info_gathering_columns"]
+__all__ = ["av_columns", "av_snapshot_sql", "info_gathering_columns", "signature_update_sql"]
 
 _DAY_US = 24 * HOUR_US
+_STALL_CYCLE_US = 14 * _DAY_US
+_STALL_SHARE = 0.08  # devices whose updates stall once in a cycle
 _ERRORS = "['0x80508023', '0x80508026', '0x8050800c', '0x80501001']"
 
 
-def av_snapshot_sql(group_sql: str) -> str:
+def av_snapshot_sql(seed: int, group_sql: str, at: int, seen_sql: str, anchor_us: int) -> str:
+    """The AV snapshot: each device's group, when it last reported (``seen``) and when its
+    signatures were last updated (``sig``); the columns read them as ``s.seen`` and
+    ``s.sig``, computed once rather than in each column."""
     return f"""
-        SELECT dv.idx AS d, {group_sql} AS grp
-        FROM tvm.dev dv LEFT JOIN tvm.rbac_move m ON m.d = dv.idx WHERE dv.sensor
+        SELECT dv.idx AS d, grp, seen, {_signature_update(seed, "seen", anchor_us)} AS sig
+        FROM (
+            SELECT dv.idx, dv.last_us, {group_sql} AS grp, {seen_sql} AS seen
+            FROM tvm.dev dv LEFT JOIN tvm.rbac_move m ON m.d = dv.idx
+            WHERE dv.sensor AND dv.first_us <= {at}
+        ) dv
     """
 
 
-def av_columns(seed: int, at: int, anchor_us: int, seen: str) -> list[tuple[str, str, str]]:
+def av_columns(seed: int, at: int, anchor_us: int) -> list[tuple[str, str, str]]:
     """(camelCase, PascalCase, SQL) of a ``/api/deviceavinfo`` record, in the doc's order."""
-    f = _facts(seed, at, anchor_us, seen)
+    f = _facts(seed, at, anchor_us)
     columns = [
         ("id", "dv.id"),
         ("machineId", "dv.id"),
@@ -68,9 +85,7 @@ def av_columns(seed: int, at: int, anchor_us: int, seen: str) -> list[tuple[str,
     return [(name, name[0].upper() + name[1:], sql) for name, sql in columns]
 
 
-def info_gathering_columns(
-    seed: int, at: int, anchor_us: int, seen: str
-) -> list[tuple[str, str, str]]:
+def info_gathering_columns(seed: int, at: int, anchor_us: int) -> list[tuple[str, str, str]]:
     """The ``InfoGatheringExport`` line: PascalCase, AV facts in ``DeviceGatheredInfo``.
 
     [community, unverified] shape (defender-apis.md B.2, F): ``DeviceGatheredInfo`` holds
@@ -79,7 +94,7 @@ def info_gathering_columns(
     ``"True"|"False"|"Unknown"`` strings or real booleans (null for Unknown). Each of the three
     forms is chosen per device from the seed, about half and half, so every export mixes them.
     """
-    f = _facts(seed, at, anchor_us, seen)
+    f = _facts(seed, at, anchor_us)
     gathered = _gathered_info(seed, f)
     return [
         ("deviceId", "DeviceId", "dv.id"),
@@ -98,12 +113,12 @@ def info_gathering_columns(
     ]
 
 
-def _facts(seed: int, at: int, anchor_us: int, seen: str) -> dict[str, str]:
-    """SQL for every AV fact of device ``dv`` as of ``at``."""
+def _facts(seed: int, at: int, anchor_us: int) -> dict[str, str]:
+    """SQL for every AV fact of device ``dv`` as of ``at`` (snapshot row ``s``)."""
     return {
-        "lastSeen": seen,
-        **_update_facts(seed, at, anchor_us, seen),
-        **_scan_facts(seed, seen),
+        "lastSeen": "s.seen",
+        **_update_facts(seed, at, anchor_us, "s.sig"),
+        **_scan_facts(seed, "s.seen"),
         "refresh": f"{at} - CAST({_random(seed, 'refresh')} * {2 * HOUR_US} AS BIGINT)",
     }
 
@@ -113,28 +128,52 @@ def _random(seed: int, tag: str) -> str:
     return u(seed, "dv.idx", f"'{tag}'")
 
 
-def _signature_update(seed: int, seen: str) -> str:
+def _signature_update(seed: int, seen: str, anchor_us: int) -> str:
     """SQL: when the signatures were last updated. Most devices update several times a day;
-    some stopped days or weeks ago, and a few stop during the coming week."""
+    some stopped days or weeks ago, a few stop during the coming week, and any may stall for
+    a while and resume (see the module docstring)."""
     stuck, stuck_age = _random(seed, "stuck"), _random(seed, "stuck-age")
+    lag = f"CAST({_random(seed, 'sig')} * {6 * HOUR_US} AS BIGINT)"
     frozen = (
         f"(CASE WHEN {stuck} < 0.09"
         f" THEN dv.last_us - CAST((0.5 + 40 * {stuck_age}) * {_DAY_US} AS BIGINT)"
         f" WHEN {stuck} < 0.11 THEN dv.last_us + CAST(7 * {stuck_age} * {_DAY_US} AS BIGINT) END)"
     )
-    return (
-        f"(CASE WHEN {frozen} IS NOT NULL AND {frozen} < {seen} THEN {frozen}"
-        f" ELSE {seen} - CAST({_random(seed, 'sig')} * {6 * HOUR_US} AS BIGINT) END)"
-    )
+    cases = [
+        f"WHEN dv.idx IN (SELECT d FROM {INCIDENT_TABLE})"
+        f" AND {seen} >= {anchor_us + AV_FROZEN_FROM_US} AND {seen} < {anchor_us + HOLD_UNTIL_US}"
+        f" THEN {anchor_us + AV_FROZEN_FROM_US} - {lag}",
+        f"WHEN {frozen} IS NOT NULL AND {frozen} < {seen} THEN {frozen}",
+    ]
+    origin = anchor_us - HISTORY_US
+    cycle = f"CAST(floor(({seen} - {origin}) / {_STALL_CYCLE_US}) AS BIGINT)"
+    for back in (0, 1):  # a stall lasts at most a cycle: this one's or the one before's
+        c = f"({cycle} - {back})"
+        begins = (
+            f"({origin} + {c} * {_STALL_CYCLE_US}"
+            f" + CAST({u(seed, 'dv.idx', c, repr('stall-at'))} * {_STALL_CYCLE_US} AS BIGINT))"
+        )
+        length = (
+            f"CAST((1 + 13 * {u(seed, 'dv.idx', c, repr('stall-days'))}) * {_DAY_US} AS BIGINT)"
+        )
+        cases.append(
+            f"WHEN {u(seed, 'dv.idx', c, repr('stall'))} < {_STALL_SHARE}"
+            f" AND {seen} >= {begins} AND {seen} < {begins} + {length} THEN {begins} - {lag}"
+        )
+    return f"(CASE {' '.join(cases)} ELSE {seen} - {lag} END)"
 
 
-def _update_facts(seed: int, at: int, anchor_us: int, seen: str) -> dict[str, str]:
+def signature_update_sql(seed: int, seen: str, anchor_us: int) -> str:
+    """SQL: the signature update time of device ``dv`` last seen at ``seen`` (as served)."""
+    return _signature_update(seed, seen, anchor_us)
+
+
+def _update_facts(seed: int, at: int, anchor_us: int, sig: str) -> dict[str, str]:
     """SQL: signature, engine and platform versions, their update times, up-to-date strings."""
 
     def r(tag: str) -> str:
         return _random(seed, tag)
 
-    sig = _signature_update(seed, seen)
     unknown = f"(dv.av_mode IN ('', '2') OR {r('unknown')} < 0.02)"
     old_engine = f"({at} - {sig} > {30 * _DAY_US})"
     old_platform = f"({r('platform')} < 0.15)"

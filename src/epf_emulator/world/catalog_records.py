@@ -112,7 +112,7 @@ def _software_recommendations_sql(seed: int, at: int) -> str:
 
 def _configuration_recommendations_sql(seed: int, at: int) -> str:
     """One ``sca-_-scid-N`` record per configuration assessed at ``at``."""
-    config_snapshot = DATASETS["secure_config"].snapshot(seed, at, None)
+    config_snapshot = DATASETS["secure_config"].snapshot(seed, at, None, 0)  # anchor unused
     return f"""
         WITH current AS ({config_snapshot}), counted AS (
             SELECT s.scid, count(*) FILTER (WHERE s.applicable) AS total,

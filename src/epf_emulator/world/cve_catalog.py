@@ -4,18 +4,25 @@ Owns generating, deterministically from the seed, every CVE of the tenant's worl
 (defender-apis.md B.5.8): for each product of ``world.software`` a number of CVEs scaled so that
 devices average the configured CVE rows, each affecting the versions older than its fix
 (some have no fix yet), with a valid CVSS v3.1 vector and the score and severity it implies,
-exploit facts (a few become exploited during the timeline, which is what ``Updated`` delta
-rows report), EPSS, support status, publication times (a few in the last two weeks or the
-coming week, which is what makes new vulnerabilities appear), and CVEs of products nobody
-runs: about 15% more, then older ones until the catalogue holds ``CATALOGUE_MIN`` CVEs
+exploit facts (8% of the unexploited become exploited during the timeline, half of them in
+the three weeks around the anchor, which is what ``Updated`` delta rows report), EPSS,
+support status, publication times spread through the timeline (6% in the two weeks before
+the anchor, 3% in the two weeks after, 21% in the 106 days before those: at 2,000 devices
+about 8 new CVEs of the fleet's products every two weeks early in the timeline and about 20
+in the last two weeks before the anchor, each found within 6 hours on every device running an affected
+version), and CVEs of products nobody runs: about 15% more, then older ones until the
+catalogue holds ``CATALOGUE_MIN`` CVEs
 whatever the fleet size. Defender's catalogue is the world's (hundreds of thousands of
 CVEs, most with ``exposedMachines`` 0), so it always pages past the 8,000 ``$top`` cap of
 ``/api/vulnerabilities``; these come from their own random stream, so the CVEs that affect
 devices, and the fleet's vulnerability posture, do not depend on them. Built in Python
 (about 12,000 rows), then loaded into DuckDB by ``world.posture``.
 
-Imports only ``world.cvss`` and ``world.software`` of the emulator: it shares no code with the
-collector.
+The incident story (``world.incident``) adds one last CVE: Critical, exploit verified,
+published 40 days before the incident, affecting the incident device's OS version and older.
+
+Imports only ``world.cvss``, ``world.incident`` and ``world.software`` of the emulator: it shares
+no code with the collector.
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ import functools
 import itertools
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from epf_emulator.world.cvss import METRICS, base_score, severity
+from epf_emulator.world.incident import INCIDENT_CVE_PUBLISHED_US
 from epf_emulator.world.software import KINDS, PRODUCTS
 
 __all__ = ["CATALOGUE_MIN", "CVE_COLUMNS", "Cve", "build_cves"]
@@ -58,6 +66,9 @@ _METRIC_WEIGHTS = (
 # The same draws as weights=, without summing them again for each of ~100,000 choices.
 _CUM_METRIC_WEIGHTS = tuple(tuple(itertools.accumulate(w)) for w in _METRIC_WEIGHTS)
 _score = functools.lru_cache(maxsize=None)(base_score)  # 2,592 vectors in all
+_HISTORY_DAYS = 120  # the timeline starts this long before the anchor (world.posture)
+_FUTURE_DAYS = 14
+_INCIDENT_VECTOR = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"  # 9.8, Critical
 _NOT_IN_FLEET = (
     ("fortinet", "fortios"),
     ("cisco", "ios_xe"),
@@ -128,12 +139,14 @@ def build_cves(
     per_device: float,
     os_versions: Mapping[tuple[int, int], int],
     kinds: Mapping[str, int],
+    incident_os: tuple[int, int] | None = None,
 ) -> list[Cve]:
     """The catalogue, scaled so a device averages ``per_device`` CVE rows at the anchor.
 
     ``os_versions`` counts sensor devices per (OS product, version index) and ``kinds``
     per device kind; the scale is solved on the expected value, so the realised average
-    is close to, not exactly, ``per_device``.
+    is close to, not exactly, ``per_device``. ``incident_os`` (OS product, version index)
+    adds the incident's CVE last.
     """
     weights = [p.cve_weight for p in PRODUCTS]
     scale = _solve_scale(weights, per_device, os_versions, kinds)
@@ -153,7 +166,39 @@ def build_cves(
     while published < CATALOGUE_MIN:
         cves.append(_cve(world, len(cves), None, anchor_us, old=True, vectors=vectors))
         published += 1
+    if incident_os is not None:
+        rng = random.Random(f"epf-cves-incident:{seed}")
+        cves.append(_incident_cve(rng, len(cves), incident_os, anchor_us))
     return cves
+
+
+def _incident_cve(rng: random.Random, idx: int, os: tuple[int, int], anchor_us: int) -> Cve:
+    """The incident's CVE: Critical, exploit verified, on the incident device's OS version."""
+    prod, version = os
+    published = anchor_us + INCIDENT_CVE_PUBLISHED_US
+    cve = _cve(rng, idx, prod, published, vectors=[_INCIDENT_VECTOR])
+    product = PRODUCTS[prod]
+    n = len(product.versions)
+    fixed = (
+        f"versions before {product.versions[version + 1]}" if version + 1 < n else "all versions"
+    )
+    return replace(
+        cve,
+        id=f"CVE-2026-{21000 + idx * 7}",
+        description=(
+            f"Remote code execution vulnerability in {product.vendor}"
+            f" {product.name.replace('_', ' ')} ({fixed}): an attacker who exploits it could"
+            " execute arbitrary code."
+        ),
+        fix=version + 1,
+        pub_us=published,
+        updated_us=published,
+        level="ExploitIsVerified",
+        exploit_us=None,
+        exploit_types=["Remote code execution"],
+        exploit_uris=[f"https://www.exploit-db.com/exploits/{50000 + idx}"],
+        update_available=version + 1 < n,
+    )
 
 
 def _solve_scale(
@@ -278,10 +323,12 @@ def _published(rng: random.Random, anchor_us: int, *, old: bool) -> tuple[int, i
     r = 1.0 if old else rng.random()
     if r < 0.06:  # published in the last two weeks: found on devices during the timeline
         pub_us = anchor_us - int(rng.uniform(0, 14) * DAY_US)
-    elif r < 0.09:  # published in the coming week: found after an advance
-        pub_us = anchor_us + int(rng.uniform(0.1, 7) * DAY_US)
+    elif r < 0.09:  # published in the coming two weeks: found after an advance
+        pub_us = anchor_us + int(rng.uniform(0.1, _FUTURE_DAYS) * DAY_US)
+    elif r < 0.30:  # published earlier in the timeline
+        pub_us = anchor_us - int(rng.uniform(14, _HISTORY_DAYS) * DAY_US)
     else:
-        pub_us = anchor_us - int((15 + 900 * rng.random() ** 1.5) * DAY_US)
+        pub_us = anchor_us - int((_HISTORY_DAYS + 900 * rng.random() ** 1.5) * DAY_US)
     updated_us = min(pub_us + int(rng.uniform(0, 40) * DAY_US), max(pub_us, anchor_us))
     return pub_us, updated_us
 
@@ -293,7 +340,14 @@ def _exploitability(rng: random.Random, pub_us: int, anchor_us: int) -> tuple[st
     if level == "NoExploit" and rng.random() < 0.08:
         # An exploit is published during the timeline: Updated rows in the delta.
         level = rng.choice(("ExploitIsPublic", "ExploitIsPublic", "ExploitIsVerified"))
-        exploit_us = max(pub_us, anchor_us - 13 * DAY_US) + int(rng.uniform(0.2, 8) * DAY_US)
+        # Half anywhere in the timeline, half in the three weeks around the anchor.
+        if rng.random() < 0.5:
+            start = max(pub_us, anchor_us - _HISTORY_DAYS * DAY_US)
+            span = anchor_us + _FUTURE_DAYS * DAY_US - start
+            exploit_us = start + int(rng.uniform(0.01, 1) * span)
+        else:
+            start = max(pub_us, anchor_us - 13 * DAY_US)
+            exploit_us = start + int(rng.uniform(0.2, 8) * DAY_US)
     return level, exploit_us
 
 

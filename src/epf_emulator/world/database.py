@@ -28,9 +28,9 @@ import orjson
 
 from epf_emulator.world.devices import Device, epoch_micros, format_time
 from epf_emulator.world.hunting_schema import DOCUMENTED_TABLES, duckdb_columns
-from epf_emulator.world.posture import load_devices
+from epf_emulator.world.posture import FUTURE_US, HISTORY_US, load_devices
 from epf_emulator.world.scid_catalog import HEALTH_SCIDS
-from epf_emulator.world.secure_config_history import build_history
+from epf_emulator.world.secure_config_history import ASSESSMENTS_TABLE, build_history
 
 if TYPE_CHECKING:
     import duckdb
@@ -39,11 +39,12 @@ __all__ = ["DEVICE_INFO_COLUMNS", "HUNTING_SCHEMA", "RETENTION", "Store"]
 
 #: Advanced hunting shows the last 30 days only (defender-apis.md B.3).
 RETENTION = timedelta(days=30)
+_DAY_US = 86_400_000_000
 
 #: DeviceInfo column -> DuckDB type, as documented (``world.hunting_schema``); ``Timestamp`` and
 #: ``ReportId`` are per snapshot, the rest come from the device or are empty.
 DEVICE_INFO_COLUMNS: dict[str, str] = duckdb_columns("DeviceInfo")
-_SNAPSHOTS = 31  # daily DeviceInfo snapshots kept per device (30 days, both ends included)
+_SNAPSHOTS = 135  # daily DeviceInfo snapshots per device: the whole timeline, both ends
 _TIMED_TABLES = ("DeviceInfo", "DeviceTvmSecureConfigurationAssessment")
 _STATIC_TABLES = ("DeviceTvmSecureConfigurationAssessmentKB",)
 _PER_SNAPSHOT = ("Timestamp", "ReportId")
@@ -82,10 +83,7 @@ class Store:
         build_history(con, seed=seed, anchor=anchor)
         self._conform_documented()
         con.execute("CHECKPOINT raw")
-        self._row_counts = {
-            table: int(con.execute(f'SELECT count(*) FROM raw.main."{table}"').fetchall()[0][0])
-            for table in _TIMED_TABLES + _STATIC_TABLES
-        }
+        self._row_counts: dict[str, int] | None = None  # counted when first asked for
         # Queries come from the network: no file access but the export folder (DuckDB writes
         # the via-files parts there), and no changing that afterwards.
         if export_dir is not None:
@@ -93,6 +91,15 @@ class Store:
             con.execute(f"SET allowed_directories = ['{folder}/']")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
+
+    def _count_rows(self, cursor: duckdb.DuckDBPyConnection) -> dict[str, int]:
+        # The assessment view has a row per stored row: count those, without the joins.
+        sources = {t: f'raw.main."{t}"' for t in _TIMED_TABLES + _STATIC_TABLES}
+        sources["DeviceTvmSecureConfigurationAssessment"] = ASSESSMENTS_TABLE
+        return {
+            table: int(cursor.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0])
+            for table, source in sources.items()
+        }
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor on the database (one per thread or request)."""
@@ -149,13 +156,22 @@ class Store:
 
     def row_counts(self) -> dict[str, int]:
         """Rows per hunting table (all history, before any time window); fixed after loading."""
+        if self._row_counts is None:
+            cursor = self.cursor()
+            try:
+                self._row_counts = self._count_rows(cursor)
+            finally:
+                cursor.close()
         return dict(self._row_counts)
 
     # --- loading ----------------------------------------------------------------------------
     def _load_device_info(self, devices: list[Device], anchor: datetime) -> None:
-        """``DeviceInfo`` is a view: one snapshot a day per device, back from its lastSeen.
+        """``DeviceInfo`` is a view: one snapshot per report of the device over the whole
+        timeline, on its report grid (daily, or every 6 days for a device only discovery sees;
+        back from its last report: when a stale device stopped, else the last report before
+        the timeline's end); the hunting window hides the ones after now.
 
-        Only the devices are stored; DuckDB expands the ~30 snapshots each on the fly, which
+        Only the devices are stored; DuckDB expands the ~135 snapshots each on the fly, which
         costs milliseconds per query and no memory. The view has exactly the documented
         columns, in order: a documented column the emulated devices have no value for is empty
         (a Kusto string is never null), and list values travel as JSON text, as the
@@ -169,7 +185,7 @@ class Store:
             )
         static = [c for c in DEVICE_INFO_COLUMNS if c in known and c not in _PER_SNAPSHOT]
         columns: dict[str, list[Any]] = {c: [] for c in static}
-        columns.update({"_index": [], "_first": [], "_last": []})
+        columns.update({"_index": [], "_first": [], "_last": [], "_period": []})
         anchor_us = epoch_micros(anchor)
         for index, device in enumerate(devices):
             info = device.info
@@ -180,13 +196,27 @@ class Store:
                 columns[name].append(value)
             columns["_index"].append(index)
             columns["_first"].append(anchor_us - int(device.first_seen_ago * 1_000_000))
-            columns["_last"].append(anchor_us - int(device.last_seen_ago * 1_000_000))
+            # On the device's report grid (world.fleet): daily, or every 6 days for a device
+            # only device discovery sees; a stale one stopped at its lastSeen.
+            period = _DAY_US if device.onboarding == "Onboarded" else 6 * _DAY_US
+            last = anchor_us - int(device.last_seen_ago * 1_000_000)
+            if not device.stale:  # reports until the end of the timeline
+                last += (FUTURE_US + (anchor_us - last)) // period * period
+            columns["_last"].append(last)
+            columns["_period"].append(period // _DAY_US)
         types = {c: DEVICE_INFO_COLUMNS[c] for c in static}
-        types.update({"_index": "BIGINT", "_first": "TIMESTAMPTZ", "_last": "TIMESTAMPTZ"})
+        types.update(
+            {
+                "_index": "BIGINT",
+                "_first": "TIMESTAMPTZ",
+                "_last": "TIMESTAMPTZ",
+                "_period": "BIGINT",
+            }
+        )
         self._create_table("_devices", types)
         self._load_table("_devices", types, columns)
-        oldest = _sql_time(anchor - RETENTION)
-        snapshot = "d._last - to_days(CAST(days.k AS INTEGER))"
+        oldest = _sql_time(anchor - timedelta(microseconds=HISTORY_US))
+        snapshot = "d._last - to_days(CAST(days.k * d._period AS INTEGER))"
         projections = []
         for name, kind in DEVICE_INFO_COLUMNS.items():
             if name == "Timestamp":
@@ -223,7 +253,7 @@ class Store:
                     f"columns: {list(actual)} != {list(expected)}"
                 )
             for column, kind in expected.items():
-                if actual[column] != kind:  # DeviceInfo is a view and always conforms
+                if actual[column] != kind:  # the views (DeviceInfo, the assessments) conform
                     self._con.execute(f'ALTER TABLE {name} ALTER "{column}" TYPE {kind}')
 
     def _create_table(self, name: str, types: dict[str, str]) -> None:

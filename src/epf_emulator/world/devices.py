@@ -28,6 +28,7 @@ __all__ = [
     "device_kind",
     "epoch_micros",
     "format_time",
+    "from_epoch_micros",
     "machine_id",
     "make_device",
 ]
@@ -124,6 +125,10 @@ def epoch_micros(t: datetime) -> int:
     """Microseconds since the Unix epoch of an aware datetime, exactly (for bulk loading)."""
     delta = t - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_epoch_micros(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def machine_id(seed: int, index: int) -> str:

@@ -2,8 +2,20 @@
 
 Owns the fleet-level choices: platform mix, onboarding and health states, when devices were
 first and last seen, and which ~2% of records are older duplicates of another device.
-Everything is a pure function of ``(devices, seed)``; only absolute times move with
-``anchor`` (the emulator's start time), so the 30 days of history are always the last 30.
+Everything is a pure function of ``(devices, seed)``; absolute times are offsets from
+``anchor`` (the world's fixed anchor, ``common.clock.WORLD_ANCHOR``, for a running tenant).
+
+Also the machine records as of any instant T (``Fleet.records_at``): a device reports on a
+fixed grid (onboarded devices daily, the others, seen by device discovery, every 6 days), so
+``lastSeen`` is the last grid point at or before T; a stale device stopped reporting at its
+``lastSeen`` of the anchor and is ``Inactive`` once that is more than 7 days before T. A
+device is listed from its ``firstSeen`` on, until it has not been seen for 30 days.
+
+Onboarding and offboarding over the timeline (rates at 2,000 devices): first-seen times are
+spread over 700 days, so about 0.14% of the fleet (about 3 devices) joins each day of the
+120 days before the anchor, plus 4% in the last 25 days; the 8% stale devices and the 2%
+duplicates stop reporting 8-28 days before the anchor (about 10 devices a day then), so
+they turn ``Inactive`` during the three weeks before it.
 
 Imports only ``world.devices`` of the emulator: it shares no code with the collector.
 """
@@ -17,9 +29,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from epf_emulator.world.devices import DAY, HOUR, Device, device_kind, make_device
+from epf_emulator.world.devices import (
+    DAY,
+    HOUR,
+    Device,
+    device_kind,
+    epoch_micros,
+    format_time,
+    from_epoch_micros,
+    make_device,
+)
 
-__all__ = ["Fleet", "build_fleet", "stable_guid", "tenant_ids"]
+__all__ = ["Fleet", "build_fleet", "record_at", "stable_guid", "tenant_ids"]
+
+_DAY_US = 86_400_000_000
+_INACTIVE_AFTER_US = 7 * _DAY_US  # no report for a week: Inactive (B.1)
+_LISTED_FOR_US = 30 * _DAY_US  # /api/machines lists devices seen in the last 30 days
 
 #: (osPlatform, family, is_server, cumulative weight): about 55% Windows clients, 15% servers,
 #: 15% macOS and 15% Linux.
@@ -47,14 +72,46 @@ class Fleet:
     devices: list[Device] = field(default_factory=list)
 
     def machine_records(self) -> list[dict[str, Any]]:
-        """The records ``GET /api/machines`` serves, in service order (by id)."""
+        """The records ``GET /api/machines`` serves at the anchor, in service order (by id)."""
         return [d.record for d in self.devices]
+
+    def records_at(self, t_us: int) -> list[dict[str, Any]]:
+        """The records served at ``t_us`` (fresh dicts), in service order."""
+        anchor_us = epoch_micros(self.anchor)
+        records = (record_at(d, anchor_us, t_us) for d in self.devices)
+        return [r for r in records if r is not None]
 
     def by_platform(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for d in self.devices:
             counts[d.platform] = counts.get(d.platform, 0) + 1
         return dict(sorted(counts.items()))
+
+
+def record_at(
+    device: Device, anchor_us: int, t_us: int, *, unlisted: bool = False
+) -> dict[str, Any] | None:
+    """``device``'s machine record as of ``t_us``; None while it is not listed (with
+    ``unlisted``, only before it was first seen)."""
+    first = anchor_us - int(device.first_seen_ago * 1_000_000)
+    if t_us < first:
+        return None
+    period = _DAY_US if device.onboarding == "Onboarded" else 6 * _DAY_US
+    base = anchor_us - int(device.last_seen_ago * 1_000_000)  # a report on the grid
+    seen = base + (t_us - base) // period * period
+    if device.stale:
+        seen = min(seen, base)  # stopped reporting there
+    seen = max(seen, first)
+    if t_us - seen > _LISTED_FOR_US and not unlisted:
+        return None
+    record = dict(device.record)
+    tick = int(record["lastSeen"][-2])
+    record["lastSeen"] = format_time(from_epoch_micros(seen), 0, tick)
+    if t_us - seen > _INACTIVE_AFTER_US:
+        record["healthStatus"] = "Inactive"
+    elif device.health == "Inactive":
+        record["healthStatus"] = "Active"  # still reporting: it had not stopped yet
+    return record
 
 
 def stable_guid(seed: int, purpose: str) -> str:

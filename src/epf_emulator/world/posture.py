@@ -4,46 +4,81 @@ Owns the tables every TVM dataset is read from, in the in-memory database ``tvm`
 
 - ``dev``: one row per device (loaded from the fleet), with its TVM facts (OS product and
   version string, device group at the anchor, sensor, staleness, AV mode);
-- ``grp``, ``prod``, ``inst``, ``cve``, ``affects``: the small catalogues;
+- ``grp``, ``prod``, ``inst``, ``cve``, ``affects`` (``world.posture_catalogues``), ``patch_day``:
+  the small catalogues;
 - ``rbac_move``: the few devices that change device group during the timeline;
 - ``sw``: installed software as time segments (a version from ``from_us`` until ``to_us``;
   an upgrade ends one segment and starts the next, an uninstall ends it);
 - ``vrow``: every vulnerability row that ever exists, one per segment and affecting CVE
   (from the later of the install and the CVE's discovery on that device), plus the
-  ``cveId: null`` row of a segment while no CVE affects it.
+  ``cveId: null`` row of a segment while no CVE row of it is open (before the first CVE is
+  found, and again once patches have fixed them all).
 
-The timeline runs from 15 days before the anchor (the start) to 7 days after it; the
-emulated clock's "now" is a pointer into it, so a snapshot is "rows alive at now" and the
-delta is "row starts and ends since then": one source, so they can never disagree.
-Randomness is ``hash(seed, ...)`` in SQL: deterministic, with no Python loop per row.
+The timeline runs from 120 days before the anchor (``common.clock.WORLD_ANCHOR``, a fixed
+instant) to 14 days after it; the emulated clock's "now" is a pointer into it, so a snapshot
+is "rows alive at now" and the delta is "row starts and ends since then": one source, so they
+can never disagree, and the same whenever the emulator started. Randomness is
+``hash(seed, ...)`` in SQL: deterministic, with no Python loop per row.
 
-Imports only ``common.clock``, ``world.cve_catalog``, ``world.devices`` and ``world.software`` of
-the emulator: it shares no code with the collector.
+Change over the timeline (134 days; rates at 2,000 devices, about 10 installs each):
+software upgrades (25% of the installs that have a newer version, once: about 13 a day, each
+ending the rows of the CVEs the new version fixes), uninstalls (5%), new installs (8%),
+device-group moves (3% of the active devices, a third of them in the three weeks around the
+anchor), and monthly OS patching: on each month's second Tuesday (``patch_days``) a device
+installs its OS's update within 10 days (85% of devices each month; the others catch up the
+next month), which fixes the OS CVEs published (and found) before that Tuesday, except CVEs
+published before the timeline, which stay as the device's backlog (about 400 OS rows fixed in
+the two weeks before the anchor, fewer early on, when fewer timeline CVEs exist). In all,
+about 1,100 vulnerability rows are fixed and 3,600 found in the two weeks before the anchor.
+New CVEs are published throughout (``world.cve_catalog``).
+
+Imports only ``common.clock``, ``world.cve_catalog``, ``world.devices``, ``world.incident``,
+``world.posture_catalogues`` and ``world.software`` of the emulator: it shares no code with the
+collector.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from epf_emulator.common.clock import epoch_us
-from epf_emulator.world.cve_catalog import CVE_COLUMNS, DAY_US, build_cves
+from epf_emulator.world.cve_catalog import DAY_US
 from epf_emulator.world.devices import RBAC_GROUPS, Device, device_kind
-from epf_emulator.world.software import PRODUCTS, os_product
+from epf_emulator.world.incident import incident_hold_sql
+from epf_emulator.world.posture_catalogues import load_catalogues
+from epf_emulator.world.software import os_product
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["FUTURE_US", "HISTORY_US", "HOUR_US", "RbacMove", "build_posture", "load_devices", "u"]
+__all__ = [
+    "FUTURE_US",
+    "HISTORY_US",
+    "HOUR_US",
+    "RbacMove",
+    "build_posture",
+    "load_devices",
+    "patch_days",
+    "u",
+]
 
 HOUR_US = 3_600_000_000
-HISTORY_US = 15 * DAY_US  # events older than this before the anchor are never served
-FUTURE_US = 7 * DAY_US  # the timeline's events end a week after the anchor
-_UPGRADE_SHARE = 0.06  # installs upgraded during the timeline
-_UNINSTALL_SHARE = 0.012
-_FRESH_SHARE = 0.02  # installs that happen during the timeline
-_MOVE_SHARE = 0.01  # devices that change device group during the timeline
+HISTORY_US = 120 * DAY_US  # the timeline starts 120 days before the anchor
+FUTURE_US = 14 * DAY_US  # and ends 14 days after it
+_UPGRADE_SHARE = 0.25  # installs upgraded during the timeline
+_UNINSTALL_SHARE = 0.05
+_FRESH_SHARE = 0.08  # installs that happen during the timeline
+_MOVE_SHARE = 0.03  # devices that change device group during the timeline
+_PATCH_SHARE = 0.85  # devices that install a month's OS update (within _PATCH_DAYS)
+_PATCH_DAYS = 10
+_NEVER = 1 << 62  # an open row's end, for comparisons
+_CHECKPOINT_TRIES = 120
+_CHECKPOINT_PAUSE_SECONDS = 0.25
+_log = logging.getLogger(__name__)
 #: (osPlatform family) -> DeviceAvInfo ``osKind``.
 _OS_KIND = {"Windows": "windows", "macOS": "mac", "Linux": "linux"}
 _GROUPS_BY_KIND = {
@@ -104,16 +139,32 @@ def build_posture(
 ) -> list[RbacMove]:
     """Create the ``tvm`` tables after ``dev``; returns the device-group moves (for the records)."""
     anchor_us = epoch_us(anchor)
-    _load_catalogues(con, seed, anchor_us, per_device)
+    load_catalogues(con, seed, anchor_us, per_device)
     _build_moves(con, seed, anchor_us)
     _build_software(con, seed, anchor_us)
-    _build_vulnerability_rows(con, seed)
-    con.execute("CHECKPOINT tvm")
+    _load_patch_days(con, anchor)
+    _build_vulnerability_rows(con, seed, anchor_us)
+    _compress(con)
     rows = con.execute(
         "SELECT d.id, m.move_us, m.old_group, m.new_group FROM tvm.rbac_move m"
         " JOIN tvm.dev d ON d.idx = m.d ORDER BY m.move_us"
     ).fetchall()
     return [RbacMove(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+def _compress(con: duckdb.DuckDBPyConnection) -> None:
+    """Checkpoint ``tvm`` (compressing it about tenfold). Requests are served meanwhile, and
+    DuckDB refuses a checkpoint while another write transaction (a request's temporary
+    views) is open: try again for a while, then leave the tables uncompressed."""
+    import duckdb
+
+    for _ in range(_CHECKPOINT_TRIES):
+        try:
+            con.execute("CHECKPOINT tvm")
+            return
+        except duckdb.TransactionException:
+            time.sleep(_CHECKPOINT_PAUSE_SECONDS)
+    _log.warning("the posture timeline stays uncompressed: requests kept the database busy")
 
 
 def load_devices(con: duckdb.DuckDBPyConnection, devices: list[Device], anchor: datetime) -> None:
@@ -173,107 +224,16 @@ def load_devices(con: duckdb.DuckDBPyConnection, devices: list[Device], anchor: 
     con.execute(f"CREATE TABLE tvm.grp AS SELECT * FROM (VALUES {groups_sql}) AS g(id, name)")
 
 
-def _load_catalogues(
-    con: duckdb.DuckDBPyConnection,
-    seed: int,
-    anchor_us: int,
-    per_device: float,
-) -> None:
-    _load_cves(con, seed, anchor_us, per_device)
-    _load_products(con)
-    # Which CVEs affect which (product, version): versions older than the fix.
-    con.execute(
-        "CREATE TABLE tvm.affects AS SELECT c.prod, v.ver, c.idx AS cve"
-        " FROM tvm.cve c JOIN tvm.prod p ON p.idx = c.prod,"
-        " range(0, 64) AS v(ver) WHERE v.ver < least(c.fix, p.n)"
-    )
-
-
-def _load_cves(
-    con: duckdb.DuckDBPyConnection, seed: int, anchor_us: int, per_device: float
-) -> None:
-    """``cve``: the catalogue, scaled to the sensor devices' OS versions and kinds."""
-    import pyarrow as pa
-
-    sensors = con.execute(
-        "SELECT os_prod, os_ver, kind, count(*) FROM tvm.dev WHERE sensor GROUP BY ALL"
-    ).fetchall()
-    os_versions: dict[tuple[int, int], int] = {}
-    kinds: dict[str, int] = {}
-    for prod, ver, kind, count in sensors:
-        os_versions[(prod, ver)] = os_versions.get((prod, ver), 0) + count
-        kinds[kind] = kinds.get(kind, 0) + count
-    cves = build_cves(seed, anchor_us, per_device=per_device, os_versions=os_versions, kinds=kinds)
-    cve_columns = {name: [getattr(c, name) for c in cves] for name in CVE_COLUMNS}
-    con.register("_cve_source", pa.table(cve_columns))
-    try:
-        casts = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in CVE_COLUMNS.items())
-        con.execute(f"CREATE TABLE tvm.cve AS SELECT {casts} FROM _cve_source ORDER BY idx")
-    finally:
-        con.unregister("_cve_source")
-
-
-def _load_products(con: duckdb.DuckDBPyConnection) -> None:
-    """``prod`` (products, versions with cumulative install weights, end of support) and
-    ``inst`` (the share of each device kind that installs each product)."""
-    import pyarrow as pa
-
-    products: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "idx",
-            "vendor",
-            "name",
-            "category",
-            "n",
-            "versions",
-            "cum",
-            "eos_status",
-            "eos_date",
-            "eos_before",
-            "disk",
-            "registry",
-        )
-    }
-    install: dict[str, list[Any]] = {"prod": [], "kind": [], "share": []}
-    for index, product in enumerate(PRODUCTS):
-        cumulative, total = [], 0.0
-        for weight in product.version_weights():
-            total += weight
-            cumulative.append(total)
-        values = (
-            index,
-            product.vendor,
-            product.name,
-            product.category,
-            len(product.versions),
-            list(product.versions),
-            cumulative,
-            product.eos_status,
-            product.eos_date,
-            product.eos_before,
-            product.disk_path,
-            product.registry_path,
-        )
-        for key, value in zip(products, values, strict=True):
-            products[key].append(value)
-        for kind, share in product.install:
-            install["prod"].append(index)
-            install["kind"].append(kind)
-            install["share"].append(share)
-    for name, columns in (("prod", products), ("inst", install)):
-        con.register("_catalogue", pa.table(columns))
-        try:
-            con.execute(f"CREATE TABLE tvm.{name} AS SELECT * FROM _catalogue")
-        finally:
-            con.unregister("_catalogue")
-
-
 def _build_moves(con: duckdb.DuckDBPyConnection, seed: int, anchor_us: int) -> None:
-    """A few active devices change group once, somewhere in the timeline."""
-    lo, hi = anchor_us - 13 * DAY_US, anchor_us + FUTURE_US - HOUR_US
+    """A few active devices change group once: a third of them in the three weeks around the
+    anchor (13 days before to a week after), the others anywhere in the timeline."""
+    near_lo, near_hi = anchor_us - 13 * DAY_US, anchor_us + 7 * DAY_US - HOUR_US
+    lo, hi = anchor_us - HISTORY_US + DAY_US, anchor_us + FUTURE_US - HOUR_US
     move_at, moves = u(seed, "idx", "'move-at'"), u(seed, "idx", "'move'")
-    move = f"CAST({lo} + {move_at} * {hi - lo} AS BIGINT)"
+    move = (
+        f"CAST(CASE WHEN {moves} < {_MOVE_SHARE / 3} THEN {near_lo} + {move_at} * {near_hi - near_lo}"
+        f" ELSE {lo} + {move_at} * {hi - lo} END AS BIGINT)"
+    )
     con.execute(
         f"""
         CREATE TABLE tvm.rbac_move AS
@@ -294,7 +254,7 @@ def _build_software(con: duckdb.DuckDBPyConnection, seed: int, anchor_us: int) -
     def r(tag: str) -> str:
         return u(seed, "d", "p", f"'{tag}'")
 
-    window_lo = anchor_us - 14 * DAY_US
+    window_lo = anchor_us - HISTORY_US
     version = u(seed, "d.idx", "p.idx", "'version'")
     installed = u(seed, "d.idx", "p.idx", "'installed'")
     con.execute(
@@ -348,7 +308,47 @@ def _build_software(con: duckdb.DuckDBPyConnection, seed: int, anchor_us: int) -
     )
 
 
-def _build_vulnerability_rows(con: duckdb.DuckDBPyConnection, seed: int) -> None:
+def patch_days(anchor: datetime) -> list[datetime]:
+    """Each month's second Tuesday (OS update day), from a month before the timeline to its end."""
+    first = anchor - timedelta(microseconds=HISTORY_US + 31 * DAY_US)
+    last = anchor + timedelta(microseconds=FUTURE_US)
+    days: list[datetime] = []
+    year, month = first.year, first.month
+    while True:
+        day = datetime(year, month, 1, 18, tzinfo=anchor.tzinfo)
+        day += timedelta(days=(1 - day.weekday()) % 7 + 7)  # weekday 1 is Tuesday
+        if day > last:
+            return days
+        days.append(day)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+def _load_patch_days(con: duckdb.DuckDBPyConnection, anchor: datetime) -> None:
+    values = ", ".join(f"({m}, {epoch_us(day)})" for m, day in enumerate(patch_days(anchor)))
+    con.execute(f"CREATE TABLE tvm.patch_day AS SELECT * FROM (VALUES {values}) AS p(m, t_us)")
+
+
+def _os_patch_sql(seed: int, anchor_us: int) -> str:
+    """``os_patch``: when each OS CVE row of the timeline is fixed by a monthly update."""
+    skips = u(seed, "r.d", "pd.m", "'patch-skip'")
+    at = u(seed, "r.d", "pd.m", "'patch-at'")
+    delay = f"CAST({at} * {_PATCH_DAYS * DAY_US} AS BIGINT)"
+    return f"""
+        os_patch_any AS (
+            SELECT r.d, r.p, r.seg, r.cve, min(pd.t_us + {delay}) AS patched_us
+            FROM cve_rows r JOIN tvm.dev dv ON dv.idx = r.d AND dv.os_prod = r.p
+            JOIN tvm.cve c ON c.idx = r.cve
+            JOIN tvm.patch_day pd ON pd.t_us >= r.t_from
+            WHERE c.update_available AND c.pub_us >= {anchor_us - HISTORY_US}
+              AND {skips} < {_PATCH_SHARE}
+            GROUP BY r.d, r.p, r.seg, r.cve
+        ), os_patch AS (
+            SELECT d, p, seg, cve, {incident_hold_sql("d", "patched_us", anchor_us)} AS patched_us
+            FROM os_patch_any
+        )"""
+
+
+def _build_vulnerability_rows(con: duckdb.DuckDBPyConnection, seed: int, anchor_us: int) -> None:
     """Every vulnerability row of the timeline; see the module docstring."""
     # A CVE is found on a device up to 6 hours after it is published (one TVM cycle).
     found = u(seed, "s.d", "a.cve", "'found'")
@@ -362,19 +362,41 @@ def _build_vulnerability_rows(con: duckdb.DuckDBPyConnection, seed: int) -> None
             FROM tvm.sw s
             JOIN tvm.affects a ON a.prod = s.p AND a.ver = s.ver
             JOIN tvm.cve c ON c.idx = a.cve
+        ), {_os_patch_sql(seed, anchor_us).strip()}, patched AS (
+            SELECT r.d, r.p, r.seg, r.ver, r.cve, r.t_from,
+                   CASE WHEN o.patched_us IS NULL THEN r.t_to
+                        ELSE least(coalesce(r.t_to, o.patched_us), o.patched_us) END AS t_to
+            FROM cve_rows r LEFT JOIN os_patch o USING (d, p, seg, cve)
         ), alive AS (
-            SELECT * FROM cve_rows WHERE t_to IS NULL OR t_from < t_to
-        ), first_cve AS (
-            SELECT d, p, seg, min(t_from) AS first_from FROM alive GROUP BY ALL
-        ), null_rows AS (
-            SELECT s.d, s.p, s.seg, s.ver, CAST(NULL AS INTEGER) AS cve, s.from_us AS t_from,
+            SELECT * FROM patched WHERE t_to IS NULL OR t_from < t_to
+        ), covered AS (
+            -- how far the segment's earlier CVE rows reach, before each row starts
+            SELECT d, p, seg, t_from,
+                   max(coalesce(t_to, {_NEVER})) OVER (
+                       PARTITION BY d, p, seg ORDER BY t_from, t_to
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach,
+                   max(coalesce(t_to, {_NEVER})) OVER (PARTITION BY d, p, seg) AS last_reach,
+                   min(t_from) OVER (PARTITION BY d, p, seg) AS first_from
+            FROM alive
+        ), gaps AS (
+            -- the null row covers every stretch of a segment where no CVE row is open
+            SELECT s.d, s.p, s.seg, s.ver, s.from_us AS t_from,
                    CASE WHEN f.first_from IS NULL THEN s.to_us
                         ELSE least(coalesce(s.to_us, f.first_from), f.first_from) END AS t_to
-            FROM tvm.sw s LEFT JOIN first_cve f USING (d, p, seg)
+            FROM tvm.sw s
+            LEFT JOIN (SELECT DISTINCT d, p, seg, first_from, last_reach FROM covered) f
+                USING (d, p, seg)
+            UNION ALL
+            SELECT c.d, c.p, c.seg, s.ver, c.reach, c.t_from
+            FROM covered c JOIN tvm.sw s USING (d, p, seg) WHERE c.reach < c.t_from
+            UNION ALL
+            SELECT DISTINCT c.d, c.p, c.seg, s.ver, c.last_reach, s.to_us
+            FROM covered c JOIN tvm.sw s USING (d, p, seg) WHERE c.last_reach < {_NEVER}
         ), rows AS (
             SELECT * FROM alive
             UNION ALL
-            SELECT * FROM null_rows WHERE t_to IS NULL OR t_from < t_to
+            SELECT d, p, seg, ver, CAST(NULL AS INTEGER) AS cve, t_from, t_to FROM gaps
+            WHERE t_to IS NULL OR t_from < t_to
         )
         SELECT *,
                -- a CVE's first sighting survives upgrades (get-assessment-software-

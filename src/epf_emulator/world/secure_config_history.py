@@ -2,18 +2,28 @@
 
 Owns which SCIDs each device with a sensor reports (its platform's agent-health SCIDs, a few
 devices missing one or two, plus others up to 24-28 configurations per device), whether each
-is applicable and compliant, when it flipped (up to three times between about 22 days before
-the start and a week after it: the flips after the start are what ``advance`` reveals), and
-the ``Context`` payloads (AV mode for scid-2010, signature versions for scid-2011/5095/6095,
-null for scid-20000). The rows go to the hunting table itself; the secure-configuration
-export is its latest row per device and SCID as of now, so the two always agree. Also the
-``...AssessmentKB`` catalogue.
+is applicable and compliant, when it flipped, and the ``Context`` payloads (AV mode for
+scid-2010, signature versions for scid-2011/5095/6095, null for scid-20000). The rows are the
+hunting table's; the secure-configuration export is their latest row per device and SCID as
+of now, so the two always agree. Also the ``...AssessmentKB`` catalogue.
 
-The first row is about 22 days old, so the history stays inside the hunting window's 30
-days for a week of ``advance``.
+The history covers the whole timeline (``world.posture``: 120 days before the anchor to 14
+after): each pair's first assessment lies in the timeline's first 12 hours (or soon after the
+device joined), every pair is assessed again every 28 days with its current state, and a
+device that stops reporting has a last assessment at its last report, so advanced hunting's
+30-day window holds every reporting device's configurations (and health) at any clock time,
+as the export does. The rows are stored compactly (``ASSESSMENTS_TABLE``); the documented
+table is a view over them.
 
-Imports only ``common.clock``, ``world.posture`` and ``world.scid_catalog`` of the emulator: it
-shares no code with the collector.
+Settings drift throughout: 55% of the applicable pairs flip 1-5 times (1.1 flips a pair on
+average over the 134 days: at 2,000 devices, about 26 configurations a device, 5,000-6,000
+flips every 14 days, some 50-70 of them tamper protection switched off), each at a uniform instant of the timeline; flips alternate, so a pair
+that flips twice is an episode (tamper protection, scid-2003 and scid-5092, switched off and
+on again, among them). The incident device (``world.incident``) has its scid-2003 episode at
+fixed times around the incident.
+
+Imports only ``common.clock``, ``world.hunting_schema``, ``world.incident``, ``world.posture``
+and ``world.scid_catalog`` of the emulator: it shares no code with the collector.
 """
 
 from __future__ import annotations
@@ -22,7 +32,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from epf_emulator.common.clock import epoch_us
-from epf_emulator.world.posture import FUTURE_US, HOUR_US, u
+from epf_emulator.world.hunting_schema import duckdb_columns
+from epf_emulator.world.incident import (
+    HOLD_UNTIL_US,
+    INCIDENT_TABLE,
+    TAMPER_OFF_FROM_US,
+    choose_incident,
+)
+from epf_emulator.world.posture import FUTURE_US, HISTORY_US, HOUR_US, u
 from epf_emulator.world.scid_catalog import (
     HEALTH_SCIDS,
     IMPAIRED_SCIDS,
@@ -37,12 +54,16 @@ from epf_emulator.world.scid_catalog import (
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["HISTORY_TABLE", "KB_TABLE", "build_history", "signature_build_sql"]
+__all__ = ["ASSESSMENTS_TABLE", "HISTORY_TABLE", "KB_TABLE", "build_history", "signature_build_sql"]
 
 HISTORY_TABLE = 'raw.main."DeviceTvmSecureConfigurationAssessment"'
+#: The rows behind it: (d: device index, scid, t_us, state: compliant, applicable).
+ASSESSMENTS_TABLE = "raw.main._assessments"
 KB_TABLE = 'raw.main."DeviceTvmSecureConfigurationAssessmentKB"'
 _DAY_US = 24 * HOUR_US
 _CHUNK_DEVICES = 20_000
+_REASSESSED_US = 28 * _DAY_US  # a row at least this often: hunting keeps 30 days
+_MAX_FLIPS = 5
 
 
 def signature_build_sql(updated_us: str, anchor_us: int) -> str:
@@ -52,21 +73,33 @@ def signature_build_sql(updated_us: str, anchor_us: int) -> str:
 
 
 def build_history(con: duckdb.DuckDBPyConnection, *, seed: int, anchor: datetime) -> None:
-    """Create the hunting tables ``DeviceTvmSecureConfigurationAssessment`` and its KB."""
+    """Create the hunting tables ``DeviceTvmSecureConfigurationAssessment`` and its KB.
+
+    The rows are stored compactly (``ASSESSMENTS_TABLE``: device index, SCID, time, state);
+    the documented table is a view that adds the device's and the configuration's columns and
+    the ``Context``, so only what a query reads is ever rendered.
+    """
     anchor_us = epoch_us(anchor)
     _load_catalogue(con)
     con.execute(_pairs_sql(seed, anchor_us))
+    choose_incident(con, seed=seed, anchor_us=anchor_us)
+    # The incident's tamper-protection episode: off, then on again (two flips, compliant last).
+    con.execute(
+        "UPDATE tvm.sca_pairs SET final = true, changes = 2"
+        f" WHERE scid = 'scid-2003' AND d IN (SELECT d FROM {INCIDENT_TABLE})"
+    )
     rows = _rows_sql(seed, anchor_us)
 
     # In chunks of devices, each compressed before the next: the peak memory stays small.
     def chunk(low: int, high: int) -> str:
         return rows.replace("{low}", str(low)).replace("{high}", str(high))
 
-    con.execute(f"CREATE TABLE {HISTORY_TABLE} AS {chunk(0, -1)}")
+    con.execute(f"CREATE TABLE {ASSESSMENTS_TABLE} AS {chunk(0, -1)}")
     devices = int(con.execute("SELECT count(*) FROM tvm.dev").fetchall()[0][0])
     for low in range(0, devices, _CHUNK_DEVICES):
-        con.execute(f"INSERT INTO {HISTORY_TABLE} {chunk(low, low + _CHUNK_DEVICES - 1)}")
+        con.execute(f"INSERT INTO {ASSESSMENTS_TABLE} {chunk(low, low + _CHUNK_DEVICES - 1)}")
         con.execute("CHECKPOINT raw")
+    con.execute(f"CREATE VIEW {HISTORY_TABLE} AS {_documented_sql(seed, anchor_us)}")
     _create_kb(con)
 
 
@@ -109,54 +142,90 @@ def _pairs_sql(seed: int, anchor_us: int) -> str:
                    (scid IN ({_list(SENSOR_DATA_SCIDS)}) AND state LIKE 'NoSensorData%')
                    OR (scid IN ({_list(IMPAIRED_SCIDS)}) AND state LIKE '%ImpairedCommunication')
                        AS broken,
-                   -- the first assessment: ~22 days before the start, or soon after joining
-                   least(greatest({anchor_us} - {22 * _DAY_US} - CAST({first} * {12 * HOUR_US} AS BIGINT),
+                   -- the first assessment: at the timeline's start, or soon after joining
+                   least(greatest({anchor_us - HISTORY_US} + CAST({first} * {12 * HOUR_US} AS BIGINT),
                                   first_us + CAST((1 + 5 * {joined}) * {HOUR_US} AS BIGINT)),
                          last_us) AS start_us,
                    CASE WHEN stale THEN last_us ELSE {anchor_us + FUTURE_US} END AS end_us
             FROM chosen
         )
-        SELECT d, scid, applicable, start_us, end_us,
+        SELECT d, scid, applicable, start_us, end_us, stale,
                applicable AND NOT broken AND {compliant} >= (CASE WHEN stale THEN 0.2 ELSE 0.06 END)
                    AS final,
                CASE WHEN NOT applicable OR broken OR end_us <= start_us THEN 0
-                    WHEN {changes} < 0.72 THEN 0 WHEN {changes} < 0.89 THEN 1
-                    WHEN {changes} < 0.96 THEN 2 ELSE 3 END AS changes
+                    WHEN {changes} < 0.45 THEN 0 WHEN {changes} < 0.70 THEN 1
+                    WHEN {changes} < 0.85 THEN 2 WHEN {changes} < 0.94 THEN 3
+                    WHEN {changes} < 0.98 THEN 4 ELSE {_MAX_FLIPS} END AS changes,
+               health
         FROM ruled
         """
 
 
 def _rows_sql(seed: int, anchor_us: int) -> str:
     """The history rows of the devices ``{low}``..``{high}`` (placeholders): the first
-    assessment of each pair, then its flips."""
+    assessment of each pair, its flips, its re-assessments and a stale device's last one,
+    each in the state the flips up to it leave."""
     flip_at = u(seed, "p.d", "p.scid", "k.k")
-    age = u(seed, "s.d", "s.scid", "s.t_us")
-    context = _context_sql(anchor_us, age)
+    random_flip = f"CAST(p.start_us + {flip_at} * (p.end_us - p.start_us) AS BIGINT)"
+    off, on = anchor_us + TAMPER_OFF_FROM_US, anchor_us + HOLD_UNTIL_US
+    incident_flip = f"(CASE k.k WHEN 0 THEN {off} ELSE {on} END)"
+    rounds = (HISTORY_US + FUTURE_US) // _REASSESSED_US + 1
     return f"""
-        WITH flips AS (
-            SELECT p.d, p.scid, CAST(p.start_us + {flip_at} * (p.end_us - p.start_us) AS BIGINT) AS t_us
-            FROM tvm.sca_pairs p, range(0, 3) AS k(k)
-            WHERE k.k < p.changes AND p.d BETWEEN {{low}} AND {{high}}
+        WITH pairs AS (
+            SELECT * FROM tvm.sca_pairs WHERE d BETWEEN {{low}} AND {{high}}
+        ), flips AS (
+            SELECT p.d, p.scid,
+                   CASE WHEN p.scid = 'scid-2003' AND p.d IN (SELECT d FROM {INCIDENT_TABLE})
+                        THEN {incident_flip} ELSE {random_flip} END AS t_us,
+                   1 AS flip
+            FROM pairs p, range(0, {_MAX_FLIPS}) AS k(k) WHERE k.k < p.changes
         ), times AS (
-            SELECT d, scid, start_us AS t_us FROM tvm.sca_pairs WHERE d BETWEEN {{low}} AND {{high}}
+            SELECT d, scid, start_us AS t_us, 0 AS flip FROM pairs
             UNION ALL SELECT * FROM flips
-        ), numbered AS (
-            SELECT t.*, p.applicable, p.final, p.changes,
-                   row_number() OVER (PARTITION BY t.d, t.scid ORDER BY t.t_us) - 1 AS j
-            FROM times t JOIN tvm.sca_pairs p USING (d, scid)
-        ), stated AS (
-            -- each row flips the posture; the latest row carries the final state
-            SELECT *, CASE WHEN (changes - j) % 2 = 0 THEN final ELSE NOT final END AS state
-            FROM numbered
+            UNION ALL  -- re-assessed every 28 days
+            SELECT p.d, p.scid, p.start_us + k.k * {_REASSESSED_US}, 0
+            FROM pairs p, range(1, {rounds}) AS k(k)
+            WHERE p.start_us + k.k * {_REASSESSED_US} < p.end_us
+            UNION ALL  -- a device that stopped reporting: its last assessment, at lastSeen
+            SELECT d, scid, end_us, 0 FROM pairs WHERE stale AND end_us > start_us
+        ), flip_times AS (
+            SELECT d, scid, list(t_us) AS ts FROM flips GROUP BY d, scid
         )
-        SELECT dv.id AS "DeviceId", dv.name AS "DeviceName", dv.platform AS "OSPlatform",
-               CAST(make_timestamp(s.t_us) AS TIMESTAMPTZ) AS "Timestamp",
-               s.scid AS "ConfigurationId", c.category AS "ConfigurationCategory",
-               c.subcategory AS "ConfigurationSubcategory", c.impact AS "ConfigurationImpact",
-               s.state AS "IsCompliant", s.applicable AS "IsApplicable",
-               CAST({context} AS JSON) AS "Context",
-               s.scid IN ({_list(PUA_SCIDS)}) AS "IsExpectedUserImpact"
-        FROM stated s JOIN tvm.dev dv ON dv.idx = s.d
+        -- each flip flips the posture; after the last one it is the final state (at one
+        -- instant a re-assessment comes before a flip)
+        SELECT CAST(t.d AS INTEGER) AS d, t.scid, t.t_us,
+               CASE WHEN (p.changes - len(list_filter(coalesce(f.ts, []),
+                              lambda x: x < t.t_us OR (t.flip = 1 AND x = t.t_us)))) % 2 = 0
+                    THEN p.final ELSE NOT p.final END AS state,
+               p.applicable
+        FROM times t JOIN pairs p USING (d, scid) LEFT JOIN flip_times f USING (d, scid)
+    """
+
+
+def _documented_sql(seed: int, anchor_us: int) -> str:
+    """The documented table over the stored rows, every column of its documented type."""
+    age = u(seed, "s.d", "s.scid", "s.t_us")
+    values = {
+        "DeviceId": "dv.id",
+        "DeviceName": "dv.name",
+        "OSPlatform": "dv.platform",
+        "Timestamp": "make_timestamp(s.t_us)",
+        "ConfigurationId": "s.scid",
+        "ConfigurationCategory": "c.category",
+        "ConfigurationSubcategory": "c.subcategory",
+        "ConfigurationImpact": "c.impact",
+        "IsCompliant": "s.state",
+        "IsApplicable": "s.applicable",
+        "Context": _context_sql(anchor_us, age),
+        "IsExpectedUserImpact": f"s.scid IN ({_list(PUA_SCIDS)})",
+    }
+    columns = ", ".join(
+        f'CAST({values[name]} AS {kind}) AS "{name}"'
+        for name, kind in duckdb_columns("DeviceTvmSecureConfigurationAssessment").items()
+    )
+    return f"""
+        SELECT {columns}
+        FROM {ASSESSMENTS_TABLE} s JOIN tvm.dev dv ON dv.idx = s.d
         JOIN tvm.scid c ON c.scid = s.scid AND c.family = dv.family
     """
 

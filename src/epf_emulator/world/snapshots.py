@@ -164,7 +164,7 @@ class Snapshots:
 
     def _materialise(self, dataset: Dataset, at: int, since: int | None) -> Snapshot:
         table = f"tvm.snap_{next(self._names)}"
-        sql = dataset.snapshot(self._seed, at, since)
+        sql = dataset.snapshot(self._seed, at, since, self._anchor_us)
         cursor = self._store.cursor()
         try:
             cursor.execute(

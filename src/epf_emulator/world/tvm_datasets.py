@@ -15,8 +15,8 @@ The datasets: ``vulnerabilities`` (one row per device, software version and CVE)
 pair of every row of a device that moved device group), ``software``, ``secure_config``
 and ``av``.
 
-Imports only ``world.av_health``, ``world.posture`` and ``world.secure_config_history`` of the
-emulator: it shares no code with the collector.
+Imports only ``world.av_health``, ``world.posture``, ``world.scid_catalog`` and
+``world.secure_config_history`` of the emulator: it shares no code with the collector.
 """
 
 from __future__ import annotations
@@ -26,13 +26,15 @@ from dataclasses import dataclass
 
 from epf_emulator.world.av_health import av_columns, av_snapshot_sql, info_gathering_columns
 from epf_emulator.world.posture import HOUR_US, u
-from epf_emulator.world.secure_config_history import HISTORY_TABLE
+from epf_emulator.world.scid_catalog import PUA_SCIDS
+from epf_emulator.world.secure_config_history import ASSESSMENTS_TABLE
 
 __all__ = ["DATASETS", "Dataset", "group_at", "seen_sql"]
 
 Columns = list[tuple[str, str, str]]  # (camelCase, PascalCase, SQL)
 
 _DAY_US = 24 * HOUR_US
+_PUA = ", ".join(f"'{scid}'" for scid in sorted(PUA_SCIDS))
 
 
 def _fmt(us: str, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -57,7 +59,7 @@ def seen_sql(seed: int, at: str) -> str:
     offset = u(seed, "dv.idx", "'seen'")
     return (
         f"(CASE WHEN dv.stale THEN least(dv.last_us, {at})"
-        f" ELSE {at} - CAST({offset} * {8 * HOUR_US} AS BIGINT) END)"
+        f" ELSE greatest(least(dv.first_us, {at}), {at} - CAST({offset} * {8 * HOUR_US} AS BIGINT)) END)"
     )
 
 
@@ -68,7 +70,7 @@ _VULN_JOINS = (
 )
 
 
-def _vuln_snapshot(seed: int, at: int, since: int | None) -> str:
+def _vuln_snapshot(seed: int, at: int, since: int | None, anchor_us: int) -> str:
     return f"""
         SELECT v.d, v.p, v.seg, v.ver, v.cve, v.first_us, {group_at(str(at))} AS grp,
                CAST(NULL AS BIGINT) AS t_event, CAST(NULL AS VARCHAR) AS status,
@@ -78,7 +80,7 @@ def _vuln_snapshot(seed: int, at: int, since: int | None) -> str:
     """
 
 
-def _changes_snapshot(seed: int, at: int, since: int | None) -> str:
+def _changes_snapshot(seed: int, at: int, since: int | None, anchor_us: int) -> str:
     lo = since if since is not None else at
     alive = "v.t_from < {t} AND (v.t_to IS NULL OR v.t_to > {t})"
     return f"""
@@ -168,7 +170,7 @@ def _vuln_columns(seed: int, at: int, *, delta: bool) -> Columns:
 
 
 # --- software inventory ------------------------------------------------------------------
-def _software_snapshot(seed: int, at: int, since: int | None) -> str:
+def _software_snapshot(seed: int, at: int, since: int | None, anchor_us: int) -> str:
     return f"""
         WITH weak AS (
             SELECT d, p, seg, count(cve) AS weaknesses FROM tvm.vrow
@@ -219,17 +221,17 @@ def _software_columns(seed: int, at: int, anchor_us: int) -> Columns:
 
 
 # --- secure configuration ----------------------------------------------------------------
-def _config_snapshot(seed: int, at: int, since: int | None) -> str:
+def _config_snapshot(seed: int, at: int, since: int | None, anchor_us: int) -> str:
     return f"""
-        SELECT dv.idx AS d, h."ConfigurationId" AS scid, max(h."Timestamp") AS ts,
-               arg_max(h."IsCompliant", h."Timestamp") AS compliant,
-               arg_max(h."IsApplicable", h."Timestamp") AS applicable,
-               any_value(h."IsExpectedUserImpact") AS user_impact,
+        SELECT dv.idx AS d, h.scid, make_timestamp(max(h.t_us)) AS ts,
+               arg_max(h.state, h.t_us) AS compliant,
+               arg_max(h.applicable, h.t_us) AS applicable,
+               h.scid IN ({_PUA}) AS user_impact,
                any_value({group_at(str(at))}) AS grp
-        FROM {HISTORY_TABLE} h JOIN tvm.dev dv ON dv.id = h."DeviceId"
+        FROM {ASSESSMENTS_TABLE} h JOIN tvm.dev dv ON dv.idx = h.d
         LEFT JOIN tvm.rbac_move m ON m.d = dv.idx
-        WHERE h."Timestamp" <= make_timestamp({at})
-        GROUP BY dv.idx, h."ConfigurationId"
+        WHERE h.t_us <= {at}
+        GROUP BY dv.idx, h.scid
     """
 
 
@@ -264,7 +266,7 @@ class Dataset:
     export_folder: str | None  # the blob folder of its via-files export
     order: str  # ORDER BY of the snapshot: defines ``rn``, the paging order
     joins: str  # how a snapshot row ``s`` reaches the dimensions it renders from
-    snapshot: Callable[[int, int, int | None], str]  # (seed, at, since) -> SQL
+    snapshot: Callable[[int, int, int | None, int], str]  # (seed, at, since, anchor_us) -> SQL
     columns: Callable[[int, int, int], Columns]  # (seed, at, anchor_us) -> JSON columns
     file_columns: Callable[[int, int, int], Columns]  # the via-files line
     # (camelCase, PascalCase, value, condition): the undocumented column of a few records
@@ -297,15 +299,15 @@ def _deltas(seed: int, at: int, anchor_us: int) -> Columns:
 
 
 def _av(seed: int, at: int, anchor_us: int) -> Columns:
-    return av_columns(seed, at, anchor_us, seen_sql(seed, str(at)))
+    return av_columns(seed, at, anchor_us)
 
 
 def _info(seed: int, at: int, anchor_us: int) -> Columns:
-    return info_gathering_columns(seed, at, anchor_us, seen_sql(seed, str(at)))
+    return info_gathering_columns(seed, at, anchor_us)
 
 
-def _av_snapshot(seed: int, at: int, since: int | None) -> str:
-    return av_snapshot_sql(group_at(str(at)))
+def _av_snapshot(seed: int, at: int, since: int | None, anchor_us: int) -> str:
+    return av_snapshot_sql(seed, group_at(str(at)), at, seen_sql(seed, str(at)), anchor_us)
 
 
 DATASETS: dict[str, Dataset] = {
