@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 from endpoint_forensics.tables import Table
 
@@ -20,6 +21,7 @@ __all__ = [
     "Batch",
     "CheckpointStore",
     "DeliveryReport",
+    "HistoryPlan",
     "RedoUnit",
     "Reject",
     "Row",
@@ -149,6 +151,17 @@ class CheckpointStore(Protocol):
     def save(self, checkpoint: SavedCheckpoint) -> None: ...
 
 
+@dataclass(frozen=True)
+class HistoryPlan:
+    """How one snapshot of a change-tracked table is written (``Table.changes``): every row
+    (``snapshot``), or only what changed against what the sink holds (``changes``, with a full
+    baseline every ``baseline_days``). docs/history.md."""
+
+    mode: Literal["snapshot", "changes"]
+    snapshot_time: datetime
+    baseline_days: float = 7.0
+
+
 class Sink(Protocol):
     """A destination. ``open`` returns a context in which writes are all-or-nothing:
     leaving it normally commits (and remembers ``unit`` as delivered, and ``checkpoint`` as
@@ -162,8 +175,28 @@ class Sink(Protocol):
         ...
 
     def open(
-        self, table: Table, *, unit: str, checkpoint: SavedCheckpoint | None = None
-    ) -> AbstractContextManager[TableWriter]: ...
+        self,
+        table: Table,
+        *,
+        unit: str,
+        checkpoint: SavedCheckpoint | None = None,
+        history: HistoryPlan | None = None,
+    ) -> AbstractContextManager[TableWriter]:
+        """A unit's writer; with ``history``, a change-tracked table's rows are written as the
+        plan says (``sinks.history``)."""
+        ...
+
+    def finish_snapshot(
+        self,
+        table: Table,
+        history: HistoryPlan,
+        *,
+        unit: str,
+        stamp: Mapping[str, Any],
+    ) -> int:
+        """The snapshot of a change-tracked table is complete: write, as the unit ``unit``, the
+        ``Removed`` rows of the keys it did not show; return how many."""
+        ...
 
     def holds(self, unit_scope: str) -> bool:
         """Whether the sink ever took a unit of the source ``unit_scope`` (``<scope>/...``)."""

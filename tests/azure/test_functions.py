@@ -19,6 +19,8 @@ from endpoint_forensics.azure.functions import run_collection
 from endpoint_forensics.pipeline.runlog import RunSummary
 from epf_emulator import Emulator, EmulatorSettings
 
+from ..history_modes import EVERY_ROW_TOML
+
 pytestmark = pytest.mark.e2e
 
 FUNCTION_APP = Path(__file__).parents[2] / "deploy" / "functions" / "function_app.py"
@@ -60,7 +62,9 @@ def write_functions_config(emu: Emulator, path: Path) -> None:
     head, sentinel = path.read_text(encoding="utf-8").split("[sentinel]\n")
     kept = [line for line in sentinel.splitlines() if not line.startswith(_APP_CREDENTIAL_KEYS)]
     sentinel_block = "\n".join(["[sentinel]", "managed_identity = true", *kept]) + "\n"
-    path.write_text("[store]\nenabled = false\n" + head + sentinel_block, encoding="utf-8")
+    # Every row in every run: the subject here is delivery, not change-only history.
+    text = "[store]\nenabled = false\n" + head + sentinel_block + EVERY_ROW_TOML
+    path.write_text(text, encoding="utf-8")
 
 
 def load_function_app() -> ModuleType:

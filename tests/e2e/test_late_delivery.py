@@ -22,6 +22,8 @@ from endpoint_forensics.tables import TABLES, KqlType, Table
 from endpoint_forensics.workspace import store
 from epf_emulator import Emulator, EmulatorSettings
 
+from ..history_modes import EVERY_ROW
+
 pytestmark = pytest.mark.e2e
 
 DATASETS = ["machines", "av_health", "agent_health"]
@@ -60,6 +62,8 @@ def collector_settings(emu: Emulator, tmp_path: Path, **overrides: Any) -> Setti
         "state.dir": str(tmp_path / "state"),
         "output.compat": True,
         "tenants.0.datasets": DATASETS,
+        # Every row in every run: the subject here is delivery, not change-only history.
+        "history.mode": EVERY_ROW,
         **overrides,
     }
     return load_settings(config, environ={}, overrides=values)

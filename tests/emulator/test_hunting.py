@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -102,7 +102,7 @@ def test_device_info_has_daily_history_within_30_days(
 ) -> None:
     query = "DeviceInfo | summarize n = count(), oldest = min(Timestamp), newest = max(Timestamp) by DeviceId"
     _, rows = _mde(hunt(client, emu, mde_token, query))
-    now = datetime.now(UTC)
+    now = emu.now  # the emulated clock
     assert max(r["n"] for r in rows) >= 29
     for row in rows:
         first = datetime.fromisoformat(row["oldest"][:26] + "+00:00")
@@ -233,7 +233,7 @@ def test_graph_timespan_narrows_the_window(
     _, (same,) = _graph(hunt(client, emu, graph_token, query, graph=True, Timespan="P30D"))
     assert same == everything
     _, (last_week,) = _graph(hunt(client, emu, graph_token, query, graph=True, Timespan="P7D"))
-    now = datetime.now(UTC)
+    now = emu.now  # the emulated clock
     assert 0 < last_week["n"] < everything["n"]
     assert datetime.fromisoformat(last_week["oldest"][:26] + "+00:00") >= now - timedelta(
         days=7, seconds=5

@@ -20,6 +20,7 @@ from azure.monitor.ingestion import LogsIngestionClient
 from endpoint_forensics.config import load_settings
 from endpoint_forensics.tables import TABLES, Column, KqlType, Table
 from epf_emulator import Emulator, EmulatorSettings, Fault
+from epf_emulator.common.clock import WORLD_ANCHOR
 from epf_emulator.ingestion.endpoint import UNCOMPRESSED_SLACK_BYTES
 from epf_emulator.ingestion.streams import declared_streams
 
@@ -30,7 +31,7 @@ AV = "EPF_AvHealth_CL"
 ONE_MIB = 1_048_576
 # Recent enough to be kept (Azure replaces a TimeGenerated over 2 days old), sent with 7
 # fraction digits as the service's own samples have them.
-SENT_AT = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=123456)
+SENT_AT = (WORLD_ANCHOR - timedelta(hours=1)).replace(microsecond=123456)  # the emulated clock
 SENT_AT_TEXT = SENT_AT.strftime("%Y-%m-%dT%H:%M:%S.1234567Z")
 
 

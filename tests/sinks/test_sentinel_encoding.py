@@ -8,7 +8,12 @@ import orjson
 
 from endpoint_forensics.contracts import Batch
 from endpoint_forensics.sinks.outbox import Outbox
-from endpoint_forensics.sinks.sentinel import MAX_BODY_BYTES, MAX_FIELD_BYTES, _Writer, encode_rows
+from endpoint_forensics.sinks.sentinel_writer import (
+    MAX_BODY_BYTES,
+    MAX_FIELD_BYTES,
+    SentinelWriter,
+    encode_rows,
+)
 from endpoint_forensics.tables import DEVICES
 
 STAMP = {
@@ -46,7 +51,7 @@ def test_values_over_64_kb_are_truncated_with_a_marker() -> None:
 def test_uploads_stay_under_1_mb_and_each_has_its_own_batch_id(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path)
     staged = outbox.stage("t1/run-1/machines/page-1", DEVICES.name)
-    writer = _Writer(DEVICES, staged)
+    writer = SentinelWriter(DEVICES, staged)
     rows = [device(i, OSPlatform="Windows11" * 20) for i in range(12_000)]
     writer.write(Batch(DEVICES, rows=rows), STAMP)
     writer.seal()

@@ -9,7 +9,7 @@ import orjson
 
 from endpoint_forensics.contracts import Batch
 from endpoint_forensics.sinks.duckdb import DuckDBSink
-from endpoint_forensics.sinks.sentinel import encode_rows
+from endpoint_forensics.sinks.sentinel_writer import encode_rows
 from endpoint_forensics.tables import AGENT_HEALTH, DEVICES
 from endpoint_forensics.transforms import TransformStage
 from endpoint_forensics.transforms.compat import COMPAT

@@ -41,6 +41,7 @@ from endpoint_forensics.config.azure import (
     OutputConfig,
     SentinelConfig,
 )
+from endpoint_forensics.config.history import HistoryConfig, HistoryMode
 from endpoint_forensics.config.models import (
     CONSOLE_DATASETS,
     DATASETS,
@@ -63,6 +64,8 @@ __all__ = [
     "AppIdentity",
     "ConsoleConfig",
     "DcrRoute",
+    "HistoryConfig",
+    "HistoryMode",
     "KeyVaultConfig",
     "KeyVaultResolver",
     "OutputConfig",
@@ -108,6 +111,7 @@ class Settings(Model):
     sentinel: SentinelConfig | None = None
     keyvault: KeyVaultConfig | None = None
     output: OutputConfig = OutputConfig()
+    history: HistoryConfig = HistoryConfig()
     tenants: tuple[TenantConfig, ...] = ()
     sensors: tuple[SensorConfig, ...] = ()
     consoles: tuple[ConsoleConfig, ...] = ()

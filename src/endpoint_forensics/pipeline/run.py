@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,9 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from endpoint_forensics.config import ConsoleConfig, SensorConfig, Settings, TenantConfig
+from endpoint_forensics.config import Settings, TenantConfig
 from endpoint_forensics.contracts import (
     Batch,
+    HistoryPlan,
     RedoUnit,
     SavedCheckpoint,
     Sink,
@@ -34,10 +34,8 @@ from endpoint_forensics.contracts import (
     Unit,
 )
 from endpoint_forensics.errors import EpfError
-from endpoint_forensics.http.client import RAW_TOKEN, ApiClient
+from endpoint_forensics.http.client import ApiClient
 from endpoint_forensics.http.ratelimit import DOCUMENTED_LIMITS, IOT_APPLIANCE_LIMIT, RateBudget
-from endpoint_forensics.http.tls import client_ssl_context
-from endpoint_forensics.identity.credentials import CredentialTokenProvider, StaticToken
 from endpoint_forensics.pipeline.checkpoints import (
     CheckpointGroup,
     DatasetCheckpoint,
@@ -45,6 +43,7 @@ from endpoint_forensics.pipeline.checkpoints import (
     Snapshot,
     load_checkpoints,
 )
+from endpoint_forensics.pipeline.clients import appliance_client, tenant_client
 from endpoint_forensics.pipeline.plan import Source, fetch_function, sources_of
 from endpoint_forensics.pipeline.runlog import DatasetOutcome, Progress, RunSummary, record_runs
 from endpoint_forensics.runtime import bound_memory
@@ -76,9 +75,9 @@ def run_sync(
     try:
         for source in sources_of(settings):
             if source.kind == "tenant":
-                client = (client_factory or _default_client)(source.config)
+                client = (client_factory or tenant_client)(source.config)
             else:
-                client = _appliance_client(source.config)
+                client = appliance_client(source.config)
             with client:
                 run = _SourceRun(source, client, settings, sinks, summary, quarantine, progress)
                 run.collect_all(work_root / source.name)
@@ -93,31 +92,6 @@ def run_sync(
         summary.quarantine_folder = str(quarantine.folder)
     summary.wall_seconds = time.monotonic() - started
     return summary
-
-
-def _default_client(tenant: TenantConfig) -> ApiClient:
-    # A configured bundle replaces the default trust store, as `curl --cacert` and the Azure
-    # SDK's connection_verify do, so the token endpoint and the APIs trust the same CAs.
-    verify = ssl.create_default_context(cafile=str(tenant.ca_bundle)) if tenant.ca_bundle else True
-    return ApiClient(
-        CredentialTokenProvider(tenant),
-        verify=verify,
-        timeout_seconds=tenant.timeout_seconds,
-        max_retries=tenant.max_retries,
-    )
-
-
-def _appliance_client(appliance: SensorConfig | ConsoleConfig) -> ApiClient:
-    verify = client_ssl_context(
-        ca_bundle=appliance.ca_bundle, fingerprint=appliance.certificate_fingerprint
-    )
-    return ApiClient(
-        StaticToken(appliance.token),
-        verify=verify,
-        timeout_seconds=appliance.timeout_seconds,
-        max_retries=appliance.max_retries,
-        auth_style=RAW_TOKEN,
-    )
 
 
 class _SourceRun:
@@ -137,6 +111,7 @@ class _SourceRun:
         self.summary = summary
         self.quarantine = quarantine
         self.progress = progress
+        self.history = settings.history
         # Each sink's own checkpoints for this source (what that sink holds).
         self.scope = f"{source.kind}s/{source.name}"
         legacy = settings.state.dir / f"{source.kind}s" / f"{source.name}.json"
@@ -287,6 +262,7 @@ class _SourceRun:
             "RunId": snapshot.run_id,
             "DefenderTenantId": self.source.defender_tenant_id,
         }
+        history = self._history_plan(spec, snapshot.time)
         work_dir.mkdir(parents=True, exist_ok=True)
         ctx = self._context(snapshot, group, work_dir)
         units = fetch_function(spec)(ctx)
@@ -300,8 +276,13 @@ class _SourceRun:
             pending = [s for s in group.sinks if not s.delivered(unit_id)]
             # Each sink stores where the dataset stands with the unit itself.
             saved = SavedCheckpoint(self.scope, spec.name, group.state_after(unit.resume))
-            self._deliver_unit(spec, unit, unit_id, pending, saved, stamp, outcome)
+            self._deliver_unit(spec, unit, unit_id, pending, (saved, history), stamp, outcome)
             group.advance(unit.resume, saved_by=pending)
+        if history is not None and history.mode == "changes":
+            # Complete: what each sink held and this snapshot did not show is gone.
+            removed = f"{self.source.unit_scope}/{snapshot.run_id}/{spec.name}/removed"
+            for sink in group.sinks:
+                sink.finish_snapshot(spec.table, history, unit=removed, stamp=stamp)
         sinks = [s.name for s in group.sinks]
         outcome.gaps.extend({**gap, "sinks": sinks} for gap in ctx.gaps)
         group.finish(outcome.rows - rows_before, cursor)
@@ -312,7 +293,7 @@ class _SourceRun:
         unit: Unit,
         unit_id: str,
         pending: list[Sink],
-        saved: SavedCheckpoint,
+        saved: tuple[SavedCheckpoint, HistoryPlan | None],
         stamp: Mapping[str, Any],
         outcome: DatasetOutcome,
     ) -> None:
@@ -337,15 +318,18 @@ class _SourceRun:
         unit_id: str,
         batches: Iterator[Batch],
         sinks: list[Sink],
-        saved: SavedCheckpoint,
+        saved: tuple[SavedCheckpoint, HistoryPlan | None],
         stamp: Mapping[str, Any],
         outcome: DatasetOutcome,
     ) -> None:
         rows = quarantined = 0
         kept = self.transforms.collect(spec.table)
+        checkpoint, history = saved
         with ExitStack() as stack:
             writers = [
-                stack.enter_context(s.open(spec.table, unit=unit_id, checkpoint=saved))
+                stack.enter_context(
+                    s.open(spec.table, unit=unit_id, checkpoint=checkpoint, history=history)
+                )
                 for s in sinks
             ]
             for batch in batches:
@@ -363,6 +347,14 @@ class _SourceRun:
         outcome.quarantined += quarantined
         if kept is not None:
             self.transforms.deliver(spec.table, kept, sinks, unit=unit_id, stamp=stamp)
+
+    def _history_plan(self, spec: DatasetSpec, snapshot_time: datetime) -> HistoryPlan | None:
+        """How a change-tracked table's snapshot is written (docs/history.md)."""
+        if spec.kind != "tenant" or spec.table.changes is None:
+            return None
+        mode = self.history.mode_for(spec.name)
+        assert mode is not None
+        return HistoryPlan(mode, snapshot_time, baseline_days=self.history.baseline_days)
 
     def _drop_partial(self, spec: DatasetSpec, group: CheckpointGroup) -> bool:
         """A dataset that cannot resume leaves no partial snapshot for queries to mistake;

@@ -19,9 +19,11 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.contracts import Batch, SavedCheckpoint
+from endpoint_forensics.contracts import Batch, HistoryPlan, SavedCheckpoint
 from endpoint_forensics.errors import SinkError
-from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
+from endpoint_forensics.sinks.history import ChangeHistory
+from endpoint_forensics.sinks.rows import to_arrow
+from endpoint_forensics.tables import COMMON_COLUMNS, Table
 from endpoint_forensics.workspace import store
 
 __all__ = ["DuckDBSink"]
@@ -44,14 +46,24 @@ class DuckDBSink:
             "state JSON, saved_at TIMESTAMPTZ, PRIMARY KEY (scope, dataset))"
         )
         self.checkpoints = self  # the workspace is its own checkpoint store
+        # Change-only history compares with what this workspace holds, in its own transaction.
+        self._history = ChangeHistory(self._con)
 
     @contextmanager
     def open(
-        self, table: Table, *, unit: str, checkpoint: SavedCheckpoint | None = None
+        self,
+        table: Table,
+        *,
+        unit: str,
+        checkpoint: SavedCheckpoint | None = None,
+        history: HistoryPlan | None = None,
     ) -> Iterator[_TableWriter]:
         with _storing(self.path, f"starting {table.name}"):
             self._con.begin()
-        writer = _TableWriter(self._con, table, batch_id=unit, path=self.path)
+        plan = history if table.changes is not None else None
+        writer = _TableWriter(
+            self._con, table, batch_id=unit, path=self.path, history=(self._history, plan)
+        )
         try:
             yield writer
             with _storing(self.path, f"committing {table.name}"):
@@ -102,6 +114,18 @@ class DuckDBSink:
             ],
         )
 
+    def finish_snapshot(
+        self, table: Table, history: HistoryPlan, *, unit: str, stamp: Mapping[str, Any]
+    ) -> int:
+        """Write the ``Removed`` rows of a complete change-only snapshot, as one unit."""
+        if table.changes is None or history.mode != "changes" or self.delivered(unit):
+            return 0
+        with self.open(table, unit=unit) as writer:
+            gone = self._history.removed(table, stamp, history)
+            if gone.num_rows:
+                writer.write(Batch(table, arrow=gone), stamp)
+        return int(gone.num_rows)
+
     def delivered(self, unit: str) -> bool:
         with _storing(self.path, "reading the delivered units"):
             found = self._con.execute("SELECT 1 FROM _epf_units WHERE unit = ?", [unit]).fetchall()
@@ -123,6 +147,8 @@ class DuckDBSink:
                     "DELETE FROM _epf_units WHERE table_name = ? AND starts_with(unit, ?)",
                     [table.name, f"{unit_scope}/{run_id}/"],
                 )
+                if table.changes is not None:  # its state no longer says what is here
+                    self._history.forget(table)
                 self._con.commit()
         except BaseException:
             self._rollback()
@@ -157,21 +183,37 @@ def _storing(path: Path, doing: str) -> Iterator[None]:
 
 
 class _TableWriter:
-    def __init__(self, con: Any, table: Table, *, batch_id: str, path: Path) -> None:
+    def __init__(
+        self,
+        con: Any,
+        table: Table,
+        *,
+        batch_id: str,
+        path: Path,
+        history: tuple[ChangeHistory, HistoryPlan | None],
+    ) -> None:
         self._con = con
         self._table = table
         self._batch_id = batch_id
         self._path = path
+        self._history, self._plan = history
         self.rows = 0
 
     def write(self, batch: Batch, stamp: Mapping[str, Any]) -> None:
         # Locally TimeGenerated is SnapshotTime: nothing here replaces it, however late.
         stamp = {"SnapshotTime": stamp.get("TimeGenerated"), **stamp, "BatchId": self._batch_id}
         if batch.rows:
-            self._insert(_to_arrow(self._table, batch.rows, stamped=set(stamp)), stamp)
+            self._write(to_arrow(self._table, batch.rows, stamped=set(stamp)), stamp)
         if batch.arrow is not None and batch.arrow.num_rows:
-            self._insert(batch.arrow, stamp)
-        self.rows += len(batch)
+            self._write(batch.arrow, stamp)
+
+    def _write(self, data: Any, stamp: Mapping[str, Any]) -> None:
+        if self._plan is not None:
+            with _storing(self._path, f"comparing {self._table.name} with its history"):
+                data = self._history.rows_to_write(self._table, data, stamp, self._plan)
+        if data.num_rows:
+            self._insert(data, stamp)
+        self.rows += data.num_rows
 
     def _insert(self, data: Any, stamp: Mapping[str, Any]) -> None:
         import duckdb
@@ -200,37 +242,3 @@ _STAMP_SQL = {
     "DefenderTenantId": "VARCHAR",
     "BatchId": "VARCHAR",
 }
-
-
-def _to_arrow(table: Table, rows: list[dict[str, Any]], *, stamped: set[str]) -> Any:
-    import pyarrow as pa
-
-    arrays = []
-    names = []
-    for col in table.columns:
-        if col.name in stamped:
-            continue
-        values = [row.get(col.name) for row in rows]
-        if col.type is KqlType.DYNAMIC:
-            values = [None if v is None else orjson.dumps(v).decode() for v in values]
-        arrays.append(pa.array(values, type=_ARROW_TYPES[col.type]()))
-        names.append(col.name)
-    return pa.Table.from_arrays(arrays, names=names)
-
-
-def _arrow_types() -> dict[KqlType, Any]:
-    import pyarrow as pa
-
-    return {
-        KqlType.STRING: pa.string,
-        KqlType.GUID: pa.string,
-        KqlType.DYNAMIC: pa.string,
-        KqlType.INT: pa.int32,
-        KqlType.LONG: pa.int64,
-        KqlType.REAL: pa.float64,
-        KqlType.BOOL: pa.bool_,
-        KqlType.DATETIME: lambda: pa.timestamp("us", tz="UTC"),
-    }
-
-
-_ARROW_TYPES = _arrow_types()

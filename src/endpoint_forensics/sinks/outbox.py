@@ -141,7 +141,10 @@ class Outbox:
             folder.rename(target)  # the commit: one atomic rename
             _fsync_dir(self._pending)
             self._queued[unit] = target
-        return list(_uploads_in(target))
+        uploads = list(_uploads_in(target))
+        if not uploads:  # nothing to send (no row changed, say): delivered at once
+            self._finish_if_empty(target, unit)
+        return uploads
 
     def _finish_if_empty(self, folder: Path, unit: str) -> None:
         with self._lock:

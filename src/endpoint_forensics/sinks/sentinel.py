@@ -27,7 +27,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ from typing import Any
 import orjson
 
 from endpoint_forensics.config import SentinelConfig
-from endpoint_forensics.contracts import Batch, DeliveryReport, SavedCheckpoint
+from endpoint_forensics.contracts import Batch, DeliveryReport, HistoryPlan, SavedCheckpoint
 from endpoint_forensics.http.retry import (
     RetryPolicy,
     Verdict,
@@ -47,16 +46,20 @@ from endpoint_forensics.http.retry import (
 )
 from endpoint_forensics.identity.credentials import build_credential, first_line
 from endpoint_forensics.sinks.checkpoint_file import FileCheckpointStore
-from endpoint_forensics.sinks.outbox import Outbox, PendingFile, StagedUnit
-from endpoint_forensics.tables import KqlType, Table
+from endpoint_forensics.sinks.history import HistoryFile
+from endpoint_forensics.sinks.outbox import Outbox, PendingFile
+from endpoint_forensics.sinks.sentinel_writer import (
+    MAX_BODY_BYTES,
+    MAX_FIELD_BYTES,
+    SentinelWriter,
+    encode_rows,
+)
+from endpoint_forensics.tables import Table
 
 __all__ = ["MAX_BODY_BYTES", "MAX_FIELD_BYTES", "SentinelSink", "encode_rows"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1_000_000  # the limit is 1 MB per call, compressed and uncompressed (D.2)
-MAX_FIELD_BYTES = 65_536  # longer values are truncated by the service; we say so
-_MARKER = "…[truncated by epf: {n} bytes]"
 _PERMANENT = {400, 422}  # the service refuses these rows; they never go through as they are
 # A few quick retries: an upload that still fails waits in the outbox for the next run. 429s
 # are waited out as long as the service says (up to 30 times).
@@ -72,6 +75,8 @@ class SentinelSink:
         # Sentinel's tables cannot be read back cheaply: its checkpoints live in files, in a
         # folder of this endpoint's and these DCRs' own (sentinel_checkpoint_folder).
         self.checkpoints = FileCheckpointStore(checkpoint_dir)
+        # What change-only history compares with: what was put in this destination's outbox.
+        self._history = HistoryFile(checkpoint_dir / "history.duckdb")
         self.report = DeliveryReport()
         self._halted = threading.Event()
         self._lock = threading.Lock()
@@ -93,23 +98,52 @@ class SentinelSink:
     # --- Sink ------------------------------------------------------------------------------------
     @contextmanager
     def open(
-        self, table: Table, *, unit: str, checkpoint: SavedCheckpoint | None = None
-    ) -> Iterator[_Writer]:
+        self,
+        table: Table,
+        *,
+        unit: str,
+        checkpoint: SavedCheckpoint | None = None,
+        history: HistoryPlan | None = None,
+    ) -> Iterator[SentinelWriter]:
         staged = self.outbox.stage(unit, table.name)
-        writer = _Writer(table, staged)
+        plan = history if table.changes is not None else None
+        compare = self._history.begin() if plan is not None else None
+        writer = SentinelWriter(table, staged, history=(compare, plan))
         try:
             yield writer
             writer.seal()
         except BaseException:
             staged.abandon()
+            if compare is not None:
+                self._history.rollback()
             raise
         # The committed uploads themselves: rescanning the outbox here would race the senders
         # removing the folders of units they have finished.
         for item in staged.commit():
             self._queue.put(item)
+        if compare is not None:  # after the rows: a crash between repeats rows, loses none
+            self._history.commit()
         # Once the unit is in the outbox it will be delivered: the checkpoint may move past it.
         if checkpoint is not None:
             self.checkpoints.save(checkpoint)
+
+    def finish_snapshot(
+        self, table: Table, history: HistoryPlan, *, unit: str, stamp: Mapping[str, Any]
+    ) -> int:
+        """Put the ``Removed`` rows of a complete change-only snapshot in the outbox."""
+        if table.changes is None or history.mode != "changes" or self.delivered(unit):
+            return 0
+        compare = self._history.begin()
+        try:
+            gone = compare.removed(table, stamp, history)
+            if gone.num_rows:  # an empty unit would leave an empty folder in the outbox
+                with self.open(table, unit=unit) as writer:
+                    writer.write(Batch(table, arrow=gone), stamp)
+        except BaseException:
+            self._history.rollback()
+            raise
+        self._history.commit()
+        return int(gone.num_rows)
 
     def delivered(self, unit: str) -> bool:
         return self.outbox.has(unit)
@@ -122,6 +156,9 @@ class SentinelSink:
     ) -> int:
         """Drop the partial snapshot's uploads still waiting; those sent cannot be recalled
         (EPF_Runs_CL marks the run Failed, so queries can leave it out)."""
+        if table.changes is not None:  # its state no longer says what was sent
+            self._history.begin().forget(table)
+            self._history.commit()
         return self.outbox.discard(f"{unit_scope}/{run_id}/", table.name)
 
     def flush(self) -> DeliveryReport:
@@ -145,6 +182,7 @@ class SentinelSink:
             self.flush()
         if self._credential is not None:
             self._credential.close()
+        self._history.close()
 
     # --- sending -----------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -309,97 +347,6 @@ class SentinelSink:
             client = LogsIngestionClient(endpoint, self._credential, **options)
             clients[endpoint] = client
         return client
-
-
-class _Writer:
-    """Encodes a unit's batches into uploads as they come; nothing piles up in memory."""
-
-    def __init__(self, table: Table, staged: StagedUnit) -> None:
-        self._table = table
-        self._staged = staged
-        self._chunk: list[bytes] = []
-        self._size = 2  # the brackets
-        self._batch_id = uuid.uuid4().hex
-        self.rows = 0
-
-    def write(self, batch: Batch, stamp: Mapping[str, Any]) -> None:
-        for record in encode_rows(self._table, batch, stamp):
-            line = b'{"BatchId":"' + self._batch_id.encode() + b'",' + record[1:]
-            if self._chunk and self._size + len(line) + 1 > MAX_BODY_BYTES:
-                self._flush_chunk()
-                line = b'{"BatchId":"' + self._batch_id.encode() + b'",' + record[1:]
-            self._chunk.append(line)
-            self._size += len(line) + 1
-            self.rows += 1
-
-    def seal(self) -> None:
-        if self._chunk:
-            self._flush_chunk()
-
-    def _flush_chunk(self) -> None:
-        body = b"[" + b",".join(self._chunk) + b"]"
-        self._staged.add(gzip.compress(body, compresslevel=6), len(self._chunk))
-        self._chunk = []
-        self._size = 2
-        self._batch_id = uuid.uuid4().hex
-
-
-def encode_rows(table: Table, batch: Batch, stamp: Mapping[str, Any]) -> Iterator[bytes]:
-    """Each row of ``batch`` as one JSON object (bytes) for the table's stream, stamped."""
-    dynamic = {c.name for c in table.columns if c.type is KqlType.DYNAMIC}
-    known = set(table.column_names)
-    # SnapshotTime goes with every row: the service may replace TimeGenerated (a delivery more
-    # than 2 days late), and a stamp without it was taken at its TimeGenerated.
-    stamp = {"SnapshotTime": stamp.get("TimeGenerated"), **stamp}
-    stamped = {k: v for k, v in stamp.items() if k in known and v is not None}
-    for row in _rows(batch):
-        record: dict[str, Any] = {}
-        for name, value in row.items():
-            if value is None or name not in known:
-                continue
-            if name in dynamic:
-                value = _dynamic(value)
-            record[name] = value
-        for name, value in stamped.items():
-            record.setdefault(name, value)
-        yield orjson.dumps({k: _bounded(v) for k, v in record.items()})
-
-
-def _rows(batch: Batch) -> Iterator[Mapping[str, Any]]:
-    yield from batch.rows
-    if batch.arrow is not None:
-        data = batch.arrow
-        for start in range(0, data.num_rows, 5_000):
-            yield from data.slice(start, 5_000).to_pylist()
-
-
-def _dynamic(value: Any) -> Any:
-    # Arrow batches carry dynamic columns as JSON text; the stream wants the value itself.
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
-def _bounded(value: Any) -> Any:
-    """``value``, or a truncated stand-in when it is over the service's 64 KB field limit."""
-    if isinstance(value, str):
-        encoded = value.encode()
-        if len(encoded) <= MAX_FIELD_BYTES:
-            return value
-        marker = _MARKER.format(n=len(encoded))
-        keep = MAX_FIELD_BYTES - len(marker.encode())
-        return encoded[:keep].decode(errors="ignore") + marker
-    if isinstance(value, dict | list):
-        text = orjson.dumps(value)
-        if len(text) <= MAX_FIELD_BYTES:
-            return value
-        marker = _MARKER.format(n=len(text))
-        keep = MAX_FIELD_BYTES - len(marker.encode()) - 64
-        return {"epf_truncated": True, "text": text[:keep].decode(errors="ignore") + marker}
-    return value
 
 
 def _gzip_array(records: list[Any]) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 from endpoint_forensics.contracts import Row, Unit, batch_of
 from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.wire import Fields, Invalid, as_datetime, as_float
-from endpoint_forensics.tables.posture import TENANT_SCORES
+from endpoint_forensics.tables.catalogues import TENANT_SCORES
 
 __all__ = ["SCORE_ENDPOINTS", "fetch_scores"]
 

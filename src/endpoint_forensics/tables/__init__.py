@@ -7,6 +7,13 @@ Imports nothing of ours outside this package (the emulator may import it too).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from endpoint_forensics.tables.catalogues import (
+    CATALOGUE_TABLES,
+    CVE_CATALOG,
+    RECOMMENDATIONS,
+)
 from endpoint_forensics.tables.compat import (
     COMPAT_TABLES,
     LEGACY_IOT_CVES,
@@ -34,9 +41,7 @@ from endpoint_forensics.tables.mde import (
 )
 from endpoint_forensics.tables.posture import (
     AV_HEALTH,
-    CVE_CATALOG,
     POSTURE_TABLES,
-    RECOMMENDATIONS,
     SECURE_CONFIG,
     SOFTWARE_INVENTORY,
     VULNERABILITIES,
@@ -44,6 +49,7 @@ from endpoint_forensics.tables.posture import (
 )
 from endpoint_forensics.tables.schema import (
     COMMON_COLUMNS,
+    HISTORY_KIND,
     RESERVED_COLUMN_NAMES,
     Column,
     HealthResult,
@@ -60,6 +66,7 @@ __all__ = [
     "COMPAT_TABLES",
     "CVE_CATALOG",
     "DEVICES",
+    "HISTORY_KIND",
     "IOT_ALERTS",
     "IOT_CONNECTIONS",
     "IOT_CVES",
@@ -85,6 +92,7 @@ __all__ = [
     "KqlType",
     "Table",
     "get_table",
+    "kql_database_schema",
     "name_problem",
 ]
 
@@ -94,6 +102,7 @@ TABLES: dict[str, Table] = {
     for t in (
         *MDE_TABLES,
         *POSTURE_TABLES,
+        *CATALOGUE_TABLES,
         *IOT_TABLES,
         RUNS,
         # The legacy tables of the compat profile (profile="compat"), after ours.
@@ -108,3 +117,10 @@ def get_table(name: str) -> Table:
         return TABLES[name]
     except KeyError:
         raise KeyError(f"no table named {name!r}; known: {', '.join(TABLES)}") from None
+
+
+def kql_database_schema(tables: Iterable[Table] | None = None) -> dict[str, dict[str, str]]:
+    """``{table: {column: KQL type}}`` for ``tables`` (default: every registered table, the
+    compat profile's included): the database a KQL parser binds queries against, in the type
+    names `epf tables --format json` shows (Kusto.Language reads them as they are)."""
+    return {t.name: t.kql_schema() for t in (TABLES.values() if tables is None else tables)}

@@ -13,6 +13,7 @@ emulator's count of runs per sync. Imports only the table modules of this packag
 
 from __future__ import annotations
 
+from endpoint_forensics.tables.catalogues import CATALOGUE_DATASETS
 from endpoint_forensics.tables.iot import CONSOLE_DATASETS, IOT_APPLIANCE_LIMIT, SENSOR_DATASETS
 from endpoint_forensics.tables.mde import MDE_DATASETS
 from endpoint_forensics.tables.posture import POSTURE_DATASETS
@@ -43,6 +44,7 @@ __all__ = [
 DATASETS: tuple[DatasetSpec, ...] = (
     *MDE_DATASETS,
     *POSTURE_DATASETS,
+    *CATALOGUE_DATASETS,
     *SENSOR_DATASETS,
     *CONSOLE_DATASETS,
 )

@@ -14,6 +14,7 @@ from endpoint_forensics.tables.schema import (
     Permission,
     RateLimit,
     Table,
+    tracked,
 )
 
 S, INT, L, R, B, T, D = (
@@ -41,75 +42,98 @@ AGENT_HEALTH_TESTS: tuple[str, ...] = (
     "CloudProtection",
 )
 
-DEVICES = Table(
-    name="EPF_Devices_CL",
-    description="Defender for Endpoint device inventory (GET /api/machines), one row per device per run.",
-    source="mde:machines",
-    key=("DefenderTenantId", "DeviceId"),
-    columns=_COMMON
-    + (
-        Column("DeviceId", S, "Defender device id (machine id)."),
-        Column("DeviceName", S, "Fully qualified computer name (computerDnsName)."),
-        Column("FirstSeen", T, "First time the device was seen by Defender."),
-        Column("LastSeen", T, "Time of the device's last full report (about daily)."),
-        Column("OSPlatform", S, "Operating system platform, e.g. Windows11, macOS, Linux."),
-        Column("OSVersion", S, "Operating system version (osVersion); often empty."),
-        Column("OSVersionInfo", S, "Operating system release, e.g. 21H2 (the API's `version`)."),
-        Column("OSProcessor", S, "Processor (deprecated by Defender in favour of OSArchitecture)."),
-        Column("OSArchitecture", S, "32-bit or 64-bit."),
-        Column("OSBuild", L, "Operating system build number."),
-        Column("LastIpAddress", S, "Last IP address on the local network interface."),
-        Column("LastExternalIpAddress", S, "Last IP address seen from the internet."),
-        Column(
-            "HealthStatus",
-            S,
-            "Sensor health: Active, Inactive, ImpairedCommunication, NoSensorData, ...",
+DEVICES = tracked(
+    Table(
+        name="EPF_Devices_CL",
+        description="Defender for Endpoint device inventory (GET /api/machines), one row per device per run.",
+        source="mde:machines",
+        key=("DefenderTenantId", "DeviceId"),
+        columns=_COMMON
+        + (
+            Column("DeviceId", S, "Defender device id (machine id)."),
+            Column("DeviceName", S, "Fully qualified computer name (computerDnsName)."),
+            Column("FirstSeen", T, "First time the device was seen by Defender."),
+            Column("LastSeen", T, "Time of the device's last full report (about daily)."),
+            Column("OSPlatform", S, "Operating system platform, e.g. Windows11, macOS, Linux."),
+            Column("OSVersion", S, "Operating system version (osVersion); often empty."),
+            Column(
+                "OSVersionInfo", S, "Operating system release, e.g. 21H2 (the API's `version`)."
+            ),
+            Column(
+                "OSProcessor", S, "Processor (deprecated by Defender in favour of OSArchitecture)."
+            ),
+            Column("OSArchitecture", S, "32-bit or 64-bit."),
+            Column("OSBuild", L, "Operating system build number."),
+            Column("LastIpAddress", S, "Last IP address on the local network interface."),
+            Column("LastExternalIpAddress", S, "Last IP address seen from the internet."),
+            Column(
+                "HealthStatus",
+                S,
+                "Sensor health: Active, Inactive, ImpairedCommunication, NoSensorData, ...",
+            ),
+            Column(
+                "OnboardingStatus", S, "Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo."
+            ),
+            Column("DeviceValue", S, "Normal, Low or High."),
+            Column("RbacGroupId", L, "Device group id (0 when ungrouped)."),
+            Column("RbacGroupName", S, "Device group name."),
+            Column("RiskScore", S, "None, Informational, Low, Medium or High."),
+            Column("ExposureLevel", S, "None, Low, Medium or High."),
+            Column("IsAadJoined", B, "Whether the device is joined to Entra ID."),
+            Column("AadDeviceId", S, "Entra device id, when joined."),
+            Column("MachineTags", D, "Device tags (array of strings)."),
+            Column(
+                "IpAddresses",
+                D,
+                "Network interfaces: ipAddress, macAddress, type, operationalStatus.",
+            ),
+            Column("AgentVersion", S, "Defender sensor version."),
+            Column("DefenderAvStatus", S, "Defender Antivirus status as reported with the device."),
+            Column("ManagedBy", S, "Management tool, e.g. Intune, ConfigMgr, MDE, Unknown."),
+            Column("ManagedByStatus", S, "Status of the management enrolment."),
+            Column("IsPotentialDuplication", B, "Defender flags the device as a likely duplicate."),
+            Column("MergedIntoMachineId", S, "The device this one was merged into, if any."),
+            Column(
+                "IsExcluded", B, "Whether the device is excluded from vulnerability management."
+            ),
+            Column("ExclusionReason", S, "Why the device is excluded."),
+            Column(
+                "VmMetadata", D, "Cloud VM facts: vmId, cloudProvider, resourceId, subscriptionId."
+            ),
+            Column(
+                "AdditionalFields",
+                D,
+                "Fields the API returned that this version does not know yet.",
+            ),
         ),
-        Column("OnboardingStatus", S, "Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo."),
-        Column("DeviceValue", S, "Normal, Low or High."),
-        Column("RbacGroupId", L, "Device group id (0 when ungrouped)."),
-        Column("RbacGroupName", S, "Device group name."),
-        Column("RiskScore", S, "None, Informational, Low, Medium or High."),
-        Column("ExposureLevel", S, "None, Low, Medium or High."),
-        Column("IsAadJoined", B, "Whether the device is joined to Entra ID."),
-        Column("AadDeviceId", S, "Entra device id, when joined."),
-        Column("MachineTags", D, "Device tags (array of strings)."),
-        Column(
-            "IpAddresses", D, "Network interfaces: ipAddress, macAddress, type, operationalStatus."
-        ),
-        Column("AgentVersion", S, "Defender sensor version."),
-        Column("DefenderAvStatus", S, "Defender Antivirus status as reported with the device."),
-        Column("ManagedBy", S, "Management tool, e.g. Intune, ConfigMgr, MDE, Unknown."),
-        Column("ManagedByStatus", S, "Status of the management enrolment."),
-        Column("IsPotentialDuplication", B, "Defender flags the device as a likely duplicate."),
-        Column("MergedIntoMachineId", S, "The device this one was merged into, if any."),
-        Column("IsExcluded", B, "Whether the device is excluded from vulnerability management."),
-        Column("ExclusionReason", S, "Why the device is excluded."),
-        Column("VmMetadata", D, "Cloud VM facts: vmId, cloudProvider, resourceId, subscriptionId."),
-        Column(
-            "AdditionalFields", D, "Fields the API returned that this version does not know yet."
-        ),
-    ),
+    )
 )
 
-AGENT_HEALTH = Table(
-    name="EPF_AgentHealth_CL",
-    description=(
-        "Defender agent health tests per device (secure configuration assessment SCIDs through "
-        "advanced hunting), one row per device per run, for Windows, macOS and Linux."
+AGENT_HEALTH = tracked(
+    Table(
+        name="EPF_AgentHealth_CL",
+        description=(
+            "Defender agent health tests per device (secure configuration assessment SCIDs through "
+            "advanced hunting), one row per device per run, for Windows, macOS and Linux."
+        ),
+        source="hunting:DeviceTvmSecureConfigurationAssessment",
+        key=("DefenderTenantId", "DeviceId"),
+        columns=_COMMON
+        + (
+            Column("DeviceId", S, "Defender device id."),
+            Column("DeviceName", S, "Device name as reported with the assessment."),
+            Column("OSPlatform", S, "Operating system platform."),
+            Column("OSFamily", S, "Windows, macOS or Linux: which SCID set was applied."),
+            Column(
+                "LastAssessed", T, "Newest assessment timestamp among the device's health SCIDs."
+            ),
+        )
+        + tuple(
+            Column(test, S, "Pass, Fail, NotApplicable or Unknown.") for test in AGENT_HEALTH_TESTS
+        )
+        + (Column("FailingTests", INT, "How many of the tests are Fail."),),
     ),
-    source="hunting:DeviceTvmSecureConfigurationAssessment",
-    key=("DefenderTenantId", "DeviceId"),
-    columns=_COMMON
-    + (
-        Column("DeviceId", S, "Defender device id."),
-        Column("DeviceName", S, "Device name as reported with the assessment."),
-        Column("OSPlatform", S, "Operating system platform."),
-        Column("OSFamily", S, "Windows, macOS or Linux: which SCID set was applied."),
-        Column("LastAssessed", T, "Newest assessment timestamp among the device's health SCIDs."),
-    )
-    + tuple(Column(test, S, "Pass, Fail, NotApplicable or Unknown.") for test in AGENT_HEALTH_TESTS)
-    + (Column("FailingTests", INT, "How many of the tests are Fail."),),
+    ignores=("LastAssessed",),
 )
 
 RUNS = Table(

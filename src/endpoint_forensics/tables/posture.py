@@ -17,19 +17,18 @@ from endpoint_forensics.tables.schema import (
     Table,
     files_export_limit,
     json_export_limit,
+    tracked,
 )
 
 __all__ = [
     "AV_HEALTH",
-    "CVE_CATALOG",
     "POSTURE_DATASETS",
     "POSTURE_TABLES",
-    "RECOMMENDATIONS",
     "SECURE_CONFIG",
     "SOFTWARE_INVENTORY",
-    "TENANT_SCORES",
     "VULNERABILITIES",
     "VULNERABILITY_CHANGES",
+    "with_common_columns",
 ]
 
 S, L, R, B, T, D = (
@@ -42,7 +41,7 @@ S, L, R, B, T, D = (
 )
 
 
-def _columns(*specs: tuple[str, KqlType, str]) -> tuple[Column, ...]:
+def with_common_columns(*specs: tuple[str, KqlType, str]) -> tuple[Column, ...]:
     extra = Column(
         "AdditionalFields", D, "Fields the API returned that this version does not know."
     )
@@ -54,71 +53,85 @@ _DEVICE = (
     ("DeviceName", S, "Device name."),
 )
 
-AV_HEALTH = Table(
-    name="EPF_AvHealth_CL",
-    description="Microsoft Defender Antivirus health per device (/api/deviceavinfo or the "
-    "InfoGatheringExport files), one row per device and AV state per run.",
-    source="mde:deviceavinfo",
-    key=("DefenderTenantId", "DeviceId"),
-    columns=_columns(
-        *_DEVICE,
-        ("OSKind", S, "windows, mac or linux."),
-        ("OSPlatform", S, "Operating system platform."),
-        ("OSVersion", S, "Operating system version."),
-        ("AvMode", S, "Active, Passive, Disabled, EDRBlocked, PassiveAudit or Other."),
-        ("AvModeCode", S, "avMode as reported: '' or 0-5."),
-        ("AvSignatureVersion", S, "Security intelligence (signature) version."),
-        ("AvEngineVersion", S, "Antivirus engine version."),
-        ("AvPlatformVersion", S, "Antimalware platform version."),
-        ("AvIsSignatureUpToDate", B, "Signatures up to date (null when Defender says Unknown)."),
-        ("AvIsEngineUpToDate", B, "Engine up to date (null when Unknown)."),
-        ("AvIsPlatformUpToDate", B, "Platform up to date (null when Unknown)."),
-        ("AvSignatureUpdateTime", T, "When the device last updated its signatures."),
-        ("AvSignaturePublishTime", T, "When the installed signatures were published."),
-        ("AvEngineUpdateTime", T, "When the device last updated its engine."),
-        ("AvPlatformUpdateTime", T, "When the device last updated its platform."),
-        (
-            "SignatureAgeHours",
-            R,
-            "Hours from the installed signatures' publish time (else their update time) to "
-            "SnapshotTime: how old the protection was when the snapshot was taken.",
+AV_HEALTH = tracked(
+    Table(
+        name="EPF_AvHealth_CL",
+        description="Microsoft Defender Antivirus health per device (/api/deviceavinfo or the "
+        "InfoGatheringExport files), one row per device and AV state per run.",
+        source="mde:deviceavinfo",
+        key=("DefenderTenantId", "DeviceId"),
+        columns=with_common_columns(
+            *_DEVICE,
+            ("OSKind", S, "windows, mac or linux."),
+            ("OSPlatform", S, "Operating system platform."),
+            ("OSVersion", S, "Operating system version."),
+            ("AvMode", S, "Active, Passive, Disabled, EDRBlocked, PassiveAudit or Other."),
+            ("AvModeCode", S, "avMode as reported: '' or 0-5."),
+            ("AvSignatureVersion", S, "Security intelligence (signature) version."),
+            ("AvEngineVersion", S, "Antivirus engine version."),
+            ("AvPlatformVersion", S, "Antimalware platform version."),
+            (
+                "AvIsSignatureUpToDate",
+                B,
+                "Signatures up to date (null when Defender says Unknown).",
+            ),
+            ("AvIsEngineUpToDate", B, "Engine up to date (null when Unknown)."),
+            ("AvIsPlatformUpToDate", B, "Platform up to date (null when Unknown)."),
+            ("AvSignatureUpdateTime", T, "When the device last updated its signatures."),
+            ("AvSignaturePublishTime", T, "When the installed signatures were published."),
+            ("AvEngineUpdateTime", T, "When the device last updated its engine."),
+            ("AvPlatformUpdateTime", T, "When the device last updated its platform."),
+            (
+                "SignatureAgeHours",
+                R,
+                "Hours from the installed signatures' publish time (else their update time) to "
+                "SnapshotTime: how old the protection was when the snapshot was taken.",
+            ),
+            ("QuickScanResult", S, "Completed, Canceled, Failed or empty."),
+            ("QuickScanError", S, "Error code of the last quick scan, e.g. 0x80508023."),
+            ("QuickScanTime", T, "When the last quick scan ran."),
+            ("FullScanResult", S, "Completed, Canceled, Failed or empty."),
+            ("FullScanError", S, "Error code of the last full scan."),
+            ("FullScanTime", T, "When the last full scan ran."),
+            ("LastSeenTime", T, "When the device last reported."),
+            ("DataRefreshTimestamp", T, "When Defender refreshed this record."),
+            ("RbacGroupId", L, "Device group id."),
+            ("RbacGroupName", S, "Device group name."),
         ),
-        ("QuickScanResult", S, "Completed, Canceled, Failed or empty."),
-        ("QuickScanError", S, "Error code of the last quick scan, e.g. 0x80508023."),
-        ("QuickScanTime", T, "When the last quick scan ran."),
-        ("FullScanResult", S, "Completed, Canceled, Failed or empty."),
-        ("FullScanError", S, "Error code of the last full scan."),
-        ("FullScanTime", T, "When the last full scan ran."),
-        ("LastSeenTime", T, "When the device last reported."),
-        ("DataRefreshTimestamp", T, "When Defender refreshed this record."),
-        ("RbacGroupId", L, "Device group id."),
-        ("RbacGroupName", S, "Device group name."),
     ),
+    ignores=("SignatureAgeHours", "DataRefreshTimestamp", "LastSeenTime"),
 )
 
-SECURE_CONFIG = Table(
-    name="EPF_SecureConfig_CL",
-    description="Secure configuration assessment by device (SecureConfigurationsAssessmentByMachine "
-    "or its export files), one row per device and configuration per run.",
-    source="mde:SecureConfigurationsAssessmentByMachine",
-    key=("DefenderTenantId", "DeviceId", "ConfigurationId"),
-    columns=_columns(
-        *_DEVICE,
-        ("OSPlatform", S, "Operating system platform."),
-        ("OSVersion", S, "Operating system version."),
-        ("RbacGroupName", S, "Device group name."),
-        ("RbacGroupId", L, "Device group id, when reported."),
-        ("ConfigurationId", S, "Security configuration id, e.g. scid-2011."),
-        ("ConfigurationName", S, "What the configuration checks."),
-        ("ConfigurationCategory", S, "Application, OS, Network, Accounts or Security controls."),
-        ("ConfigurationSubcategory", S, "Sub-category."),
-        ("ConfigurationImpact", R, "Impact on the exposure score, 1-10."),
-        ("IsCompliant", B, "Whether the device complies."),
-        ("IsApplicable", B, "Whether the configuration applies to the device."),
-        ("IsExpectedUserImpact", B, "Whether fixing it is expected to affect users."),
-        ("RecommendationReference", S, "The related security recommendation id."),
-        ("AssessedTime", T, "When Defender assessed it (the record's timestamp)."),
+SECURE_CONFIG = tracked(
+    Table(
+        name="EPF_SecureConfig_CL",
+        description="Secure configuration assessment by device (SecureConfigurationsAssessmentByMachine "
+        "or its export files), one row per device and configuration per run.",
+        source="mde:SecureConfigurationsAssessmentByMachine",
+        key=("DefenderTenantId", "DeviceId", "ConfigurationId"),
+        columns=with_common_columns(
+            *_DEVICE,
+            ("OSPlatform", S, "Operating system platform."),
+            ("OSVersion", S, "Operating system version."),
+            ("RbacGroupName", S, "Device group name."),
+            ("RbacGroupId", L, "Device group id, when reported."),
+            ("ConfigurationId", S, "Security configuration id, e.g. scid-2011."),
+            ("ConfigurationName", S, "What the configuration checks."),
+            (
+                "ConfigurationCategory",
+                S,
+                "Application, OS, Network, Accounts or Security controls.",
+            ),
+            ("ConfigurationSubcategory", S, "Sub-category."),
+            ("ConfigurationImpact", R, "Impact on the exposure score, 1-10."),
+            ("IsCompliant", B, "Whether the device complies."),
+            ("IsApplicable", B, "Whether the configuration applies to the device."),
+            ("IsExpectedUserImpact", B, "Whether fixing it is expected to affect users."),
+            ("RecommendationReference", S, "The related security recommendation id."),
+            ("AssessedTime", T, "When Defender assessed it (the record's timestamp)."),
+        ),
     ),
+    ignores=("AssessedTime",),
 )
 
 _VULN = (
@@ -147,13 +160,16 @@ _VULN = (
     ("LastSeenTimestamp", T, "When Defender last saw it."),
 )
 
-VULNERABILITIES = Table(
-    name="EPF_Vulnerabilities_CL",
-    description="Software vulnerabilities by device (SoftwareVulnerabilitiesByMachine or its "
-    "export files): the full baseline, one row per device, software, version and CVE.",
-    source="mde:SoftwareVulnerabilitiesByMachine",
-    key=("DefenderTenantId", "RecordId"),
-    columns=_columns(*_VULN),
+VULNERABILITIES = tracked(
+    Table(
+        name="EPF_Vulnerabilities_CL",
+        description="Software vulnerabilities by device (SoftwareVulnerabilitiesByMachine or its "
+        "export files): the full baseline, one row per device, software, version and CVE.",
+        source="mde:SoftwareVulnerabilitiesByMachine",
+        key=("DefenderTenantId", "RecordId"),
+        columns=with_common_columns(*_VULN),
+    ),
+    ignores=("LastSeenTimestamp",),
 )
 
 VULNERABILITY_CHANGES = Table(
@@ -162,7 +178,7 @@ VULNERABILITY_CHANGES = Table(
     "Fixed and Updated events, without the duplicates a device-group move produces.",
     source="mde:SoftwareVulnerabilityChangesByMachine",
     key=("DefenderTenantId", "RecordId", "RbacGroupName", "Status", "EventTimestamp"),
-    columns=_columns(
+    columns=with_common_columns(
         *_VULN,
         ("Status", S, "New, Fixed or Updated."),
         ("EventTimestamp", T, "When Defender recorded the change."),
@@ -170,104 +186,34 @@ VULNERABILITY_CHANGES = Table(
     ),
 )
 
-SOFTWARE_INVENTORY = Table(
-    name="EPF_SoftwareInventory_CL",
-    description="Software inventory by device (SoftwareInventoryByMachine or its export files), "
-    "one row per device and software version per run.",
-    source="mde:SoftwareInventoryByMachine",
-    key=("DefenderTenantId", "DeviceId", "SoftwareVendor", "SoftwareName", "SoftwareVersion"),
-    columns=_columns(
-        *_DEVICE,
-        ("RbacGroupName", S, "Device group name."),
-        ("RbacGroupId", L, "Device group id, when reported."),
-        ("OSPlatform", S, "Operating system platform."),
-        ("SoftwareVendor", S, "Vendor."),
-        ("SoftwareName", S, "Name."),
-        ("SoftwareVersion", S, "Version."),
-        ("NumberOfWeaknesses", L, "Known vulnerabilities of this version."),
-        ("EndOfSupportStatus", S, "None, EOS Version, Upcoming EOS Version, EOS Software, ..."),
-        ("EndOfSupportDate", T, "When support ends or ended."),
-        ("DiskPaths", D, "Where the software was found on disk."),
-        ("RegistryPaths", D, "Where the software was found in the registry."),
-        ("SoftwareFirstSeenTimestamp", T, "When Defender first saw the software on the device."),
-        ("ProductCodeCpe", S, "The software's CPE, when known."),
-    ),
-)
-
-RECOMMENDATIONS = Table(
-    name="EPF_Recommendations_CL",
-    description="Security recommendations (/api/recommendations), one row per recommendation per run.",
-    source="mde:recommendations",
-    key=("DefenderTenantId", "RecommendationId"),
-    columns=_columns(
-        ("RecommendationId", S, "Recommendation id, e.g. va-_-microsoft-_-windows_10."),
-        ("RecommendationName", S, "What to do."),
-        ("ProductName", S, "Product concerned."),
-        ("Vendor", S, "Vendor of the product."),
-        ("RecommendedVersion", S, "Version to move to."),
-        ("RecommendedProgram", S, "Program to move to."),
-        ("RecommendedVendor", S, "Vendor to move to."),
-        ("RecommendationCategory", S, "Accounts, Application, Network, OS or SecurityControls."),
-        ("SubCategory", S, "Sub-category."),
-        ("SeverityScore", R, "Severity score."),
-        ("Weaknesses", L, "Vulnerabilities the recommendation addresses."),
-        ("PublicExploit", B, "Whether a public exploit exists."),
-        ("ActiveAlert", B, "Whether an active alert is associated."),
-        ("AssociatedThreats", D, "Threats associated (array of strings)."),
-        ("RemediationType", S, "ConfigurationChange, Update, Upgrade or Uninstall."),
-        ("Status", S, "Active or Exception."),
-        ("ConfigScoreImpact", R, "Impact on the secure score."),
-        ("ExposureImpact", R, "Impact on the exposure score."),
-        ("TotalMachineCount", L, "Devices with the product installed."),
-        ("ExposedMachinesCount", L, "Devices exposed."),
-        ("NonProductivityImpactedAssets", L, "Devices where remediation does not affect users."),
-        ("RelatedComponent", S, "Component concerned."),
-        ("ExposedCriticalDevices", L, "Critical devices exposed."),
-    ),
-)
-
-CVE_CATALOG = Table(
-    name="EPF_CveCatalog_CL",
-    description="The vulnerabilities catalogue (/api/vulnerabilities), one row per CVE per run.",
-    source="mde:vulnerabilities",
-    key=("DefenderTenantId", "CveId"),
-    columns=_columns(
-        ("CveId", S, "CVE id."),
-        ("Name", S, "Name."),
-        ("Description", S, "Description."),
-        ("Severity", S, "Low, Medium, High or Critical."),
-        ("CvssV3", R, "CVSS v3 base score."),
-        ("CvssVector", S, "CVSS v3 vector."),
-        ("ExposedMachines", L, "Devices exposed in the tenant."),
-        ("PublishedOn", T, "When the CVE was published."),
-        ("UpdatedOn", T, "When it was last updated."),
-        ("PublicExploit", B, "A public exploit exists."),
-        ("ExploitVerified", B, "The exploit is verified."),
-        ("ExploitInKit", B, "The exploit is part of an exploit kit."),
-        ("ExploitTypes", D, "Exploit types (array)."),
-        ("ExploitUris", D, "Exploit references (array)."),
-        ("CveSupportability", S, "Supported, Not Supported or SupportedInPremium."),
-        ("Epss", R, "EPSS probability of exploitation, 0-1."),
-    ),
-)
-
-TENANT_SCORES = Table(
-    name="EPF_TenantScores_CL",
-    description=(
-        "The tenant's exposure score and Secure Score for Devices (/api/exposureScore, "
-        "/api/configurationScore), one row per score per run."
-    ),
-    source="mde:scores",
-    key=("DefenderTenantId", "ScoreName"),
-    columns=_columns(
-        (
-            "ScoreName",
-            S,
-            "Exposure (0-100, lower is better) or Configuration (Secure Score for Devices).",
+SOFTWARE_INVENTORY = tracked(
+    Table(
+        name="EPF_SoftwareInventory_CL",
+        description="Software inventory by device (SoftwareInventoryByMachine or its export files), "
+        "one row per device and software version per run.",
+        source="mde:SoftwareInventoryByMachine",
+        key=("DefenderTenantId", "DeviceId", "SoftwareVendor", "SoftwareName", "SoftwareVersion"),
+        columns=with_common_columns(
+            *_DEVICE,
+            ("RbacGroupName", S, "Device group name."),
+            ("RbacGroupId", L, "Device group id, when reported."),
+            ("OSPlatform", S, "Operating system platform."),
+            ("SoftwareVendor", S, "Vendor."),
+            ("SoftwareName", S, "Name."),
+            ("SoftwareVersion", S, "Version."),
+            ("NumberOfWeaknesses", L, "Known vulnerabilities of this version."),
+            ("EndOfSupportStatus", S, "None, EOS Version, Upcoming EOS Version, EOS Software, ..."),
+            ("EndOfSupportDate", T, "When support ends or ended."),
+            ("DiskPaths", D, "Where the software was found on disk."),
+            ("RegistryPaths", D, "Where the software was found in the registry."),
+            (
+                "SoftwareFirstSeenTimestamp",
+                T,
+                "When Defender first saw the software on the device.",
+            ),
+            ("ProductCodeCpe", S, "The software's CPE, when known."),
         ),
-        ("Score", R, "The score."),
-        ("ScoreTime", T, "When Defender computed the score."),
-    ),
+    )
 )
 
 
@@ -278,9 +224,6 @@ POSTURE_TABLES: tuple[Table, ...] = (
     VULNERABILITIES,
     VULNERABILITY_CHANGES,
     SOFTWARE_INVENTORY,
-    RECOMMENDATIONS,
-    CVE_CATALOG,
-    TENANT_SCORES,
 )
 
 # Per tenant and endpoint, as documented (defender-apis.md B.6). /api/recommendations and
@@ -363,37 +306,5 @@ POSTURE_DATASETS: tuple[DatasetSpec, ...] = (
         ),
         interval_hours=24.0,
         resumable=True,
-    ),
-    DatasetSpec(
-        "recommendations",
-        "tenant",
-        RECOMMENDATIONS,
-        "mde:fetch_recommendations",
-        origin="`/api/recommendations`",
-        row_per="recommendation per run",
-        permissions=(Permission("MDE", "SecurityRecommendation.Read.All"),),
-        limits=(json_export_limit("recommendations"),),
-    ),
-    DatasetSpec(
-        "cve_catalog",
-        "tenant",
-        CVE_CATALOG,
-        "mde:fetch_cve_catalog",
-        origin="`/api/vulnerabilities` (CVSS, vector, exploit flags, EPSS)",
-        row_per="CVE per snapshot (daily)",
-        permissions=(_VULN_READ,),
-        limits=(json_export_limit("vulnerabilities"),),
-        interval_hours=24.0,
-    ),
-    DatasetSpec(
-        "scores",
-        "tenant",
-        TENANT_SCORES,
-        "scores:fetch_scores",
-        origin="`/api/exposureScore` and `/api/configurationScore` (Secure Score for Devices)",
-        row_per="score per run",
-        permissions=(Permission("MDE", "Score.Read.All"),),
-        # No limit is documented for the scores (B.6): they get the collections' 30/min.
-        limits=(json_export_limit("exposureScore"), json_export_limit("configurationScore")),
     ),
 )

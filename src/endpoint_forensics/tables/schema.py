@@ -13,8 +13,10 @@ from typing import Literal
 
 __all__ = [
     "COMMON_COLUMNS",
+    "HISTORY_KIND",
     "RESERVED_COLUMN_NAMES",
     "SOURCE_KINDS",
+    "ChangeTracking",
     "Column",
     "DatasetSpec",
     "HealthResult",
@@ -26,6 +28,7 @@ __all__ = [
     "files_export_limit",
     "json_export_limit",
     "name_problem",
+    "tracked",
 ]
 
 
@@ -97,6 +100,17 @@ class Column:
 
 
 @dataclass(frozen=True)
+class ChangeTracking:
+    """How a snapshot table keeps change-only history (docs/history.md): a row is written when
+    the state of its key differs from the one the sink last took, a ``Removed`` row when a key
+    disappears, and every row again at each baseline. ``ignores`` are the columns that move on
+    every snapshot without the state changing (refresh times, an age computed at the snapshot):
+    they are not compared, so a changed row carries their value as of its change."""
+
+    ignores: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Table:
     name: str
     description: str
@@ -106,6 +120,8 @@ class Table:
     # "core" for the EPF_* tables; "compat" for the original connector's legacy tables, which
     # are written only when the compat output profile is on.
     profile: str = "core"
+    # A snapshot table that may keep only its changes (``tracked``); None: every row, every run.
+    changes: ChangeTracking | None = None
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -252,3 +268,26 @@ def json_export_limit(endpoint: str) -> RateLimit:
 def files_export_limit(endpoint: str) -> RateLimit:
     """The documented limit of a via-files export (B.6): 5/min, 20/h."""
     return RateLimit(endpoint, per_minute=5, per_hour=20)
+
+
+#: What each row of a change-tracked table is: ``Snapshot`` (a full snapshot, every row),
+#: ``Baseline`` (a full snapshot in change-only mode), ``Added`` or ``Changed`` (the new state of
+#: a key), ``Removed`` (the key is gone; only the key columns are set).
+HISTORY_KIND = Column(
+    "HistoryKind",
+    KqlType.STRING,
+    "Snapshot, Baseline, Added, Changed or Removed: how this row came into the history "
+    "(docs/history.md).",
+)
+
+
+def tracked(table: Table, *, ignores: tuple[str, ...] = ()) -> Table:
+    """``table`` with change-only history: the ``HistoryKind`` column added, last."""
+    from dataclasses import replace
+
+    unknown = set(ignores) - set(table.column_names)
+    if unknown:
+        raise ValueError(f"{table.name}: cannot ignore unknown columns {sorted(unknown)}")
+    return replace(
+        table, columns=(*table.columns, HISTORY_KIND), changes=ChangeTracking(ignores=ignores)
+    )

@@ -61,14 +61,17 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
     # DuckDB's own progress bar prints to stdout when a query runs past 2 s; ours stays.
     con.execute("SET enable_progress_bar = false")
     # Bounded, so a sync of a large tenant stays in a few hundred MB; DuckDB spills beyond.
-    con.execute("SET memory_limit = '128MB'")
+    # A read-only connection answers questions over the whole history: it gets more room.
+    con.execute(f"SET memory_limit = '{'2GB' if read_only else '128MB'}'")
     if not read_only:
         _ensure_schema(con)
     return con
 
 
-def run_query(path: Path, query: str, *, sql: bool = False) -> QueryResult:
-    """Run a KQL (default) or SQL query on the workspace and return every row."""
+def run_query(path: Path, query: str, *, sql: bool = False, functions: Any = None) -> QueryResult:
+    """Run a KQL (default) or SQL query on the workspace and return every row; a KQL query
+    may call ``functions`` (duckdb-kql's ``functions=``: Kusto definitions or their parsed
+    registry)."""
     import duckdb
 
     con = connect(path, read_only=True)
@@ -78,7 +81,7 @@ def run_query(path: Path, query: str, *, sql: bool = False) -> QueryResult:
         else:
             import duckdb_kql
 
-            rel = duckdb_kql.kql(con, query)
+            rel = duckdb_kql.kql(con, query, functions=functions)
         if rel is None:
             return QueryResult([], [], [])
         return QueryResult(list(rel.columns), [str(t) for t in rel.types], rel.fetchall())
@@ -113,7 +116,8 @@ def _ensure_schema(con: Any) -> None:
 
 def _plain(value: Any, *, decode_json: bool) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        # The workspace keeps UTC: a naive value (a KQL todatetime()) is UTC too.
+        return value.isoformat().replace("+00:00", "Z") + ("Z" if value.tzinfo is None else "")
     if decode_json and isinstance(value, str):
         try:
             return orjson.loads(value)

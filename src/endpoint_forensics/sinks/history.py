@@ -1,0 +1,206 @@
+"""Change-only history: what a sink writes of a snapshot when it keeps only what changed.
+
+Owns the state a sink last delivered for each key of a change-tracked table (``Table.changes``):
+a hash of the compared columns, the key columns (for the ``Removed`` rows) and the snapshot that
+last showed the key. It lives in a DuckDB database the sink owns: the workspace itself, so the
+state and the rows commit in one transaction, or a file beside Sentinel's checkpoints, committed
+once the unit is in the outbox. Each destination is compared with what it holds: a restored
+workspace brings its own state back with it.
+
+A snapshot is a baseline (every row, ``Baseline``) when the sink has none of that table and
+tenant yet, or its last one is ``baseline_days`` old; otherwise only rows whose state differs are
+written (``Added`` or ``Changed``), and when the snapshot is complete the keys it did not show
+are written as ``Removed``. docs/history.md says how "state at T" is read back.
+
+May import ``contracts`` and ``tables``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from endpoint_forensics.contracts import HistoryPlan
+from endpoint_forensics.tables import COMMON_COLUMNS, HISTORY_KIND, Table
+
+__all__ = ["ChangeHistory", "HistoryFile", "with_kind"]
+
+_STAMPS = frozenset(c.name for c in COMMON_COLUMNS)
+_KIND = HISTORY_KIND.name
+# Besides the key: what a Removed row carries so that it reads on its own.
+_CONTEXT = ("DeviceId", "DeviceName")
+
+
+def with_kind(data: Any, kind: str) -> Any:
+    """``data`` (a pyarrow table) with every row's ``HistoryKind`` set to ``kind``."""
+    import pyarrow as pa
+
+    if _KIND in data.schema.names:
+        data = data.drop_columns([_KIND])
+    return data.append_column(_KIND, pa.array([kind] * data.num_rows, type=pa.string()))
+
+
+class ChangeHistory:
+    """The delivered state of the change-tracked tables, on the connection ``con``."""
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS _epf_history (table_name VARCHAR, scope VARCHAR,"
+            " key_hash UBIGINT, state_hash UBIGINT, seen TIMESTAMPTZ, key JSON,"
+            " PRIMARY KEY (table_name, scope, key_hash))"
+        )
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS _epf_history_baselines (table_name VARCHAR,"
+            " scope VARCHAR, snapshot_time TIMESTAMPTZ, PRIMARY KEY (table_name, scope))"
+        )
+
+    def is_baseline(self, table: Table, scope: str, plan: HistoryPlan) -> bool:
+        """Whether the snapshot of ``plan`` is written in full (and marked a baseline)."""
+        last = self._baseline_time(table.name, scope)
+        if last is None:
+            return True
+        # A baseline resumed in a later run is the same snapshot: still the baseline.
+        return last == plan.snapshot_time or plan.snapshot_time - last >= timedelta(
+            days=plan.baseline_days
+        )
+
+    def rows_to_write(
+        self, table: Table, data: Any, stamp: Mapping[str, Any], plan: HistoryPlan
+    ) -> Any:
+        """Of ``data`` (one batch of a snapshot, a pyarrow table), the rows this sink writes,
+        with ``HistoryKind`` set; the state moves with them (in the caller's transaction)."""
+        if plan.mode == "snapshot":
+            return with_kind(data, "Snapshot")
+        scope = str(stamp.get("DefenderTenantId") or "")
+        baseline = self.is_baseline(table, scope, plan)
+        if baseline:
+            self._con.execute(
+                "INSERT OR REPLACE INTO _epf_history_baselines VALUES (?, ?, ?)",
+                [table.name, scope, plan.snapshot_time],
+            )
+        if _KIND in data.schema.names:  # rows as a batch of the table may carry it, empty
+            data = data.drop_columns([_KIND])
+        self._con.register("_epf_history_in", data)
+        try:
+            hashed = self._hashed_sql(table, data.schema.names)
+            params = [table.name, scope]
+            if baseline:
+                written = self._con.sql(
+                    f"SELECT * EXCLUDE (_k, _s), 'Baseline' AS {_KIND} FROM ({hashed})"
+                ).to_arrow_table()
+            else:
+                written = self._con.sql(
+                    f"SELECT b.* EXCLUDE (_k, _s), CASE WHEN h.key_hash IS NULL THEN 'Added'"
+                    f" ELSE 'Changed' END AS {_KIND} FROM ({hashed}) b"
+                    " LEFT JOIN _epf_history h ON h.table_name = ? AND h.scope = ?"
+                    " AND h.key_hash = b._k WHERE h.key_hash IS NULL OR h.state_hash <> b._s",
+                    params=params,
+                ).to_arrow_table()
+            self._con.execute(
+                "INSERT OR REPLACE INTO _epf_history SELECT ?, ?, _k, _s, ?, _key"
+                f" FROM (SELECT *, {self._key_json(table, data.schema.names)} AS _key"
+                f" FROM ({hashed})) QUALIFY row_number() OVER (PARTITION BY _k) = 1",
+                [*params, plan.snapshot_time],
+            )
+        finally:
+            with contextlib.suppress(Exception):  # an aborted transaction refuses it
+                self._con.unregister("_epf_history_in")
+        return written
+
+    def removed(self, table: Table, stamp: Mapping[str, Any], plan: HistoryPlan) -> Any:
+        """The ``Removed`` rows of the keys the complete snapshot did not show (none after a
+        baseline, which replaces the state); they leave the state. A pyarrow table."""
+        scope = str(stamp.get("DefenderTenantId") or "")
+        where = "table_name = ? AND scope = ? AND seen < ?"
+        params = [table.name, scope, plan.snapshot_time]
+        fields = [
+            c for c in (*table.key, *_CONTEXT) if c in table.column_names and c not in _STAMPS
+        ]
+        columns = ", ".join(
+            f"json_extract_string(key, '$.{c}') AS \"{c}\"" for c in dict.fromkeys(fields)
+        )
+        gone = self._con.sql(
+            f"SELECT {columns}, 'Removed' AS {_KIND} FROM _epf_history WHERE {where}",
+            params=params,
+        ).to_arrow_table()
+        self._con.execute(f"DELETE FROM _epf_history WHERE {where}", params)
+        if self._baseline_time(table.name, scope) == plan.snapshot_time:
+            return gone.slice(0, 0)  # a baseline is the whole state: nothing to remove
+        return gone
+
+    def _baseline_time(self, table_name: str, scope: str) -> datetime | None:
+        found = self._con.execute(
+            "SELECT snapshot_time FROM _epf_history_baselines WHERE table_name = ? AND scope = ?",
+            [table_name, scope],
+        ).fetchall()
+        return found[0][0] if found else None
+
+    def forget(self, table: Table) -> None:
+        """Drop the table's state: its next snapshot is a baseline (after a partial snapshot
+        was discarded, the state no longer says what the destination holds)."""
+        self._con.execute("DELETE FROM _epf_history WHERE table_name = ?", [table.name])
+        self._con.execute("DELETE FROM _epf_history_baselines WHERE table_name = ?", [table.name])
+
+    @staticmethod
+    def _hashed_sql(table: Table, present: list[str]) -> str:
+        """The batch with ``_k`` (the key's hash) and ``_s`` (the compared columns' hash)."""
+        assert table.changes is not None, f"{table.name} keeps no change-only history"
+        keys = [c for c in table.key if c in present]
+        ignored = {*_STAMPS, _KIND, *table.changes.ignores, "BatchId"}
+        compared = sorted(c for c in present if c not in ignored)
+        return (
+            f"SELECT *, {_text_hash(keys)} AS _k, {_text_hash(compared)} AS _s FROM _epf_history_in"
+        )
+
+    @staticmethod
+    def _key_json(table: Table, present: list[str]) -> str:
+        fields = [c for c in (*table.key, *_CONTEXT) if c in present and c not in _STAMPS]
+        pairs = ", ".join(f'"{c}" := CAST("{c}" AS VARCHAR)' for c in dict.fromkeys(fields))
+        return f"to_json(struct_pack({pairs}))"
+
+
+def _text_hash(columns: list[str]) -> str:
+    """SQL for one 64-bit hash of the columns' text (JSON included), NULL told from empty.
+
+    One string is hashed rather than ``hash(a, b, ...)``, whose arguments combine too weakly
+    to trust with telling two states apart.
+    """
+    parts = ", ".join(f'coalesce(CAST("{c}" AS VARCHAR), chr(30))' for c in columns)
+    return f"hash(concat_ws(chr(31), {parts}))" if columns else "hash('')"
+
+
+class HistoryFile:
+    """A ``ChangeHistory`` in a DuckDB file of its own (a destination that cannot be read back,
+    like Sentinel): opened on first use; a unit's changes to it commit after the unit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._con: Any = None
+        self._history: ChangeHistory | None = None
+
+    def begin(self) -> ChangeHistory:
+        if self._history is None:
+            import duckdb
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(str(self.path))
+            self._con.execute("SET TimeZone = 'UTC'")
+            self._history = ChangeHistory(self._con)
+        self._con.begin()
+        return self._history
+
+    def commit(self) -> None:
+        self._con.commit()
+
+    def rollback(self) -> None:
+        with contextlib.suppress(Exception):  # nothing left to roll back
+            self._con.rollback()
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = self._history = None

@@ -1,0 +1,157 @@
+"""Change-only history rebuilds exactly the full snapshot at every run (a property test).
+
+Random sequences of snapshots of a change-tracked table, written through the workspace sink
+in either history mode, are read back with the shipped function ``EPF_SecureConfigAt``: at
+each snapshot's time, and between two snapshots, the state is the snapshot's rows exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb_kql
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from endpoint_forensics.analytics.functions import registry
+from endpoint_forensics.contracts import Batch, HistoryPlan
+from endpoint_forensics.sinks.duckdb import DuckDBSink
+from endpoint_forensics.tables import SECURE_CONFIG
+
+_T0 = datetime(2026, 10, 1, tzinfo=UTC)
+_KEYS = [(f"dev-{d}", f"scid-{c}") for d in range(4) for c in range(3)]
+_STATE = st.tuples(st.booleans(), st.booleans(), st.sampled_from(["A", "B", "a 'quoted' name"]))
+# Not empty: a snapshot without a single row leaves no trace in snapshot mode (change-only
+# history writes its removals; test_an_empty_snapshot_removes_everything).
+_SNAPSHOT = st.dictionaries(st.sampled_from(_KEYS), _STATE, min_size=1, max_size=len(_KEYS))
+_HISTORY = st.lists(st.tuples(st.integers(1, 120), _SNAPSHOT), min_size=1, max_size=6)
+
+
+def _rows(snapshot: dict[tuple[str, str], tuple[bool, bool, str]], n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "DeviceId": device,
+            "DeviceName": f"{device}.contoso.com",
+            "ConfigurationId": scid,
+            "IsCompliant": compliant,
+            "IsApplicable": applicable,
+            "ConfigurationName": name,
+            # Ignored by the comparison: it moves on every snapshot.
+            "AssessedTime": _T0 + timedelta(minutes=n),
+        }
+        for (device, scid), (compliant, applicable, name) in sorted(snapshot.items())
+    ]
+
+
+def _state_at(con: Any, at: datetime) -> set[tuple[Any, ...]]:
+    query = (
+        f"EPF_SecureConfigAt(datetime({at.strftime('%Y-%m-%dT%H:%M:%SZ')}))"
+        " | project DeviceId, ConfigurationId, IsCompliant, IsApplicable, ConfigurationName"
+    )
+    return set(duckdb_kql.kql(con, query, functions=registry()).fetchall())
+
+
+def _write(sink: DuckDBSink, rows: list[dict[str, Any]], plan: HistoryPlan, n: int) -> None:
+    stamp = {
+        "TimeGenerated": plan.snapshot_time,
+        "SnapshotTime": plan.snapshot_time,
+        "RunId": f"run-{n}",
+        "DefenderTenantId": "tenant-1",
+    }
+    # Two units, as a paged snapshot arrives, then the end of the snapshot.
+    half = len(rows) // 2
+    for part, chunk in enumerate((rows[:half], rows[half:])):
+        with sink.open(SECURE_CONFIG, unit=f"u/{n}/{part}", history=plan) as writer:
+            writer.write(Batch(SECURE_CONFIG, rows=chunk), stamp)
+    sink.finish_snapshot(SECURE_CONFIG, plan, unit=f"u/{n}/removed", stamp=stamp)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    history=_HISTORY,
+    mode=st.sampled_from(["snapshot", "changes"]),
+    baseline_days=st.sampled_from([0.5, 2.0, 7.0]),
+)
+def test_the_state_read_back_is_each_snapshot_exactly(
+    tmp_path_factory: Any, history: list[tuple[int, Any]], mode: Any, baseline_days: float
+) -> None:
+    db = tmp_path_factory.mktemp("history") / "w.duckdb"
+    sink = DuckDBSink(db)
+    times, snapshots, when = [], [], _T0
+    try:
+        for n, (hours, snapshot) in enumerate(history):
+            when += timedelta(hours=hours)
+            plan = HistoryPlan(mode, when, baseline_days=baseline_days)
+            _write(sink, _rows(snapshot, n), plan, n)
+            times.append(when)
+            snapshots.append({(d, c, *state) for (d, c), state in snapshot.items()})
+    finally:
+        sink.close()
+    con = duckdb_kql.connect(str(db), read_only=True)
+    try:
+        for n, (at, expected) in enumerate(zip(times, snapshots, strict=True)):
+            assert _state_at(con, at) == expected, f"at snapshot {n} ({mode})"
+            following = times[n + 1] if n + 1 < len(times) else at + timedelta(hours=5)
+            between = following - timedelta(seconds=1)
+            assert _state_at(con, between) == expected, f"between snapshots {n} and {n + 1}"
+    finally:
+        con.close()
+
+
+def test_change_only_history_writes_only_what_changed(tmp_path: Path) -> None:
+    sink = DuckDBSink(tmp_path / "w.duckdb")
+    first = {key: (True, True, "A") for key in _KEYS}
+    second = dict(first)
+    second[_KEYS[0]] = (False, True, "A")  # a change
+    del second[_KEYS[1]]  # a removal
+    try:
+        for n, snapshot in enumerate((first, second, second)):
+            plan = HistoryPlan("changes", _T0 + timedelta(days=n), baseline_days=7)
+            _write(sink, _rows(snapshot, n), plan, n)
+    finally:
+        sink.close()
+    con = duckdb_kql.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    kinds = con.execute(
+        "SELECT RunId, HistoryKind, count(*) FROM EPF_SecureConfig_CL GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    con.close()
+    # The baseline, then one change and one removal, then nothing (the third is unchanged).
+    assert kinds == [("run-0", "Baseline", 12), ("run-1", "Changed", 1), ("run-1", "Removed", 1)]
+
+
+def test_a_baseline_is_written_again_after_baseline_days(tmp_path: Path) -> None:
+    sink = DuckDBSink(tmp_path / "w.duckdb")
+    snapshot = {key: (True, True, "A") for key in _KEYS}
+    try:
+        for n, day in enumerate((0, 1, 2, 3)):
+            plan = HistoryPlan("changes", _T0 + timedelta(days=day), baseline_days=2)
+            _write(sink, _rows(snapshot, n), plan, n)
+    finally:
+        sink.close()
+    con = duckdb_kql.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    runs = con.execute(
+        "SELECT RunId, count(*) FROM EPF_SecureConfig_CL GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    con.close()
+    assert runs == [("run-0", 12), ("run-2", 12)]
+
+
+def test_an_empty_snapshot_removes_everything(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    sink = DuckDBSink(db)
+    try:
+        for n, snapshot in enumerate(({key: (True, True, "A") for key in _KEYS}, {})):
+            plan = HistoryPlan("changes", _T0 + timedelta(days=n), baseline_days=7)
+            _write(sink, _rows(snapshot, n), plan, n)
+    finally:
+        sink.close()
+    con = duckdb_kql.connect(str(db), read_only=True)
+    try:
+        assert len(_state_at(con, _T0)) == len(_KEYS)
+        assert _state_at(con, _T0 + timedelta(days=1)) == set()
+    finally:
+        con.close()
