@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-iot bench-sentinel clean
+.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ bench-iot: install
 # Delivery into the (emulated) Logs Ingestion API, beside the SDK's sequential upload.
 bench-sentinel: install
 	$(BIN)/python bench/sentinel.py --devices $(or $(SENTINEL_DEVICES),20000)
+
+# History in both modes over simulated days, and the answers from it (posture at T, lifecycle).
+bench-forensics: install
+	$(BIN)/python bench/forensics.py --devices $(or $(FORENSICS_DEVICES),20000) --days $(or $(DAYS),90)
 
 clean:
 	rm -rf $(VENV) epf-demo.duckdb .epf-state

@@ -1,32 +1,39 @@
-"""The demo: an emulated tenant, one full sync into a local workspace, and what it found.
+"""The demo: an emulated tenant, two weeks of daily syncs into a local workspace, what it
+found, and the forensic answer for the tenant's incident.
 
 Owns the glue the ``epf demo`` command runs (the CLI only renders what this returns) and the
 check that the emulator's web stack, the ``demo`` extra, is installed: without it ``epf demo``
 and ``epf emulator`` say in one line what to install instead of failing on an import.
 The one product module besides the ``epf emulator`` command that imports ``epf_emulator``, and
-only inside ``run_demo``. May import ``pipeline``, ``sinks``, ``config``, ``workspace``,
-``tables`` and ``errors``.
+only inside ``run_demo``. May import ``analytics``, ``pipeline``, ``sinks``, ``config``,
+``workspace``, ``tables`` and ``errors``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from endpoint_forensics.analytics.forensics import device_posture
+from endpoint_forensics.analytics.functions import STATE_FUNCTIONS, registry
 from endpoint_forensics.config import load_settings
 from endpoint_forensics.errors import ConfigError
 from endpoint_forensics.pipeline.run import Progress, RunSummary, run_sync
 from endpoint_forensics.sinks import close_sinks, open_sinks
-from endpoint_forensics.tables import AGENT_HEALTH_TESTS
+from endpoint_forensics.tables import AGENT_HEALTH_TESTS, TABLES
 from endpoint_forensics.workspace import store
 
 __all__ = [
+    "DEMO_DAYS",
     "DEMO_EXTRA_INSTALL",
     "DEMO_EXTRA_MODULES",
     "DemoResult",
+    "report_queries",
     "require_demo_extra",
     "run_demo",
 ]
@@ -60,16 +67,37 @@ def _importable(name: str) -> bool:
         return False
 
 
+#: Simulated days the demo syncs, one snapshot a day, so that a newcomer sees history at once.
+DEMO_DAYS = 14
+#: Told each day: (day number from 0, the run's summary).
+DayReport = Callable[[int, RunSummary], None]
+
+
+#: The demo's collection, beside what the emulator writes in its config: the export files
+#: (faster than JSON pages on one machine), the CVE catalogue weekly rather than daily.
+_DEMO_OVERRIDES = {
+    "tenants.0.export_mode": "files",
+    "tenants.0.interval_hours": {"cve_catalog": 168.0},
+}
+#: Quieter OT sensors than the emulator's default: a daily poll then loses no event to the
+#: sensors' latest-100 cap (a real deployment polls events more often, `epf run`).
+_DEMO_EMULATOR = {"iot_events_per_hour": 8.0}
+
+
 @dataclass
 class DemoResult:
     db: Path
-    summary: RunSummary
-    truth: dict[str, int]
-    synced: dict[str, int]  # rows this run wrote, per table
+    summary: RunSummary  # the last day's run
+    truth: dict[str, int]  # the emulator's rows per table: the first day's, then the state's
+    synced: dict[str, int]  # the first day's rows per table; the state at the end for the others
+    days: list[RunSummary] = field(default_factory=list)
     ingested: dict[str, int] = field(default_factory=dict)  # rows the emulated Sentinel took
+    stored: dict[str, int] = field(default_factory=dict)  # rows the workspace holds, per table
     by_platform: list[dict[str, Any]] = field(default_factory=list)
     failing_tests: list[dict[str, Any]] = field(default_factory=list)
     ot_sensors: list[dict[str, Any]] = field(default_factory=list)
+    incident: dict[str, Any] | None = None  # the emulator's incident: DeviceId, DeviceName, at
+    incident_answer: dict[str, Any] | None = None  # epf forensics' answer for it
 
     @property
     def matches_truth(self) -> bool:
@@ -77,8 +105,8 @@ class DemoResult:
 
     @property
     def sentinel_matches_store(self) -> bool:
-        """Whether the emulated Sentinel received exactly the rows the local store has."""
-        return {t: n for t, n in self.synced.items() if n} == self.ingested
+        """Whether the emulated Sentinel received exactly the rows the local store holds."""
+        return {t: n for t, n in self.stored.items() if n} == self.ingested
 
 
 def run_demo(
@@ -86,55 +114,123 @@ def run_demo(
     devices: int,
     seed: int,
     db: Path,
+    days: int = DEMO_DAYS,
     progress: Progress | None = None,
+    on_day: DayReport | None = None,
     emulator_options: dict[str, Any] | None = None,
 ) -> DemoResult:
-    """Start the emulator, sync it into ``db``, and summarise the latest snapshot.
+    """Start the emulator ``days`` simulated days before its world's anchor, sync once a day
+    up to the anchor into ``db``, and summarise the state at the end and the incident.
+
+    The truth check: the first day's sync (every dataset from scratch) equals the emulator's
+    truth then, table by table, and the state of every change-tracked table at the end equals
+    the emulator's truth at the end.
 
     Raises:
         ConfigError: the ``demo`` extra is not installed (see ``require_demo_extra``).
     """
     require_demo_extra("epf demo")
     from epf_emulator import Emulator, EmulatorSettings
+    from epf_emulator.common.clock import WORLD_ANCHOR
 
-    settings_kw: dict[str, Any] = {"devices": devices, "seed": seed, **(emulator_options or {})}
+    settings_kw: dict[str, Any] = {
+        "devices": devices,
+        "seed": seed,
+        "start": WORLD_ANCHOR - timedelta(days=days),
+        **_DEMO_EMULATOR,
+        **(emulator_options or {}),
+    }
+    runs: list[RunSummary] = []
+    truths: list[dict[str, int]] = []
     with tempfile.TemporaryDirectory(prefix="epf-demo-") as tmp:
         with Emulator(EmulatorSettings(**settings_kw)) as emu:
             config_path = Path(tmp) / "emulated.toml"
             emu.write_config(config_path)
-            settings = load_settings(
-                config_path,
-                overrides={"store.path": str(db.resolve()), "state.dir": str(Path(tmp) / "state")},
-            )
-            sinks = open_sinks(settings)  # the local store and the emulated Sentinel
-            try:
-                summary = run_sync(settings, sinks, progress=progress)
-            finally:
-                close_sinks(sinks)
+            overrides = {"store.path": str(db.resolve()), "state.dir": str(Path(tmp) / "state")}
+            settings = load_settings(config_path, overrides={**_DEMO_OVERRIDES, **overrides})
+            for day in range(days + 1):
+                if day:
+                    emu.advance(24)
+                sinks = open_sinks(settings)  # the local store and the emulated Sentinel
+                try:
+                    # As of the emulated clock (a fixed calendar, not the wall clock).
+                    runs.append(run_sync(settings, sinks, progress=progress, now=emu.now))
+                finally:
+                    close_sinks(sinks)
+                truths.append(dict(emu.stats()["truth"]))
+                if on_day:
+                    on_day(day, runs[-1])
             stats = emu.stats()
-            truth = dict(stats["truth"])
-            ingested = dict(stats.get("ingested", {}))
+    return _result(db, runs, truths, stats)
+
+
+def _result(
+    db: Path, runs: list[RunSummary], truths: list[dict[str, int]], stats: dict[str, Any]
+) -> DemoResult:
+    summary = runs[-1]
+    at = summary.time_generated
     synced: dict[str, int] = {}
-    for o in summary.outcomes:
+    for o in runs[0].outcomes:
         if o.outcome == "Succeeded":
             synced[o.table] = synced.get(o.table, 0) + o.rows
-    synced["EPF_Runs_CL"] = len(summary.outcomes)
-    result = DemoResult(db=db, summary=summary, truth=truth, synced=synced, ingested=ingested)
-    latest = f'| where RunId == "{summary.run_id}"'
-    result.by_platform = store.run_query(
-        db,
-        f"EPF_Devices_CL {latest} | summarize Devices = count() by OSPlatform | order by Devices desc",
-    ).records()
-    failing = " , ".join(f'{t} = countif({t} == "Fail")' for t in AGENT_HEALTH_TESTS)
-    counts = store.run_query(db, f"EPF_AgentHealth_CL {latest} | summarize {failing}").records()
+    synced["EPF_Runs_CL"] = len(runs[0].outcomes)
+    truth = dict(truths[0])
+    queries = report_queries(at)
+    # A change-tracked table's truth at the end is its state, whatever each run wrote.
+    for table, query in queries["state_counts"].items():
+        synced[table] = int(store.run_query(db, query, functions=registry()).rows[0][0])
+        truth[table] = truths[-1][table]
+    result = DemoResult(
+        db=db,
+        summary=summary,
+        truth=truth,
+        synced=synced,
+        days=runs,
+        ingested=dict(stats.get("ingested", {})),
+        stored=_stored(db),
+        incident=stats.get("incident"),
+    )
+    result.by_platform = store.run_query(db, queries["by_platform"], functions=registry()).records()
+    counts = store.run_query(db, queries["failing_tests"], functions=registry()).records()
     if counts:
         result.failing_tests = [
             {"Test": t, "FailingDevices": counts[0][t] or 0} for t in AGENT_HEALTH_TESTS
         ]
     result.ot_sensors = store.run_query(
-        db, _OT_SENSORS.format(run=summary.run_id), sql=True
+        db, _OT_SENSORS.format(run=summary.run_id, at=at.isoformat()), sql=True
     ).records()
+    if result.incident:
+        when = datetime.fromisoformat(str(result.incident["at"]).replace("Z", "+00:00"))
+        result.incident_answer = device_posture(
+            db, str(result.incident["DeviceId"]), when, window=timedelta(days=7)
+        )
     return result
+
+
+def _stored(db: Path) -> dict[str, int]:
+    """Rows per table in the workspace (every day's)."""
+    rows = store.run_query(
+        db,
+        " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM \"{t}\"" for t in TABLES),
+        sql=True,
+    ).rows
+    return {str(t): int(n) for t, n in rows}
+
+
+def report_queries(at: datetime) -> dict[str, Any]:
+    """The KQL the demo's report runs over the workspace, as of ``at``: devices per platform
+    (``by_platform``), failing devices per agent health test (``failing_tests``), and the
+    rows of each change-tracked table's state (``state_counts``, by table)."""
+    when = f"datetime({at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')})"
+    failing = " , ".join(f'{t} = countif({t} == "Fail")' for t in AGENT_HEALTH_TESTS)
+    return {
+        "by_platform": (
+            f"EPF_DevicesAt({when}) | summarize Devices = count() by OSPlatform"
+            " | order by Devices desc"
+        ),
+        "failing_tests": f"EPF_AgentHealthAt({when}) | summarize {failing}",
+        "state_counts": {f.table: f"{f.function}({when}) | count" for f in STATE_FUNCTIONS},
+    }
 
 
 # Per sensor: its OT devices, how many are Defender for Endpoint devices too (the same
@@ -148,8 +244,12 @@ SELECT d.Appliance AS Sensor,
        (SELECT any_value(s.ConnectionState) FROM EPF_IotSensors_CL s
          WHERE s.RunId = d.RunId AND s.SensorName = d.Appliance) AS ConsoleState
 FROM EPF_IotDevices_CL d
-LEFT JOIN EPF_Devices_CL m
-  ON m.RunId = d.RunId AND list_contains(from_json(d.IpAddresses, '["VARCHAR"]'), m.LastIpAddress)
+LEFT JOIN (
+    -- each device's newest row: its address at the end (change-only history writes few rows)
+    SELECT DeviceId, LastIpAddress FROM EPF_Devices_CL
+    WHERE SnapshotTime <= TIMESTAMPTZ '{at}'
+    QUALIFY row_number() OVER (PARTITION BY DeviceId ORDER BY SnapshotTime DESC) = 1
+) m ON list_contains(from_json(d.IpAddresses, '["VARCHAR"]'), m.LastIpAddress)
 WHERE d.RunId = '{run}' AND d.Source = 'sensor/v1/devices'
 GROUP BY d.Appliance, d.RunId
 ORDER BY 1

@@ -1,9 +1,12 @@
-"""Deploying a generated template's tables into the emulated workspace, as ARM would.
+"""Deploying a generated template's tables and saved functions into the emulated workspace, as
+ARM would.
 
 ARM sends each ``Microsoft.OperationalInsights/workspaces/tables`` resource as one Tables -
 Create Or Update: ``PUT <workspace>/tables/<name>?api-version=<its apiVersion>`` with the
-resource's ``properties``, every expression evaluated. The table resources only use
-``[parameters('...')]`` and the ``[[`` escape; anything else fails here, loudly.
+resource's ``properties``, every expression evaluated; then, its ``dependsOn`` (the tables it
+reads) deployed, each ``workspaces/savedSearches`` resource as ``PUT
+<workspace>/savedSearches/<name>``. These resources only use ``[parameters('...')]`` and the
+``[[`` escape; anything else fails here, loudly.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import httpx
 from epf_emulator import Emulator
 
 TABLE_TYPE = "Microsoft.OperationalInsights/workspaces/tables"
+SAVED_SEARCH_TYPE = "Microsoft.OperationalInsights/workspaces/savedSearches"
 _NAME = re.compile(r"\[concat\(parameters\('workspaceName'\), '/(\w+)'\)\]")
 _PARAMETER = re.compile(r"\[parameters\('(\w+)'\)\]")
 
@@ -40,6 +44,34 @@ def evaluated(value: Any, parameters: dict[str, Any]) -> Any:
     return value
 
 
+def _put_each(
+    client: httpx.Client,
+    emu: Emulator,
+    workspace_id: str,
+    template: dict[str, Any],
+    token: str,
+    kind: str,
+    parameters: dict[str, Any],
+) -> dict[str, httpx.Response]:
+    values = {name: spec.get("defaultValue") for name, spec in template["parameters"].items()}
+    values.update(parameters)
+    collection = "tables" if kind == TABLE_TYPE else "savedSearches"
+    answers = {}
+    for resource in template["resources"]:
+        if resource["type"] != kind:
+            continue
+        match = _NAME.fullmatch(resource["name"])
+        assert match, resource["name"]
+        name = match.group(1)
+        answers[name] = client.put(
+            f"{emu.base_url}{workspace_id}/{collection}/{name}",
+            params={"api-version": resource["apiVersion"]},
+            json={"properties": evaluated(resource["properties"], values)},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    return answers
+
+
 def deploy_tables(
     client: httpx.Client,
     emu: Emulator,
@@ -49,19 +81,16 @@ def deploy_tables(
     **parameters: Any,
 ) -> dict[str, httpx.Response]:
     """PUT every table of ``template``; each table's response, by name."""
-    values = {name: spec.get("defaultValue") for name, spec in template["parameters"].items()}
-    values.update(parameters)
-    answers = {}
-    for resource in template["resources"]:
-        if resource["type"] != TABLE_TYPE:
-            continue
-        match = _NAME.fullmatch(resource["name"])
-        assert match, resource["name"]
-        name = match.group(1)
-        answers[name] = client.put(
-            f"{emu.base_url}{workspace_id}/tables/{name}",
-            params={"api-version": resource["apiVersion"]},
-            json={"properties": evaluated(resource["properties"], values)},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    return answers
+    return _put_each(client, emu, workspace_id, template, token, TABLE_TYPE, parameters)
+
+
+def deploy_saved_searches(
+    client: httpx.Client,
+    emu: Emulator,
+    workspace_id: str,
+    template: dict[str, Any],
+    token: str,
+    **parameters: Any,
+) -> dict[str, httpx.Response]:
+    """PUT every saved search (function) of ``template``; each response, by name."""
+    return _put_each(client, emu, workspace_id, template, token, SAVED_SEARCH_TYPE, parameters)

@@ -131,23 +131,28 @@ def test_query_on_a_missing_workspace_says_what_to_do(tmp_path):
 def test_demo_counts_match_the_truth(tmp_path):
     db = tmp_path / "demo.duckdb"
     result = epf(
-        "demo", "--devices", "3000", "--seed", "7", "--db", str(db), "--no-serve", cwd=tmp_path
-    )
+        "demo", "--devices", "1500", "--seed", "7", "--days", "2", "--db", str(db), "--no-serve",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "Row counts equal the emulator's truth: yes" in result.stdout
+    assert "Synced 3 days of the emulated tenant" in result.stdout
+    assert "the state at the end): yes" in result.stdout
     assert "Devices per platform" in result.stdout and "Agent health tests failing" in result.stdout
     # Every IoT table is in the truth the counts were compared with, and each sensor is shown.
     assert "EPF_IotEvents_CL" in result.stdout and "EPF_IotExposure_CL" in result.stdout
     assert "sensor-1" in result.stdout and "OUT_OF_SYNC" in result.stdout
-    count = epf(
+    # It ends with the forensic answer for the incident device.
+    assert "The incident:" in result.stdout and "Tamper protection was off." in result.stdout
+    latest = epf(
         "query",
         "--db",
         str(db),
         "--format",
         "json",
-        "EPF_Devices_CL | summarize arg_max(TimeGenerated, *) by DeviceId | count",
+        "EPF_DevicesAt(datetime(2026-11-05T00:00:00Z)) | count",  # the demo ends at the anchor
     )
-    assert orjson.loads(count.stdout) == [{"Count": 3000}]
+    assert latest.returncode == 0, latest.stderr
+    assert 1400 < orjson.loads(latest.stdout)[0]["Count"] <= 1500
     families = epf(
         "query",
         "--db",

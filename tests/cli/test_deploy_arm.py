@@ -66,3 +66,48 @@ def test_compat_writes_the_migration_script_and_says_to_run_it_first(tmp_path):
     template = orjson.loads(out.read_bytes())
     tables = {r["name"] for r in template["resources"] if r["type"].endswith("/workspaces/tables")}
     assert all(any(name in t for t in tables) for name in LEGACY)
+
+
+def test_plans_are_written_and_the_saved_functions_counted(tmp_path):
+    out = tmp_path / "epf.json"
+    result = epf(
+        "deploy",
+        "arm",
+        "--out",
+        str(out),
+        "--plan",
+        "EPF_IotEvents_CL=Auxiliary",
+        "--plan",
+        "EPF_Runs_CL=Basic",
+    )
+    assert result.returncode == 0, result.stderr
+    template = orjson.loads(out.read_bytes())
+    tables = {
+        r["name"].split("'/")[1].rstrip("')]"): r
+        for r in template["resources"]
+        if r["type"].endswith("/workspaces/tables")
+    }
+    assert tables["EPF_IotEvents_CL"]["properties"]["plan"] == "Auxiliary"
+    assert tables["EPF_IotEvents_CL"]["apiVersion"] == "2025-07-01"
+    assert "retentionInDays" not in tables["EPF_Runs_CL"]["properties"]
+    saved = [r for r in template["resources"] if r["type"].endswith("/savedSearches")]
+    assert saved
+    assert f"{len(saved)} saved functions" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "plan, problem",
+    [
+        ("EPF_Runs_CL", "expected TABLE=PLAN"),
+        ("EPF_Nope_CL=Basic", "unknown table 'EPF_Nope_CL'"),
+        ("EPF_Runs_CL=Hot", "unknown plan 'Hot'"),
+        ("EPF_Devices_CL=Basic", "cannot serve the function EPF_DevicesAt"),
+    ],
+)
+def test_a_plan_that_cannot_be_deployed_is_one_line_naming_the_option(tmp_path, plan, problem):
+    out = tmp_path / "epf.json"
+    result = epf("deploy", "arm", "--out", str(out), "--plan", plan)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: --plan: ") and problem in line
+    assert not out.exists()

@@ -1,5 +1,6 @@
 """The emulated Resource Manager API of the workspace's tables: classic tables, migration,
-column types that never change, retention limits, and ARM's tokens and role scope.
+column types that never change, retention limits, plans per api-version, and ARM's tokens and
+role scope.
 
 Expectations come from the docs and the original connector's reference, not from the
 emulator's code: the classic columns and their suffix types are written out here.
@@ -7,6 +8,7 @@ emulator's code: the classic columns and their suffix types are written out here
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -274,4 +276,84 @@ def test_only_resource_manager_tokens_in_the_granted_scope_and_an_api_version(sh
         client.get(url, params={"api-version": "2020-08-01"}, headers=bearer(token)),
         400,
         "NoRegisteredProviderFound",
+    )
+
+
+_PLAN_TABLES = itertools.count()
+
+
+@pytest.mark.parametrize(
+    "version, plan, retention, ok",
+    [
+        ("2022-10-01", "Basic", None, True),
+        ("2022-10-01", "Analytics", 90, True),
+        ("2022-10-01", "Auxiliary", None, False),  # 2022-10-01: TablePlanEnum is Basic | Analytics
+        ("2025-02-01", "Auxiliary", None, False),  # not shown to know it: the stricter reading
+        ("2025-07-01", "Auxiliary", None, True),
+        ("2025-07-01", "Basic", 90, False),  # retentionInDays is read-only on Basic
+        ("2025-07-01", "Auxiliary", -1, False),  # ... and on Auxiliary, even -1
+        ("2025-07-01", "Cold", None, False),
+        ("2025-07-01", "basic", None, False),
+    ],
+)
+def test_a_plan_is_one_the_api_version_knows_and_basic_or_auxiliary_take_no_retention(
+    shared, version, plan, retention, ok
+) -> None:
+    emu, client, token = shared
+    name = f"EPF_Plan{next(_PLAN_TABLES)}_CL"
+    props: dict[str, Any] = {"plan": plan, "totalRetentionInDays": 365}
+    if retention is not None:
+        props["retentionInDays"] = retention
+    response = client.put(
+        _url(emu, name),
+        params={"api-version": version},
+        json=_table([TIME], **props),
+        headers=bearer(token),
+    )
+    if not ok:
+        _error(response, 400, "InvalidParameter")
+        assert client.get(_url(emu, name), params=API, headers=bearer(token)).status_code == 404
+        return
+    assert response.status_code == 200, response.text
+    body = response.json()["properties"]
+    assert body["plan"] == plan
+    # Basic and Auxiliary keep 30 interactive days; an Analytics table its own retention.
+    assert body["retentionInDays"] == (retention if plan == "Analytics" else 30)
+    assert body["totalRetentionInDays"] == 365
+
+
+def test_a_basic_table_keeps_30_interactive_days_and_switches_plan_once_a_week(shared) -> None:
+    emu, client, token = shared
+    name = "EPF_Switch_CL"
+    created = client.put(
+        _url(emu, name),
+        params=API,
+        json=_table([TIME], retentionInDays=4, totalRetentionInDays=20),
+        headers=bearer(token),
+    )
+    assert created.status_code == 200, created.text
+    # As Basic its interactive retention would be 30 days: a total of 20 is refused.
+    short = {"properties": {"plan": "Basic", "totalRetentionInDays": 20}}
+    _error(
+        client.put(_url(emu, name), params=API, json=short, headers=bearer(token)),
+        400,
+        "InvalidParameter",
+    )
+    basic = {"properties": {"plan": "Basic", "totalRetentionInDays": 180}}
+    switched = client.put(_url(emu, name), params=API, json=basic, headers=bearer(token))
+    assert switched.status_code == 200, switched.text
+    assert switched.json()["properties"]["retentionInDays"] == 30
+    # The same plan again is no switch; another plan within the week is refused.
+    again = client.put(_url(emu, name), params=API, json=basic, headers=bearer(token))
+    assert again.status_code == 200, again.text
+    back = {"properties": {"plan": "Analytics", "retentionInDays": 4}}
+    message = _error(
+        client.put(_url(emu, name), params=API, json=back, headers=bearer(token)),
+        400,
+        "InvalidParameter",
+    )
+    assert "once a week" in message
+    assert (
+        client.get(_url(emu, name), params=API, headers=bearer(token)).json()["properties"]["plan"]
+        == "Basic"
     )

@@ -1,18 +1,21 @@
 """The ARM deployment template for Sentinel: custom tables, DCRs and the collector's role.
 
-Owns the mapping from the table registry to Log Analytics tables, the template's parameters
-(with the retention limits Azure enforces) and outputs; the DCRs and role assignments are
-``azure.arm_dcrs``'s, the legacy column types ``azure.classic``'s. May import ``tables``,
-``azure.arm_dcrs`` and ``azure.classic``.
+Owns the mapping from the table registry to Log Analytics tables (each with its plan:
+Analytics, Basic or Auxiliary), the template's parameters (with the retention limits Azure
+enforces) and outputs; the DCRs and role assignments are ``azure.arm_dcrs``'s, the saved KQL
+functions ``azure.arm_functions``'s, the legacy column types ``azure.classic``'s. May import
+``tables``, ``analytics.functions``, ``azure.arm_dcrs``, ``azure.arm_functions`` and
+``azure.classic``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from endpoint_forensics.analytics.functions import KqlFunction, functions
 from endpoint_forensics.azure.arm_dcrs import (
     DCR_API_VERSION,
     DEPLOYMENTS_API_VERSION,
@@ -23,10 +26,16 @@ from endpoint_forensics.azure.arm_dcrs import (
     dcr_name,
     stream_name,
 )
+from endpoint_forensics.azure.arm_functions import (
+    function_resources,
+    plan_conflict,
+    table_resource_id,
+)
 from endpoint_forensics.azure.classic import legacy_type_problems
 from endpoint_forensics.tables import TABLES, KqlType, Table
 
 __all__ = [
+    "AUXILIARY_TABLES_API_VERSION",
     "DCR_API_VERSION",
     "MAX_STREAMS_PER_DCR",
     "MONITORING_METRICS_PUBLISHER_ROLE_ID",
@@ -34,8 +43,10 @@ __all__ = [
     "RETENTION_DAYS",
     "TABLES_API_VERSION",
     "TABLE_COLUMN_TYPES",
+    "TABLE_PLANS",
     "TOTAL_RETENTION_DAYS",
     "build_arm_template",
+    "plan_problem",
     "retention_problem",
     "stream_name",
     "write_arm_template",
@@ -44,6 +55,13 @@ __all__ = [
 ArmObject = dict[str, Any]
 
 TABLES_API_VERSION = "2022-10-01"
+# TablePlanEnum is Basic | Analytics in 2022-10-01; Auxiliary is a known value in 2025-07-01
+# (Tables - Create Or Update). A template with an Auxiliary table uses it for every table.
+AUXILIARY_TABLES_API_VERSION = "2025-07-01"
+TABLE_PLANS = ("Analytics", "Basic", "Auxiliary")
+# Basic and Auxiliary tables keep 30 days of interactive retention; their retentionInDays is
+# read-only, so the template leaves it out and their total retention starts from 30 days.
+_FIXED_INTERACTIVE_DAYS = 30
 
 # Table retention (Tables API 2022-10-01, TableProperties): interactive 4-730 days, total
 # 4-4383 days, and -1 for the default (the workspace's retention; the table's retention).
@@ -93,6 +111,44 @@ def retention_problem(retention_days: int, total_retention_days: int) -> str | N
     return None
 
 
+def plan_problem(
+    plans: Mapping[str, str], *, compat: bool = False, total_retention_days: int = 365
+) -> str | None:
+    """Say why table plans are ones the template cannot deploy, or None when they can.
+
+    ``plans`` maps a table of the template (the registry's, with ``compat`` its legacy tables
+    too) to Analytics, Basic or Auxiliary. The shipped functions must read Analytics tables
+    only, and a Basic or Auxiliary table's total retention must cover its 30 interactive days.
+    """
+    names = [t.name for ts in _selected_tables(TABLES.values(), compat=compat).values() for t in ts]
+    return _plan_problem(plans, names, functions().values(), total_retention_days)
+
+
+def _plan_problem(
+    plans: Mapping[str, str],
+    tables: Collection[str],
+    saved: Iterable[KqlFunction],
+    total_retention_days: int,
+) -> str | None:
+    for table, plan in plans.items():
+        if table not in tables:
+            return f"unknown table {table!r}: the template's tables are {', '.join(tables)}"
+        if plan not in TABLE_PLANS:
+            return f"{table}: unknown plan {plan!r} (one of {', '.join(TABLE_PLANS)})"
+    conflict = plan_conflict(saved, plans)
+    if conflict is not None:
+        return conflict
+    low = _FIXED_INTERACTIVE_DAYS
+    if total_retention_days != -1 and total_retention_days < low:
+        cheap = [t for t, plan in plans.items() if plan != "Analytics"]
+        if cheap:
+            return (
+                f"{cheap[0]}: a {plans[cheap[0]]} table keeps {low} days interactively; its "
+                f"total retention ({total_retention_days} days) must be -1 or at least {low}"
+            )
+    return None
+
+
 def _literal(text: str) -> str:
     """Escape registry text that ARM would otherwise evaluate as an expression."""
     return "[" + text if text.startswith("[") and text.endswith("]") else text
@@ -130,20 +186,19 @@ def _selected_tables(tables: Iterable[Table], *, compat: bool) -> dict[str, list
 
 
 def _table_resource_id(table: Table) -> str:
-    return (
-        "[resourceId('Microsoft.OperationalInsights/workspaces/tables', "
-        f"parameters('workspaceName'), {_quote(table.name)})]"
-    )
+    return table_resource_id(table.name)
 
 
-def _table_resource(table: Table) -> ArmObject:
+def _table_resource(table: Table, plan: str, api_version: str) -> ArmObject:
+    retention: ArmObject = {"retentionInDays": "[parameters('retentionInDays')]"}
     return {
         "type": "Microsoft.OperationalInsights/workspaces/tables",
-        "apiVersion": TABLES_API_VERSION,
+        "apiVersion": api_version,
         "name": f"[concat(parameters('workspaceName'), {_quote('/' + table.name)})]",
         "properties": {
-            "plan": "Analytics",
-            "retentionInDays": "[parameters('retentionInDays')]",
+            "plan": plan,
+            # Read-only on a Basic or Auxiliary table: setting it there is refused.
+            **(retention if plan == "Analytics" else {}),
             "totalRetentionInDays": "[parameters('totalRetentionInDays')]",
             "schema": {
                 "name": table.name,
@@ -233,21 +288,30 @@ def build_arm_template(
     *,
     compat: bool = False,
     tables: Iterable[Table] | None = None,
+    plans: Mapping[str, str] | None = None,
+    kql_functions: Iterable[KqlFunction] | None = None,
     extra_resources: Sequence[ArmObject] = (),
     retention_days: int = 90,
     total_retention_days: int = 365,
 ) -> ArmObject:
-    """The ARM template deploying the registry's tables, their DCRs and the collector's role.
+    """The ARM template deploying the registry's tables, their DCRs, the collector's role and
+    the shipped KQL functions as saved functions.
 
     ``compat`` adds the legacy-compatible tables (profile "compat"). ``tables`` defaults to
-    the registry. ``extra_resources`` (the workbook and hunting queries, later) are appended
-    as given; each needs at least ``type``, ``apiVersion`` and ``name``. ``retention_days``
-    and ``total_retention_days`` are the defaults of the retention parameters.
+    the registry. ``plans`` maps a table to Analytics, Basic or Auxiliary (default Analytics);
+    with any Auxiliary table, every table resource uses :data:`AUXILIARY_TABLES_API_VERSION`.
+    ``kql_functions`` defaults to the shipped functions with the registry's tables, and to
+    none with ``tables`` given. ``extra_resources`` (the workbook and hunting queries, later)
+    are appended as given; each needs at least ``type``, ``apiVersion`` and ``name``.
+    ``retention_days`` and ``total_retention_days`` are the defaults of the retention
+    parameters.
 
     Raises:
-        ValueError: a retention Azure refuses (see :func:`retention_problem`), a compat
-            column whose type is not its legacy suffix's, a table without ``TimeGenerated``
-            or of an unknown profile, or an extra resource without type, apiVersion or name.
+        ValueError: a retention Azure refuses (see :func:`retention_problem`), plans it
+            refuses (see :func:`plan_problem`), a function reading a table not in the template,
+            a compat column whose type is not its legacy suffix's, a table without
+            ``TimeGenerated`` or of an unknown profile, or an extra resource without type,
+            apiVersion or name.
     """
     problem = retention_problem(retention_days, total_retention_days)
     if problem is not None:
@@ -255,6 +319,14 @@ def build_arm_template(
     for extra in extra_resources:
         _check_extra(extra)
     selected = _selected_tables(TABLES.values() if tables is None else tables, compat=compat)
+    names = [t.name for profile_tables in selected.values() for t in profile_tables]
+    plans = dict(plans or {})
+    if kql_functions is None:
+        kql_functions = functions().values() if tables is None else ()
+    saved = list(kql_functions)
+    problem = _plan_problem(plans, names, saved, total_retention_days)
+    if problem is not None:
+        raise ValueError(problem)
     dcrs: list[tuple[str, Sequence[Table]]] = []
     for profile, profile_tables in selected.items():
         for start in range(0, len(profile_tables), MAX_STREAMS_PER_DCR):
@@ -262,14 +334,18 @@ def build_arm_template(
             chunk = profile_tables[start : start + MAX_STREAMS_PER_DCR]
             dcrs.append((dcr_name(profile, index), chunk))
 
+    version = AUXILIARY_TABLES_API_VERSION if "Auxiliary" in plans.values() else TABLES_API_VERSION
     resources: list[ArmObject] = [
-        _table_resource(t) for profile_tables in selected.values() for t in profile_tables
+        _table_resource(t, plans.get(t.name, "Analytics"), version)
+        for profile_tables in selected.values()
+        for t in profile_tables
     ]
     depends_on = [_table_resource_id(t) for _, chunk in dcrs for t in chunk]
     deployment = dcr_deployment(
         dcrs, deployment_name=f"[variables('{_DCR_DEPLOYMENT}')]", depends_on=depends_on
     )
     resources.append(deployment)
+    resources += function_resources(saved, names)
     resources += [dict(extra) for extra in extra_resources]
     return {
         "$schema": SCHEMA_URL,
@@ -291,6 +367,7 @@ def write_arm_template(
     path: str | Path,
     *,
     compat: bool = False,
+    plans: Mapping[str, str] | None = None,
     extra_resources: Sequence[ArmObject] = (),
     retention_days: int = 90,
     total_retention_days: int = 365,
@@ -298,6 +375,7 @@ def write_arm_template(
     """Write :func:`build_arm_template` to ``path`` as indented UTF-8 JSON; return it."""
     template = build_arm_template(
         compat=compat,
+        plans=plans,
         extra_resources=extra_resources,
         retention_days=retention_days,
         total_retention_days=total_retention_days,

@@ -4,7 +4,8 @@ Data goes to stdout; progress and logs to stderr. An expected failure (``EpfErro
 on stderr and an exit code: 1 a failed run, 2 usage or config, 3 a partial sync. ``--debug``
 shows the traceback.
 May import every layer below it, and ``epf_emulator`` only inside the ``epf emulator`` command
-(through ``demo`` otherwise), after checking that the ``demo`` extra is installed.
+(``cli.emulator``; through ``demo`` otherwise), after checking that the ``demo`` extra is
+installed.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ import typer
 
 from endpoint_forensics import __version__
 from endpoint_forensics.cli.deploy import deploy_app
+from endpoint_forensics.cli.emulator import Devices, Seed, emulator
+from endpoint_forensics.cli.forensics import forensics, lifecycle
 from endpoint_forensics.cli.render import (
     Progress,
     cell,
     out,
+    render_day,
     render_demo,
     render_outcomes,
     render_table,
 )
-from endpoint_forensics.errors import ConfigError, EpfError
+from endpoint_forensics.errors import EpfError
 
 app = typer.Typer(
     add_completion=False,
@@ -41,6 +45,9 @@ app = typer.Typer(
     help="Endpoint Forensics: Defender endpoint posture history for investigators.",
 )
 app.add_typer(deploy_app, name="deploy")
+app.command()(forensics)
+app.command()(lifecycle)
+app.command()(emulator)
 
 _state: dict[str, Any] = {"debug": False}
 EXIT_PARTIAL = 3
@@ -199,61 +206,33 @@ def run(
         raise typer.Exit(summaries[-1].exit_code)
 
 
-# The options `epf demo` and `epf emulator` share, and those of `epf emulator` alone.
-_Devices = Annotated[int, typer.Option(min=0, help="Devices in the emulated fleet.")]
-_Seed = Annotated[int, typer.Option(help="Seed of the emulated fleet.")]
-_Host = Annotated[str, typer.Option(help="Address to listen on (loopback by default).")]
-_Port = Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 picks a free one.")]
-_WriteConfig = Annotated[
-    Path | None,
-    typer.Option("--write-config", help="Write a config file that syncs from this emulator."),
-]
-_Faults = Annotated[
-    str | None,
-    typer.Option("--faults", help='Inject faults: "STATUS@PATH[*TIMES][+AFTER]", comma-separated.'),
-]
-_TokenLifetime = Annotated[int, typer.Option(min=1, help="Access token lifetime in seconds.")]
-_StateDir = Annotated[
-    Path | None,
-    typer.Option("--state-dir", help="Keep the CA and export files here (default: a temp dir)."),
-]
-_IotSensors = Annotated[
-    int,
-    typer.Option(
-        "--iot-sensors", min=0, max=16, help="Defender for IoT sensors (0: none, no console)."
-    ),
-]
-_IotEventsPerHour = Annotated[
-    float,
-    typer.Option("--iot-events-per-hour", min=0, help="Events each sensor records an hour."),
-]
-_Sentinel = Annotated[
-    bool,
-    typer.Option(
-        "--sentinel/--no-sentinel",
-        help="Whether --write-config sends to the emulated Sentinel (Logs Ingestion API).",
-    ),
-]
-
-
 @app.command()
 def demo(
-    devices: _Devices = 2000,
-    seed: _Seed = 1,
+    devices: Devices = 2000,
+    seed: Seed = 1,
     db: Annotated[Path, typer.Option(help="Workspace file to sync into.")] = Path(
         "epf-demo.duckdb"
     ),
+    days: Annotated[
+        int, typer.Option(min=0, max=90, help="Simulated days of history, one sync a day.")
+    ] = 14,
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="Do not serve the dashboard afterwards.")
     ] = False,
 ) -> None:
-    """Start an emulated Defender tenant, sync it into a local workspace, print what it found."""
+    """Start an emulated Defender tenant, sync a fortnight of its history into a local
+    workspace, print what it found and the forensic answer for its incident."""
     from endpoint_forensics.demo import require_demo_extra, run_demo
 
     require_demo_extra("epf demo")
-    typer.echo(f"Emulating a tenant of {devices:,} devices (seed {seed}) ...", err=True)
+    typer.echo(
+        f"Emulating a tenant of {devices:,} devices (seed {seed}), {days} days of history ...",
+        err=True,
+    )
     with Progress() as progress:
-        result = run_demo(devices=devices, seed=seed, db=db, progress=progress)
+        result = run_demo(
+            devices=devices, seed=seed, db=db, days=days, progress=progress, on_day=render_day
+        )
     summary = result.summary
     render_demo(result, db, _me())
     if not no_serve:
@@ -261,70 +240,6 @@ def demo(
     if not (result.matches_truth and result.sentinel_matches_store) and summary.exit_code == 0:
         raise typer.Exit(1)
     _finish(summary)
-
-
-@app.command()
-def emulator(
-    devices: _Devices = 2000,
-    seed: _Seed = 1,
-    host: _Host = "127.0.0.1",
-    port: _Port = 8443,
-    write_config: _WriteConfig = None,
-    faults: _Faults = None,
-    token_lifetime: _TokenLifetime = 3599,
-    state_dir: _StateDir = None,
-    iot_sensors: _IotSensors = 2,
-    iot_events_per_hour: _IotEventsPerHour = 120.0,
-    sentinel: _Sentinel = True,
-) -> None:
-    """Serve an emulated Defender tenant (Entra token endpoint, MDE API, advanced hunting) and
-    Defender for IoT sensors with a management console."""
-    from endpoint_forensics.demo import require_demo_extra
-
-    require_demo_extra("epf emulator")  # before the emulator's web stack is imported
-    from epf_emulator import Emulator, EmulatorSettings, parse_faults
-
-    try:
-        fault_list = parse_faults(faults) if faults else ()
-    except ValueError as exc:
-        raise ConfigError(f"--faults: {exc}") from None
-    settings = EmulatorSettings(
-        devices=devices,
-        seed=seed,
-        host=host,
-        port=port,
-        faults=fault_list,
-        token_lifetime_seconds=token_lifetime,
-        state_dir=state_dir.resolve() if state_dir else None,
-        iot_sensors=iot_sensors,
-        iot_events_per_hour=iot_events_per_hour,
-    )
-    emu = Emulator(settings).start()
-    try:
-        _announce_emulator(emu, write_config=write_config, sentinel=sentinel)
-        emu.serve_forever()
-    finally:
-        emu.stop()
-
-
-def _announce_emulator(emu: Any, *, write_config: Path | None, sentinel: bool) -> None:
-    """Print where the emulator serves and how to reach it; write its config if asked."""
-    typer.echo(f"Emulated Defender tenant at {emu.base_url}", err=True)
-    typer.echo(f"  tenant id: {emu.tenant_id}\n  client id: {emu.client_id}", err=True)
-    typer.echo(f"  CA bundle: {emu.ca_path}", err=True)
-    typer.echo(f"  truth:     {emu.base_url}/_emulator/stats", err=True)
-    for iot in emu.iot_appliances:  # Defender for IoT: self-signed, raw-token auth
-        typer.echo(f"  IoT {iot.name}: {iot.base_url}  token {iot.token}", err=True)
-        typer.echo(f"    certificate sha256 {iot.fingerprint_sha256}", err=True)
-    if write_config:
-        # Written aside and renamed, so whoever waits for the file never reads half of it.
-        partial = write_config.with_name(write_config.name + ".partial")
-        emu.write_config(partial, sentinel=sentinel)
-        partial.replace(write_config)
-        typer.echo(f"  config:    {write_config} (epf sync --config {write_config})", err=True)
-    else:
-        typer.echo(f"  client secret: {emu.client_secret}", err=True)
-    typer.echo("Ctrl-C stops it.", err=True)
 
 
 @app.command()
@@ -339,9 +254,10 @@ def query(
     ] = OutputFormat.TABLE,
 ) -> None:
     """Query the workspace in KQL (as in Sentinel) or SQL."""
+    from endpoint_forensics.analytics.functions import registry
     from endpoint_forensics.workspace.store import run_query
 
-    result = run_query(db, query_text, sql=sql)
+    result = run_query(db, query_text, sql=sql, functions=None if sql else registry())
     records = result.records()
     if format is OutputFormat.JSON:
         out(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())

@@ -20,6 +20,23 @@ deploy_app = typer.Typer(
 )
 
 
+_LABELS = {"Microsoft.OperationalInsights/workspaces/savedSearches": "saved functions"}
+
+
+def _plans(given: list[str]) -> dict[str, str]:
+    """``TABLE=PLAN`` options as a table -> plan map; the plans themselves are checked later."""
+    plans: dict[str, str] = {}
+    for item in given:
+        table, sep, plan = item.partition("=")
+        if not sep or not table.strip() or not plan.strip():
+            raise ConfigError(f"--plan: expected TABLE=PLAN, not {item!r}")
+        table, plan = table.strip(), plan.strip()
+        if plans.get(table, plan) != plan:
+            raise ConfigError(f"--plan: {table} given two plans, {plans[table]} and {plan}")
+        plans[table] = plan
+    return plans
+
+
 @deploy_app.command("arm")
 def deploy_arm(
     out: Annotated[Path, typer.Option("--out", "-o", help="Write the template here.")],
@@ -45,11 +62,21 @@ def deploy_arm(
             help="Default total retention: 4-4383 days, -1 the interactive retention.",
         ),
     ] = 365,
+    plan: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plan",
+            metavar="TABLE=PLAN",
+            help="A table's plan: Analytics (the default), Basic or Auxiliary. Repeatable. "
+            "The tables the KQL functions read stay Analytics.",
+        ),
+    ] = None,
 ) -> None:
     """Write an ARM template: every custom table, the DCRs (10 streams each, in the
-    workspace's region) and the Monitoring Metrics Publisher role for the collector's
-    identity."""
+    workspace's region), the Monitoring Metrics Publisher role for the collector's
+    identity and the KQL functions as saved functions."""
     from endpoint_forensics.azure import (
+        plan_problem,
         retention_problem,
         write_arm_template,
         write_migration_script,
@@ -58,13 +85,23 @@ def deploy_arm(
     problem = retention_problem(retention_days, total_retention_days)
     if problem is not None:
         raise ConfigError(f"--retention-days/--total-retention-days: {problem}")
+    plans = _plans(plan or [])
+    problem = plan_problem(plans, compat=compat, total_retention_days=total_retention_days)
+    if problem is not None:
+        raise ConfigError(f"--plan: {problem}")
     template = write_arm_template(
-        out, compat=compat, retention_days=retention_days, total_retention_days=total_retention_days
+        out,
+        compat=compat,
+        plans=plans,
+        retention_days=retention_days,
+        total_retention_days=total_retention_days,
     )
     kinds: dict[str, int] = {}
     for resource in template["resources"]:
         kinds[resource["type"]] = kinds.get(resource["type"], 0) + 1
-    summary = ", ".join(f"{n} {kind.rsplit('/', 1)[-1]}" for kind, n in kinds.items())
+    summary = ", ".join(
+        f"{n} {_LABELS.get(kind, kind.rsplit('/', 1)[-1])}" for kind, n in kinds.items()
+    )
     typer.echo(f"Wrote {out}: {summary}", err=True)
     if compat:
         script = write_migration_script(out)

@@ -13,7 +13,18 @@ from typing import Any
 import orjson
 import typer
 
-__all__ = ["Progress", "cell", "out", "render_demo", "render_outcomes", "render_table"]
+__all__ = [
+    "Progress",
+    "cell",
+    "next_query",
+    "out",
+    "render_day",
+    "render_demo",
+    "render_outcomes",
+    "render_table",
+]
+
+#: The query the demo report suggests next: each device's latest agent health, by OS family.
 
 
 def render_outcomes(summary: Any) -> None:
@@ -71,15 +82,30 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+def render_day(day: int, summary: Any) -> None:
+    """One line per simulated day of ``epf demo``."""
+    rows = sum(o.rows for o in summary.outcomes)
+    typer.echo(
+        f"  day {day:>2}  {summary.time_generated:%Y-%m-%d %H:%M}Z  {rows:>9,} rows collected"
+        f"  {summary.wall_seconds:5.1f} s",
+        err=True,
+    )
+
+
 def render_demo(result: Any, db: Path, me: str) -> None:
-    """What ``epf demo`` found: outcomes, platforms, failing tests, sensors, the truth check."""
+    """What ``epf demo`` found: the last day's outcomes, platforms, failing tests, sensors, the
+    truth check, and the forensic answer for the incident."""
+    from endpoint_forensics.analytics.report import as_text
+
     summary = result.summary
+    wall = sum(s.wall_seconds for s in result.days)
     out(
-        f"Synced the emulated tenant into {db} in {summary.wall_seconds:.1f} s (run {summary.run_id})"
+        f"Synced {len(result.days)} days of the emulated tenant into {db} in {wall:.1f} s;"
+        f" the last day (run {summary.run_id}):"
     )
     render_outcomes(summary)
     out("")
-    out("Devices per platform (this snapshot):")
+    out("Devices per platform (at the end):")
     for rec in result.by_platform:
         out(f"  {rec['OSPlatform'] or '(none)':<20} {rec['Devices']:>8,}")
     out("")
@@ -97,13 +123,35 @@ def render_demo(result: Any, db: Path, me: str) -> None:
     out("")
     verdict = "yes" if result.matches_truth else "NO"
     detail = ", ".join(f"{t} {result.synced.get(t, 0):,}/{n:,}" for t, n in result.truth.items())
-    out(f"Row counts equal the emulator's truth: {verdict} ({detail})")
+    out(
+        f"Equal to the emulator's truth (the first day in full, the state at the end): {verdict} ({detail})"
+    )
     if result.ingested:
         same = "yes" if result.sentinel_matches_store else "NO"
         rows = sum(result.ingested.values())
         out(f"Sentinel (emulated Logs Ingestion API) received the same rows: {same} ({rows:,})")
-    latest = "EPF_AgentHealth_CL | summarize arg_max(SnapshotTime, *) by DeviceId"
-    out(f'Next: {me} query --db {db} "{latest} | summarize count() by OSFamily"')
+    if result.incident_answer is not None:
+        incident = result.incident
+        out("")
+        out(
+            f"The incident: {incident['DeviceName']} was hit at {incident['at']}. What was it like?"
+        )
+        out("")
+        out(as_text(result.incident_answer).rstrip("\n"))
+        out("")
+        out(
+            f"Next: {me} forensics --db {db} --device {incident['DeviceName']}"
+            f" --at {incident['at']} --format html --out incident.html"
+        )
+        out(f'      {me} query --db {db} "{next_query(incident["at"])}"')
+
+
+def next_query(at: str) -> str:
+    """The fleet question the demo suggests next: tamper protection off at the incident."""
+    return (
+        f"EPF_AgentHealthAt(datetime({at})) | where TamperProtection == 'Fail'"
+        " | summarize Devices = count() by OSPlatform"
+    )
 
 
 def out(text: str) -> None:

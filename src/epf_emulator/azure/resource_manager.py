@@ -3,8 +3,11 @@
 Owns, on the emulator's HTTPS app (its base URL stands in for ``https://management.azure.com``),
 ``GET .../workspaces/{ws}``, ``GET`` and ``PUT .../workspaces/{ws}/tables/{table}`` and ``POST
 .../tables/{table}/migrate`` (Tables API, ``api-version`` 2021-12-01-preview, which brought
-``migrate``, or later; paths case-insensitive, as ARM's) over ``azure.workspace``'s workspace,
-which starts with the original connector's five classic tables. Tokens must be this tenant's
+``migrate``, or later; the plans each version knows are ``azure.table_rules``'s; paths
+case-insensitive, as ARM's) over ``azure.workspace``'s workspace, which starts with the original
+connector's five classic tables, and ``GET .../savedSearches``, ``GET`` and ``PUT
+.../savedSearches/{id}`` over ``azure.saved_searches`` (api-version 2020-03-01-preview or later,
+those with ``functionAlias``). Tokens must be this tenant's
 for Resource Manager (``https://management.azure.com`` or ``https://management.core.windows.net``,
 with or without the slash: 401 ``InvalidAuthenticationTokenAudience`` otherwise). The app's
 service principal holds one role, Log Analytics Contributor on the workspace's resource group,
@@ -14,7 +17,7 @@ with ``x-ms-request-id``; Azure's own wording where known (the classic-table ref
 table: learn.microsoft.com/azure/azure-monitor/logs/custom-logs-migrate, Azure/azure-cli#31712),
 ours elsewhere. ``migrate`` answers 200 with no body, as the Tables - Migrate reference shows.
 
-Imports only ``azure.workspace`` and ``identity.entra`` of the emulator: it shares no code with the
+Imports only ``azure`` modules and ``identity.entra`` of the emulator: it shares no code with the
 collector.
 """
 
@@ -30,16 +33,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from epf_emulator.azure.errors import ArmRefusal
+from epf_emulator.azure.saved_searches import SAVED_SEARCHES_API_VERSIONS, SavedSearches
+from epf_emulator.azure.table_rules import TABLE_PLANS_BY_API_VERSION
 from epf_emulator.azure.workspace import (
     LOCATION,
     RESOURCE_GROUP,
     WORKSPACE_NAME,
-    ArmRefusal,
     WorkspaceTables,
 )
 from epf_emulator.identity.entra import Identity, TokenError
 
-__all__ = ["ARM_AUDIENCES", "TABLES_API_VERSIONS", "WorkspaceTablesApi"]
+__all__ = [
+    "ARM_AUDIENCES",
+    "SAVED_SEARCHES_API_VERSIONS",
+    "TABLES_API_VERSIONS",
+    "WorkspaceTablesApi",
+]
 
 #: Resource Manager accepts a token for either App ID URI, with or without the slash.
 ARM_AUDIENCES = frozenset(
@@ -51,11 +61,12 @@ ARM_AUDIENCES = frozenset(
     }
 )
 #: The Tables API versions that have ``migrate`` (it came with 2021-12-01-preview).
-TABLES_API_VERSIONS = ("2021-12-01-preview", "2022-10-01", "2023-09-01", "2025-02-01", "2025-07-01")
+TABLES_API_VERSIONS = tuple(TABLE_PLANS_BY_API_VERSION)
 _PATH = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/"
     r"microsoft\.operationalinsights/workspaces/(?P<ws>[^/]+?)"
-    r"(?:/tables/(?P<table>[^/]+?)(?P<migrate>/migrate)?)?/?$",
+    r"(?:/tables/(?P<table>[^/]+?)(?P<migrate>/migrate)?"
+    r"|(?P<saved>/savedsearches)(?:/(?P<search>[^/]+?))?)?/?$",
     re.IGNORECASE,
 )
 _JSON = "application/json; charset=utf-8"
@@ -67,6 +78,7 @@ class WorkspaceTablesApi:
     def __init__(self, identity: Identity, *, seed: int) -> None:
         self._identity = identity
         self.workspace = WorkspaceTables(seed=seed)
+        self.saved_searches = SavedSearches(self.workspace)
 
     def routes(self) -> list[Route]:
         return [
@@ -84,18 +96,52 @@ class WorkspaceTablesApi:
         match = _PATH.match(request.url.path)
         if match is None:
             raise ArmRefusal(
-                404, "NotFound", "The emulated Resource Manager serves workspace tables only."
+                404,
+                "NotFound",
+                "The emulated Resource Manager serves workspace tables and saved searches only.",
             )
+        if match["saved"] is not None:
+            return self._saved_answer(request, match, body)
         migrate = match["migrate"] is not None
         name = match["table"]
         if (request.method == "POST") != migrate or (name is None and request.method != "GET"):
             raise ArmRefusal(
                 405, "MethodNotAllowed", f"The method '{request.method}' is not allowed here."
             )
+        version = self._checked(request, match, TABLES_API_VERSIONS, "workspaces/tables")
+        if name is None:
+            return _ok(self.workspace.workspace())
+        if request.method == "GET":
+            return _ok(self.workspace.get(name))
+        if migrate:
+            self.workspace.migrate(name)
+            return Response(b"", status_code=200, headers=_ids())
+        return _ok(self.workspace.put(name, _json_object(body), api_version=version))
+
+    def _saved_answer(self, request: Request, match: re.Match[str], body: bytes) -> Response:
+        search = match["search"]
+        if request.method == "POST" or (search is None and request.method != "GET"):
+            raise ArmRefusal(
+                405, "MethodNotAllowed", f"The method '{request.method}' is not allowed here."
+            )
+        self._checked(request, match, SAVED_SEARCHES_API_VERSIONS, "workspaces/savedSearches")
+        if search is None:
+            return _ok(self.saved_searches.list())
+        if request.method == "GET":
+            return _ok(self.saved_searches.get(search))
+        return _ok(self.saved_searches.put(search, _json_object(body)))
+
+    def _checked(
+        self, request: Request, match: re.Match[str], versions: tuple[str, ...], kind: str
+    ) -> str:
+        """The request's api-version, once its token, version, role scope and workspace pass."""
         claims = self._authenticate(request)
-        _check_api_version(request.query_params.get("api-version"))
+        version = _check_api_version(request.query_params.get("api-version"), versions, kind)
         action = {"GET": "read", "PUT": "write", "POST": "migrate/action"}[request.method]
-        action = f"tables/{action}" if name is not None else action
+        if match["saved"] is not None:
+            action = f"savedSearches/{action}"
+        elif match["table"] is not None:
+            action = f"tables/{action}"
         scope = request.url.path.rstrip("/")
         self._authorize(str(claims.get("oid") or ""), match["sub"], match["rg"], action, scope)
         if match["ws"].lower() != WORKSPACE_NAME:
@@ -106,14 +152,7 @@ class WorkspaceTablesApi:
                 f"resource group '{match['rg']}' was not found. For more details please go to "
                 "https://aka.ms/ARMResourceNotFoundFix",
             )
-        if name is None:
-            return _ok(self.workspace.workspace())
-        if request.method == "GET":
-            return _ok(self.workspace.get(name))
-        if migrate:
-            self.workspace.migrate(name)
-            return Response(b"", status_code=200, headers=_ids())
-        return _ok(self.workspace.put(name, _json_object(body)))
+        return version
 
     def _authenticate(self, request: Request) -> dict[str, Any]:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -163,21 +202,22 @@ class WorkspaceTablesApi:
             )
 
 
-def _check_api_version(version: str | None) -> None:
+def _check_api_version(version: str | None, versions: tuple[str, ...], kind: str) -> str:
     if not version:
         raise ArmRefusal(
             400,
             "MissingApiVersionParameter",
             "The api-version query parameter (?api-version=) is required for all requests.",
         )
-    if version not in TABLES_API_VERSIONS:
+    if version not in versions:
         raise ArmRefusal(
             400,
             "NoRegisteredProviderFound",
             f"No registered resource provider found for location '{LOCATION}' and API version "
-            f"'{version}' for type 'workspaces/tables'. The supported api-versions are "
-            f"'{', '.join(TABLES_API_VERSIONS)}'.",
+            f"'{version}' for type '{kind}'. The supported api-versions are "
+            f"'{', '.join(versions)}'.",
         )
+    return version
 
 
 def _json_object(body: bytes) -> Mapping[str, Any]:

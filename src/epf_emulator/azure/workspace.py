@@ -11,20 +11,35 @@ until ``migrate``; a column never changes type, not even one a later ``PUT`` dro
 to the original data type"); a new table is ``*_CL`` with ``TimeGenerated`` (dateTime) and no
 reserved column; retention is -1 or 4-730 days, total retention -1 or 4-4383 and, where the
 docs are silent and so stricter, not below the interactive retention (Tables API 2022-10-01,
-TableProperties). ``azure.resource_manager`` serves it over HTTP.
+TableProperties); a plan is one the api-version knows, a Basic or Auxiliary table keeps 30
+interactive days and takes no ``retentionInDays`` (``azure.table_rules``), and a table's plan
+switches at most once a week ("Configure a table plan"). ``azure.resource_manager`` serves it
+over HTTP.
 
 Imports nothing of the emulator: it shares no code with the collector.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from epf_emulator.azure.errors import ArmRefusal
+from epf_emulator.azure.table_rules import (
+    COLUMN_NAME,
+    FIXED_INTERACTIVE_DAYS,
+    RETENTION,
+    TOTAL_RETENTION,
+    checked_plan,
+    declared_columns,
+    rendered_column,
+    retention_value,
+)
 
 __all__ = [
     "CLASSIC_TABLES",
@@ -91,14 +106,8 @@ _CLASSIC_STANDARD = (
     ("Computer", "string"),
     ("RawData", "string"),
 )
-_COLUMN_TYPES = ("string", "int", "long", "real", "boolean", "dateTime", "guid", "dynamic")
-_RESERVED = frozenset(
-    n.lower()
-    for n in ("id", "_ResourceId", "_SubscriptionId", "TenantId", "Type", "UniqueId", "Title")
-)
-_COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,44}$")
-_RETENTION = (4, 730)
-_TOTAL_RETENTION = (4, 4383)
+# Azure allows one plan switch per table per week ("Configure a table plan").
+_PLAN_SWITCH_INTERVAL_S = 7 * 24 * 3600.0
 
 
 def subscription_id(seed: int) -> str:
@@ -118,16 +127,6 @@ def workspace_resource_id_of(subscription: str) -> str:
     )
 
 
-class ArmRefusal(Exception):
-    """An ARM error answer: status, code and message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 @dataclass
 class _Table:
     name: str
@@ -137,6 +136,7 @@ class _Table:
     retention: int = -1  # -1: the workspace's
     total: int = -1  # -1: the interactive retention
     plan: str = "Analytics"
+    plan_switched_at: float | None = None  # wall-clock seconds of the last plan switch
     description: str = ""
     # Every column the table ever had, by lower-cased name: a type never changes.
     types: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -169,14 +169,22 @@ class WorkspaceTables:
         with self._lock:
             return self._rendered(self._existing(name))
 
-    def put(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def put(
+        self, name: str, body: Mapping[str, Any], *, api_version: str = "2022-10-01"
+    ) -> dict[str, Any]:
         """Create or change a table (Tables - Create Or Update); the table as it now is.
 
         Raises:
             ArmRefusal: 400 for what Azure refuses (see the module docstring).
         """
         with self._lock:
-            return self._rendered(self._put(name, body))
+            return self._rendered(self._put(name, body, api_version))
+
+    def plan_of(self, name: str) -> str | None:
+        """The table's plan, or None for a table the workspace lacks."""
+        with self._lock:
+            table = self._tables.get(name.lower())
+            return table.plan if table else None
 
     def migrate(self, name: str) -> None:
         """Tables - Migrate: a classic table becomes DataCollectionRuleBased; again, no effect.
@@ -198,17 +206,25 @@ class WorkspaceTables:
             )
         return table
 
-    def _put(self, name: str, body: Mapping[str, Any]) -> _Table:
+    def _put(self, name: str, body: Mapping[str, Any], api_version: str) -> _Table:
         props = body.get("properties")
         if not isinstance(props, dict):
             raise ArmRefusal(
                 400, "InvalidParameter", "The request body has no 'properties' object."
             )
         table = self._tables.get(name.lower())
-        retention = _retention(props, "retentionInDays", _RETENTION, "the workspace's retention")
-        total = _retention(props, "totalRetentionInDays", _TOTAL_RETENTION, "the table's retention")
+        plan = checked_plan(props, table.plan if table else "Analytics", api_version)
+        if table is not None and plan != table.plan:
+            self._check_switch(table)
+        retention = retention_value(
+            props, "retentionInDays", RETENTION, "the workspace's retention"
+        )
+        total = retention_value(
+            props, "totalRetentionInDays", TOTAL_RETENTION, "the table's retention"
+        )
         interactive = retention if retention is not None else (table.retention if table else -1)
         interactive = WORKSPACE_RETENTION_DAYS if interactive == -1 else interactive
+        interactive = interactive if plan == "Analytics" else FIXED_INTERACTIVE_DAYS
         if total is not None and total != -1 and total < interactive:
             raise ArmRefusal(
                 400,
@@ -216,10 +232,7 @@ class WorkspaceTables:
                 f"totalRetentionInDays ({total}) can't be less than the interactive retention "
                 f"({interactive} days).",
             )
-        plan = props.get("plan", table.plan if table else "Analytics")
-        if plan not in ("Analytics", "Basic"):
-            raise ArmRefusal(400, "InvalidParameter", f"The table plan '{plan}' is not valid.")
-        columns = _columns(name, props.get("schema"))
+        columns = declared_columns(name, props.get("schema"))
         if table is None:
             table = self._create(name, columns)
         elif columns is not None:
@@ -227,13 +240,27 @@ class WorkspaceTables:
         if columns is not None:
             schema = props["schema"]
             table.description = str(schema.get("description") or "")
+        if plan != table.plan:
+            table.plan_switched_at = time.time()
         table.plan = plan
         table.retention = table.retention if retention is None else retention
         table.total = table.total if total is None else total
         return table
 
+    @staticmethod
+    def _check_switch(table: _Table) -> None:
+        # Wall-clock time, as Azure counts it: the emulated clock only moves the posture data.
+        last = table.plan_switched_at
+        if last is not None and time.time() - last < _PLAN_SWITCH_INTERVAL_S:
+            raise ArmRefusal(
+                400,
+                "InvalidParameter",
+                f"The plan of table {table.name} was changed less than a week ago; a table's "
+                "plan can be switched once a week.",
+            )
+
     def _create(self, name: str, columns: list[dict[str, str]] | None) -> _Table:
-        if not name.endswith("_CL") or not _COLUMN_NAME.match(name[:-3] or "-"):
+        if not name.endswith("_CL") or not COLUMN_NAME.match(name[:-3] or "-"):
             raise ArmRefusal(
                 400,
                 "InvalidParameter",
@@ -298,6 +325,7 @@ class WorkspaceTables:
 
     def _rendered(self, table: _Table) -> dict[str, Any]:
         retention = WORKSPACE_RETENTION_DAYS if table.retention == -1 else table.retention
+        retention = retention if table.plan == "Analytics" else FIXED_INTERACTIVE_DAYS
         total = retention if table.total == -1 else table.total
         table_id = f"{workspace_resource_id_of(self.subscription)}/tables/{table.name}"
         body = {
@@ -305,15 +333,15 @@ class WorkspaceTables:
                 "totalRetentionInDays": total,
                 "archiveRetentionInDays": total - retention,
                 "plan": table.plan,
-                "retentionInDaysAsDefault": table.retention == -1,
+                "retentionInDaysAsDefault": table.plan == "Analytics" and table.retention == -1,
                 "totalRetentionInDaysAsDefault": table.total == -1,
                 "schema": {
                     "name": table.name,
                     "tableSubType": table.sub_type,
                     "tableType": "CustomLog",
                     "description": table.description or None,
-                    "columns": [_rendered(c) for c in table.columns],
-                    "standardColumns": [_rendered(c) for c in table.standard],
+                    "columns": [rendered_column(c) for c in table.columns],
+                    "standardColumns": [rendered_column(c) for c in table.standard],
                     "solutions": ["LogManagement"],
                 },
                 "provisioningState": "Succeeded",
@@ -324,76 +352,3 @@ class WorkspaceTables:
             "type": "Microsoft.OperationalInsights/workspaces/tables",
         }
         return body
-
-
-def _retention(
-    props: Mapping[str, Any], key: str, bounds: tuple[int, int], default: str
-) -> int | None:
-    value = props.get(key)
-    if value is None:
-        return None
-    low, high = bounds
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or (value != -1 and not low <= value <= high)
-    ):
-        raise ArmRefusal(
-            400,
-            "InvalidParameter",
-            f"{key} must be -1 ({default}) or between {low} and {high} days; got {value!r}.",
-        )
-    return value
-
-
-def _columns(table: str, schema: Any) -> list[dict[str, str]] | None:
-    """The declared columns, types in the API's spelling; None when the PUT declares none."""
-    if schema is None:
-        return None
-    if not isinstance(schema, dict):
-        raise ArmRefusal(400, "InvalidParameter", "properties.schema must be an object.")
-    named = schema.get("name")
-    if named is not None and str(named).lower() != table.lower():
-        raise ArmRefusal(400, "InvalidParameter", f"schema.name '{named}' is not the table's name.")
-    declared = schema.get("columns")
-    if declared is None:
-        return None
-    if not isinstance(declared, list):
-        raise ArmRefusal(400, "InvalidParameter", "schema.columns must be an array.")
-    columns: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for item in declared:
-        name = item.get("name") if isinstance(item, dict) else None
-        kind = item.get("type") if isinstance(item, dict) else None
-        if not isinstance(name, str) or not _COLUMN_NAME.match(name) or len(name) < 2:
-            raise ArmRefusal(
-                400,
-                "InvalidParameter",
-                f"Column name {name!r} is not valid: a letter, then up to 44 letters, digits or "
-                "underscores.",
-            )
-        if name.lower() in _RESERVED:
-            raise ArmRefusal(400, "InvalidParameter", f"Column name '{name}' is reserved.")
-        spelled = {t.lower(): t for t in _COLUMN_TYPES}.get(str(kind).lower())
-        if not isinstance(kind, str) or spelled is None:
-            raise ArmRefusal(
-                400, "InvalidParameter", f"Column '{name}' has an unknown type {kind!r}."
-            )
-        if name.lower() in seen:
-            raise ArmRefusal(400, "InvalidParameter", f"Column '{name}' is declared twice.")
-        seen.add(name.lower())
-        column = {"name": name, "type": spelled}
-        if isinstance(item.get("description"), str):
-            column["description"] = item["description"]
-        columns.append(column)
-    return columns
-
-
-def _rendered(column: Mapping[str, str]) -> dict[str, Any]:
-    return {
-        "name": column["name"],
-        "type": column["type"],
-        "description": column.get("description"),
-        "isDefaultDisplay": False,
-        "isHidden": False,
-    }

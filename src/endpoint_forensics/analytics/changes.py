@@ -1,0 +1,196 @@
+"""What changed on one device in the window before T, from the workspace's history.
+
+Owns the ``changes`` of the forensic answer (docs/forensics.md): the device's state in each
+dataset replayed from the newest full snapshot before the window (a full snapshot replaces the
+state; in change-only history, ``Added``/``Changed`` rows update it and ``Removed`` rows drop an
+item), each difference stamped with the snapshot that first showed it (the collector cannot
+know the instant in between); and the vulnerability events (``New`` and ``Fixed``) at the time
+Defender gives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from endpoint_forensics.tables import AGENT_HEALTH_TESTS
+
+__all__ = ["changes_in_window"]
+
+_STALE_HOURS = 168  # the signature age the missing rules call old
+_FULL = frozenset({"", "Snapshot", "Baseline"})
+_UPDATED = "_SignatureUpdated"  # an item kept for _staleness, never reported
+
+
+class _Reader(Protocol):
+    def kql(self, query: str, **values: Any) -> list[dict[str, Any]]: ...
+
+
+# dataset -> (table, the items of one row: {item: value})
+def _device_items(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in ("HealthStatus", "OnboardingStatus", "RbacGroupName")}
+
+
+def _agent_items(row: dict[str, Any]) -> dict[str, Any]:
+    return {t: row.get(t) for t in AGENT_HEALTH_TESTS}
+
+
+def _av_items(row: dict[str, Any]) -> dict[str, Any]:
+    # The update time is not a change to report (it moves several times a day): it tells
+    # when the signatures crossed the age the missing rules call old (_staleness).
+    return {"AvMode": row.get("AvMode"), _UPDATED: row.get("AvSignatureUpdateTime")}
+
+
+def _config_items(row: dict[str, Any]) -> dict[str, Any]:
+    if not row.get("IsApplicable"):
+        state = "NotApplicable"
+    else:
+        state = "Compliant" if row.get("IsCompliant") else "NonCompliant"
+    return {str(row["ConfigurationId"]): state}
+
+
+_SNAPSHOTS: tuple[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]], ...] = (
+    ("devices", "EPF_Devices_CL", _device_items),
+    ("agent_health", "EPF_AgentHealth_CL", _agent_items),
+    ("antivirus", "EPF_AvHealth_CL", _av_items),
+    ("secure_config", "EPF_SecureConfig_CL", _config_items),
+)
+
+
+def changes_in_window(
+    reader: _Reader, device_id: str, since: datetime, at: datetime
+) -> list[dict[str, Any]]:
+    """Every change in ``(since, at]``, oldest first."""
+    found: list[dict[str, Any]] = []
+    for dataset, table, items_of in _SNAPSHOTS:
+        # From a full snapshot before the window, to know the state it started from.
+        rows = reader.kql(
+            f"{table} | where DeviceId == device and SnapshotTime > since - 31d"
+            " and SnapshotTime <= at",
+            device=device_id,
+            since=since,
+            at=at,
+        )
+        changes, timeline = _diff(dataset, rows, items_of, since)
+        found.extend(changes)
+        if dataset == "antivirus":
+            found.extend(_staleness(timeline, since, at))
+    found.extend(_vulnerability_events(reader, device_id, since, at))
+    return sorted(found, key=lambda c: (c["time"], c["dataset"], c["item"]))
+
+
+def _diff(
+    dataset: str,
+    rows: list[dict[str, Any]],
+    items_of: Callable[[dict[str, Any]], dict[str, Any]],
+    since: datetime,
+) -> tuple[list[dict[str, Any]], list[tuple[datetime, dict[str, Any]]]]:
+    """The reported changes, and the state from each snapshot on (oldest first)."""
+    by_snapshot: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_snapshot.setdefault(row["SnapshotTime"], []).append(row)
+    ordered = sorted(by_snapshot, key=_time)
+    fulls = [t for t in ordered if _time(t) <= since and _is_full(by_snapshot[t])]
+    start = ordered.index(fulls[-1]) if fulls else 0
+    changes: list[dict[str, Any]] = []
+    timeline: list[tuple[datetime, dict[str, Any]]] = []
+    state: dict[str, Any] | None = None
+    for snapshot in ordered[start:]:
+        after = _replayed(state or {}, by_snapshot[snapshot], items_of)
+        timeline.append((_time(snapshot), after))
+        if state is not None and _time(snapshot) > since:
+            for item in sorted((set(state) | set(after)) - {_UPDATED}):
+                before, now = state.get(item), after.get(item)
+                if before != now:
+                    changes.append(
+                        {"time": _iso(snapshot), "dataset": dataset, "item": item,
+                         "from": before, "to": now}
+                    )  # fmt: skip
+        state = after
+    return changes, timeline
+
+
+def _staleness(
+    timeline: list[tuple[datetime, dict[str, Any]]], since: datetime, at: datetime
+) -> list[dict[str, Any]]:
+    """When the signatures became older than 7 days: the last update plus 168 hours, if no
+    update came before then (an update that makes them fresh again is a change too)."""
+    changes = []
+    for i, (start, state) in enumerate(timeline):
+        end = timeline[i + 1][0] if i + 1 < len(timeline) else at
+        updated = state.get(_UPDATED)
+        if not updated:
+            continue
+        crossing = _time(updated) + timedelta(hours=_STALE_HOURS)
+        if max(start, since) < crossing <= min(end, at):
+            changes.append(_stale_change(crossing, False, True))
+        if i > 0 and start > since and start <= at:
+            before = timeline[i - 1][1].get(_UPDATED)
+            if before and _time(before) + timedelta(hours=_STALE_HOURS) < start:
+                if _time(updated) + timedelta(hours=_STALE_HOURS) >= start:
+                    changes.append(_stale_change(start, True, False))
+    return changes
+
+
+def _stale_change(when: datetime, before: bool, after: bool) -> dict[str, Any]:
+    return {
+        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "dataset": "antivirus",
+        "item": "SignaturesOlderThan7Days",
+        "from": before,
+        "to": after,
+    }
+
+
+def _is_full(rows: list[dict[str, Any]]) -> bool:
+    return any((r.get("HistoryKind") or "") in _FULL for r in rows)
+
+
+def _replayed(
+    state: dict[str, Any],
+    rows: list[dict[str, Any]],
+    items_of: Callable[[dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """The state after one snapshot's rows: a full snapshot replaces it, changes update it."""
+    after = {} if _is_full(rows) else dict(state)
+    for row in rows:
+        items = items_of(row)
+        if row.get("HistoryKind") == "Removed":
+            for item in items:
+                after.pop(item, None)
+        else:
+            after.update(items)
+    return after
+
+
+def _vulnerability_events(
+    reader: _Reader, device_id: str, since: datetime, at: datetime
+) -> list[dict[str, Any]]:
+    rows = reader.kql(
+        "EPF_VulnerabilityChanges_CL | where DeviceId == device"
+        " and EventTimestamp > since and EventTimestamp <= at"
+        ' and Status in ("New", "Fixed") and isnotempty(CveId)'
+        " | summarize arg_max(SnapshotTime, *) by RecordId, Status, EventTimestamp",
+        device=device_id,
+        since=since,
+        at=at,
+    )
+    return [
+        {
+            "time": _iso(r["EventTimestamp"]),
+            "dataset": "vulnerabilities",
+            "item": f"{r['CveId']} {r['SoftwareName']} {r['SoftwareVersion']}",
+            "from": None if r["Status"] == "New" else "Open",
+            "to": "Open" if r["Status"] == "New" else "Fixed",
+        }
+        for r in rows
+    ]
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _iso(value: str) -> str:
+    return _time(value).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,333 @@
+"""Posture at time T: the forensic answer for one device, or the devices a predicate picks.
+
+Owns reading a device's state at T from the workspace through the shipped KQL functions
+(``EPF_DevicesAt`` and the others, the same text Sentinel runs), the changes in the window
+before T (differences between the snapshots inside it, and the vulnerability events), and the
+``missing`` sentences (docs/forensics.md has the JSON contract and the rules). Renders nothing:
+``analytics.report`` turns the answer into text, Markdown or HTML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from endpoint_forensics.analytics.functions import registry
+from endpoint_forensics.analytics.missing import missing_sentences
+from endpoint_forensics.errors import EpfError
+from endpoint_forensics.tables import AGENT_HEALTH_TESTS
+from endpoint_forensics.workspace import store
+
+__all__ = ["DATASETS", "ForensicsError", "device_posture", "fleet_posture", "iso"]
+
+
+class ForensicsError(EpfError):
+    """The question cannot be answered from this workspace (no such device, a bad predicate)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Dataset:
+    key: str  # the answer's name for it
+    name: str  # the collector's dataset (EPF_Runs_CL.Dataset)
+    function: str
+
+
+DATASETS = (
+    Dataset("devices", "machines", "EPF_DevicesAt"),
+    Dataset("agent_health", "agent_health", "EPF_AgentHealthAt"),
+    Dataset("antivirus", "av_health", "EPF_AvHealthAt"),
+    Dataset("secure_config", "secure_config", "EPF_SecureConfigAt"),
+    Dataset("vulnerabilities", "vulnerabilities", "EPF_VulnerabilitiesAt"),
+)
+_LOOK_BACK = timedelta(days=31)  # as far back as the functions look for a full snapshot
+_DEVICE_FIELDS = (
+    "DeviceId", "DeviceName", "OSPlatform", "OSVersion", "RbacGroupName", "MachineTags",
+    "HealthStatus", "OnboardingStatus", "LastSeen",
+)  # fmt: skip
+_AV_FIELDS = (
+    "AvMode", "AvEngineVersion", "AvPlatformVersion", "AvSignatureVersion",
+    "AvSignatureUpdateTime", "QuickScanTime", "QuickScanResult", "FullScanTime", "FullScanResult",
+)  # fmt: skip
+_CONFIG_FIELDS = (
+    "ConfigurationId",
+    "ConfigurationName",
+    "ConfigurationCategory",
+    "ConfigurationImpact",
+)
+_VULN_FIELDS = (
+    "CveId", "VulnerabilitySeverityLevel", "CvssScore", "ExploitabilityLevel", "SoftwareVendor",
+    "SoftwareName", "SoftwareVersion", "FirstSeenTimestamp",
+)  # fmt: skip
+_SEVERITY_ORDER = {"Critical": 0, "High": 1, "Medium": 2, "Low": 3}
+
+
+def iso(value: datetime | str | None) -> str | None:
+    """ISO 8601 UTC with ``Z`` and whole seconds (docs/forensics.md), or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _kql_time(at: datetime) -> str:
+    return f"datetime({at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')})"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _Workspace:
+    """One read-only connection for every query of an answer."""
+
+    def __init__(self, db: Path) -> None:
+        self.con = store.connect(db, read_only=True)
+        old = self.con.execute(
+            "SELECT DISTINCT table_name FROM information_schema.columns"
+            " WHERE table_name IN ('EPF_Devices_CL', 'EPF_SecureConfig_CL')"
+            " GROUP BY table_name HAVING NOT bool_or(column_name = 'HistoryKind')"
+        ).fetchall()
+        if old:
+            self.con.close()
+            raise ForensicsError(
+                f"workspace {db} was written by an older epf (no HistoryKind column):"
+                " run `epf sync` on it once, which upgrades it in place"
+            )
+        from duckdb_kql.engine import schema
+
+        self._schema = dict(schema(self.con))
+        self._schema_key = hash(tuple(sorted((t, tuple(c)) for t, c in self._schema.items())))
+
+    def close(self) -> None:
+        self.con.close()
+
+    def kql(self, query: str, **values: Any) -> list[dict[str, Any]]:
+        """Run ``query`` with ``values`` as its declared parameters. Each text is translated
+        once per process (translating costs more than running, for one device's rows)."""
+        import duckdb
+        import duckdb_kql
+        from duckdb_kql.params import coerce
+
+        if values:
+            declared = ", ".join(f"{k}:{_kql_type(v)}" for k, v in values.items())
+            query = f"declare query_parameters({declared});\n{query}"
+        try:
+            translated = _TRANSLATED.get((query, self._schema_key))
+            if translated is None:
+                translated = duckdb_kql.to_sql(
+                    query, schema=self._schema, functions=registry(), parameters=values
+                )
+                _TRANSLATED[(query, self._schema_key)] = translated
+            bound = {
+                d.slot: coerce(values[d.name], d.type, d.name)
+                for d in translated.declarations
+                if d.slot in translated.slots
+            }
+            rel = self.con.sql(str(translated), params=bound or None)
+        except duckdb.Error as exc:
+            raise ForensicsError(f"query failed: {store.first_line(str(exc))}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("duckdb_kql"):
+                raise ForensicsError(f"KQL not accepted: {store.first_line(str(exc))}") from exc
+            raise
+        if rel is None:
+            return []
+        result = store.QueryResult(list(rel.columns), [str(t) for t in rel.types], rel.fetchall())
+        return result.records()
+
+    def state(self, dataset: Dataset, at: datetime, device_id: str) -> list[dict[str, Any]]:
+        return self.kql(
+            f"{dataset.function}(at) | where DeviceId == device", at=at, device=device_id
+        )
+
+    def snapshot_times(self, at: datetime) -> dict[str, datetime]:
+        """The newest snapshot of each dataset completed at or before ``at`` (the run log knows
+        it even when, in change-only history, it wrote no row)."""
+        rows = self.kql(
+            'EPF_Runs_CL | where Outcome == "Succeeded" and SnapshotTime <= at'
+            " and SnapshotTime > at - 31d | summarize Newest = max(SnapshotTime) by Dataset",
+            at=at,
+        )
+        return {
+            str(r["Dataset"]): datetime.fromisoformat(str(r["Newest"]).replace("Z", "+00:00"))
+            for r in rows
+            if r["Newest"]
+        }
+
+
+#: Translations by (query text, schema): the answers of one process reuse them.
+_TRANSLATED: dict[tuple[str, int], Any] = {}
+
+
+def _kql_type(value: Any) -> str:
+    return "datetime" if isinstance(value, datetime) else "string"
+
+
+def device_posture(db: Path, device: str, at: datetime, *, window: timedelta) -> dict[str, Any]:
+    """The answer of docs/forensics.md for one device (its id or name) at ``at``.
+
+    Raises:
+        ForensicsError: the workspace never listed such a device at or before ``at``.
+    """
+    workspace = _Workspace(db)
+    try:
+        device_id = _resolve(workspace, device, at)
+        return _answer(workspace, device_id, at, window)
+    finally:
+        workspace.close()
+
+
+def fleet_posture(db: Path, at: datetime, where: str) -> list[dict[str, Any]]:
+    """One row per device whose state at ``at`` matches the KQL predicate ``where``.
+
+    The predicate sees the devices, agent-health and antivirus columns at ``at`` side by side
+    (``TamperProtection == "Fail"``, ``SignatureAgeHours > 168``, ``RbacGroupName == "..."``).
+    """
+    t = _kql_time(at)
+    query = (
+        f"EPF_DevicesAt({t})"
+        f" | join kind=leftouter (EPF_AgentHealthAt({t})"
+        f" | project DeviceId, {', '.join(AGENT_HEALTH_TESTS)}, FailingTests) on DeviceId"
+        f" | join kind=leftouter (EPF_AvHealthAt({t}) | project DeviceId, AvMode,"
+        f" AvSignatureVersion, AvSignatureUpdateTime) on DeviceId"
+        f" | extend SignatureAgeHours = round(({t} - AvSignatureUpdateTime) / 1h, 1)"
+        f" | where {where}"
+        f" | project DeviceId, DeviceName, OSPlatform, RbacGroupName, HealthStatus,"
+        f" TamperProtection, RealtimeProtection, AvMode, SignatureAgeHours, FailingTests"
+        f" | order by DeviceName asc"
+    )
+    workspace = _Workspace(db)
+    try:
+        return workspace.kql(query)
+    finally:
+        workspace.close()
+
+
+def _resolve(workspace: _Workspace, device: str, at: datetime) -> str:
+    rows = workspace.kql(
+        "EPF_Devices_CL | where SnapshotTime <= at"
+        " | where DeviceId == device or DeviceName =~ device"
+        " or DeviceName startswith strcat(device, '.')"
+        " | summarize arg_max(SnapshotTime, DeviceName) by DeviceId",
+        at=at,
+        device=device,
+    )
+    if not rows:
+        raise ForensicsError(
+            f"no device {device!r} in this workspace at or before {iso(at)}:"
+            " give its DeviceId or DeviceName as Defender lists it"
+        )
+    if len(rows) > 1:
+        names = ", ".join(f"{r['DeviceName']} ({r['DeviceId']})" for r in rows[:5])
+        raise ForensicsError(f"{device!r} names more than one device: {names}; give its DeviceId")
+    return str(rows[0]["DeviceId"])
+
+
+def _answer(
+    workspace: _Workspace, device_id: str, at: datetime, window: timedelta
+) -> dict[str, Any]:
+    states = {d.key: workspace.state(d, at, device_id) for d in DATASETS}
+    answer: dict[str, Any] = {
+        "device": _device(states["devices"], device_id),
+        "at": iso(at),
+        "snapshots": _snapshots(workspace, at),
+        "agent_health": _agent_health(states["agent_health"]),
+        "antivirus": _antivirus(states["antivirus"], at),
+        "secure_config_failing": _failing(states["secure_config"]),
+        "vulnerabilities_open": _open(states["vulnerabilities"]),
+        "changes": _changes(workspace, device_id, at, window),
+    }
+    answer["missing"] = missing_sentences(answer)
+    return answer
+
+
+def _device(rows: list[dict[str, Any]], device_id: str) -> dict[str, Any]:
+    if not rows:  # known before T, but not listed in the snapshot that answers T
+        return {f: (device_id if f == "DeviceId" else None) for f in _DEVICE_FIELDS}
+    row = rows[0]
+    device = {f: row.get(f) for f in _DEVICE_FIELDS}
+    device["MachineTags"] = sorted(row.get("MachineTags") or [])
+    device["LastSeen"] = iso(row.get("LastSeen"))
+    return device
+
+
+def _snapshots(workspace: _Workspace, at: datetime) -> dict[str, dict[str, Any] | None]:
+    newest = workspace.snapshot_times(at)
+    answer: dict[str, dict[str, Any] | None] = {}
+    for dataset in DATASETS:
+        time = newest.get(dataset.name)
+        answer[dataset.key] = (
+            None
+            if time is None
+            else {"time": iso(time), "age_hours": round((at - time).total_seconds() / 3600, 2)}
+        )
+    return answer
+
+
+def _agent_health(rows: list[dict[str, Any]]) -> dict[str, str]:
+    row = rows[0] if rows else {}
+    return {t: str(row.get(t) or "Unknown") for t in AGENT_HEALTH_TESTS}
+
+
+def _antivirus(rows: list[dict[str, Any]], at: datetime) -> dict[str, Any] | None:
+    if not rows:
+        return None
+    row = rows[0]
+    av: dict[str, Any] = {f: row.get(f) for f in _AV_FIELDS}
+    for field in ("AvSignatureUpdateTime", "QuickScanTime", "FullScanTime"):
+        av[field] = iso(av[field])
+    updated = av["AvSignatureUpdateTime"]
+    av["SignatureAgeHours"] = (
+        round(
+            (at - datetime.fromisoformat(updated.replace("Z", "+00:00"))).total_seconds() / 3600, 1
+        )
+        if updated
+        else None
+    )
+    return av
+
+
+def _failing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    failing = [
+        {f: r.get(f) for f in _CONFIG_FIELDS}
+        for r in rows
+        if r.get("IsApplicable") and r.get("IsCompliant") is False
+    ]
+    return sorted(failing, key=lambda c: (-(c["ConfigurationImpact"] or 0), c["ConfigurationId"]))
+
+
+def _open(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        if not r.get("CveId"):
+            continue
+        item = {f: r.get(f) for f in _VULN_FIELDS}
+        item["FirstSeenTimestamp"] = iso(item["FirstSeenTimestamp"])
+        item.update(InKev=None, EpssScore=None, Decision=None)
+        found[(str(item["CveId"]), item["SoftwareName"] or "", item["SoftwareVersion"] or "")] = (
+            item
+        )
+    return sorted(
+        found.values(),
+        key=lambda v: (
+            _SEVERITY_ORDER.get(v["VulnerabilitySeverityLevel"] or "", 4),
+            v["CveId"],
+            v["SoftwareName"] or "",
+            v["SoftwareVersion"] or "",
+        ),
+    )
+
+
+def _changes(
+    workspace: _Workspace, device_id: str, at: datetime, window: timedelta
+) -> list[dict[str, Any]]:
+    from endpoint_forensics.analytics.changes import changes_in_window
+
+    return changes_in_window(workspace, device_id, at - window, at)

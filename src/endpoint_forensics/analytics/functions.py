@@ -1,0 +1,108 @@
+"""The KQL functions the product ships: one text for Sentinel and for the local workspace.
+
+Owns loading ``analytics/kql/<Name>.kql`` (first line ``// Name(param:type, ...)``, then comment
+lines that describe it, then the body). In Sentinel each body is a saved function
+(``functionAlias``); locally duckdb-kql takes the same definitions as stored functions
+(``definitions``), so an analyst writes the same query in both places.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "STATE_FUNCTIONS",
+    "KqlFunction",
+    "StateFunction",
+    "definitions",
+    "functions",
+    "registry",
+]
+
+_SIGNATURE = re.compile(r"^//\s*(?P<name>\w+)\((?P<params>[^)]*)\)\s*$")
+
+
+@dataclass(frozen=True)
+class StateFunction:
+    """The function that gives a change-tracked table's state at a time."""
+
+    table: str
+    function: str
+
+
+#: Each change-tracked table's ``<Name>At(at)`` function.
+STATE_FUNCTIONS = (
+    StateFunction("EPF_Devices_CL", "EPF_DevicesAt"),
+    StateFunction("EPF_AgentHealth_CL", "EPF_AgentHealthAt"),
+    StateFunction("EPF_AvHealth_CL", "EPF_AvHealthAt"),
+    StateFunction("EPF_SecureConfig_CL", "EPF_SecureConfigAt"),
+    StateFunction("EPF_Vulnerabilities_CL", "EPF_VulnerabilitiesAt"),
+    StateFunction("EPF_SoftwareInventory_CL", "EPF_SoftwareAt"),
+)
+
+
+@dataclass(frozen=True)
+class KqlFunction:
+    name: str
+    parameters: tuple[tuple[str, str], ...]  # (name, KQL type), in call order
+    description: str
+    body: str  # the KQL after the header comments, as Sentinel stores it
+    defaults: tuple[tuple[str, str], ...] = ()  # (name, KQL literal) of the optional ones
+
+    @property
+    def signature(self) -> str:
+        """``at:datetime, days:long = 15``: the ``functionParameters`` of a saved function."""
+        defaults = dict(self.defaults)
+        return ", ".join(
+            f"{n}:{t}" + (f" = {defaults[n]}" if n in defaults else "") for n, t in self.parameters
+        )
+
+
+@cache
+def functions() -> dict[str, KqlFunction]:
+    """Every shipped function by name."""
+    found: dict[str, KqlFunction] = {}
+    for entry in sorted(resources.files(__package__).joinpath("kql").iterdir(), key=str):
+        if entry.name.endswith(".kql"):
+            function = _parse(entry.name.removesuffix(".kql"), entry.read_text(encoding="utf-8"))
+            found[function.name] = function
+    return found
+
+
+def _parse(file_name: str, text: str) -> KqlFunction:
+    lines = text.splitlines()
+    match = _SIGNATURE.match(lines[0]) if lines else None
+    if match is None or match["name"] != file_name:
+        raise ValueError(f"{file_name}.kql must start with '// {file_name}(param:type, ...)'")
+    parameters, defaults = [], []
+    for declared in (p for p in match["params"].split(",") if p.strip()):
+        name, _, rest = declared.partition(":")
+        kind, _, default = rest.partition("=")
+        parameters.append((name.strip(), kind.strip()))
+        if default.strip():
+            defaults.append((name.strip(), default.strip()))
+    described = 1
+    while described < len(lines) and lines[described].startswith("//"):
+        described += 1
+    description = " ".join(line.removeprefix("//").strip() for line in lines[1:described])
+    body = "\n".join(lines[described:]).strip()
+    return KqlFunction(match["name"], tuple(parameters), description, body, tuple(defaults))
+
+
+@cache
+def registry() -> Any:
+    """``definitions`` parsed once: duckdb-kql takes the parsed registry as ``functions=``,
+    and parsing the texts costs about a second (a pure-Python ANTLR parser)."""
+    from duckdb_kql.stored_functions import parse_functions
+
+    return parse_functions(definitions())
+
+
+def definitions() -> list[str]:
+    """Every function as a Kusto definition, ``function Name(params) { body }``: what the
+    local engine takes as stored functions (duckdb-kql's ``functions=``)."""
+    return [f"function {f.name}({f.signature}) {{\n{f.body}\n}}" for f in functions().values()]

@@ -1,0 +1,162 @@
+"""The remediation report: MTTR by severity and by device group, and SLA breaches.
+
+Owns ``SlaPolicy`` (days to fix by severity) and ``lifecycle_report``. The lifecycle itself is
+the shipped KQL (``EPF_VulnerabilitySla`` over ``EPF_VulnerabilityLifecycle``, and
+``EPF_ConfigurationLifecycle``), run once each into a temporary table; the report's sums are
+plain SQL over those. A configuration's severity is its impact: 9 and up Critical, 7 High,
+4 Medium, below that Low. CISA BOD 26-04's clocks replace the days by severity once triage
+knows a CVE's outcome; until then the policy's days apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from endpoint_forensics.analytics.functions import registry
+from endpoint_forensics.errors import EpfError
+from endpoint_forensics.workspace import store
+
+__all__ = ["SEVERITIES", "SlaPolicy", "lifecycle_report"]
+
+SEVERITIES = ("Critical", "High", "Medium", "Low")
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    """Days to fix, by severity (the defaults of EPF_VulnerabilitySla)."""
+
+    critical: int = 15
+    high: int = 30
+    medium: int = 90
+    low: int = 180
+
+    @classmethod
+    def parse(cls, text: str) -> SlaPolicy:
+        """``Critical=7,High=30`` (any subset, any case); the rest keep their defaults."""
+        days = asdict(cls())
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            name, _, value = part.partition("=")
+            key = name.strip().lower()
+            if key not in days or not value.strip().isdigit() or int(value) <= 0:
+                raise ValueError(
+                    f"{part!r}: expected Severity=days with Severity one of "
+                    f"{', '.join(SEVERITIES)} and days a whole number above 0"
+                )
+            days[key] = int(value)
+        return cls(**days)
+
+
+def _kql_time(value: datetime) -> str:
+    return f"datetime({value.strftime('%Y-%m-%dT%H:%M:%S.%fZ')})"
+
+
+_CONFIG_SEVERITY = (
+    "CASE WHEN ConfigurationImpact >= 9 THEN 'Critical' WHEN ConfigurationImpact >= 7 THEN 'High'"
+    " WHEN ConfigurationImpact >= 4 THEN 'Medium' ELSE 'Low' END"
+)
+
+
+def lifecycle_report(
+    db: Path, since: datetime, until: datetime, policy: SlaPolicy = SlaPolicy()
+) -> dict[str, Any]:
+    """The counts, MTTR and SLA breaches of vulnerabilities and configurations in the window."""
+    import duckdb
+    import duckdb_kql
+
+    con = store.connect(db, read_only=True)
+    try:
+        window = f"{_kql_time(since)}, {_kql_time(until)}"
+        days = f"{policy.critical}, {policy.high}, {policy.medium}, {policy.low}"
+        for name, kql in (
+            ("epf_vulnerability_lifecycle", f"EPF_VulnerabilitySla({window}, {days})"),
+            ("epf_configuration_lifecycle", f"EPF_ConfigurationLifecycle({window})"),
+        ):
+            sql = str(duckdb_kql.to_sql(kql, schema=_schema(con), functions=registry()))
+            con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
+        configs = f"SELECT *, {_CONFIG_SEVERITY} AS Severity FROM epf_configuration_lifecycle"
+        return {
+            "since": since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "until": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "sla_days": asdict(policy),
+            "vulnerabilities": _summary(
+                con,
+                "SELECT *, VulnerabilitySeverityLevel AS Severity FROM epf_vulnerability_lifecycle",
+            ),
+            "configurations": _summary(con, _with_sla(configs, policy, until)),
+            "breaches": _records(
+                con,
+                "SELECT DeviceName, RbacGroupName, CveId, VulnerabilitySeverityLevel AS Severity,"
+                " SoftwareName, SoftwareVersion, FirstSeen, DueDate, Status, OverdueDays"
+                " FROM epf_vulnerability_lifecycle WHERE Breached"
+                " ORDER BY OverdueDays DESC, DeviceName, CveId LIMIT 50",
+            ),
+        }
+    except duckdb.Error as exc:
+        raise EpfError(f"lifecycle: {store.first_line(str(exc))}") from exc
+    finally:
+        con.close()
+
+
+def _schema(con: Any) -> dict[str, list[str]]:
+    from duckdb_kql.engine import schema
+
+    return dict(schema(con))
+
+
+def _with_sla(select: str, policy: SlaPolicy, until: datetime) -> str:
+    """A configuration's deadline, as EPF_VulnerabilitySla gives a vulnerability's."""
+    days = (
+        f"CASE Severity WHEN 'Critical' THEN {policy.critical} WHEN 'High' THEN {policy.high}"
+        f" WHEN 'Medium' THEN {policy.medium} ELSE {policy.low} END"
+    )
+    end = f"TIMESTAMPTZ '{until.isoformat()}'"
+    closed = f"CASE WHEN Status = 'Fixed' THEN FixedAt ELSE {end} END"
+    return (
+        f"SELECT *, Status <> 'DeviceGone' AND {closed} > FirstSeen + to_days(CAST({days} AS INT))"
+        f" AS Breached FROM ({select})"
+    )
+
+
+def _summary(con: Any, rows: str) -> dict[str, Any]:
+    by_status = {
+        str(status): int(n)
+        for status, n in con.execute(
+            f"SELECT Status, count(*) FROM ({rows}) GROUP BY ALL"
+        ).fetchall()
+    }
+    order = "CASE _group " + " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(SEVERITIES))
+    return {
+        "items": sum(by_status.values()),
+        "by_status": by_status,
+        "reopened": _scalar(con, f"SELECT count(*) FROM ({rows}) WHERE ReopenCount > 0"),
+        "mttr_by_severity": _records(con, _mttr(rows, "Severity", f"{order} ELSE 9 END")),
+        "mttr_by_group": _records(con, _mttr(rows, "RbacGroupName", "_group")),
+    }
+
+
+def _mttr(rows: str, by: str, order: str) -> str:
+    """Fixed items: how many, mean and median days to fix; open ones and SLA breaches."""
+    return (
+        f"SELECT _group AS {by},"
+        " count(*) FILTER (WHERE Status = 'Fixed') AS Fixed,"
+        " round(avg(DaysOpen) FILTER (WHERE Status = 'Fixed'), 2) AS MttrDays,"
+        " round(median(DaysOpen) FILTER (WHERE Status = 'Fixed'), 2) AS MedianDays,"
+        " count(*) FILTER (WHERE Status = 'Open') AS Open,"
+        " count(*) FILTER (WHERE Breached) AS SlaBreaches"
+        f" FROM (SELECT *, coalesce({by}, '(none)') AS _group FROM ({rows}))"
+        f" GROUP BY _group ORDER BY {order}"
+    )
+
+
+def _records(con: Any, sql: str) -> list[dict[str, Any]]:
+    cursor = con.execute(sql)
+    columns = [d[0] for d in cursor.description]
+    result = store.QueryResult(columns, ["" for _ in columns], cursor.fetchall())
+    return result.records()
+
+
+def _scalar(con: Any, sql: str) -> int:
+    return int(con.execute(sql).fetchall()[0][0])

@@ -1,0 +1,156 @@
+"""The remediation lifecycle (EPF_VulnerabilityLifecycle, EPF_ConfigurationLifecycle) on a
+workspace written through the real sink, in both history modes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb_kql
+import pytest
+
+from endpoint_forensics.analytics.functions import registry
+from endpoint_forensics.contracts import Batch, HistoryPlan
+from endpoint_forensics.sinks.duckdb import DuckDBSink
+from endpoint_forensics.tables import DEVICES, SECURE_CONFIG, VULNERABILITIES, VULNERABILITY_CHANGES
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+TENANT = "tenant-1"
+
+
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+class Workspace:
+    def __init__(self, path: Path, mode: Any) -> None:
+        self.path = path
+        self.mode = mode
+        self.sink = DuckDBSink(path)
+        self.units = 0
+
+    def write(
+        self, table: Any, rows: list[dict[str, Any]], at: datetime, *, full: bool = True
+    ) -> None:
+        stamp = {
+            "TimeGenerated": at,
+            "SnapshotTime": at,
+            "RunId": f"r{at:%j%H}",
+            "DefenderTenantId": TENANT,
+        }
+        plan = HistoryPlan(self.mode, at, baseline_days=7) if table.changes and full else None
+        self.units += 1
+        with self.sink.open(table, unit=f"u{self.units}", history=plan) as writer:
+            writer.write(Batch(table, rows=rows), stamp)
+        if plan is not None:
+            self.sink.finish_snapshot(table, plan, unit=f"u{self.units}/removed", stamp=stamp)
+
+    def query(self, kql: str) -> list[dict[str, Any]]:
+        self.sink.close()
+        con = duckdb_kql.connect(str(self.path), read_only=True)
+        try:
+            rel = duckdb_kql.kql(con, kql, functions=registry())
+            return [
+                {c: _utc(v) for c, v in zip(rel.columns, row, strict=True)}
+                for row in rel.fetchall()
+            ]
+        finally:
+            con.close()
+            self.sink = DuckDBSink(self.path)
+
+
+def _utc(value: Any) -> Any:
+    # A time the function rebuilt from text comes back naive; the workspace keeps UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _device(device: str, at: datetime, health: str = "Active") -> dict[str, Any]:
+    return {"DeviceId": device, "DeviceName": device, "HealthStatus": health, "LastSeen": at,
+            "RbacGroupName": "Servers"}  # fmt: skip
+
+
+def _vuln(device: str, cve: str, first: datetime) -> dict[str, Any]:
+    return {
+        "DeviceId": device, "DeviceName": device, "RecordId": f"{device}_app_1.0_{cve}_",
+        "CveId": cve, "VulnerabilitySeverityLevel": "Critical", "SoftwareName": "app",
+        "SoftwareVersion": "1.0", "FirstSeenTimestamp": first, "RbacGroupName": "Servers",
+    }  # fmt: skip
+
+
+def _event(row: dict[str, Any], status: str, at: datetime) -> dict[str, Any]:
+    return {**row, "Status": status, "EventTimestamp": at}
+
+
+@pytest.fixture(params=["snapshot", "changes"])
+def workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path / "w.duckdb", request.param)
+
+
+def test_a_fixed_reopened_and_fixed_again_vulnerability(workspace: Workspace) -> None:
+    a = _vuln("d1", "CVE-1", day(0.5))
+    # Open on day 1, fixed on day 3, open again on day 5, fixed on day 8; weekly snapshots
+    # and the daily changes, as the collector takes them.
+    for n in range(11):
+        workspace.write(DEVICES, [_device("d1", day(n))], day(n))
+    workspace.write(VULNERABILITIES, [a], day(1))
+    workspace.write(VULNERABILITIES, [], day(8))
+    events = [_event(a, "Fixed", day(3)), _event(a, "New", day(5)), _event(a, "Fixed", day(8))]
+    workspace.write(VULNERABILITY_CHANGES, events, day(9), full=False)
+    (row,) = workspace.query(
+        "EPF_VulnerabilityLifecycle(datetime(2026-09-30), datetime(2026-10-11))"
+    )
+    assert row["FirstSeen"] == day(0.5)
+    assert row["FixedAt"] == day(8)
+    assert row["ReopenCount"] == 1
+    assert row["DaysOpen"] == pytest.approx(2.5 + 3.0)  # 0.5 -> 3, then 5 -> 8
+    assert row["Status"] == "Fixed"
+
+
+def test_a_vulnerability_still_open_counts_until_the_end(workspace: Workspace) -> None:
+    a = _vuln("d1", "CVE-2", day(1))
+    for n in range(6):
+        workspace.write(DEVICES, [_device("d1", day(n))], day(n))
+    workspace.write(VULNERABILITIES, [a], day(2))
+    (row,) = workspace.query(
+        "EPF_VulnerabilityLifecycle(datetime(2026-09-30), datetime(2026-10-06))"
+    )
+    assert (row["Status"], row["FixedAt"], row["DaysOpen"]) == ("Open", None, pytest.approx(4.0))
+
+
+def test_a_device_that_goes_silent_is_not_a_fix(workspace: Workspace) -> None:
+    a = _vuln("d2", "CVE-3", day(1))
+    for n in range(3):
+        workspace.write(DEVICES, [_device("d2", day(n))], day(n))
+    for n in range(3, 12):  # last report on day 2; Inactive after a week, then gone
+        workspace.write(DEVICES, [_device("d2", day(2), "Inactive")] if n < 10 else [], day(n))
+    workspace.write(VULNERABILITIES, [a], day(1))
+    workspace.write(VULNERABILITY_CHANGES, [_event(a, "Fixed", day(2))], day(3), full=False)
+    (row,) = workspace.query(
+        "EPF_VulnerabilityLifecycle(datetime(2026-09-30), datetime(2026-10-12))"
+    )
+    assert row["Status"] == "DeviceGone"
+
+
+def test_a_configuration_that_failed_then_was_fixed(workspace: Workspace) -> None:
+    def config(compliant: bool) -> dict[str, Any]:
+        return {"DeviceId": "d3", "DeviceName": "d3", "ConfigurationId": "scid-2003",
+                "ConfigurationName": "Turn on Tamper Protection", "ConfigurationImpact": 8.0,
+                "IsApplicable": True, "IsCompliant": compliant}  # fmt: skip
+
+    states = [True, True, False, False, False, True, True, False, True, True]
+    for n, compliant in enumerate(states):
+        workspace.write(DEVICES, [_device("d3", day(n))], day(n))
+        workspace.write(
+            SECURE_CONFIG,
+            [config(compliant), {**config(True), "ConfigurationId": "scid-1"}],
+            day(n),
+        )
+    rows = workspace.query("EPF_ConfigurationLifecycle(datetime(2026-09-30), datetime(2026-10-10))")
+    (row,) = rows  # scid-1 never failed: it has no lifecycle
+    assert row["ConfigurationId"] == "scid-2003"
+    assert (row["FirstSeen"], row["FixedAt"], row["ReopenCount"]) == (day(2), day(8), 1)
+    assert row["DaysOpen"] == pytest.approx(3 + 1)
+    assert row["Status"] == "Fixed"

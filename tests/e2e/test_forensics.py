@@ -1,0 +1,223 @@
+"""Posture at time T: `epf forensics` against the emulator's own history, in both history modes.
+
+A tenant is synced once a day for a week into two workspaces, one keeping every row and one
+keeping only changes. For 50 sampled (device, sync time) pairs the answer of `epf forensics
+--format json` equals `GET /_emulator/posture` (which the emulator computes from its own
+world, sharing no code with the collector), in both workspaces, apart from the two keys only
+the collector can know: which snapshot each answer came from, and the changes between
+snapshots (checked against the emulator's own list instead).
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from endpoint_forensics.analytics.forensics import device_posture, fleet_posture
+from endpoint_forensics.analytics.report import as_html
+from endpoint_forensics.config import Settings, load_settings
+from endpoint_forensics.pipeline.run import run_sync
+from endpoint_forensics.sinks.duckdb import DuckDBSink
+from epf_emulator import Emulator, EmulatorSettings
+from epf_emulator.common.clock import INCIDENT_AT, WORLD_ANCHOR
+
+from ..history_modes import EVERY_ROW
+
+DAYS = 7
+COMPARED = (
+    "device",
+    "at",
+    "agent_health",
+    "antivirus",
+    "secure_config_failing",
+    "vulnerabilities_open",
+    "missing",
+)
+
+
+@dataclass
+class History:
+    emu: Emulator
+    workspaces: dict[str, Path]  # history mode -> workspace file
+    sync_times: list[datetime]
+    devices: dict[datetime, list[str]]  # sync time -> the devices with a sensor listed then
+
+    def truth(self, device: str, at: datetime) -> dict[str, Any]:
+        response = httpx.get(
+            f"{self.emu.base_url}/_emulator/posture",
+            params={"device": device, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ")},
+            verify=ssl.create_default_context(cafile=str(self.emu.ca_path)),
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+def _settings(emu: Emulator, folder: Path, mode: str) -> Settings:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "epf.toml"
+    emu.write_config(config, iot="none", sentinel=False)
+    overrides: dict[str, Any] = {
+        "store.path": str(folder / "ws.duckdb"),
+        "state.dir": str(folder / "state"),
+    }
+    if mode == "snapshot":
+        overrides["history.mode"] = EVERY_ROW
+    return load_settings(config, environ={}, overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    tmp = tmp_path_factory.mktemp("forensics")
+    start = WORLD_ANCHOR - timedelta(days=DAYS - 1)
+    with Emulator(EmulatorSettings(devices=300, seed=7, iot_sensors=0, start=start)) as emu:
+        settings = {mode: _settings(emu, tmp / mode, mode) for mode in ("snapshot", "changes")}
+        times: list[datetime] = []
+        for day in range(DAYS):
+            if day:
+                emu.advance(24)
+            times.append(emu.now)
+            for mode, config in settings.items():
+                sink = DuckDBSink(config.store.path)
+                try:
+                    summary = run_sync(config, [sink], now=emu.now)
+                finally:
+                    sink.close()
+                assert summary.exit_code == 0, (mode, summary.errors())
+        devices = {at: _listed(settings["snapshot"].store.path, at) for at in times}
+        workspaces = {mode: Path(s.store.path) for mode, s in settings.items()}
+        yield History(emu, workspaces, times, devices)
+
+
+def _listed(db: Path, at: datetime) -> list[str]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT DeviceId FROM EPF_AgentHealth_CL WHERE SnapshotTime = ? ORDER BY 1",
+            [at],
+        ).fetchall()
+    finally:
+        con.close()
+    return [str(r[0]) for r in rows]
+
+
+def _pairs(history: History, n: int = 50) -> list[tuple[str, datetime]]:
+    rng = random.Random(2026)
+    pairs = []
+    for _ in range(n):
+        at = rng.choice(history.sync_times)
+        pairs.append((rng.choice(history.devices[at]), at))
+    return pairs
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["snapshot", "changes"])
+def test_the_answer_equals_the_emulators_truth_for_50_sampled_pairs(
+    history: History, mode: str
+) -> None:
+    differences = {}
+    for device, at in _pairs(history):
+        answer = device_posture(history.workspaces[mode], device, at, window=timedelta(days=7))
+        truth = history.truth(device, at)
+        mismatched = [k for k in COMPARED if answer[k] != truth[k]]
+        if mismatched:
+            differences[(device, at.isoformat())] = {
+                k: {"epf": answer[k], "emulator": truth[k]} for k in mismatched
+            }
+    assert not differences, orjson.dumps(
+        dict(list(differences.items())[:2]), option=orjson.OPT_INDENT_2, default=str
+    ).decode()
+
+
+@pytest.mark.e2e
+def test_each_change_reported_happened_in_the_emulators_history(history: History) -> None:
+    """A change the workspace shows between two snapshots is one the emulator made then."""
+    device, at = next((d, t) for d, t in _pairs(history) if t == history.sync_times[-1])
+    truth = history.truth(device, at)
+    happened = {(c["dataset"], c["item"], str(c["to"])) for c in truth["changes"]}
+    for mode, db in history.workspaces.items():
+        answer = device_posture(db, device, at, window=timedelta(days=7))
+        assert answer["changes"] is not None
+        for change in answer["changes"]:
+            key = (change["dataset"], change["item"], str(change["to"]))
+            assert key in happened or change["dataset"] == "devices", (mode, change)
+
+
+@pytest.mark.e2e
+def test_the_incident_device_was_unprotected_when_it_was_hit(history: History) -> None:
+    incident = history.emu.stats()["incident"]
+    at = INCIDENT_AT
+    for db in history.workspaces.values():
+        answer = device_posture(db, incident["DeviceName"], at, window=timedelta(days=7))
+        assert answer["device"]["DeviceId"] == incident["DeviceId"]
+        assert answer["agent_health"]["TamperProtection"] == "Fail"
+        assert answer["antivirus"]["SignatureAgeHours"] > 7 * 24
+        assert any(m.startswith("Antivirus signatures were") for m in answer["missing"])
+        cves = {v["CveId"]: v for v in answer["vulnerabilities_open"]}
+        assert cves[incident["CveId"]]["ExploitabilityLevel"] == "ExploitIsVerified"
+        assert "Tamper protection was off." in answer["missing"]
+        assert any(incident["CveId"] in m and "verified exploit" in m for m in answer["missing"])
+
+
+@pytest.mark.e2e
+def test_the_fleet_form_finds_the_devices_whose_tamper_protection_was_off(
+    history: History,
+) -> None:
+    at = history.sync_times[3]
+    sample = history.devices[at][:40]
+    off = {d for d in sample if history.truth(d, at)["agent_health"]["TamperProtection"] == "Fail"}
+    for db in history.workspaces.values():
+        found = {r["DeviceId"] for r in fleet_posture(db, at, 'TamperProtection == "Fail"')}
+        assert found & set(sample) == off
+
+
+@pytest.mark.e2e
+def test_the_html_report_is_one_self_contained_file(history: History) -> None:
+    device, at = _pairs(history)[0]
+    page = as_html(
+        device_posture(history.workspaces["changes"], device, at, window=timedelta(days=7))
+    )
+    assert page.startswith("<!doctype html>") and "</html>" in page
+    assert "<script" not in page and "src=" not in page and "<link" not in page
+    assert "http://" not in page and "https://" not in page
+
+
+def epf(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "endpoint_forensics", *args], capture_output=True, text=True
+    )
+
+
+@pytest.mark.e2e
+def test_the_cli_answers_in_each_form_and_says_what_is_wrong(history: History) -> None:
+    db = str(history.workspaces["changes"])
+    device, at = _pairs(history)[1]
+    when = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    ask = ["forensics", "--db", db, "--device", device, "--at", when]
+    for form in ("text", "markdown", "html"):
+        result = epf(*ask, "--format", form)
+        assert result.returncode == 0 and result.stdout, (form, result.stderr)
+    answer = orjson.loads(epf(*ask, "--format", "json").stdout)
+    assert set(answer) == {*COMPARED, "snapshots", "changes"}
+    unknown = epf("forensics", "--db", db, "--device", "no-such-host", "--at", when)
+    assert unknown.returncode == 2 and "no device 'no-such-host'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    bad_time = epf(*ask[:-2], "--at", "yesterday")
+    assert bad_time.returncode == 2 and "--at" in bad_time.stderr
+    query = epf("query", "--db", db, "--format", "json", f"EPF_DevicesAt(datetime({when})) | count")
+    assert query.returncode == 0, query.stderr
+    assert orjson.loads(query.stdout)[0]["Count"] > 0
