@@ -57,9 +57,7 @@ def _put_each(
     values.update(parameters)
     collection = "tables" if kind == TABLE_TYPE else "savedSearches"
     answers = {}
-    for resource in template["resources"]:
-        if resource["type"] != kind:
-            continue
+    for resource in _in_dependency_order([r for r in template["resources"] if r["type"] == kind]):
         match = _NAME.fullmatch(resource["name"])
         assert match, resource["name"]
         name = match.group(1)
@@ -70,6 +68,26 @@ def _put_each(
             headers={"Authorization": f"Bearer {token}"},
         )
     return answers
+
+
+def _in_dependency_order(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """As Resource Manager deploys them: a resource after those of its kind it depends on (a
+    saved function after the functions it calls)."""
+    names = {_NAME.fullmatch(r["name"]).group(1): r for r in resources}  # type: ignore[union-attr]
+    done: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        for needed in names[name].get("dependsOn", []):
+            for other in names:
+                if f"'{other}')]" in needed and other != name:
+                    visit(other)
+        done.append(name)
+
+    for name in names:
+        visit(name)
+    return [names[n] for n in done]
 
 
 def deploy_tables(

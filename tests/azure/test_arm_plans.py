@@ -121,12 +121,17 @@ def test_every_shipped_function_is_a_saved_function_depending_on_the_tables_it_r
         assert props["functionParameters"] == function.signature
         assert props["version"] == 2
         named = set(re.findall(r"\b\w+_CL\b", function.body))
-        assert resource["dependsOn"] == [_table_id(t) for t in sorted(named)]
+        called = {f for f in re.findall(r"\b(EPF_\w+)\(", function.body) if f != name}
+        assert resource["dependsOn"] == [_table_id(t) for t in sorted(named)] + [
+            _search_id(f) for f in sorted(called)
+        ]
     # The posture of vulnerabilities joins the snapshot table and the events table.
     assert saved["EPF_VulnerabilitiesAt"]["dependsOn"] == [
         _table_id("EPF_Vulnerabilities_CL"),
         _table_id("EPF_VulnerabilityChanges_CL"),
     ]
+    # The SLA reads the vulnerability lifecycle, which must be saved first.
+    assert saved["EPF_VulnerabilitySla"]["dependsOn"] == [_search_id("EPF_VulnerabilityLifecycle")]
     read = {d for r in saved.values() for d in r["dependsOn"]}
     assert read >= {_table_id(t) for t in FORENSIC_TABLES if t != "EPF_VulnerabilityChanges_CL"}
     assert build_arm_template() == template  # deterministic names and order
@@ -146,3 +151,10 @@ def test_given_tables_take_no_functions_unless_asked_and_a_function_needs_its_ta
     other = Table("EPF_Other_CL", "d", "test", ("RunId",), COMMON_COLUMNS)
     with pytest.raises(ValueError, match="EPF_LastRun reads EPF_Runs_CL, not in the template"):
         build_arm_template(tables=[other], kql_functions=[reads_runs])
+
+
+def _search_id(name: str) -> str:
+    return (
+        "[resourceId('Microsoft.OperationalInsights/workspaces/savedSearches', "
+        f"parameters('workspaceName'), '{name}')]"
+    )

@@ -95,6 +95,7 @@ def test_a_function_is_stored_and_read_back(arm) -> None:
         ({"query": "EPF_Missing_CL | take 1"}, "EPF_Missing_CL"),
         ({"query": "EPF_Cheap_CL | take 1"}, "Basic table 'EPF_Cheap_CL'"),
         ({"tags": [{"name": "description"}]}, "tags"),
+        ({"query": "EPF_NotSavedYet(now()) | take 1"}, "calls 'EPF_NotSavedYet'"),
     ],
 )
 def test_a_saved_search_is_refused_as_azure_refuses_it(arm, props, problem) -> None:
@@ -125,6 +126,17 @@ def test_parameters_defaults_and_plain_saved_searches_are_taken(arm) -> None:
         client.put(_url(emu, "cheap"), params=API, json=plain, headers=bearer(token)).status_code
         == 200
     )
+
+
+def test_a_function_may_call_one_already_saved(arm) -> None:
+    emu, client, token = arm
+    base = _function(functionAlias="EPF_Base", functionParameters=None)
+    caller = _function(functionAlias="EPF_Caller", query="EPF_Base() | where TimeGenerated <= at")
+    first = client.put(_url(emu, "caller"), params=API, json=caller, headers=bearer(token))
+    assert first.status_code == 400 and "calls 'EPF_Base'" in first.text
+    for name, body in (("base", base), ("caller", caller)):
+        put = client.put(_url(emu, name), params=API, json=body, headers=bearer(token))
+        assert put.status_code == 200, put.text
 
 
 def test_only_versions_with_function_aliases_and_the_write_role(arm) -> None:

@@ -4,7 +4,8 @@ Owns the ``Microsoft.OperationalInsights/workspaces/savedSearches`` resources (A
 reference, api-version 2020-08-01: ``category``, ``displayName`` and ``query`` required;
 ``functionAlias`` and ``functionParameters`` make the query a function; ``version`` 2, the
 current query language) and which tables each function reads, so that each resource depends on
-its tables and no function is deployed over a Basic or Auxiliary table. May import
+its tables and on the functions it calls, and no function is deployed over a Basic or Auxiliary
+table, directly or through a function it calls. May import
 ``analytics.functions`` and ``tables``.
 """
 
@@ -20,6 +21,7 @@ __all__ = [
     "FUNCTION_CATEGORY",
     "SAVED_SEARCHES_API_VERSION",
     "function_resources",
+    "functions_called",
     "plan_conflict",
     "saved_search_resource",
     "table_resource_id",
@@ -35,12 +37,30 @@ FUNCTION_CATEGORY = "Endpoint Forensics"
 _QUERY_LANGUAGE_VERSION = 2
 _CUSTOM_TABLE = re.compile(r"\b[A-Za-z][A-Za-z0-9_]*_CL\b")
 _LINE_COMMENT = re.compile(r"//[^\n]*")
+_CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 
 
-def tables_read(function: KqlFunction) -> tuple[str, ...]:
-    """The custom tables (``*_CL``) the function's body names, sorted; comments ignored."""
+def tables_read(
+    function: KqlFunction, shipped: Mapping[str, KqlFunction] | None = None
+) -> tuple[str, ...]:
+    """The custom tables (``*_CL``) the function's body names, sorted; comments ignored. With
+    ``shipped``, also those the functions it calls read, at any depth."""
     code = _LINE_COMMENT.sub("", function.body)
-    return tuple(sorted(set(_CUSTOM_TABLE.findall(code))))
+    found = set(_CUSTOM_TABLE.findall(code))
+    if shipped:
+        for name in functions_called(function, shipped):
+            found.update(tables_read(shipped[name], shipped))
+    return tuple(sorted(found))
+
+
+def functions_called(function: KqlFunction, shipped: Mapping[str, KqlFunction]) -> tuple[str, ...]:
+    """The names of the ``shipped`` functions ``function``'s body calls, sorted."""
+    code = _LINE_COMMENT.sub("", function.body)
+    return tuple(
+        sorted(
+            name for name in set(_CALL.findall(code)) if name in shipped and name != function.name
+        )
+    )
 
 
 def _literal(text: str) -> str:
@@ -91,31 +111,48 @@ def plan_conflict(saved: Iterable[KqlFunction], plans: Mapping[str, str]) -> str
     one table and support no user-defined functions, newer ones allow full KQL across tables.
     The stricter reading holds here.
     """
-    for function in saved:
-        for table in tables_read(function):
-            plan = plans.get(table, "Analytics")
-            if plan != "Analytics":
-                return (
-                    f"{table}: plan {plan} cannot serve the function {function.name}, which "
-                    "reads it (functions over Basic or Auxiliary tables are not supported); "
-                    "keep it Analytics"
-                )
+    shipped = {f.name: f for f in saved}
+    # A function that reads the table itself names it best; then one that reads it through
+    # another function.
+    for through in (None, shipped):
+        for function in shipped.values():
+            for table in tables_read(function, through):
+                plan = plans.get(table, "Analytics")
+                if plan != "Analytics":
+                    return (
+                        f"{table}: plan {plan} cannot serve the function {function.name}, which "
+                        "reads it (functions over Basic or Auxiliary tables are not supported); "
+                        "keep it Analytics"
+                    )
     return None
 
 
 def function_resources(saved: Iterable[KqlFunction], tables: Collection[str]) -> list[ArmObject]:
-    """A saved search per function, each depending on the template's tables it reads.
+    """A saved search per function, each depending on the template's tables it reads and on
+    the saved searches of the functions it calls.
 
     Raises:
         ValueError: a function reads a table the template does not deploy.
     """
+    shipped = {f.name: f for f in saved}
     resources = []
-    for function in saved:
+    for function in shipped.values():
         read = tables_read(function)
         missing = [t for t in read if t not in tables]
         if missing:
             raise ValueError(
                 f"the function {function.name} reads {', '.join(missing)}, not in the template"
             )
-        resources.append(saved_search_resource(function, [table_resource_id(t) for t in read]))
+        depends_on = [table_resource_id(t) for t in read]
+        depends_on += [_saved_search_id(f) for f in functions_called(function, shipped)]
+        resources.append(saved_search_resource(function, depends_on))
     return resources
+
+
+def _saved_search_id(name: str) -> str:
+    """The ARM expression of the saved search that holds the function ``name``."""
+    quoted = "'" + name.replace("'", "''") + "'"
+    return (
+        "[resourceId('Microsoft.OperationalInsights/workspaces/savedSearches', "
+        f"parameters('workspaceName'), {quoted})]"
+    )

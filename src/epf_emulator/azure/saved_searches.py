@@ -10,7 +10,8 @@ starting with a letter and taken by one saved search only; ``functionParameters`
 alias, ``name:type`` or ``name:type = default`` separated by commas, each type a KQL scalar type.
 A referenced custom table (``*_CL``) must exist, and, the stricter of the docs' readings (older
 pages: queries on Basic and Auxiliary tables support no user-defined functions), a function
-may not read a Basic or Auxiliary table.
+may not read a Basic or Auxiliary table. A call to a capitalised name (KQL's own functions are
+lower case) must be to a function already saved, as Kusto resolves names when it stores one.
 
 Imports only ``azure.errors`` and ``azure.workspace`` of the emulator: it shares no code with
 the collector.
@@ -57,6 +58,8 @@ _PARAMETER = re.compile(
     r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*:\s*(?P<type>\w+)\s*(?:=\s*\S.*)?$"
 )
 _CUSTOM_TABLE = re.compile(r"\b[A-Za-z][A-Za-z0-9_]*_CL\b")
+# KQL's own functions are lower case; a capitalised call is a workspace function.
+_FUNCTION_CALL = re.compile(r"(?<![\w.])([A-Z][A-Za-z0-9_]*)\s*\(")
 _LINE_COMMENT = re.compile(r"//[^\n]*")
 _REQUIRED = ("category", "displayName", "query")
 
@@ -129,6 +132,13 @@ class SavedSearches:
                     f"'{table}': user-defined functions are not supported on Basic and "
                     "Auxiliary tables."
                 )
+        with self._lock:
+            aliases = {p.get("functionAlias") for _, p in self._searches.values()}
+        for called in sorted(set(_FUNCTION_CALL.findall(code)) - aliases):
+            raise _bad(
+                f"The query calls '{called}', which is neither a KQL function nor a function "
+                "of this workspace."
+            )
 
     def _rendered(self, search_id: str, props: Mapping[str, Any]) -> dict[str, Any]:
         workspace = workspace_resource_id_of(self._tables.subscription)
