@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_bench import _ctx, _emulator_facts, _wait_for
@@ -48,6 +49,7 @@ from epf_emulator.common.clock import WORLD_ANCHOR
 EPF = [sys.executable, "-m", "endpoint_forensics"]
 TRACKED = [t for t in TABLES.values() if t.changes is not None]
 _STAMPS = [c.name for c in COMMON_COLUMNS]
+_BATCH_ROWS = 50_000
 
 
 def main() -> int:
@@ -181,7 +183,8 @@ def _replay(a: Path, b: Path, now: datetime, baseline_days: float, day: int) -> 
             plan = HistoryPlan("changes", now, baseline_days) if table.changes else None
             unit = f"replay/{day}/{table.name}"
             with sink.open(table, unit=unit, history=plan) as writer:
-                writer.write(Batch(table, arrow=rows), stamp)
+                for part in rows.to_batches(max_chunksize=_BATCH_ROWS):  # as pages arrive
+                    writer.write(Batch(table, arrow=pa.Table.from_batches([part])), stamp)
             if plan is not None:
                 sink.finish_snapshot(table, plan, unit=f"{unit}/removed", stamp=stamp)
         sink.close()

@@ -44,14 +44,23 @@ def with_kind(data: Any, kind: str) -> Any:
 
 
 class ChangeHistory:
-    """The delivered state of the change-tracked tables, on the connection ``con``."""
+    """The delivered state of the change-tracked tables, on the connection ``con``.
+
+    No table here has an index: DuckDB keeps an index in memory whole, and the state of a
+    large tenant (millions of keys) would not fit the workspace's memory limit. A snapshot's
+    keys are appended to ``_epf_history_staged`` as its units are written, compared with the
+    state by a join, and replace the state in one pass when the snapshot is complete.
+    """
 
     def __init__(self, con: Any) -> None:
         self._con = con
         con.execute(
             "CREATE TABLE IF NOT EXISTS _epf_history (table_name VARCHAR, scope VARCHAR,"
-            " key_hash UBIGINT, state_hash UBIGINT, seen TIMESTAMPTZ, key JSON,"
-            " PRIMARY KEY (table_name, scope, key_hash))"
+            " key_hash UBIGINT, state_hash UBIGINT, seen TIMESTAMPTZ, key JSON)"
+        )
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS _epf_history_staged (table_name VARCHAR, scope VARCHAR,"
+            " key_hash UBIGINT, state_hash UBIGINT, seen TIMESTAMPTZ, key JSON)"
         )
         con.execute(
             "CREATE TABLE IF NOT EXISTS _epf_history_baselines (table_name VARCHAR,"
@@ -72,10 +81,16 @@ class ChangeHistory:
         self, table: Table, data: Any, stamp: Mapping[str, Any], plan: HistoryPlan
     ) -> Any:
         """Of ``data`` (one batch of a snapshot, a pyarrow table), the rows this sink writes,
-        with ``HistoryKind`` set; the state moves with them (in the caller's transaction)."""
+        with ``HistoryKind`` set; its keys are staged (in the caller's transaction)."""
         if plan.mode == "snapshot":
             return with_kind(data, "Snapshot")
         scope = str(stamp.get("DefenderTenantId") or "")
+        params = [table.name, scope]
+        # What an abandoned snapshot staged is no part of this one.
+        self._con.execute(
+            "DELETE FROM _epf_history_staged WHERE table_name = ? AND scope = ? AND seen <> ?",
+            [*params, plan.snapshot_time],
+        )
         baseline = self.is_baseline(table, scope, plan)
         if baseline:
             self._con.execute(
@@ -87,21 +102,24 @@ class ChangeHistory:
         self._con.register("_epf_history_in", data)
         try:
             hashed = self._hashed_sql(table, data.schema.names)
-            params = [table.name, scope]
             if baseline:
                 written = self._con.sql(
                     f"SELECT * EXCLUDE (_k, _s), 'Baseline' AS {_KIND} FROM ({hashed})"
                 ).to_arrow_table()
             else:
+                # Changed since the state, and not already written in this snapshot.
                 written = self._con.sql(
                     f"SELECT b.* EXCLUDE (_k, _s), CASE WHEN h.key_hash IS NULL THEN 'Added'"
                     f" ELSE 'Changed' END AS {_KIND} FROM ({hashed}) b"
-                    " LEFT JOIN _epf_history h ON h.table_name = ? AND h.scope = ?"
-                    " AND h.key_hash = b._k WHERE h.key_hash IS NULL OR h.state_hash <> b._s",
-                    params=params,
+                    " LEFT JOIN (FROM _epf_history WHERE table_name = ? AND scope = ?) h"
+                    " ON h.key_hash = b._k"
+                    " ANTI JOIN (FROM _epf_history_staged WHERE table_name = ? AND scope = ?) s"
+                    " ON s.key_hash = b._k AND s.state_hash = b._s"
+                    " WHERE h.key_hash IS NULL OR h.state_hash <> b._s",
+                    params=[*params, *params],
                 ).to_arrow_table()
             self._con.execute(
-                "INSERT OR REPLACE INTO _epf_history SELECT ?, ?, _k, _s, ?, _key"
+                "INSERT INTO _epf_history_staged SELECT ?, ?, _k, _s, ?, _key"
                 f" FROM (SELECT *, {self._key_json(table, data.schema.names)} AS _key"
                 f" FROM ({hashed})) QUALIFY row_number() OVER (PARTITION BY _k) = 1",
                 [*params, plan.snapshot_time],
@@ -113,21 +131,38 @@ class ChangeHistory:
 
     def removed(self, table: Table, stamp: Mapping[str, Any], plan: HistoryPlan) -> Any:
         """The ``Removed`` rows of the keys the complete snapshot did not show (none after a
-        baseline, which replaces the state); they leave the state. A pyarrow table."""
+        baseline, which replaces the state); the staged keys become the state. A pyarrow table.
+
+        Idempotent: the state then holds only keys seen at ``plan.snapshot_time``, so a second
+        call finds nothing older to remove and nothing staged to move.
+        """
         scope = str(stamp.get("DefenderTenantId") or "")
-        where = "table_name = ? AND scope = ? AND seen < ?"
         params = [table.name, scope, plan.snapshot_time]
         fields = [
             c for c in (*table.key, *_CONTEXT) if c in table.column_names and c not in _STAMPS
         ]
         columns = ", ".join(
-            f"json_extract_string(key, '$.{c}') AS \"{c}\"" for c in dict.fromkeys(fields)
+            f"json_extract_string(h.key, '$.{c}') AS \"{c}\"" for c in dict.fromkeys(fields)
         )
         gone = self._con.sql(
-            f"SELECT {columns}, 'Removed' AS {_KIND} FROM _epf_history WHERE {where}",
-            params=params,
+            f"SELECT {columns}, 'Removed' AS {_KIND} FROM _epf_history h"
+            " WHERE h.table_name = ? AND h.scope = ? AND h.seen < ?"
+            " AND h.key_hash NOT IN (SELECT key_hash FROM _epf_history_staged"
+            " WHERE table_name = ? AND scope = ? AND seen = ?)",
+            params=[*params, *params],
         ).to_arrow_table()
-        self._con.execute(f"DELETE FROM _epf_history WHERE {where}", params)
+        self._con.execute(
+            "DELETE FROM _epf_history WHERE table_name = ? AND scope = ? AND seen < ?", params
+        )
+        self._con.execute(
+            "INSERT INTO _epf_history SELECT * FROM _epf_history_staged"
+            " WHERE table_name = ? AND scope = ? AND seen = ?"
+            " QUALIFY row_number() OVER (PARTITION BY key_hash ORDER BY state_hash) = 1",
+            params,
+        )
+        self._con.execute(
+            "DELETE FROM _epf_history_staged WHERE table_name = ? AND scope = ?", params[:2]
+        )
         if self._baseline_time(table.name, scope) == plan.snapshot_time:
             return gone.slice(0, 0)  # a baseline is the whole state: nothing to remove
         return gone
@@ -142,8 +177,8 @@ class ChangeHistory:
     def forget(self, table: Table) -> None:
         """Drop the table's state: its next snapshot is a baseline (after a partial snapshot
         was discarded, the state no longer says what the destination holds)."""
-        self._con.execute("DELETE FROM _epf_history WHERE table_name = ?", [table.name])
-        self._con.execute("DELETE FROM _epf_history_baselines WHERE table_name = ?", [table.name])
+        for state in ("_epf_history", "_epf_history_staged", "_epf_history_baselines"):
+            self._con.execute(f"DELETE FROM {state} WHERE table_name = ?", [table.name])
 
     @staticmethod
     def _hashed_sql(table: Table, present: list[str]) -> str:
