@@ -164,6 +164,7 @@ def test_the_incident_device_was_unprotected_when_it_was_hit(history: History) -
         answer = device_posture(db, incident["DeviceName"], at, window=timedelta(days=7))
         assert answer["device"]["DeviceId"] == incident["DeviceId"]
         assert answer["agent_health"]["TamperProtection"] == "Fail"
+        assert answer["agent_health"]["AntivirusSignatureVersion"] == "Fail"
         assert answer["antivirus"]["SignatureAgeHours"] > 7 * 24
         assert any(m.startswith("Antivirus signatures were") for m in answer["missing"])
         cves = {v["CveId"]: v for v in answer["vulnerabilities_open"]}

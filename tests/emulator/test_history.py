@@ -223,6 +223,7 @@ def test_the_incident_device_is_unprotected_around_the_incident(
         assert body["device"]["DeviceName"].startswith("ws-")  # a client
         assert body["device"]["HealthStatus"] == "Active"
         assert body["agent_health"]["TamperProtection"] == "Fail"
+        assert body["agent_health"]["AntivirusSignatureVersion"] == "Fail"
         assert body["antivirus"]["SignatureAgeHours"] > 7 * 24
         assert "Tamper protection was off." in body["missing"]
         assert any(m.startswith("Antivirus signatures were") for m in body["missing"])
@@ -234,7 +235,13 @@ def test_the_incident_device_is_unprotected_around_the_incident(
     window = ((INCIDENT_AT - hours).strftime(ISO), (INCIDENT_AT + hours).strftime(ISO))
     for change in answers[2]["changes"]:
         if window[0] <= change["time"] <= window[1]:
-            assert change["item"] not in ("TamperProtection", "scid-2003", "SignaturesOlderThan7Days")
+            assert change["item"] not in (
+                "TamperProtection",
+                "scid-2003",
+                "AntivirusSignatureVersion",
+                "scid-2011",
+                "SignaturesOlderThan7Days",
+            )
             assert not change["item"].startswith(incident["CveId"])
 
 

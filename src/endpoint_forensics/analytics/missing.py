@@ -45,19 +45,27 @@ def missing_sentences(answer: dict[str, Any]) -> list[str]:
             {v["CveId"] for v in vulnerabilities if v.get("ExploitabilityLevel") == level}
         )
         if cves:
-            out.append(
-                f"{len(cves)} open vulnerabilities with a {word} exploit: {', '.join(cves[:5])}."
-            )
+            counted = _plural(len(cves), "open vulnerability", "open vulnerabilities")
+            out.append(f"{counted} with a {word} exploit: {', '.join(cves[:5])}.")
     critical = {
         v["CveId"] for v in vulnerabilities if v.get("VulnerabilitySeverityLevel") == "Critical"
     }
     if critical:
-        out.append(f"{len(critical)} open critical vulnerabilities.")
+        out.append(
+            f"{_plural(len(critical), 'open critical vulnerability', 'open critical vulnerabilities')}."
+        )
     for test in AGENT_HEALTH_TESTS:
         if test not in _SPELLED_OUT and tests.get(test) == "Fail":
             out.append(f"Agent health test {test} failed.")
     high = [c["ConfigurationId"] for c in answer.get("secure_config_failing") or []
             if (c.get("ConfigurationImpact") or 0) >= 7]  # fmt: skip
     if high:
-        out.append(f"{len(high)} high-impact secure configurations failed: {', '.join(high[:5])}.")
+        counted = _plural(
+            len(high), "high-impact secure configuration", "high-impact secure configurations"
+        )
+        out.append(f"{counted} failed: {', '.join(high[:5])}.")
     return out
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"

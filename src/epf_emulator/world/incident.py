@@ -9,7 +9,8 @@ protection SCID (scid-2003); the first of them in a seeded hash order. Around
   (``world.secure_config_history`` writes the episode);
 - antivirus signatures frozen at their update of 9 days before, until 2 days after
   (``world.av_health``): older than 7 days (the age the forensic answer calls stale) from 2
-  days before on, and about 9 days old when it is hit;
+  days before on, and about 9 days old when it is hit; Defender reports them outdated
+  (scid-2011 non-compliant, agent health ``AntivirusSignatureVersion`` failing) from then on;
 - an open Critical vulnerability with a verified exploit: the catalogue adds one CVE for the
   device's OS version (``world.cve_catalog``), published 40 days before, and the device
   installs no OS update until 2 days after (``world.posture``).
@@ -41,6 +42,7 @@ __all__ = [
     "INCIDENT_CVE_PUBLISHED_US",
     "INCIDENT_TABLE",
     "INCIDENT_US",
+    "SIGNATURES_OUTDATED_FROM_US",
     "TAMPER_OFF_FROM_US",
     "choose_incident",
     "incident_hold_sql",
@@ -51,6 +53,9 @@ INCIDENT_TABLE = "tvm.incident"
 INCIDENT_US = epoch_us(INCIDENT_AT) - epoch_us(WORLD_ANCHOR)
 TAMPER_OFF_FROM_US = INCIDENT_US - 3 * _DAY_US
 AV_FROZEN_FROM_US = INCIDENT_US - 9 * _DAY_US
+#: Defender reports the signatures outdated (scid-2011, agent health AntivirusSignatureVersion)
+#: once they are 7 days old.
+SIGNATURES_OUTDATED_FROM_US = AV_FROZEN_FROM_US + 7 * _DAY_US
 #: Tamper protection comes back, signatures update and the OS update installs then.
 HOLD_UNTIL_US = INCIDENT_US + 2 * _DAY_US
 INCIDENT_CVE_PUBLISHED_US = INCIDENT_US - 40 * _DAY_US

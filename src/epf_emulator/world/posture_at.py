@@ -254,27 +254,39 @@ def _missing(answer: dict[str, Any]) -> list[str]:
         missing.append("Real-time protection was off.")
     av = answer["antivirus"]
     if av is None or av["AvMode"] != "Active":
-        missing.append(f"Antivirus was not in active mode ({av['AvMode'] if av else 'no record'}).")
+        mode = (av or {}).get("AvMode") or "no antivirus record"
+        missing.append(f"Antivirus was not in active mode ({mode}).")
     age = av["SignatureAgeHours"] if av else None
     if age is not None and age > 168:
         missing.append(f"Antivirus signatures were {int(age // 24)} days old.")
     vulnerabilities = answer["vulnerabilities_open"]
     for level, word in _EXPLOIT_WORDS:
-        hits = [v for v in vulnerabilities if v["ExploitabilityLevel"] == level]
+        hits = sorted({v["CveId"] for v in vulnerabilities if v["ExploitabilityLevel"] == level})
         if hits:
-            ids = ", ".join(sorted({v["CveId"] for v in hits})[:5])
-            missing.append(f"{len(hits)} open vulnerabilities with a {word} exploit: {ids}.")
-    critical = sum(1 for v in vulnerabilities if v["VulnerabilitySeverityLevel"] == "Critical")
+            ids = ", ".join(hits[:5])
+            missing.append(
+                f"{_count(len(hits), 'open vulnerabilit')} with a {word} exploit: {ids}."
+            )
+    critical = {
+        v["CveId"] for v in vulnerabilities if v["VulnerabilitySeverityLevel"] == "Critical"
+    }
     if critical:
-        missing.append(f"{critical} open critical vulnerabilities.")
+        missing.append(f"{_count(len(critical), 'open critical vulnerabilit')}.")
     for test in AGENT_HEALTH_TESTS:
         if test not in ("TamperProtection", "RealtimeProtection") and health.get(test) == "Fail":
             missing.append(f"Agent health test {test} failed.")
     high = [c for c in answer["secure_config_failing"] if float(c["ConfigurationImpact"]) >= 7]
     if high:
         ids = ", ".join(c["ConfigurationId"] for c in high[:5])
-        missing.append(f"{len(high)} high-impact secure configurations failed: {ids}.")
+        missing.append(f"{_count(len(high), 'high-impact secure configuration')} failed: {ids}.")
     return missing
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and the noun, singular or plural (a stem ending in "vulnerabilit" takes y/ies)."""
+    if noun.endswith("vulnerabilit"):
+        return f"{n} {noun}{'y' if n == 1 else 'ies'}"
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _parse(text: Any) -> datetime | None:

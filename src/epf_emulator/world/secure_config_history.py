@@ -19,8 +19,8 @@ Settings drift throughout: 55% of the applicable pairs flip 1-5 times (1.1 flips
 average over the 134 days: at 2,000 devices, about 26 configurations a device, 5,000-6,000
 flips every 14 days, some 50-70 of them tamper protection switched off), each at a uniform instant of the timeline; flips alternate, so a pair
 that flips twice is an episode (tamper protection, scid-2003 and scid-5092, switched off and
-on again, among them). The incident device (``world.incident``) has its scid-2003 episode at
-fixed times around the incident.
+on again, among them). The incident device (``world.incident``) has its scid-2003 (tamper
+protection) and scid-2011 (signatures outdated) episodes at fixed times around the incident.
 
 Imports only ``common.clock``, ``world.hunting_schema``, ``world.incident``, ``world.posture``
 and ``world.scid_catalog`` of the emulator: it shares no code with the collector.
@@ -36,6 +36,7 @@ from epf_emulator.world.hunting_schema import duckdb_columns
 from epf_emulator.world.incident import (
     HOLD_UNTIL_US,
     INCIDENT_TABLE,
+    SIGNATURES_OUTDATED_FROM_US,
     TAMPER_OFF_FROM_US,
     choose_incident,
 )
@@ -83,10 +84,11 @@ def build_history(con: duckdb.DuckDBPyConnection, *, seed: int, anchor: datetime
     _load_catalogue(con)
     con.execute(_pairs_sql(seed, anchor_us))
     choose_incident(con, seed=seed, anchor_us=anchor_us)
-    # The incident's tamper-protection episode: off, then on again (two flips, compliant last).
+    # The incident's episodes: tamper protection off, and its signatures reported outdated
+    # (scid-2011), then both right again (two flips, compliant last).
     con.execute(
         "UPDATE tvm.sca_pairs SET final = true, changes = 2"
-        f" WHERE scid = 'scid-2003' AND d IN (SELECT d FROM {INCIDENT_TABLE})"
+        f" WHERE scid IN ('scid-2003', 'scid-2011') AND d IN (SELECT d FROM {INCIDENT_TABLE})"
     )
     rows = _rows_sql(seed, anchor_us)
 
@@ -167,15 +169,20 @@ def _rows_sql(seed: int, anchor_us: int) -> str:
     each in the state the flips up to it leave."""
     flip_at = u(seed, "p.d", "p.scid", "k.k")
     random_flip = f"CAST(p.start_us + {flip_at} * (p.end_us - p.start_us) AS BIGINT)"
-    off, on = anchor_us + TAMPER_OFF_FROM_US, anchor_us + HOLD_UNTIL_US
-    incident_flip = f"(CASE k.k WHEN 0 THEN {off} ELSE {on} END)"
+    on = anchor_us + HOLD_UNTIL_US
+    tamper_off, outdated = anchor_us + TAMPER_OFF_FROM_US, anchor_us + SIGNATURES_OUTDATED_FROM_US
+    incident_flip = (
+        f"(CASE WHEN k.k > 0 THEN {on} WHEN p.scid = 'scid-2003' THEN {tamper_off}"
+        f" ELSE {outdated} END)"
+    )
     rounds = (HISTORY_US + FUTURE_US) // _REASSESSED_US + 1
     return f"""
         WITH pairs AS (
             SELECT * FROM tvm.sca_pairs WHERE d BETWEEN {{low}} AND {{high}}
         ), flips AS (
             SELECT p.d, p.scid,
-                   CASE WHEN p.scid = 'scid-2003' AND p.d IN (SELECT d FROM {INCIDENT_TABLE})
+                   CASE WHEN p.scid IN ('scid-2003', 'scid-2011')
+                         AND p.d IN (SELECT d FROM {INCIDENT_TABLE})
                         THEN {incident_flip} ELSE {random_flip} END AS t_us,
                    1 AS flip
             FROM pairs p, range(0, {_MAX_FLIPS}) AS k(k) WHERE k.k < p.changes
