@@ -14,6 +14,7 @@
    the whole history (seconds and the peak RSS of a process doing only that).
 
 Usage: python bench/forensics.py [--devices N] [--days D] [--seed S] [--keep]
+       python bench/forensics.py --answers-only SCRATCH [--days D]   (step 4 again)
 """
 
 from __future__ import annotations
@@ -59,7 +60,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--baseline-days", type=float, default=7.0)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument(
+        "--answers-only",
+        type=Path,
+        metavar="SCRATCH",
+        help="measure the answers again on the workspaces a --keep run left in SCRATCH",
+    )
     args = parser.parse_args()
+    if args.answers_only:
+        a, b = args.answers_only / "snapshot.duckdb", args.answers_only / "changes.duckdb"
+        _report_answers(args, a, b, WORLD_ANCHOR - timedelta(days=args.days))
+        return 0
     scratch = Path(tempfile.mkdtemp(prefix="epf-bench-forensics-"))
     start = WORLD_ANCHOR - timedelta(days=args.days)
     print(
@@ -280,6 +291,20 @@ def _report_answers(args: argparse.Namespace, a: Path, b: Path, start: datetime)
             f" fleet predicate {fleet_s * 1000:6.0f} ms ({len(fleet):,} devices);"
             f" lifecycle {lifecycle['seconds']:5.1f} s, peak RSS {lifecycle['peak_mb']:,.0f} MB"
         )
+    device, at = pairs[0]
+    runs = []
+    for _ in range(5):
+        began = time.perf_counter()
+        subprocess.run(
+            [*EPF, "forensics", "--db", str(b), "--device", device, "--at", at.isoformat(),
+             "--format", "json"],
+            capture_output=True, check=True,
+        )  # fmt: skip
+        runs.append(time.perf_counter() - began)
+    print(
+        f"  `epf forensics` as a command (a new process: start, load the functions, answer),"
+        f" change-only workspace: median {statistics.median(runs):.2f} s of 5"
+    )
     same = sum(
         _comparable(x) == _comparable(y)
         for x, y in zip(answers["snapshot"], answers["changes"], strict=True)

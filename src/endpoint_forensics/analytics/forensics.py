@@ -9,6 +9,7 @@ before T (differences between the snapshots inside it, and the vulnerability eve
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +63,7 @@ _VULN_FIELDS = (
     "CveId", "VulnerabilitySeverityLevel", "CvssScore", "ExploitabilityLevel", "SoftwareVendor",
     "SoftwareName", "SoftwareVersion", "FirstSeenTimestamp",
 )  # fmt: skip
+_DEVICE_ID = re.compile(r"[0-9a-fA-F]{40}")  # Defender's machine id
 _SEVERITY_ORDER = {"Critical": 0, "High": 1, "Medium": 2, "Low": 3}
 
 
@@ -178,6 +180,11 @@ def device_posture(db: Path, device: str, at: datetime, *, window: timedelta) ->
     """
     workspace = _Workspace(db)
     try:
+        if _DEVICE_ID.fullmatch(device):
+            # An id needs no lookup by name: the answer's own queries show whether it is known.
+            answer = _answer(workspace, device.lower(), at, window)
+            if answer["device"]["DeviceName"] is not None:
+                return answer
         device_id = _resolve(workspace, device, at)
         return _answer(workspace, device_id, at, window)
     finally:

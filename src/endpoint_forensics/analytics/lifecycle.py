@@ -11,7 +11,7 @@ knows a CVE's outcome; until then the policy's days apply.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,18 @@ _CONFIG_SEVERITY = (
     "CASE WHEN ConfigurationImpact >= 9 THEN 'Critical' WHEN ConfigurationImpact >= 7 THEN 'High'"
     " WHEN ConfigurationImpact >= 4 THEN 'Medium' ELSE 'Low' END"
 )
+
+
+def history_end(db: Path) -> datetime | None:
+    """The newest snapshot the workspace holds: where a report "until now" ends, since after
+    it the workspace knows nothing (every device would look gone). None for an empty one."""
+    con = store.connect(db, read_only=True)
+    try:
+        found = con.execute('SELECT max(SnapshotTime) FROM "EPF_Devices_CL"').fetchall()
+    finally:
+        con.close()
+    newest = found[0][0] if found else None
+    return newest.astimezone(UTC) if newest is not None else None
 
 
 def lifecycle_report(

@@ -112,7 +112,10 @@ def lifecycle(
     since: Annotated[
         str | None, typer.Option(help="Start of the window, ISO 8601 (default: 90 days back).")
     ] = None,
-    until: Annotated[str | None, typer.Option(help="End of the window (default: now).")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="End of the window (default: the workspace's newest snapshot)."),
+    ] = None,
     sla: Annotated[
         str, typer.Option(help="Days to fix by severity, e.g. Critical=7,High=30.")
     ] = "",
@@ -120,9 +123,9 @@ def lifecycle(
 ) -> None:
     """Remediation lifecycle: items fixed, still open, reopened or gone with their device; mean
     and median days to fix by severity and by device group; SLA breaches."""
-    from endpoint_forensics.analytics.lifecycle import SlaPolicy, lifecycle_report
+    from endpoint_forensics.analytics.lifecycle import SlaPolicy, history_end, lifecycle_report
 
-    end = parse_time(until, "--until") if until else datetime.now(UTC)
+    end = parse_time(until, "--until") if until else (history_end(db) or datetime.now(UTC))
     start = parse_time(since, "--since") if since else end - timedelta(days=90)
     if start >= end:
         raise ConfigError("--since must be before --until")
