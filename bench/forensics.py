@@ -159,9 +159,11 @@ def _collect(
             raise SystemExit(f"day {day}: the sync failed: {summary.errors()}")
         synced = time.monotonic() - began
         days.append({"day": day, "at": now, **_replay(a, b, now, args.baseline_days, day)})
+        d = days[-1]
         print(
             f"day {day:>3} {now:%Y-%m-%d}: sync {synced:5.1f} s, rows snapshot"
-            f" {days[-1]['rows_snapshot']:>10,} changes {days[-1]['rows_changes']:>9,}",
+            f" {d['rows_snapshot']:>10,} changes {d['rows_changes']:>9,}; MB gzip JSON snapshot"
+            f" {d['bytes_snapshot'] / 1e6:6.1f} changes {d['bytes_changes'] / 1e6:6.1f}",
             flush=True,
         )
     return days

@@ -215,3 +215,20 @@ def test_the_file_exports_allow_five_calls_a_minute() -> None:
         # Per endpoint: the JSON export has its own, larger budget.
         url = f"{emu.base_url}/api/machines/SoftwareVulnerabilitiesByMachine?$top=1"
         assert client.get(url, headers=headers).status_code == 200
+
+
+def test_an_advance_of_the_clock_lets_the_quota_windows_pass() -> None:
+    """A simulated day between two syncs frees the hourly quota, as a real day would; without
+    an advance the window holds."""
+    with (
+        Emulator(EmulatorSettings(iot_sensors=0, devices=10, seed=2)) as emu,
+        client_for(emu) as client,
+    ):
+        headers = bearer(get_token(client, emu))
+        url = f"{emu.base_url}/api/machines/SoftwareInventoryExport"
+        assert [client.get(url, headers=headers).status_code for _ in range(5)] == [200] * 5
+        assert client.get(url, headers=headers).status_code == 429
+        emu.advance(0.5 / 60)  # 30 s: the minute is not over
+        assert client.get(url, headers=headers).status_code == 429
+        emu.advance(1)
+        assert client.get(url, headers=headers).status_code == 200

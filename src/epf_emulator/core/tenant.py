@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,12 @@ class Tenant:
             certificate=certificate,
             roles=settings.app_roles,
         )
-        self.limiter = RateLimiter(settings.rate_limits)
+        # Quotas run on the tenant's time: an advance of the clock lets that time pass for them
+        # too, as a day between two syncs would on the real service.
+        self.limiter = RateLimiter(
+            settings.rate_limits,
+            clock=lambda: time.monotonic() + self.clock.advanced_hours * 3600,
+        )
         self.faults = FaultInjector(settings.faults)
         # What the Logs Ingestion endpoint accepted (the emulated Sentinel workspace).
         self.ingested = Ingested()
