@@ -41,6 +41,7 @@ from run_bench import _ctx, _emulator_facts, _wait_for
 
 from endpoint_forensics.analytics.forensics import device_posture, fleet_posture
 from endpoint_forensics.config import load_settings
+from endpoint_forensics.config.history import DEFAULT_BASELINE_DAYS
 from endpoint_forensics.contracts import Batch, HistoryPlan
 from endpoint_forensics.pipeline.run import run_sync
 from endpoint_forensics.sinks.duckdb import DuckDBSink
@@ -51,6 +52,7 @@ EPF = [sys.executable, "-m", "endpoint_forensics"]
 TRACKED = [t for t in TABLES.values() if t.changes is not None]
 _STAMPS = [c.name for c in COMMON_COLUMNS]
 _BATCH_ROWS = 50_000
+_LIFECYCLE_TIMEOUT_S = 900  # reported as "inf s" beyond it
 
 
 def main() -> int:
@@ -58,7 +60,7 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=20_000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--baseline-days", type=float, default=7.0)
+    parser.add_argument("--baseline-days", type=float, default=DEFAULT_BASELINE_DAYS)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument(
         "--answers-only",
@@ -335,7 +337,16 @@ def _lifecycle_in_subprocess(db: Path, start: datetime, pairs: list[Any]) -> dic
         "print(json.dumps({'seconds': seconds, 'peak_mb': peak,"
         " 'items': report['vulnerabilities']['items']}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=_LIFECYCLE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return {"seconds": float("inf"), "peak_mb": float("nan"), "items": 0}
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
