@@ -264,17 +264,20 @@ def _report_volume(days: list[dict[str, Any]], a: Path, b: Path) -> None:
 def _report_answers(args: argparse.Namespace, a: Path, b: Path, start: datetime) -> None:
     rng = random.Random(args.seed)
     con = duckdb.connect(str(a), read_only=True)
-    devices = [
-        r[0] for r in con.execute("SELECT DISTINCT DeviceId FROM EPF_AgentHealth_CL").fetchall()
-    ]
     times = [
-        r[0] for r in con.execute("SELECT DISTINCT SnapshotTime FROM EPF_AgentHealth_CL").fetchall()
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT SnapshotTime FROM EPF_Devices_CL ORDER BY ALL"
+        ).fetchall()
     ]
+    pairs = []
+    for _ in range(50):  # a time, then a device listed in that snapshot
+        snapshot = rng.choice(times)
+        listed = con.execute(
+            "SELECT DeviceId FROM EPF_Devices_CL WHERE SnapshotTime = ? ORDER BY ALL", [snapshot]
+        ).fetchall()
+        pairs.append((rng.choice(listed)[0], snapshot + timedelta(hours=rng.uniform(0, 23))))
     con.close()
-    pairs = [
-        (rng.choice(devices), rng.choice(times) + timedelta(hours=rng.uniform(0, 23)))
-        for _ in range(50)
-    ]
     print("\nAnswers (the same 50 device and time pairs in both workspaces):")
     answers: dict[str, list[Any]] = {}
     for mode, db in (("snapshot", a), ("changes", b)):
