@@ -37,7 +37,7 @@ import httpx
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import _ctx, _emulator_facts, _wait_for
+from run_bench import EPF, _ctx, _emulator_facts, _wait_for, start_emulator
 
 from endpoint_forensics.analytics.forensics import device_posture, fleet_posture
 from endpoint_forensics.config import load_settings
@@ -48,7 +48,6 @@ from endpoint_forensics.sinks.duckdb import DuckDBSink
 from endpoint_forensics.tables import COMMON_COLUMNS, TABLES
 from epf_emulator.common.clock import WORLD_ANCHOR
 
-EPF = [sys.executable, "-m", "endpoint_forensics"]
 TRACKED = [t for t in TABLES.values() if t.changes is not None]
 _STAMPS = [c.name for c in COMMON_COLUMNS]
 _BATCH_ROWS = 50_000
@@ -102,29 +101,8 @@ def _start_emulator(
 ) -> tuple[subprocess.Popen[Any], Path]:
     config = scratch / "emulated.toml"
     began = time.monotonic()
-    emulator = subprocess.Popen(
-        [
-            *EPF,
-            "emulator",
-            "--devices",
-            str(args.devices),
-            "--seed",
-            str(args.seed),
-            "--port",
-            "0",
-            "--write-config",
-            str(config),
-            "--state-dir",
-            str(scratch / "emulator"),
-            "--no-sentinel",
-            "--iot-sensors",
-            "0",
-            "--start",
-            start.isoformat(),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    emulator = start_emulator(
+        config, args.devices, args.seed, "--iot-sensors", "0", "--start", start.isoformat()
     )
     _wait_for(config, emulator)
     print(f"emulator: up in {time.monotonic() - began:.1f} s", flush=True)

@@ -46,26 +46,7 @@ def main() -> int:
     config = scratch / "emulated.toml"
     print(f"bench: {args.devices:,} devices, seed {args.seed}, export mode {args.mode}", flush=True)
     started = time.monotonic()
-    emulator = subprocess.Popen(
-        [
-            *EPF,
-            "emulator",
-            "--devices",
-            str(args.devices),
-            "--seed",
-            str(args.seed),
-            "--port",
-            "0",
-            "--write-config",
-            str(config),
-            "--state-dir",
-            str(scratch / "emulator"),
-            "--no-sentinel",  # the local store only: bench/sentinel.py measures delivery
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    emulator = start_emulator(config, args.devices, args.seed)
     try:
         _wait_for(config, emulator)
         base_url, ca = _emulator_facts(config)
@@ -80,10 +61,12 @@ def main() -> int:
             "EPF_TENANTS__0__EXPORT_MODE": args.mode,
             "EPF_STATE__DIR": str(scratch / "state"),
         }
+        # As of the emulated tenant's clock: its world lives on its own calendar.
+        clock = httpx.get(f"{base_url}/_emulator/stats", verify=_ctx(ca)).json()["clock"]["now"]
         # The sync is the only child waited for, so the children's peak RSS is its own.
         t0 = time.monotonic()
         sync = subprocess.run(
-            [*EPF, "sync", "--config", str(config), "--db", str(db)],
+            [*EPF, "sync", "--config", str(config), "--db", str(db), "--now", clock],
             env=env,
             capture_output=True,
             text=True,
@@ -175,6 +158,32 @@ def _floor(base_url: str, ca: Path, config: Path, scratch: Path, db: Path) -> tu
     ).fetchall()[0][0]
     ours_con.close()
     return floor, float(ours)
+
+
+def start_emulator(config: Path, devices: int, seed: int, *options: str) -> subprocess.Popen[Any]:
+    """`epf emulator` in its own process, writing ``config`` when it serves (the local store
+    only: bench/sentinel.py measures delivery), its state beside ``config``."""
+    return subprocess.Popen(
+        [
+            *EPF,
+            "emulator",
+            "--devices",
+            str(devices),
+            "--seed",
+            str(seed),
+            "--port",
+            "0",
+            "--write-config",
+            str(config),
+            "--state-dir",
+            str(config.parent / "emulator"),
+            "--no-sentinel",
+            *options,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(config: Path, process: subprocess.Popen[Any]) -> None:

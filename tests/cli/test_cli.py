@@ -1,10 +1,13 @@
 """The `epf` command as a user runs it: a separate process, real arguments, real exit codes."""
 
 import os
+import ssl
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -191,21 +194,25 @@ def test_emulator_writes_a_config_that_sync_uses(tmp_path):
         while not config.exists() and time.monotonic() < deadline and server.poll() is None:
             time.sleep(0.1)
         assert config.exists(), "the emulator did not write its config"
-        result = epf("sync", "--config", str(config), "--db", str(tmp_path / "ws.duckdb"))
+        # The emulated world keeps its own calendar: the sync collects as of its clock.
+        tenant = tomllib.loads(config.read_text())["tenants"][0]
+        stats = httpx.get(
+            f"{tenant['mde_base_url']}/_emulator/stats",
+            verify=ssl.create_default_context(cafile=tenant["ca_bundle"]),
+        ).json()
+        db = str(tmp_path / "ws.duckdb")
+        result = epf("sync", "--config", str(config), "--db", db, "--now", stats["clock"]["now"])
         assert result.returncode == 0, result.stderr
-        count = epf(
-            "query",
-            "--db",
-            str(tmp_path / "ws.duckdb"),
-            "--format",
-            "json",
-            "EPF_Devices_CL | count",
-        )
-        assert orjson.loads(count.stdout) == [{"Count": 25}]
+        for table in ("EPF_Devices_CL", "EPF_VulnerabilityChanges_CL"):
+            count = epf("query", "--db", db, "--format", "json", f"{table} | count")
+            assert orjson.loads(count.stdout) == [{"Count": stats["truth"][table]}], table
+        assert stats["truth"]["EPF_Devices_CL"] == 25
+        assert stats["truth"]["EPF_VulnerabilityChanges_CL"] > 0
     finally:
         server.terminate()
         _, err = server.communicate(timeout=30)
     assert "https://127.0.0.1:" in err
+    assert f"--now {stats['clock']['now'][:19]}" in err
     assert "Traceback" not in err
 
 

@@ -25,7 +25,7 @@ import typer
 from endpoint_forensics import __version__
 from endpoint_forensics.cli.deploy import deploy_app
 from endpoint_forensics.cli.emulator import Devices, Seed, emulator
-from endpoint_forensics.cli.forensics import forensics, lifecycle
+from endpoint_forensics.cli.forensics import forensics, lifecycle, parse_time
 from endpoint_forensics.cli.render import (
     Progress,
     cell,
@@ -150,16 +150,25 @@ def sync(
     db: Annotated[
         Path | None, typer.Option("--db", help="Workspace file; overrides store.path.")
     ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            help="Collect as of this time (ISO 8601) instead of this machine's clock: an"
+            " emulated tenant's time, which `epf emulator` prints.",
+        ),
+    ] = None,
 ) -> None:
     """Run one collection of every configured dataset into the workspace."""
     from endpoint_forensics.pipeline.run import run_sync
     from endpoint_forensics.sinks import close_sinks, open_sinks
 
+    as_of = parse_time(now, "--now") if now else None
     settings = _settings(config, db)
     sinks = open_sinks(settings)
     try:
         with Progress() as progress:
-            summary = run_sync(settings, sinks, progress=progress)
+            summary = run_sync(settings, sinks, progress=progress, now=as_of)
     finally:
         close_sinks(sinks)
     render_outcomes(summary)

@@ -7,12 +7,12 @@ installed.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from endpoint_forensics.cli.forensics import parse_time
 from endpoint_forensics.errors import ConfigError
 
 __all__ = ["Devices", "Seed", "emulator"]
@@ -98,10 +98,7 @@ def emulator(
         iot_events_per_hour=iot_events_per_hour,
     )
     if start:
-        try:
-            settings = replace(settings, start=_aware(datetime.fromisoformat(start)))
-        except ValueError as exc:
-            raise ConfigError(f"--start: {exc}") from None
+        settings = replace(settings, start=parse_time(start, "--start"))
     emu = Emulator(settings).start()
     try:
         _announce_emulator(emu, write_config=write_config, sentinel=sentinel)
@@ -110,17 +107,15 @@ def emulator(
         emu.stop()
 
 
-def _aware(moment: datetime) -> datetime:
-    """A time given without a zone is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _announce_emulator(emu: Any, *, write_config: Path | None, sentinel: bool) -> None:
     """Print where the emulator serves and how to reach it; write its config if asked."""
     typer.echo(f"Emulated Defender tenant at {emu.base_url}", err=True)
     typer.echo(f"  tenant id: {emu.tenant_id}\n  client id: {emu.client_id}", err=True)
     typer.echo(f"  CA bundle: {emu.ca_path}", err=True)
     typer.echo(f"  truth:     {emu.base_url}/_emulator/stats", err=True)
+    # The emulated world lives on its own calendar: a sync collects as of its clock.
+    clock = emu.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    typer.echo(f"  clock:     {clock} (epf sync --now {clock})", err=True)
     for iot in emu.iot_appliances:  # Defender for IoT: self-signed, raw-token auth
         typer.echo(f"  IoT {iot.name}: {iot.base_url}  token {iot.token}", err=True)
         typer.echo(f"    certificate sha256 {iot.fingerprint_sha256}", err=True)
@@ -129,7 +124,10 @@ def _announce_emulator(emu: Any, *, write_config: Path | None, sentinel: bool) -
         partial = write_config.with_name(write_config.name + ".partial")
         emu.write_config(partial, sentinel=sentinel)
         partial.replace(write_config)
-        typer.echo(f"  config:    {write_config} (epf sync --config {write_config})", err=True)
+        typer.echo(
+            f"  config:    {write_config} (epf sync --config {write_config} --now {clock})",
+            err=True,
+        )
     else:
         typer.echo(f"  client secret: {emu.client_secret}", err=True)
     typer.echo("Ctrl-C stops it.", err=True)
