@@ -101,16 +101,21 @@ class ChangeHistory:
             data = data.drop_columns([_KIND])
         self._con.register("_epf_history_in", data)
         try:
-            hashed = self._hashed_sql(table, data.schema.names)
+            # Hashed once: the comparison and the staging both read it.
+            self._con.execute(
+                "CREATE OR REPLACE TEMP TABLE _epf_history_batch AS"
+                f" {self._hashed_sql(table, data.schema.names)}"
+            )
+            hashed = "_epf_history_batch"
             if baseline:
                 written = self._con.sql(
-                    f"SELECT * EXCLUDE (_k, _s), 'Baseline' AS {_KIND} FROM ({hashed})"
+                    f"SELECT * EXCLUDE (_k, _s), 'Baseline' AS {_KIND} FROM {hashed}"
                 ).to_arrow_table()
             else:
                 # Changed since the state, and not already written in this snapshot.
                 written = self._con.sql(
                     f"SELECT b.* EXCLUDE (_k, _s), CASE WHEN h.key_hash IS NULL THEN 'Added'"
-                    f" ELSE 'Changed' END AS {_KIND} FROM ({hashed}) b"
+                    f" ELSE 'Changed' END AS {_KIND} FROM {hashed} b"
                     " LEFT JOIN (FROM _epf_history WHERE table_name = ? AND scope = ?) h"
                     " ON h.key_hash = b._k"
                     " ANTI JOIN (FROM _epf_history_staged WHERE table_name = ? AND scope = ?) s"
@@ -121,12 +126,14 @@ class ChangeHistory:
             self._con.execute(
                 "INSERT INTO _epf_history_staged SELECT ?, ?, _k, _s, ?, _key"
                 f" FROM (SELECT *, {self._key_json(table, data.schema.names)} AS _key"
-                f" FROM ({hashed})) QUALIFY row_number() OVER (PARTITION BY _k) = 1",
+                f" FROM {hashed}) QUALIFY row_number() OVER (PARTITION BY _k) = 1",
                 [*params, plan.snapshot_time],
             )
         finally:
             with contextlib.suppress(Exception):  # an aborted transaction refuses it
                 self._con.unregister("_epf_history_in")
+            with contextlib.suppress(Exception):
+                self._con.execute("DROP TABLE IF EXISTS _epf_history_batch")
         return written
 
     def removed(self, table: Table, stamp: Mapping[str, Any], plan: HistoryPlan) -> Any:
