@@ -159,7 +159,7 @@ class HistoryPlan:
 
     mode: Literal["snapshot", "changes"]
     snapshot_time: datetime
-    baseline_days: float = 7.0
+    baseline_days: float  # the config's [history] baseline_days
 
 
 class Sink(Protocol):
