@@ -14,11 +14,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from endpoint_forensics.analytics.missing import STALE_SIGNATURE_HOURS
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 
 __all__ = ["changes_in_window"]
 
-_STALE_HOURS = 168  # the signature age the missing rules call old
 _FULL = frozenset({"", "Snapshot", "Baseline"})
 _UPDATED = "_SignatureUpdated"  # an item kept for _staleness, never reported
 
@@ -122,13 +122,13 @@ def _staleness(
         updated = state.get(_UPDATED)
         if not updated:
             continue
-        crossing = _time(updated) + timedelta(hours=_STALE_HOURS)
+        crossing = _time(updated) + timedelta(hours=STALE_SIGNATURE_HOURS)
         if max(start, since) < crossing <= min(end, at):
             changes.append(_stale_change(crossing, False, True))
         if i > 0 and start > since and start <= at:
             before = timeline[i - 1][1].get(_UPDATED)
-            if before and _time(before) + timedelta(hours=_STALE_HOURS) < start:
-                if _time(updated) + timedelta(hours=_STALE_HOURS) >= start:
+            if before and _time(before) + timedelta(hours=STALE_SIGNATURE_HOURS) < start:
+                if _time(updated) + timedelta(hours=STALE_SIGNATURE_HOURS) >= start:
                     changes.append(_stale_change(start, True, False))
     return changes
 

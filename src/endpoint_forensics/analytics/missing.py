@@ -10,7 +10,7 @@ from typing import Any
 
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 
-__all__ = ["missing_sentences"]
+__all__ = ["STALE_SIGNATURE_HOURS", "missing_sentences"]
 
 _EXPLOITS = (
     ("ExploitIsVerified", "verified"),
@@ -18,7 +18,8 @@ _EXPLOITS = (
     ("ExploitIsPublic", "public"),
 )
 _SPELLED_OUT = {"TamperProtection", "RealtimeProtection"}  # rules 2 and 3 name them
-_STALE_HOURS = 168
+#: Signatures older than this are stale (rule 5); the signature crossing in `changes` is at it.
+STALE_SIGNATURE_HOURS = 168
 
 
 def missing_sentences(answer: dict[str, Any]) -> list[str]:
@@ -37,7 +38,7 @@ def missing_sentences(answer: dict[str, Any]) -> list[str]:
     if mode != "Active":
         out.append(f"Antivirus was not in active mode ({mode or 'no antivirus record'}).")
     age = (av or {}).get("SignatureAgeHours")
-    if age is not None and age > _STALE_HOURS:
+    if age is not None and age > STALE_SIGNATURE_HOURS:
         out.append(f"Antivirus signatures were {int(age // 24)} days old.")
     vulnerabilities = answer.get("vulnerabilities_open") or []
     for level, word in _EXPLOITS:
