@@ -30,3 +30,33 @@ def test_an_older_workspace_gets_snapshot_time_from_time_generated(tmp_path: Pat
         ("r2", "2026-11-02T06:00:00Z"),
     ]
     assert all(r["SnapshotTime"] == r["TimeGenerated"] for r in rows)
+
+
+def test_an_older_workspace_counts_its_rows_as_snapshots(tmp_path: Path) -> None:
+    """Rows from before change-only history were full snapshots: their HistoryKind is the empty
+    string, as in Sentinel, never SQL's NULL (which the state functions would not count)."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        'CREATE TABLE "EPF_Devices_CL" ("TimeGenerated" TIMESTAMPTZ, "SnapshotTime" TIMESTAMPTZ,'
+        ' "RunId" VARCHAR, "DefenderTenantId" VARCHAR, "DeviceId" VARCHAR, "DeviceName" VARCHAR)'
+    )
+    con.execute(
+        "INSERT INTO \"EPF_Devices_CL\" VALUES ('2026-11-01 06:00:00+00', '2026-11-01 06:00:00+00',"
+        " 'r1', 't1', 'd1', 'ws-1'), ('2026-11-02 06:00:00+00', '2026-11-02 06:00:00+00', 'r2',"
+        " 't1', 'd2', 'ws-2')"
+    )
+    con.close()
+
+    store.connect(path).close()
+
+    kinds = store.run_query(path, "EPF_Devices_CL | distinct HistoryKind").rows
+    assert kinds == [("",)]
+    from endpoint_forensics.analytics.functions import registry
+
+    at = store.run_query(
+        path,
+        "EPF_DevicesAt(datetime(2026-11-02T12:00:00Z)) | project DeviceName",
+        functions=registry(),
+    ).rows
+    assert at == [("ws-2",)]  # the newest snapshot alone: d1 was not listed in it

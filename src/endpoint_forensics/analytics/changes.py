@@ -10,26 +10,31 @@ Defender gives them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from endpoint_forensics.analytics.missing import STALE_SIGNATURE_HOURS
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 
-__all__ = ["changes_in_window"]
+__all__ = ["WindowQuery", "changes_from", "window_queries"]
 
 _FULL = frozenset({"", "Snapshot", "Baseline"})
 _UPDATED = "_SignatureUpdated"  # an item kept for _staleness, never reported
 
 
-class _Reader(Protocol):
-    def kql(self, query: str, **values: Any) -> list[dict[str, Any]]: ...
+@dataclass(frozen=True)
+class WindowQuery:
+    """One KQL read the window's changes need, with its declared parameters."""
+
+    text: str
+    values: dict[str, Any]
 
 
-# dataset -> (table, the items of one row: {item: value})
+# dataset -> (table, the columns its items come from, the items of one row: {item: value})
 def _device_items(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("HealthStatus", "OnboardingStatus", "RbacGroupName")}
+    return {k: row.get(k) for k in _DEVICE_COLUMNS}
 
 
 def _agent_items(row: dict[str, Any]) -> dict[str, Any]:
@@ -50,33 +55,58 @@ def _config_items(row: dict[str, Any]) -> dict[str, Any]:
     return {str(row["ConfigurationId"]): state}
 
 
-_SNAPSHOTS: tuple[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]], ...] = (
-    ("devices", "EPF_Devices_CL", _device_items),
-    ("agent_health", "EPF_AgentHealth_CL", _agent_items),
-    ("antivirus", "EPF_AvHealth_CL", _av_items),
-    ("secure_config", "EPF_SecureConfig_CL", _config_items),
+_DEVICE_COLUMNS = ("HealthStatus", "OnboardingStatus", "RbacGroupName")
+_SNAPSHOTS: tuple[
+    tuple[str, str, tuple[str, ...], Callable[[dict[str, Any]], dict[str, Any]]], ...
+] = (
+    ("devices", "EPF_Devices_CL", _DEVICE_COLUMNS, _device_items),
+    ("agent_health", "EPF_AgentHealth_CL", AGENT_HEALTH_TESTS, _agent_items),
+    ("antivirus", "EPF_AvHealth_CL", ("AvMode", "AvSignatureUpdateTime"), _av_items),
+    (
+        "secure_config",
+        "EPF_SecureConfig_CL",
+        ("ConfigurationId", "IsApplicable", "IsCompliant"),
+        _config_items,
+    ),
 )
+_EVENTS = "vulnerability_events"
 
 
-def changes_in_window(
-    reader: _Reader, device_id: str, since: datetime, at: datetime
-) -> list[dict[str, Any]]:
-    """Every change in ``(since, at]``, oldest first."""
-    found: list[dict[str, Any]] = []
-    for dataset, table, items_of in _SNAPSHOTS:
+def window_queries(device_id: str, since: datetime, at: datetime) -> dict[str, WindowQuery]:
+    """The reads ``changes_from`` needs for the changes in ``(since, at]``, by name: each is
+    independent of the others, so a caller may run them at once."""
+    values = {"device": device_id, "since": since, "at": at}
+    queries = {
         # From a full snapshot before the window, to know the state it started from.
-        rows = reader.kql(
+        dataset: WindowQuery(
             f"{table} | where DeviceId == device and SnapshotTime > since - 31d"
-            " and SnapshotTime <= at",
-            device=device_id,
-            since=since,
-            at=at,
+            f" and SnapshotTime <= at | project SnapshotTime, HistoryKind, {', '.join(columns)}",
+            values,
         )
-        changes, timeline = _diff(dataset, rows, items_of, since)
+        for dataset, table, columns, _ in _SNAPSHOTS
+    }
+    queries[_EVENTS] = WindowQuery(
+        "EPF_VulnerabilityChanges_CL | where DeviceId == device"
+        " and EventTimestamp > since and EventTimestamp <= at"
+        ' and Status in ("New", "Fixed") and isnotempty(CveId)'
+        " | summarize arg_max(SnapshotTime, *) by RecordId, Status, EventTimestamp"
+        " | project EventTimestamp, Status, CveId, SoftwareName, SoftwareVersion",
+        values,
+    )
+    return queries
+
+
+def changes_from(
+    rows: Mapping[str, list[dict[str, Any]]], since: datetime, at: datetime
+) -> list[dict[str, Any]]:
+    """Every change in ``(since, at]``, oldest first, from the rows of ``window_queries``."""
+    found: list[dict[str, Any]] = []
+    for dataset, _, _, items_of in _SNAPSHOTS:
+        changes, timeline = _diff(dataset, rows[dataset], items_of, since)
         found.extend(changes)
         if dataset == "antivirus":
             found.extend(_staleness(timeline, since, at))
-    found.extend(_vulnerability_events(reader, device_id, since, at))
+    found.extend(_vulnerability_events(rows[_EVENTS]))
     return sorted(found, key=lambda c: (c["time"], c["dataset"], c["item"]))
 
 
@@ -164,18 +194,7 @@ def _replayed(
     return after
 
 
-def _vulnerability_events(
-    reader: _Reader, device_id: str, since: datetime, at: datetime
-) -> list[dict[str, Any]]:
-    rows = reader.kql(
-        "EPF_VulnerabilityChanges_CL | where DeviceId == device"
-        " and EventTimestamp > since and EventTimestamp <= at"
-        ' and Status in ("New", "Fixed") and isnotempty(CveId)'
-        " | summarize arg_max(SnapshotTime, *) by RecordId, Status, EventTimestamp",
-        device=device_id,
-        since=since,
-        at=at,
-    )
+def _vulnerability_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "time": _iso(r["EventTimestamp"]),

@@ -93,10 +93,16 @@ class Column:
     name: str
     type: KqlType
     description: str
+    duckdb_default: str | None = None  # a SQL literal, for rows written without the column
 
     @property
     def duckdb_type(self) -> str:
         return _DUCKDB_TYPES[self.type]
+
+    @property
+    def duckdb_definition(self) -> str:
+        default = f" DEFAULT {self.duckdb_default}" if self.duckdb_default is not None else ""
+        return f'"{self.name}" {self.duckdb_type}{default}'
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,7 @@ class Table:
         raise KeyError(f"{self.name} has no column {name!r}")
 
     def duckdb_ddl(self) -> str:
-        cols = ",\n    ".join(f'"{c.name}" {c.duckdb_type}' for c in self.columns)
+        cols = ",\n    ".join(c.duckdb_definition for c in self.columns)
         return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n    {cols}\n);'
 
     def kql_schema(self) -> dict[str, str]:
@@ -278,6 +284,9 @@ HISTORY_KIND = Column(
     KqlType.STRING,
     "Snapshot, Baseline, Added, Changed or Removed: how this row came into the history "
     "(docs/history.md).",
+    # Sentinel's value for a row written before the column existed, or without it: the empty
+    # string, never NULL; the state functions count it as a full snapshot.
+    duckdb_default="''",
 )
 
 

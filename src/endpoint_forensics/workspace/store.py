@@ -108,7 +108,7 @@ def _ensure_schema(con: Any) -> None:
             continue
         for col in table.columns:  # a column added to the registry later
             if col.name not in existing[table.name]:
-                con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {col.duckdb_type}')
+                con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN {col.duckdb_definition}')
                 if col.name == "SnapshotTime":
                     # Rows written before the column existed: locally the two were always equal.
                     con.execute(f'UPDATE "{table.name}" SET SnapshotTime = TimeGenerated')
