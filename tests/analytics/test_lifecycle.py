@@ -154,3 +154,28 @@ def test_a_configuration_that_failed_then_was_fixed(workspace: Workspace) -> Non
     assert (row["FirstSeen"], row["FixedAt"], row["ReopenCount"]) == (day(2), day(8), 1)
     assert row["DaysOpen"] == pytest.approx(3 + 1)
     assert row["Status"] == "Fixed"
+
+
+def test_a_window_that_starts_between_baselines_starts_from_the_state_then(
+    workspace: Workspace,
+) -> None:
+    """In change-only history the rows inside such a window hold only what changed: an item
+    already open at `since` must still have its lifecycle, the same as in snapshot mode."""
+    config = {"DeviceId": "d4", "DeviceName": "d4", "ConfigurationId": "scid-2003",
+              "ConfigurationName": "Turn on Tamper Protection", "ConfigurationImpact": 8.0,
+              "IsApplicable": True}  # fmt: skip
+    a = _vuln("d4", "CVE-4", day(0.5))
+    for n in range(10):
+        workspace.write(DEVICES, [_device("d4", day(n))], day(n))
+        workspace.write(SECURE_CONFIG, [{**config, "IsCompliant": n >= 5}], day(n))
+        workspace.write(VULNERABILITIES, [a] if n < 6 else [], day(n))
+    workspace.write(VULNERABILITY_CHANGES, [_event(a, "Fixed", day(6))], day(7), full=False)
+    window = "datetime(2026-10-03T12:00:00Z), datetime(2026-10-10T00:00:00Z)"
+
+    (config_row,) = workspace.query(f"EPF_ConfigurationLifecycle({window})")
+    assert (config_row["FirstSeen"], config_row["FixedAt"]) == (day(2.5), day(5))
+    assert config_row["DaysOpen"] == pytest.approx(2.5)
+    (vuln_row,) = workspace.query(f"EPF_VulnerabilityLifecycle({window})")
+    assert (vuln_row["FirstSeen"], vuln_row["FixedAt"]) == (day(0.5), day(6))
+    assert vuln_row["DaysOpen"] == pytest.approx(5.5)
+    assert (config_row["Status"], vuln_row["Status"]) == ("Fixed", "Fixed")
