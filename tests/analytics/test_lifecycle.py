@@ -164,18 +164,27 @@ def test_a_window_that_starts_between_baselines_starts_from_the_state_then(
     config = {"DeviceId": "d4", "DeviceName": "d4", "ConfigurationId": "scid-2003",
               "ConfigurationName": "Turn on Tamper Protection", "ConfigurationImpact": 8.0,
               "IsApplicable": True}  # fmt: skip
-    a = _vuln("d4", "CVE-4", day(0.5))
-    for n in range(10):
+    a, b = _vuln("d4", "CVE-4", day(0.5)), _vuln("d4", "CVE-5", day(0.5))
+    for n in range(7):  # the next baseline (day 7) is after the window
         workspace.write(DEVICES, [_device("d4", day(n))], day(n))
-        workspace.write(SECURE_CONFIG, [{**config, "IsCompliant": n >= 5}], day(n))
-        workspace.write(VULNERABILITIES, [a] if n < 6 else [], day(n))
-    workspace.write(VULNERABILITY_CHANGES, [_event(a, "Fixed", day(6))], day(7), full=False)
-    window = "datetime(2026-10-03T12:00:00Z), datetime(2026-10-10T00:00:00Z)"
+        still_failing = {**config, "ConfigurationId": "scid-91", "IsCompliant": False}
+        workspace.write(SECURE_CONFIG, [{**config, "IsCompliant": n >= 5}, still_failing], day(n))
+        workspace.write(VULNERABILITIES, [a, b] if n < 6 else [b], day(n))
+    workspace.write(VULNERABILITY_CHANGES, [_event(a, "Fixed", day(6))], day(6.5), full=False)
+    window = "datetime(2026-10-03T12:00:00Z), datetime(2026-10-07T18:00:00Z)"
 
-    (config_row,) = workspace.query(f"EPF_ConfigurationLifecycle({window})")
-    assert (config_row["FirstSeen"], config_row["FixedAt"]) == (day(2.5), day(5))
-    assert config_row["DaysOpen"] == pytest.approx(2.5)
-    (vuln_row,) = workspace.query(f"EPF_VulnerabilityLifecycle({window})")
-    assert (vuln_row["FirstSeen"], vuln_row["FixedAt"]) == (day(0.5), day(6))
-    assert vuln_row["DaysOpen"] == pytest.approx(5.5)
-    assert (config_row["Status"], vuln_row["Status"]) == ("Fixed", "Fixed")
+    configs = workspace.query(
+        f"EPF_ConfigurationLifecycle({window}) | order by ConfigurationId asc"
+    )
+    assert [(r["ConfigurationId"], r["FirstSeen"], r["FixedAt"], r["Status"]) for r in configs] == [
+        ("scid-2003", day(2.5), day(5), "Fixed"),
+        ("scid-91", day(2.5), None, "Open"),  # no row inside the window: the state at its start
+    ]
+    assert configs[0]["DaysOpen"] == pytest.approx(2.5)
+    assert configs[1]["ConfigurationName"] == "Turn on Tamper Protection"
+    vulns = workspace.query(f"EPF_VulnerabilityLifecycle({window}) | order by CveId asc")
+    assert [(r["CveId"], r["FirstSeen"], r["FixedAt"], r["Status"]) for r in vulns] == [
+        ("CVE-4", day(0.5), day(6), "Fixed"),
+        ("CVE-5", day(0.5), None, "Open"),
+    ]
+    assert vulns[0]["DaysOpen"] == pytest.approx(5.5)
