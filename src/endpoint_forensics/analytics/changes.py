@@ -26,7 +26,7 @@ _UPDATED = "_SignatureUpdated"  # an item kept for _staleness, never reported
 
 @dataclass(frozen=True)
 class WindowQuery:
-    """One KQL read the window's changes need, with its declared parameters."""
+    """One KQL read with the values of its declared parameters."""
 
     text: str
     values: dict[str, Any]

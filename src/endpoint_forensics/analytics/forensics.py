@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from endpoint_forensics.analytics.changes import WindowQuery, changes_from, window_queries
 from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.analytics.missing import missing_sentences
 from endpoint_forensics.errors import EpfError
@@ -124,8 +125,8 @@ class _Workspace:
         """Run ``query`` with ``values`` as its declared parameters."""
         return self._run(self.con, query, values)
 
-    def run_all(self, queries: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-        """Every ``name: (query, values)`` run at once; the rows by name."""
+    def run_all(self, queries: dict[str, WindowQuery]) -> dict[str, Any]:
+        """Every named query run at once; the rows by name."""
         from concurrent.futures import ThreadPoolExecutor
 
         workers = max(1, min(len(queries), os.cpu_count() or 1, 4))
@@ -135,10 +136,10 @@ class _Workspace:
             cursor.execute("SET TimeZone = 'UTC'")
             cursors.put(cursor)
 
-        def run(item: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        def run(query: WindowQuery) -> list[dict[str, Any]]:
             cursor = cursors.get()
             try:
-                return self._run(cursor, *item)
+                return self._run(cursor, query.text, query.values)
             finally:
                 cursors.put(cursor)
 
@@ -269,21 +270,18 @@ _SNAPSHOT_TIMES = (
 def _answer(
     workspace: _Workspace, device_id: str, at: datetime, window: timedelta
 ) -> dict[str, Any]:
-    from endpoint_forensics.analytics.changes import changes_from, window_queries
-
     since = at - window
-    queries: dict[str, tuple[str, dict[str, Any]]] = {
+    queries = {
         # The state of each dataset at T, the shipped function's answer: only the fields the
         # answer shows, so that DuckDB computes no other column's newest value.
-        d.key: (
+        d.key: WindowQuery(
             f"{d.function}(at) | where DeviceId == device | project {', '.join(d.fields)}",
             {"at": at, "device": device_id},
         )
         for d in DATASETS
     }
-    queries["_snapshot_times"] = (_SNAPSHOT_TIMES, {"at": at})
-    for name, query in window_queries(device_id, since, at).items():
-        queries[f"_changes_{name}"] = (query.text, query.values)
+    queries["_snapshot_times"] = WindowQuery(_SNAPSHOT_TIMES, {"at": at})
+    queries.update({f"_changes_{k}": q for k, q in window_queries(device_id, since, at).items()})
     rows = workspace.run_all(queries)
     changes = {k.removeprefix("_changes_"): v for k, v in rows.items() if k.startswith("_changes_")}
     answer: dict[str, Any] = {
