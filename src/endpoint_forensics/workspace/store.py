@@ -6,6 +6,7 @@ KQL/SQL queries over it (KQL through duckdb-kql). May import ``tables`` and ``er
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,18 @@ class QueryResult:
         return out
 
 
+def _query_memory_mb() -> int:
+    """Half the machine's memory, at least 2 GB: DuckDB's own default is 80%."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        total = 0
+    return max(2048, total // 2)
+
+
+_QUERY_MEMORY_MB = _query_memory_mb()
+
+
 def connect(path: Path, *, read_only: bool = False) -> Any:
     """Open (and, unless read-only, create or extend) the workspace at ``path``."""
     import duckdb
@@ -61,8 +74,9 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
     # DuckDB's own progress bar prints to stdout when a query runs past 2 s; ours stays.
     con.execute("SET enable_progress_bar = false")
     # Bounded, so a sync of a large tenant stays in a few hundred MB; DuckDB spills beyond.
-    # A read-only connection answers questions over the whole history: it gets more room.
-    con.execute(f"SET memory_limit = '{'2GB' if read_only else '128MB'}'")
+    # A read-only connection answers questions over the whole history: it gets more room
+    # (at 2 GB the 90-day lifecycle of 20,000 devices spilled, and took 40% longer).
+    con.execute(f"SET memory_limit = '{_QUERY_MEMORY_MB if read_only else 128}MB'")
     if not read_only:
         _ensure_schema(con)
     return con
