@@ -188,3 +188,19 @@ def test_a_window_that_starts_between_baselines_starts_from_the_state_then(
         ("CVE-5", day(0.5), None, "Open"),
     ]
     assert vulns[0]["DaysOpen"] == pytest.approx(5.5)
+
+
+def test_a_vulnerability_fixed_before_the_window_is_no_item_of_it(workspace: Workspace) -> None:
+    """Change-only history writes a fixed record's tombstone at the next snapshot, inside the
+    window: it repeats the Fixed event from before it, and opens or closes nothing."""
+    a, b = _vuln("d5", "CVE-6", day(0.5)), _vuln("d5", "CVE-7", day(0.5))
+    for n in range(6):
+        workspace.write(DEVICES, [_device("d5", day(n))], day(n))
+    workspace.write(VULNERABILITIES, [a, b], day(1))
+    workspace.write(VULNERABILITY_CHANGES, [_event(a, "Fixed", day(1.5))], day(1.6), full=False)
+    workspace.write(VULNERABILITIES, [b], day(4))  # change-only: CVE-6's tombstone
+    window = "datetime(2026-10-03), datetime(2026-10-06)"
+    items = workspace.query(f'EPF_RemediationLifecycle({window}, "Vulnerability")')
+    assert [(r["Item"], r["Status"]) for r in items] == [(b["RecordId"], "Open")]
+    vulns = workspace.query(f"EPF_VulnerabilityLifecycle({window})")
+    assert [r["CveId"] for r in vulns] == ["CVE-7"]
