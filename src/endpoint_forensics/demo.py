@@ -15,12 +15,12 @@ import importlib.util
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.analytics.forensics import device_posture
-from endpoint_forensics.analytics.functions import STATE_FUNCTIONS, registry
+from endpoint_forensics.analytics.functions import STATE_FUNCTIONS, kql_datetime, registry
 from endpoint_forensics.config import load_settings
 from endpoint_forensics.errors import ConfigError
 from endpoint_forensics.pipeline.run import Progress, RunSummary, run_sync
@@ -221,7 +221,7 @@ def report_queries(at: datetime) -> dict[str, Any]:
     """The KQL the demo's report runs over the workspace, as of ``at``: devices per platform
     (``by_platform``), failing devices per agent health test (``failing_tests``), and the
     rows of each change-tracked table's state (``state_counts``, by table)."""
-    when = f"datetime({at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')})"
+    when = kql_datetime(at)
     failing = " , ".join(f'{t} = countif({t} == "Fail")' for t in AGENT_HEALTH_TESTS)
     return {
         "by_platform": (

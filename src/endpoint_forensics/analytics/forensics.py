@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.analytics.changes import WindowQuery, changes_from, window_queries
-from endpoint_forensics.analytics.functions import registry
+from endpoint_forensics.analytics.functions import kql_datetime, registry
 from endpoint_forensics.analytics.missing import missing_sentences
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
@@ -84,10 +84,6 @@ def iso(value: datetime | str | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _kql_time(at: datetime) -> str:
-    return f"datetime({at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')})"
-
-
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -98,15 +94,7 @@ class _Workspace:
 
     def __init__(self, db: Path) -> None:
         self.con = store.connect(db, read_only=True)
-        # Table -> columns, for the translation (its `schema`): our own tables suffice, and
-        # duckdb_columns() reads them in a third of the time information_schema takes.
-        self._schema: dict[str, list[str]] = {}
-        for table, column in self.con.execute(
-            "SELECT table_name, column_name FROM duckdb_columns()"
-            " WHERE database_name = current_database() AND schema_name = 'main'"
-            " ORDER BY table_name, column_index"
-        ).fetchall():
-            self._schema.setdefault(str(table), []).append(str(column))
+        self._schema = store.table_columns(self.con)  # for the translation
         if any(
             t in self._schema and "HistoryKind" not in self._schema[t]
             for t in ("EPF_Devices_CL", "EPF_SecureConfig_CL")
@@ -221,7 +209,7 @@ def fleet_posture(db: Path, at: datetime, where: str) -> list[dict[str, Any]]:
     The predicate sees the devices, agent-health and antivirus columns at ``at`` side by side
     (``TamperProtection == "Fail"``, ``SignatureAgeHours > 168``, ``RbacGroupName == "..."``).
     """
-    t = _kql_time(at)
+    t = kql_datetime(at)
     query = (
         f"EPF_DevicesAt({t})"
         f" | join kind=leftouter (EPF_AgentHealthAt({t})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "StateFunction",
     "definitions",
     "functions",
+    "kql_datetime",
     "registry",
 ]
 
@@ -100,6 +102,11 @@ def registry() -> Any:
     from duckdb_kql.stored_functions import parse_functions
 
     return parse_functions(definitions())
+
+
+def kql_datetime(at: datetime) -> str:
+    """``at`` as a KQL datetime literal, in UTC to the microsecond."""
+    return f"datetime({at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')})"
 
 
 def definitions() -> list[str]:

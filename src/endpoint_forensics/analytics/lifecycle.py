@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from endpoint_forensics.analytics.functions import registry
+from endpoint_forensics.analytics.functions import kql_datetime, registry
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.workspace import store
 
@@ -49,10 +49,6 @@ class SlaPolicy:
         return cls(**days)
 
 
-def _kql_time(value: datetime) -> str:
-    return f"datetime({value.strftime('%Y-%m-%dT%H:%M:%S.%fZ')})"
-
-
 _CONFIG_SEVERITY = (
     "CASE WHEN ConfigurationImpact >= 9 THEN 'Critical' WHEN ConfigurationImpact >= 7 THEN 'High'"
     " WHEN ConfigurationImpact >= 4 THEN 'Medium' ELSE 'Low' END"
@@ -80,13 +76,13 @@ def lifecycle_report(
 
     con = store.connect(db, read_only=True)
     try:
-        window = f"{_kql_time(since)}, {_kql_time(until)}"
+        window = f"{kql_datetime(since)}, {kql_datetime(until)}"
         days = f"{policy.critical}, {policy.high}, {policy.medium}, {policy.low}"
         for name, kql in (
             ("epf_vulnerability_lifecycle", f"EPF_VulnerabilitySla({window}, {days})"),
             ("epf_configuration_lifecycle", f"EPF_ConfigurationLifecycle({window})"),
         ):
-            sql = str(duckdb_kql.to_sql(kql, schema=_schema(con), functions=registry()))
+            sql = str(duckdb_kql.to_sql(kql, schema=store.table_columns(con), functions=registry()))
             con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
         configs = f"SELECT *, {_CONFIG_SEVERITY} AS Severity FROM epf_configuration_lifecycle"
         return {
@@ -110,12 +106,6 @@ def lifecycle_report(
         raise EpfError(f"lifecycle: {store.first_line(str(exc))}") from exc
     finally:
         con.close()
-
-
-def _schema(con: Any) -> dict[str, list[str]]:
-    from duckdb_kql.engine import schema
-
-    return dict(schema(con))
 
 
 def _with_sla(select: str, policy: SlaPolicy, until: datetime) -> str:
