@@ -16,7 +16,7 @@ from endpoint_forensics.doctor.tenant import required_permissions
 from endpoint_forensics.errors import ConfigError
 from endpoint_forensics.http.ratelimit import DOCUMENTED_LIMITS
 from endpoint_forensics.pipeline.plan import fetch_function
-from endpoint_forensics.sources import ConsoleContext, FetchContext, SensorContext
+from endpoint_forensics.sources import ConsoleContext, FeedContext, FetchContext, SensorContext
 from endpoint_forensics.tables import TABLES
 from endpoint_forensics.tables.datasets import (
     DATASETS as REGISTRY,
@@ -33,7 +33,12 @@ from epf_emulator.core.tenant import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTEXT = {"tenant": FetchContext, "sensor": SensorContext, "console": ConsoleContext}
+CONTEXT = {
+    "tenant": FetchContext,
+    "sensor": SensorContext,
+    "console": ConsoleContext,
+    "feed": FeedContext,
+}
 
 
 def _tenant(**kw: object) -> TenantConfig:

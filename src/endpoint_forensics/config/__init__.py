@@ -41,6 +41,7 @@ from endpoint_forensics.config.azure import (
     OutputConfig,
     SentinelConfig,
 )
+from endpoint_forensics.config.feeds import FeedLocation, FeedsConfig
 from endpoint_forensics.config.history import HistoryConfig, HistoryMode
 from endpoint_forensics.config.models import (
     CONSOLE_DATASETS,
@@ -64,6 +65,8 @@ __all__ = [
     "AppIdentity",
     "ConsoleConfig",
     "DcrRoute",
+    "FeedLocation",
+    "FeedsConfig",
     "HistoryConfig",
     "HistoryMode",
     "KeyVaultConfig",
@@ -103,8 +106,8 @@ class SecretReferenceError(Exception):
 
 
 class Settings(Model):
-    """The whole configuration: any mix of Defender tenants, IoT sensors and consoles, into
-    the local store and/or Microsoft Sentinel."""
+    """The whole configuration: any mix of Defender tenants, IoT sensors and consoles, and
+    the threat feeds, into the local store and/or Microsoft Sentinel."""
 
     store: StoreConfig = StoreConfig()
     state: StateConfig = StateConfig()
@@ -115,13 +118,14 @@ class Settings(Model):
     tenants: tuple[TenantConfig, ...] = ()
     sensors: tuple[SensorConfig, ...] = ()
     consoles: tuple[ConsoleConfig, ...] = ()
+    feeds: FeedsConfig | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
-        if not (self.tenants or self.sensors or self.consoles):
+        if not (self.tenants or self.sensors or self.consoles or self.feeds):
             raise ValueError(
                 "nothing to collect: configure at least one [[tenants]], [[sensors]] or "
-                "[[consoles]] entry"
+                "[[consoles]] entry, or [feeds]"
             )
         if not self.store.enabled and self.sentinel is None:
             raise ValueError("store.enabled is false and there is no [sentinel]: nowhere to write")

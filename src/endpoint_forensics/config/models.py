@@ -15,11 +15,13 @@ __all__ = [
     "CONSOLE_DATASETS",
     "DATASETS",
     "ENV_PREFIX",
+    "FEED_DATASETS",
     "KNOWN_AUTHORITIES",
     "SENSOR_DATASETS",
     "AppIdentity",
     "ConsoleDataset",
     "Dataset",
+    "FeedDataset",
     "Model",
     "Secret",
     "SensorDataset",
@@ -47,9 +49,11 @@ def _dataset_of(kind: SourceKind) -> AfterValidator:
 Dataset = Annotated[str, _dataset_of("tenant")]
 SensorDataset = Annotated[str, _dataset_of("sensor")]
 ConsoleDataset = Annotated[str, _dataset_of("console")]
+FeedDataset = Annotated[str, _dataset_of("feed")]
 DATASETS: tuple[str, ...] = dataset_names("tenant")
 SENSOR_DATASETS: tuple[str, ...] = dataset_names("sensor")
 CONSOLE_DATASETS: tuple[str, ...] = dataset_names("console")
+FEED_DATASETS: tuple[str, ...] = dataset_names("feed")
 
 
 def interval_hours(kind: SourceKind, overrides: Mapping[str, float], dataset: str) -> float:

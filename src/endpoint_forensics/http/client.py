@@ -251,10 +251,20 @@ class ApiClient:
             next_url, next_params = page.next_link, None
             yield page
 
-    def download(self, url: str, dest: Path, *, chunk_bytes: int = 1 << 20) -> int:
+    def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        chunk_bytes: int = 1 << 20,
+        follow_redirects: bool = False,
+        signed: bool = True,
+    ) -> int:
         """Stream a signed (SAS) URL to ``dest`` with no Authorization header; return its size.
 
-        The SAS query is the credential (B.5.3), so a bearer token must not go along.
+        The SAS query is the credential (B.5.3), so a bearer token must not go along. A public
+        file (a threat feed) is ``signed=False``: a 403 is then a refusal like any other, not
+        an expired link. ``follow_redirects`` for a URL that points at the current copy.
 
         Raises:
             LinkExpired: 403: the signature expired or is not valid; ask for fresh links.
@@ -268,7 +278,9 @@ class ApiClient:
         while True:
             stats["requests"] += 1
             try:
-                with self._http.stream("GET", url, headers={"Accept": "*/*"}) as response:
+                with self._http.stream(
+                    "GET", url, headers={"Accept": "*/*"}, follow_redirects=follow_redirects
+                ) as response:
                     if response.status_code == 200:
                         size = _save(response, dest, chunk_bytes)
                         stats["bytes"] += size
@@ -280,7 +292,7 @@ class ApiClient:
             status = response.status_code
             where = f"GET {safe_url} -> {status}"
             verdict = classify_status(status)
-            if status == 403:
+            if status == 403 and signed:
                 raise LinkExpired(f"{where}: the signed link expired or was refused")
             if verdict not in RETRIED:
                 detail = response.text[:200].strip()

@@ -1,5 +1,6 @@
 """The HTTP clients a run uses: a Defender tenant's (Entra tokens, the configured trust
-store) and an IoT appliance's (a raw token, a CA bundle or a pinned certificate). May import
+store), an IoT appliance's (a raw token, a CA bundle or a pinned certificate) and the threat
+feeds' (no credentials; the system's trust store or a CA bundle). May import
 ``http``, ``identity`` and ``config``.
 """
 
@@ -7,12 +8,12 @@ from __future__ import annotations
 
 import ssl
 
-from endpoint_forensics.config import ConsoleConfig, SensorConfig, TenantConfig
+from endpoint_forensics.config import ConsoleConfig, FeedsConfig, SensorConfig, TenantConfig
 from endpoint_forensics.http.client import RAW_TOKEN, ApiClient
 from endpoint_forensics.http.tls import client_ssl_context
 from endpoint_forensics.identity.credentials import CredentialTokenProvider, StaticToken
 
-__all__ = ["appliance_client", "tenant_client"]
+__all__ = ["appliance_client", "feed_client", "tenant_client"]
 
 
 def tenant_client(tenant: TenantConfig) -> ApiClient:
@@ -37,4 +38,24 @@ def appliance_client(appliance: SensorConfig | ConsoleConfig) -> ApiClient:
         timeout_seconds=appliance.timeout_seconds,
         max_retries=appliance.max_retries,
         auth_style=RAW_TOKEN,
+    )
+
+
+class _NoToken:
+    """The feeds are public: nothing to authenticate with (the client only downloads)."""
+
+    def get_token(self, scope: str) -> str:
+        raise AssertionError("the feeds' client sends no authenticated request")
+
+    def invalidate(self, scope: str) -> None:
+        return None
+
+
+def feed_client(feeds: FeedsConfig) -> ApiClient:
+    verify = ssl.create_default_context(cafile=str(feeds.ca_bundle)) if feeds.ca_bundle else True
+    return ApiClient(
+        _NoToken(),
+        verify=verify,
+        timeout_seconds=feeds.timeout_seconds,
+        max_retries=feeds.max_retries,
     )

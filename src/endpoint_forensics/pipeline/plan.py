@@ -42,7 +42,7 @@ class Source:
 
     kind: SourceKind
     name: str
-    config: Any  # TenantConfig, SensorConfig or ConsoleConfig
+    config: Any  # TenantConfig, SensorConfig, ConsoleConfig or FeedsConfig
     defender_tenant_id: str
     unit_scope: str  # the first part of its delivery unit ids
     where: dict[str, str]  # the columns that pick its rows out of a table
@@ -54,7 +54,8 @@ class Source:
 
 
 def sources_of(settings: Settings) -> list[Source]:
-    """Every source of ``settings``: Defender tenants, then IoT sensors, then consoles."""
+    """Every source of ``settings``: Defender tenants, then IoT sensors, then consoles, then
+    the threat feeds (read last: a feed's outage never delays the posture)."""
     sources = [
         Source("tenant", t.name, t, t.tenant_id, t.tenant_id, {"DefenderTenantId": t.tenant_id})
         for t in settings.tenants
@@ -69,6 +70,8 @@ def sources_of(settings: Settings) -> list[Source]:
         )
         for a in settings.consoles
     ]
+    if settings.feeds is not None:
+        sources.append(Source("feed", "feeds", settings.feeds, "", "feeds", {}))
     return sources
 
 

@@ -43,11 +43,11 @@ from endpoint_forensics.pipeline.checkpoints import (
     Snapshot,
     load_checkpoints,
 )
-from endpoint_forensics.pipeline.clients import appliance_client, tenant_client
+from endpoint_forensics.pipeline.clients import appliance_client, feed_client, tenant_client
 from endpoint_forensics.pipeline.plan import Source, fetch_function, sources_of
 from endpoint_forensics.pipeline.runlog import DatasetOutcome, Progress, RunSummary, record_runs
 from endpoint_forensics.runtime import bound_memory
-from endpoint_forensics.sources import ConsoleContext, FetchContext, SensorContext
+from endpoint_forensics.sources import ConsoleContext, FeedContext, FetchContext, SensorContext
 from endpoint_forensics.tables import Table
 from endpoint_forensics.tables.datasets import DatasetSpec
 from endpoint_forensics.transforms import TransformStage
@@ -76,6 +76,8 @@ def run_sync(
         for source in sources_of(settings):
             if source.kind == "tenant":
                 client = (client_factory or tenant_client)(source.config)
+            elif source.kind == "feed":
+                client = feed_client(source.config)
             else:
                 client = appliance_client(source.config)
             with client:
@@ -224,8 +226,10 @@ class _SourceRun:
 
     def _context(
         self, snapshot: Snapshot, group: CheckpointGroup, work_dir: Path
-    ) -> FetchContext | SensorContext | ConsoleContext:
+    ) -> FetchContext | SensorContext | ConsoleContext | FeedContext:
         config = self.source.config
+        if self.source.kind == "feed":
+            return FeedContext(self.client, config, snapshot.time, work_dir, group.cursor)
         if self.source.kind == "tenant":
             return FetchContext(
                 client=self.client,

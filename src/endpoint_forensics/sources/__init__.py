@@ -1,7 +1,7 @@
 """Sources: one function per dataset, each yielding resumable units of batches for one table.
 
 A dataset function takes a context (``FetchContext`` for a Defender tenant, ``SensorContext``
-or ``ConsoleContext`` for a Defender for IoT appliance), yields ``contracts.Unit`` objects and
+or ``ConsoleContext`` for a Defender for IoT appliance, ``FeedContext`` for a threat feed), yields ``contracts.Unit`` objects and
 returns the dataset's new cursor (None: no cursor, or keep the last one). The pipeline stores
 that cursor only once every unit is delivered. Sources know nothing of sinks. Datasets are
 declared in ``tables.datasets``. May import ``http``, ``config``, ``contracts``, ``errors`` and
@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from endpoint_forensics.config import ConsoleConfig, SensorConfig, TenantConfig
+from endpoint_forensics.config import ConsoleConfig, FeedsConfig, SensorConfig, TenantConfig
 from endpoint_forensics.contracts import Unit
 from endpoint_forensics.http.client import ApiClient
 from endpoint_forensics.http.ratelimit import RateBudget
@@ -25,6 +25,7 @@ __all__ = [
     "ApplianceContext",
     "ConsoleContext",
     "Cursor",
+    "FeedContext",
     "FetchContext",
     "Fetched",
     "SensorContext",
@@ -87,3 +88,17 @@ class ConsoleContext(ApplianceContext):
     """A Defender for IoT management console's dataset function gets this."""
 
     appliance: ConsoleConfig = field(kw_only=True)
+
+
+@dataclass
+class FeedContext:
+    """What a threat feed's dataset function gets: a client that downloads (no credentials:
+    the feeds are public), where each feed is read, and the dataset's cursor (the last good
+    copy's version)."""
+
+    client: ApiClient
+    feeds: FeedsConfig
+    now: datetime  # the snapshot time of this run
+    work_dir: Path  # scratch space for downloads, removed after the run
+    cursor: dict[str, Any] | None = None
+    gaps: list[dict[str, Any]] = field(default_factory=list)

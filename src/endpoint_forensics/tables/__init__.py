@@ -22,6 +22,7 @@ from endpoint_forensics.tables.compat import (
     LEGACY_MAC_HEALTH,
     LEGACY_WINDOWS_HEALTH,
 )
+from endpoint_forensics.tables.feeds import FEED_TABLES
 from endpoint_forensics.tables.iot import (
     IOT_ALERTS,
     IOT_CONNECTIONS,
@@ -104,6 +105,7 @@ TABLES: dict[str, Table] = {
         *POSTURE_TABLES,
         *CATALOGUE_TABLES,
         *IOT_TABLES,
+        *FEED_TABLES,
         RUNS,
         # The legacy tables of the compat profile (profile="compat"), after ours.
         *COMPAT_TABLES,

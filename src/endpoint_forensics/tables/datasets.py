@@ -14,6 +14,7 @@ emulator's count of runs per sync. Imports only the table modules of this packag
 from __future__ import annotations
 
 from endpoint_forensics.tables.catalogues import CATALOGUE_DATASETS
+from endpoint_forensics.tables.feeds import FEED_DATASETS
 from endpoint_forensics.tables.iot import CONSOLE_DATASETS, IOT_APPLIANCE_LIMIT, SENSOR_DATASETS
 from endpoint_forensics.tables.mde import MDE_DATASETS
 from endpoint_forensics.tables.posture import POSTURE_DATASETS
@@ -47,6 +48,7 @@ DATASETS: tuple[DatasetSpec, ...] = (
     *CATALOGUE_DATASETS,
     *SENSOR_DATASETS,
     *CONSOLE_DATASETS,
+    *FEED_DATASETS,
 )
 
 
@@ -76,7 +78,12 @@ def documented_limits() -> dict[str, RateLimit]:
     return {limit.name: limit for d in datasets_of("tenant") for limit in d.limits}
 
 
-_KIND_LABEL = {"tenant": "Defender tenant", "sensor": "IoT sensor", "console": "IoT console"}
+_KIND_LABEL = {
+    "tenant": "Defender tenant",
+    "sensor": "IoT sensor",
+    "console": "IoT console",
+    "feed": "threat feed",
+}
 
 
 def readme_table() -> str:

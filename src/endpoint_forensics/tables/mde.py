@@ -145,7 +145,7 @@ RUNS = Table(
     columns=_COMMON
     + (
         Column("SourceName", S, "The tenant, sensor or console, by its name in the config."),
-        Column("SourceKind", S, "tenant, sensor or console."),
+        Column("SourceKind", S, "tenant, sensor, console or feed."),
         Column("Dataset", S, "The dataset collected, e.g. machines, agent_health."),
         Column("TableName", S, "The table the dataset writes."),
         Column("Outcome", S, "Succeeded, Failed or Skipped."),

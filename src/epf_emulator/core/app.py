@@ -36,6 +36,7 @@ from epf_emulator.azure.resource_manager import WorkspaceTablesApi
 from epf_emulator.common.clock import CLOCK_EARLIEST, TIMELINE_END
 from epf_emulator.common.responses import body_response, error_response, json_response, mde_error
 from epf_emulator.core.tenant import Tenant
+from epf_emulator.feeds.api import FeedsApi
 from epf_emulator.hunting.advanced import HuntingService
 from epf_emulator.hunting.graph import GraphApi
 from epf_emulator.identity.managed_identity import ManagedIdentityApi
@@ -82,6 +83,13 @@ def build_app(tenant: Tenant) -> ASGIApp:
     ).routes()
     routes += KeyVaultApi(tenant.identity, settings.keyvault_secrets, tenant.anchor).routes()
     routes += WorkspaceTablesApi(tenant.identity, seed=settings.seed).routes()
+    routes += FeedsApi(
+        store=tenant.store,
+        clock=tenant.clock,
+        seed=settings.seed,
+        incident_cve=lambda: (tenant.incident() or {}).get("CveId"),
+        ready=tenant.wait_ready,
+    ).routes()
     handlers = {HTTPException: _http_error, Exception: _unexpected}
     app = Starlette(routes=routes, exception_handlers=handlers)
     canonical = list(TVM_PATHS)

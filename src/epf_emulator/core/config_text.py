@@ -4,10 +4,11 @@ Owns the text ``Emulator.write_config`` writes: the Defender tenant (``[[tenants
 client secret or the certificate path), the Defender for IoT appliances (``[[sensors]]`` and
 ``[[consoles]]``, each trusting its self-signed certificate by fingerprint or as a CA bundle)
 and the Sentinel output (``[sentinel]`` with one ``[[sentinel.dcrs]]`` entry per emulated DCR:
-a DCR declares at most 10 streams, so no single DCR takes every table), each pointed at the
-emulator. Writes the documented config keys as text; reads no collector code.
+a DCR declares at most 10 streams, so no single DCR takes every table) and, when asked, the
+threat feeds (``[feeds]``, the emulator's mirrors), each pointed at the emulator. Writes the documented config keys as text; reads no collector code.
 
-Imports only ``iot.state`` (the appliances' facts) of the emulator: it shares no code with the
+Imports only ``iot.state`` (the appliances' facts) and ``feeds.api`` (the mirrors' paths) of
+the emulator: it shares no code with the
 collector.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from epf_emulator.feeds.api import FEED_PATHS
 from epf_emulator.iot.state import IotAppliance
 
 __all__ = ["collector_config", "iot_config_blocks"]
@@ -36,6 +38,7 @@ def collector_config(
     iot: Literal["pin", "ca", "none"],
     mde: bool,
     sentinel: bool,
+    feeds: bool = False,
 ) -> str:
     """The config text, as ``Emulator.write_config`` documents it; ``dcrs`` are the
     (immutable id, tables) of each DCR.
@@ -78,6 +81,10 @@ def collector_config(
             text += (
                 f"\n[[sentinel.dcrs]]\nimmutable_id = {_toml(immutable_id)}\ntables = [{listed}]\n"
             )
+    if feeds:
+        text += f"\n[feeds]\nca_bundle = {_toml(ca_bundle)}\n"
+        for feed, path in FEED_PATHS.items():
+            text += f"\n[feeds.{feed}]\nurl = {_toml(base_url + path)}\n"
     return text
 
 

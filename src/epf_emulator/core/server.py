@@ -289,6 +289,7 @@ class Emulator:
         iot: Literal["pin", "ca", "none"] = "pin",
         mde: bool = True,
         sentinel: bool = True,
+        feeds: bool = False,
     ) -> None:
         """Write the collector config (TOML) for syncing from this emulator to ``path``.
 
@@ -299,7 +300,8 @@ class Emulator:
         ``certificate_fingerprint`` (``iot="pin"``) or as ``ca_bundle`` (``"ca"``); ``"none"``
         writes no IoT blocks. With ``sentinel`` a ``[sentinel]`` block follows: the Logs
         Ingestion endpoint of this emulator, with the same app credential, and one
-        ``[[sentinel.dcrs]]`` entry per DCR naming its tables, so every table is routed.
+        ``[[sentinel.dcrs]]`` entry per DCR naming its tables, so every table is routed. With
+        ``feeds`` a ``[feeds]`` block reads every threat feed from this emulator's mirrors.
 
         Raises:
             ValueError: ``credential`` or ``iot`` is none of its choices.
@@ -317,6 +319,7 @@ class Emulator:
             iot=iot,
             mde=mde,
             sentinel=sentinel,
+            feeds=feeds,
         )
         Path(path).write_text(text, encoding="utf-8")
 
