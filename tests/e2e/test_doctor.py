@@ -78,7 +78,7 @@ def test_a_good_config_is_all_green(site: Emulator, tmp_path: Path) -> None:
     # One DCR check for each DCR the written tables go to (a DCR holds 10 streams at most).
     dcr_checks = [c for c in checks if (c.area, c.name) == ("sentinel", "DCR")]
     used = {site.dcr_for(t) for t in tables_written(doctor_settings(site, tmp_path))}
-    assert {c.detail.split()[0] for c in dcr_checks} == used and len(used) == 2
+    assert {c.detail.split()[0] for c in dcr_checks} == used and len(used) > 1
     assert "Nothing to fix." in text
     # Nothing was stored by the empty uploads.
     assert site.stats()["ingested"] == {}
@@ -193,8 +193,9 @@ def test_an_untrusted_certificate_says_what_to_set(site: Emulator, tmp_path: Pat
 
 def test_a_table_without_a_route_names_the_table(site: Emulator, tmp_path: Path) -> None:
     dcrs = [
-        {"immutable_id": dcr, "tables": [t for t in tables if t not in UNROUTED]}
+        {"immutable_id": dcr, "tables": routed}
         for dcr, tables in site.dcrs
+        if (routed := [t for t in tables if t not in UNROUTED])
     ]
     checks = run_doctor(doctor_settings(site, tmp_path, {"sentinel.dcrs": dcrs}))
     assert exit_code(checks) == 1
@@ -222,11 +223,15 @@ def test_one_dcr_for_every_table_cannot_exist(site: Emulator, tmp_path: Path) ->
 
 
 def test_a_dcr_without_the_streams_points_at_the_template(site: Emulator, tmp_path: Path) -> None:
-    checks = run_doctor(doctor_settings(site, tmp_path, {"sentinel.stream_prefix": "Other-"}))
+    settings = doctor_settings(site, tmp_path, {"sentinel.stream_prefix": "Other-"})
+    checks = run_doctor(settings)
     # One finding per DCR, not one per table.
     failures = failed(checks)
-    assert len(failures) == 2
-    assert all(f.name == "DCR" and "404" in f.detail for f in failures)
+    used = {site.dcr_for(t) for t in tables_written(settings)}
+    assert len(failures) == len(used) > 1
+    assert all(f.name == "DCR" and "404" in f.detail for f in failures), [
+        f.detail for f in failures
+    ]
     assert any("Other-EPF_Devices_CL" in f.detail for f in failures)
     assert all("stream_prefix" in f.fix and "epf deploy arm" in f.fix for f in failures)
 

@@ -114,7 +114,19 @@ def test_the_query_carries_the_full_results_row_count():
         " AS t(DeviceId, DeviceName, OSPlatform, Timestamp, ConfigurationId, IsApplicable,"
         " IsCompliant)"
     )
+    con.execute(
+        "CREATE TABLE DeviceInfo AS SELECT * FROM (VALUES ('ab1', now(), true),"
+        " ('ab1', now() - INTERVAL 3 DAY, false)) AS t(DeviceId, Timestamp, IsInternetFacing)"
+    )
     rows = duckdb_kql.kql(con, agent_health_query("ab") + " | take 1").fetchall()
     assert len(rows) == 1 and rows[0][-1] == 2  # one row came, of two
-    rows = duckdb_kql.kql(con, agent_health_query()).fetchall()
+    result = duckdb_kql.kql(con, agent_health_query())
+    facing = [d[0] for d in result.description].index("IsInternetFacing")
+    rows = result.fetchall()
     assert [row[-1] for row in rows] == [3, 3, 3]
+    # The newest DeviceInfo row of the last two days; a device with none has no signal.
+    assert sorted((row[0], row[facing]) for row in rows) == [
+        ("ab1", True),
+        ("ab2", None),
+        ("cd3", None),
+    ]

@@ -55,6 +55,7 @@ from endpoint_forensics.config.models import (
     StoreConfig,
     TenantConfig,
 )
+from endpoint_forensics.config.triage import DeviceRule, MissionRule, TriageConfig
 from endpoint_forensics.config.workspace import WorkspaceRef
 from endpoint_forensics.errors import ConfigError
 
@@ -65,12 +66,14 @@ __all__ = [
     "AppIdentity",
     "ConsoleConfig",
     "DcrRoute",
+    "DeviceRule",
     "FeedLocation",
     "FeedsConfig",
     "HistoryConfig",
     "HistoryMode",
     "KeyVaultConfig",
     "KeyVaultResolver",
+    "MissionRule",
     "OutputConfig",
     "Secret",
     "SecretReferenceError",
@@ -80,6 +83,7 @@ __all__ = [
     "StateConfig",
     "StoreConfig",
     "TenantConfig",
+    "TriageConfig",
     "WorkspaceRef",
     "load_settings",
     "settings_from_mapping",
@@ -119,6 +123,7 @@ class Settings(Model):
     sensors: tuple[SensorConfig, ...] = ()
     consoles: tuple[ConsoleConfig, ...] = ()
     feeds: FeedsConfig | None = None
+    triage: TriageConfig = TriageConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

@@ -202,11 +202,13 @@ def _dcr_summary(
     if accepted:
         detail = f"{rule_id} at {endpoint}: {accepted} stream(s) took an empty upload"
         return [Check(_AREA, "DCR", True, detail), *checks]
-    if len(checks) > 1:
-        # No stream at all: the DCR id, its endpoint or stream_prefix is wrong, not each table.
+    if checks:
+        # No stream at all: the DCR id, its endpoint or stream_prefix is wrong, not each table
+        # (a DCR the router gave one table is no different).
+        others = " and every other" if len(checks) > 1 else ""
         detail = (
-            f"{rule_id} at {endpoint}: none of its {len(checks)} streams exists (HTTP 404 for "
-            f"{config.stream_prefix}{tables[0]} and every other)"
+            f"{rule_id} at {endpoint}: none of its {len(checks)} stream(s) exists (HTTP 404 "
+            f"for {config.stream_prefix}{tables[0]}{others})"
         )
         fix = (
             f"Check dcr_immutable_id, endpoint and stream_prefix of {_WHERE} against the "

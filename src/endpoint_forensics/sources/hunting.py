@@ -31,7 +31,7 @@ from endpoint_forensics.errors import (
     RequestTimedOut,
 )
 from endpoint_forensics.sources import FetchContext
-from endpoint_forensics.sources.wire import Fields, Invalid, as_datetime
+from endpoint_forensics.sources.wire import Fields, Invalid, as_bool, as_datetime
 from endpoint_forensics.tables import AGENT_HEALTH, AGENT_HEALTH_TESTS, HealthResult
 
 __all__ = [
@@ -115,6 +115,12 @@ def agent_health_query(prefix: str = "") -> str:
     scids = ", ".join(f'"{s}"' for s in _ALL_SCIDS)
     where_prefix = f'\n| where DeviceId startswith "{prefix}"' if prefix else ""
     return (
+        # DeviceInfo has a full snapshot of every reporting device at least hourly (B.3):
+        # two days find every device that still reports, at a fraction of 30 days' rows.
+        "let Facing = DeviceInfo\n"
+        f"| where Timestamp > ago(2d){where_prefix}\n"
+        "| summarize arg_max(Timestamp, IsInternetFacing) by DeviceId\n"
+        "| project DeviceId, IsInternetFacing;\n"
         "let Health = materialize(DeviceTvmSecureConfigurationAssessment\n"
         "| where Timestamp > ago(30d)\n"
         f"| where ConfigurationId in ({scids}){where_prefix}\n"
@@ -123,7 +129,9 @@ def agent_health_query(prefix: str = "") -> str:
         "| summarize DeviceName = take_any(DeviceName), OSPlatform = take_any(OSPlatform),"
         " LastAssessed = max(Timestamp),\n"
         '    Assessments = make_list(strcat(ConfigurationId, "=", tostring(IsApplicable), "/",'
-        " tostring(IsCompliant))) by DeviceId);\n"
+        " tostring(IsCompliant))) by DeviceId\n"
+        "| join kind=leftouter Facing on DeviceId\n"
+        "| project-away DeviceId1);\n"
         f"Health\n| extend {_TOTAL} = toscalar(Health | count)"
     )
 
@@ -211,6 +219,10 @@ def device_health_row(record: Any) -> dict[str, Any] | str:
     except Invalid:
         last_assessed = None
     name = f.get("DeviceName")
+    try:
+        facing = f.get_as("IsInternetFacing", as_bool)
+    except Invalid as exc:
+        return str(exc)
     row: dict[str, Any] = {
         "DeviceId": device_id,
         "DeviceName": name if isinstance(name, str) else None,
@@ -226,6 +238,7 @@ def device_health_row(record: Any) -> dict[str, Any] | str:
         else:
             row[test] = assessments.get(scid, HealthResult.UNKNOWN).value
     row["FailingTests"] = sum(1 for t in AGENT_HEALTH_TESTS if row[t] == HealthResult.FAIL)
+    row["IsInternetFacing"] = facing
     return row
 
 

@@ -131,7 +131,15 @@ AGENT_HEALTH = tracked(
         + tuple(
             Column(test, S, "Pass, Fail, NotApplicable or Unknown.") for test in AGENT_HEALTH_TESTS
         )
-        + (Column("FailingTests", INT, "How many of the tests are Fail."),),
+        + (
+            Column("FailingTests", INT, "How many of the tests are Fail."),
+            Column(
+                "IsInternetFacing",
+                B,
+                "Defender's internet-facing signal (DeviceInfo.IsInternetFacing, newest in the "
+                "last 2 days); empty when the device sent no DeviceInfo row then.",
+            ),
+        ),
     ),
     ignores=("LastAssessed",),
 )
