@@ -78,7 +78,9 @@ def test_every_feed_is_read_from_the_emulators_mirrors_with_its_provenance(mirro
         ("feed", "kev", "Succeeded"),
         ("feed", "epss", "Succeeded"),
         ("feed", "vulnrichment", "Succeeded"),
+        ("triage", "triage", "Succeeded"),  # the feeds are triage's inputs: none open here
     ]
+    assert summary.outcomes[-1].rows == 0
     published = _published(mirrors)
     kev = json.loads(published["kev"])
     [epss_name] = [k for k in published if k.startswith("epss_scores-")]
@@ -153,7 +155,8 @@ def test_a_malformed_kev_entry_is_quarantined_with_its_reason(mirrors, tmp_path)
     path.write_text(json.dumps(kev))
     settings = _settings(mirrors, tmp_path, datasets=["kev"], kev={"path": str(path)})
     summary = _sync(mirrors, settings)
-    [outcome] = summary.outcomes
+    outcome, triage = summary.outcomes
+    assert triage.dataset == "triage"
     assert (outcome.outcome, outcome.rows, outcome.quarantined) == (
         "Succeeded",
         len(kev["vulnerabilities"]) - 2,
@@ -181,7 +184,7 @@ def test_a_feed_outage_keeps_the_last_good_copy_and_says_so(tmp_path):
         assert first.exit_code == 0, first.errors()
         emu.advance(24)
         second = _sync(emu, settings)
-    assert [o.outcome for o in second.outcomes] == ["Failed", "Failed"]
+    assert [o.outcome for o in second.outcomes] == ["Failed", "Failed"]  # no triage: nothing new
     runs = store.run_query(
         settings.store.path,
         f'EPF_Runs_CL | where RunId == "{second.run_id}" | project Dataset, Outcome, Error',

@@ -46,6 +46,7 @@ from endpoint_forensics.pipeline.checkpoints import (
 from endpoint_forensics.pipeline.clients import appliance_client, feed_client, tenant_client
 from endpoint_forensics.pipeline.plan import Source, fetch_function, sources_of
 from endpoint_forensics.pipeline.runlog import DatasetOutcome, Progress, RunSummary, record_runs
+from endpoint_forensics.pipeline.triage import run_triage
 from endpoint_forensics.runtime import bound_memory
 from endpoint_forensics.sources import ConsoleContext, FeedContext, FetchContext, SensorContext
 from endpoint_forensics.tables import Table
@@ -85,6 +86,7 @@ def run_sync(
                 run.collect_all(work_root / source.name)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
+    run_triage(settings, sinks, summary)
     record_runs(summary, sinks)
     for sink in sinks:
         report = sink.flush()

@@ -26,7 +26,7 @@ class DatasetOutcome:
     defender_tenant_id: str
     dataset: str
     table: str
-    kind: str = "tenant"  # tenant, sensor or console
+    kind: str = "tenant"  # tenant, sensor, console, feed, or triage (the run's own stage)
     outcome: str = "Succeeded"  # Succeeded, Failed or Skipped
     rows: int = 0
     quarantined: int = 0

@@ -161,6 +161,21 @@ class DuckDBSink:
         with contextlib.suppress(duckdb.Error):  # no transaction left: the failure ended it
             self._con.rollback()
 
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        """A cursor that reads what this workspace has committed, with the memory a question
+        over the whole history gets (``store.QUERY_MEMORY_MB``) while it is open: what the run
+        derives from the workspace (triage) reads through it."""
+        cursor = self._con.cursor()
+        try:
+            with _storing(self.path, "reading the workspace"):
+                cursor.execute(f"SET memory_limit = '{store.QUERY_MEMORY_MB}MB'")
+            yield cursor
+        finally:
+            with contextlib.suppress(Exception):
+                cursor.execute(f"SET memory_limit = '{store.SYNC_MEMORY_MB}MB'")
+            cursor.close()
+
     def flush(self) -> None:
         """Every unit was committed as it was written: nothing waits."""
 

@@ -58,6 +58,7 @@ from endpoint_forensics.tables.schema import (
     Table,
     name_problem,
 )
+from endpoint_forensics.tables.triage import TRIAGE, TRIAGE_TABLES
 
 __all__ = [
     "AGENT_HEALTH",
@@ -86,6 +87,7 @@ __all__ = [
     "SECURE_CONFIG",
     "SOFTWARE_INVENTORY",
     "TABLES",
+    "TRIAGE",
     "VULNERABILITIES",
     "VULNERABILITY_CHANGES",
     "Column",
@@ -106,6 +108,7 @@ TABLES: dict[str, Table] = {
         *CATALOGUE_TABLES,
         *IOT_TABLES,
         *FEED_TABLES,
+        *TRIAGE_TABLES,
         RUNS,
         # The legacy tables of the compat profile (profile="compat"), after ours.
         *COMPAT_TABLES,

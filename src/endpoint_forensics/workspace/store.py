@@ -17,7 +17,15 @@ import orjson
 from endpoint_forensics.errors import ConfigError, EpfError
 from endpoint_forensics.tables import TABLES
 
-__all__ = ["QueryError", "QueryResult", "connect", "first_line", "run_query"]
+__all__ = [
+    "QUERY_MEMORY_MB",
+    "SYNC_MEMORY_MB",
+    "QueryError",
+    "QueryResult",
+    "connect",
+    "first_line",
+    "run_query",
+]
 
 
 class QueryError(EpfError):
@@ -55,7 +63,9 @@ def _query_memory_mb() -> int:
     return max(2048, min(4096, total // 2))
 
 
-_QUERY_MEMORY_MB = _query_memory_mb()
+QUERY_MEMORY_MB = _query_memory_mb()
+#: What a writing connection gets: a sync of a large tenant stays in a few hundred MB.
+SYNC_MEMORY_MB = 128
 
 
 def connect(path: Path, *, read_only: bool = False) -> Any:
@@ -77,7 +87,7 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
     # A read-only connection answers questions over the whole history: it gets more room
     # (at 2 GB the 90-day lifecycle of 20,000 devices spilled and took 40% longer; 4 GB held
     # it, where DuckDB's default, 80% of the machine, let snapshot-mode history take 10 GB).
-    con.execute(f"SET memory_limit = '{_QUERY_MEMORY_MB if read_only else 128}MB'")
+    con.execute(f"SET memory_limit = '{QUERY_MEMORY_MB if read_only else SYNC_MEMORY_MB}MB'")
     if not read_only:
         _ensure_schema(con)
     return con

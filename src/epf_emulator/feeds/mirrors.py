@@ -8,9 +8,10 @@ Vulnrichment records, each as of the emulated day and in the published format.
 - EPSS: every CVE published by then, its catalogue EPSS moved up to 30% either way each day
   (scores move fast), percentiles ranked over the day's file; model ``v2025.03.14``.
 - Vulnrichment: about 70% of the CVEs published two days or more before, with CISA
-  Coordinator 2.0.3 options: exploitation as the exploit facts say, except a tenth of the KEV
-  CVEs left at ``none`` (Vulnrichment has had KEV CVEs marked so); automatable and technical
-  impact from the CVSS vector, a tenth of them the other way (a human assessment, not a rule).
+  Coordinator 2.0.3 options: exploitation as the exploit facts say, except some KEV CVEs left
+  at ``none`` (Vulnrichment has had KEV CVEs marked so): the incident's, every third KEV CVE
+  of the fleet's products, a tenth of the others; automatable and technical impact from the
+  CVSS vector, a tenth of them the other way (a human assessment, not a rule).
 
 A pure function of the seed and the emulated day. Imports ``world.database`` only.
 """
@@ -47,6 +48,7 @@ class FeedCve:
     level: str
     exploit_us: int | None
     epss: float
+    fleet: bool  # it affects a product the fleet runs
 
 
 def feed_cves(store: Store) -> list[FeedCve]:
@@ -54,8 +56,8 @@ def feed_cves(store: Store) -> list[FeedCve]:
     cursor = store.cursor()
     try:
         rows = cursor.execute(
-            "SELECT id, vendor, product, description, vector, pub_us, level, exploit_us, epss"
-            " FROM tvm.cve ORDER BY idx"
+            "SELECT id, vendor, product, description, vector, pub_us, level, exploit_us, epss,"
+            " prod IS NOT NULL FROM tvm.cve ORDER BY idx"
         ).fetchall()
     finally:
         cursor.close()
@@ -168,10 +170,10 @@ def _vector_parts(vector: str) -> dict[str, str]:
 
 
 def vulnrichment_options(
-    cve: FeedCve, seed: int, now_us: int, in_kev: bool
+    cve: FeedCve, seed: int, now_us: int, kev_none: bool
 ) -> list[dict[str, str]]:
     exploited = _exploited_at(cve)
-    if in_kev and _unit(seed, "vr-none", cve.id) < 0.1:
+    if kev_none:
         exploitation = "none"
     elif exploited is not None and exploited <= now_us:
         exploitation = "active"
@@ -193,7 +195,7 @@ def vulnrichment_options(
     ]
 
 
-def vulnrichment_record(cve: FeedCve, seed: int, now_us: int, in_kev: bool) -> dict[str, Any]:
+def vulnrichment_record(cve: FeedCve, seed: int, now_us: int, kev_none: bool) -> dict[str, Any]:
     assessed = _day(cve.pub_us) + timedelta(days=2, hours=int(_unit(seed, "vr-at", cve.id) * 20))
     return {
         "dataType": "CVE_RECORD",
@@ -214,7 +216,7 @@ def vulnrichment_record(cve: FeedCve, seed: int, now_us: int, in_kev: bool) -> d
                                 "content": {
                                     "id": cve.id,
                                     "role": "CISA Coordinator",
-                                    "options": vulnrichment_options(cve, seed, now_us, in_kev),
+                                    "options": vulnrichment_options(cve, seed, now_us, kev_none),
                                     "version": "2.0.3",
                                     "timestamp": assessed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                                 },
@@ -232,20 +234,35 @@ def vulnrichment_record(cve: FeedCve, seed: int, now_us: int, in_kev: bool) -> d
     }
 
 
+def kev_marked_none(
+    cves: list[FeedCve], kev: set[str], seed: int, incident_cve: str | None
+) -> set[str]:
+    """The KEV CVEs Vulnrichment leaves at exploitation ``none``: the incident's, every third
+    one of the fleet's products (so that triage meets some on devices), a tenth of the rest."""
+    fleet = sorted(c.id for c in cves if c.fleet and c.id in kev)
+    others = {
+        c.id for c in cves if not c.fleet and c.id in kev and _unit(seed, "vr-none", c.id) < 0.1
+    }
+    return {*fleet[::3], *others, *([incident_cve] if incident_cve in kev else [])}
+
+
 def vulnrichment_zip(
     cves: list[FeedCve], seed: int, now_us: int, incident_cve: str | None
 ) -> bytes:
     """The repository's archive as GitHub serves it (``vulnrichment-develop/YYYY/Nxxx/…``)."""
     kev = {e["cveID"] for e in kev_entries(cves, seed, now_us, incident_cve)}
+    none = kev_marked_none(cves, kev, seed, incident_cve)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("vulnrichment-develop/README.md", "# Vulnrichment (emulated mirror)\n")
         for cve in cves:
-            if cve.pub_us > now_us - 2 * _DAY_US or _unit(seed, "vr", cve.id) >= 0.7:
+            if cve.id not in none and (
+                cve.pub_us > now_us - 2 * _DAY_US or _unit(seed, "vr", cve.id) >= 0.7
+            ):
                 continue
             _, year, number = cve.id.split("-")
             folder = f"{number[:-3]}xxx"
-            record = vulnrichment_record(cve, seed, now_us, cve.id in kev)
+            record = vulnrichment_record(cve, seed, now_us, cve.id in none)
             archive.writestr(
                 f"vulnrichment-develop/{year}/{folder}/{cve.id}.json",
                 orjson.dumps(record, option=orjson.OPT_INDENT_2),

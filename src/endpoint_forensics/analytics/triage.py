@@ -1,0 +1,327 @@
+"""Triage: each open (device, CVE) at a time T, its SSVC inputs with a reason for each, the CISA
+Coordinator decision, the BOD 26-04 outcome with its due date, and the Deployer patch priority.
+
+The inputs come from the shipped KQL function ``EPF_TriageInputs`` (the same text runs in
+Sentinel); the rules that turn them into SSVC values are the SQL below, each value with its
+source, why, and the feed version; the decisions are joins with the vendored decision tables
+(``triage.ssvc``), never branches. The rules (docs/triage.md):
+
+- Exploitation: ``active`` when the CVE is in KEV (whatever Vulnrichment says), when
+  Vulnrichment says so, or when Defender knows an exploit kit; ``poc`` when Defender knows a
+  public or verified exploit, or Vulnrichment says poc; else ``none``.
+- Automatable and Technical Impact: Vulnrichment's; else derived from the CVSS vector (network
+  attack vector, no privileges, no user interaction; high confidentiality and integrity impact),
+  marked derived; with neither, the more urgent value, marked assumed.
+- Mission and well-being: the first ``[[triage.mission]]`` rule the device matches, else the
+  configured default.
+- Publicly exposed: Defender's internet-facing signal, or an ``[[triage.exposed]]`` rule.
+- The BOD 26-04 clock starts when Defender first saw the CVE on the device, or when KEV added
+  it if later; ``fix on system upgrade`` sets no due date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from endpoint_forensics.analytics.functions import kql_datetime, registry
+from endpoint_forensics.config import DeviceRule, TriageConfig
+from endpoint_forensics.tables import TRIAGE
+from endpoint_forensics.tables.schema import COMMON_COLUMNS
+from endpoint_forensics.triage import ssvc
+from endpoint_forensics.workspace import store
+
+__all__ = ["triage_batches", "triage_sql"]
+
+_STAMPS = {c.name for c in COMMON_COLUMNS}
+_FILE_TO_OURS = {"public poc": "poc"}
+
+
+def _ours(value: str) -> str:
+    return _FILE_TO_OURS.get(value, value)
+
+
+def _values(rows: list[tuple[Any, ...]], alias: str, columns: tuple[str, ...]) -> str:
+    """A decision table as an SQL relation ``alias``, its columns prefixed ``alias_``."""
+    literal = ", ".join("(" + ", ".join(_sql_literal(v) for v in row) + ")" for row in rows)
+    return f"(VALUES {literal}) AS {alias}({', '.join(f'{alias}_{c}' for c in columns)})"
+
+
+def _sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _coordinator() -> str:
+    table = ssvc.COORDINATOR
+    rows = [
+        (*(_ours(v) for v in combination), ssvc.display(table, table.decide(*combination)))
+        for combination in table.combinations()
+    ]
+    return _values(rows, "c", ("e", "a", "ti", "mwi", "decision"))
+
+
+def _bod() -> str:
+    table = ssvc.BOD_2604
+    rows = []
+    for kev, exposed, automatable, impact in table.combinations():
+        outcome = table.decide(kev, exposed, automatable, impact)
+        rows.append(
+            (
+                kev == "yes",
+                exposed == "yes",
+                automatable,
+                impact,
+                outcome,
+                ssvc.bod_due_days(outcome),
+                ssvc.is_forensic(outcome),
+            )
+        )
+    return _values(rows, "b", ("kev", "exposed", "a", "ti", "outcome", "days", "forensic"))
+
+
+def _deployer() -> str:
+    table = ssvc.DEPLOYER
+    rows = [
+        (*(_ours(v) for v in combination), ssvc.display(table, table.decide(*combination)))
+        for combination in table.combinations()
+    ]
+    return _values(rows, "d", ("e", "exposure", "a", "hi", "priority"))
+
+
+def _matches(rule: DeviceRule, params: list[Any]) -> str:
+    """SQL that is true for a device the rule picks (``*``/``?`` patterns, any case)."""
+    if rule.group is not None:
+        params.append(rule.group.lower())
+        return "lower(coalesce(RbacGroupName, '')) GLOB ?"
+    if rule.tag is not None:
+        params.append(rule.tag.lower())
+        return (
+            "len(list_filter(coalesce(TRY_CAST(MachineTags AS VARCHAR[]), []),"
+            " lambda t: lower(t) GLOB ?)) > 0"
+        )
+    assert rule.name is not None
+    params.append(rule.name.lower())
+    return "lower(coalesce(DeviceName, '')) GLOB ?"
+
+
+def _case(whens: list[tuple[str, str]], otherwise: str) -> str:
+    """``CASE WHEN ... END``, or ``otherwise`` alone when there is no condition."""
+    if not whens:
+        return otherwise
+    return "CASE " + "".join(f"WHEN {c} THEN {v} " for c, v in whens) + f"ELSE {otherwise} END"
+
+
+def _reason(value: str, source: str, detail: str, version: str = "NULL") -> str:
+    return (
+        f"json_object('value', {value}, 'source', {source}, 'detail', {detail},"
+        f" 'version', {version})"
+    )
+
+
+def triage_sql(inputs: str, config: TriageConfig, at: datetime) -> tuple[str, list[Any]]:
+    """The SELECT of ``EPF_Triage_CL``'s own columns from ``inputs`` (the SQL of
+    ``EPF_TriageInputs``), and its parameters."""
+    mission_params: list[Any] = []
+    mission_cases = [
+        (_matches(rule, mission_params), rule.value, f"[[triage.mission]] {rule.described}")
+        for rule in config.mission
+    ]
+    mission = _case(
+        [(c, _sql_literal(v)) for c, v, _ in mission_cases], _sql_literal(config.mission_default)
+    )
+    mission_why = _case(
+        [(c, _sql_literal(w)) for c, _, w in mission_cases],
+        _sql_literal("no [[triage.mission]] rule matches: the default"),
+    )
+    exposed_params: list[Any] = []
+    exposed_rules = [(_matches(rule, exposed_params), rule.described) for rule in config.exposed]
+    by_rule = " OR ".join(f"({c})" for c, _ in exposed_rules) or "FALSE"
+    rule_why = _case(
+        [(c, _sql_literal(f"[[triage.exposed]] {d}")) for c, d in exposed_rules], "NULL"
+    )
+    # In the order the placeholders appear: the mission rules twice (value, why), then the
+    # exposed rules twice (value, why).
+    params = mission_params * 2 + exposed_params * 2
+    at_sql = f"TIMESTAMPTZ '{at.astimezone(UTC).isoformat()}'"
+    versions = _sql_literal(orjson.dumps(ssvc.model_versions()).decode())
+    sql = f"""
+WITH inputs AS ({inputs}),
+vectors AS (
+    SELECT *,
+        regexp_extract(coalesce(CvssVector, ''), '/AV:([NALP])', 1) AS _av,
+        regexp_extract(coalesce(CvssVector, ''), '/PR:([NLH])', 1) AS _pr,
+        regexp_extract(coalesce(CvssVector, ''), '/UI:([NRPA])', 1) AS _ui,
+        coalesce(nullif(regexp_extract(coalesce(CvssVector, ''), '/C:([NLH])', 1), ''),
+            regexp_extract(coalesce(CvssVector, ''), '/VC:([NLH])', 1)) AS _c,
+        coalesce(nullif(regexp_extract(coalesce(CvssVector, ''), '/I:([NLH])', 1), ''),
+            regexp_extract(coalesce(CvssVector, ''), '/VI:([NLH])', 1)) AS _i
+    FROM inputs
+),
+valued AS (
+    SELECT *,
+        CASE WHEN InKev THEN 'active'
+             WHEN VrExploitation = 'active' THEN 'active'
+             WHEN ExploitabilityLevel = 'ExploitIsInKit' THEN 'active'
+             WHEN ExploitabilityLevel IN ('ExploitIsVerified', 'ExploitIsPublic') THEN 'poc'
+             WHEN VrExploitation = 'poc' THEN 'poc'
+             ELSE 'none' END AS Exploitation,
+        CASE WHEN VrAutomatable IS NOT NULL THEN VrAutomatable
+             WHEN _av <> '' THEN CASE WHEN _av = 'N' AND _pr = 'N' AND _ui = 'N' THEN 'yes' ELSE 'no' END
+             ELSE 'yes' END AS Automatable,
+        CASE WHEN VrTechnicalImpact IS NOT NULL THEN VrTechnicalImpact
+             WHEN _c <> '' THEN CASE WHEN _c = 'H' AND _i = 'H' THEN 'total' ELSE 'partial' END
+             ELSE 'total' END AS TechnicalImpact,
+        {mission} AS MissionWellbeing,
+        {mission_why} AS _mission_why,
+        coalesce(IsInternetFacing, FALSE) OR {by_rule} AS PubliclyExposed,
+        {rule_why} AS _exposed_rule,
+        CASE WHEN InKev AND KevDateAdded > coalesce(FirstSeen, KevDateAdded) THEN KevDateAdded
+             ELSE coalesce(FirstSeen, {at_sql}) END AS ClockStart
+    FROM vectors
+),
+decided AS (
+    SELECT v.*, c_decision AS Decision, b_outcome AS Bod2604Outcome, b_days AS _days,
+        b_forensic AS ForensicInvestigation, d_priority AS DeployerPriority
+    FROM valued v
+    JOIN {_coordinator()} ON c_e = v.Exploitation AND c_a = v.Automatable
+        AND c_ti = v.TechnicalImpact AND c_mwi = v.MissionWellbeing
+    JOIN {_bod()} ON b_kev = v.InKev AND b_exposed = v.PubliclyExposed
+        AND b_a = v.Automatable AND b_ti = v.TechnicalImpact
+    JOIN {_deployer()} ON d_e = v.Exploitation
+        AND d_exposure = CASE WHEN v.PubliclyExposed THEN 'open' ELSE 'controlled' END
+        AND d_a = v.Automatable AND d_hi = v.MissionWellbeing
+)
+SELECT DefenderTenantId, DeviceId, DeviceName, RbacGroupName, CveId, VulnerabilitySeverityLevel, CvssScore,
+    Epss, EpssPercentile, FirstSeen, Exploitation, Automatable, TechnicalImpact,
+    MissionWellbeing, PubliclyExposed, InKev, KevForensicTriage, Decision, Bod2604Outcome,
+    ClockStart, CASE WHEN _days IS NULL THEN NULL ELSE ClockStart + to_days(_days) END AS DueDate,
+    ForensicInvestigation, DeployerPriority,
+    CAST(json_object(
+        'Exploitation', {_exploitation_reason()},
+        'Automatable', {_automatable_reason()},
+        'TechnicalImpact', {_impact_reason()},
+        'MissionWellbeing', {_reason("MissionWellbeing", "'config'", "_mission_why")},
+        'PubliclyExposed', {_exposed_reason()},
+        'InKev', {_reason("InKev", "'CISA KEV'", _kev_detail(), "KevCopy")},
+        'Epss', {_reason("Epss", "'FIRST EPSS'", _epss_detail(), "EpssCopy")}
+    ) AS VARCHAR) AS Reasons,
+    {versions} AS ModelVersions
+FROM decided
+"""
+    return sql, params
+
+
+def _kev_detail() -> str:
+    return (
+        "CASE WHEN InKev THEN 'listed since ' || strftime(KevDateAdded, '%Y-%m-%d')"
+        " || CASE WHEN KevForensicTriage THEN ', forensicTriage: Yes' ELSE '' END"
+        " WHEN KevCopy IS NULL THEN 'no KEV copy read by then' ELSE 'not listed' END"
+    )
+
+
+def _epss_detail() -> str:
+    return (
+        "CASE WHEN Epss IS NOT NULL THEN 'percentile ' || EpssPercentile"
+        " WHEN EpssCopy IS NULL THEN 'no EPSS copy read by then'"
+        " ELSE 'not scored in the newest copy' END"
+    )
+
+
+def _exploitation_reason() -> str:
+    source = (
+        "CASE WHEN InKev THEN 'CISA KEV' WHEN VrExploitation = 'active' THEN 'CISA Vulnrichment'"
+        " WHEN ExploitabilityLevel IN ('ExploitIsInKit', 'ExploitIsVerified', 'ExploitIsPublic')"
+        " THEN 'Defender' WHEN VrExploitation = 'poc' THEN 'CISA Vulnrichment'"
+        " WHEN VrExploitation IS NOT NULL THEN 'CISA Vulnrichment' ELSE 'Defender' END"
+    )
+    detail = (
+        "CASE WHEN InKev THEN 'in the KEV catalogue (known exploited)'"
+        " || CASE WHEN VrExploitation IS NOT NULL AND VrExploitation <> 'active'"
+        " THEN '; Vulnrichment says ' || VrExploitation || ', KEV prevails' ELSE '' END"
+        " WHEN VrExploitation = 'active' THEN 'Vulnrichment assessed active exploitation'"
+        " WHEN ExploitabilityLevel = 'ExploitIsInKit' THEN 'exploit kit (ExploitIsInKit)'"
+        " WHEN ExploitabilityLevel = 'ExploitIsVerified' THEN 'exploit verified to work (ExploitIsVerified)'"
+        " WHEN ExploitabilityLevel = 'ExploitIsPublic' THEN 'public exploit (ExploitIsPublic)'"
+        " WHEN VrExploitation = 'poc' THEN 'Vulnrichment assessed a proof of concept'"
+        " WHEN VrExploitation IS NOT NULL THEN 'Vulnrichment assessed none; Defender: '"
+        " || coalesce(ExploitabilityLevel, 'no exploit level')"
+        " ELSE 'not in KEV, no Vulnrichment record; Defender: '"
+        " || coalesce(ExploitabilityLevel, 'no exploit level') END"
+    )
+    version = (
+        "CASE WHEN InKev THEN KevCopy WHEN VrExploitation = 'active' THEN VrCopy"
+        " WHEN ExploitabilityLevel IN ('ExploitIsInKit', 'ExploitIsVerified', 'ExploitIsPublic')"
+        " THEN NULL WHEN VrExploitation IS NOT NULL THEN VrCopy ELSE KevCopy END"
+    )
+    return _reason("Exploitation", source, detail, version)
+
+
+def _automatable_reason() -> str:
+    source = (
+        "CASE WHEN VrAutomatable IS NOT NULL THEN 'CISA Vulnrichment'"
+        " WHEN _av <> '' THEN 'CVSS vector (derived)' ELSE 'assumed' END"
+    )
+    detail = (
+        "CASE WHEN VrAutomatable IS NOT NULL THEN 'Vulnrichment assessed ' || VrAutomatable"
+        " WHEN _av <> '' THEN 'AV:' || _av || ' PR:' || _pr || ' UI:' || _ui"
+        " || ' in ' || CvssVector"
+        " ELSE 'no Vulnrichment record and no CVSS vector: the more urgent value' END"
+    )
+    version = "CASE WHEN VrAutomatable IS NOT NULL THEN VrCopy END"
+    return _reason("Automatable", source, detail, version)
+
+
+def _impact_reason() -> str:
+    source = (
+        "CASE WHEN VrTechnicalImpact IS NOT NULL THEN 'CISA Vulnrichment'"
+        " WHEN _c <> '' THEN 'CVSS vector (derived)' ELSE 'assumed' END"
+    )
+    detail = (
+        "CASE WHEN VrTechnicalImpact IS NOT NULL THEN 'Vulnrichment assessed ' || VrTechnicalImpact"
+        " WHEN _c <> '' THEN 'confidentiality ' || _c || ', integrity ' || _i || ' in ' || CvssVector"
+        " ELSE 'no Vulnrichment record and no CVSS vector: the more urgent value' END"
+    )
+    version = "CASE WHEN VrTechnicalImpact IS NOT NULL THEN VrCopy END"
+    return _reason("TechnicalImpact", source, detail, version)
+
+
+def _exposed_reason() -> str:
+    source = (
+        "CASE WHEN IsInternetFacing THEN 'Defender' WHEN _exposed_rule IS NOT NULL THEN 'config'"
+        " ELSE 'Defender' END"
+    )
+    detail = (
+        "CASE WHEN IsInternetFacing THEN 'internet-facing (DeviceInfo.IsInternetFacing)'"
+        " WHEN _exposed_rule IS NOT NULL THEN _exposed_rule"
+        " WHEN IsInternetFacing = FALSE THEN 'not internet-facing, and no [[triage.exposed]] rule'"
+        " ELSE 'no internet-facing signal in the last 2 days, and no [[triage.exposed]] rule' END"
+    )
+    return _reason("PubliclyExposed", source, detail)
+
+
+def triage_batches(con: Any, at: datetime, config: TriageConfig) -> Iterator[Any]:
+    """``EPF_Triage_CL``'s rows at ``at`` as Arrow record batches, from the workspace
+    connection ``con`` (the stamps are the caller's)."""
+    import duckdb_kql
+
+    inputs = str(
+        duckdb_kql.to_sql(
+            f"EPF_TriageInputs({kql_datetime(at)})",
+            schema=store.table_columns(con),
+            functions=registry(),
+        )
+    )
+    sql, params = triage_sql(inputs, config, at)
+    # DefenderTenantId from the inputs: a workspace may hold several tenants.
+    columns = [c for c in TRIAGE.column_names if c not in _STAMPS or c == "DefenderTenantId"]
+    relation = con.sql(f"SELECT {', '.join(columns)} FROM ({sql})", params=params)
+    yield from relation.to_arrow_reader(50_000)

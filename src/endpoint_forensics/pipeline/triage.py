@@ -1,0 +1,96 @@
+"""The triage stage of a run: once every source is collected, the decision of each open
+(device, CVE) is computed again from the workspace (``analytics.triage``) when the run
+delivered anything triage reads (the posture or a feed), and delivered to every sink as one
+unit of ``EPF_Triage_CL``, so each triage run is kept.
+
+Triage reads the local workspace: a config that writes to Sentinel only skips it, and its
+``EPF_Runs_CL`` row says why. A failure fails the triage row alone: the data collected stays.
+May import ``analytics``, ``sinks``, ``config``, ``contracts``, ``errors`` and ``tables``.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from datetime import UTC, datetime
+
+from endpoint_forensics.analytics.triage import triage_batches
+from endpoint_forensics.config import Settings
+from endpoint_forensics.contracts import Batch, Sink
+from endpoint_forensics.errors import EpfError
+from endpoint_forensics.pipeline.runlog import DatasetOutcome, RunSummary
+from endpoint_forensics.sinks.duckdb import DuckDBSink
+from endpoint_forensics.tables import TRIAGE
+from endpoint_forensics.workspace import store
+
+__all__ = ["TRIAGE_READS", "run_triage"]
+
+log = logging.getLogger(__name__)
+
+#: The tables a triage decision depends on: a run that delivered to none of them leaves the
+#: last triage standing.
+TRIAGE_READS = frozenset(
+    {
+        "EPF_Vulnerabilities_CL",
+        "EPF_VulnerabilityChanges_CL",
+        "EPF_Devices_CL",
+        "EPF_AgentHealth_CL",
+        "EPF_CveCatalog_CL",
+        "EPF_Kev_CL",
+        "EPF_Epss_CL",
+        "EPF_Vulnrichment_CL",
+    }
+)
+
+
+def run_triage(settings: Settings, sinks: list[Sink], summary: RunSummary) -> None:
+    """Triage as of the run's time into every sink; its outcome joins the run's."""
+    if not any(o.outcome == "Succeeded" and o.table in TRIAGE_READS for o in summary.outcomes):
+        return
+    outcome = DatasetOutcome("triage", "", "triage", TRIAGE.name, kind="triage")
+    summary.outcomes.append(outcome)
+    workspace = next((s for s in sinks if isinstance(s, DuckDBSink)), None)
+    try:
+        if workspace is None:
+            outcome.outcome = "Skipped"
+            outcome.reason = (
+                "triage reads the local workspace, and store.enabled is false: in Sentinel,"
+                " EPF_TriageInputs gives its inputs"
+            )
+            return
+        _deliver(settings, sinks, summary, workspace, outcome)
+    except (EpfError, MemoryError) as exc:
+        outcome.outcome = "Failed"
+        outcome.error = f"triage: {exc if isinstance(exc, EpfError) else 'out of memory'}"
+        log.warning("%s", outcome.error)
+    finally:
+        outcome.end = datetime.now(UTC)
+
+
+def _deliver(
+    settings: Settings,
+    sinks: list[Sink],
+    summary: RunSummary,
+    workspace: DuckDBSink,
+    outcome: DatasetOutcome,
+) -> None:
+    import duckdb
+
+    at = summary.time_generated
+    unit = f"triage/{summary.run_id}/triage/all"
+    # DefenderTenantId comes with each row: a workspace may hold several tenants.
+    stamp = {"TimeGenerated": at, "SnapshotTime": at, "RunId": summary.run_id}
+    pending = [s for s in sinks if not s.delivered(unit)]
+    rows = 0
+    try:
+        with workspace.reading() as cursor, ExitStack() as stack:
+            writers = [stack.enter_context(s.open(TRIAGE, unit=unit)) for s in pending]
+            for record_batch in triage_batches(cursor, at, settings.triage):
+                batch = Batch(TRIAGE, arrow=record_batch)
+                for writer in writers:
+                    writer.write(batch, stamp)
+                rows += len(batch)
+    except duckdb.Error as exc:
+        raise EpfError(f"reading the workspace: {store.first_line(str(exc))}") from exc
+    outcome.rows = rows
+    outcome.snapshot_run_id = summary.run_id

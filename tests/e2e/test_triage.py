@@ -1,0 +1,188 @@
+"""Triage end to end: a sync of the emulated tenant and its feed mirrors, then every
+EPF_Triage_CL row checked against the vendored decision tables applied to its own inputs
+(read with nothing but the csv module), its reasons, and the configured rules."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from endpoint_forensics.config import load_settings
+from endpoint_forensics.pipeline.run import run_sync
+from endpoint_forensics.sinks.duckdb import DuckDBSink
+from endpoint_forensics.triage import ssvc
+from endpoint_forensics.workspace import store
+from epf_emulator import Emulator, EmulatorSettings
+
+pytestmark = pytest.mark.e2e
+
+_TABLES = Path(ssvc.__file__).with_name("decision_tables")
+_INPUTS = ("Exploitation", "Automatable", "TechnicalImpact", "MissionWellbeing", "PubliclyExposed")
+_RULES = {
+    "triage.mission": [{"group": "servers*", "value": "high"}, {"name": "ws-00*", "value": "low"}],
+    "triage.exposed": [{"name": "ws-001*"}],
+}
+
+
+def _csv(name: str) -> dict[tuple[str, ...], str]:
+    with (_TABLES / name).open(newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return {tuple(r[1:-1]): r[-1] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def triaged(tmp_path_factory) -> tuple[Path, list[dict]]:
+    tmp = tmp_path_factory.mktemp("triage")
+    with Emulator(EmulatorSettings(iot_sensors=0, devices=400, seed=21)) as emu:
+        emu.write_config(tmp / "epf.toml", iot="none", sentinel=False, feeds=True)
+        overrides = {
+            "store.path": str(tmp / "ws.duckdb"),
+            "state.dir": str(tmp / "state"),
+            "tenants.0.export_mode": "files",
+            **_RULES,
+        }
+        settings = load_settings(tmp / "epf.toml", environ={}, overrides=overrides)
+        sink = DuckDBSink(settings.store.path)
+        try:
+            summary = run_sync(settings, [sink], now=emu.now)
+        finally:
+            sink.close()
+    assert summary.exit_code == 0, summary.errors()
+    [outcome] = [o for o in summary.outcomes if o.dataset == "triage"]
+    assert outcome.outcome == "Succeeded" and outcome.rows > 1_000
+    rows = store.run_query(settings.store.path, "EPF_Triage_CL").records()
+    assert len(rows) == outcome.rows
+    return settings.store.path, rows
+
+
+def _json(value: object) -> dict:
+    return json.loads(value) if isinstance(value, str) else value  # type: ignore[return-value]
+
+
+def _reasons(row: dict) -> dict:
+    return _json(row["Reasons"])
+
+
+def _yes(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def test_every_decision_is_the_vendored_tables_applied_to_the_rows_own_inputs(triaged):
+    _, rows = triaged
+    coordinator = _csv("cisa_coordinator_2_0_3.csv")
+    bod = _csv("cisa_bod_26_04_1_0_0.csv")
+    for row in rows:
+        exploitation = "public poc" if row["Exploitation"] == "poc" else row["Exploitation"]
+        inputs = (exploitation, row["Automatable"], row["TechnicalImpact"], row["MissionWellbeing"])
+        assert row["Decision"].lower() == coordinator[inputs], row
+        outcome = bod[
+            (
+                _yes(row["InKev"]),
+                _yes(row["PubliclyExposed"]),
+                row["Automatable"],
+                row["TechnicalImpact"],
+            )
+        ]
+        assert row["Bod2604Outcome"] == outcome, row
+        assert row["ForensicInvestigation"] is (outcome == "3 days & forensic investigation")
+        days = {"fix on system upgrade": None, "60 days": 60, "14 days": 14}.get(outcome, 3)
+        if days is None:
+            assert row["DueDate"] is None
+        else:
+            start = row["ClockStart"]
+            assert row["DueDate"] == _plus_days(start, days), row
+    # Every outcome of both tables is reached by this fleet, not one corner of them.
+    assert {r["Decision"] for r in rows} == {"Track", "Track*", "Attend", "Act"}
+    assert len({r["Bod2604Outcome"] for r in rows}) >= 4
+
+
+def _plus_days(iso: str, days: int) -> str:
+    from datetime import datetime
+
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00")) + timedelta(days=days)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_no_kev_cve_is_left_unexploited_whatever_vulnrichment_says(triaged):
+    _, rows = triaged
+    kev = [r for r in rows if r["InKev"]]
+    assert kev and all(r["Exploitation"] == "active" for r in kev)
+    overruled = [
+        r for r in kev if "Vulnrichment says none" in _reasons(r)["Exploitation"]["detail"]
+    ]
+    assert overruled, "the mirror marks some KEV CVEs none in Vulnrichment: KEV must prevail"
+    assert all(_reasons(r)["Exploitation"]["source"] == "CISA KEV" for r in overruled)
+
+
+def test_every_input_has_its_value_source_and_reason(triaged):
+    _, rows = triaged
+    sources: dict[str, set[str]] = {name: set() for name in _INPUTS}
+    for row in rows:
+        reasons = _reasons(row)
+        for name in _INPUTS:
+            reason = reasons[name]
+            assert reason["value"] == row[name], (name, row)
+            assert reason["source"] and reason["detail"], (name, row)
+            sources[name].add(reason["source"])
+        assert _json(row["ModelVersions"]) == ssvc.model_versions()
+    # Each input is drawn from more than one place across the fleet, as the rules say.
+    assert {"CISA KEV", "Defender", "CISA Vulnrichment"} <= sources["Exploitation"]
+    assert {"CISA Vulnrichment", "CVSS vector (derived)"} <= sources["Automatable"]
+    assert {"CISA Vulnrichment", "CVSS vector (derived)"} <= sources["TechnicalImpact"]
+    assert sources["MissionWellbeing"] == {"config"}
+    # Feed versions travel with the values they gave.
+    kev_reason = next(_reasons(r)["InKev"] for r in rows if r["InKev"])
+    assert kev_reason["version"] and kev_reason["detail"].startswith("listed since ")
+
+
+def test_the_configured_rules_give_mission_and_exposure_and_say_so(triaged):
+    _, rows = triaged
+    by_rule = {(r["MissionWellbeing"], _reasons(r)["MissionWellbeing"]["detail"]) for r in rows}
+    assert by_rule == {
+        ("high", '[[triage.mission]] group "servers*"'),
+        ("low", '[[triage.mission]] name "ws-00*"'),
+        ("medium", "no [[triage.mission]] rule matches: the default"),
+    }
+    for row in rows:
+        name, group = (row["DeviceName"] or "").lower(), (row["RbacGroupName"] or "").lower()
+        expected = (
+            "high"
+            if group.startswith("servers")
+            else "low"
+            if name.startswith("ws-00")
+            else "medium"
+        )
+        assert row["MissionWellbeing"] == expected, row
+        exposed = _reasons(row)["PubliclyExposed"]
+        if name.startswith("ws-001") and exposed["source"] == "config":
+            assert row["PubliclyExposed"] is True
+            assert exposed["detail"] == '[[triage.exposed]] name "ws-001*"'
+    assert any(_reasons(r)["PubliclyExposed"]["source"] == "config" for r in rows), (
+        "the exposed rule picked no device"
+    )
+    assert any(
+        _reasons(r)["PubliclyExposed"]["detail"].startswith("internet-facing") for r in rows
+    ), "no device is internet-facing in Defender's signal"
+
+
+def test_one_row_per_open_device_and_cve(triaged):
+    db, rows = triaged
+    keys = {(r["DeviceId"], r["CveId"]) for r in rows}
+    assert len(keys) == len(rows)
+    at = rows[0]["SnapshotTime"]
+    expected = store.run_query(
+        db,
+        f"EPF_TriageInputs(datetime({at})) | summarize by DeviceId, CveId",
+        functions=_registry(),
+    ).rows
+    assert keys == {tuple(r) for r in expected}
+
+
+def _registry():
+    from endpoint_forensics.analytics.functions import registry
+
+    return registry()
