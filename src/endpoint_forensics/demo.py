@@ -21,7 +21,9 @@ from typing import Any
 
 from endpoint_forensics.analytics.forensics import device_posture
 from endpoint_forensics.analytics.functions import STATE_FUNCTIONS, kql_datetime, registry
+from endpoint_forensics.analytics.triage_report import triage_report
 from endpoint_forensics.config import load_settings
+from endpoint_forensics.config.models import FEED_DATASETS
 from endpoint_forensics.errors import ConfigError
 from endpoint_forensics.pipeline.run import Progress, RunSummary, run_sync
 from endpoint_forensics.sinks import close_sinks, open_sinks
@@ -74,10 +76,13 @@ DayReport = Callable[[int, RunSummary], None]
 
 
 #: The demo's collection, beside what the emulator writes in its config: the export files
-#: (faster than JSON pages on one machine), the CVE catalogue weekly rather than daily.
+#: (faster than JSON pages on one machine), the CVE catalogue, EPSS, Vulnrichment and triage
+#: weekly rather than daily (a fortnight still shows three copies of each).
 _DEMO_OVERRIDES = {
     "tenants.0.export_mode": "files",
     "tenants.0.interval_hours": {"cve_catalog": 168.0},
+    "feeds.interval_hours": {"epss": 168.0, "vulnrichment": 168.0},
+    "triage.interval_hours": 168.0,
 }
 #: Quieter OT sensors than the emulator's default: a daily poll then loses no event to the
 #: sensors' latest-100 cap (a real deployment polls events more often, `epf run`).
@@ -98,6 +103,7 @@ class DemoResult:
     ot_sensors: list[dict[str, Any]] = field(default_factory=list)
     incident: dict[str, Any] | None = None  # the emulator's incident: DeviceId, DeviceName, at
     incident_answer: dict[str, Any] | None = None  # epf forensics' answer for it
+    triage: dict[str, Any] | None = None  # epf triage's report of the newest triage run
 
     @property
     def matches_truth(self) -> bool:
@@ -145,7 +151,7 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="epf-demo-") as tmp:
         with Emulator(EmulatorSettings(**settings_kw)) as emu:
             config_path = Path(tmp) / "emulated.toml"
-            emu.write_config(config_path)
+            emu.write_config(config_path, feeds=True)  # the threat feeds from its mirrors
             overrides = {"store.path": str(db.resolve()), "state.dir": str(Path(tmp) / "state")}
             settings = load_settings(config_path, overrides={**_DEMO_OVERRIDES, **overrides})
             for day in range(days + 1):
@@ -175,6 +181,9 @@ def _result(
             synced[o.table] = synced.get(o.table, 0) + o.rows
     synced["EPF_Runs_CL"] = len(runs[0].outcomes)
     truth = dict(truths[0])
+    # The emulator counts the runs of its own datasets; the demo also reads every threat feed
+    # from its mirrors and ends each run with triage.
+    truth["EPF_Runs_CL"] += len(FEED_DATASETS) + 1
     queries = report_queries(at)
     # A change-tracked table's truth at the end is its state, whatever each run wrote.
     for table, query in queries["state_counts"].items():
@@ -199,6 +208,7 @@ def _result(
     result.ot_sensors = store.run_query(
         db, _OT_SENSORS.format(run=summary.run_id, at=at.isoformat()), sql=True
     ).records()
+    result.triage = triage_report(db, limit=5)
     if result.incident:
         when = datetime.fromisoformat(str(result.incident["at"]).replace("Z", "+00:00"))
         result.incident_answer = device_posture(

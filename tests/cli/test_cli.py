@@ -14,6 +14,8 @@ import pytest
 import endpoint_forensics
 from endpoint_forensics.tables import TABLES
 
+from ..triage_check import check_triage_rows
+
 
 def epf(*args, cwd=None, env=None):
     return subprocess.run(
@@ -144,8 +146,13 @@ def test_demo_counts_match_the_truth(tmp_path):
     # Every IoT table is in the truth the counts were compared with, and each sensor is shown.
     assert "EPF_IotEvents_CL" in result.stdout and "EPF_IotExposure_CL" in result.stdout
     assert "sensor-1" in result.stdout and "OUT_OF_SYNC" in result.stdout
-    # It ends with the forensic answer for the incident device.
+    # It triages every open vulnerability, then ends with the forensic answer for the incident.
+    assert "need a forensic investigation within 3 days" in result.stdout
     assert "The incident:" in result.stdout and "Tamper protection was off." in result.stdout
+    triage = epf("query", "--db", str(db), "--format", "json", "EPF_Triage_CL")
+    rows = orjson.loads(triage.stdout)
+    assert rows, triage.stderr
+    check_triage_rows(rows)
     latest = epf(
         "query",
         "--db",

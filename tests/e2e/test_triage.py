@@ -4,8 +4,9 @@ EPF_Triage_CL row checked against the vendored decision tables applied to its ow
 
 from __future__ import annotations
 
-import csv
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from endpoint_forensics.triage import ssvc
 from endpoint_forensics.workspace import store
 from epf_emulator import Emulator, EmulatorSettings
 
+from ..triage_check import check_triage_rows
+
 pytestmark = pytest.mark.e2e
 
 _TABLES = Path(ssvc.__file__).with_name("decision_tables")
@@ -26,12 +29,6 @@ _RULES = {
     "triage.mission": [{"group": "servers*", "value": "high"}, {"name": "ws-00*", "value": "low"}],
     "triage.exposed": [{"name": "ws-001*"}],
 }
-
-
-def _csv(name: str) -> dict[tuple[str, ...], str]:
-    with (_TABLES / name).open(newline="") as handle:
-        rows = list(csv.reader(handle))[1:]
-    return {tuple(r[1:-1]): r[-1] for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -67,53 +64,19 @@ def _reasons(row: dict) -> dict:
     return _json(row["Reasons"])
 
 
-def _yes(value: object) -> str:
-    return "yes" if value else "no"
-
-
 def test_every_decision_is_the_vendored_tables_applied_to_the_rows_own_inputs(triaged):
     _, rows = triaged
-    coordinator = _csv("cisa_coordinator_2_0_3.csv")
-    bod = _csv("cisa_bod_26_04_1_0_0.csv")
-    for row in rows:
-        exploitation = "public poc" if row["Exploitation"] == "poc" else row["Exploitation"]
-        inputs = (exploitation, row["Automatable"], row["TechnicalImpact"], row["MissionWellbeing"])
-        assert row["Decision"].lower() == coordinator[inputs], row
-        outcome = bod[
-            (
-                _yes(row["InKev"]),
-                _yes(row["PubliclyExposed"]),
-                row["Automatable"],
-                row["TechnicalImpact"],
-            )
-        ]
-        assert row["Bod2604Outcome"] == outcome, row
-        assert row["ForensicInvestigation"] is (outcome == "3 days & forensic investigation")
-        days = {"fix on system upgrade": None, "60 days": 60, "14 days": 14}.get(outcome, 3)
-        if days is None:
-            assert row["DueDate"] is None
-        else:
-            start = row["ClockStart"]
-            assert row["DueDate"] == _plus_days(start, days), row
+    check_triage_rows(rows)
     # Every outcome of both tables is reached by this fleet, not one corner of them.
     assert {r["Decision"] for r in rows} == {"Track", "Track*", "Attend", "Act"}
     assert len({r["Bod2604Outcome"] for r in rows}) >= 4
-
-
-def _plus_days(iso: str, days: int) -> str:
-    from datetime import datetime
-
-    moment = datetime.fromisoformat(iso.replace("Z", "+00:00")) + timedelta(days=days)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_no_kev_cve_is_left_unexploited_whatever_vulnrichment_says(triaged):
     _, rows = triaged
     kev = [r for r in rows if r["InKev"]]
     assert kev and all(r["Exploitation"] == "active" for r in kev)
-    overruled = [
-        r for r in kev if "Vulnrichment says none" in _reasons(r)["Exploitation"]["detail"]
-    ]
+    overruled = [r for r in kev if "Vulnrichment says none" in _reasons(r)["Exploitation"]["why"]]
     assert overruled, "the mirror marks some KEV CVEs none in Vulnrichment: KEV must prevail"
     assert all(_reasons(r)["Exploitation"]["source"] == "CISA KEV" for r in overruled)
 
@@ -126,9 +89,9 @@ def test_every_input_has_its_value_source_and_reason(triaged):
         for name in _INPUTS:
             reason = reasons[name]
             assert reason["value"] == row[name], (name, row)
-            assert reason["source"] and reason["detail"], (name, row)
+            assert reason["source"] and reason["why"], (name, row)
             sources[name].add(reason["source"])
-        assert _json(row["ModelVersions"]) == ssvc.model_versions()
+        assert _json(row["ModelVersions"]) == ssvc.model_versions(short=True)
     # Each input is drawn from more than one place across the fleet, as the rules say.
     assert {"CISA KEV", "Defender", "CISA Vulnrichment"} <= sources["Exploitation"]
     assert {"CISA Vulnrichment", "CVSS vector (derived)"} <= sources["Automatable"]
@@ -136,16 +99,16 @@ def test_every_input_has_its_value_source_and_reason(triaged):
     assert sources["MissionWellbeing"] == {"config"}
     # Feed versions travel with the values they gave.
     kev_reason = next(_reasons(r)["InKev"] for r in rows if r["InKev"])
-    assert kev_reason["version"] and kev_reason["detail"].startswith("listed since ")
+    assert kev_reason["version"] and kev_reason["why"].startswith("listed ")
 
 
 def test_the_configured_rules_give_mission_and_exposure_and_say_so(triaged):
     _, rows = triaged
-    by_rule = {(r["MissionWellbeing"], _reasons(r)["MissionWellbeing"]["detail"]) for r in rows}
+    by_rule = {(r["MissionWellbeing"], _reasons(r)["MissionWellbeing"]["why"]) for r in rows}
     assert by_rule == {
-        ("high", '[[triage.mission]] group "servers*"'),
-        ("low", '[[triage.mission]] name "ws-00*"'),
-        ("medium", "no [[triage.mission]] rule matches: the default"),
+        ("high", 'triage.mission group "servers*"'),
+        ("low", 'triage.mission name "ws-00*"'),
+        ("medium", "triage.mission_default"),
     }
     for row in rows:
         name, group = (row["DeviceName"] or "").lower(), (row["RbacGroupName"] or "").lower()
@@ -160,13 +123,13 @@ def test_the_configured_rules_give_mission_and_exposure_and_say_so(triaged):
         exposed = _reasons(row)["PubliclyExposed"]
         if name.startswith("ws-001") and exposed["source"] == "config":
             assert row["PubliclyExposed"] is True
-            assert exposed["detail"] == '[[triage.exposed]] name "ws-001*"'
+            assert exposed["why"] == 'triage.exposed name "ws-001*"'
     assert any(_reasons(r)["PubliclyExposed"]["source"] == "config" for r in rows), (
         "the exposed rule picked no device"
     )
-    assert any(
-        _reasons(r)["PubliclyExposed"]["detail"].startswith("internet-facing") for r in rows
-    ), "no device is internet-facing in Defender's signal"
+    assert any(_reasons(r)["PubliclyExposed"]["why"] == "internet-facing" for r in rows), (
+        "no device is internet-facing in Defender's signal"
+    )
 
 
 def test_one_row_per_open_device_and_cve(triaged):
@@ -186,3 +149,66 @@ def _registry():
     from endpoint_forensics.analytics.functions import registry
 
     return registry()
+
+
+def _epf(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "endpoint_forensics", *args], capture_output=True, text=True
+    )
+
+
+def test_epf_triage_puts_the_forensic_investigations_first_with_their_clock(triaged):
+    db, rows = triaged
+    result = _epf("triage", "--db", str(db), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["open"] == len(rows)
+    assert sum(report["decisions"].values()) == len(rows)
+    assert report["decisions"]["Act"] == sum(r["Decision"] == "Act" for r in rows)
+    outcomes = [r["outcome"] for r in report["bod2604"]]
+    expected = ["3 days & forensic investigation", "3 days", "14 days", "60 days"]
+    assert [o for o in expected if o in outcomes] == outcomes[
+        : len([o for o in expected if o in outcomes])
+    ]
+    assert sum(r["items"] for r in report["bod2604"]) == len(rows)
+    forensic = [r for r in rows if r["ForensicInvestigation"]]
+    assert len(report["forensic"]) == min(len(forensic), 50) > 0
+    item = report["forensic"][0]
+    flagged = item["Flagged"]
+    assert item["clock"] == {
+        "scope_by": _plus_hours(flagged, 2),
+        "evidence_by": _plus_hours(flagged, 24),
+        "decision_by": _plus_hours(flagged, 72),
+    }
+    assert item["posture"] == (
+        f"epf forensics --db {db} --device {item['DeviceId']} --at {flagged}"
+    )
+    assert report["feeds"]["kev"] and report["feeds"]["epss"] and report["feeds"]["vulnrichment"]
+    # The text form says the same, the investigations first.
+    text = _epf("triage", "--db", str(db)).stdout
+    assert text.index("Forensic investigation") < text.index("BOD 26-04 outcomes")
+    assert item["CveId"] in text
+
+
+def test_epf_triage_narrows_to_a_device_group(triaged):
+    db, rows = triaged
+    report = json.loads(
+        _epf("triage", "--db", str(db), "--group", "SERVERS*", "--format", "json").stdout
+    )
+    servers = [r for r in rows if (r["RbacGroupName"] or "").lower().startswith("servers")]
+    assert report["open"] == len(servers) > 0
+    assert report["decisions"]["Act"] == sum(r["Decision"] == "Act" for r in servers)
+
+
+def test_epf_triage_says_what_is_missing(tmp_path):
+    result = _epf("triage", "--db", str(tmp_path / "none.duckdb"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _plus_hours(iso: str, hours: int) -> str:
+    from datetime import datetime
+
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00")) + timedelta(hours=hours)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

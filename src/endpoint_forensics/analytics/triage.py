@@ -120,10 +120,15 @@ def _case(whens: list[tuple[str, str]], otherwise: str) -> str:
     return "CASE " + "".join(f"WHEN {c} THEN {v} " for c, v in whens) + f"ELSE {otherwise} END"
 
 
-def _reason(value: str, source: str, detail: str, version: str = "NULL") -> str:
+def _reason(value: str, source: str, why: str, version: str = "NULL") -> str:
+    """One input's reason: its value, source and why, and the feed version when one gave it
+    (kept short: a reason travels with every row of every triage run)."""
+    plain = f"json_object('value', {value}, 'source', {source}, 'why', {why})"
+    if version == "NULL":
+        return plain
     return (
-        f"json_object('value', {value}, 'source', {source}, 'detail', {detail},"
-        f" 'version', {version})"
+        f"CASE WHEN {version} IS NULL THEN {plain} ELSE json_object('value', {value},"
+        f" 'source', {source}, 'why', {why}, 'version', {version}) END"
     )
 
 
@@ -132,7 +137,7 @@ def triage_sql(inputs: str, config: TriageConfig, at: datetime) -> tuple[str, li
     ``EPF_TriageInputs``), and its parameters."""
     mission_params: list[Any] = []
     mission_cases = [
-        (_matches(rule, mission_params), rule.value, f"[[triage.mission]] {rule.described}")
+        (_matches(rule, mission_params), rule.value, f"triage.mission {rule.described}")
         for rule in config.mission
     ]
     mission = _case(
@@ -140,19 +145,17 @@ def triage_sql(inputs: str, config: TriageConfig, at: datetime) -> tuple[str, li
     )
     mission_why = _case(
         [(c, _sql_literal(w)) for c, _, w in mission_cases],
-        _sql_literal("no [[triage.mission]] rule matches: the default"),
+        _sql_literal("triage.mission_default"),
     )
     exposed_params: list[Any] = []
     exposed_rules = [(_matches(rule, exposed_params), rule.described) for rule in config.exposed]
     by_rule = " OR ".join(f"({c})" for c, _ in exposed_rules) or "FALSE"
-    rule_why = _case(
-        [(c, _sql_literal(f"[[triage.exposed]] {d}")) for c, d in exposed_rules], "NULL"
-    )
+    rule_why = _case([(c, _sql_literal(f"triage.exposed {d}")) for c, d in exposed_rules], "NULL")
     # In the order the placeholders appear: the mission rules twice (value, why), then the
     # exposed rules twice (value, why).
     params = mission_params * 2 + exposed_params * 2
     at_sql = f"TIMESTAMPTZ '{at.astimezone(UTC).isoformat()}'"
-    versions = _sql_literal(orjson.dumps(ssvc.model_versions()).decode())
+    versions = _sql_literal(orjson.dumps(ssvc.model_versions(short=True)).decode())
     sql = f"""
 WITH inputs AS ({inputs}),
 vectors AS (
@@ -222,47 +225,46 @@ FROM decided
 
 def _kev_detail() -> str:
     return (
-        "CASE WHEN InKev THEN 'listed since ' || strftime(KevDateAdded, '%Y-%m-%d')"
-        " || CASE WHEN KevForensicTriage THEN ', forensicTriage: Yes' ELSE '' END"
-        " WHEN KevCopy IS NULL THEN 'no KEV copy read by then' ELSE 'not listed' END"
+        "CASE WHEN InKev THEN 'listed ' || strftime(KevDateAdded, '%Y-%m-%d')"
+        " || CASE WHEN KevForensicTriage THEN ', forensicTriage Yes' ELSE '' END"
+        " WHEN KevCopy IS NULL THEN 'no copy read' ELSE 'not listed' END"
     )
 
 
 def _epss_detail() -> str:
     return (
         "CASE WHEN Epss IS NOT NULL THEN 'percentile ' || EpssPercentile"
-        " WHEN EpssCopy IS NULL THEN 'no EPSS copy read by then'"
-        " ELSE 'not scored in the newest copy' END"
+        " WHEN EpssCopy IS NULL THEN 'no copy read' ELSE 'not scored' END"
     )
+
+
+_DEFENDER_EXPLOIT = "('ExploitIsInKit', 'ExploitIsVerified', 'ExploitIsPublic')"
 
 
 def _exploitation_reason() -> str:
     source = (
         "CASE WHEN InKev THEN 'CISA KEV' WHEN VrExploitation = 'active' THEN 'CISA Vulnrichment'"
-        " WHEN ExploitabilityLevel IN ('ExploitIsInKit', 'ExploitIsVerified', 'ExploitIsPublic')"
-        " THEN 'Defender' WHEN VrExploitation = 'poc' THEN 'CISA Vulnrichment'"
+        f" WHEN ExploitabilityLevel IN {_DEFENDER_EXPLOIT} THEN 'Defender'"
         " WHEN VrExploitation IS NOT NULL THEN 'CISA Vulnrichment' ELSE 'Defender' END"
     )
-    detail = (
-        "CASE WHEN InKev THEN 'in the KEV catalogue (known exploited)'"
+    why = (
+        "CASE WHEN InKev THEN 'known exploited'"
         " || CASE WHEN VrExploitation IS NOT NULL AND VrExploitation <> 'active'"
         " THEN '; Vulnrichment says ' || VrExploitation || ', KEV prevails' ELSE '' END"
-        " WHEN VrExploitation = 'active' THEN 'Vulnrichment assessed active exploitation'"
-        " WHEN ExploitabilityLevel = 'ExploitIsInKit' THEN 'exploit kit (ExploitIsInKit)'"
-        " WHEN ExploitabilityLevel = 'ExploitIsVerified' THEN 'exploit verified to work (ExploitIsVerified)'"
-        " WHEN ExploitabilityLevel = 'ExploitIsPublic' THEN 'public exploit (ExploitIsPublic)'"
-        " WHEN VrExploitation = 'poc' THEN 'Vulnrichment assessed a proof of concept'"
-        " WHEN VrExploitation IS NOT NULL THEN 'Vulnrichment assessed none; Defender: '"
-        " || coalesce(ExploitabilityLevel, 'no exploit level')"
-        " ELSE 'not in KEV, no Vulnrichment record; Defender: '"
-        " || coalesce(ExploitabilityLevel, 'no exploit level') END"
+        " WHEN VrExploitation = 'active' THEN 'assessed active'"
+        f" WHEN ExploitabilityLevel IN {_DEFENDER_EXPLOIT} THEN ExploitabilityLevel"
+        " WHEN VrExploitation = 'poc' THEN 'assessed poc'"
+        " WHEN VrExploitation IS NOT NULL THEN 'assessed none; Defender '"
+        " || coalesce(ExploitabilityLevel, 'has no exploit level')"
+        " ELSE 'not in KEV, no Vulnrichment record; Defender '"
+        " || coalesce(ExploitabilityLevel, 'has no exploit level') END"
     )
     version = (
         "CASE WHEN InKev THEN KevCopy WHEN VrExploitation = 'active' THEN VrCopy"
-        " WHEN ExploitabilityLevel IN ('ExploitIsInKit', 'ExploitIsVerified', 'ExploitIsPublic')"
-        " THEN NULL WHEN VrExploitation IS NOT NULL THEN VrCopy ELSE KevCopy END"
+        f" WHEN ExploitabilityLevel IN {_DEFENDER_EXPLOIT} THEN NULL"
+        " WHEN VrExploitation IS NOT NULL THEN VrCopy ELSE KevCopy END"
     )
-    return _reason("Exploitation", source, detail, version)
+    return _reason("Exploitation", source, why, version)
 
 
 def _automatable_reason() -> str:
@@ -270,14 +272,13 @@ def _automatable_reason() -> str:
         "CASE WHEN VrAutomatable IS NOT NULL THEN 'CISA Vulnrichment'"
         " WHEN _av <> '' THEN 'CVSS vector (derived)' ELSE 'assumed' END"
     )
-    detail = (
-        "CASE WHEN VrAutomatable IS NOT NULL THEN 'Vulnrichment assessed ' || VrAutomatable"
+    why = (
+        "CASE WHEN VrAutomatable IS NOT NULL THEN 'assessed ' || VrAutomatable"
         " WHEN _av <> '' THEN 'AV:' || _av || ' PR:' || _pr || ' UI:' || _ui"
-        " || ' in ' || CvssVector"
-        " ELSE 'no Vulnrichment record and no CVSS vector: the more urgent value' END"
+        " ELSE 'no Vulnrichment record, no CVSS vector: the more urgent value' END"
     )
     version = "CASE WHEN VrAutomatable IS NOT NULL THEN VrCopy END"
-    return _reason("Automatable", source, detail, version)
+    return _reason("Automatable", source, why, version)
 
 
 def _impact_reason() -> str:
@@ -285,13 +286,13 @@ def _impact_reason() -> str:
         "CASE WHEN VrTechnicalImpact IS NOT NULL THEN 'CISA Vulnrichment'"
         " WHEN _c <> '' THEN 'CVSS vector (derived)' ELSE 'assumed' END"
     )
-    detail = (
-        "CASE WHEN VrTechnicalImpact IS NOT NULL THEN 'Vulnrichment assessed ' || VrTechnicalImpact"
-        " WHEN _c <> '' THEN 'confidentiality ' || _c || ', integrity ' || _i || ' in ' || CvssVector"
-        " ELSE 'no Vulnrichment record and no CVSS vector: the more urgent value' END"
+    why = (
+        "CASE WHEN VrTechnicalImpact IS NOT NULL THEN 'assessed ' || VrTechnicalImpact"
+        " WHEN _c <> '' THEN 'C:' || _c || ' I:' || _i"
+        " ELSE 'no Vulnrichment record, no CVSS vector: the more urgent value' END"
     )
     version = "CASE WHEN VrTechnicalImpact IS NOT NULL THEN VrCopy END"
-    return _reason("TechnicalImpact", source, detail, version)
+    return _reason("TechnicalImpact", source, why, version)
 
 
 def _exposed_reason() -> str:
@@ -299,13 +300,13 @@ def _exposed_reason() -> str:
         "CASE WHEN IsInternetFacing THEN 'Defender' WHEN _exposed_rule IS NOT NULL THEN 'config'"
         " ELSE 'Defender' END"
     )
-    detail = (
-        "CASE WHEN IsInternetFacing THEN 'internet-facing (DeviceInfo.IsInternetFacing)'"
+    why = (
+        "CASE WHEN IsInternetFacing THEN 'internet-facing'"
         " WHEN _exposed_rule IS NOT NULL THEN _exposed_rule"
-        " WHEN IsInternetFacing = FALSE THEN 'not internet-facing, and no [[triage.exposed]] rule'"
-        " ELSE 'no internet-facing signal in the last 2 days, and no [[triage.exposed]] rule' END"
+        " WHEN IsInternetFacing = FALSE THEN 'not internet-facing; no triage.exposed rule'"
+        " ELSE 'no internet-facing signal in 2 days; no triage.exposed rule' END"
     )
-    return _reason("PubliclyExposed", source, detail)
+    return _reason("PubliclyExposed", source, why)
 
 
 def triage_batches(con: Any, at: datetime, config: TriageConfig) -> Iterator[Any]:

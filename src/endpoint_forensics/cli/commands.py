@@ -35,6 +35,7 @@ from endpoint_forensics.cli.render import (
     render_outcomes,
     render_table,
 )
+from endpoint_forensics.cli.triage import triage
 from endpoint_forensics.errors import EpfError
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ app = typer.Typer(
 app.add_typer(deploy_app, name="deploy")
 app.command()(forensics)
 app.command()(lifecycle)
+app.command()(triage)
 app.command()(emulator)
 
 _state: dict[str, Any] = {"debug": False}

@@ -130,6 +130,16 @@ def render_demo(result: Any, db: Path, me: str) -> None:
         same = "yes" if result.sentinel_matches_store else "NO"
         rows = sum(result.ingested.values())
         out(f"Sentinel (emulated Logs Ingestion API) received the same rows: {same} ({rows:,})")
+    if result.triage is not None:
+        triage = result.triage
+        decisions = ", ".join(f"{d} {n:,}" for d, n in triage["decisions"].items())
+        forensic = next((r["items"] for r in triage["bod2604"] if "forensic" in r["outcome"]), 0)
+        out("")
+        out(f"Triage of {triage['open']:,} open (device, CVE) at {triage['at']}: {decisions};")
+        out(
+            f"  {forensic:,} need a forensic investigation within 3 days (BOD 26-04):"
+            f" {me} triage --db {db}"
+        )
     if result.incident_answer is not None:
         incident = result.incident
         out("")

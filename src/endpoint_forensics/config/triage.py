@@ -53,5 +53,7 @@ class TriageConfig(Model):
     is publicly exposed whatever Defender says."""
 
     mission_default: MissionWellbeing = "medium"
+    # Hours between triage runs; 0: every run that delivered posture or a feed copy.
+    interval_hours: float = Field(default=0.0, ge=0)
     mission: tuple[MissionRule, ...] = ()
     exposed: tuple[DeviceRule, ...] = ()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from endpoint_forensics.analytics.triage import triage_batches
 from endpoint_forensics.config import Settings
@@ -58,6 +58,14 @@ def run_triage(settings: Settings, sinks: list[Sink], summary: RunSummary) -> No
                 " EPF_TriageInputs gives its inputs"
             )
             return
+        due = _next_due(workspace, settings.triage.interval_hours)
+        if due is not None and due > summary.time_generated:
+            outcome.outcome = "Skipped"
+            outcome.reason = (
+                f"not due: next triage {due:%Y-%m-%dT%H:%MZ},"
+                f" every {settings.triage.interval_hours:g} h"
+            )
+            return
         _deliver(settings, sinks, summary, workspace, outcome)
     except (EpfError, MemoryError) as exc:
         outcome.outcome = "Failed"
@@ -65,6 +73,21 @@ def run_triage(settings: Settings, sinks: list[Sink], summary: RunSummary) -> No
         log.warning("%s", outcome.error)
     finally:
         outcome.end = datetime.now(UTC)
+
+
+def _next_due(workspace: DuckDBSink, interval_hours: float) -> datetime | None:
+    """When the next triage is due (None: now, as there is no interval or no triage yet)."""
+    import duckdb
+
+    if not interval_hours:
+        return None
+    try:
+        with workspace.reading() as cursor:
+            newest = cursor.execute('SELECT max(SnapshotTime) FROM "EPF_Triage_CL"').fetchall()
+    except duckdb.Error as exc:
+        raise EpfError(f"reading the workspace: {store.first_line(str(exc))}") from exc
+    last = newest[0][0] if newest else None
+    return None if last is None else last + timedelta(hours=interval_hours)
 
 
 def _deliver(

@@ -136,9 +136,10 @@ BOD_2604 = _tables()["Bod2604"]
 DEPLOYER = _tables()["Deployer"]
 
 
-def model_versions() -> dict[str, str]:
-    """The ``ModelVersions`` of a triage row: each table's title and version."""
-    return {key: table.label for key, table in _tables().items()}
+def model_versions(*, short: bool = False) -> dict[str, str]:
+    """Each table's title and version; ``short``, the version alone (``ModelVersions`` of a
+    triage row, where the keys name the tables)."""
+    return {key: table.version if short else table.label for key, table in _tables().items()}
 
 
 _DAYS = re.compile(r"^(\d+) days\b")
