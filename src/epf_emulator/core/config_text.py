@@ -7,7 +7,7 @@ and the Sentinel output (``[sentinel]`` with one ``[[sentinel.dcrs]]`` entry per
 a DCR declares at most 10 streams, so no single DCR takes every table) and, when asked, the
 threat feeds (``[feeds]``, the emulator's mirrors), each pointed at the emulator. Writes the documented config keys as text; reads no collector code.
 
-Imports only ``iot.state`` (the appliances' facts) and ``feeds.api`` (the mirrors' paths) of
+Imports only ``iot.state`` (the appliances' facts) and ``feeds.paths`` (the mirrors' paths) of
 the emulator: it shares no code with the
 collector.
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from epf_emulator.feeds.api import FEED_PATHS
+from epf_emulator.feeds.paths import FEED_PATHS
 from epf_emulator.iot.state import IotAppliance
 
 __all__ = ["collector_config", "iot_config_blocks"]

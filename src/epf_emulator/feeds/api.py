@@ -7,7 +7,7 @@
 - ``GET /feeds/vulnrichment/archive/refs/heads/develop.zip``: the repository's archive
 
 Each document is built once per emulated day (the clock moves by whole hours).
-Imports ``feeds.mirrors``, ``common`` and ``world.database``.
+Imports ``feeds.mirrors``, ``feeds.paths``, ``common`` and ``world.database``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,10 @@ from starlette.routing import Route
 
 from epf_emulator.common.clock import EmulatedClock, epoch_us
 from epf_emulator.feeds.mirrors import FeedCve, epss_csv, feed_cves, kev_document, vulnrichment_zip
+from epf_emulator.feeds.paths import FEED_PATHS
 from epf_emulator.world.database import Store
 
-__all__ = ["FEED_PATHS", "FeedsApi"]
-
-FEED_PATHS = {
-    "kev": "/feeds/kev/known_exploited_vulnerabilities.json",
-    "epss": "/feeds/epss/epss_scores-current.csv.gz",
-    "vulnrichment": "/feeds/vulnrichment/archive/refs/heads/develop.zip",
-}
+__all__ = ["FeedsApi"]
 
 
 class FeedsApi:
