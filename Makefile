@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics clean
+.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics bench-triage clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ bench-iot: install
 # Delivery into the (emulated) Logs Ingestion API, beside the SDK's sequential upload.
 bench-sentinel: install
 	$(BIN)/python bench/sentinel.py --devices $(or $(SENTINEL_DEVICES),20000)
+
+# Triage of a large fleet (100,000 devices, 3M open vulnerability rows), beside a Python loop.
+bench-triage: install
+	$(BIN)/python bench/triage.py --devices $(or $(TRIAGE_DEVICES),100000)
 
 # History in both modes over simulated days, and the answers from it (posture at T, lifecycle).
 bench-forensics: install

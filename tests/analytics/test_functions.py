@@ -103,4 +103,10 @@ def test_vulnerabilities_at_t_follow_the_changes_after_the_snapshot(con) -> None
 
     assert open_at("2026-11-02T09:00:00Z") == ["CVE-1", "CVE-2"]
     assert open_at("2026-11-02T12:00:00Z") == ["CVE-2", "CVE-3"]
+    # The narrow form gives the same rows, whatever the time.
+    columns = "DefenderTenantId, DeviceId, RecordId, CveId, SoftwareName, FirstSeenTimestamp"
+    for at in ("2026-11-01T12:00:00Z", "2026-11-02T09:00:00Z", "2026-11-02T12:00:00Z"):
+        narrow = _rows(con, f"EPF_OpenVulnerabilitiesAt(datetime({at})) | project {columns}")
+        wide = _rows(con, f"EPF_VulnerabilitiesAt(datetime({at})) | project {columns}")
+        assert narrow == wide and wide, at
     assert datetime(2026, 11, 2, tzinfo=UTC)  # the times above are UTC

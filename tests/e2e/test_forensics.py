@@ -25,10 +25,12 @@ import orjson
 import pytest
 
 from endpoint_forensics.analytics.forensics import device_posture, fleet_posture
+from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.analytics.report import as_html
 from endpoint_forensics.config import Settings, load_settings
 from endpoint_forensics.pipeline.run import run_sync
 from endpoint_forensics.sinks.duckdb import DuckDBSink
+from endpoint_forensics.workspace import store
 from epf_emulator import Emulator, EmulatorSettings
 from epf_emulator.common.clock import INCIDENT_AT, WORLD_ANCHOR
 
@@ -222,3 +224,29 @@ def test_the_cli_answers_in_each_form_and_says_what_is_wrong(history: History) -
     query = epf("query", "--db", db, "--format", "json", f"EPF_DevicesAt(datetime({when})) | count")
     assert query.returncode == 0, query.stderr
     assert orjson.loads(query.stdout)[0]["Count"] > 0
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["snapshot", "changes"])
+def test_the_narrow_open_vulnerabilities_are_the_state_functions_rows(
+    history: History, mode: str
+) -> None:
+    columns = (
+        "DefenderTenantId, DeviceId, DeviceName, RecordId, CveId, SoftwareName, SoftwareVersion,"
+        " VulnerabilitySeverityLevel, CvssScore, ExploitabilityLevel, FirstSeenTimestamp"
+    )
+    db = history.workspaces[mode]
+    # At each sync, and half a day after (vulnerability events land between snapshots).
+    times = [*history.sync_times[::3], *(t + timedelta(hours=12) for t in history.sync_times[1::4])]
+    for at in times:
+        when = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        narrow, wide = (
+            sorted(
+                store.run_query(
+                    db, f"{f}(datetime({when})) | project {columns}", functions=registry()
+                ).rows,
+                key=repr,
+            )
+            for f in ("EPF_OpenVulnerabilitiesAt", "EPF_VulnerabilitiesAt")
+        )
+        assert narrow == wide and wide, (mode, when)

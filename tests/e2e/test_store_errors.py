@@ -43,6 +43,7 @@ def test_a_store_error_fails_its_dataset_alone(small_tenant: Emulator, tmp_path:
         ("cve_catalog", "Succeeded"),
         ("machines", "Succeeded"),
         ("recommendations", "Failed"),
+        ("triage", "Succeeded"),  # the devices and the catalogue came: triage ran after them
     ]
     assert "EPF_Recommendations_CL" in runs[2]["Error"]
     assert store.run_query(settings.store.path, "EPF_Recommendations_CL | count").rows == [(0,)]
@@ -62,4 +63,5 @@ def test_a_decode_short_of_memory_still_lands_every_row(
     assert summary.exit_code == 0, summary.errors()
     truth = small_tenant.stats()["truth"]
     for outcome in summary.outcomes:
-        assert outcome.rows == truth[outcome.table] > 0, outcome.dataset
+        if outcome.dataset != "triage":  # decided from what was read, checked in test_triage
+            assert outcome.rows == truth[outcome.table] > 0, outcome.dataset

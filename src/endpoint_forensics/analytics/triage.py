@@ -156,9 +156,23 @@ def triage_sql(inputs: str, config: TriageConfig, at: datetime) -> tuple[str, li
     params = mission_params * 2 + exposed_params * 2
     at_sql = f"TIMESTAMPTZ '{at.astimezone(UTC).isoformat()}'"
     versions = _sql_literal(orjson.dumps(ssvc.model_versions(short=True)).decode())
+    # The CVE's own inputs are decided once per (CVE, Defender exploit level), the device's
+    # once per device, each with its reason as JSON text; the rows only join them: at 3M rows
+    # a regular expression or a JSON object per row costs more than the rest of triage.
     sql = f"""
 WITH inputs AS ({inputs}),
-vectors AS (
+cve_facts AS (
+    SELECT CveId, coalesce(ExploitabilityLevel, '') AS _level,
+        any_value(ExploitabilityLevel) AS ExploitabilityLevel, any_value(InKev) AS InKev,
+        any_value(KevDateAdded) AS KevDateAdded, any_value(KevForensicTriage) AS KevForensicTriage,
+        any_value(KevCopy) AS KevCopy, any_value(Epss) AS Epss,
+        any_value(EpssPercentile) AS EpssPercentile, any_value(EpssCopy) AS EpssCopy,
+        any_value(VrExploitation) AS VrExploitation, any_value(VrAutomatable) AS VrAutomatable,
+        any_value(VrTechnicalImpact) AS VrTechnicalImpact, any_value(VrCopy) AS VrCopy,
+        any_value(CvssVector) AS CvssVector
+    FROM inputs GROUP BY CveId, coalesce(ExploitabilityLevel, '')
+),
+cve_vectors AS (
     SELECT *,
         regexp_extract(coalesce(CvssVector, ''), '/AV:([NALP])', 1) AS _av,
         regexp_extract(coalesce(CvssVector, ''), '/PR:([NLH])', 1) AS _pr,
@@ -167,9 +181,9 @@ vectors AS (
             regexp_extract(coalesce(CvssVector, ''), '/VC:([NLH])', 1)) AS _c,
         coalesce(nullif(regexp_extract(coalesce(CvssVector, ''), '/I:([NLH])', 1), ''),
             regexp_extract(coalesce(CvssVector, ''), '/VI:([NLH])', 1)) AS _i
-    FROM inputs
+    FROM cve_facts
 ),
-valued AS (
+cve_values AS (
     SELECT *,
         CASE WHEN InKev THEN 'active'
              WHEN VrExploitation = 'active' THEN 'active'
@@ -182,42 +196,70 @@ valued AS (
              ELSE 'yes' END AS Automatable,
         CASE WHEN VrTechnicalImpact IS NOT NULL THEN VrTechnicalImpact
              WHEN _c <> '' THEN CASE WHEN _c = 'H' AND _i = 'H' THEN 'total' ELSE 'partial' END
-             ELSE 'total' END AS TechnicalImpact,
+             ELSE 'total' END AS TechnicalImpact
+    FROM cve_vectors
+),
+cves AS (
+    SELECT CveId, _level, InKev, KevDateAdded, KevForensicTriage, Epss, EpssPercentile,
+        Exploitation, Automatable, TechnicalImpact,
+        CAST({_exploitation_reason()} AS VARCHAR) AS _r_exploitation,
+        CAST({_automatable_reason()} AS VARCHAR) AS _r_automatable,
+        CAST({_impact_reason()} AS VARCHAR) AS _r_impact,
+        CAST({_reason("InKev", "'CISA KEV'", _kev_detail(), "KevCopy")} AS VARCHAR) AS _r_kev,
+        CAST({_reason("Epss", "'FIRST EPSS'", _epss_detail(), "EpssCopy")} AS VARCHAR) AS _r_epss
+    FROM cve_values
+),
+device_facts AS (
+    SELECT DefenderTenantId, DeviceId, any_value(DeviceName) AS DeviceName,
+        any_value(RbacGroupName) AS RbacGroupName, any_value(MachineTags) AS MachineTags,
+        any_value(IsInternetFacing) AS IsInternetFacing
+    FROM inputs GROUP BY DefenderTenantId, DeviceId
+),
+device_values AS (
+    SELECT *,
         {mission} AS MissionWellbeing,
         {mission_why} AS _mission_why,
         coalesce(IsInternetFacing, FALSE) OR {by_rule} AS PubliclyExposed,
-        {rule_why} AS _exposed_rule,
-        CASE WHEN InKev AND KevDateAdded > coalesce(FirstSeen, KevDateAdded) THEN KevDateAdded
-             ELSE coalesce(FirstSeen, {at_sql}) END AS ClockStart
-    FROM vectors
+        {rule_why} AS _exposed_rule
+    FROM device_facts
+),
+devices AS (
+    SELECT DefenderTenantId, DeviceId, DeviceName, RbacGroupName, MissionWellbeing,
+        PubliclyExposed,
+        CAST({_reason("MissionWellbeing", "'config'", "_mission_why")} AS VARCHAR) AS _r_mission,
+        CAST({_exposed_reason()} AS VARCHAR) AS _r_exposed
+    FROM device_values
 ),
 decided AS (
-    SELECT v.*, c_decision AS Decision, b_outcome AS Bod2604Outcome, b_days AS _days,
-        b_forensic AS ForensicInvestigation, d_priority AS DeployerPriority
-    FROM valued v
-    JOIN {_coordinator()} ON c_e = v.Exploitation AND c_a = v.Automatable
-        AND c_ti = v.TechnicalImpact AND c_mwi = v.MissionWellbeing
-    JOIN {_bod()} ON b_kev = v.InKev AND b_exposed = v.PubliclyExposed
-        AND b_a = v.Automatable AND b_ti = v.TechnicalImpact
-    JOIN {_deployer()} ON d_e = v.Exploitation
-        AND d_exposure = CASE WHEN v.PubliclyExposed THEN 'open' ELSE 'controlled' END
-        AND d_a = v.Automatable AND d_hi = v.MissionWellbeing
+    SELECT i.DefenderTenantId, i.DeviceId, d.DeviceName, d.RbacGroupName, i.CveId,
+        i.VulnerabilitySeverityLevel, i.CvssScore, c.Epss, c.EpssPercentile, i.FirstSeen,
+        c.Exploitation, c.Automatable, c.TechnicalImpact, d.MissionWellbeing,
+        d.PubliclyExposed, c.InKev, c.KevForensicTriage,
+        c_decision AS Decision, b_outcome AS Bod2604Outcome, b_days AS _days,
+        b_forensic AS ForensicInvestigation, d_priority AS DeployerPriority,
+        CASE WHEN c.InKev AND c.KevDateAdded > coalesce(i.FirstSeen, c.KevDateAdded)
+             THEN c.KevDateAdded ELSE coalesce(i.FirstSeen, {at_sql}) END AS ClockStart,
+        '{{"Exploitation":' || c._r_exploitation || ',"Automatable":' || c._r_automatable
+            || ',"TechnicalImpact":' || c._r_impact || ',"MissionWellbeing":' || d._r_mission
+            || ',"PubliclyExposed":' || d._r_exposed || ',"InKev":' || c._r_kev
+            || ',"Epss":' || c._r_epss || '}}' AS Reasons
+    FROM inputs i
+    JOIN cves c ON c.CveId = i.CveId AND c._level = coalesce(i.ExploitabilityLevel, '')
+    JOIN devices d ON d.DefenderTenantId IS NOT DISTINCT FROM i.DefenderTenantId
+        AND d.DeviceId = i.DeviceId
+    JOIN {_coordinator()} ON c_e = c.Exploitation AND c_a = c.Automatable
+        AND c_ti = c.TechnicalImpact AND c_mwi = d.MissionWellbeing
+    JOIN {_bod()} ON b_kev = c.InKev AND b_exposed = d.PubliclyExposed
+        AND b_a = c.Automatable AND b_ti = c.TechnicalImpact
+    JOIN {_deployer()} ON d_e = c.Exploitation
+        AND d_exposure = CASE WHEN d.PubliclyExposed THEN 'open' ELSE 'controlled' END
+        AND d_a = c.Automatable AND d_hi = d.MissionWellbeing
 )
-SELECT DefenderTenantId, DeviceId, DeviceName, RbacGroupName, CveId, VulnerabilitySeverityLevel, CvssScore,
-    Epss, EpssPercentile, FirstSeen, Exploitation, Automatable, TechnicalImpact,
+SELECT DefenderTenantId, DeviceId, DeviceName, RbacGroupName, CveId, VulnerabilitySeverityLevel,
+    CvssScore, Epss, EpssPercentile, FirstSeen, Exploitation, Automatable, TechnicalImpact,
     MissionWellbeing, PubliclyExposed, InKev, KevForensicTriage, Decision, Bod2604Outcome,
     ClockStart, CASE WHEN _days IS NULL THEN NULL ELSE ClockStart + to_days(_days) END AS DueDate,
-    ForensicInvestigation, DeployerPriority,
-    CAST(json_object(
-        'Exploitation', {_exploitation_reason()},
-        'Automatable', {_automatable_reason()},
-        'TechnicalImpact', {_impact_reason()},
-        'MissionWellbeing', {_reason("MissionWellbeing", "'config'", "_mission_why")},
-        'PubliclyExposed', {_exposed_reason()},
-        'InKev', {_reason("InKev", "'CISA KEV'", _kev_detail(), "KevCopy")},
-        'Epss', {_reason("Epss", "'FIRST EPSS'", _epss_detail(), "EpssCopy")}
-    ) AS VARCHAR) AS Reasons,
-    {versions} AS ModelVersions
+    ForensicInvestigation, DeployerPriority, Reasons, {versions} AS ModelVersions
 FROM decided
 """
     return sql, params

@@ -50,6 +50,16 @@ def run_doctor(settings: Settings) -> list[Check]:
         checks += outbox_checks(settings)
     if settings.store.enabled:
         checks.append(_store_check(settings.store.path))
+    elif settings.tenants:
+        checks.append(
+            Check(
+                "local",
+                "triage",
+                None,
+                "store.enabled is false: runs decide no triage (it reads the local workspace);"
+                " EPF_TriageInputs gives its inputs in Sentinel",
+            )
+        )
     checks.append(_folder_check("state dir", settings.state.dir))
     return checks
 

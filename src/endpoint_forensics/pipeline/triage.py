@@ -3,8 +3,8 @@
 delivered anything triage reads (the posture or a feed), and delivered to every sink as one
 unit of ``EPF_Triage_CL``, so each triage run is kept.
 
-Triage reads the local workspace: a config that writes to Sentinel only skips it, and its
-``EPF_Runs_CL`` row says why. A failure fails the triage row alone: the data collected stays.
+Triage reads the local workspace: a config that writes to Sentinel only has no triage (the
+doctor says so). A failure fails the triage row alone: the data collected stays.
 May import ``analytics``, ``sinks``, ``config``, ``contracts``, ``errors`` and ``tables``.
 """
 
@@ -47,17 +47,14 @@ def run_triage(settings: Settings, sinks: list[Sink], summary: RunSummary) -> No
     """Triage as of the run's time into every sink; its outcome joins the run's."""
     if not any(o.outcome == "Succeeded" and o.table in TRIAGE_READS for o in summary.outcomes):
         return
+    workspace = next((s for s in sinks if isinstance(s, DuckDBSink)), None)
+    if workspace is None:
+        # Without a local workspace there is nothing to decide from, on every run alike: the
+        # doctor and docs/triage.md say so once, rather than a row in every run's log.
+        return
     outcome = DatasetOutcome("triage", "", "triage", TRIAGE.name, kind="triage")
     summary.outcomes.append(outcome)
-    workspace = next((s for s in sinks if isinstance(s, DuckDBSink)), None)
     try:
-        if workspace is None:
-            outcome.outcome = "Skipped"
-            outcome.reason = (
-                "triage reads the local workspace, and store.enabled is false: in Sentinel,"
-                " EPF_TriageInputs gives its inputs"
-            )
-            return
         due = _next_due(workspace, settings.triage.interval_hours)
         if due is not None and due > summary.time_generated:
             outcome.outcome = "Skipped"
