@@ -204,3 +204,35 @@ def test_a_vulnerability_fixed_before_the_window_is_no_item_of_it(workspace: Wor
     assert [(r["Item"], r["Status"]) for r in items] == [(b["RecordId"], "Open")]
     vulns = workspace.query(f"EPF_VulnerabilityLifecycle({window})")
     assert [r["CveId"] for r in vulns] == ["CVE-7"]
+
+
+def test_the_sla_takes_triages_bod_clock_where_it_knows_one(workspace: Workspace) -> None:
+    from endpoint_forensics.tables import TRIAGE
+
+    kev, upgrade, untriaged = (
+        _vuln("d1", "CVE-10", day(1)),
+        _vuln("d1", "CVE-11", day(1)),
+        _vuln("d1", "CVE-12", day(1)),
+    )
+    for n in range(12):
+        workspace.write(DEVICES, [_device("d1", day(n))], day(n))
+    workspace.write(VULNERABILITIES, [kev, upgrade, untriaged], day(1))
+
+    def decided(cve: str, outcome: str, due: datetime | None) -> dict[str, Any]:
+        return {"DeviceId": "d1", "CveId": cve, "Bod2604Outcome": outcome, "DueDate": due}
+
+    # Triage on day 2 gave CVE-10 three days; a later triage (day 6) keeps the clock.
+    workspace.write(TRIAGE, [decided("CVE-10", "3 days", day(4)),
+                             decided("CVE-11", "fix on system upgrade", None)], day(2))  # fmt: skip
+    workspace.write(TRIAGE, [decided("CVE-10", "3 days", day(4))], day(6))
+    rows = {
+        r["CveId"]: r
+        for r in workspace.query("EPF_VulnerabilitySla(datetime(2026-09-30), datetime(2026-10-11))")
+    }
+    assert (rows["CVE-10"]["SlaSource"], rows["CVE-10"]["DueDate"]) == ("BOD 26-04", day(4))
+    assert rows["CVE-10"]["Breached"] and rows["CVE-10"]["OverdueDays"] == pytest.approx(6.0)
+    assert rows["CVE-10"]["Bod2604Outcome"] == "3 days"
+    # No BOD date (fix on system upgrade), or no triage at all: the days by severity.
+    for cve in ("CVE-11", "CVE-12"):
+        assert (rows[cve]["SlaSource"], rows[cve]["DueDate"]) == ("severity", day(1 + 15))
+        assert not rows[cve]["Breached"]

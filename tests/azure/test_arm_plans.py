@@ -130,8 +130,11 @@ def test_every_shipped_function_is_a_saved_function_depending_on_the_tables_it_r
         _table_id("EPF_Vulnerabilities_CL"),
         _table_id("EPF_VulnerabilityChanges_CL"),
     ]
-    # The SLA reads the vulnerability lifecycle, which must be saved first.
-    assert saved["EPF_VulnerabilitySla"]["dependsOn"] == [_search_id("EPF_VulnerabilityLifecycle")]
+    # The SLA reads the vulnerability lifecycle, which must be saved first, and triage's clocks.
+    assert saved["EPF_VulnerabilitySla"]["dependsOn"] == [
+        _table_id("EPF_Triage_CL"),
+        _search_id("EPF_VulnerabilityLifecycle"),
+    ]
     read = {d for r in saved.values() for d in r["dependsOn"]}
     assert read >= {_table_id(t) for t in FORENSIC_TABLES if t != "EPF_VulnerabilityChanges_CL"}
     assert build_arm_template() == template  # deterministic names and order

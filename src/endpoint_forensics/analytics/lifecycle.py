@@ -4,8 +4,8 @@ Owns ``SlaPolicy`` (days to fix by severity) and ``lifecycle_report``. The lifec
 the shipped KQL (``EPF_VulnerabilitySla`` over ``EPF_VulnerabilityLifecycle``, and
 ``EPF_ConfigurationLifecycle``), run once each into a temporary table; the report's sums are
 plain SQL over those. A configuration's severity is its impact: 9 and up Critical, 7 High,
-4 Medium, below that Low. CISA BOD 26-04's clocks replace the days by severity once triage
-knows a CVE's outcome; until then the policy's days apply.
+4 Medium, below that Low. A vulnerability's deadline is CISA BOD 26-04's where triage gave its
+(device, CVE) one (``SlaSource`` says which), else the policy's days by severity.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def lifecycle_report(
             "breaches": _records(
                 con,
                 "SELECT DeviceName, RbacGroupName, CveId, VulnerabilitySeverityLevel AS Severity,"
-                " SoftwareName, SoftwareVersion, FirstSeen, DueDate, Status, OverdueDays"
+                " SoftwareName, SoftwareVersion, FirstSeen, DueDate, SlaSource, Status, OverdueDays"
                 " FROM epf_vulnerability_lifecycle WHERE Breached"
                 " ORDER BY OverdueDays DESC, DeviceName, CveId LIMIT 50",
             ),
