@@ -27,6 +27,7 @@ import pytest
 from endpoint_forensics.analytics.forensics import device_posture, fleet_posture
 from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.analytics.report import as_html
+from endpoint_forensics.analytics.triage_inputs import open_vulnerabilities_sql
 from endpoint_forensics.config import Settings, load_settings
 from endpoint_forensics.pipeline.run import run_sync
 from endpoint_forensics.sinks.duckdb import DuckDBSink
@@ -250,3 +251,11 @@ def test_the_narrow_open_vulnerabilities_are_the_state_functions_rows(
             for f in ("EPF_OpenVulnerabilitiesAt", "EPF_VulnerabilitiesAt")
         )
         assert narrow == wide and wide, (mode, when)
+        # Triage's own SQL for the same state (a window, not duckdb-kql's arg_max) agrees too.
+        fast = sorted(
+            store.run_query(
+                db, f"SELECT {columns} FROM ({open_vulnerabilities_sql(at)})", sql=True
+            ).rows,
+            key=repr,
+        )
+        assert fast == narrow, (mode, when)

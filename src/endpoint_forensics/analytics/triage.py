@@ -27,12 +27,11 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.analytics.functions import registry
+from endpoint_forensics.analytics.triage_inputs import inputs_sql
 from endpoint_forensics.config import DeviceRule, TriageConfig
 from endpoint_forensics.tables import TRIAGE
 from endpoint_forensics.tables.schema import COMMON_COLUMNS
 from endpoint_forensics.triage import ssvc
-from endpoint_forensics.workspace import store
 
 __all__ = ["triage_batches", "triage_sql"]
 
@@ -351,31 +350,10 @@ def _exposed_reason() -> str:
     return _reason("PubliclyExposed", source, why)
 
 
-def _inputs_sql(con: Any, at: datetime) -> str:
-    """``EPF_TriageInputs(at)`` as SQL; translated once per workspace schema in a process
-    (translating costs about a second, and a scheduled collector triages every run)."""
-    import duckdb_kql
-
-    schema = store.table_columns(con)
-    key = hash(tuple(sorted((t, tuple(c)) for t, c in schema.items())))
-    if key not in _TRANSLATED:
-        text = f"EPF_TriageInputs(datetime({_PLACEHOLDER}))"
-        sql = str(duckdb_kql.to_sql(text, schema=schema, functions=registry()))
-        assert f"'{_PLACEHOLDER}'" in sql, "the time is a literal of the translation"
-        _TRANSLATED[key] = sql
-    moment = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return _TRANSLATED[key].replace(f"'{_PLACEHOLDER}'", f"'{moment}'")
-
-
-_TRANSLATED: dict[int, str] = {}
-# A time no workspace holds, replaced by the triage time in the translated text.
-_PLACEHOLDER = "1901-02-03T04:05:06Z"
-
-
 def triage_batches(con: Any, at: datetime, config: TriageConfig) -> Iterator[Any]:
     """``EPF_Triage_CL``'s rows at ``at`` as Arrow record batches, from the workspace
     connection ``con`` (the stamps are the caller's)."""
-    sql, params = triage_sql(_inputs_sql(con, at), config, at)
+    sql, params = triage_sql(inputs_sql(con, at), config, at)
     # DefenderTenantId from the inputs: a workspace may hold several tenants.
     columns = [c for c in TRIAGE.column_names if c not in _STAMPS or c == "DefenderTenantId"]
     relation = con.sql(f"SELECT {', '.join(columns)} FROM ({sql})", params=params)
