@@ -33,7 +33,7 @@ from endpoint_forensics.tables import TRIAGE
 from endpoint_forensics.tables.schema import COMMON_COLUMNS
 from endpoint_forensics.triage import ssvc
 
-__all__ = ["triage_batches", "triage_sql"]
+__all__ = ["triage_batches", "triage_query", "triage_sql"]
 
 _STAMPS = {c.name for c in COMMON_COLUMNS}
 _FILE_TO_OURS = {"public poc": "poc"}
@@ -350,11 +350,16 @@ def _exposed_reason() -> str:
     return _reason("PubliclyExposed", source, why)
 
 
-def triage_batches(con: Any, at: datetime, config: TriageConfig) -> Iterator[Any]:
-    """``EPF_Triage_CL``'s rows at ``at`` as Arrow record batches, from the workspace
-    connection ``con`` (the stamps are the caller's)."""
+def triage_query(con: Any, at: datetime, config: TriageConfig) -> tuple[str, list[Any]]:
+    """The SELECT of ``EPF_Triage_CL``'s rows at ``at`` over the workspace connection ``con``
+    (the stamps are the caller's, DefenderTenantId comes with each row: a workspace may hold
+    several tenants), and its parameters."""
     sql, params = triage_sql(inputs_sql(con, at), config, at)
-    # DefenderTenantId from the inputs: a workspace may hold several tenants.
     columns = [c for c in TRIAGE.column_names if c not in _STAMPS or c == "DefenderTenantId"]
-    relation = con.sql(f"SELECT {', '.join(columns)} FROM ({sql})", params=params)
-    yield from relation.to_arrow_reader(50_000)
+    return f"SELECT {', '.join(columns)} FROM ({sql})", params
+
+
+def triage_batches(con: Any, at: datetime, config: TriageConfig) -> Iterator[Any]:
+    """``EPF_Triage_CL``'s rows at ``at`` as Arrow record batches (see ``triage_query``)."""
+    sql, params = triage_query(con, at, config)
+    yield from con.sql(sql, params=params).to_arrow_reader(50_000)

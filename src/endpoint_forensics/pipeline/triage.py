@@ -1,7 +1,8 @@
 """The triage stage of a run: once every source is collected, the decision of each open
 (device, CVE) is computed again from the workspace (``analytics.triage``) when the run
 delivered anything triage reads (the posture or a feed), and delivered to every sink as one
-unit of ``EPF_Triage_CL``, so each triage run is kept.
+unit of ``EPF_Triage_CL``, so each triage run is kept: into the workspace inside the engine
+(millions of rows never pass through Python), then read back for every other sink.
 
 Triage reads the local workspace: a config that writes to Sentinel only has no triage (the
 doctor says so). A failure fails the triage row alone: the data collected stays.
@@ -14,7 +15,7 @@ import logging
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
-from endpoint_forensics.analytics.triage import triage_batches
+from endpoint_forensics.analytics.triage import triage_query
 from endpoint_forensics.config import Settings
 from endpoint_forensics.contracts import Batch, Sink
 from endpoint_forensics.errors import EpfError
@@ -94,23 +95,40 @@ def _deliver(
     workspace: DuckDBSink,
     outcome: DatasetOutcome,
 ) -> None:
+    """Into the workspace inside the engine, then from there to every other sink."""
     import duckdb
 
     at = summary.time_generated
     unit = f"triage/{summary.run_id}/triage/all"
     # DefenderTenantId comes with each row: a workspace may hold several tenants.
     stamp = {"TimeGenerated": at, "SnapshotTime": at, "RunId": summary.run_id}
-    pending = [s for s in sinks if not s.delivered(unit)]
-    rows = 0
     try:
+        if not workspace.delivered(unit):
+            workspace.derive(
+                TRIAGE,
+                unit=unit,
+                stamp=stamp,
+                query=lambda con: triage_query(con, at, settings.triage),
+            )
+        others = [s for s in sinks if s is not workspace and not s.delivered(unit)]
         with workspace.reading() as cursor, ExitStack() as stack:
-            writers = [stack.enter_context(s.open(TRIAGE, unit=unit)) for s in pending]
-            for record_batch in triage_batches(cursor, at, settings.triage):
+            writers = [stack.enter_context(s.open(TRIAGE, unit=unit)) for s in others]
+            columns = [c for c in TRIAGE.column_names if c not in _STAMPED]
+            rows = cursor.sql(
+                f'SELECT {", ".join(columns)} FROM "{TRIAGE.name}" WHERE RunId = ?',
+                params=[summary.run_id],
+            )
+            written = 0
+            for record_batch in rows.to_arrow_reader(50_000):
                 batch = Batch(TRIAGE, arrow=record_batch)
                 for writer in writers:
                     writer.write(batch, stamp)
-                rows += len(batch)
+                written += len(batch)
     except duckdb.Error as exc:
         raise EpfError(f"reading the workspace: {store.first_line(str(exc))}") from exc
-    outcome.rows = rows
+    outcome.rows = written
     outcome.snapshot_run_id = summary.run_id
+
+
+# What each sink stamps for itself: read back from the workspace, the rows leave them out.
+_STAMPED = frozenset({"TimeGenerated", "SnapshotTime", "RunId", "BatchId"})

@@ -11,7 +11,7 @@ that is new, copied or restored from a backup knows exactly what it holds. May i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,6 +161,29 @@ class DuckDBSink:
         with contextlib.suppress(duckdb.Error):  # no transaction left: the failure ended it
             self._con.rollback()
 
+    def derive(
+        self,
+        table: Table,
+        *,
+        unit: str,
+        stamp: Mapping[str, Any],
+        query: Callable[[Any], tuple[str, list[Any]]],
+    ) -> int:
+        """Write, as one unit, the rows ``query`` selects from this workspace (it is given the
+        connection, and answers the SELECT of the table's columns and its parameters): the
+        rows go from the workspace's tables to the table inside the engine, never through
+        Python, with the memory a question over the history gets. Returns the rows written."""
+        with self.open(table, unit=unit) as writer:
+            with _storing(self.path, f"deriving {table.name}"):
+                self._con.execute(f"SET memory_limit = '{store.QUERY_MEMORY_MB}MB'")
+            try:
+                sql, params = query(self._con)
+                writer.write_query(sql, params, stamp)
+            finally:
+                with contextlib.suppress(Exception):
+                    self._con.execute(f"SET memory_limit = '{store.SYNC_MEMORY_MB}MB'")
+        return writer.rows
+
     @contextmanager
     def reading(self) -> Iterator[Any]:
         """A cursor that reads what this workspace has committed, with the memory a question
@@ -221,6 +244,28 @@ class _TableWriter:
             self._write(to_arrow(self._table, batch.rows, stamped=set(stamp)), stamp)
         if batch.arrow is not None and batch.arrow.num_rows:
             self._write(batch.arrow, stamp)
+
+    def write_query(self, sql: str, params: list[Any], stamp: Mapping[str, Any]) -> None:
+        """The rows of ``sql`` (a SELECT of this table's columns over the workspace), stamped
+        with the columns it does not select, inserted in one statement."""
+        assert self._plan is None, "a derived table keeps no change-only history"
+        stamp = {"SnapshotTime": stamp.get("TimeGenerated"), **stamp, "BatchId": self._batch_id}
+        literals = {
+            c: (
+                f"TIMESTAMPTZ '{v.isoformat()}'"
+                if isinstance(v, datetime)
+                else "'" + str(v).replace("'", "''") + "'"
+            )
+            for c, v in stamp.items()
+            if c in _STAMP_COLUMNS and v is not None
+        }
+        with _storing(self._path, f"writing {self._table.name}"):
+            selected = {d[0] for d in self._con.execute(f"DESCRIBE {sql}", params).fetchall()}
+            extra = "".join(f', {v} AS "{c}"' for c, v in literals.items() if c not in selected)
+            found = self._con.execute(
+                f'INSERT INTO "{self._table.name}" BY NAME SELECT *{extra} FROM ({sql})', params
+            ).fetchall()
+        self.rows += int(found[0][0]) if found else 0
 
     def _write(self, data: Any, stamp: Mapping[str, Any]) -> None:
         if self._plan is not None:
