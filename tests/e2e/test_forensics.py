@@ -133,7 +133,9 @@ def test_the_answer_equals_the_emulators_truth_for_50_sampled_pairs(
 ) -> None:
     differences = {}
     for device, at in _pairs(history):
-        answer = device_posture(history.workspaces[mode], device, at, window=timedelta(days=7))
+        answer = _untriaged(
+            device_posture(history.workspaces[mode], device, at, window=timedelta(days=7))
+        )
         truth = history.truth(device, at)
         mismatched = [k for k in COMPARED if answer[k] != truth[k]]
         if mismatched:
@@ -143,6 +145,46 @@ def test_the_answer_equals_the_emulators_truth_for_50_sampled_pairs(
     assert not differences, orjson.dumps(
         dict(list(differences.items())[:2]), option=orjson.OPT_INDENT_2, default=str
     ).decode()
+
+
+def _untriaged(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer without what triage adds: the emulator leaves KEV, EPSS and the decision null
+    (triage is the product's; test_what_triage_knew_is_in_the_answer checks them)."""
+    open_ = [
+        {**v, "InKev": None, "EpssScore": None, "Decision": None}
+        for v in answer["vulnerabilities_open"]
+    ]
+    return {**answer, "vulnerabilities_open": open_}
+
+
+@pytest.mark.e2e
+def test_what_triage_knew_is_in_the_answer(history: History) -> None:
+    db = history.workspaces["changes"]
+    decided = 0
+    for device, at in _pairs(history, 10):
+        answer = device_posture(db, device, at, window=timedelta(days=7))
+        newest = _newest_triage(db, device, at)
+        for item in answer["vulnerabilities_open"]:
+            expected = newest.get(item["CveId"], (None, None, None))
+            assert (item["InKev"], item["EpssScore"], item["Decision"]) == expected, item
+            decided += item["Decision"] is not None
+    assert decided, "no sampled vulnerability had a triage decision"
+
+
+def _newest_triage(db: Path, device: str, at: datetime) -> dict[str, tuple[Any, ...]]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT CveId, arg_max(InKev, SnapshotTime), arg_max(Epss, SnapshotTime),"
+            " arg_max(Decision, SnapshotTime) FROM EPF_Triage_CL"
+            " WHERE DeviceId = ? AND SnapshotTime <= ? GROUP BY CveId",
+            [device, at],
+        ).fetchall()
+    finally:
+        con.close()
+    return {str(r[0]): tuple(r[1:]) for r in rows}
 
 
 @pytest.mark.e2e

@@ -109,6 +109,9 @@ class _Workspace:
     def close(self) -> None:
         self.con.close()
 
+    def has(self, table: str) -> bool:
+        return table in self._schema
+
     def kql(self, query: str, **values: Any) -> list[dict[str, Any]]:
         """Run ``query`` with ``values`` as its declared parameters."""
         return self._run(self.con, query, values)
@@ -249,6 +252,11 @@ def _resolve(workspace: _Workspace, device: str, at: datetime) -> str:
     return str(rows[0]["DeviceId"])
 
 
+# The newest triage of each of the device's CVEs within the look-back of the state functions.
+_TRIAGED = (
+    "EPF_Triage_CL | where DeviceId == device and SnapshotTime <= at and SnapshotTime > at - 31d"
+    " | summarize arg_max(SnapshotTime, InKev, Epss, Decision) by CveId"
+)
 _SNAPSHOT_TIMES = (
     'EPF_Runs_CL | where Outcome == "Succeeded" and SnapshotTime <= at'
     " and SnapshotTime > at - 31d | summarize Newest = max(SnapshotTime) by Dataset"
@@ -269,6 +277,8 @@ def _answer(
         for d in DATASETS
     }
     queries["_snapshot_times"] = WindowQuery(_SNAPSHOT_TIMES, {"at": at})
+    if workspace.has("EPF_Triage_CL"):  # a workspace last synced before triage has none
+        queries["_triage"] = WindowQuery(_TRIAGED, {"at": at, "device": device_id})
     queries.update({f"_changes_{k}": q for k, q in window_queries(device_id, since, at).items()})
     rows = workspace.run_all(queries)
     changes = {k.removeprefix("_changes_"): v for k, v in rows.items() if k.startswith("_changes_")}
@@ -279,7 +289,7 @@ def _answer(
         "agent_health": _agent_health(rows["agent_health"]),
         "antivirus": _antivirus(rows["antivirus"], at),
         "secure_config_failing": _failing(rows["secure_config"]),
-        "vulnerabilities_open": _open(rows["vulnerabilities"]),
+        "vulnerabilities_open": _open(rows["vulnerabilities"], rows.get("_triage", [])),
         "changes": changes_from(changes, since, at),
     }
     answer["missing"] = missing_sentences(answer)
@@ -347,14 +357,20 @@ def _failing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(failing, key=lambda c: (-(c["ConfigurationImpact"] or 0), c["ConfigurationId"]))
 
 
-def _open(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _open(rows: list[dict[str, Any]], triaged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The open vulnerabilities, each with what the newest triage before T knew of its CVE on
+    this device (KEV, EPSS, the decision), or nulls where no triage had decided it."""
+    decided = {str(t["CveId"]): t for t in triaged}
     found: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
         if not r.get("CveId"):
             continue
         item = {f: r.get(f) for f in _VULN_FIELDS}
         item["FirstSeenTimestamp"] = iso(item["FirstSeenTimestamp"])
-        item.update(InKev=None, EpssScore=None, Decision=None)
+        triage = decided.get(str(item["CveId"]), {})
+        item.update(
+            InKev=triage.get("InKev"), EpssScore=triage.get("Epss"), Decision=triage.get("Decision")
+        )
         found[(str(item["CveId"]), item["SoftwareName"] or "", item["SoftwareVersion"] or "")] = (
             item
         )
