@@ -12,8 +12,10 @@ May import ``analytics``, ``sinks``, ``config``, ``contracts``, ``errors`` and `
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from endpoint_forensics.analytics.triage import triage_query
 from endpoint_forensics.config import Settings
@@ -111,23 +113,39 @@ def _deliver(
                 query=lambda con: triage_query(con, at, settings.triage),
             )
         others = [s for s in sinks if s is not workspace and not s.delivered(unit)]
-        with workspace.reading() as cursor, ExitStack() as stack:
-            writers = [stack.enter_context(s.open(TRIAGE, unit=unit)) for s in others]
-            columns = [c for c in TRIAGE.column_names if c not in _STAMPED]
-            rows = cursor.sql(
-                f'SELECT {", ".join(columns)} FROM "{TRIAGE.name}" WHERE RunId = ?',
-                params=[summary.run_id],
-            )
-            written = 0
-            for record_batch in rows.to_arrow_reader(50_000):
-                batch = Batch(TRIAGE, arrow=record_batch)
-                for writer in writers:
-                    writer.write(batch, stamp)
-                written += len(batch)
+        with workspace.reading() as cursor:
+            selected = f'FROM "{TRIAGE.name}" WHERE RunId = ?'
+            if not others:  # nothing to send on: the count is all that is needed
+                found = cursor.execute(f"SELECT count(*) {selected}", [summary.run_id])
+                written = int(found.fetchall()[0][0])
+            else:
+                written = _send_on(cursor, others, selected, unit, stamp, summary.run_id)
     except duckdb.Error as exc:
         raise EpfError(f"reading the workspace: {store.first_line(str(exc))}") from exc
     outcome.rows = written
     outcome.snapshot_run_id = summary.run_id
+
+
+def _send_on(
+    cursor: Any,
+    sinks: list[Sink],
+    selected: str,
+    unit: str,
+    stamp: Mapping[str, Any],
+    run_id: str,
+) -> int:
+    """The run's triage rows, read back from the workspace, to every other sink."""
+    columns = [c for c in TRIAGE.column_names if c not in _STAMPED]
+    rows = cursor.sql(f"SELECT {', '.join(columns)} {selected}", params=[run_id])
+    written = 0
+    with ExitStack() as stack:
+        writers = [stack.enter_context(s.open(TRIAGE, unit=unit)) for s in sinks]
+        for record_batch in rows.to_arrow_reader(50_000):
+            batch = Batch(TRIAGE, arrow=record_batch)
+            for writer in writers:
+                writer.write(batch, stamp)
+            written += len(batch)
+    return written
 
 
 # What each sink stamps for itself: read back from the workspace, the rows leave them out.
