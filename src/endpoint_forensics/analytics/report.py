@@ -45,6 +45,7 @@ def _sections(answer: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
     ]
     vulns = [
         [v["CveId"], str(v["VulnerabilitySeverityLevel"]), str(v["ExploitabilityLevel"]),
+         "yes" if v.get("InKev") else "", str(v.get("Decision") or ""),
          f"{v['SoftwareName']} {v['SoftwareVersion']}", str(v["FirstSeenTimestamp"] or "")]
         for v in answer["vulnerabilities_open"]
     ]  # fmt: skip
@@ -59,7 +60,7 @@ def _sections(answer: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         (f"Failing secure configurations ({len(configs)})", ["Id", "Name", "Impact"], configs),
         (
             f"Open vulnerabilities ({len(vulns)})",
-            ["CVE", "Severity", "Exploit", "Software", "First seen"],
+            ["CVE", "Severity", "Exploit", "KEV", "Decision", "Software", "First seen"],
             vulns,
         ),
         (
