@@ -15,6 +15,7 @@ from endpoint_forensics.config.models import (
     Model,
     Secret,
     SensorDataset,
+    existing_file,
     interval_hours,
 )
 
@@ -51,9 +52,7 @@ class _ApplianceConfig(Model):
     @field_validator("ca_bundle")
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
-        return value
+        return existing_file(value)
 
     @field_validator("certificate_fingerprint")
     @classmethod

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from endpoint_forensics.config.models import FEED_DATASETS, FeedDataset, Model, interval_hours
+from endpoint_forensics.config.models import (
+    FEED_DATASETS,
+    FeedDataset,
+    Model,
+    existing_file,
+    interval_hours,
+)
 
 __all__ = ["PUBLISHED", "FeedLocation", "FeedsConfig"]
 
@@ -72,9 +78,7 @@ class FeedsConfig(Model):
     @field_validator("ca_bundle")
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
-        return value
+        return existing_file(value)
 
     def location(self, dataset: str) -> FeedLocation:
         """Where ``dataset`` is read: as configured, else its published URL."""

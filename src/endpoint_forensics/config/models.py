@@ -28,6 +28,7 @@ __all__ = [
     "StateConfig",
     "StoreConfig",
     "TenantConfig",
+    "existing_file",
     "https_url",
     "interval_hours",
 ]
@@ -147,9 +148,7 @@ class AppIdentity(Model):
     @field_validator("ca_bundle", "certificate_path")
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
-        return value
+        return existing_file(value)
 
     @model_validator(mode="after")
     def _one_credential(self) -> AppIdentity:
@@ -170,6 +169,13 @@ class AppIdentity(Model):
     def authority_is_known(self) -> bool:
         host = self.authority_host.removeprefix("https://").split("/")[0]
         return host in KNOWN_AUTHORITIES
+
+
+def existing_file(value: Path | None) -> Path | None:
+    """``value`` if it names a file (a CA bundle, a certificate); a path given must exist."""
+    if value is not None and not value.is_file():
+        raise ValueError(f"file {str(value)!r} does not exist")
+    return value
 
 
 def https_url(value: str) -> str:
