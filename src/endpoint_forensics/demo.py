@@ -84,6 +84,11 @@ _DEMO_OVERRIDES = {
     "tenants.0.interval_hours": {"cve_catalog": 168.0},
     "feeds.interval_hours": {"epss": 336.0, "vulnrichment": 336.0},
     "triage.interval_hours": 336.0,
+    # OT controllers keep a process running: their loss is a high mission impact.
+    "triage.mission": [
+        {"tag": "PLC", "value": "high"},
+        {"tag": "DCS Controller", "value": "high"},
+    ],
 }
 #: Quieter OT sensors than the emulator's default: a daily poll then loses no event to the
 #: sensors' latest-100 cap (a real deployment polls events more often, `epf run`).

@@ -220,10 +220,13 @@ class SyncedWorkspace:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncedWorkspace]:
-    """One sync of a small emulated tenant (no IoT) into a DuckDB workspace."""
+    """One sync of a small emulated tenant (one OT sensor) into a DuckDB workspace."""
     tmp = tmp_path_factory.mktemp("kql-workspace")
-    with Emulator(EmulatorSettings(iot_sensors=0, devices=12, seed=5)) as emu:
-        emu.write_config(tmp / "epf.toml", iot="none", sentinel=False)
+    emulated = EmulatorSettings(
+        devices=12, seed=5, iot_sensors=1, iot_devices_per_sensor=12, iot_console=False
+    )
+    with Emulator(emulated) as emu:
+        emu.write_config(tmp / "epf.toml", iot="pin", sentinel=False)
         settings = load_settings(
             tmp / "epf.toml",
             environ={},

@@ -11,12 +11,14 @@ source, why, and the feed version; the decisions are joins with the vendored dec
   public or verified exploit, or Vulnrichment says poc; else ``none``.
 - Automatable and Technical Impact: Vulnrichment's; else derived from the CVSS vector (network
   attack vector, no privileges, no user interaction; high confidentiality and integrity impact),
-  marked derived; with neither, the more urgent value, marked assumed.
+  marked derived; with neither, the more urgent value, marked assumed. An OT device's sensor
+  gives only the attack vector: one not over the network makes Automatable ``no`` (derived).
 - Mission and well-being: the first ``[[triage.mission]]`` rule the device matches, else the
   configured default.
-- Publicly exposed: Defender's internet-facing signal, or an ``[[triage.exposed]]`` rule.
-- The BOD 26-04 clock starts when Defender first saw the CVE on the device, or when KEV added
-  it if later; ``fix on system upgrade`` sets no due date.
+- Publicly exposed: Defender's internet-facing signal (for an OT device, internet connections
+  in its sensor's security report), or an ``[[triage.exposed]]`` rule.
+- The BOD 26-04 clock starts when Defender (or an OT device's sensor) first saw the CVE on the
+  device, or when KEV added it if later; ``fix on system upgrade`` sets no due date.
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ from typing import Any
 import orjson
 
 from endpoint_forensics.analytics.triage_inputs import inputs_sql
+from endpoint_forensics.analytics.triage_reasons import (
+    automatable_reason,
+    case,
+    epss_reason,
+    exploitation_reason,
+    exposed_reason,
+    impact_reason,
+    kev_reason,
+    reason,
+)
 from endpoint_forensics.config import DeviceRule, TriageConfig
 from endpoint_forensics.tables import TRIAGE
 from endpoint_forensics.tables.schema import COMMON_COLUMNS
@@ -112,25 +124,6 @@ def _matches(rule: DeviceRule, params: list[Any]) -> str:
     return "lower(coalesce(DeviceName, '')) GLOB ?"
 
 
-def _case(whens: list[tuple[str, str]], otherwise: str) -> str:
-    """``CASE WHEN ... END``, or ``otherwise`` alone when there is no condition."""
-    if not whens:
-        return otherwise
-    return "CASE " + "".join(f"WHEN {c} THEN {v} " for c, v in whens) + f"ELSE {otherwise} END"
-
-
-def _reason(value: str, source: str, why: str, version: str = "NULL") -> str:
-    """One input's reason: its value, source and why, and the feed version when one gave it
-    (kept short: a reason travels with every row of every triage run)."""
-    plain = f"json_object('value', {value}, 'source', {source}, 'why', {why})"
-    if version == "NULL":
-        return plain
-    return (
-        f"CASE WHEN {version} IS NULL THEN {plain} ELSE json_object('value', {value},"
-        f" 'source', {source}, 'why', {why}, 'version', {version}) END"
-    )
-
-
 def triage_sql(inputs: str, config: TriageConfig, at: datetime) -> tuple[str, list[Any]]:
     """The SELECT of ``EPF_Triage_CL``'s own columns from ``inputs`` (the SQL of
     ``EPF_TriageInputs``), and its parameters."""
@@ -139,29 +132,30 @@ def triage_sql(inputs: str, config: TriageConfig, at: datetime) -> tuple[str, li
         (_matches(rule, mission_params), rule.value, f"triage.mission {rule.described}")
         for rule in config.mission
     ]
-    mission = _case(
+    mission = case(
         [(c, _sql_literal(v)) for c, v, _ in mission_cases], _sql_literal(config.mission_default)
     )
-    mission_why = _case(
+    mission_why = case(
         [(c, _sql_literal(w)) for c, _, w in mission_cases],
         _sql_literal("triage.mission_default"),
     )
     exposed_params: list[Any] = []
     exposed_rules = [(_matches(rule, exposed_params), rule.described) for rule in config.exposed]
     by_rule = " OR ".join(f"({c})" for c, _ in exposed_rules) or "FALSE"
-    rule_why = _case([(c, _sql_literal(f"triage.exposed {d}")) for c, d in exposed_rules], "NULL")
+    rule_why = case([(c, _sql_literal(f"triage.exposed {d}")) for c, d in exposed_rules], "NULL")
     # In the order the placeholders appear: the mission rules twice (value, why), then the
     # exposed rules twice (value, why).
     params = mission_params * 2 + exposed_params * 2
     at_sql = f"TIMESTAMPTZ '{at.astimezone(UTC).isoformat()}'"
     versions = _sql_literal(orjson.dumps(ssvc.model_versions(short=True)).decode())
-    # The CVE's own inputs are decided once per (CVE, Defender exploit level), the device's
-    # once per device, each with its reason as JSON text; the rows only join them: at 3M rows
+    # The CVE's own inputs are decided once per (CVE, Defender exploit level, device kind,
+    # sensor attack vector), the device's once per device, each with its reason as JSON text; the rows only join them: at 3M rows
     # a regular expression or a JSON object per row costs more than the rest of triage.
     sql = f"""
 WITH inputs AS ({inputs}),
 cve_facts AS (
-    SELECT CveId, coalesce(ExploitabilityLevel, '') AS _level,
+    SELECT CveId, coalesce(ExploitabilityLevel, '') AS _level, DeviceKind,
+        coalesce(AttackVector, '') AS _sensor_av,
         any_value(ExploitabilityLevel) AS ExploitabilityLevel, any_value(InKev) AS InKev,
         any_value(KevDateAdded) AS KevDateAdded, any_value(KevForensicTriage) AS KevForensicTriage,
         any_value(KevCopy) AS KevCopy, any_value(Epss) AS Epss,
@@ -169,7 +163,7 @@ cve_facts AS (
         any_value(VrExploitation) AS VrExploitation, any_value(VrAutomatable) AS VrAutomatable,
         any_value(VrTechnicalImpact) AS VrTechnicalImpact, any_value(VrCopy) AS VrCopy,
         any_value(CvssVector) AS CvssVector
-    FROM inputs GROUP BY CveId, coalesce(ExploitabilityLevel, '')
+    FROM inputs GROUP BY ALL
 ),
 cve_vectors AS (
     SELECT *,
@@ -192,6 +186,7 @@ cve_values AS (
              ELSE 'none' END AS Exploitation,
         CASE WHEN VrAutomatable IS NOT NULL THEN VrAutomatable
              WHEN _av <> '' THEN CASE WHEN _av = 'N' AND _pr = 'N' AND _ui = 'N' THEN 'yes' ELSE 'no' END
+             WHEN _sensor_av NOT IN ('', 'NETWORK') THEN 'no'
              ELSE 'yes' END AS Automatable,
         CASE WHEN VrTechnicalImpact IS NOT NULL THEN VrTechnicalImpact
              WHEN _c <> '' THEN CASE WHEN _c = 'H' AND _i = 'H' THEN 'total' ELSE 'partial' END
@@ -199,19 +194,20 @@ cve_values AS (
     FROM cve_vectors
 ),
 cves AS (
-    SELECT CveId, _level, InKev, KevDateAdded, KevForensicTriage, Epss, EpssPercentile,
+    SELECT CveId, _level, DeviceKind, _sensor_av, InKev, KevDateAdded, KevForensicTriage, Epss, EpssPercentile,
         Exploitation, Automatable, TechnicalImpact,
-        CAST({_exploitation_reason()} AS VARCHAR) AS _r_exploitation,
-        CAST({_automatable_reason()} AS VARCHAR) AS _r_automatable,
-        CAST({_impact_reason()} AS VARCHAR) AS _r_impact,
-        CAST({_reason("InKev", "'CISA KEV'", _kev_detail(), "KevCopy")} AS VARCHAR) AS _r_kev,
-        CAST({_reason("Epss", "'FIRST EPSS'", _epss_detail(), "EpssCopy")} AS VARCHAR) AS _r_epss
+        CAST({exploitation_reason()} AS VARCHAR) AS _r_exploitation,
+        CAST({automatable_reason()} AS VARCHAR) AS _r_automatable,
+        CAST({impact_reason()} AS VARCHAR) AS _r_impact,
+        CAST({kev_reason()} AS VARCHAR) AS _r_kev,
+        CAST({epss_reason()} AS VARCHAR) AS _r_epss
     FROM cve_values
 ),
 device_facts AS (
     SELECT DefenderTenantId, DeviceId, any_value(DeviceName) AS DeviceName,
         any_value(RbacGroupName) AS RbacGroupName, any_value(MachineTags) AS MachineTags,
-        any_value(IsInternetFacing) AS IsInternetFacing
+        any_value(IsInternetFacing) AS IsInternetFacing, any_value(DeviceKind) AS DeviceKind,
+        any_value(Appliance) AS Appliance
     FROM inputs GROUP BY DefenderTenantId, DeviceId
 ),
 device_values AS (
@@ -223,14 +219,14 @@ device_values AS (
     FROM device_facts
 ),
 devices AS (
-    SELECT DefenderTenantId, DeviceId, DeviceName, RbacGroupName, MissionWellbeing,
+    SELECT DefenderTenantId, DeviceId, DeviceKind, DeviceName, RbacGroupName, MissionWellbeing,
         PubliclyExposed,
-        CAST({_reason("MissionWellbeing", "'config'", "_mission_why")} AS VARCHAR) AS _r_mission,
-        CAST({_exposed_reason()} AS VARCHAR) AS _r_exposed
+        CAST({reason("MissionWellbeing", "'config'", "_mission_why")} AS VARCHAR) AS _r_mission,
+        CAST({exposed_reason()} AS VARCHAR) AS _r_exposed
     FROM device_values
 ),
 decided AS (
-    SELECT i.DefenderTenantId, i.DeviceId, d.DeviceName, d.RbacGroupName, i.CveId,
+    SELECT i.DefenderTenantId, i.DeviceId, d.DeviceKind, d.DeviceName, d.RbacGroupName, i.CveId,
         i.VulnerabilitySeverityLevel, i.CvssScore, c.Epss, c.EpssPercentile, i.FirstSeen,
         c.Exploitation, c.Automatable, c.TechnicalImpact, d.MissionWellbeing,
         d.PubliclyExposed, c.InKev, c.KevForensicTriage,
@@ -244,6 +240,7 @@ decided AS (
             || ',"Epss":' || c._r_epss || '}}' AS Reasons
     FROM inputs i
     JOIN cves c ON c.CveId = i.CveId AND c._level = coalesce(i.ExploitabilityLevel, '')
+        AND c.DeviceKind = i.DeviceKind AND c._sensor_av = coalesce(i.AttackVector, '')
     JOIN devices d ON d.DefenderTenantId IS NOT DISTINCT FROM i.DefenderTenantId
         AND d.DeviceId = i.DeviceId
     JOIN {_coordinator()} ON c_e = c.Exploitation AND c_a = c.Automatable
@@ -254,7 +251,8 @@ decided AS (
         AND d_exposure = CASE WHEN d.PubliclyExposed THEN 'open' ELSE 'controlled' END
         AND d_a = c.Automatable AND d_hi = d.MissionWellbeing
 )
-SELECT DefenderTenantId, DeviceId, DeviceName, RbacGroupName, CveId, VulnerabilitySeverityLevel,
+SELECT DefenderTenantId, DeviceId, DeviceKind, DeviceName, RbacGroupName, CveId,
+    VulnerabilitySeverityLevel,
     CvssScore, Epss, EpssPercentile, FirstSeen, Exploitation, Automatable, TechnicalImpact,
     MissionWellbeing, PubliclyExposed, InKev, KevForensicTriage, Decision, Bod2604Outcome,
     ClockStart, CASE WHEN _days IS NULL THEN NULL ELSE ClockStart + to_days(_days) END AS DueDate,
@@ -262,92 +260,6 @@ SELECT DefenderTenantId, DeviceId, DeviceName, RbacGroupName, CveId, Vulnerabili
 FROM decided
 """
     return sql, params
-
-
-def _kev_detail() -> str:
-    return (
-        "CASE WHEN InKev THEN 'listed ' || strftime(KevDateAdded, '%Y-%m-%d')"
-        " || CASE WHEN KevForensicTriage THEN ', forensicTriage Yes' ELSE '' END"
-        " WHEN KevCopy IS NULL THEN 'no copy read' ELSE 'not listed' END"
-    )
-
-
-def _epss_detail() -> str:
-    return (
-        "CASE WHEN Epss IS NOT NULL THEN 'percentile ' || EpssPercentile"
-        " WHEN EpssCopy IS NULL THEN 'no copy read' ELSE 'not scored' END"
-    )
-
-
-_DEFENDER_EXPLOIT = "('ExploitIsInKit', 'ExploitIsVerified', 'ExploitIsPublic')"
-
-
-def _exploitation_reason() -> str:
-    source = (
-        "CASE WHEN InKev THEN 'CISA KEV' WHEN VrExploitation = 'active' THEN 'CISA Vulnrichment'"
-        f" WHEN ExploitabilityLevel IN {_DEFENDER_EXPLOIT} THEN 'Defender'"
-        " WHEN VrExploitation IS NOT NULL THEN 'CISA Vulnrichment' ELSE 'Defender' END"
-    )
-    why = (
-        "CASE WHEN InKev THEN 'known exploited'"
-        " || CASE WHEN VrExploitation IS NOT NULL AND VrExploitation <> 'active'"
-        " THEN '; Vulnrichment says ' || VrExploitation || ', KEV prevails' ELSE '' END"
-        " WHEN VrExploitation = 'active' THEN 'assessed active'"
-        f" WHEN ExploitabilityLevel IN {_DEFENDER_EXPLOIT} THEN ExploitabilityLevel"
-        " WHEN VrExploitation = 'poc' THEN 'assessed poc'"
-        " WHEN VrExploitation IS NOT NULL THEN 'assessed none; Defender '"
-        " || coalesce(ExploitabilityLevel, 'has no exploit level')"
-        " ELSE 'not in KEV, no Vulnrichment record; Defender '"
-        " || coalesce(ExploitabilityLevel, 'has no exploit level') END"
-    )
-    version = (
-        "CASE WHEN InKev THEN KevCopy WHEN VrExploitation = 'active' THEN VrCopy"
-        f" WHEN ExploitabilityLevel IN {_DEFENDER_EXPLOIT} THEN NULL"
-        " WHEN VrExploitation IS NOT NULL THEN VrCopy ELSE KevCopy END"
-    )
-    return _reason("Exploitation", source, why, version)
-
-
-def _automatable_reason() -> str:
-    source = (
-        "CASE WHEN VrAutomatable IS NOT NULL THEN 'CISA Vulnrichment'"
-        " WHEN _av <> '' THEN 'CVSS vector (derived)' ELSE 'assumed' END"
-    )
-    why = (
-        "CASE WHEN VrAutomatable IS NOT NULL THEN 'assessed ' || VrAutomatable"
-        " WHEN _av <> '' THEN 'AV:' || _av || ' PR:' || _pr || ' UI:' || _ui"
-        " ELSE 'no Vulnrichment record, no CVSS vector: the more urgent value' END"
-    )
-    version = "CASE WHEN VrAutomatable IS NOT NULL THEN VrCopy END"
-    return _reason("Automatable", source, why, version)
-
-
-def _impact_reason() -> str:
-    source = (
-        "CASE WHEN VrTechnicalImpact IS NOT NULL THEN 'CISA Vulnrichment'"
-        " WHEN _c <> '' THEN 'CVSS vector (derived)' ELSE 'assumed' END"
-    )
-    why = (
-        "CASE WHEN VrTechnicalImpact IS NOT NULL THEN 'assessed ' || VrTechnicalImpact"
-        " WHEN _c <> '' THEN 'C:' || _c || ' I:' || _i"
-        " ELSE 'no Vulnrichment record, no CVSS vector: the more urgent value' END"
-    )
-    version = "CASE WHEN VrTechnicalImpact IS NOT NULL THEN VrCopy END"
-    return _reason("TechnicalImpact", source, why, version)
-
-
-def _exposed_reason() -> str:
-    source = (
-        "CASE WHEN IsInternetFacing THEN 'Defender' WHEN _exposed_rule IS NOT NULL THEN 'config'"
-        " ELSE 'Defender' END"
-    )
-    why = (
-        "CASE WHEN IsInternetFacing THEN 'internet-facing'"
-        " WHEN _exposed_rule IS NOT NULL THEN _exposed_rule"
-        " WHEN IsInternetFacing = FALSE THEN 'not internet-facing; no triage.exposed rule'"
-        " ELSE 'no internet-facing signal in 2 days; no triage.exposed rule' END"
-    )
-    return _reason("PubliclyExposed", source, why)
 
 
 def triage_query(con: Any, at: datetime, config: TriageConfig) -> tuple[str, list[Any]]:

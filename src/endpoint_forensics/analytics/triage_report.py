@@ -4,8 +4,9 @@ Owns reading ``EPF_Triage_CL``: counts per decision, the BOD 26-04 outcomes with
 overdue items and next due date, and the "3 days & forensic investigation" items first, each
 with the implementation guidance's clock (scope within 2 hours, evidence within 24 hours, a
 triage decision within 72 hours, from the first triage run that asked for the investigation)
-and the ``epf forensics`` command that shows the device's posture then. A device group
-pattern (``*``, ``?``, any case) narrows every part.
+and the command that shows the device's posture then: ``epf forensics`` for a Defender
+device, the sensor's exposure findings for an OT device. A device group pattern (``*``,
+``?``, any case) narrows every part.
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def triage_report(
             "run_id": run_id,
             "group": group,
             "open": _scalar(con, f"SELECT count(*) FROM ({rows})", params),
+            "kinds": dict(
+                con.execute(
+                    f"SELECT coalesce(DeviceKind, 'IT'), count(*) FROM ({rows}) GROUP BY ALL"
+                    " ORDER BY 1",
+                    params,
+                ).fetchall()
+            ),
             "decisions": _decisions(con, rows, params),
             "bod2604": sorted(
                 _records(
@@ -99,7 +107,8 @@ def _forensic(
     """The items to investigate: the first triage run that flagged each starts its clock."""
     items = _records(
         con,
-        "SELECT t.DeviceId, t.DeviceName, t.RbacGroupName, t.CveId, t.VulnerabilitySeverityLevel,"
+        "SELECT t.DeviceId, coalesce(t.DeviceKind, 'IT') AS DeviceKind, t.DeviceName,"
+        " t.RbacGroupName, t.CveId, t.VulnerabilitySeverityLevel,"
         " t.ClockStart, t.DueDate, f.Flagged"
         f" FROM ({rows}) t JOIN (SELECT DefenderTenantId, DeviceId, CveId,"
         ' min(SnapshotTime) AS Flagged FROM "EPF_Triage_CL" WHERE ForensicInvestigation'
@@ -116,10 +125,27 @@ def _forensic(
         item["clock_overdue"] = [
             step for step, hours in FORENSIC_CLOCK if when > flagged + timedelta(hours=hours)
         ]
-        item["posture"] = (
-            f"epf forensics --db {db} --device {item['DeviceId']} --at {item['Flagged']}"
+        item["posture"] = _posture_command(
+            db, item["DeviceKind"], item["DeviceId"], item["Flagged"]
         )
     return items
+
+
+def _posture_command(db: Path, kind: str, device: str, at: str) -> str:
+    """The command that shows a device's posture at ``at``: ``epf forensics`` for a Defender
+    device; for an OT device (``ot:<sensor>/<address>``), its sensor's newest exposure
+    findings then (remote access, open ports, plain-text passwords, ...)."""
+    if kind != "OT":
+        return f"epf forensics --db {db} --device {device} --at {at}"
+    sensor, _, address = device.removeprefix("ot:").rpartition("/")
+    quoted = [v.replace("\\", "\\\\").replace("'", "\\'") for v in (sensor, address)]
+    sensor_rows = f"EPF_IotExposure_CL | where Appliance == '{quoted[0]}'"
+    query = (
+        f"let report = toscalar({sensor_rows} and SnapshotTime <= datetime({at})"
+        f" | summarize max(SnapshotTime)); {sensor_rows} and SnapshotTime == report"
+        f" and IpAddress == '{quoted[1]}'"
+    )
+    return f'epf query --db {db} "{query}"'
 
 
 def _feeds(con: Any, rows: str, params: list[Any]) -> dict[str, str | None]:

@@ -44,8 +44,10 @@ def triage(
         out(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
     scope = f" in groups {group!r}" if group else ""
+    kinds = ", ".join(f"{k} {n:,}" for k, n in report["kinds"].items())
     out(
-        f"Triage at {report['at']} (run {report['run_id']}): {report['open']:,} open (device, CVE){scope}"
+        f"Triage at {report['at']} (run {report['run_id']}): {report['open']:,} open"
+        f" (device, CVE){scope}" + (f" ({kinds})" if kinds else "")
     )
     feeds = ", ".join(f"{k} {v}" for k, v in report["feeds"].items() if v) or "none read"
     out(f"Feeds: {feeds}")

@@ -22,15 +22,26 @@ TRIAGE = Table(
     key=("DefenderTenantId", "DeviceId", "CveId"),
     columns=(
         *COMMON_COLUMNS,
-        Column("DeviceId", S, "Defender device id."),
+        Column(
+            "DeviceId",
+            S,
+            "Defender device id; for an OT device, ot:<sensor>/<address> (EPF_IotCves_CL).",
+        ),
         Column("DeviceName", S, "Device name at the triage time."),
-        Column("RbacGroupName", S, "Device group at the triage time."),
+        Column(
+            "RbacGroupName",
+            S,
+            "Device group at the triage time; for an OT device, its zone, site or sensor.",
+        ),
         Column("CveId", S, "CVE id."),
         Column("VulnerabilitySeverityLevel", S, "Defender's severity of the CVE."),
+        Column("DeviceKind", S, "IT (Defender for Endpoint) or OT (a Defender for IoT sensor)."),
         Column("CvssScore", R, "CVSS base score (the highest of the device's software rows)."),
         Column("Epss", R, "EPSS probability from the newest EPSS copy; empty if not scored."),
         Column("EpssPercentile", R, "EPSS percentile from the same copy."),
-        Column("FirstSeen", T, "When Defender first saw the CVE on the device."),
+        Column(
+            "FirstSeen", T, "When Defender (for OT, the sensor) first saw the CVE on the device."
+        ),
         Column("Exploitation", S, "SSVC Exploitation: none, poc or active."),
         Column("Automatable", S, "SSVC Automatable: no or yes."),
         Column("TechnicalImpact", S, "SSVC Technical Impact: partial or total."),

@@ -37,6 +37,7 @@ from epf_emulator.common.clock import CLOCK_EARLIEST, TIMELINE_END
 from epf_emulator.common.responses import body_response, error_response, json_response, mde_error
 from epf_emulator.core.tenant import Tenant
 from epf_emulator.feeds.api import FeedsApi
+from epf_emulator.feeds.mirrors import OtFeedInput
 from epf_emulator.hunting.advanced import HuntingService
 from epf_emulator.hunting.graph import GraphApi
 from epf_emulator.identity.managed_identity import ManagedIdentityApi
@@ -89,6 +90,7 @@ def build_app(tenant: Tenant) -> ASGIApp:
         seed=settings.seed,
         incident_cve=lambda: (tenant.incident() or {}).get("CveId"),
         ready=tenant.wait_ready,
+        ot_cves=lambda: _ot_cves(tenant),
     ).routes()
     handlers = {HTTPException: _http_error, Exception: _unexpected}
     app = Starlette(routes=routes, exception_handlers=handlers)
@@ -136,6 +138,19 @@ def _defender_apis(tenant: Tenant) -> tuple[MdeApi, GraphApi, TvmApi, CatalogApi
         ready=tenant.wait_ready,
     )
     return mde, graph, tvm, catalog
+
+
+def _ot_cves(tenant: Tenant) -> list[OtFeedInput]:
+    """The CVEs the OT sensors list, for the feed mirrors (none without sensors)."""
+    if tenant.iot is None:
+        return []
+    return [
+        OtFeedInput(
+            c.cve_id, c.tenths, c.attack_vector, c.description, d.record.get("vendor") or ""
+        )
+        for d in tenant.iot.model.all_devices()
+        for c in d.cves
+    ]
 
 
 def _control_routes(tenant: Tenant) -> list[Route]:

@@ -213,6 +213,19 @@ class Emulator:
         iot = self._running_tenant().iot
         return set(iot.model.passwords.issued) if iot is not None else set()
 
+    def iot_open_cves(self) -> set[tuple[str, str, str]]:
+        """(sensor name, device address, CVE id) of every CVE the sensors list now."""
+        tenant = self._running_tenant()
+        if tenant.iot is None:
+            return set()
+        now_ms = tenant.clock.now_us() // 1000
+        return {
+            (sensor.name, device.ips[0], cve.cve_id)
+            for sensor in tenant.iot.sensors
+            for device in sensor.alive_devices(now_ms)
+            for cve in device.cves
+        }
+
     def iot_changes_after(
         self, after_ms: int, sensors: Collection[int] | None = None
     ) -> dict[str, int]:

@@ -6,7 +6,8 @@
   up to today (a later day is 404: it is not published yet)
 - ``GET /feeds/vulnrichment/archive/refs/heads/develop.zip``: the repository's archive
 
-Each document is built once per emulated day (the clock moves by whole hours).
+Each document is built once per emulated day (the clock moves by whole hours), from the CVE
+catalogue and the CVEs the OT sensors list.
 Imports ``feeds.mirrors``, ``feeds.paths``, ``common`` and ``world.database``.
 """
 
@@ -22,7 +23,15 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from epf_emulator.common.clock import EmulatedClock, epoch_us
-from epf_emulator.feeds.mirrors import FeedCve, epss_csv, feed_cves, kev_document, vulnrichment_zip
+from epf_emulator.feeds.mirrors import (
+    FeedCve,
+    OtFeedInput,
+    epss_csv,
+    feed_cves,
+    kev_document,
+    ot_feed_cves,
+    vulnrichment_zip,
+)
 from epf_emulator.feeds.paths import FEED_PATHS
 from epf_emulator.world.database import Store
 
@@ -38,12 +47,14 @@ class FeedsApi:
         seed: int,
         incident_cve: Callable[[], str | None],
         ready: Callable[[], None],
+        ot_cves: Callable[[], list[OtFeedInput]] = list,
     ) -> None:
         self._store = store
         self._clock = clock
         self._seed = seed
         self._incident_cve = incident_cve
         self._ready = ready
+        self._ot_cves = ot_cves
         self._lock = threading.Lock()
         self._cves: list[FeedCve] | None = None
         self._built: dict[tuple[str, str], bytes] = {}
@@ -98,7 +109,10 @@ class FeedsApi:
             key = (feed, when)
             if key not in self._built:
                 if self._cves is None:
-                    self._cves = feed_cves(self._store)
+                    catalogue = feed_cves(self._store)
+                    known = {c.id for c in catalogue}
+                    ot = ot_feed_cves(self._ot_cves(), known, self._seed)
+                    self._cves = catalogue + ot
                 # One copy per feed: an earlier day's is not asked for again.
                 self._built = {k: v for k, v in self._built.items() if k[0] != feed}
                 self._built[key] = build(self._cves)

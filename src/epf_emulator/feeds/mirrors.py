@@ -7,6 +7,9 @@ Vulnrichment records, each as of the emulated day and in the published format.
   them (and the incident's) with ``forensicTriage: "Yes"`` (BOD 26-04), the rest ``"No"``.
 - EPSS: every CVE published by then, its catalogue EPSS moved up to 30% either way each day
   (scores move fast), percentiles ranked over the day's file; model ``v2025.03.14``.
+- OT CVEs: the CVEs the OT sensors list join the catalogue the mirrors draw from
+  (``ot_feed_cves``), a tenth of them with a verified exploit, so KEV, EPSS and Vulnrichment
+  meet OT devices too.
 - Vulnrichment: about 70% of the CVEs published two days or more before, with CISA
   Coordinator 2.0.3 options: exploitation as the exploit facts say, except some KEV CVEs left
   at ``none`` (Vulnrichment has had KEV CVEs marked so): the incident's, every third KEV CVE
@@ -30,7 +33,16 @@ import orjson
 
 from epf_emulator.world.database import Store
 
-__all__ = ["EPSS_MODEL", "FeedCve", "epss_csv", "feed_cves", "kev_document", "vulnrichment_zip"]
+__all__ = [
+    "EPSS_MODEL",
+    "FeedCve",
+    "OtFeedInput",
+    "epss_csv",
+    "feed_cves",
+    "kev_document",
+    "ot_feed_cves",
+    "vulnrichment_zip",
+]
 
 EPSS_MODEL = "v2025.03.14"
 _DAY_US = 86_400_000_000
@@ -62,6 +74,61 @@ def feed_cves(store: Store) -> list[FeedCve]:
     finally:
         cursor.close()
     return [FeedCve(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class OtFeedInput:
+    """A CVE an OT sensor lists, as the mirrors need it."""
+
+    id: str
+    tenths: int  # the CVSS score times ten
+    attack_vector: str  # NETWORK, ADJACENT_NETWORK, LOCAL or PHYSICAL
+    description: str
+    vendor: str
+
+
+_AV = {"NETWORK": "N", "ADJACENT_NETWORK": "A", "LOCAL": "L", "PHYSICAL": "P"}
+
+
+def ot_feed_cves(listed: list[OtFeedInput], known: set[str], seed: int) -> list[FeedCve]:
+    """The OT sensors' CVEs (the first listing of each id, ids in ``known`` left out) as
+    catalogue CVEs: published in the year the id names, a CVSS vector that agrees with the
+    sensor's attack vector and score, a tenth with a verified exploit within 200 days."""
+    found: dict[str, FeedCve] = {}
+    for cve in listed:
+        if cve.id in known or cve.id in found:
+            continue
+        year = int(cve.id.split("-")[1])
+        pub = datetime(year, 1, 1, tzinfo=UTC) + timedelta(
+            days=int(_unit(seed, "ot-pub", cve.id) * 330)
+        )
+        pub_us = int(pub.timestamp() * 1e6)
+        high = cve.tenths >= 70
+        privileges = "N" if cve.tenths >= 80 or _unit(seed, "ot-pr", cve.id) < 0.5 else "L"
+        interaction = "N" if _unit(seed, "ot-ui", cve.id) < 0.7 else "R"
+        impact = "H" if high else "L"
+        vector = (
+            f"CVSS:3.1/AV:{_AV.get(cve.attack_vector, 'N')}/AC:L/PR:{privileges}"
+            f"/UI:{interaction}/S:U/C:{impact}/I:{impact}/A:H"
+        )
+        exploited = _unit(seed, "ot-exploit", cve.id) < 0.1
+        found[cve.id] = FeedCve(
+            id=cve.id,
+            vendor=cve.vendor,
+            product="firmware",
+            description=cve.description,
+            vector=vector,
+            pub_us=pub_us,
+            level="ExploitIsVerified" if exploited else "NoExploit",
+            exploit_us=(
+                pub_us + int(_unit(seed, "ot-exploit-at", cve.id) * 200) * _DAY_US
+                if exploited
+                else None
+            ),
+            epss=round(0.0005 + _unit(seed, "ot-epss", cve.id) * (0.6 if exploited else 0.05), 5),
+            fleet=True,
+        )
+    return list(found.values())
 
 
 def _unit(seed: int, *parts: object) -> float:
