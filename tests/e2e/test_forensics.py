@@ -27,7 +27,10 @@ import pytest
 from endpoint_forensics.analytics.forensics import device_posture, fleet_posture
 from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.analytics.report import as_html
-from endpoint_forensics.analytics.triage_inputs import open_vulnerabilities_sql
+from endpoint_forensics.analytics.triage_inputs import (
+    open_device_cves_sql,
+    open_vulnerabilities_sql,
+)
 from endpoint_forensics.config import Settings, load_settings
 from endpoint_forensics.pipeline.run import run_sync
 from endpoint_forensics.sinks.duckdb import DuckDBSink
@@ -293,7 +296,8 @@ def test_the_narrow_open_vulnerabilities_are_the_state_functions_rows(
             for f in ("EPF_OpenVulnerabilitiesAt", "EPF_VulnerabilitiesAt")
         )
         assert narrow == wide and wide, (mode, when)
-        # Triage's own SQL for the same state (a window, not duckdb-kql's arg_max) agrees too.
+        # Triage's own SQL for the same state (not duckdb-kql's arg_max) agrees too, and so do
+        # the (device, CVE) pairs triage starts from.
         fast = sorted(
             store.run_query(
                 db, f"SELECT {columns} FROM ({open_vulnerabilities_sql(at)})", sql=True
@@ -301,3 +305,18 @@ def test_the_narrow_open_vulnerabilities_are_the_state_functions_rows(
             key=repr,
         )
         assert fast == narrow, (mode, when)
+        assert _device_cves(db, open_device_cves_sql(at), sql=True) == _device_cves(
+            db, f"EPF_OpenDeviceCvesAt(datetime({when}))"
+        ), (mode, when)
+
+
+def _device_cves(db: Path, query: str, *, sql: bool = False) -> list[tuple[Any, ...]]:
+    """The pairs, the software as a sorted list (a set has no order)."""
+    result = store.run_query(db, query, sql=sql, functions=None if sql else registry())
+    rows = []
+    for record in result.records():
+        software = record.pop("Software")
+        software = orjson.loads(software) if isinstance(software, str) else software
+        rows.append((*sorted(record.items()), sorted(software or [])))
+    assert rows
+    return sorted(rows, key=repr)

@@ -71,41 +71,70 @@ def _sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _coordinator() -> str:
-    table = ssvc.COORDINATOR
-    rows = [
-        (*(_ours(v) for v in combination), ssvc.display(table, table.decide(*combination)))
-        for combination in table.combinations()
-    ]
-    return _values(rows, "c", ("e", "a", "ti", "mwi", "decision"))
+# The inputs' values in the order that numbers them: a CVE's part of a decision (Exploitation,
+# Automatable, Technical Impact, in KEV) is one of 24 codes, a device's (Mission and
+# Well-being, publicly exposed) one of 6; each row looks its decisions up by the pair.
+_EXPLOITATION = ("none", "poc", "active")
+_AUTOMATABLE = ("no", "yes")
+_IMPACT = ("partial", "total")
+_MISSION = ("low", "medium", "high")
+_BOOL = (False, True)
+_CVE_PARTS = [(e, a, ti, kev) for e in _EXPLOITATION for a in _AUTOMATABLE for ti in _IMPACT for kev in _BOOL]  # fmt: skip
+_DEVICE_PARTS = [(mwi, exposed) for mwi in _MISSION for exposed in _BOOL]
 
 
-def _bod() -> str:
-    table = ssvc.BOD_2604
+def _code(columns: tuple[str, ...], domains: tuple[tuple[Any, ...], ...]) -> str:
+    """SQL for the number of the columns' values among ``domains`` (in the order of the
+    nested loops above); NULL for a value outside them, which then matches no decision."""
+    code, weight = [], 1
+    for column, domain in reversed(list(zip(columns, domains, strict=True))):
+        whens = " ".join(
+            f"WHEN {column} THEN {i}" if value is True else
+            f"WHEN NOT {column} THEN {i}" if value is False else
+            f"WHEN {column} = {_sql_literal(value)} THEN {i}"
+            for i, value in enumerate(domain)
+        )  # fmt: skip
+        code.append(f"(CASE {whens} END) * {weight}")
+        weight *= len(domain)
+    return " + ".join(reversed(code))
+
+
+def _lookup(table: ssvc.DecisionTable) -> dict[tuple[str, ...], str]:
+    return {tuple(_ours(v) for v in c): table.decide(*c) for c in table.combinations()}
+
+
+def _decisions() -> str:
+    """Every decision for every (CVE part, device part), each a lookup in the vendored
+    tables: the CISA Coordinator decision, the BOD 26-04 outcome with its days and forensic
+    flag, the Deployer priority; keyed by CVE code * 6 + device code."""
+    coordinator = _lookup(ssvc.COORDINATOR)
+    bod = _lookup(ssvc.BOD_2604)
+    deployer = _lookup(ssvc.DEPLOYER)
+    yes_no = {True: "yes", False: "no"}
     rows = []
-    for kev, exposed, automatable, impact in table.combinations():
-        outcome = table.decide(kev, exposed, automatable, impact)
-        rows.append(
-            (
-                kev == "yes",
-                exposed == "yes",
-                automatable,
-                impact,
-                outcome,
-                ssvc.bod_due_days(outcome),
-                ssvc.is_forensic(outcome),
+    for c, (e, a, ti, kev) in enumerate(_CVE_PARTS):
+        for d, (mwi, exposed) in enumerate(_DEVICE_PARTS):
+            outcome = bod[(yes_no[kev], yes_no[exposed], a, ti)]
+            rows.append(
+                (
+                    c * len(_DEVICE_PARTS) + d,
+                    ssvc.display(ssvc.COORDINATOR, coordinator[(e, a, ti, mwi)]),
+                    outcome,
+                    ssvc.bod_due_days(outcome),
+                    ssvc.is_forensic(outcome),
+                    ssvc.display(
+                        ssvc.DEPLOYER, deployer[(e, "open" if exposed else "controlled", a, mwi)]
+                    ),
+                )
             )
-        )
-    return _values(rows, "b", ("kev", "exposed", "a", "ti", "outcome", "days", "forensic"))
+    return _values(rows, "x", ("key", "decision", "outcome", "days", "forensic", "priority"))
 
 
-def _deployer() -> str:
-    table = ssvc.DEPLOYER
-    rows = [
-        (*(_ours(v) for v in combination), ssvc.display(table, table.decide(*combination)))
-        for combination in table.combinations()
-    ]
-    return _values(rows, "d", ("e", "exposure", "a", "hi", "priority"))
+_CVE_CODE = _code(
+    ("Exploitation", "Automatable", "TechnicalImpact", "InKev"),
+    (_EXPLOITATION, _AUTOMATABLE, _IMPACT, _BOOL),
+)
+_DEVICE_CODE = _code(("MissionWellbeing", "PubliclyExposed"), (_MISSION, _BOOL))
 
 
 def _matches(rule: DeviceRule, params: list[Any]) -> str:
@@ -149,8 +178,10 @@ def triage_sql(inputs: str, config: TriageConfig, at: datetime) -> tuple[str, li
     at_sql = f"TIMESTAMPTZ '{at.astimezone(UTC).isoformat()}'"
     versions = _sql_literal(orjson.dumps(ssvc.model_versions(short=True)).decode())
     # The CVE's own inputs are decided once per (CVE, Defender exploit level, device kind,
-    # sensor attack vector), the device's once per device, each with its reason as JSON text; the rows only join them: at 3M rows
-    # a regular expression or a JSON object per row costs more than the rest of triage.
+    # sensor attack vector), the device's once per device, each part with its reasons as JSON
+    # text and its code; the rows only join them, and their decisions by the two codes: at
+    # 3M rows a regular expression, a JSON object or a join key per input per row costs more
+    # than the rest of triage.
     sql = f"""
 WITH inputs AS ({inputs}),
 cve_facts AS (
@@ -194,13 +225,13 @@ cve_values AS (
     FROM cve_vectors
 ),
 cves AS (
-    SELECT CveId, _level, DeviceKind, _sensor_av, InKev, KevDateAdded, KevForensicTriage, Epss, EpssPercentile,
-        Exploitation, Automatable, TechnicalImpact,
-        CAST({exploitation_reason()} AS VARCHAR) AS _r_exploitation,
-        CAST({automatable_reason()} AS VARCHAR) AS _r_automatable,
-        CAST({impact_reason()} AS VARCHAR) AS _r_impact,
-        CAST({kev_reason()} AS VARCHAR) AS _r_kev,
-        CAST({epss_reason()} AS VARCHAR) AS _r_epss
+    SELECT CveId, _level, DeviceKind, _sensor_av, InKev, KevDateAdded, KevForensicTriage, Epss,
+        EpssPercentile, Exploitation, Automatable, TechnicalImpact, {_CVE_CODE} AS _code,
+        '"Exploitation":' || CAST({exploitation_reason()} AS VARCHAR)
+            || ',"Automatable":' || CAST({automatable_reason()} AS VARCHAR)
+            || ',"TechnicalImpact":' || CAST({impact_reason()} AS VARCHAR)
+            || ',"InKev":' || CAST({kev_reason()} AS VARCHAR)
+            || ',"Epss":' || CAST({epss_reason()} AS VARCHAR) AS _reasons
     FROM cve_values
 ),
 device_facts AS (
@@ -220,9 +251,10 @@ device_values AS (
 ),
 devices AS (
     SELECT DefenderTenantId, DeviceId, DeviceKind, DeviceName, RbacGroupName, MissionWellbeing,
-        PubliclyExposed,
-        CAST({reason("MissionWellbeing", "'config'", "_mission_why")} AS VARCHAR) AS _r_mission,
-        CAST({exposed_reason()} AS VARCHAR) AS _r_exposed
+        PubliclyExposed, {_DEVICE_CODE} AS _code,
+        '"MissionWellbeing":'
+            || CAST({reason("MissionWellbeing", "'config'", "_mission_why")} AS VARCHAR)
+            || ',"PubliclyExposed":' || CAST({exposed_reason()} AS VARCHAR) AS _reasons
     FROM device_values
 ),
 decided AS (
@@ -230,26 +262,17 @@ decided AS (
         i.VulnerabilitySeverityLevel, i.CvssScore, c.Epss, c.EpssPercentile, i.FirstSeen,
         c.Exploitation, c.Automatable, c.TechnicalImpact, d.MissionWellbeing,
         d.PubliclyExposed, c.InKev, c.KevForensicTriage,
-        c_decision AS Decision, b_outcome AS Bod2604Outcome, b_days AS _days,
-        b_forensic AS ForensicInvestigation, d_priority AS DeployerPriority,
+        x_decision AS Decision, x_outcome AS Bod2604Outcome, x_days AS _days,
+        x_forensic AS ForensicInvestigation, x_priority AS DeployerPriority,
         CASE WHEN c.InKev AND c.KevDateAdded > coalesce(i.FirstSeen, c.KevDateAdded)
              THEN c.KevDateAdded ELSE coalesce(i.FirstSeen, {at_sql}) END AS ClockStart,
-        '{{"Exploitation":' || c._r_exploitation || ',"Automatable":' || c._r_automatable
-            || ',"TechnicalImpact":' || c._r_impact || ',"MissionWellbeing":' || d._r_mission
-            || ',"PubliclyExposed":' || d._r_exposed || ',"InKev":' || c._r_kev
-            || ',"Epss":' || c._r_epss || '}}' AS Reasons
+        '{{' || c._reasons || ',' || d._reasons || '}}' AS Reasons
     FROM inputs i
     JOIN cves c ON c.CveId = i.CveId AND c._level = coalesce(i.ExploitabilityLevel, '')
         AND c.DeviceKind = i.DeviceKind AND c._sensor_av = coalesce(i.AttackVector, '')
     JOIN devices d ON d.DefenderTenantId IS NOT DISTINCT FROM i.DefenderTenantId
         AND d.DeviceId = i.DeviceId
-    JOIN {_coordinator()} ON c_e = c.Exploitation AND c_a = c.Automatable
-        AND c_ti = c.TechnicalImpact AND c_mwi = d.MissionWellbeing
-    JOIN {_bod()} ON b_kev = c.InKev AND b_exposed = d.PubliclyExposed
-        AND b_a = c.Automatable AND b_ti = c.TechnicalImpact
-    JOIN {_deployer()} ON d_e = c.Exploitation
-        AND d_exposure = CASE WHEN d.PubliclyExposed THEN 'open' ELSE 'controlled' END
-        AND d_a = c.Automatable AND d_hi = d.MissionWellbeing
+    JOIN {_decisions()} ON x_key = c._code * {len(_DEVICE_PARTS)} + d._code
 )
 SELECT DefenderTenantId, DeviceId, DeviceKind, DeviceName, RbacGroupName, CveId,
     VulnerabilitySeverityLevel,

@@ -1,7 +1,7 @@
 """The inputs of triage in the local workspace: ``EPF_TriageInputs(at)`` translated to SQL,
-with the open vulnerabilities it starts from computed by ``open_vulnerabilities_sql`` (a
-window over the rows) in place of ``EPF_OpenVulnerabilitiesAt``'s translation, which over a
-fleet's millions of records costs four times as much. Sentinel runs the shipped KQL as it is.
+with the open (device, CVE) pairs it starts from computed by ``open_device_cves_sql`` in place
+of ``EPF_OpenDeviceCvesAt``'s translation, which over a fleet's millions of records costs
+several times as much. Sentinel runs the shipped KQL as it is.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ from typing import Any
 from endpoint_forensics.analytics.functions import definitions
 from endpoint_forensics.workspace import store
 
-__all__ = ["inputs_sql", "open_vulnerabilities_sql"]
+__all__ = ["inputs_sql", "open_device_cves_sql", "open_vulnerabilities_sql"]
 
 
 def open_vulnerabilities_sql(at: datetime) -> str:
-    """``EPF_OpenVulnerabilitiesAt(at)`` in DuckDB SQL, the newest row of each record by a
-    window rather than by duckdb-kql's ``arg_max`` of each column wrapped for KQL's nulls
-    (four times the time over a fleet's millions of records). Tests check the two agree, in
-    both history modes and between syncs."""
+    """``EPF_OpenVulnerabilitiesAt(at)`` in DuckDB SQL. The newest full snapshot has one row
+    per record; only the records written after it (changes, usually few) need the newest of
+    their rows, by a window over those alone, where duckdb-kql's ``arg_max`` of each column
+    (wrapped for KQL's nulls) or one window over the whole snapshot sorts millions of rows.
+    Tests check it agrees with the shipped function, in both history modes and between syncs."""
     when = f"TIMESTAMPTZ '{at.astimezone(UTC).isoformat()}'"
     window = f"SnapshotTime <= {when} AND SnapshotTime > {when} - INTERVAL 31 DAY"
     same = "t.DefenderTenantId IS NOT DISTINCT FROM f.DefenderTenantId"
+    full = "HistoryKind IN ('', 'Snapshot', 'Baseline')"
     columns = (
         "DeviceId, DeviceName, RecordId, CveId, SoftwareName, SoftwareVersion,"
         " VulnerabilitySeverityLevel, CvssScore, ExploitabilityLevel, FirstSeenTimestamp"
@@ -31,51 +33,80 @@ def open_vulnerabilities_sql(at: datetime) -> str:
     return f"""
 WITH full_snapshot AS (
     SELECT DefenderTenantId, max(SnapshotTime) AS NewestFull FROM "EPF_Vulnerabilities_CL"
-    WHERE {window} AND HistoryKind IN ('', 'Snapshot', 'Baseline') GROUP BY DefenderTenantId
+    WHERE {window} AND {full} GROUP BY DefenderTenantId
 ),
 newest AS (
     SELECT t.DefenderTenantId, max(t.SnapshotTime) AS NewestSnapshot
     FROM "EPF_Vulnerabilities_CL" t JOIN full_snapshot f ON {same}
     WHERE t.{window} GROUP BY t.DefenderTenantId
 ),
-events AS (
+later AS (
     SELECT t.DefenderTenantId, {columns}, t.SnapshotTime AS EventTimestamp,
         CASE WHEN t.HistoryKind = 'Removed' THEN 'Fixed' ELSE 'Snapshot' END AS Status
     FROM "EPF_Vulnerabilities_CL" t JOIN full_snapshot f ON {same}
     WHERE t.{window} AND t.SnapshotTime >= f.NewestFull
+        AND NOT (t.SnapshotTime = f.NewestFull AND t.{full})
     UNION ALL
     SELECT t.DefenderTenantId, {columns}, t.EventTimestamp, t.Status
     FROM "EPF_VulnerabilityChanges_CL" t JOIN newest f ON {same}
     WHERE t.EventTimestamp <= {when} AND t.EventTimestamp > {when} - INTERVAL 31 DAY
         AND t.EventTimestamp > f.NewestSnapshot
 ),
-newest_row AS (
-    SELECT * FROM events
+later_newest AS (
+    SELECT * FROM later
     QUALIFY row_number() OVER (
         PARTITION BY DefenderTenantId, DeviceId, RecordId ORDER BY EventTimestamp DESC) = 1
+),
+snapshot AS (
+    SELECT t.DefenderTenantId, {columns}
+    FROM "EPF_Vulnerabilities_CL" t JOIN full_snapshot f ON {same}
+        AND t.SnapshotTime = f.NewestFull
+    WHERE t.{full}
 )
-SELECT DefenderTenantId, {columns} FROM newest_row WHERE coalesce(Status, '') <> 'Fixed'
+SELECT s.* FROM snapshot s ANTI JOIN later_newest l
+    ON l.DefenderTenantId IS NOT DISTINCT FROM s.DefenderTenantId AND l.DeviceId = s.DeviceId
+    AND l.RecordId = s.RecordId
+UNION ALL
+SELECT DefenderTenantId, {columns} FROM later_newest WHERE coalesce(Status, '') <> 'Fixed'
 """
 
 
-#: The view that stands for EPF_OpenVulnerabilitiesAt in the local translation of
-#: EPF_TriageInputs (see ``open_vulnerabilities_sql``).
-_OPEN_VIEW = "_EpfOpenVulnerabilities"
+def open_device_cves_sql(at: datetime) -> str:
+    """``EPF_OpenDeviceCvesAt(at)`` in DuckDB SQL over ``open_vulnerabilities_sql``: plain
+    aggregates where duckdb-kql's ``make_set`` parses every software name as JSON and wraps
+    each ``arg_max`` for KQL's nulls. Tests check it agrees with the shipped function."""
+    return f"""
+SELECT DefenderTenantId, DeviceId, CveId, max(CvssScore) AS CvssScore,
+    coalesce(arg_max({{'v': VulnerabilitySeverityLevel}}, CvssScore),
+        any_value({{'v': VulnerabilitySeverityLevel}}))['v'] AS VulnerabilitySeverityLevel,
+    coalesce(arg_max({{'v': ExploitabilityLevel}}, CvssScore),
+        any_value({{'v': ExploitabilityLevel}}))['v'] AS ExploitabilityLevel,
+    min(FirstSeenTimestamp) AS FirstSeen,
+    to_json(coalesce(list_distinct(list(SoftwareName)), [])) AS Software
+FROM ({open_vulnerabilities_sql(at)})
+WHERE coalesce(CveId, '') <> ''
+GROUP BY DefenderTenantId, DeviceId, CveId
+"""
+
+
+#: The view that stands for EPF_OpenDeviceCvesAt in the local translation of EPF_TriageInputs
+#: (see ``open_device_cves_sql``).
+_OPEN_VIEW = "_EpfOpenDeviceCves"
 _OPEN_COLUMNS = [
-    "DefenderTenantId", "DeviceId", "DeviceName", "RecordId", "CveId", "SoftwareName",
-    "SoftwareVersion", "VulnerabilitySeverityLevel", "CvssScore", "ExploitabilityLevel",
-    "FirstSeenTimestamp",
+    "DefenderTenantId", "DeviceId", "CveId", "CvssScore", "VulnerabilitySeverityLevel",
+    "ExploitabilityLevel", "FirstSeen", "Software",
 ]  # fmt: skip
+_OVERRIDDEN = "EPF_OpenDeviceCvesAt"
 
 
 @cache
 def _local_registry() -> Any:
-    """The shipped functions, EPF_OpenVulnerabilitiesAt reading the view instead."""
+    """The shipped functions, EPF_OpenDeviceCvesAt reading the view instead."""
     from duckdb_kql.stored_functions import parse_functions
 
     texts = [
-        f"function EPF_OpenVulnerabilitiesAt(at:datetime) {{ {_OPEN_VIEW} }}"
-        if d.startswith("function EPF_OpenVulnerabilitiesAt(")
+        f"function {_OVERRIDDEN}(at:datetime) {{ {_OPEN_VIEW} }}"
+        if d.startswith(f"function {_OVERRIDDEN}(")
         else d
         for d in definitions()
     ]
@@ -88,7 +119,7 @@ def inputs_sql(con: Any, at: datetime) -> str:
     a scheduled collector triages every run)."""
     import duckdb_kql
 
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {_OPEN_VIEW} AS {open_vulnerabilities_sql(at)}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {_OPEN_VIEW} AS {open_device_cves_sql(at)}")
     schema = {**store.table_columns(con), _OPEN_VIEW: _OPEN_COLUMNS}
     key = hash(tuple(sorted((t, tuple(c)) for t, c in schema.items())))
     if key not in _TRANSLATED:
