@@ -116,7 +116,7 @@ def _build(db: Path, devices: int, per_device: int, cves: int, seed: int) -> int
         "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:H/A:H",
         "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N",
     ]
-    cve_i = f"'CVE-2026-' || (100000 + i)"
+    cve_i = "'CVE-2026-' || (100000 + i)"
     con.execute(
         f"INSERT INTO EPF_CveCatalog_CL BY NAME SELECT {common}, {cve_i} AS CveId,"
         f" {vectors}[1 + (i % 4)] AS CvssVector FROM range({cves}) r(i)"

@@ -57,3 +57,35 @@ def check_triage_rows(rows: list[dict[str, Any]]) -> None:
         for name in INPUTS:
             assert given[name]["value"] == row[name], (name, row)
             assert given[name]["source"] and given[name]["why"], (name, row)
+
+
+#: The columns a triage row takes from its inputs as they are.
+_FROM_INPUTS = (
+    "DeviceKind", "DeviceName", "RbacGroupName", "VulnerabilitySeverityLevel", "CvssScore",
+    "FirstSeen", "InKev", "KevForensicTriage", "Epss", "EpssPercentile",
+)  # fmt: skip
+
+
+def check_inputs_agree(db: Path, rows: list[dict[str, Any]]) -> None:
+    """Triage computes its inputs from parts, locally; the shipped ``EPF_TriageInputs`` (as
+    Sentinel runs it) must give each row the same inputs, and each row's reasons the same
+    feed copies."""
+    from endpoint_forensics.analytics.functions import registry
+    from endpoint_forensics.workspace import store
+
+    at = rows[0]["SnapshotTime"]
+    inputs = {
+        (r["DeviceId"], r["CveId"]): r
+        for r in store.run_query(
+            db, f"EPF_TriageInputs(datetime({at}))", functions=registry()
+        ).records()
+    }
+    assert set(inputs) == {(r["DeviceId"], r["CveId"]) for r in rows}
+    for row in rows:
+        given = inputs[(row["DeviceId"], row["CveId"])]
+        assert {c: row[c] for c in _FROM_INPUTS} == {c: given[c] for c in _FROM_INPUTS}, row
+        if given["IsInternetFacing"]:
+            assert row["PubliclyExposed"] is True, row
+        why = reasons(row)
+        assert why["InKev"].get("version") == given["KevCopy"], row
+        assert why["Epss"].get("version") == given["EpssCopy"], row

@@ -19,7 +19,7 @@ from endpoint_forensics.triage import ssvc
 from endpoint_forensics.workspace import store
 from epf_emulator import Emulator, EmulatorSettings
 
-from ..triage_check import check_triage_rows
+from ..triage_check import check_inputs_agree, check_triage_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +70,11 @@ def test_every_decision_is_the_vendored_tables_applied_to_the_rows_own_inputs(tr
     # Every outcome of both tables is reached by this fleet, not one corner of them.
     assert {r["Decision"] for r in rows} == {"Track", "Track*", "Attend", "Act"}
     assert len({r["Bod2604Outcome"] for r in rows}) >= 4
+
+
+def test_the_local_parts_give_each_row_the_shipped_functions_inputs(triaged):
+    db, rows = triaged
+    check_inputs_agree(db, rows)
 
 
 def test_no_kev_cve_is_left_unexploited_whatever_vulnrichment_says(triaged):

@@ -20,7 +20,7 @@ from endpoint_forensics.sinks.duckdb import DuckDBSink
 from endpoint_forensics.workspace import store
 from epf_emulator import Emulator, EmulatorSettings
 
-from ..triage_check import check_triage_rows
+from ..triage_check import check_inputs_agree, check_triage_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +84,11 @@ def test_ot_decisions_are_the_vendored_tables_and_kev_prevails(triaged):
     assert all(r["Exploitation"] == "active" for r in kev)
     assert {r["Decision"] for r in ot} >= {"Act", "Track"}
     assert any(r["ForensicInvestigation"] for r in ot)
+
+
+def test_the_local_parts_give_it_and_ot_rows_the_shipped_functions_inputs(triaged):
+    db, rows, _ = triaged
+    check_inputs_agree(db, rows)
 
 
 def test_ot_exposure_is_the_sensors_internet_connections_or_a_rule(triaged):

@@ -1,10 +1,11 @@
 """Triage: each open (device, CVE) at a time T, its SSVC inputs with a reason for each, the CISA
 Coordinator decision, the BOD 26-04 outcome with its due date, and the Deployer patch priority.
 
-The inputs come from the shipped KQL function ``EPF_TriageInputs`` (the same text runs in
-Sentinel); the rules that turn them into SSVC values are the SQL below, each value with its
-source, why, and the feed version; the decisions are joins with the vendored decision tables
-(``triage.ssvc``), never branches. The rules (docs/triage.md):
+The inputs are the parts the shipped KQL function ``EPF_TriageInputs`` joins (the same text
+runs in Sentinel; ``analytics.triage_inputs``); the rules that turn them into SSVC values are
+the SQL below, each value with its source, why, and the feed version; the decisions are a
+lookup in a table built from the vendored decision tables (``triage.ssvc``), never branches.
+The rules (docs/triage.md):
 
 - Exploitation: ``active`` when the CVE is in KEV (whatever Vulnrichment says), when
   Vulnrichment says so, or when Defender knows an exploit kit; ``poc`` when Defender knows a
@@ -29,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.analytics.triage_inputs import inputs_sql
+from endpoint_forensics.analytics.triage_inputs import TriageParts, triage_parts
 from endpoint_forensics.analytics.triage_reasons import (
     automatable_reason,
     case,
@@ -153,9 +154,9 @@ def _matches(rule: DeviceRule, params: list[Any]) -> str:
     return "lower(coalesce(DeviceName, '')) GLOB ?"
 
 
-def triage_sql(inputs: str, config: TriageConfig, at: datetime) -> tuple[str, list[Any]]:
-    """The SELECT of ``EPF_Triage_CL``'s own columns from ``inputs`` (the SQL of
-    ``EPF_TriageInputs``), and its parameters."""
+def triage_sql(parts: TriageParts, config: TriageConfig, at: datetime) -> tuple[str, list[Any]]:
+    """The SELECT of ``EPF_Triage_CL``'s own columns from ``parts`` (what
+    ``EPF_TriageInputs`` joins), and its parameters."""
     mission_params: list[Any] = []
     mission_cases = [
         (_matches(rule, mission_params), rule.value, f"triage.mission {rule.described}")
@@ -183,18 +184,30 @@ def triage_sql(inputs: str, config: TriageConfig, at: datetime) -> tuple[str, li
     # 3M rows a regular expression, a JSON object or a join key per input per row costs more
     # than the rest of triage.
     sql = f"""
-WITH inputs AS ({inputs}),
+WITH pairs AS (
+    SELECT DefenderTenantId, DeviceId, CveId, VulnerabilitySeverityLevel, CvssScore,
+        coalesce(ExploitabilityLevel, '') AS _level, FirstSeen, 'IT' AS DeviceKind,
+        '' AS _sensor_av
+    FROM {parts.it_pairs}
+    UNION ALL
+    SELECT '', DeviceId, CveId, VulnerabilitySeverityLevel, CvssScore, '', FirstSeen, 'OT',
+        coalesce(AttackVector, '')
+    FROM {parts.ot_pairs}
+),
+cve_facts_all AS ({parts.cves}),
+copies AS (
+    SELECT max(KevCopy) AS KevCopy, max(EpssCopy) AS EpssCopy, max(VrCopy) AS VrCopy
+    FROM cve_facts_all
+),
 cve_facts AS (
-    SELECT CveId, coalesce(ExploitabilityLevel, '') AS _level, DeviceKind,
-        coalesce(AttackVector, '') AS _sensor_av,
-        any_value(ExploitabilityLevel) AS ExploitabilityLevel, any_value(InKev) AS InKev,
-        any_value(KevDateAdded) AS KevDateAdded, any_value(KevForensicTriage) AS KevForensicTriage,
-        any_value(KevCopy) AS KevCopy, any_value(Epss) AS Epss,
-        any_value(EpssPercentile) AS EpssPercentile, any_value(EpssCopy) AS EpssCopy,
-        any_value(VrExploitation) AS VrExploitation, any_value(VrAutomatable) AS VrAutomatable,
-        any_value(VrTechnicalImpact) AS VrTechnicalImpact, any_value(VrCopy) AS VrCopy,
-        any_value(CvssVector) AS CvssVector
-    FROM inputs GROUP BY ALL
+    SELECT k.CveId, k._level, k.DeviceKind, k._sensor_av,
+        nullif(k._level, '') AS ExploitabilityLevel, coalesce(f.InKev, FALSE) AS InKev,
+        f.KevDateAdded, f.KevForensicTriage, copies.KevCopy, f.Epss, f.EpssPercentile,
+        copies.EpssCopy, f.VrExploitation, f.VrAutomatable, f.VrTechnicalImpact, copies.VrCopy,
+        f.CvssVector
+    FROM (SELECT DISTINCT CveId, _level, DeviceKind, _sensor_av FROM pairs) k
+    LEFT JOIN cve_facts_all f ON f.CveId = k.CveId
+    CROSS JOIN copies
 ),
 cve_vectors AS (
     SELECT *,
@@ -235,11 +248,17 @@ cves AS (
     FROM cve_values
 ),
 device_facts AS (
-    SELECT DefenderTenantId, DeviceId, any_value(DeviceName) AS DeviceName,
-        any_value(RbacGroupName) AS RbacGroupName, any_value(MachineTags) AS MachineTags,
-        any_value(IsInternetFacing) AS IsInternetFacing, any_value(DeviceKind) AS DeviceKind,
-        any_value(Appliance) AS Appliance
-    FROM inputs GROUP BY DefenderTenantId, DeviceId
+    SELECT k.DefenderTenantId, k.DeviceId, f.DeviceName, f.RbacGroupName,
+        CAST(f.MachineTags AS JSON) AS MachineTags, f.IsInternetFacing, 'IT' AS DeviceKind,
+        '' AS Appliance
+    FROM (SELECT DISTINCT DefenderTenantId, DeviceId FROM pairs WHERE DeviceKind = 'IT') k
+    LEFT JOIN {parts.it_devices} f ON f.DefenderTenantId IS NOT DISTINCT FROM k.DefenderTenantId
+        AND f.DeviceId = k.DeviceId
+    UNION ALL
+    SELECT '', DeviceId, any_value(DeviceName), any_value(RbacGroupName),
+        CAST(any_value(MachineTags) AS JSON), any_value(IsInternetFacing), 'OT',
+        any_value(Appliance)
+    FROM {parts.ot_pairs} GROUP BY DeviceId
 ),
 device_values AS (
     SELECT *,
@@ -267,9 +286,9 @@ decided AS (
         CASE WHEN c.InKev AND c.KevDateAdded > coalesce(i.FirstSeen, c.KevDateAdded)
              THEN c.KevDateAdded ELSE coalesce(i.FirstSeen, {at_sql}) END AS ClockStart,
         '{{' || c._reasons || ',' || d._reasons || '}}' AS Reasons
-    FROM inputs i
-    JOIN cves c ON c.CveId = i.CveId AND c._level = coalesce(i.ExploitabilityLevel, '')
-        AND c.DeviceKind = i.DeviceKind AND c._sensor_av = coalesce(i.AttackVector, '')
+    FROM pairs i
+    JOIN cves c ON c.CveId = i.CveId AND c._level = i._level
+        AND c.DeviceKind = i.DeviceKind AND c._sensor_av = i._sensor_av
     JOIN devices d ON d.DefenderTenantId IS NOT DISTINCT FROM i.DefenderTenantId
         AND d.DeviceId = i.DeviceId
     JOIN {_decisions()} ON x_key = c._code * {len(_DEVICE_PARTS)} + d._code
@@ -289,7 +308,7 @@ def triage_query(con: Any, at: datetime, config: TriageConfig) -> tuple[str, lis
     """The SELECT of ``EPF_Triage_CL``'s rows at ``at`` over the workspace connection ``con``
     (the stamps are the caller's, DefenderTenantId comes with each row: a workspace may hold
     several tenants), and its parameters."""
-    sql, params = triage_sql(inputs_sql(con, at), config, at)
+    sql, params = triage_sql(triage_parts(con, at), config, at)
     columns = [c for c in TRIAGE.column_names if c not in _STAMPS or c == "DefenderTenantId"]
     return f"SELECT {', '.join(columns)} FROM ({sql})", params
 

@@ -1,19 +1,20 @@
-"""The inputs of triage in the local workspace: ``EPF_TriageInputs(at)`` translated to SQL,
-with the open (device, CVE) pairs it starts from computed by ``open_device_cves_sql`` in place
-of ``EPF_OpenDeviceCvesAt``'s translation, which over a fleet's millions of records costs
-several times as much. Sentinel runs the shipped KQL as it is.
+"""The inputs of triage in the local workspace, as the parts ``EPF_TriageInputs`` joins: the
+(device, CVE) pairs of Defender's devices computed by ``open_device_cves_sql`` in place of
+``EPF_OpenDeviceCvesAt``'s translation (which over a fleet's millions of records costs several
+times as much), the other parts the shipped functions translated. Sentinel runs the shipped
+KQL as it is; tests check the parts joined give its rows.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
-from endpoint_forensics.analytics.functions import definitions
+from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.workspace import store
 
-__all__ = ["inputs_sql", "open_device_cves_sql", "open_vulnerabilities_sql"]
+__all__ = ["TriageParts", "open_device_cves_sql", "open_vulnerabilities_sql", "triage_parts"]
 
 
 def open_vulnerabilities_sql(at: datetime) -> str:
@@ -89,48 +90,55 @@ GROUP BY DefenderTenantId, DeviceId, CveId
 """
 
 
-#: The view that stands for EPF_OpenDeviceCvesAt in the local translation of EPF_TriageInputs
-#: (see ``open_device_cves_sql``).
-_OPEN_VIEW = "_EpfOpenDeviceCves"
-_OPEN_COLUMNS = [
-    "DefenderTenantId", "DeviceId", "CveId", "CvssScore", "VulnerabilitySeverityLevel",
-    "ExploitabilityLevel", "FirstSeen", "Software",
-]  # fmt: skip
-_OVERRIDDEN = "EPF_OpenDeviceCvesAt"
+@dataclass(frozen=True)
+class TriageParts:
+    """What triage reads at a time, as the local workspace computes it: SQL relations of the
+    (device, CVE) pairs of Defender's devices, the OT pairs with their devices' facts (one
+    row per pair), the facts of Defender's devices and of every CVE (``EPF_TriageInputs``
+    joins the same parts row by row; triage joins them once per CVE and device)."""
+
+    it_pairs: str  # EPF_OpenDeviceCvesAt
+    ot_pairs: str  # EPF_OtOpenVulnerabilitiesAt
+    it_devices: str  # EPF_TriageDevicesAt
+    cves: str  # EPF_TriageCvesAt
 
 
-@cache
-def _local_registry() -> Any:
-    """The shipped functions, EPF_OpenDeviceCvesAt reading the view instead."""
-    from duckdb_kql.stored_functions import parse_functions
-
-    texts = [
-        f"function {_OVERRIDDEN}(at:datetime) {{ {_OPEN_VIEW} }}"
-        if d.startswith(f"function {_OVERRIDDEN}(")
-        else d
-        for d in definitions()
-    ]
-    return parse_functions(texts)
+_IT_PAIRS = "_EpfOpenDeviceCves"
+_OT_PAIRS = "_EpfOtOpenVulnerabilities"
 
 
-def inputs_sql(con: Any, at: datetime) -> str:
-    """``EPF_TriageInputs(at)`` as SQL over the view of the open vulnerabilities at ``at``;
-    translated once per workspace schema in a process (translating costs about a second, and
-    a scheduled collector triages every run)."""
+def triage_parts(con: Any, at: datetime) -> TriageParts:
+    """The parts of triage at ``at`` over the workspace connection ``con``: the Defender
+    pairs by ``open_device_cves_sql`` (a view), the OT pairs kept in a temporary table (few
+    rows, read twice), the rest the shipped functions translated by duckdb-kql, once per
+    workspace schema in a process (translating costs about a second, and a scheduled
+    collector triages every run)."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {_IT_PAIRS} AS {open_device_cves_sql(at)}")
+    ot = _translated(con, "EPF_OtOpenVulnerabilitiesAt", at)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_OT_PAIRS} AS {ot}")
+    return TriageParts(
+        it_pairs=_IT_PAIRS,
+        ot_pairs=_OT_PAIRS,
+        it_devices=f"({_translated(con, 'EPF_TriageDevicesAt', at)})",
+        cves=f"({_translated(con, 'EPF_TriageCvesAt', at)})",
+    )
+
+
+def _translated(con: Any, function: str, at: datetime) -> str:
+    """``function(at)`` in DuckDB SQL for the workspace's schema."""
     import duckdb_kql
 
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {_OPEN_VIEW} AS {open_device_cves_sql(at)}")
-    schema = {**store.table_columns(con), _OPEN_VIEW: _OPEN_COLUMNS}
-    key = hash(tuple(sorted((t, tuple(c)) for t, c in schema.items())))
+    schema = store.table_columns(con)
+    key = (function, hash(tuple(sorted((t, tuple(c)) for t, c in schema.items()))))
     if key not in _TRANSLATED:
-        text = f"EPF_TriageInputs(datetime({_PLACEHOLDER}))"
-        sql = str(duckdb_kql.to_sql(text, schema=schema, functions=_local_registry()))
+        text = f"{function}(datetime({_PLACEHOLDER}))"
+        sql = str(duckdb_kql.to_sql(text, schema=schema, functions=registry()))
         assert f"'{_PLACEHOLDER}'" in sql, "the time is a literal of the translation"
         _TRANSLATED[key] = sql
     moment = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return _TRANSLATED[key].replace(f"'{_PLACEHOLDER}'", f"'{moment}'")
 
 
-_TRANSLATED: dict[int, str] = {}
+_TRANSLATED: dict[tuple[str, int], str] = {}
 # A time no workspace holds, replaced by the triage time in the translated text.
 _PLACEHOLDER = "1901-02-03T04:05:06Z"
