@@ -188,7 +188,9 @@ def _stage(db: Path) -> int:
         base_dir=db.parent,
     )
     summary = RunSummary(run_id="bench-triage", time_generated=AT)
-    summary.outcomes.append(DatasetOutcome("t", "tenant", "vulnerabilities", "EPF_Vulnerabilities_CL"))
+    summary.outcomes.append(
+        DatasetOutcome("t", "tenant", "vulnerabilities", "EPF_Vulnerabilities_CL")
+    )
     sink = DuckDBSink(db)
     try:
         run_triage(settings, [sink], summary)
