@@ -185,13 +185,14 @@ def triage_sql(parts: TriageParts, config: TriageConfig, at: datetime) -> tuple[
     # than the rest of triage.
     sql = f"""
 WITH pairs AS (
+    -- _variant: what besides the CVE its values depend on (Defender's exploit level, or
+    -- an OT sensor's attack vector), one key for the join with the CVE part.
     SELECT DefenderTenantId, DeviceId, CveId, VulnerabilitySeverityLevel, CvssScore,
-        coalesce(ExploitabilityLevel, '') AS _level, FirstSeen, 'IT' AS DeviceKind,
-        '' AS _sensor_av
+        coalesce(ExploitabilityLevel, '') AS _variant, FirstSeen, 'IT' AS DeviceKind
     FROM {parts.it_pairs}
     UNION ALL
-    SELECT '', DeviceId, CveId, VulnerabilitySeverityLevel, CvssScore, '', FirstSeen, 'OT',
-        coalesce(AttackVector, '')
+    SELECT '', DeviceId, CveId, VulnerabilitySeverityLevel, CvssScore,
+        'OT ' || coalesce(AttackVector, ''), FirstSeen, 'OT'
     FROM {parts.ot_pairs}
 ),
 cve_facts_all AS ({parts.cves}),
@@ -200,12 +201,14 @@ copies AS (
     FROM cve_facts_all
 ),
 cve_facts AS (
-    SELECT k.CveId, k._level, k.DeviceKind, k._sensor_av,
-        nullif(k._level, '') AS ExploitabilityLevel, coalesce(f.InKev, FALSE) AS InKev,
+    SELECT k.CveId, k._variant, k.DeviceKind,
+        CASE WHEN k.DeviceKind = 'OT' THEN substr(k._variant, 4) ELSE '' END AS _sensor_av,
+        CASE WHEN k.DeviceKind = 'IT' THEN nullif(k._variant, '') END AS ExploitabilityLevel,
+        coalesce(f.InKev, FALSE) AS InKev,
         f.KevDateAdded, f.KevForensicTriage, copies.KevCopy, f.Epss, f.EpssPercentile,
         copies.EpssCopy, f.VrExploitation, f.VrAutomatable, f.VrTechnicalImpact, copies.VrCopy,
         f.CvssVector
-    FROM (SELECT DISTINCT CveId, _level, DeviceKind, _sensor_av FROM pairs) k
+    FROM (SELECT DISTINCT CveId, _variant, DeviceKind FROM pairs) k
     LEFT JOIN cve_facts_all f ON f.CveId = k.CveId
     CROSS JOIN copies
 ),
@@ -238,7 +241,7 @@ cve_values AS (
     FROM cve_vectors
 ),
 cves AS (
-    SELECT CveId, _level, DeviceKind, _sensor_av, InKev, KevDateAdded, KevForensicTriage, Epss,
+    SELECT CveId, _variant, InKev, KevDateAdded, KevForensicTriage, Epss,
         EpssPercentile, Exploitation, Automatable, TechnicalImpact, {_CVE_CODE} AS _code,
         '"Exploitation":' || CAST({exploitation_reason()} AS VARCHAR)
             || ',"Automatable":' || CAST({automatable_reason()} AS VARCHAR)
@@ -287,8 +290,7 @@ decided AS (
              THEN c.KevDateAdded ELSE coalesce(i.FirstSeen, {at_sql}) END AS ClockStart,
         '{{' || c._reasons || ',' || d._reasons || '}}' AS Reasons
     FROM pairs i
-    JOIN cves c ON c.CveId = i.CveId AND c._level = i._level
-        AND c.DeviceKind = i.DeviceKind AND c._sensor_av = i._sensor_av
+    JOIN cves c ON c.CveId = i.CveId AND c._variant = i._variant
     JOIN devices d ON d.DefenderTenantId IS NOT DISTINCT FROM i.DefenderTenantId
         AND d.DeviceId = i.DeviceId
     JOIN {_decisions()} ON x_key = c._code * {len(_DEVICE_PARTS)} + d._code

@@ -104,6 +104,8 @@ class TriageParts:
 
 
 _IT_PAIRS = "_EpfOpenDeviceCves"
+# The shipped functions translated for the parts (EPF_OpenDeviceCvesAt is hand-written SQL).
+_PARTS = ("EPF_OtOpenVulnerabilitiesAt", "EPF_TriageDevicesAt", "EPF_TriageCvesAt")
 _OT_PAIRS = "_EpfOtOpenVulnerabilities"
 
 
@@ -132,7 +134,7 @@ def _translated(con: Any, function: str, at: datetime) -> str:
     key = (function, hash(tuple(sorted((t, tuple(c)) for t, c in schema.items()))))
     if key not in _TRANSLATED:
         text = f"{function}(datetime({_PLACEHOLDER}))"
-        sql = str(duckdb_kql.to_sql(text, schema=schema, functions=registry()))
+        sql = str(duckdb_kql.to_sql(text, schema=schema, functions=registry(*_PARTS)))
         assert f"'{_PLACEHOLDER}'" in sql, "the time is a literal of the translation"
         _TRANSLATED[key] = sql
     moment = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
