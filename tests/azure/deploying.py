@@ -20,7 +20,7 @@ from epf_emulator import Emulator
 
 TABLE_TYPE = "Microsoft.OperationalInsights/workspaces/tables"
 SAVED_SEARCH_TYPE = "Microsoft.OperationalInsights/workspaces/savedSearches"
-_NAME = re.compile(r"\[concat\(parameters\('workspaceName'\), '/(\w+)'\)\]")
+_NAME = re.compile(r"\[concat\(parameters\('workspaceName'\), '/([\w-]+)'\)\]")
 _PARAMETER = re.compile(r"\[parameters\('(\w+)'\)\]")
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from endpoint_forensics.analytics.functions import functions
+from endpoint_forensics.analytics.hunting import hunting_queries
 from endpoint_forensics.azure import build_arm_template
 from epf_emulator import Emulator, EmulatorSettings
 from epf_emulator.azure.workspace import workspace_resource_id
@@ -74,3 +75,34 @@ def test_functions_before_their_tables_and_auxiliary_under_an_old_version_are_re
     old = deploy_tables(client, emu, WORKSPACE, template, token)
     assert old["EPF_IotEvents_CL"].status_code == 400
     assert "Auxiliary" in old["EPF_IotEvents_CL"].json()["error"]["message"]
+
+
+def test_the_content_template_deploys_every_hunting_query_to_the_hunting_blade(workspace) -> None:
+    emu, client, token = workspace
+    template = build_arm_template(hunting=True)
+    assert not _statuses(deploy_tables(client, emu, WORKSPACE, template, token))
+    assert not _statuses(deploy_saved_searches(client, emu, WORKSPACE, template, token))
+    listed = client.get(
+        f"{emu.base_url}{WORKSPACE}/savedSearches",
+        params={"api-version": "2020-08-01"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert listed.status_code == 200, listed.text
+    hunting = {
+        s["properties"]["displayName"]: s["properties"]
+        for s in listed.json()["value"]
+        if s["properties"]["category"] == "Hunting Queries"
+    }
+    shipped = {q.name: q for q in hunting_queries().values()}
+    assert set(hunting) == set(shipped)
+    for name, props in hunting.items():
+        assert props["query"] == shipped[name].query
+        tags = {t["name"]: t["value"] for t in props["tags"]}
+        assert tags["tactics"] == ",".join(shipped[name].tactics)
+        assert tags["techniques"] == ",".join(shipped[name].techniques)
+        assert "functionAlias" not in props
+
+
+def test_a_hunting_query_over_a_basic_table_is_refused() -> None:
+    with pytest.raises(ValueError, match="EPF_Runs_CL: plan Basic cannot serve the hunting query"):
+        build_arm_template(hunting=True, plans={"EPF_Runs_CL": "Basic"})

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.analytics.functions import KqlFunction, functions
+from endpoint_forensics.analytics.hunting import hunting_queries
 from endpoint_forensics.azure.arm_dcrs import (
     DCR_API_VERSION,
     DEPLOYMENTS_API_VERSION,
@@ -28,6 +29,7 @@ from endpoint_forensics.azure.arm_dcrs import (
 )
 from endpoint_forensics.azure.arm_functions import (
     function_resources,
+    hunting_resources,
     plan_conflict,
     table_resource_id,
 )
@@ -290,6 +292,7 @@ def build_arm_template(
     tables: Iterable[Table] | None = None,
     plans: Mapping[str, str] | None = None,
     kql_functions: Iterable[KqlFunction] | None = None,
+    hunting: bool = False,
     extra_resources: Sequence[ArmObject] = (),
     retention_days: int = 90,
     total_retention_days: int = 365,
@@ -301,8 +304,9 @@ def build_arm_template(
     the registry. ``plans`` maps a table to Analytics, Basic or Auxiliary (default Analytics);
     with any Auxiliary table, every table resource uses :data:`AUXILIARY_TABLES_API_VERSION`.
     ``kql_functions`` defaults to the shipped functions with the registry's tables, and to
-    none with ``tables`` given. ``extra_resources`` (the workbook and hunting queries, later)
-    are appended as given; each needs at least ``type``, ``apiVersion`` and ``name``.
+    none with ``tables`` given. ``hunting`` adds the shipped hunting queries as saved searches
+    of the Hunting blade (they read the registry's tables and call the shipped functions).
+    ``extra_resources`` (the workbook, later) are appended as given; each needs at least ``type``, ``apiVersion`` and ``name``.
     ``retention_days`` and ``total_retention_days`` are the defaults of the retention
     parameters.
 
@@ -346,6 +350,16 @@ def build_arm_template(
     )
     resources.append(deployment)
     resources += function_resources(saved, names)
+    if hunting:
+        queries = list(hunting_queries().values())
+        for query in queries:
+            basic = [t for t in query.tables if plans.get(t, "Analytics") != "Analytics"]
+            if basic:
+                raise ValueError(
+                    f"{basic[0]}: plan {plans[basic[0]]} cannot serve the hunting query"
+                    f" {query.file}, which reads it; keep it Analytics"
+                )
+        resources += hunting_resources(queries, functions(), names)
     resources += [dict(extra) for extra in extra_resources]
     return {
         "$schema": SCHEMA_URL,
@@ -368,6 +382,7 @@ def write_arm_template(
     *,
     compat: bool = False,
     plans: Mapping[str, str] | None = None,
+    hunting: bool = False,
     extra_resources: Sequence[ArmObject] = (),
     retention_days: int = 90,
     total_retention_days: int = 365,
@@ -376,6 +391,7 @@ def write_arm_template(
     template = build_arm_template(
         compat=compat,
         plans=plans,
+        hunting=hunting,
         extra_resources=extra_resources,
         retention_days=retention_days,
         total_retention_days=total_retention_days,

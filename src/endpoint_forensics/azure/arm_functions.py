@@ -1,4 +1,5 @@
-"""The template's saved KQL functions: each shipped function as a workspace saved search.
+"""The template's saved KQL functions and hunting queries: each shipped function, and with
+the content each hunting query, as a workspace saved search.
 
 Owns the ``Microsoft.OperationalInsights/workspaces/savedSearches`` resources (ARM template
 reference, api-version 2020-08-01: ``category``, ``displayName`` and ``query`` required;
@@ -6,7 +7,7 @@ reference, api-version 2020-08-01: ``category``, ``displayName`` and ``query`` r
 current query language) and which tables each function reads, so that each resource depends on
 its tables and on the functions it calls, and no function is deployed over a Basic or Auxiliary
 table, directly or through a function it calls. May import
-``analytics.functions`` and ``tables``.
+``analytics.functions``, ``analytics.hunting`` and ``tables``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from endpoint_forensics.analytics.functions import KqlFunction
+from endpoint_forensics.analytics.hunting import HuntingQuery
 
 __all__ = [
     "FUNCTION_CATEGORY",
+    "HUNTING_CATEGORY",
     "SAVED_SEARCHES_API_VERSION",
     "function_resources",
     "functions_called",
+    "hunting_resources",
     "plan_conflict",
     "saved_search_resource",
     "table_resource_id",
@@ -32,6 +36,8 @@ ArmObject = dict[str, Any]
 
 SAVED_SEARCHES_API_VERSION = "2020-08-01"
 FUNCTION_CATEGORY = "Endpoint Forensics"
+# The category Sentinel's Hunting blade lists saved searches of.
+HUNTING_CATEGORY = "Hunting Queries"
 # The current query language version (SavedSearchProperties.version: "The current version is
 # 2 and is the default").
 _QUERY_LANGUAGE_VERSION = 2
@@ -156,3 +162,47 @@ def _saved_search_id(name: str) -> str:
         "[resourceId('Microsoft.OperationalInsights/workspaces/savedSearches', "
         f"parameters('workspaceName'), {quoted})]"
     )
+
+
+def hunting_resources(
+    queries: Iterable[HuntingQuery], shipped: Mapping[str, KqlFunction], tables: Collection[str]
+) -> list[ArmObject]:
+    """A saved search per hunting query in the Hunting blade's category, named by the query's
+    id (a redeploy updates it), its description, tactics and techniques as the tags Sentinel
+    reads; each depends on the template's tables it reads and the functions it calls.
+
+    Raises:
+        ValueError: a query reads a custom table the template does not deploy.
+    """
+    resources = []
+    for query in queries:
+        code = _LINE_COMMENT.sub("", query.query)
+        read = sorted(set(_CUSTOM_TABLE.findall(code)))
+        missing = [t for t in read if t not in tables]
+        if missing:
+            raise ValueError(
+                f"the hunting query {query.file} reads {', '.join(missing)}, not in the template"
+            )
+        called = sorted(n for n in set(_CALL.findall(code)) if n in shipped)
+        quoted = "'/" + query.id + "'"
+        resources.append(
+            {
+                "type": "Microsoft.OperationalInsights/workspaces/savedSearches",
+                "apiVersion": SAVED_SEARCHES_API_VERSION,
+                "name": f"[concat(parameters('workspaceName'), {quoted})]",
+                "dependsOn": [table_resource_id(t) for t in read]
+                + [_saved_search_id(n) for n in called],
+                "properties": {
+                    "category": HUNTING_CATEGORY,
+                    "displayName": query.name,
+                    "query": _literal(query.query),
+                    "version": _QUERY_LANGUAGE_VERSION,
+                    "tags": [
+                        {"name": "description", "value": _literal(query.description)},
+                        {"name": "tactics", "value": ",".join(query.tactics)},
+                        {"name": "techniques", "value": ",".join(query.techniques)},
+                    ],
+                },
+            }
+        )
+    return resources

@@ -20,7 +20,7 @@ deploy_app = typer.Typer(
 )
 
 
-_LABELS = {"Microsoft.OperationalInsights/workspaces/savedSearches": "saved functions"}
+_SAVED_SEARCH = "Microsoft.OperationalInsights/workspaces/savedSearches"
 
 
 def _plans(given: list[str]) -> dict[str, str]:
@@ -71,10 +71,17 @@ def deploy_arm(
             "The tables the KQL functions read stay Analytics.",
         ),
     ] = None,
+    content: Annotated[
+        bool,
+        typer.Option(
+            "--content",
+            help="Also the hunting queries, as saved searches in Sentinel's Hunting blade.",
+        ),
+    ] = False,
 ) -> None:
     """Write an ARM template: every custom table, the DCRs (10 streams each, in the
     workspace's region), the Monitoring Metrics Publisher role for the collector's
-    identity and the KQL functions as saved functions."""
+    identity and the KQL functions as saved functions; with --content, the hunting queries."""
     from endpoint_forensics.azure import (
         plan_problem,
         retention_problem,
@@ -93,15 +100,18 @@ def deploy_arm(
         out,
         compat=compat,
         plans=plans,
+        hunting=content,
         retention_days=retention_days,
         total_retention_days=total_retention_days,
     )
     kinds: dict[str, int] = {}
     for resource in template["resources"]:
-        kinds[resource["type"]] = kinds.get(resource["type"], 0) + 1
-    summary = ", ".join(
-        f"{n} {_LABELS.get(kind, kind.rsplit('/', 1)[-1])}" for kind, n in kinds.items()
-    )
+        kind = resource["type"].rsplit("/", 1)[-1]
+        if resource["type"] == _SAVED_SEARCH:
+            saved_function = "functionAlias" in resource["properties"]
+            kind = "saved functions" if saved_function else "hunting queries"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    summary = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
     typer.echo(f"Wrote {out}: {summary}", err=True)
     if compat:
         script = write_migration_script(out)
