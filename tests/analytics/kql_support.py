@@ -94,3 +94,21 @@ def error_messages(kustology: ModuleType, text: str, schema: dict[str, Any]) -> 
         for d in kustology.validate(text, schema=schema)
         if d["severity"] == "Error"
     ]
+
+
+#: Sentinel's own table the hunting queries join, as Azure Monitor's table reference documents
+# it (learn.microsoft.com/azure/azure-monitor/reference/tables/securityalert).
+SECURITY_ALERT = {
+    "TimeGenerated": "datetime", "AlertName": "string", "AlertSeverity": "string",
+    "AlertType": "string", "AlertLink": "string", "CompromisedEntity": "string",
+    "ConfidenceLevel": "string", "ConfidenceScore": "real", "Description": "string",
+    "DisplayName": "string", "StartTime": "datetime", "EndTime": "datetime",
+    "Entities": "string", "ExtendedLinks": "string", "ExtendedProperties": "string",
+    "IsIncident": "bool", "ProcessingEndTime": "datetime", "ProductComponentName": "string",
+    "ProductName": "string", "ProviderName": "string", "RemediationSteps": "string",
+    "ResourceId": "string", "SourceComputerId": "string", "Status": "string",
+    "SubTechniques": "string", "SystemAlertId": "string", "Tactics": "string",
+    "Techniques": "string", "Type": "string", "VendorName": "string",
+    "VendorOriginalId": "string", "WorkspaceResourceGroup": "string",
+    "WorkspaceSubscriptionId": "string",
+}  # fmt: skip

@@ -19,26 +19,10 @@ from endpoint_forensics.sinks.duckdb import DuckDBSink
 from endpoint_forensics.tables import RUNS, TABLES, VULNERABILITIES, VULNERABILITY_CHANGES
 from endpoint_forensics.workspace import store
 
-from .kql_support import error_messages, kql_schema, load_kustology
+from .kql_support import SECURITY_ALERT, error_messages, kql_schema, load_kustology
 from .test_lifecycle import Workspace, _device, _event, _vuln, day
 
 QUERIES = hunting_queries()
-# Sentinel's own table the alert queries join, as Azure Monitor's table reference documents
-# it (learn.microsoft.com/azure/azure-monitor/reference/tables/securityalert).
-SECURITY_ALERT = {
-    "TimeGenerated": "datetime", "AlertName": "string", "AlertSeverity": "string",
-    "AlertType": "string", "AlertLink": "string", "CompromisedEntity": "string",
-    "ConfidenceLevel": "string", "ConfidenceScore": "real", "Description": "string",
-    "DisplayName": "string", "StartTime": "datetime", "EndTime": "datetime",
-    "Entities": "string", "ExtendedLinks": "string", "ExtendedProperties": "string",
-    "IsIncident": "bool", "ProcessingEndTime": "datetime", "ProductComponentName": "string",
-    "ProductName": "string", "ProviderName": "string", "RemediationSteps": "string",
-    "ResourceId": "string", "SourceComputerId": "string", "Status": "string",
-    "SubTechniques": "string", "SystemAlertId": "string", "Tactics": "string",
-    "Techniques": "string", "Type": "string", "VendorName": "string",
-    "VendorOriginalId": "string", "WorkspaceResourceGroup": "string",
-    "WorkspaceSubscriptionId": "string",
-}  # fmt: skip
 SENTINEL_TABLES = {"SecurityAlert"}
 LOCAL = sorted(f for f, q in QUERIES.items() if not SENTINEL_TABLES & set(q.tables))
 # What the demo has no instance of (it collects without failures, gaps or reinstalls): each

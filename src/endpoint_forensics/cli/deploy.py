@@ -127,3 +127,17 @@ def deploy_arm(
         "dataCollectionRules output into [[sentinel.dcrs]] (immutable_id, endpoint, tables).",
         err=True,
     )
+
+
+@deploy_app.command("content")
+def deploy_content(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Write the content under this folder.")],
+) -> None:
+    """Write the Sentinel content in the Azure-Sentinel repository's layout: the hunting
+    queries, the KQL functions as parsers, and the custom tables' schemas its KQL validation
+    needs."""
+    from endpoint_forensics.azure.content import write_content
+
+    written = write_content(out)
+    summary = ", ".join(f"{n} in {folder}/" for folder, n in written.items())
+    typer.echo(f"Wrote {out}: {summary}", err=True)
