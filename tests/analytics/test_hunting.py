@@ -4,7 +4,6 @@ own tables finds what it hunts on the demo workspace or on one written to hold i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,7 +13,6 @@ import pytest
 from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.analytics.hunting import TACTICS, hunting_queries, tables_named
 from endpoint_forensics.contracts import Batch
-from endpoint_forensics.demo import run_demo
 from endpoint_forensics.sinks.duckdb import DuckDBSink
 from endpoint_forensics.tables import RUNS, TABLES, VULNERABILITIES, VULNERABILITY_CHANGES
 from endpoint_forensics.workspace import store
@@ -84,16 +82,6 @@ def test_a_wrong_column_case_is_caught(kustology: ModuleType, schema: dict[str, 
 
 
 # --- Run locally, on the demo workspace ---
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    db = tmp_path_factory.mktemp("hunting") / "demo.duckdb"
-    # Six days: the incident device turns tamper protection off three days before the
-    # incident, so the first syncs see it on, the later ones off.
-    result = run_demo(devices=150, seed=9, db=db, days=6)
-    assert result.summary.exit_code == 0
-    yield db
 
 
 @pytest.mark.e2e

@@ -4,6 +4,7 @@ as ARM deploys it, and the functions read back; a template with Basic and Auxili
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Iterator
 
@@ -106,3 +107,17 @@ def test_the_content_template_deploys_every_hunting_query_to_the_hunting_blade(w
 def test_a_hunting_query_over_a_basic_table_is_refused() -> None:
     with pytest.raises(ValueError, match="EPF_Runs_CL: plan Basic cannot serve the hunting query"):
         build_arm_template(hunting=True, plans={"EPF_Runs_CL": "Basic"})
+
+
+def test_the_content_template_carries_the_workbook_after_the_functions() -> None:
+    from endpoint_forensics.analytics.workbook import workbook_document
+
+    template = build_arm_template(hunting=True)
+    (workbook,) = [r for r in template["resources"] if r["type"] == "Microsoft.Insights/workbooks"]
+    assert (workbook["kind"], workbook["properties"]["category"]) == ("shared", "sentinel")
+    assert json.loads(workbook["properties"]["serializedData"]) == workbook_document()
+    assert workbook["name"].startswith("[guid(") and workbook["properties"]["sourceId"].startswith(
+        "[variables('workspaceResourceId')"
+    )
+    called = {f for f in functions() if f"'{f}')]" in " ".join(workbook["dependsOn"])}
+    assert called == set(functions())

@@ -1,6 +1,7 @@
 """``epf deploy content``: the Azure-Sentinel repository layout, the structural checks its CI
-runs, and its KQL validation done as it does it: the queries bound against nothing but the
-custom-table JSON files written beside them (and Sentinel's SecurityAlert)."""
+runs, and its KQL validation done as it does it: the hunting queries, parsers and workbook
+queries bound against nothing but the custom-table JSON files written beside them (and
+Sentinel's SecurityAlert)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ import yaml
 
 from endpoint_forensics.analytics.functions import KqlFunction, functions
 from endpoint_forensics.analytics.hunting import hunting_queries
+from endpoint_forensics.analytics.workbook import workbook_document
 from endpoint_forensics.azure.content import (
     CUSTOM_TABLES_DIR,
     HUNTING_DIR,
     PARSERS_DIR,
+    WORKBOOKS_DIR,
     write_content,
 )
 
@@ -57,6 +60,8 @@ def test_the_layout_holds_every_query_function_and_table(content: Path) -> None:
     hunting = {p.name: p.read_text(encoding="utf-8") for p in (content / HUNTING_DIR).iterdir()}
     assert hunting == {f: q.text for f, q in hunting_queries().items()}
     assert set(_parsers(content)) == set(functions())
+    (workbook,) = (content / WORKBOOKS_DIR).iterdir()
+    assert json.loads(workbook.read_text(encoding="utf-8")) == workbook_document()
     tables = {p.stem for p in (content / CUSTOM_TABLES_DIR).glob("*.json")}
     read = set()
     for text in [*hunting.values(), *(f.body for f in functions().values())]:
@@ -136,6 +141,11 @@ def test_every_query_binds_against_the_written_table_files_alone(
     for path in sorted((content / HUNTING_DIR).glob("*.yaml")):
         query = yaml.safe_load(path.read_text(encoding="utf-8"))["query"]
         assert error_messages(kustology, query, schema) == [], path.name
+    for path in (content / WORKBOOKS_DIR).glob("*.json"):
+        for item in json.loads(path.read_text(encoding="utf-8"))["items"]:
+            if item["type"] == 3:
+                query = item["content"]["query"]
+                assert error_messages(kustology, query, schema) == [], item["name"]
 
 
 def _columns(kustology: ModuleType, text: str, schema: dict[str, Any]) -> dict[str, str] | None:

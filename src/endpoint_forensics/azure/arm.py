@@ -31,8 +31,10 @@ from endpoint_forensics.azure.arm_functions import (
     function_resources,
     hunting_resources,
     plan_conflict,
+    saved_search_id,
     table_resource_id,
 )
+from endpoint_forensics.azure.arm_workbook import workbook_resource
 from endpoint_forensics.azure.classic import legacy_type_problems
 from endpoint_forensics.tables import TABLES, KqlType, Table
 
@@ -305,7 +307,8 @@ def build_arm_template(
     with any Auxiliary table, every table resource uses :data:`AUXILIARY_TABLES_API_VERSION`.
     ``kql_functions`` defaults to the shipped functions with the registry's tables, and to
     none with ``tables`` given. ``hunting`` adds the shipped hunting queries as saved searches
-    of the Hunting blade (they read the registry's tables and call the shipped functions).
+    of the Hunting blade and the workbook (they read the registry's tables and call the
+    shipped functions).
     ``extra_resources`` (the workbook, later) are appended as given; each needs at least ``type``, ``apiVersion`` and ``name``.
     ``retention_days`` and ``total_retention_days`` are the defaults of the retention
     parameters.
@@ -360,6 +363,8 @@ def build_arm_template(
                     f" {query.file}, which reads it; keep it Analytics"
                 )
         resources += hunting_resources(queries, functions(), names)
+        # The workbook's panels call the shipped functions: it follows their saved searches.
+        resources.append(workbook_resource([saved_search_id(f.name) for f in saved]))
     resources += [dict(extra) for extra in extra_resources]
     return {
         "$schema": SCHEMA_URL,

@@ -27,6 +27,7 @@ __all__ = [
     "functions_called",
     "hunting_resources",
     "plan_conflict",
+    "saved_search_id",
     "saved_search_resource",
     "table_resource_id",
     "tables_read",
@@ -150,12 +151,12 @@ def function_resources(saved: Iterable[KqlFunction], tables: Collection[str]) ->
                 f"the function {function.name} reads {', '.join(missing)}, not in the template"
             )
         depends_on = [table_resource_id(t) for t in read]
-        depends_on += [_saved_search_id(f) for f in functions_called(function, shipped)]
+        depends_on += [saved_search_id(f) for f in functions_called(function, shipped)]
         resources.append(saved_search_resource(function, depends_on))
     return resources
 
 
-def _saved_search_id(name: str) -> str:
+def saved_search_id(name: str) -> str:
     """The ARM expression of the saved search that holds the function ``name``."""
     quoted = "'" + name.replace("'", "''") + "'"
     return (
@@ -191,7 +192,7 @@ def hunting_resources(
                 "apiVersion": SAVED_SEARCHES_API_VERSION,
                 "name": f"[concat(parameters('workspaceName'), {quoted})]",
                 "dependsOn": [table_resource_id(t) for t in read]
-                + [_saved_search_id(n) for n in called],
+                + [saved_search_id(n) for n in called],
                 "properties": {
                     "category": HUNTING_CATEGORY,
                     "displayName": query.name,

@@ -6,13 +6,13 @@ layout, for a content repository or a pull request there (docs/hunting.md):
   (``id``, ``Function`` with ``Title``, ``Version`` and ``LastUpdated``, ``Category``,
   ``FunctionName``, ``FunctionAlias``, ``FunctionQuery``), its parameters as ``FunctionParams``;
 - ``.script/tests/KqlvalidationsTests/CustomTables/<Table>.json``: the schema of every custom
-  table, which the repository's KQL validation needs to bind a query over it.
-  (``Workbooks/`` waits for the workbook.)
+  table, which the repository's KQL validation needs to bind a query over it;
+- ``Workbooks/EndpointForensics.json``: the workbook (``analytics.workbook``).
 
 Each parser's id is derived from the function's name, so a new release updates the same
 parser. ``LastUpdated`` is the day of the build (``SOURCE_DATE_EPOCH`` when set, as
 reproducible builds use it). May import ``analytics.functions``, ``analytics.hunting`` and
-``tables``.
+``analytics.workbook`` and ``tables``.
 """
 
 from __future__ import annotations
@@ -27,11 +27,20 @@ import yaml
 
 from endpoint_forensics.analytics.functions import KqlFunction, functions
 from endpoint_forensics.analytics.hunting import hunting_queries
+from endpoint_forensics.analytics.workbook import workbook_document
 from endpoint_forensics.tables import TABLES
 
-__all__ = ["CUSTOM_TABLES_DIR", "HUNTING_DIR", "PARSERS_DIR", "parser_document", "write_content"]
+__all__ = [
+    "CUSTOM_TABLES_DIR",
+    "HUNTING_DIR",
+    "PARSERS_DIR",
+    "WORKBOOKS_DIR",
+    "parser_document",
+    "write_content",
+]
 
 HUNTING_DIR = "Hunting Queries"
+WORKBOOKS_DIR = "Workbooks"
 PARSERS_DIR = "Parsers"
 CUSTOM_TABLES_DIR = ".script/tests/KqlvalidationsTests/CustomTables"
 # The namespace of the parsers' ids: one id per function name, for ever.
@@ -69,7 +78,7 @@ def parser_document(function: KqlFunction, built: date) -> dict[str, object]:
 def write_content(out: Path) -> dict[str, int]:
     """Write the content under ``out``; the files written, by folder."""
     built = _build_day()
-    written = {HUNTING_DIR: 0, PARSERS_DIR: 0, CUSTOM_TABLES_DIR: 0}
+    written = {HUNTING_DIR: 0, PARSERS_DIR: 0, WORKBOOKS_DIR: 0, CUSTOM_TABLES_DIR: 0}
     hunting = out / HUNTING_DIR
     hunting.mkdir(parents=True, exist_ok=True)
     for file, query in hunting_queries().items():
@@ -87,6 +96,11 @@ def write_content(out: Path) -> dict[str, int]:
         )
         (parsers / f"{name}.yaml").write_text(text, encoding="utf-8")
         written[PARSERS_DIR] += 1
+    workbooks = out / WORKBOOKS_DIR
+    workbooks.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(workbook_document(), indent=2, ensure_ascii=False) + "\n"
+    (workbooks / "EndpointForensics.json").write_text(text, encoding="utf-8")
+    written[WORKBOOKS_DIR] += 1
     tables = out / CUSTOM_TABLES_DIR
     tables.mkdir(parents=True, exist_ok=True)
     for name, table in TABLES.items():

@@ -75,13 +75,15 @@ def deploy_arm(
         bool,
         typer.Option(
             "--content",
-            help="Also the hunting queries, as saved searches in Sentinel's Hunting blade.",
+            help="Also the hunting queries (saved searches in Sentinel's Hunting blade) and"
+            " the workbook.",
         ),
     ] = False,
 ) -> None:
     """Write an ARM template: every custom table, the DCRs (10 streams each, in the
     workspace's region), the Monitoring Metrics Publisher role for the collector's
-    identity and the KQL functions as saved functions; with --content, the hunting queries."""
+    identity and the KQL functions as saved functions; with --content, the hunting queries and
+    the workbook."""
     from endpoint_forensics.azure import (
         plan_problem,
         retention_problem,
@@ -110,6 +112,8 @@ def deploy_arm(
         if resource["type"] == _SAVED_SEARCH:
             saved_function = "functionAlias" in resource["properties"]
             kind = "saved functions" if saved_function else "hunting queries"
+        elif resource["type"] == "Microsoft.Insights/workbooks":
+            kind = "workbook"
         kinds[kind] = kinds.get(kind, 0) + 1
     summary = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
     typer.echo(f"Wrote {out}: {summary}", err=True)
