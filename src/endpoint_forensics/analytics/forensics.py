@@ -23,6 +23,7 @@ from endpoint_forensics.analytics.missing import missing_sentences
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 from endpoint_forensics.workspace import store
+from endpoint_forensics.workspace.kql_errors import plain_kql_error
 
 __all__ = ["DATASETS", "ForensicsError", "device_posture", "fleet_posture", "iso"]
 
@@ -174,7 +175,9 @@ class _Workspace:
             raise ForensicsError(f"query failed: {store.first_line(str(exc))}") from exc
         except Exception as exc:
             if type(exc).__module__.startswith("duckdb_kql"):
-                raise ForensicsError(f"KQL not accepted: {store.first_line(str(exc))}") from exc
+                raise ForensicsError(
+                    f"KQL not accepted: {plain_kql_error(store.first_line(str(exc)))}"
+                ) from exc
             raise
         return store.QueryResult(columns, types, rows).records()
 

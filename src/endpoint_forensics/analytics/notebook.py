@@ -23,6 +23,7 @@ from typing import Any
 
 from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.workspace import store
+from endpoint_forensics.workspace.kql_errors import plain_kql_error
 from endpoint_forensics.workspace.store import QueryError
 
 __all__ = ["QueryError", "Workspace"]
@@ -89,5 +90,7 @@ class Workspace:
             raise QueryError(f"query failed: {store.first_line(str(exc))}") from exc
         except Exception as exc:
             if type(exc).__module__.startswith("duckdb_kql"):
-                raise QueryError(f"KQL not accepted: {store.first_line(str(exc))}") from exc
+                raise QueryError(
+                    f"KQL not accepted: {plain_kql_error(store.first_line(str(exc)))}"
+                ) from exc
             raise

@@ -264,10 +264,19 @@ def query(
         OutputFormat, typer.Option("--format", "-f", help="table, json or csv.")
     ] = OutputFormat.TABLE,
 ) -> None:
-    """Query the workspace in KQL (as in Sentinel) or SQL."""
+    """Query the workspace in KQL (as in Sentinel) or SQL. With the validation extra
+    installed, a KQL query is first checked with Microsoft's parser: one Sentinel would refuse
+    fails here too, with Sentinel's message."""
     from endpoint_forensics.analytics.functions import registry
-    from endpoint_forensics.workspace.store import run_query
+    from endpoint_forensics.analytics.kql_check import sentinel_errors
+    from endpoint_forensics.workspace.store import QueryError, run_query
 
+    refused = None if sql else sentinel_errors(query_text)
+    if refused:
+        raise QueryError(
+            "Sentinel would refuse this query (Microsoft's KQL parser): "
+            + "; ".join(_with_hint(m) for m in refused)
+        )
     result = run_query(db, query_text, sql=sql, functions=None if sql else registry())
     records = result.records()
     if format is OutputFormat.JSON:
@@ -281,6 +290,21 @@ def query(
         out(buf.getvalue().rstrip("\n"))
     else:
         render_table(result.columns, [[cell(v) for v in rec.values()] for rec in records])
+
+
+def _with_hint(message: str) -> str:
+    """A parser message, with the registry's column of the same name in another case."""
+    import re
+
+    from endpoint_forensics.tables import TABLES
+
+    found = re.search(r"The name '(\w+)' does not refer", message)
+    if found is None:
+        return message
+    wanted = found.group(1).lower()
+    columns = {c.name for t in TABLES.values() for c in t.columns if c.name.lower() == wanted}
+    hint = f" (did you mean {', '.join(sorted(columns))}? KQL names are case-sensitive)"
+    return message + hint if columns else message
 
 
 @app.command()

@@ -16,6 +16,7 @@ import orjson
 
 from endpoint_forensics.errors import ConfigError, EpfError
 from endpoint_forensics.tables import TABLES
+from endpoint_forensics.workspace.kql_errors import plain_kql_error
 
 __all__ = [
     "QUERY_MEMORY_MB",
@@ -129,7 +130,7 @@ def run_query(path: Path, query: str, *, sql: bool = False, functions: Any = Non
     except Exception as exc:
         # duckdb-kql raises its own parse/unsupported errors; they are the user's to fix.
         if type(exc).__module__.startswith("duckdb_kql"):
-            raise QueryError(f"KQL not accepted: {first_line(str(exc))}") from exc
+            raise QueryError(f"KQL not accepted: {plain_kql_error(first_line(str(exc)))}") from exc
         raise
     finally:
         con.close()
