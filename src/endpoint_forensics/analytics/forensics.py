@@ -23,7 +23,6 @@ from endpoint_forensics.analytics.missing import missing_sentences
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 from endpoint_forensics.workspace import store
-from endpoint_forensics.workspace.kql_errors import plain_kql_error
 
 __all__ = ["DATASETS", "ForensicsError", "device_posture", "fleet_posture", "iso"]
 
@@ -146,7 +145,6 @@ class _Workspace:
     def _run(self, con: Any, query: str, values: dict[str, Any]) -> list[dict[str, Any]]:
         """Each text is translated once per process (translating costs more than running,
         for one device's rows)."""
-        import duckdb
         import duckdb_kql
         from duckdb_kql.params import coerce
 
@@ -171,14 +169,11 @@ class _Workspace:
             columns = [str(d[0]) for d in cursor.description or ()]
             types = [str(d[1]) for d in cursor.description or ()]
             rows = cursor.fetchall() if columns else []
-        except duckdb.Error as exc:
-            raise ForensicsError(f"query failed: {store.first_line(str(exc))}") from exc
         except Exception as exc:
-            if type(exc).__module__.startswith("duckdb_kql"):
-                raise ForensicsError(
-                    f"KQL not accepted: {plain_kql_error(store.first_line(str(exc)))}"
-                ) from exc
-            raise
+            reason = store.query_failure(exc)
+            if reason is None:
+                raise
+            raise ForensicsError(reason) from exc
         return store.QueryResult(columns, types, rows).records()
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.workspace import store
-from endpoint_forensics.workspace.kql_errors import plain_kql_error
 from endpoint_forensics.workspace.store import QueryError
 
 __all__ = ["QueryError", "Workspace"]
@@ -80,17 +79,13 @@ class Workspace:
         return triage_report(self.path, at=at, group=group)
 
     def _arrow(self, relation: Any) -> Any:
-        import duckdb
         import pyarrow as pa
 
         try:
             rel = relation()
             return pa.table({}) if rel is None else rel.to_arrow_table()
-        except duckdb.Error as exc:
-            raise QueryError(f"query failed: {store.first_line(str(exc))}") from exc
         except Exception as exc:
-            if type(exc).__module__.startswith("duckdb_kql"):
-                raise QueryError(
-                    f"KQL not accepted: {plain_kql_error(store.first_line(str(exc)))}"
-                ) from exc
-            raise
+            reason = store.query_failure(exc)
+            if reason is None:
+                raise
+            raise QueryError(reason) from exc

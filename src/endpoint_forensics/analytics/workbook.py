@@ -6,13 +6,15 @@ parameters by their tokens (``{Tenant}``, ``{Group}``, ``{OS}``: ``*`` is all) a
 as of the newest collection in the selected time range (the workbook applies the range to
 ``TimeGenerated``, the collection's time). ``panel_queries`` gives each query with the
 tokens replaced, as tests run them locally and bind them with Microsoft's parser. Every panel
-says what to do when it is empty. Imports nothing of ours.
+says what to do when it is empty. Imports only ``tables``.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+
+from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 
 __all__ = ["ALL", "PARAMETERS", "SECTIONS", "Panel", "panel_queries", "workbook_document"]
 
@@ -52,11 +54,7 @@ def _it(function: str, table: str, rest: str, *, join_group: bool = False) -> st
     return f"{_newest(table)}{function}(newest)\n{group}{filters}\n{rest}"
 
 
-_AGENT_TESTS = (
-    "SensorEnabled", "SensorDataCollection", "ImpairedCommunications", "TamperProtection",
-    "AntivirusEnabled", "AntivirusSignatureVersion", "RealtimeProtection", "BehaviorMonitoring",
-    "PUAProtection", "AntivirusReporting", "CloudProtection",
-)  # fmt: skip
+_AGENT_TESTS = AGENT_HEALTH_TESTS
 _NO_COLLECTION = (
     "No collection in this time range: widen it, or check `epf doctor` and EPF_Runs_CL."
 )

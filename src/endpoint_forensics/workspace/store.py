@@ -112,8 +112,6 @@ def run_query(path: Path, query: str, *, sql: bool = False, functions: Any = Non
     """Run a KQL (default) or SQL query on the workspace and return every row; a KQL query
     may call ``functions`` (duckdb-kql's ``functions=``: Kusto definitions or their parsed
     registry)."""
-    import duckdb
-
     con = connect(path, read_only=True)
     try:
         if sql:
@@ -125,15 +123,26 @@ def run_query(path: Path, query: str, *, sql: bool = False, functions: Any = Non
         if rel is None:
             return QueryResult([], [], [])
         return QueryResult(list(rel.columns), [str(t) for t in rel.types], rel.fetchall())
-    except duckdb.Error as exc:
-        raise QueryError(f"query failed: {first_line(str(exc))}") from exc
     except Exception as exc:
-        # duckdb-kql raises its own parse/unsupported errors; they are the user's to fix.
-        if type(exc).__module__.startswith("duckdb_kql"):
-            raise QueryError(f"KQL not accepted: {plain_kql_error(first_line(str(exc)))}") from exc
-        raise
+        reason = query_failure(exc)
+        if reason is None:
+            raise
+        raise QueryError(reason) from exc
     finally:
         con.close()
+
+
+def query_failure(exc: BaseException) -> str | None:
+    """What a failed query means to its author, one line, or None for a failure that is not
+    the query's (a bug of ours: it goes on as it is). DuckDB's errors keep their hints;
+    duckdb-kql raises its own parse and unsupported-construct errors, said in KQL's terms."""
+    import duckdb
+
+    if isinstance(exc, duckdb.Error):
+        return f"query failed: {first_line(str(exc))}"
+    if type(exc).__module__.startswith("duckdb_kql"):
+        return f"KQL not accepted: {plain_kql_error(first_line(str(exc)))}"
+    return None
 
 
 def _ensure_schema(con: Any) -> None:
