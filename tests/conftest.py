@@ -42,3 +42,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status[-1])
+
+
+@pytest.fixture(scope="session")
+def kustology():  # type: ignore[no-untyped-def]
+    """Microsoft's KQL parser, loaded once for every test that validates KQL."""
+    from endpoint_forensics.analytics.kql_check import load_kustology
+
+    return load_kustology()
+
+
+@pytest.fixture(scope="session")
+def schema(kustology):  # type: ignore[no-untyped-def]
+    """The registry's tables and every shipped function, as Microsoft's parser binds them."""
+    from endpoint_forensics.analytics.kql_check import kql_schema
+
+    return kql_schema(kustology)

@@ -17,7 +17,7 @@ from endpoint_forensics.sinks.duckdb import DuckDBSink
 from endpoint_forensics.tables import RUNS, TABLES, VULNERABILITIES, VULNERABILITY_CHANGES
 from endpoint_forensics.workspace import store
 
-from .kql_support import SECURITY_ALERT, error_messages, kql_schema, load_kustology
+from .kql_support import SECURITY_ALERT, error_messages
 from .test_lifecycle import Workspace, _device, _event, _vuln, day
 
 QUERIES = hunting_queries()
@@ -59,13 +59,9 @@ def _read_through_functions(text: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def kustology() -> ModuleType:
-    return load_kustology()
-
-
-@pytest.fixture(scope="module")
-def schema(kustology: ModuleType) -> dict[str, Any]:
-    return {**kql_schema(kustology), "SecurityAlert": SECURITY_ALERT}
+def schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The shared schema, and Sentinel's SecurityAlert the alert queries join."""
+    return {**schema, "SecurityAlert": SECURITY_ALERT}
 
 
 @pytest.mark.parametrize("file", sorted(QUERIES))

@@ -34,7 +34,7 @@ from endpoint_forensics.workspace import store
 from epf_emulator import Emulator, EmulatorSettings
 from epf_emulator.world.hunting_schema import DOCUMENTED_TABLES
 
-from .kql_support import error_messages, kql_schema, load_kustology, parameters_declaration
+from .kql_support import error_messages, parameters_declaration
 
 ROOT = Path(__file__).resolve().parents[2]
 _FENCE = re.compile(r"^```(?P<lang>\w*)\n(?P<body>.*?)^```", re.DOTALL | re.MULTILINE)
@@ -80,16 +80,6 @@ def _epf_query_text(line: str) -> str | None:
 
 DOCUMENTED = _documented_queries()
 FUNCTIONS = sorted(functions())
-
-
-@pytest.fixture(scope="module")
-def kustology() -> ModuleType:
-    return load_kustology()
-
-
-@pytest.fixture(scope="module")
-def schema(kustology: ModuleType) -> dict[str, Any]:
-    return kql_schema(kustology)
 
 
 def test_the_shipped_texts_are_found() -> None:

@@ -16,7 +16,7 @@ from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.analytics.workbook import PARAMETERS, panel_queries, workbook_document
 from endpoint_forensics.workspace import store
 
-from .kql_support import error_messages, kql_schema, load_kustology
+from .kql_support import error_messages
 
 DOCUMENT = workbook_document()
 QUERY_ITEMS = [i for i in DOCUMENT["items"] if i["type"] == 3]  # type: ignore[index, union-attr]
@@ -41,16 +41,6 @@ def test_the_document_has_the_workbook_structure() -> None:
         assert content["version"] == "KqlItem/1.0" and content["noDataMessage"], item["name"]
         assert content["timeContextFromParameter"] == "TimeRange"
     assert not re.search(r"/subscriptions/[0-9a-f-]{36}", json.dumps(DOCUMENT), re.IGNORECASE)
-
-
-@pytest.fixture(scope="module")
-def kustology() -> ModuleType:
-    return load_kustology()
-
-
-@pytest.fixture(scope="module")
-def schema(kustology: ModuleType) -> dict[str, Any]:
-    return kql_schema(kustology)
 
 
 @pytest.mark.parametrize("item", QUERY_ITEMS, ids=[i["name"] for i in QUERY_ITEMS])

@@ -28,7 +28,7 @@ from endpoint_forensics.azure.content import (
     write_content,
 )
 
-from ..analytics.kql_support import SECURITY_ALERT, error_messages, load_kustology
+from ..analytics.kql_support import SECURITY_ALERT, error_messages
 
 _PARSER_FIELDS = ("id", "Function", "Category", "FunctionName", "FunctionAlias", "FunctionQuery")
 _SUBSCRIPTION = re.compile(r"/subscriptions/[0-9a-fA-F-]{36}", re.IGNORECASE)
@@ -91,11 +91,6 @@ def test_no_file_names_a_subscription(content: Path) -> None:
     for path in content.rglob("*"):
         if path.is_file():
             assert not _SUBSCRIPTION.search(path.read_text(encoding="utf-8")), path
-
-
-@pytest.fixture(scope="module")
-def kustology() -> ModuleType:
-    return load_kustology()
 
 
 def test_every_query_binds_against_the_written_table_files_alone(

@@ -9,6 +9,7 @@ lines that describe it, then the body). In Sentinel each body is a saved functio
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -19,10 +20,12 @@ __all__ = [
     "STATE_FUNCTIONS",
     "KqlFunction",
     "StateFunction",
+    "calls",
     "definitions",
     "functions",
     "kql_datetime",
     "registry",
+    "with_callees",
 ]
 
 _SIGNATURE = re.compile(r"^//\s*(?P<name>\w+)\((?P<params>[^)]*)\)\s*$")
@@ -105,16 +108,29 @@ def registry(*names: str) -> Any:
 
     if not names:
         return parse_functions(definitions())
+    wanted = with_callees(names)
+    return parse_functions(
+        [d for f, d in zip(functions(), definitions(), strict=True) if f in wanted]
+    )
+
+
+def with_callees(names: Iterable[str]) -> set[str]:
+    """The shipped functions among ``names`` (any text's calls, say) and every shipped
+    function they call, at any depth."""
     known = functions()
     wanted: set[str] = set()
-    pending = list(names)
+    pending = [n for n in names if n in known]
     while pending:
         name = pending.pop()
-        if name in wanted:
-            continue
-        wanted.add(name)
-        pending += [c for c in _CALLED.findall(known[name].body) if c in known]
-    return parse_functions([d for f, d in zip(known, definitions(), strict=True) if f in wanted])
+        if name not in wanted:
+            wanted.add(name)
+            pending += [c for c in calls(known[name].body) if c in known]
+    return wanted
+
+
+def calls(text: str) -> list[str]:
+    """The names a KQL text calls that look like ours (``EPF_...(``), shipped or not."""
+    return _CALLED.findall(text)
 
 
 # A shipped function's call of another: its name then an opening parenthesis.

@@ -14,13 +14,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import re
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from endpoint_forensics.analytics.functions import KqlFunction, functions
+from endpoint_forensics.analytics.functions import KqlFunction, calls, functions, with_callees
 from endpoint_forensics.tables import kql_database_schema
 
 __all__ = [
@@ -30,8 +29,6 @@ __all__ = [
     "parameters_declaration",
     "sentinel_errors",
 ]
-
-_CALL = re.compile(r"\b(EPF_\w+)\s*\(")
 
 
 @cache
@@ -77,7 +74,7 @@ def kql_schema(kustology: ModuleType, names: frozenset[str] | None = None) -> di
     bodies: a query that calls one binds as it does in Sentinel, where it is saved."""
     schema: dict[str, Any] = dict(kql_database_schema())
     shipped = functions()
-    wanted = set(shipped) if names is None else _with_callees(names, shipped)
+    wanted = set(shipped) if names is None else with_callees(names)
     pending = {n: shipped[n] for n in sorted(wanted)}
     # A body may call another function: declare those it depends on first.
     while pending:
@@ -94,17 +91,6 @@ def kql_schema(kustology: ModuleType, names: frozenset[str] | None = None) -> di
                 schema[name] = kustology.FunctionSchema(function.parameters, None)
             break
     return schema
-
-
-def _with_callees(names: frozenset[str], shipped: dict[str, KqlFunction]) -> set[str]:
-    found: set[str] = set()
-    pending = [n for n in names if n in shipped]
-    while pending:
-        name = pending.pop()
-        if name not in found:
-            found.add(name)
-            pending += [c for c in _CALL.findall(shipped[name].body) if c in shipped]
-    return found
 
 
 def _result_columns(
@@ -142,7 +128,7 @@ def sentinel_errors(query: str) -> list[str] | None:
     if not available():
         return None
     kustology = load_kustology()
-    schema = _schema_for(kustology, frozenset(_CALL.findall(query)))
+    schema = _schema_for(kustology, frozenset(calls(query)))
     return [m for m in error_messages(kustology, query, schema) if "KS204" not in m]
 
 
