@@ -58,3 +58,16 @@ def schema(kustology):  # type: ignore[no-untyped-def]
     from endpoint_forensics.analytics.kql_check import kql_schema
 
     return kql_schema(kustology)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One small demo workspace for the tests that read answers from it (analytics, web)."""
+    from endpoint_forensics.demo import run_demo
+
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    # Six days: the incident device turns tamper protection off three days before the
+    # incident, so the first syncs see it on, the later ones off.
+    result = run_demo(devices=150, seed=9, db=db, days=6)
+    assert result.summary.exit_code == 0
+    return db

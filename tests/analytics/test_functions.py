@@ -110,3 +110,30 @@ def test_vulnerabilities_at_t_follow_the_changes_after_the_snapshot(con) -> None
         wide = _rows(con, f"EPF_VulnerabilitiesAt(datetime({at})) | project {columns}")
         assert narrow == wide and wide, at
     assert datetime(2026, 11, 2, tzinfo=UTC)  # the times above are UTC
+
+
+@pytest.mark.e2e
+def test_the_daily_agent_health_is_the_state_at_each_day(demo) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from endpoint_forensics.workspace import store
+
+    def rows(query: str) -> set[tuple[object, ...]]:
+        return set(store.run_query(demo, query, functions=registry()).rows)
+
+    ((newest,),) = rows("EPF_AgentHealth_CL | summarize max(SnapshotTime)")
+    columns = "DeviceId, TamperProtection, SensorEnabled, AntivirusSignatureVersion"
+    until = f"datetime({newest.isoformat()})"
+    # The engine's day arithmetic drops the zone; every KQL datetime is UTC.
+    daily = {
+        (row[0].replace(tzinfo=newest.tzinfo), *row[1:])
+        for row in rows(f"EPF_AgentHealthDaily({until} - 6d, {until}) | project Day, {columns}")
+    }
+    days = sorted({row[0] for row in daily})
+    assert days == [newest - timedelta(days=k) for k in range(6, -1, -1)]
+    changed = set()
+    for day in days:
+        at = rows(f"EPF_AgentHealthAt(datetime({day.isoformat()})) | project {columns}")
+        assert {row[1:] for row in daily if row[0] == day} == at, day
+        changed.add(frozenset(at))
+    assert len(changed) > 1  # the fleet's health changed over the week: the days differ

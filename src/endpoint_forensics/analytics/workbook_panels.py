@@ -33,7 +33,9 @@ def _newest(table: str) -> str:
     return f"let newest = toscalar({table} | summarize max(SnapshotTime));\n"
 
 
-def _it(function: str, table: str, rest: str, *, join_group: bool = False) -> str:
+def _it(
+    function: str, table: str, rest: str, *, join_group: bool = False, args: str = "newest"
+) -> str:
     """A panel over ``function``'s state at the newest collection of ``table``, filtered by
     tenant, group and OS; ``join_group`` takes the group from the device list, for a table
     that has none."""
@@ -44,10 +46,16 @@ def _it(function: str, table: str, rest: str, *, join_group: bool = False) -> st
         else ""
     )
     filters = "\n".join((_FILTER_TENANT, _FILTER_GROUP, _FILTER_OS))
-    return f"{_newest(table)}{function}(newest)\n{group}{filters}\n{rest}"
+    return f"{_newest(table)}{function}({args})\n{group}{filters}\n{rest}"
 
 
 _AGENT_TESTS = AGENT_HEALTH_TESTS
+_EACH_TEST = (
+    "| extend Tests = pack_array("
+    + ", ".join(f'pack("Test", "{t}", "Result", {t})' for t in _AGENT_TESTS)
+    + ")\n| mv-expand Test = Tests\n"
+    "| extend TestName = tostring(Test.Test), Result = tostring(Test.Result)\n"
+)
 _NO_COLLECTION = (
     "No collection in this time range: widen it, or check `epf doctor` and EPF_Runs_CL."
 )
@@ -64,16 +72,29 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     "EPF_AgentHealthAt",
                     "EPF_AgentHealth_CL",
                     join_group=True,
-                    rest="| extend Tests = pack_array("
-                    + ", ".join(f'pack("Test", "{t}", "Result", {t})' for t in _AGENT_TESTS)
-                    + ")\n| mv-expand Test = Tests\n"
-                    "| extend TestName = tostring(Test.Test), Result = tostring(Test.Result)\n"
-                    '| summarize Failing = countif(Result == "Fail"), Passing = countif(Result == "Pass"),'
+                    rest=_EACH_TEST
+                    + '| summarize Failing = countif(Result == "Fail"), Passing = countif(Result == "Pass"),'
                     ' NotApplicable = countif(Result == "NotApplicable") by TestName\n'
                     "| order by Failing desc",
                 ),
                 "barchart",
                 _NO_COLLECTION,
+            ),
+            Panel(
+                "agent-health-trend",
+                "Agent health over 14 days: devices failing each test, day by day",
+                _it(
+                    "EPF_AgentHealthDaily",
+                    "EPF_AgentHealth_CL",
+                    join_group=True,
+                    args="newest - 13d, newest",
+                    rest=_EACH_TEST + '| where Result == "Fail"\n'
+                    "| summarize Failing = count() by Day, TestName\n| order by Day asc",
+                ),
+                "timechart",
+                "No failing test in 14 days, or no agent health collected: check the"
+                " agent_health dataset in EPF_Runs_CL.",
+                100,
             ),
             Panel(
                 "av-mode",

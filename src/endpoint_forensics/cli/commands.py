@@ -35,6 +35,7 @@ from endpoint_forensics.cli.render import (
     render_outcomes,
     render_table,
 )
+from endpoint_forensics.cli.report import report_app
 from endpoint_forensics.cli.triage import triage
 from endpoint_forensics.errors import EpfError
 
@@ -46,6 +47,7 @@ app = typer.Typer(
     help="Endpoint Forensics: Defender endpoint posture history for investigators.",
 )
 app.add_typer(deploy_app, name="deploy")
+app.add_typer(report_app, name="report")
 app.command()(forensics)
 app.command()(lifecycle)
 app.command()(triage)

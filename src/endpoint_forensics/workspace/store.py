@@ -25,6 +25,7 @@ __all__ = [
     "QueryResult",
     "connect",
     "first_line",
+    "query_on",
     "run_query",
 ]
 
@@ -114,6 +115,20 @@ def run_query(path: Path, query: str, *, sql: bool = False, functions: Any = Non
     registry)."""
     con = connect(path, read_only=True)
     try:
+        return query_on(con, query, sql=sql, functions=functions)
+    finally:
+        con.close()
+
+
+def query_on(
+    con: Any, query: str, *, sql: bool = False, functions: Any = None, limit: int | None = None
+) -> QueryResult:
+    """``run_query`` on an open connection, keeping at most ``limit`` rows (all by default).
+
+    Raises:
+        QueryError: the query was refused or failed, said in a line its author can act on.
+    """
+    try:
         if sql:
             rel = con.sql(query)
         else:
@@ -122,14 +137,13 @@ def run_query(path: Path, query: str, *, sql: bool = False, functions: Any = Non
             rel = duckdb_kql.kql(con, query, functions=functions)
         if rel is None:
             return QueryResult([], [], [])
-        return QueryResult(list(rel.columns), [str(t) for t in rel.types], rel.fetchall())
+        rows = (rel if limit is None else rel.limit(limit)).fetchall()
+        return QueryResult(list(rel.columns), [str(t) for t in rel.types], rows)
     except Exception as exc:
         reason = query_failure(exc)
         if reason is None:
             raise
         raise QueryError(reason) from exc
-    finally:
-        con.close()
 
 
 def query_failure(exc: BaseException) -> str | None:
