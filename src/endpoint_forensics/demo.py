@@ -93,6 +93,12 @@ _DEMO_OVERRIDES = {
 #: Quieter OT sensors than the emulator's default: a daily poll then loses no event to the
 #: sensors' latest-100 cap (a real deployment polls events more often, `epf run`).
 _DEMO_EMULATOR = {"iot_events_per_hour": 8.0}
+#: What goes wrong in the demo's fortnight, so that the views of failures show one (each is
+#: told in ``DemoResult.incidents``): an address scan floods the first OT sensor with events
+#: two days before the end (more than it keeps between daily polls: a gap), and the last
+#: sensor's API token is deleted on its console before the last day's sync (its datasets fail).
+_STORM_BEFORE_END = timedelta(days=2) - timedelta(hours=10)
+_STORM_EVENTS_PER_HOUR = 1500.0
 
 
 @dataclass
@@ -110,6 +116,20 @@ class DemoResult:
     incident: dict[str, Any] | None = None  # the emulator's incident: DeviceId, DeviceName, at
     incident_answer: dict[str, Any] | None = None  # epf forensics' answer for it
     triage: dict[str, Any] | None = None  # epf triage's report of the newest triage run
+    # What the demo made go wrong (``_STORM_BEFORE_END``), and the sources that fail by it.
+    incidents: list[str] = field(default_factory=list)
+    staged_sources: set[str] = field(default_factory=set)
+
+    @property
+    def unexpected_errors(self) -> list[str]:
+        """The last run's errors but those of the sources the demo made fail."""
+        return list(
+            dict.fromkeys(
+                o.error
+                for o in self.summary.outcomes
+                if o.error and o.tenant not in self.staged_sources
+            )
+        ) + [d.error for d in self.summary.deliveries.values() if d.error]
 
     @property
     def matches_truth(self) -> bool:
@@ -152,10 +172,22 @@ def run_demo(
         **_DEMO_EMULATOR,
         **(emulator_options or {}),
     }
+    storm_at = WORLD_ANCHOR - _STORM_BEFORE_END
+    if days >= 2 and settings_kw.get("iot_sensors", 2):
+        settings_kw.setdefault("iot_event_storms", ((1, storm_at, _STORM_EVENTS_PER_HOUR),))
     runs: list[RunSummary] = []
     truths: list[dict[str, int]] = []
+    incidents: list[str] = []
+    staged: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="epf-demo-") as tmp:
         with Emulator(EmulatorSettings(**settings_kw)) as emu:
+            sensors = [a.name for a in emu.iot_appliances if a.kind == "sensor"]
+            if settings_kw.get("iot_event_storms"):
+                incidents.append(
+                    f"{storm_at:%Y-%m-%d %H:%M}Z: an address scan floods sensor {sensors[0]}"
+                    f" with {_STORM_EVENTS_PER_HOUR:,.0f} events in an hour, more than it keeps"
+                    " between daily polls: the run records the gap (EPF_Runs_CL, Gaps)"
+                )
             config_path = Path(tmp) / "emulated.toml"
             emu.write_config(config_path, feeds=True)  # the threat feeds from its mirrors
             overrides = {"store.path": str(db.resolve()), "state.dir": str(Path(tmp) / "state")}
@@ -163,6 +195,13 @@ def run_demo(
             for day in range(days + 1):
                 if day:
                     emu.advance(24)
+                if day == days and days >= 1 and len(sensors) > 1:
+                    emu.revoke_iot_token(sensors[-1])
+                    staged.add(sensors[-1])
+                    incidents.append(
+                        f"{emu.now:%Y-%m-%d %H:%M}Z: the API token of sensor {sensors[-1]} is"
+                        " deleted on its console: the last sync cannot read it, and says so"
+                    )
                 sinks = open_sinks(settings)  # the local store and the emulated Sentinel
                 try:
                     # As of the emulated clock (a fixed calendar, not the wall clock).
@@ -173,7 +212,9 @@ def run_demo(
                 if on_day:
                     on_day(day, runs[-1])
             stats = emu.stats()
-    return _result(db, runs, truths, stats)
+    result = _result(db, runs, truths, stats)
+    result.incidents, result.staged_sources = incidents, staged
+    return result
 
 
 def _result(

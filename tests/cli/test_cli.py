@@ -149,6 +149,10 @@ def test_demo_counts_match_the_truth(tmp_path):
     # It triages every open vulnerability, then ends with the forensic answer for the incident.
     assert "need a forensic investigation within 3 days" in result.stdout
     assert "The incident:" in result.stdout and "Tamper protection was off." in result.stdout
+    # What it made go wrong is told, and is no error: an event storm, a deleted sensor token.
+    assert "What went wrong during the fortnight, on purpose" in result.stdout
+    assert "floods sensor sensor-1" in result.stdout and "sensor sensor-2 is" in result.stdout
+    assert "error:" not in result.stderr
     triage = epf("query", "--db", str(db), "--format", "json", "EPF_Triage_CL")
     rows = orjson.loads(triage.stdout)
     assert rows, triage.stderr

@@ -331,3 +331,34 @@ def test_signatures_stall_and_resume(world: Store) -> None:
     assert row is not None
     went_stale, resumed = row
     assert went_stale > 0 and resumed > 0
+
+
+def test_a_rolled_back_update_reopens_what_it_fixed(world: Store) -> None:
+    from epf_emulator.world.rollbacks import ROLLBACK_DEVICES_PER
+
+    cursor = world.cursor()
+    try:
+        segments = cursor.execute(
+            "SELECT d, p, list(ver ORDER BY seg), list(from_us ORDER BY seg),"
+            " list(to_us ORDER BY seg) FROM tvm.sw GROUP BY d, p HAVING max(seg) = 2"
+        ).fetchall()
+        # (device, product, CVE) open before the update, closed by it, open again after.
+        reopened = cursor.execute(
+            """
+            SELECT count(DISTINCT (v0.d, v0.p, v0.cve)) FROM tvm.vrow v0
+            JOIN tvm.vrow v2 ON v2.d = v0.d AND v2.p = v0.p AND v2.cve = v0.cve AND v2.seg = 2
+            WHERE v0.seg = 0 AND v0.cve IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM tvm.vrow v1 WHERE v1.d = v0.d AND v1.p = v0.p
+                              AND v1.cve = v0.cve AND v1.seg = 1)
+            """
+        ).fetchone()
+    finally:
+        cursor.close()
+    assert len(segments) == 2000 // ROLLBACK_DEVICES_PER
+    assert len({d for d, *_ in segments}) == len(segments)  # one install per device
+    for _, _, versions, starts, ends in segments:
+        assert versions[0] == versions[2] < versions[1]  # back to the old version
+        assert ends[0] == starts[1] and ends[1] == starts[2] and ends[2] is None
+        assert ANCHOR_US - 5 * DAY_US <= starts[1] < ANCHOR_US - 4 * DAY_US
+        assert DAY_US * 3 // 2 <= starts[2] - starts[1] < DAY_US * 5 // 2
+    assert reopened is not None and reopened[0] >= len(segments)

@@ -104,3 +104,37 @@ def test_minutes_time_frame_is_clamped_to_4320() -> None:
         assert huge == get_json(sensor, "/api/v1/events", minutesTimeFrame=4320)
         everything = emu.stats()["truth_detail"]["iot"]["sensors"]["sensor-1"]["events"]
         assert everything > len(huge)  # older events exist; the window hides them
+
+
+def test_a_storm_hour_runs_at_its_own_rate() -> None:
+    from datetime import timedelta
+
+    from epf_emulator.common.clock import WORLD_ANCHOR
+
+    storm = WORLD_ANCHOR - timedelta(hours=3)
+    settings = EmulatorSettings(
+        devices=5,
+        seed=3,
+        iot_events_per_hour=10.0,
+        iot_event_backlog_minutes=4320.0,
+        iot_event_storms=((2, storm, 3000.0),),
+    )
+    hour_ms = int(storm.timestamp() * 1000) // 3_600_000 * 3_600_000
+
+    def storm_hour(events: list[dict[str, object]]) -> int:
+        return sum(1 for e in events if hour_ms <= int(e["timestamp"]) < hour_ms + 3_600_000)  # type: ignore[call-overload]
+
+    with Emulator(settings) as emu:
+        kind = {"minutesTimeFrame": 240, "type": "DEVICE_CONNECTION_CREATED"}
+        with iot_client(appliance(emu, "sensor-1")) as client:
+            calm = get_json(client, "/api/v1/events", **kind)
+        with iot_client(appliance(emu, "sensor-2")) as client:
+            stormy = get_json(client, "/api/v1/events", **kind)
+    # At 10 an hour a type has a handful in 4 hours; at 3,000 an hour the sensor's latest-100
+    # cap is reached within the storm hour.
+    assert len(calm) < 20 and storm_hour(calm) < 10
+    assert len(stormy) == 100 and storm_hour(stormy) >= 90
+    with pytest.raises(ValueError, match="iot_event_storms"):
+        EmulatorSettings(iot_event_storms=((3, storm, 10.0),))  # there are 2 sensors
+    with pytest.raises(ValueError, match="iot_event_storms"):
+        EmulatorSettings(iot_event_storms=((1, storm.replace(tzinfo=None), 10.0),))

@@ -331,3 +331,16 @@ def test_faults_apply_to_the_appliances_by_path_prefix() -> None:
         stats = emu.stats()
         assert stats["iot_requests"]["sensor-2"]["/api/v1/devices"] == {"200": 1, "500": 1}
         assert [f["injected"] for f in stats["faults"]] == [1, 1]
+
+
+def test_a_revoked_token_is_refused_from_then_on() -> None:
+    settings = EmulatorSettings(devices=5, seed=3, iot_devices_per_sensor=12)
+    with Emulator(settings) as emu, iot_client(appliance(emu, "sensor-2")) as client:
+        assert client.get("/api/v1/devices").status_code == 200
+        emu.revoke_iot_token("sensor-2")
+        refused = client.get("/api/v1/devices")
+        assert (refused.status_code, refused.text) == (401, "Unauthorized")
+        with iot_client(appliance(emu, "sensor-1")) as other:
+            assert other.get("/api/v1/devices").status_code == 200  # only that appliance
+        with pytest.raises(KeyError):
+            emu.revoke_iot_token("sensor-9")

@@ -33,6 +33,10 @@ def _newest(table: str) -> str:
     return f"let newest = toscalar({table} | summarize max(SnapshotTime));\n"
 
 
+# The vulnerabilities' newest news: a (weekly) snapshot, or the changes collected since it.
+_NEWEST_VULNERABILITIES = _newest("union EPF_Vulnerabilities_CL, EPF_VulnerabilityChanges_CL\n    ")
+
+
 def _it(
     function: str, table: str, rest: str, *, join_group: bool = False, args: str = "newest"
 ) -> str:
@@ -134,7 +138,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
             Panel(
                 "open-vulnerabilities",
                 "Open vulnerabilities by severity",
-                _newest("EPF_Vulnerabilities_CL")
+                _NEWEST_VULNERABILITIES
                 + "EPF_OpenVulnerabilitiesAt(newest)\n"
                 + _FILTER_TENANT
                 + "\n| summarize Devices = dcount(DeviceId), Vulnerabilities = count()"
@@ -198,7 +202,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
             Panel(
                 "mttr",
                 "Mean time to remediate by severity (days)",
-                _newest("EPF_Vulnerabilities_CL")
+                _NEWEST_VULNERABILITIES
                 + "EPF_VulnerabilityLifecycle(newest - 30d, newest)\n"
                 + _FILTER_TENANT
                 + "\n"
@@ -212,7 +216,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
             Panel(
                 "sla-breaches",
                 "SLA breaches (BOD 26-04 where triage set a date, else by severity)",
-                _newest("EPF_Vulnerabilities_CL")
+                _NEWEST_VULNERABILITIES
                 + "EPF_VulnerabilitySla(newest - 30d, newest, 15, 30, 90, 180)\n"
                 + _FILTER_TENANT
                 + "\n"

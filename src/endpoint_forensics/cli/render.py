@@ -130,6 +130,14 @@ def render_demo(result: Any, db: Path, me: str) -> None:
         same = "yes" if result.sentinel_matches_store else "NO"
         rows = sum(result.ingested.values())
         out(f"Sentinel (emulated Logs Ingestion API) received the same rows: {same} ({rows:,})")
+    if result.incidents:
+        out("")
+        out("What went wrong during the fortnight, on purpose, to show how failures look:")
+        for line in result.incidents:
+            out(f"  {line}")
+        out(
+            f"  The workbook's collector panels show both: {me} report fleet --db {db} --out fleet.html"
+        )
     if result.triage is not None:
         triage = result.triage
         decisions = ", ".join(f"{d} {n:,}" for d, n in triage["decisions"].items())

@@ -155,6 +155,9 @@ class EmulatorSettings:
     on-premises management console over all of them. Per sensor, events are a Poisson process
     at ``iot_events_per_hour`` from ``iot_event_backlog_minutes`` before the start, alerts one
     at ``iot_alerts_per_hour`` from ``iot_alert_history_hours`` before it.
+    ``iot_event_storms``: hours when a sensor sees far more events, as ``(sensor number, start,
+    events per hour)`` (an address scan, a misbehaving controller): the emulated hour holding
+    ``start`` runs at that rate instead.
 
     Advanced hunting (B.3): ``hunting_row_limit`` and ``hunting_timeout_seconds`` are the MDE
     API's (100,000 rows, 200 s a request), ``graph_hunting_row_limit`` and
@@ -206,6 +209,7 @@ class EmulatorSettings:
     iot_devices_per_sensor: int = 60
     iot_events_per_hour: float = 120.0
     iot_event_backlog_minutes: float = 30.0
+    iot_event_storms: tuple[tuple[int, datetime, float], ...] = ()
     iot_alerts_per_hour: float = 3.0
     iot_alert_history_hours: float = 48.0
     ingestion_rate_limit: tuple[int, float] | None = None
@@ -286,3 +290,16 @@ class EmulatorSettings:
         for name, (value, limit) in rates.items():
             if not 0 <= value <= limit:  # also refuses NaN
                 raise ValueError(f"{name} must be 0-{limit:g}: {value}")
+        for storm in self.iot_event_storms:
+            sensor, start, per_hour = storm
+            if not (
+                isinstance(sensor, int)
+                and 1 <= sensor <= self.iot_sensors
+                and isinstance(start, datetime)
+                and start.tzinfo is not None
+                and 0 <= per_hour <= rates["iot_events_per_hour"][1]
+            ):
+                raise ValueError(
+                    "iot_event_storms: each is (sensor 1-iot_sensors, an aware start,"
+                    f" events per hour 0-20000): {storm!r}"
+                )

@@ -208,6 +208,18 @@ class Emulator:
         self._running_tenant()
         return list(self._iot_listeners.appliances) if self._iot_listeners is not None else []
 
+    def revoke_iot_token(self, name: str) -> None:
+        """Delete the access token of the running appliance ``name`` (a sensor or the
+        console), as its console's user would: calls with it are refused (401) from now on.
+
+        Raises:
+            KeyError: no running appliance has that name.
+        """
+        self._running_tenant()
+        if self._iot_listeners is None:
+            raise KeyError(name)
+        self._iot_listeners.revoke_token(name)
+
     def iot_plaintext_passwords(self) -> set[str]:
         """Every plain-text password the sensors' reports show (distinct, 8+ characters)."""
         iot = self._running_tenant().iot

@@ -181,6 +181,10 @@ class _Gate:
         self._faults = faults
         self._stats = stats
 
+    def revoke_token(self) -> None:
+        """The token was deleted on the appliance's console: it is refused from now on."""
+        self._token = secrets.token_hex(16).encode("ascii")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
@@ -219,7 +223,7 @@ class _Gate:
         return False
 
 
-def _appliance_app(routes: list[Route], gate: dict[str, Any]) -> ASGIApp:
+def _appliance_app(routes: list[Route], gate: dict[str, Any]) -> _Gate:
     async def iot_failure(request: Request, exc: Exception) -> Response:
         return failure(500)
 
@@ -255,6 +259,7 @@ class IotListeners:
         self._state_dir = state_dir
         self._seed = seed
         self._running: list[tuple[Any, threading.Thread]] = []  # (uvicorn.Server, its thread)
+        self._gates: dict[str, _Gate] = {}
         self.appliances: list[IotAppliance] = []
 
     def start(self) -> list[IotAppliance]:
@@ -276,8 +281,9 @@ class IotListeners:
                     "faults": self._faults,
                     "stats": self._state.requests[name],
                 }
+                self._gates[name] = _appliance_app(self._routes(appliance, urls), gate)
                 server = make_server(
-                    _appliance_app(self._routes(appliance, urls), gate),
+                    self._gates[name],
                     host=self._host,
                     port=sockets[name].getsockname()[1],
                     certfile=str(key_path),
@@ -296,7 +302,17 @@ class IotListeners:
         """Stop every appliance; safe to call twice."""
         stop_serving(self._running)
         self._running.clear()
+        self._gates.clear()
         self.appliances.clear()
+
+    def revoke_token(self, name: str) -> None:
+        """Delete appliance ``name``'s access token, as its console's user would: every call
+        with the old token is answered 401 from now on (until the emulator restarts).
+
+        Raises:
+            KeyError: no running appliance has that name.
+        """
+        self._gates[name].revoke_token()
 
     def _appliance(self, name: str, port: int, cert_path: Path, fingerprint: str) -> IotAppliance:
         sensor = next((s for s in self._state.sensors if s.name == name), None)

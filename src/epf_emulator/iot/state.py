@@ -90,7 +90,17 @@ def build_iot_state(
             for s in model.sensors
         },
         events={
-            s.number: EventStream(settings.seed, s, event_start, settings.iot_events_per_hour)
+            s.number: EventStream(
+                settings.seed,
+                s,
+                event_start,
+                settings.iot_events_per_hour,
+                storms={
+                    int(start.timestamp() * 1000) // HOUR_MS: rate
+                    for number, start, rate in settings.iot_event_storms
+                    if number == s.number
+                },
+            )
             for s in model.sensors
         },
         console=settings.iot_console,

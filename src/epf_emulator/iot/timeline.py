@@ -112,10 +112,19 @@ def _address(device: OtDevice | None) -> str:
 
 
 class EventStream:
-    """A sensor's events from ``start_ms`` on, made per hour on demand (thread-safe)."""
+    """A sensor's events from ``start_ms`` on, made per hour on demand (thread-safe); an hour
+    of ``storms`` (hour index: events per hour) runs at its own rate."""
 
-    def __init__(self, seed: int, sensor: OtSensor, start_ms: int, per_hour: float) -> None:
+    def __init__(
+        self,
+        seed: int,
+        sensor: OtSensor,
+        start_ms: int,
+        per_hour: float,
+        storms: dict[int, float] | None = None,
+    ) -> None:
         self._seed, self._sensor, self.start_ms, self._per_hour = seed, sensor, start_ms, per_hour
+        self._storms = storms or {}
         self._hours: dict[int, list[OtEvent]] = {}
         self._lock = threading.Lock()
 
@@ -127,7 +136,7 @@ class EventStream:
             rng = random.Random(f"epf-iot-events:{self._seed}:{self._sensor.number}:{hour}")
             devices = self._sensor.devices
             events = []
-            for t in _times(rng, hour, self._per_hour):
+            for t in _times(rng, hour, self._storms.get(hour, self._per_hour)):
                 kind, _, title, severity, content = rng.choices(_EVENTS, [e[1] for e in _EVENTS])[0]
                 a, b = (rng.choice(devices), rng.choice(devices)) if devices else (None, None)
                 owner = rng.choice(("admin", "support")) if kind == "USER_LOGIN" else None

@@ -20,21 +20,22 @@ is "rows alive at now" and the delta is "row starts and ends since then": one so
 can never disagree, and the same whenever the emulator started. Randomness is
 ``hash(seed, ...)`` in SQL: deterministic, with no Python loop per row.
 
-Change over the timeline (134 days; rates at 2,000 devices, about 10 installs each):
-software upgrades (25% of the installs that have a newer version, once: about 13 a day, each
-ending the rows of the CVEs the new version fixes), uninstalls (5%), new installs (8%),
-device-group moves (3% of the active devices, a third of them in the three weeks around the
-anchor), and monthly OS patching: on each month's second Tuesday (``patch_days``) a device
-installs its OS's update within 10 days (85% of devices each month; the others catch up the
-next month), which fixes the OS CVEs published (and found) before that Tuesday, except CVEs
-published before the timeline, which stay as the device's backlog (about 400 OS rows fixed in
-the two weeks before the anchor, fewer early on, when fewer timeline CVEs exist). In all,
-about 1,100 vulnerability rows are fixed and 3,600 found in the two weeks before the anchor.
-New CVEs are published throughout (``world.cve_catalog``).
+Change over the timeline (134 days; rates at 2,000 devices, about 10 installs each): software
+upgrades (25% of the installs that have a newer version, once: about 13 a day, each ending the
+rows of the CVEs the new version fixes), uninstalls (5%), new installs (8%), device-group moves
+(3% of the active devices, a third of them in the three weeks around the anchor), an
+application update rolled back on one device in 250 (``world.rollbacks``: the vulnerabilities
+it fixed reopen, days before the anchor), and monthly OS patching: on each month's second
+Tuesday (``patch_days``) a device installs its OS's update within 10 days (85% of devices each
+month; the others catch up the next month), which fixes the OS CVEs published (and found)
+before that Tuesday, except CVEs published before the timeline, which stay as the device's
+backlog (about 400 OS rows fixed in the two weeks before the anchor, fewer early on, when fewer
+timeline CVEs exist). In all, about 1,100 vulnerability rows are fixed and 3,600 found in the
+two weeks before the anchor. New CVEs are published throughout (``world.cve_catalog``).
 
 Imports only ``common.clock``, ``world.cve_catalog``, ``world.devices``, ``world.incident``,
-``world.posture_catalogues`` and ``world.software`` of the emulator: it shares no code with the
-collector.
+``world.posture_catalogues``, ``world.rollbacks``, ``world.seeded`` and ``world.software`` of
+the emulator: it shares no code with the collector.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from epf_emulator.world.cve_catalog import DAY_US
 from epf_emulator.world.devices import RBAC_GROUPS, Device, device_kind
 from epf_emulator.world.incident import incident_hold_sql
 from epf_emulator.world.posture_catalogues import load_catalogues
+from epf_emulator.world.rollbacks import build_rollbacks
+from epf_emulator.world.seeded import u
 from epf_emulator.world.software import os_product
 
 if TYPE_CHECKING:
@@ -113,15 +116,6 @@ DEV_COLUMNS: dict[str, str] = {
 }
 
 
-def u(seed: int, *parts: str) -> str:
-    """SQL for a uniform [0, 1) number that depends only on the seed and ``parts``.
-
-    Hashed twice: DuckDB's multi-argument ``hash`` combines its arguments so weakly that two
-    tags of the same key come out correlated (r = 0.5); a second hash decorrelates them.
-    """
-    return f"(hash(hash({seed}, {', '.join(parts)})) / 18446744073709551616.0)"
-
-
 @dataclass(frozen=True)
 class RbacMove:
     device_id: str
@@ -142,6 +136,7 @@ def build_posture(
     load_catalogues(con, seed, anchor_us, per_device)
     _build_moves(con, seed, anchor_us)
     _build_software(con, seed, anchor_us)
+    build_rollbacks(con, seed=seed, anchor_us=anchor_us)
     _load_patch_days(con, anchor)
     _build_vulnerability_rows(con, seed, anchor_us)
     _compress(con)
