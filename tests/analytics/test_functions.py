@@ -112,8 +112,22 @@ def test_vulnerabilities_at_t_follow_the_changes_after_the_snapshot(con) -> None
     assert datetime(2026, 11, 2, tzinfo=UTC)  # the times above are UTC
 
 
+_DAILY = [
+    # (daily function, its At function, the table, columns compared)
+    ("EPF_AgentHealthDaily", "EPF_AgentHealthAt", "EPF_AgentHealth_CL",
+     "DeviceId, TamperProtection, SensorEnabled, AntivirusSignatureVersion"),
+    ("EPF_AvHealthDaily", "EPF_AvHealthAt", "EPF_AvHealth_CL",
+     "DeviceId, AvMode, AvSignatureUpdateTime"),
+    ("EPF_SecureConfigDaily", "EPF_SecureConfigAt", "EPF_SecureConfig_CL",
+     "DeviceId, ConfigurationId, IsCompliant, IsApplicable"),
+]  # fmt: skip
+
+
 @pytest.mark.e2e
-def test_the_daily_agent_health_is_the_state_at_each_day(demo) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("daily", "at", "table", "columns"), _DAILY, ids=[d[0] for d in _DAILY])
+def test_a_daily_function_gives_the_state_at_each_day(  # type: ignore[no-untyped-def]
+    demo, daily: str, at: str, table: str, columns: str
+) -> None:
     from datetime import timedelta
 
     from endpoint_forensics.workspace import store
@@ -121,19 +135,18 @@ def test_the_daily_agent_health_is_the_state_at_each_day(demo) -> None:  # type:
     def rows(query: str) -> set[tuple[object, ...]]:
         return set(store.run_query(demo, query, functions=registry()).rows)
 
-    ((newest,),) = rows("EPF_AgentHealth_CL | summarize max(SnapshotTime)")
-    columns = "DeviceId, TamperProtection, SensorEnabled, AntivirusSignatureVersion"
+    ((newest,),) = rows(f"{table} | summarize max(SnapshotTime)")
     until = f"datetime({newest.isoformat()})"
     # The engine's day arithmetic drops the zone; every KQL datetime is UTC.
-    daily = {
+    by_day = {
         (row[0].replace(tzinfo=newest.tzinfo), *row[1:])
-        for row in rows(f"EPF_AgentHealthDaily({until} - 6d, {until}) | project Day, {columns}")
+        for row in rows(f"{daily}({until} - 6d, {until}) | project Day, {columns}")
     }
-    days = sorted({row[0] for row in daily})
+    days = sorted({row[0] for row in by_day})
     assert days == [newest - timedelta(days=k) for k in range(6, -1, -1)]
-    changed = set()
+    states = set()
     for day in days:
-        at = rows(f"EPF_AgentHealthAt(datetime({day.isoformat()})) | project {columns}")
-        assert {row[1:] for row in daily if row[0] == day} == at, day
-        changed.add(frozenset(at))
-    assert len(changed) > 1  # the fleet's health changed over the week: the days differ
+        state = rows(f"{at}(datetime({day.isoformat()})) | project {columns}")
+        assert {row[1:] for row in by_day if row[0] == day} == state, day
+        states.add(frozenset(state))
+    assert len(states) > 1  # the fleet changed over the week: the days differ

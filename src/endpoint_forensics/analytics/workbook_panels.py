@@ -85,22 +85,6 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 _NO_COLLECTION,
             ),
             Panel(
-                "agent-health-trend",
-                "Agent health over 14 days: devices failing each test, day by day",
-                _it(
-                    "EPF_AgentHealthDaily",
-                    "EPF_AgentHealth_CL",
-                    join_group=True,
-                    args="newest - 13d, newest",
-                    rest=_EACH_TEST + '| where Result == "Fail"\n'
-                    "| summarize Failing = count() by Day, TestName\n| order by Day asc",
-                ),
-                "timechart",
-                "No failing test in 14 days, or no agent health collected: check the"
-                " agent_health dataset in EPF_Runs_CL.",
-                100,
-            ),
-            Panel(
                 "av-mode",
                 "Antivirus mode",
                 _it("EPF_AvHealthAt", "EPF_AvHealth_CL", "| summarize Devices = count() by AvMode"),
@@ -146,6 +130,83 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 "barchart",
                 "No open vulnerability, or none collected: check the vulnerabilities dataset in"
                 " EPF_Runs_CL.",
+            ),
+        ),
+    ),
+    (
+        "Fleet posture over time",
+        "The state at the end of each of the 14 days up to the newest collection (the Daily"
+        " functions), for the selected tenant, group and OS.",
+        (
+            Panel(
+                "agent-health-trend",
+                "Agent health over 14 days: devices failing each test, day by day",
+                _it(
+                    "EPF_AgentHealthDaily",
+                    "EPF_AgentHealth_CL",
+                    join_group=True,
+                    args="newest - 13d, newest",
+                    rest=_EACH_TEST + '| where Result == "Fail"\n'
+                    "| summarize Failing = count() by Day, TestName\n| order by Day asc",
+                ),
+                "timechart",
+                "No failing test in 14 days, or no agent health collected: check the"
+                " agent_health dataset in EPF_Runs_CL.",
+                100,
+            ),
+            Panel(
+                "av-trend",
+                "Antivirus over 14 days: devices not in active mode, and with signatures over a"
+                " week old",
+                _it(
+                    "EPF_AvHealthDaily",
+                    "EPF_AvHealth_CL",
+                    args="newest - 13d, newest",
+                    rest='| summarize NotActive = countif(AvMode != "Active"),'
+                    " StaleSignatures = countif(Day - AvSignatureUpdateTime > 7d) by Day\n"
+                    "| order by Day asc",
+                ),
+                "timechart",
+                "No antivirus health collected in 14 days: check the av_health dataset in"
+                " EPF_Runs_CL.",
+            ),
+            Panel(
+                "secure-config-trend",
+                "Security settings over 14 days: failing (device, setting) pairs by category",
+                _it(
+                    "EPF_SecureConfigDaily",
+                    "EPF_SecureConfig_CL",
+                    args="newest - 13d, newest",
+                    rest="| where IsApplicable and not(IsCompliant)\n"
+                    "| summarize Failing = count() by Day, ConfigurationCategory\n"
+                    "| order by Day asc",
+                ),
+                "timechart",
+                "No failing setting in 14 days, or no secure configuration collected: check the"
+                " secure_config dataset in EPF_Runs_CL.",
+            ),
+            Panel(
+                "vulnerability-flow",
+                "Vulnerabilities found and fixed per day",
+                _NEWEST_VULNERABILITIES + "EPF_VulnerabilityChanges_CL\n"
+                '| where EventTimestamp > newest - 14d and Status in ("New", "Fixed")\n'
+                + _FILTER_TENANT
+                + "\n"
+                + _FILTER_GROUP
+                + "\n"
+                # A device-group move is reported as Fixed under the old group and New under
+                # the new one at the same instant: not a finding, not a fix.
+                "| summarize Statuses = make_set(Status) by DefenderTenantId, DeviceId, RecordId,"
+                " EventTimestamp\n"
+                "| where array_length(Statuses) == 1\n"
+                "| extend Status = tostring(Statuses[0])\n"
+                '| summarize Found = countif(Status == "New"), Fixed = countif(Status == "Fixed")'
+                " by Day = bin(EventTimestamp, 1d)\n"
+                "| order by Day asc",
+                "timechart",
+                "No vulnerability found or fixed in 14 days, or no changes collected: check the"
+                " vulnerability_changes dataset in EPF_Runs_CL.",
+                100,
             ),
         ),
     ),

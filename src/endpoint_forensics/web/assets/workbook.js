@@ -73,11 +73,15 @@
         }
         return { label: name, data: xs.map((x) => values.get(x) ?? 0) };
       });
-      return { labels: xs.map((x) => x.replace("T", " ").replace(/:00(\.0+)?Z$/, "Z")), sets };
+      // Whole days read as dates; other times to the minute.
+      const days = xs.every((x) => /T00:00:00(\.0+)?Z$/.test(x));
+      const label = (x) => (days ? x.slice(0, 10) : x.replace("T", " ").replace(/:00(\.0+)?Z$/, "Z"));
+      return { labels: xs.map(label), sets };
     }
     const labelAt = texts.length ? texts[0] : time;
+    const name = (v) => show(v) || "(none)";
     const labels = result.rows.map((r) =>
-      texts.length > 1 ? texts.map((i) => show(r[i])).join(" / ") : show(labelAt >= 0 ? r[labelAt] : "")
+      texts.length > 1 ? texts.map((i) => name(r[i])).join(" / ") : name(labelAt >= 0 ? r[labelAt] : "")
     );
     const used = visualization === "piechart" ? numbers.slice(0, 1) : numbers;
     return { labels, sets: used.map((i) => ({ label: result.columns[i], data: result.rows.map((r) => r[i]) })) };
