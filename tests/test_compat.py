@@ -24,6 +24,8 @@ from endpoint_forensics.tables.compat import COMPAT_TABLES, LEGACY_MAC_TESTS
 from endpoint_forensics.transforms.compat import DERIVED, derive
 from endpoint_forensics.workspace.store import QueryError, run_query
 
+from .analytics.kql_support import error_messages
+
 STAMPS = {c.name for c in COMMON_COLUMNS}
 # The vocabularies the original wrote (original-connector.md); Unknown has no value.
 WINDOWS = {"Pass": "ENABLED", "Fail": "DISABLED", "NotApplicable": "N/A", "Unknown": None}
@@ -34,6 +36,66 @@ RUN_OLD, RUN_1, RUN_2 = (
     ("run-1", NOW - timedelta(days=3)),
     ("run-2", NOW - timedelta(days=1)),
 )
+
+
+# The original workbook's kinds of query, as its users run them on the compat tables; each is
+# also valid for Sentinel (Microsoft's parser, against the legacy tables' registry schemas).
+WORKBOOK = {
+    **{
+        f"windows-pie-{test}": "AgentHealthStatusWindows_CL | where TimeGenerated > ago(14d)"
+        f" | summarize arg_max(TimeGenerated, *) by DeviceId_s | summarize count() by {test}_s"
+        for test in AGENT_HEALTH_TESTS
+    },
+    "windows-grid": "AgentHealthStatusWindows_CL | where TimeGenerated > ago(14d)"
+    " | summarize arg_max(TimeGenerated, *) by DeviceId_s"
+    " | project DeviceId_s, Computer = DeviceName_s, SensorEnabled_s, RunId | sort by DeviceId_s asc",
+    **{
+        f"mac-pie-{test}": "MDE_MAC_devicehealth_CL | where TimeGenerated > ago(14d)"
+        " | mv-expand Results = parse_json(Results_s)"
+        f" | extend DeviceName = tostring(Results.DeviceName), Value = tostring(Results.{test})"
+        " | summarize arg_max(TimeGenerated, *) by DeviceName | summarize count() by Value"
+        for test in LEGACY_MAC_TESTS
+    },
+    "mac-grid": "MDE_MAC_devicehealth_CL | mv-expand Results = parse_json(Results_s)"
+    " | extend DeviceName = tostring(Results.DeviceName)"
+    " | summarize arg_max(TimeGenerated, *) by DeviceName"
+    " | project DeviceName, RTP = tostring(Results.RealtimeProtection),"
+    " Cloud = tostring(Results.CloudProtection), Tamper = tostring(Results.TamperProtection)"
+    " | sort by DeviceName asc",
+    # As the original wrote it: Sentinel runs it, duckdb-kql wants the expansion named.
+    "mac-original-mv-expand": "MDE_MAC_devicehealth_CL | mv-expand parse_json(Results_s)",
+    "iot-devices-grid": "AD4IOT_Devices_CL | where TimeGenerated > ago(14d)"
+    " | summarize arg_max(TimeGenerated, *) by id_d | project id_d, name_s, type_s, authorized_b,"
+    " engineeringStation_b, ipAddresses_s | sort by id_d asc",
+    "iot-devices-by-type": "AD4IOT_Devices_CL | summarize arg_max(TimeGenerated, *) by id_d"
+    " | summarize count() by type_s",
+    "iot-addresses": "AD4IOT_Devices_CL | summarize arg_max(TimeGenerated, *) by id_d"
+    " | mv-expand ip = parse_json(ipAddresses_s) to typeof(string) | summarize count()",
+    "iot-cves-per-address": "AD4IOT_CVE_CL | where TimeGenerated > ago(14d)"
+    " | summarize arg_max(TimeGenerated, *) by IPAddress, cveId_s | summarize count() by IPAddress",
+    "iot-cves-high": "AD4IOT_CVE_CL | summarize arg_max(TimeGenerated, *) by IPAddress, cveId_s"
+    " | where todouble(score_s) >= 7 | project IPAddress, cveId_s, score_s, attackVector_s"
+    " | sort by IPAddress asc, cveId_s asc",
+    "iot-events-by-severity": "AD4IOT_Events_CL | summarize count() by severity_s",
+    "iot-events-newest": "AD4IOT_Events_CL | top 1 by timestamp_d desc"
+    " | extend EventTime = datetime_add('millisecond', tolong(timestamp_d), datetime(1970-01-01))"
+    " | project EventTime, title_s",
+    # Sentinel's own conversion, which the local engine lacks.
+    "iot-events-unixtime": "AD4IOT_Events_CL"
+    " | extend t = unixtime_milliseconds_todatetime(timestamp_d)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(WORKBOOK))
+def test_each_original_workbook_query_is_valid_for_sentinel(name, kustology, schema):
+    assert error_messages(kustology, WORKBOOK[name], schema) == []
+
+
+def test_a_wrong_legacy_column_is_caught(kustology, schema):
+    # The check above would pass anything if the binder saw no legacy table.
+    assert error_messages(
+        kustology, WORKBOOK["iot-cves-high"].replace("score_s", "score_d"), schema
+    )
 
 
 def health(device: str, family: str, **results: str) -> dict:
@@ -249,11 +311,7 @@ def workspace(tmp_path_factory):
 def test_windows_pie_counts_the_latest_row_per_device(workspace, test):
     latest = latest_in_range(HEALTH_RUNS, "Windows")
     expected = Counter(WINDOWS[row[test]] for row in latest.values())
-    query = (
-        "AgentHealthStatusWindows_CL | where TimeGenerated > ago(14d) "
-        f"| summarize arg_max(TimeGenerated, *) by DeviceId_s | summarize count() by {test}_s"
-    )
-    assert counts(run_query(workspace, query)) == expected
+    assert counts(run_query(workspace, WORKBOOK[f"windows-pie-{test}"])) == expected
     # The same answer as our own table gives.
     ours = (
         "EPF_AgentHealth_CL | where TimeGenerated > ago(14d) | where OSFamily == 'Windows' "
@@ -263,12 +321,7 @@ def test_windows_pie_counts_the_latest_row_per_device(workspace, test):
 
 
 def test_windows_pie_literal_counts_and_the_grid_now_has_device_names(workspace):
-    query = (
-        "AgentHealthStatusWindows_CL | where TimeGenerated > ago(14d) "
-        "| summarize arg_max(TimeGenerated, *) by DeviceId_s "
-        "| project DeviceId_s, Computer = DeviceName_s, SensorEnabled_s, RunId | sort by DeviceId_s asc"
-    )
-    assert run_query(workspace, query).rows == [
+    assert run_query(workspace, WORKBOOK["windows-grid"]).rows == [
         ("w1", "w1.corp", "DISABLED", "run-2"),  # run 2 changed it: the latest row wins
         ("w2", "w2.corp", "ENABLED", "run-2"),
         ("w3", "w3.corp", "ENABLED", "run-1"),
@@ -280,25 +333,11 @@ def test_mac_pie_expands_results_and_counts_the_latest_per_device(workspace, tes
     latest = latest_in_range(HEALTH_RUNS, "macOS")
     # The workbook reads a missing key as an empty string.
     expected = Counter(MAC.get(row[test], "") for row in latest.values())
-    query = (
-        "MDE_MAC_devicehealth_CL | where TimeGenerated > ago(14d) "
-        "| mv-expand Results = parse_json(Results_s) "
-        f"| extend DeviceName = tostring(Results.DeviceName), Value = tostring(Results.{test}) "
-        "| summarize arg_max(TimeGenerated, *) by DeviceName | summarize count() by Value"
-    )
-    assert counts(run_query(workspace, query)) == expected
+    assert counts(run_query(workspace, WORKBOOK[f"mac-pie-{test}"])) == expected
 
 
 def test_mac_grid_literal_values(workspace):
-    query = (
-        "MDE_MAC_devicehealth_CL | mv-expand Results = parse_json(Results_s) "
-        "| extend DeviceName = tostring(Results.DeviceName) "
-        "| summarize arg_max(TimeGenerated, *) by DeviceName "
-        "| project DeviceName, RTP = tostring(Results.RealtimeProtection), "
-        "Cloud = tostring(Results.CloudProtection), Tamper = tostring(Results.TamperProtection) "
-        "| sort by DeviceName asc"
-    )
-    assert run_query(workspace, query).rows == [
+    assert run_query(workspace, WORKBOOK["mac-grid"]).rows == [
         ("m1.corp", "GOOD", "", "GOOD"),  # run 2: RTP fixed, cloud protection unknown
         ("m2.corp", "GOOD", "GOOD", "N/A"),
     ]
@@ -308,7 +347,7 @@ def test_the_unnamed_mv_expand_of_the_original_is_not_supported_by_duckdb_kql(wo
     # The original writes `mv-expand parse_json(Results_s)`; duckdb-kql wants a name for it,
     # so the tests above use `mv-expand Results = parse_json(Results_s)`. Sentinel runs both.
     with pytest.raises(QueryError, match="mv-expand"):
-        run_query(workspace, "MDE_MAC_devicehealth_CL | mv-expand parse_json(Results_s)")
+        run_query(workspace, WORKBOOK["mac-original-mv-expand"])
 
 
 # IoT: run 1 sees devices 1 and 2 (plus the console's copy of device 1, which the original
@@ -386,37 +425,25 @@ IOT_RUNS = {
 
 
 def test_iot_devices_grid_shows_the_latest_row_per_sensor_device(workspace):
-    grid = (
-        "AD4IOT_Devices_CL | where TimeGenerated > ago(14d) | summarize arg_max(TimeGenerated, *) "
-        "by id_d | project id_d, name_s, type_s, authorized_b, engineeringStation_b, "
-        "ipAddresses_s | sort by id_d asc"
-    )
-    assert run_query(workspace, grid).rows == [
+    assert run_query(workspace, WORKBOOK["iot-devices-grid"]).rows == [
         (1.0, "10.0.0.1", "PLC", False, False, '["10.0.0.1"]'),  # run 2: no longer authorized
         (2.0, "10.0.0.2", "HMI", False, False, '["10.0.0.2"]'),
         (3.0, "10.0.0.3", "Engineering Station", True, True, '["10.0.0.3"]'),
     ]
-    by_type = "AD4IOT_Devices_CL | summarize arg_max(TimeGenerated, *) by id_d | summarize count() by type_s"
-    assert counts(run_query(workspace, by_type)) == {"PLC": 1, "HMI": 1, "Engineering Station": 1}
-    addresses = (
-        "AD4IOT_Devices_CL | summarize arg_max(TimeGenerated, *) by id_d "
-        "| mv-expand ip = parse_json(ipAddresses_s) to typeof(string) | summarize count()"
-    )
-    assert run_query(workspace, addresses).rows == [(3,)]
+    assert counts(run_query(workspace, WORKBOOK["iot-devices-by-type"])) == {
+        "PLC": 1,
+        "HMI": 1,
+        "Engineering Station": 1,
+    }
+    assert run_query(workspace, WORKBOOK["iot-addresses"]).rows == [(3,)]
 
 
 def test_iot_cve_grid_counts_latest_cves_per_address(workspace):
-    per_address = (
-        "AD4IOT_CVE_CL | where TimeGenerated > ago(14d) "
-        "| summarize arg_max(TimeGenerated, *) by IPAddress, cveId_s | summarize count() by IPAddress"
-    )
-    assert counts(run_query(workspace, per_address)) == {"10.0.0.1": 2, "10.0.0.2": 2}
-    high = (
-        "AD4IOT_CVE_CL | summarize arg_max(TimeGenerated, *) by IPAddress, cveId_s "
-        "| where todouble(score_s) >= 7 | project IPAddress, cveId_s, score_s, attackVector_s "
-        "| sort by IPAddress asc, cveId_s asc"
-    )
-    assert run_query(workspace, high).rows == [
+    assert counts(run_query(workspace, WORKBOOK["iot-cves-per-address"])) == {
+        "10.0.0.1": 2,
+        "10.0.0.2": 2,
+    }
+    assert run_query(workspace, WORKBOOK["iot-cves-high"]).rows == [
         ("10.0.0.1", "CVE-2020-0001", "9.8", "NETWORK"),
         ("10.0.0.2", "CVE-2020-0001", "9.8", "NETWORK"),
         ("10.0.0.2", "CVE-2021-0003", "10.0", "NETWORK"),
@@ -424,20 +451,15 @@ def test_iot_cve_grid_counts_latest_cves_per_address(workspace):
 
 
 def test_iot_events_grid_counts_every_event_and_its_epoch_ms_converts(workspace):
-    by_severity = "AD4IOT_Events_CL | summarize count() by severity_s"
-    assert counts(run_query(workspace, by_severity)) == {"NOTICE": 2, "ALERT": 1}
-    newest = (
-        "AD4IOT_Events_CL | top 1 by timestamp_d desc "
-        "| extend EventTime = datetime_add('millisecond', tolong(timestamp_d), datetime(1970-01-01)) "
-        "| project EventTime, title_s"
-    )
-    [(when, title)] = run_query(workspace, newest).rows
+    assert counts(run_query(workspace, WORKBOOK["iot-events-by-severity"])) == {
+        "NOTICE": 2,
+        "ALERT": 1,
+    }
+    [(when, title)] = run_query(workspace, WORKBOOK["iot-events-newest"]).rows
     assert (when.replace(tzinfo=UTC), title) == (
         datetime(2026, 11, 2, 8, 30, tzinfo=UTC),
         "PLC Stop",
     )
     # Sentinel's own conversion function has no DuckDB mapping in duckdb-kql 1.1.2.
     with pytest.raises(QueryError, match="unixtime_milliseconds_todatetime"):
-        run_query(
-            workspace, "AD4IOT_Events_CL | extend t = unixtime_milliseconds_todatetime(timestamp_d)"
-        )
+        run_query(workspace, WORKBOOK["iot-events-unixtime"])

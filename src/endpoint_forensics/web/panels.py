@@ -59,19 +59,6 @@ def _json_default(value: Any) -> Any:
     return str(value)  # intervals, UUIDs, blobs: as the engine prints them
 
 
-def _cell(value: Any, *, decode_json: bool) -> Any:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if decode_json and isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
 def _result(con: Any, query: str, functions: Any) -> PanelResult:
     try:
         found = store.query_on(con, query, functions=functions, limit=MAX_ROWS + 1)
@@ -79,7 +66,7 @@ def _result(con: Any, query: str, functions: Any) -> PanelResult:
         return PanelResult([], [], error=str(exc))
     json_cols = {i for i, t in enumerate(found.types) if t == "JSON"}
     rows = [
-        [_cell(v, decode_json=i in json_cols) for i, v in enumerate(row)]
+        [store.plain_value(v, decode_json=i in json_cols) for i, v in enumerate(row)]
         for row in found.rows[:MAX_ROWS]
     ]
     return PanelResult(found.columns, rows, truncated=len(found.rows) > MAX_ROWS)
@@ -128,7 +115,7 @@ def _provenance(con: Any, db: Path) -> dict[str, Any]:
         ).fetchone()
         if count:
             tables.append(
-                {"table": name, "rows": count, "newest_snapshot": _cell(newest, decode_json=False)}
+                {"table": name, "rows": count, "newest_snapshot": store.plain_value(newest)}
             )
     tenants: list[str] = []
     if "EPF_Runs_CL" in present:
@@ -152,7 +139,7 @@ def _provenance(con: Any, db: Path) -> dict[str, Any]:
                         "table": name,
                         "version": row[0],
                         "source": row[1],
-                        "read_at": _cell(row[2], decode_json=False),
+                        "read_at": store.plain_value(row[2]),
                     }
                 )
     return {

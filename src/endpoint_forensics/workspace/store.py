@@ -25,6 +25,7 @@ __all__ = [
     "QueryResult",
     "connect",
     "first_line",
+    "plain_value",
     "query_on",
     "run_query",
 ]
@@ -49,7 +50,7 @@ class QueryResult:
         for row in self.rows:
             out.append(
                 {
-                    name: _plain(value, decode_json=i in json_cols)
+                    name: plain_value(value, decode_json=i in json_cols)
                     for i, (name, value) in enumerate(zip(self.columns, row, strict=True))
                 }
             )
@@ -177,7 +178,8 @@ def _ensure_schema(con: Any) -> None:
                     con.execute(f'UPDATE "{table.name}" SET SnapshotTime = TimeGenerated')
 
 
-def _plain(value: Any, *, decode_json: bool) -> Any:
+def plain_value(value: Any, *, decode_json: bool = False) -> Any:
+    """A cell as JSON carries it: a datetime as ISO 8601 UTC, a JSON column's text decoded."""
     if isinstance(value, datetime):
         # The workspace keeps UTC: a naive value (a KQL todatetime()) is UTC too.
         return value.isoformat().replace("+00:00", "Z") + ("Z" if value.tzinfo is None else "")
