@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics bench-triage clean
+.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics bench-triage bench-serve clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/epf demo
+	$(BIN)/epf demo --no-serve
 
 test: install
 	$(BIN)/python -m pytest
@@ -40,6 +40,10 @@ bench-triage: install
 # History in both modes over simulated days, and the answers from it (posture at T, lifecycle).
 bench-forensics: install
 	$(BIN)/python bench/forensics.py --devices $(or $(FORENSICS_DEVICES),20000) --days $(or $(DAYS),90)
+
+# The dashboard on a workspace: each view's time to drawn, the server's peak memory.
+bench-serve: install
+	$(BIN)/python bench/serve.py --db $(or $(DB),epf-demo.duckdb)
 
 clean:
 	rm -rf $(VENV) epf-demo.duckdb .epf-state

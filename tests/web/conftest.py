@@ -56,15 +56,14 @@ class Page:
     dialogs: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-def offline_page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context(offline=True, viewport={"width": 1400, "height": 900})
-    # Nothing may leave the file: any request but the page itself is a failure.
+def _page(browser: Any, *, offline: bool) -> Iterator[Page]:
+    context = browser.new_context(offline=offline, viewport={"width": 1400, "height": 900})
+    # Nothing may leave the machine: a request to anything but the file or the local server
+    # is a failure.
+    local = ("file://", "http://127.0.0.1:")
     context.route(
         "**/*",
-        lambda route: (
-            route.continue_() if route.request.url.startswith("file://") else route.abort()
-        ),
+        lambda route: route.continue_() if route.request.url.startswith(local) else route.abort(),
     )
     page = context.new_page()
     seen = Page(page)
@@ -86,3 +85,15 @@ def offline_page(browser: Any) -> Iterator[Page]:
     page.on("dialog", dialog)
     yield seen
     context.close()
+
+
+@pytest.fixture
+def offline_page(browser: Any) -> Iterator[Page]:
+    """A page with the network off: for a report file."""
+    yield from _page(browser, offline=True)
+
+
+@pytest.fixture
+def local_page(browser: Any) -> Iterator[Page]:
+    """A page that reaches the local server only: for ``epf serve``."""
+    yield from _page(browser, offline=False)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from endpoint_forensics.analytics.functions import KqlFunction, calls, functions, with_callees
-from endpoint_forensics.tables import kql_database_schema
+from endpoint_forensics.tables import TABLES, kql_database_schema
 
 __all__ = [
     "error_messages",
@@ -28,6 +29,7 @@ __all__ = [
     "load_kustology",
     "parameters_declaration",
     "sentinel_errors",
+    "sentinel_refusal",
 ]
 
 
@@ -130,6 +132,28 @@ def sentinel_errors(query: str) -> list[str] | None:
     kustology = load_kustology()
     schema = _schema_for(kustology, frozenset(calls(query)))
     return [m for m in error_messages(kustology, query, schema) if "KS204" not in m]
+
+
+def sentinel_refusal(query: str) -> str | None:
+    """``sentinel_errors`` as one message for the query's author (None: nothing to say), a
+    column named in the wrong case given with the registry's spelling."""
+    refused = sentinel_errors(query)
+    if not refused:
+        return None
+    return "Sentinel would refuse this query (Microsoft's KQL parser): " + "; ".join(
+        _with_hint(m) for m in refused
+    )
+
+
+def _with_hint(message: str) -> str:
+    """A parser message, with the registry's column of the same name in another case."""
+    found = re.search(r"The name '(\w+)' does not refer", message)
+    if found is None:
+        return message
+    wanted = found.group(1).lower()
+    columns = {c.name for t in TABLES.values() for c in t.columns if c.name.lower() == wanted}
+    hint = f" (did you mean {', '.join(sorted(columns))}? KQL names are case-sensitive)"
+    return message + hint if columns else message
 
 
 @cache

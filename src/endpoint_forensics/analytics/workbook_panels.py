@@ -248,7 +248,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 + _FILTER_TENANT
                 + "\n"
                 + _FILTER_GROUP
-                + "\n| project DeviceName, DeviceKind, CveId, ClockStart, DueDate, PubliclyExposed",
+                + "\n| project DeviceName, DeviceKind, CveId, ClockStart, DueDate, PubliclyExposed,"
+                " DeviceId",
                 "table",
                 "Nothing to investigate: no known-exploited CVE with forensicTriage is open on a"
                 " publicly exposed device.",
@@ -301,7 +302,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     "EPF_DevicesAt",
                     "EPF_Devices_CL",
                     '| where LastSeen < newest - 7d and OnboardingStatus == "Onboarded"\n'
-                    "| project DeviceName, OSPlatform, RbacGroupName, LastSeen",
+                    "| project DeviceName, OSPlatform, RbacGroupName, LastSeen, DeviceId",
                 ),
                 "table",
                 "Every onboarded device reported within 7 days of the newest collection.",
@@ -390,7 +391,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     join_group=True,
                     rest="| project DeviceName, OSPlatform, FailingTests, "
                     + ", ".join(_AGENT_TESTS)
-                    + "\n| order by FailingTests desc, DeviceName asc",
+                    + ", DeviceId\n| order by FailingTests desc, DeviceName asc",
                 ),
                 "table",
                 _NO_COLLECTION,

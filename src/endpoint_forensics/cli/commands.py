@@ -36,6 +36,7 @@ from endpoint_forensics.cli.render import (
     render_table,
 )
 from endpoint_forensics.cli.report import report_app
+from endpoint_forensics.cli.serve import serve
 from endpoint_forensics.cli.triage import triage
 from endpoint_forensics.errors import EpfError
 
@@ -51,6 +52,7 @@ app.add_typer(report_app, name="report")
 app.command()(forensics)
 app.command()(lifecycle)
 app.command()(triage)
+app.command()(serve)
 app.command()(emulator)
 
 _state: dict[str, Any] = {"debug": False}
@@ -248,8 +250,10 @@ def demo(
         )
     summary = result.summary
     render_demo(result, db, _me())
-    if not no_serve:
-        out("(The dashboard is not built yet; nothing to serve.)")
+    out("")
+    out(
+        f"The dashboard over this workspace: {_me()} serve --db {db} (it prints the address to open)"
+    )
     if not (result.matches_truth and result.sentinel_matches_store):
         raise typer.Exit(1)
     # The failures the demo stages are its story, told above; any other is an error.
@@ -257,6 +261,8 @@ def demo(
         typer.echo(f"error: {line}", err=True)
     if result.unexpected_errors:
         raise typer.Exit(summary.exit_code or 1)
+    if not no_serve:
+        serve(db=db)
 
 
 @app.command()
@@ -274,15 +280,12 @@ def query(
     installed, a KQL query is first checked with Microsoft's parser: one Sentinel would refuse
     fails here too, with Sentinel's message."""
     from endpoint_forensics.analytics.functions import registry
-    from endpoint_forensics.analytics.kql_check import sentinel_errors
+    from endpoint_forensics.analytics.kql_check import sentinel_refusal
     from endpoint_forensics.workspace.store import QueryError, run_query
 
-    refused = None if sql else sentinel_errors(query_text)
+    refused = None if sql else sentinel_refusal(query_text)
     if refused:
-        raise QueryError(
-            "Sentinel would refuse this query (Microsoft's KQL parser): "
-            + "; ".join(_with_hint(m) for m in refused)
-        )
+        raise QueryError(refused)
     result = run_query(db, query_text, sql=sql, functions=None if sql else registry())
     records = result.records()
     if format is OutputFormat.JSON:
@@ -296,21 +299,6 @@ def query(
         out(buf.getvalue().rstrip("\n"))
     else:
         render_table(result.columns, [[cell(v) for v in rec.values()] for rec in records])
-
-
-def _with_hint(message: str) -> str:
-    """A parser message, with the registry's column of the same name in another case."""
-    import re
-
-    from endpoint_forensics.tables import TABLES
-
-    found = re.search(r"The name '(\w+)' does not refer", message)
-    if found is None:
-        return message
-    wanted = found.group(1).lower()
-    columns = {c.name for t in TABLES.values() for c in t.columns if c.name.lower() == wanted}
-    hint = f" (did you mean {', '.join(sorted(columns))}? KQL names are case-sensitive)"
-    return message + hint if columns else message
 
 
 @app.command()

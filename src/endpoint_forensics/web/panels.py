@@ -19,12 +19,18 @@ from typing import Any
 import orjson
 
 from endpoint_forensics.analytics.functions import registry
-from endpoint_forensics.analytics.workbook import PARAMETERS, panel_queries, workbook_document
+from endpoint_forensics.analytics.workbook import (
+    PARAMETERS,
+    SECTIONS,
+    panel_queries,
+    workbook_document,
+)
+from endpoint_forensics.errors import ConfigError
 from endpoint_forensics.tables import TABLES
 from endpoint_forensics.workspace import store
 from endpoint_forensics.workspace.store import QueryError
 
-__all__ = ["MAX_ROWS", "PanelResult", "WorkbookAnswer", "answer_workbook"]
+__all__ = ["MAX_ROWS", "PanelResult", "WorkbookAnswer", "answer_workbook", "sections"]
 
 #: Rows kept per panel.
 MAX_ROWS = 500
@@ -72,19 +78,38 @@ def _result(con: Any, query: str, functions: Any) -> PanelResult:
     return PanelResult(found.columns, rows, truncated=len(found.rows) > MAX_ROWS)
 
 
-def answer_workbook(db: Path, values: dict[str, str] | None = None) -> WorkbookAnswer:
-    """Every panel of the workbook on the workspace at ``db``, the dropdowns set to ``values``
-    (default ``*``, everything).
+def sections() -> list[str]:
+    """The workbook's sections, by title, in order."""
+    return [title for title, _, _ in SECTIONS]
+
+
+def answer_workbook(
+    db: Path, values: dict[str, str] | None = None, *, section: str | None = None
+) -> WorkbookAnswer:
+    """Every panel of the workbook on the workspace at ``db`` (or of one ``section``), the
+    dropdowns set to ``values`` (default ``*``, everything).
 
     Raises:
         ConfigError: the workspace does not exist or cannot be opened.
     """
     functions = registry()
     chosen = {name: "*" for name, _, _ in PARAMETERS} | (values or {})
+    document = workbook_document()
+    wanted = None
+    if section is not None:
+        panels = [p for title, _, ps in SECTIONS if title == section for p in ps]
+        if not panels:
+            known = ", ".join(sections())
+            raise ConfigError(f"no workbook section {section!r}; there are: {known}")
+        wanted = {p.name for p in panels} | {section, "parameters"}
+        items: list[dict[str, Any]] = document["items"]  # type: ignore[assignment]
+        document["items"] = [i for i in items if i["name"] in wanted]
     con = store.connect(db, read_only=True)
     try:
         results = {
-            name: _result(con, query, functions) for name, query in panel_queries(chosen).items()
+            name: _result(con, query, functions)
+            for name, query in panel_queries(chosen).items()
+            if wanted is None or name in wanted
         }
         choices = {
             name: [str(r[0]) for r in _result(con, query, functions).rows if r and r[0]]
@@ -101,7 +126,7 @@ def answer_workbook(db: Path, values: dict[str, str] | None = None) -> WorkbookA
         )
     ).hexdigest()
     provenance["rows_sha256"] = digest
-    return WorkbookAnswer(workbook_document(), chosen, choices, results, provenance)
+    return WorkbookAnswer(document, chosen, choices, results, provenance)
 
 
 def _provenance(con: Any, db: Path) -> dict[str, Any]:

@@ -4,6 +4,8 @@
 // as markup: device names, tags and alert texts come from Defender and may carry markup.
 "use strict";
 
+// window.EPF.renderWorkbook(answer, root, {deviceLinks}) for the dashboard; a report file
+// carries its answer in #epf-answer and is rendered at once.
 (function () {
   const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
@@ -46,10 +48,21 @@
     });
   }
 
+  let deviceLinks = false;
+
+  function cell(result, row, i) {
+    const id = result.columns.indexOf("DeviceId");
+    if (deviceLinks && result.columns[i] === "DeviceName" && id >= 0 && row[id]) {
+      const link = el("a", { href: "#device=" + encodeURIComponent(row[id]) }, show(row[i]));
+      return el("td", {}, link);
+    }
+    return el("td", {}, show(row[i]));
+  }
+
   function table(result) {
     const head = el("tr", {}, ...result.columns.map((c) => el("th", { scope: "col" }, c)));
     const body = el("tbody");
-    for (const row of result.rows) body.append(el("tr", {}, ...row.map((v) => el("td", {}, show(v)))));
+    for (const row of result.rows) body.append(el("tr", {}, ...row.map((_, i) => cell(result, row, i))));
     return el("div", { class: "grid" }, el("table", {}, el("thead", {}, head), body));
   }
 
@@ -162,7 +175,7 @@
       el("details", {}, el("summary", {}, "Tables"), table(snapshots)));
   }
 
-  function render(answer, root) {
+  function render(answer, root, withProvenance) {
     let row = null;
     const flush = () => { if (row) root.append(row); row = null; };
     for (const item of answer.workbook.items) {
@@ -176,11 +189,20 @@
       else if (item.type === 9) root.append(parameters(item, answer));
     }
     flush();
-    root.append(provenance(answer.provenance));
+    if (withProvenance) root.append(provenance(answer.provenance));
     // After the charts, which are drawn in the microtasks queued before this one.
     queueMicrotask(() => { document.body.dataset.rendered = "true"; });
   }
 
-  const answer = JSON.parse(document.getElementById("epf-answer").textContent);
-  render(answer, document.getElementById("epf-root"));
+  window.EPF = {
+    el,
+    show,
+    table,
+    renderWorkbook(answer, root, options) {
+      deviceLinks = Boolean(options && options.deviceLinks);
+      render(answer, root, Boolean(options && options.provenance));
+    },
+  };
+  const embedded = document.getElementById("epf-answer");
+  if (embedded) render(JSON.parse(embedded.textContent), document.getElementById("epf-root"), true);
 })();
