@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def test_every_view_renders_from_the_workbooks_queries(
     links = local_page.page.eval_on_selector_all("nav a", "els => els.map(e => e.hash)")
     views = [link for link in links if link.startswith("#view=")]
     assert len(views) >= 7 and "#device=" in links and "#query=" in links
+    devices: dict[str, str] = {}  # the first device each view links to
     for view in views:
         _go(local_page, view)
         states = local_page.page.eval_on_selector_all(
@@ -81,7 +83,20 @@ def test_every_view_renders_from_the_workbooks_queries(
         )
         assert states and all(state == "rows" for _, state in states), (view, states)
         assert local_page.page.locator(".error").count() == 0, view
+        for panel, link in local_page.page.eval_on_selector_all(
+            "[data-panel]",
+            "els => els.map(e => [e.dataset.panel, (e.querySelector('a') || {}).hash])",
+        ):
+            if link:
+                devices[panel] = link
     assert local_page.problems == []
+    # Every panel that names devices links each to a device page that answers.
+    assert {"devices-grid", "silent-devices", "forensic-items", "ot-also-it"} <= set(devices)
+    with httpx.Client(base_url=served.base_url, cookies={COOKIE: TOKEN}) as client:
+        for panel, link in devices.items():
+            device = link.removeprefix("#device=")
+            found = client.get("/api/device", params={"device": device})
+            assert found.status_code == 200, (panel, found.text)
 
 
 @pytest.mark.e2e
@@ -123,6 +138,32 @@ def test_a_device_followed_from_the_fleet_answers_at_a_picked_time_as_epf_forens
     )
     assert health == {k: v or "" for k, v in answer["agent_health"].items()}
     assert local_page.problems == []
+
+
+@pytest.mark.e2e
+def test_a_view_as_of_a_picked_time_answers_as_the_workspace_stood_then(
+    served: RunningServer, demo: Path, local_page: Page
+) -> None:
+    from endpoint_forensics.web.panels import answer_workbook
+
+    at = "2026-11-02T12:00:00Z"
+    _open(local_page, served, "#view=Fleet posture now")
+    local_page.page.evaluate("() => { delete document.body.dataset.rendered; }")
+    local_page.page.fill("input[name=at]", at.removesuffix("Z"))
+    local_page.page.click("button[type=submit]")
+    local_page.page.wait_for_selector("body[data-rendered=true]", timeout=60_000)
+    assert f"as it stood at {at}" in local_page.page.inner_text("main")
+    then = answer_workbook(demo, section="Fleet posture now", at=datetime.fromisoformat(at))
+    shown = dict(
+        local_page.page.eval_on_selector_all(
+            "[data-panel]", "els => els.map(e => [e.dataset.panel, Number(e.dataset.rows)])"
+        )
+    )
+    assert shown == {name: len(r.rows) for name, r in then.results.items()}
+    assert local_page.problems == []
+    with httpx.Client(base_url=served.base_url, cookies={COOKIE: TOKEN}) as client:
+        wrong = client.get("/api/workbook", params={"at": "last tuesday"})
+        assert wrong.status_code == 400 and "not an ISO 8601 time" in wrong.json()["error"]
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,15 @@
 """The forensic answer as an investigator attaches it to a case: text, Markdown or one HTML file.
 
 Owns turning the answer of ``analytics.forensics`` (docs/forensics.md) into prose and tables.
-The HTML is self-contained (inline style, no script, no remote resource): it opens offline and
-is safe to mail, and every value in it is escaped.
+The HTML is self-contained (inline style allowed by its hash, no script, no remote resource):
+it opens offline, prints, is safe to mail, and every value in it is escaped. A report for a case
+also carries the answer's provenance and the device's triage items.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 from typing import Any
 
@@ -53,6 +56,23 @@ def _sections(answer: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         [c["time"], c["dataset"], str(c["item"]), str(c["from"]), str(c["to"])]
         for c in answer["changes"]
     ]
+    triage_rows = [
+        [str(t["CveId"]), str(t["Decision"]), str(t["Bod2604Outcome"] or ""),
+         str(t["DueDate"] or ""), "yes" if t["ForensicInvestigation"] else "",
+         str(t["SnapshotTime"])]
+        for t in answer.get("triage") or []
+    ]  # fmt: skip
+    triage = (
+        [
+            (
+                f"Triage items ({len(triage_rows)})",
+                ["CVE", "Decision", "BOD 26-04", "Due", "Forensic investigation", "Triaged"],
+                triage_rows,
+            )
+        ]
+        if "triage" in answer
+        else []
+    )
     return [
         ("Snapshots the answer comes from", ["Dataset", "Snapshot", "Age at T"], snapshots),
         ("Agent health", ["Test", "Result"], tests),
@@ -68,6 +88,7 @@ def _sections(answer: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             ["Time", "Dataset", "Item", "From", "To"],
             changes,
         ),
+        *triage,
     ]
 
 
@@ -122,16 +143,45 @@ h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid 
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.2em .6em;
 border-bottom:1px solid #eee;vertical-align:top}th{background:#f4f4f4}
 .missing li{color:#9b1c1c;font-weight:600}.facts th{width:12em;background:none}
-footer{margin-top:2em;color:#666;font-size:.85em}
+footer{margin-top:2em;color:#666;font-size:.85em}.provenance td{font-family:monospace}
+@media print{body{margin:0;max-width:none;font-size:11px}h2{break-after:avoid}
+tr{break-inside:avoid}}
 """
+_STYLE_HASH = "'sha256-" + base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode() + "'"
+#: Nothing from the network, no script, only the page's own style.
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src {_STYLE_HASH}; base-uri 'none'; form-action 'none'"
+)
 
 
-def as_html(answer: dict[str, Any]) -> str:
-    """One self-contained page: no script, no remote resource."""
+def _provenance(provenance: dict[str, Any]) -> list[tuple[str, str]]:
+    facts = [
+        ("Workspace", str(provenance.get("workspace"))),
+        ("Written", str(provenance.get("written_at"))),
+        ("As of", str(provenance.get("as_of"))),
+        ("Defender tenant", str(provenance.get("device_tenant") or "-")),
+        ("Tenants of the runs", ", ".join(provenance.get("tenants") or []) or "-"),
+    ]
+    facts += [
+        (f["table"], f"{f['version'] or '?'} from {f['source'] or '?'}, read {f['read_at']}")
+        for f in provenance.get("feeds") or []
+    ]
+    facts += [
+        (f"{t['table']} newest snapshot", f"{t['newest_snapshot']} ({t['rows']:,} rows)")
+        for t in provenance.get("tables") or []
+    ]
+    facts.append(("SHA-256 of the answer's rows", str(provenance.get("rows_sha256"))))
+    return facts
+
+
+def as_html(answer: dict[str, Any], provenance: dict[str, Any] | None = None) -> str:
+    """One self-contained page: no script, no remote resource; with ``provenance`` (what
+    ``web.device_report`` gathers), a section that says what the answer came from."""
     e = html.escape
     title, facts = _headline(answer)
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f'<meta http-equiv="Content-Security-Policy" content="{e(CONTENT_SECURITY_POLICY)}">',
         f"<title>{e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1><table class=facts>",
         *(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts),
@@ -149,6 +199,10 @@ def as_html(answer: dict[str, Any]) -> str:
             continue
         parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    if provenance is not None:
+        parts.append('<h2>Provenance</h2><table class="facts provenance">')
+        parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _provenance(provenance)]
         parts.append("</table>")
     parts.append(
         "<footer>Endpoint Forensics: each answer comes from the newest snapshot at or before T"

@@ -19,7 +19,7 @@ from endpoint_forensics.errors import EpfError
 from endpoint_forensics.triage import ssvc
 from endpoint_forensics.workspace import store
 
-__all__ = ["FORENSIC_CLOCK", "TriageReportError", "triage_report"]
+__all__ = ["FORENSIC_CLOCK", "TriageReportError", "device_triage_items", "triage_report"]
 
 #: The forensic investigation's clock (BOD 26-04 implementation guidance), from the flagging.
 FORENSIC_CLOCK = (("scope", 2), ("evidence", 24), ("decision", 72))
@@ -172,3 +172,22 @@ def _scalar(con: Any, sql: str, params: list[Any]) -> int:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def device_triage_items(db: Path, device_id: str, at: datetime) -> list[dict[str, Any]]:
+    """One device's items of the newest triage run at or before ``at`` (none if the workspace
+    has no triage yet), the forensic investigations first, then by due date."""
+    from endpoint_forensics.analytics.functions import kql_datetime
+
+    quoted = device_id.replace("\\", "\\\\").replace("'", "\\'")
+    query = (
+        f"let run = toscalar(EPF_Triage_CL | where SnapshotTime <= {kql_datetime(at)}"
+        " | summarize max(SnapshotTime));\n"
+        f"EPF_Triage_CL | where SnapshotTime == run and DeviceId == '{quoted}'\n"
+        "| project CveId, Decision, Bod2604Outcome, DueDate, ForensicInvestigation, SnapshotTime\n"
+        "| order by ForensicInvestigation desc, DueDate asc"
+    )
+    try:
+        return store.run_query(db, query).records()
+    except store.QueryError:
+        return []  # no triage table yet

@@ -79,7 +79,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     rest=_EACH_TEST
                     + '| summarize Failing = countif(Result == "Fail"), Passing = countif(Result == "Pass"),'
                     ' NotApplicable = countif(Result == "NotApplicable") by TestName\n'
-                    "| order by Failing desc",
+                    "| order by Failing desc, TestName asc",
                 ),
                 "barchart",
                 _NO_COLLECTION,
@@ -87,7 +87,11 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
             Panel(
                 "av-mode",
                 "Antivirus mode",
-                _it("EPF_AvHealthAt", "EPF_AvHealth_CL", "| summarize Devices = count() by AvMode"),
+                _it(
+                    "EPF_AvHealthAt",
+                    "EPF_AvHealth_CL",
+                    "| summarize Devices = count() by AvMode\n| order by Devices desc, AvMode asc",
+                ),
                 "piechart",
                 _NO_COLLECTION,
             ),
@@ -100,7 +104,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     "| extend AgeDays = (newest - AvSignatureUpdateTime) / 1d\n"
                     '| extend Age = case(isnull(AgeDays), "unknown", AgeDays <= 1, "up to a day",'
                     ' AgeDays <= 3, "1-3 days", AgeDays <= 7, "3-7 days", "over a week")\n'
-                    "| summarize Devices = count() by Age",
+                    "| summarize Devices = count() by Age\n| order by Devices desc, Age asc",
                 ),
                 "piechart",
                 _NO_COLLECTION,
@@ -113,7 +117,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     "EPF_SecureConfig_CL",
                     "| where IsApplicable and not(IsCompliant)\n"
                     "| summarize Devices = dcount(DeviceId) by ConfigurationId, ConfigurationName,"
-                    " ConfigurationImpact\n| top 15 by Devices",
+                    " ConfigurationImpact\n| order by Devices desc, ConfigurationId asc\n| take 15",
                 ),
                 "table",
                 "No failing setting, or no secure configuration collected: check the"
@@ -126,7 +130,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 + "EPF_OpenVulnerabilitiesAt(newest)\n"
                 + _FILTER_TENANT
                 + "\n| summarize Devices = dcount(DeviceId), Vulnerabilities = count()"
-                " by VulnerabilitySeverityLevel",
+                " by VulnerabilitySeverityLevel\n"
+                "| order by Vulnerabilities desc, VulnerabilitySeverityLevel asc",
                 "barchart",
                 "No open vulnerability, or none collected: check the vulnerabilities dataset in"
                 " EPF_Runs_CL.",
@@ -147,7 +152,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     join_group=True,
                     args="newest - 13d, newest",
                     rest=_EACH_TEST + '| where Result == "Fail"\n'
-                    "| summarize Failing = count() by Day, TestName\n| order by Day asc",
+                    "| summarize Failing = count() by Day, TestName\n| order by Day asc, TestName asc",
                 ),
                 "timechart",
                 "No failing test in 14 days, or no agent health collected: check the"
@@ -179,7 +184,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     args="newest - 13d, newest",
                     rest="| where IsApplicable and not(IsCompliant)\n"
                     "| summarize Failing = count() by Day, ConfigurationCategory\n"
-                    "| order by Day asc",
+                    "| order by Day asc, ConfigurationCategory asc",
                 ),
                 "timechart",
                 "No failing setting in 14 days, or no secure configuration collected: check the"
@@ -222,7 +227,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 + _FILTER_TENANT
                 + "\n"
                 + _FILTER_GROUP
-                + "\n| summarize Items = count() by Decision, DeviceKind",
+                + "\n| summarize Items = count() by Decision, DeviceKind"
+                "\n| order by Decision asc, DeviceKind asc",
                 "barchart",
                 "No triage run in this time range: triage runs after a sync that brought"
                 " posture or a feed copy, with the local workspace (`epf sync`).",
@@ -236,7 +242,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 + "\n"
                 + _FILTER_GROUP
                 + "\n| summarize Items = count(), Overdue = countif(DueDate < newest),"
-                " NextDue = min(iff(DueDate >= newest, DueDate, datetime(null))) by Bod2604Outcome",
+                " NextDue = min(iff(DueDate >= newest, DueDate, datetime(null))) by Bod2604Outcome"
+                "\n| order by Bod2604Outcome asc",
                 "table",
                 "No triage run in this time range: see the Decisions panel.",
             ),
@@ -249,7 +256,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 + "\n"
                 + _FILTER_GROUP
                 + "\n| project DeviceName, DeviceKind, CveId, ClockStart, DueDate, PubliclyExposed,"
-                " DeviceId",
+                " DeviceId\n| order by DueDate asc, DeviceName asc, DeviceId asc, CveId asc",
                 "table",
                 "Nothing to investigate: no known-exploited CVE with forensicTriage is open on a"
                 " publicly exposed device.",
@@ -271,7 +278,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 + _FILTER_GROUP
                 + '\n| where Status == "Fixed"\n'
                 "| summarize MeanDays = round(avg(DaysOpen), 1), Fixed = count()"
-                " by VulnerabilitySeverityLevel",
+                " by VulnerabilitySeverityLevel\n| order by VulnerabilitySeverityLevel asc",
                 "barchart",
                 "Nothing fixed in 30 days of history: the history may be younger than that.",
             ),
@@ -285,7 +292,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 + _FILTER_GROUP
                 + "\n| where Breached\n"
                 "| summarize Breaches = count(), Devices = dcount(DeviceId) by SlaSource,"
-                " VulnerabilitySeverityLevel",
+                " VulnerabilitySeverityLevel\n"
+                "| order by Breaches desc, SlaSource asc, VulnerabilitySeverityLevel asc",
                 "table",
                 "No breach in the last 30 days.",
             ),
@@ -302,7 +310,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     "EPF_DevicesAt",
                     "EPF_Devices_CL",
                     '| where LastSeen < newest - 7d and OnboardingStatus == "Onboarded"\n'
-                    "| project DeviceName, OSPlatform, RbacGroupName, LastSeen, DeviceId",
+                    "| project DeviceName, OSPlatform, RbacGroupName, LastSeen, DeviceId\n"
+                    "| order by LastSeen asc, DeviceName asc, DeviceId asc",
                 ),
                 "table",
                 "Every onboarded device reported within 7 days of the newest collection.",
@@ -312,7 +321,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 "Datasets whose newest run failed",
                 "EPF_Runs_CL\n"
                 "| summarize arg_max(SnapshotTime, Outcome, Error) by SourceName, Dataset\n"
-                '| where Outcome == "Failed"\n| project SourceName, Dataset, SnapshotTime, Error',
+                '| where Outcome == "Failed"\n| project SourceName, Dataset, SnapshotTime, Error\n'
+                "| order by SourceName asc, Dataset asc",
                 "table",
                 "Every dataset's newest run succeeded or was skipped as not due.",
             ),
@@ -326,12 +336,15 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 "ot-also-it",
                 "OT devices that are also Defender for Endpoint devices",
                 _newest("EPF_IotDevices_CL")
-                + "let it = EPF_DevicesAt(newest) | project ItName = tolower(DeviceName), DeviceId,"
+                + "let it = EPF_DevicesAt(newest) | project ItName = tolower(DeviceName), ItDeviceId = DeviceId,"
                 " OSPlatform, HealthStatus;\n"
                 'EPF_IotDevices_CL\n| where SnapshotTime == newest and Source == "sensor/v1/devices"\n'
                 "| extend ItName = tolower(DeviceName)\n"
                 "| join kind=inner it on ItName\n"
-                "| project Appliance, DeviceName, DeviceType, OSPlatform, HealthStatus, DeviceId",
+                # DeviceId: the Defender for Endpoint device's, so the name leads to its posture.
+                "| project Appliance, DeviceName, DeviceType, OSPlatform, HealthStatus,"
+                " DeviceId = ItDeviceId\n"
+                "| order by Appliance asc, DeviceName asc, DeviceId asc",
                 "table",
                 "No OT device carries the name of a Defender for Endpoint device, or no sensor is"
                 " configured ([[iot.sensors]]).",
@@ -341,14 +354,16 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 "Critical OT CVEs (CVSS 9 or more) per sensor",
                 _newest("EPF_IotCves_CL")
                 + "EPF_OtOpenVulnerabilitiesAt(newest)\n| where CvssScore >= 9.0\n"
-                "| summarize Cves = dcount(CveId), Devices = dcount(DeviceId) by Appliance",
+                "| summarize Cves = dcount(CveId), Devices = dcount(DeviceId) by Appliance\n"
+                "| order by Appliance asc",
                 "barchart",
                 "No OT CVE of CVSS 9 or more, or no sensor configured.",
             ),
             Panel(
                 "ot-alerts",
                 "OT alerts by severity",
-                "EPF_IotAlerts_CL\n| summarize Alerts = count() by Severity, Appliance",
+                "EPF_IotAlerts_CL\n| summarize Alerts = count() by Severity, Appliance\n"
+                "| order by Alerts desc, Severity asc, Appliance asc",
                 "barchart",
                 "No OT alert in this time range, or no sensor configured.",
             ),
@@ -361,7 +376,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
             Panel(
                 "rows-per-run",
                 "Rows per run",
-                "EPF_Runs_CL\n| summarize Rows = sum(Rows) by bin(SnapshotTime, 1d), TableName",
+                "EPF_Runs_CL\n| summarize Rows = sum(Rows) by bin(SnapshotTime, 1d), TableName\n"
+                "| order by SnapshotTime asc, TableName asc",
                 "timechart",
                 "No run in this time range: is the collector scheduled (`epf run`)?",
                 100,
@@ -371,7 +387,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 "Throttled requests and failures per source",
                 "EPF_Runs_CL\n"
                 '| summarize Throttled = sum(Throttled), Failed = countif(Outcome == "Failed"),'
-                " Runs = dcount(RunId) by SourceName",
+                " Runs = dcount(RunId) by SourceName\n| order by SourceName asc",
                 "table",
                 "No run in this time range.",
             ),
@@ -391,7 +407,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                     join_group=True,
                     rest="| project DeviceName, OSPlatform, FailingTests, "
                     + ", ".join(_AGENT_TESTS)
-                    + ", DeviceId\n| order by FailingTests desc, DeviceName asc",
+                    + ", DeviceId\n| order by FailingTests desc, DeviceName asc, DeviceId asc",
                 ),
                 "table",
                 _NO_COLLECTION,
@@ -403,7 +419,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 _newest("EPF_IotDevices_CL")
                 + 'EPF_IotDevices_CL\n| where SnapshotTime == newest and Source == "sensor/v1/devices"\n'
                 "| project Appliance, DeviceName, Vendor, DeviceType, OperatingSystem, IpAddresses,"
-                " Authorized, FirmwareVersion",
+                " Authorized, FirmwareVersion, OtDeviceId = DeviceId\n"
+                "| order by Appliance asc, DeviceName asc, OtDeviceId asc",
                 "table",
                 "No sensor configured, or its devices were not collected in this time range.",
                 100,
@@ -412,7 +429,8 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 "iot-events",
                 "IoT events",
                 "EPF_IotEvents_CL\n| project EventTime, Appliance, EventType, EventTitle, Severity,"
-                " Content\n| order by EventTime desc\n| take 500",
+                " Content, EventKey\n"
+                "| order by EventTime desc, Appliance asc, EventKey asc\n| take 500",
                 "table",
                 "No OT event in this time range, or no sensor configured.",
                 100,
@@ -422,7 +440,7 @@ SECTIONS: tuple[tuple[str, str, tuple[Panel, ...]], ...] = (
                 "IoT CVEs",
                 _newest("EPF_IotCves_CL") + "EPF_OtOpenVulnerabilitiesAt(newest)\n"
                 "| project Appliance, DeviceName, IpAddress, CveId, CvssScore, AttackVector\n"
-                "| order by CvssScore desc",
+                "| order by CvssScore desc, Appliance asc, IpAddress asc, CveId asc",
                 "table",
                 "No OT CVE listed, or no sensor configured.",
                 100,

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import html
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
@@ -69,13 +70,16 @@ def fleet_report_html(answer: WorkbookAnswer, *, title: str = "Endpoint Forensic
     )
 
 
-def write_fleet_report(db: Path, out: Path, values: dict[str, str] | None = None) -> FleetReport:
-    """Answer every workbook panel on ``db`` and write the page to ``out``.
+def write_fleet_report(
+    db: Path, out: Path, values: dict[str, str] | None = None, *, at: datetime | None = None
+) -> FleetReport:
+    """Answer every workbook panel on ``db`` (as it stood at ``at``, if given) and write the
+    page to ``out``.
 
     Raises:
         ConfigError: the workspace does not exist or cannot be opened.
     """
-    answer = answer_workbook(db, values)
+    answer = answer_workbook(db, values, at=at)
     out.write_text(fleet_report_html(answer), encoding="utf-8")
     results = answer.results.values()
     return FleetReport(

@@ -30,7 +30,14 @@ from endpoint_forensics.tables import TABLES
 from endpoint_forensics.workspace import store
 from endpoint_forensics.workspace.store import QueryError
 
-__all__ = ["MAX_ROWS", "PanelResult", "WorkbookAnswer", "answer_workbook", "sections"]
+__all__ = [
+    "MAX_ROWS",
+    "PanelResult",
+    "WorkbookAnswer",
+    "answer_workbook",
+    "sections",
+    "workspace_provenance",
+]
 
 #: Rows kept per panel.
 MAX_ROWS = 500
@@ -84,10 +91,15 @@ def sections() -> list[str]:
 
 
 def answer_workbook(
-    db: Path, values: dict[str, str] | None = None, *, section: str | None = None
+    db: Path,
+    values: dict[str, str] | None = None,
+    *,
+    section: str | None = None,
+    at: datetime | None = None,
 ) -> WorkbookAnswer:
     """Every panel of the workbook on the workspace at ``db`` (or of one ``section``), the
-    dropdowns set to ``values`` (default ``*``, everything).
+    dropdowns set to ``values`` (default ``*``, everything), as the workspace stood at ``at``
+    (default: all of it).
 
     Raises:
         ConfigError: the workspace does not exist or cannot be opened.
@@ -104,7 +116,7 @@ def answer_workbook(
         wanted = {p.name for p in panels} | {section, "parameters"}
         items: list[dict[str, Any]] = document["items"]  # type: ignore[assignment]
         document["items"] = [i for i in items if i["name"] in wanted]
-    con = store.connect(db, read_only=True)
+    con = store.connect(db, read_only=True) if at is None else store.connect_as_of(db, at)
     try:
         results = {
             name: _result(con, query, functions)
@@ -115,7 +127,7 @@ def answer_workbook(
             name: [str(r[0]) for r in _result(con, query, functions).rows if r and r[0]]
             for name, _, query in PARAMETERS
         }
-        provenance = _provenance(con, db)
+        provenance = workspace_provenance(con, db)
     finally:
         con.close()
     digest = hashlib.sha256(
@@ -126,10 +138,14 @@ def answer_workbook(
         )
     ).hexdigest()
     provenance["rows_sha256"] = digest
+    provenance["as_of"] = store.plain_value(at) if at is not None else None
     return WorkbookAnswer(document, chosen, choices, results, provenance)
 
 
-def _provenance(con: Any, db: Path) -> dict[str, Any]:
+def workspace_provenance(con: Any, db: Path) -> dict[str, Any]:
+    """What a report's answers came from: the workspace, the Defender tenants of its runs, each
+    table's rows and newest snapshot, and the newest copy of each threat feed (as ``con`` sees
+    them: ``store.connect_as_of`` narrows all of it to a time)."""
     present = store.table_columns(con)
     tables = []
     for name in sorted(set(TABLES) & set(present)):

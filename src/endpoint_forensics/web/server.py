@@ -140,6 +140,7 @@ def create_app(snapshot: Any, *, token: str | None, limits: ServeLimits = ServeL
     serves without one (loopback only: the command refuses it elsewhere)."""
     from endpoint_forensics.analytics.forensics import device_posture
     from endpoint_forensics.analytics.functions import registry
+    from endpoint_forensics.analytics.triage_report import device_triage_items
     from endpoint_forensics.web.panels import answer_workbook, sections
 
     def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
@@ -172,7 +173,10 @@ def create_app(snapshot: Any, *, token: str | None, limits: ServeLimits = ServeL
             if k in request.query_params
         }
         answer = answer_workbook(
-            snapshot.current(), values, section=request.query_params.get("section")
+            snapshot.current(),
+            values,
+            section=request.query_params.get("section"),
+            at=_time_param(request),
         )
         return Response(answer.to_json(), media_type="application/json")
 
@@ -181,17 +185,9 @@ def create_app(snapshot: Any, *, token: str | None, limits: ServeLimits = ServeL
         if not name:
             return _error("device: give a device id or name")
         db = snapshot.current()
-        text = request.query_params.get("at")
-        if not text:
-            at = _newest_collection(db)  # the workspace's "now"
-        else:
-            try:
-                at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                return _error(f"at: {text!r} is not an ISO 8601 time (e.g. 2026-11-03T14:00:00Z)")
-            at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        at = _time_param(request) or _newest_collection(db)  # default: the workspace's "now"
         answer = device_posture(db, name, at, window=timedelta(days=7))
-        answer["triage"] = _triage_items(db, str(answer["device"]["DeviceId"]), at)
+        answer["triage"] = device_triage_items(db, str(answer["device"]["DeviceId"]), at)
         return _json(answer)
 
     def query(request: Request) -> Response:
@@ -235,33 +231,29 @@ def create_app(snapshot: Any, *, token: str | None, limits: ServeLimits = ServeL
     return _Gate(Starlette(routes=routes), token)
 
 
+def _time_param(request: Request) -> datetime | None:
+    """The request's ``at`` (ISO 8601, UTC if no zone), None if not given.
+
+    Raises:
+        ConfigError: ``at`` is not an ISO 8601 time.
+    """
+    text = request.query_params.get("at", "").strip()
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"at: {text!r} is not an ISO 8601 time (e.g. 2026-11-03T14:00:00Z)"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def _newest_collection(db: Path) -> datetime:
     """The newest device snapshot of the workspace (now, if it has none)."""
     rows = store.run_query(db, "SELECT max(SnapshotTime) FROM EPF_Devices_CL", sql=True).rows
     newest = rows[0][0] if rows else None
     return newest if isinstance(newest, datetime) else datetime.now(UTC)
-
-
-def _kql_text(value: str) -> str:
-    """``value`` inside a single-quoted KQL string."""
-    return value.replace("\\", "\\\\").replace("'", "\\'")
-
-
-def _triage_items(db: Path, device_id: str, at: datetime) -> list[dict[str, Any]]:
-    """The device's items of the newest triage run at or before ``at``."""
-    from endpoint_forensics.analytics.functions import kql_datetime
-
-    query = (
-        f"let run = toscalar(EPF_Triage_CL | where SnapshotTime <= {kql_datetime(at)}"
-        " | summarize max(SnapshotTime));\n"
-        f"EPF_Triage_CL | where SnapshotTime == run and DeviceId == '{_kql_text(device_id)}'\n"
-        "| project CveId, Decision, Bod2604Outcome, DueDate, ForensicInvestigation, SnapshotTime\n"
-        "| order by ForensicInvestigation desc, DueDate asc"
-    )
-    try:
-        return store.run_query(db, query).records()
-    except QueryError:
-        return []  # no triage table yet
 
 
 def is_loopback(host: str) -> bool:

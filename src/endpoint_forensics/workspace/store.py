@@ -24,6 +24,7 @@ __all__ = [
     "QueryError",
     "QueryResult",
     "connect",
+    "connect_as_of",
     "first_line",
     "plain_value",
     "query_on",
@@ -93,6 +94,43 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
     con.execute(f"SET memory_limit = '{QUERY_MEMORY_MB if read_only else SYNC_MEMORY_MB}MB'")
     if not read_only:
         _ensure_schema(con)
+    return con
+
+
+def connect_as_of(path: Path, at: datetime) -> Any:
+    """The workspace read-only as it stood at ``at``: each registered table a view of its rows
+    with ``SnapshotTime`` at or before ``at``. A query for "the newest snapshot" then answers
+    with the newest one known at ``at``, so one text answers now and any time before.
+
+    Raises:
+        ConfigError: the workspace does not exist or cannot be opened.
+    """
+    import duckdb
+
+    if not path.exists():
+        raise ConfigError(
+            f"workspace {str(path)!r} does not exist; run `epf sync` or `epf demo` first"
+        )
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET memory_limit = '{QUERY_MEMORY_MB}MB'")
+    try:
+        con.execute("ATTACH ? AS workspace (READ_ONLY)", [str(path)])
+    except duckdb.Error as exc:
+        con.close()
+        raise ConfigError(f"cannot open workspace {str(path)!r}: {exc}") from exc
+    present = {
+        str(r[0])
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'workspace'"
+        ).fetchall()
+    }
+    for name in sorted(present & set(TABLES)):
+        con.execute(
+            f'CREATE VIEW "{name}" AS SELECT * FROM workspace.main."{name}"'
+            f" WHERE SnapshotTime <= TIMESTAMPTZ '{at.isoformat()}'"
+        )
     return con
 
 

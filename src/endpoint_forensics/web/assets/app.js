@@ -12,7 +12,7 @@
     const params = new URLSearchParams(location.hash.slice(1));
     if (params.has("device")) return { kind: "device", device: params.get("device"), at: params.get("at") };
     if (params.has("query")) return { kind: "query", q: params.get("query") };
-    return { kind: "view", section: params.get("view") };
+    return { kind: "view", section: params.get("view"), at: params.get("at") };
   }
 
   async function getJson(path, params) {
@@ -48,9 +48,28 @@
     );
   }
 
-  async function view(section) {
-    const answer = await getJson("/api/workbook", { section });
-    main.replaceChildren();
+  function isoOf(local) {
+    return local ? new Date(local + "Z").toISOString().replace(".000Z", "Z") : "";
+  }
+
+  async function view(current) {
+    // "As of" answers every panel from the workspace as it stood then: the fleet at time T.
+    const form = el("form", { class: "bar" },
+      el("label", {}, "As of (UTC, empty: the newest collection)", el("input", { name: "at", type: "datetime-local", step: "1" })),
+      el("button", { type: "submit" }, "Show"));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const at = isoOf(new FormData(form).get("at"));
+      const hash = { view: current.section || "" };
+      if (at) hash.at = at;
+      location.hash = new URLSearchParams(hash).toString();
+    });
+    const params = {};
+    if (current.section) params.section = current.section;
+    if (current.at) params.at = current.at;
+    const answer = await getJson("/api/workbook", params);
+    if (current.at) form.elements.namedItem("at").value = current.at.replace("Z", "").slice(0, 19);
+    main.replaceChildren(form);
     window.EPF.renderWorkbook(answer, main, { deviceLinks: true });
   }
 
@@ -77,7 +96,7 @@
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       const data = new FormData(form);
-      const at = data.get("at") ? new Date(data.get("at") + "Z").toISOString().replace(".000Z", "Z") : "";
+      const at = isoOf(data.get("at"));
       location.hash = new URLSearchParams({ device: data.get("device"), at }).toString();
     });
     main.replaceChildren(form);
@@ -125,7 +144,7 @@
     drawNav(current);
     main.replaceChildren(el("p", { class: "loading" }, "Loading ..."));
     try {
-      if (current.kind === "view") await view(current.section);
+      if (current.kind === "view") await view(current);
       else if (current.kind === "device") await device(current);
       else await query(current);
       done();

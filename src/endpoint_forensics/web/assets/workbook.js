@@ -151,7 +151,10 @@
   function parameters(item, answer) {
     const list = el("dl", { class: "parameters" });
     for (const p of item.content.parameters) {
-      const value = p.name === "TimeRange" ? "all the workspace's history (panels answer as of its newest collection)" : answer.parameters[p.name];
+      const asOf = answer.provenance && answer.provenance.as_of;
+      const value = p.name !== "TimeRange" ? answer.parameters[p.name]
+        : asOf ? `the workspace as it stood at ${asOf} (panels answer as of the newest collection by then)`
+        : "all the workspace's history (panels answer as of its newest collection)";
       list.append(el("dt", {}, p.label || p.name), el("dd", {}, value === "*" ? "all" : show(value)));
     }
     return list;
@@ -161,6 +164,7 @@
     const rows = [
       ["Workspace", p.workspace],
       ["Written", p.written_at],
+      ["As of", p.as_of || "the newest collection"],
       ["Defender tenants", (p.tenants || []).join(", ") || "none"],
       ...(p.feeds || []).map((f) => [f.table, `${f.version || "?"} from ${f.source || "?"}, read ${f.read_at}`]),
       ["SHA-256 of the rows shown", p.rows_sha256],
