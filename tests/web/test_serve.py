@@ -257,6 +257,36 @@ def test_it_answers_from_the_last_state_while_a_sync_writes(demo: Path, tmp_path
     snapshot.close()
 
 
+@pytest.mark.e2e
+def test_a_view_is_answered_once_per_state_of_the_workspace(demo: Path, tmp_path: Path) -> None:
+    db = tmp_path / "ws.duckdb"
+    shutil.copy(demo, db)
+    snapshot = WorkspaceSnapshot(db)
+    running = start_server(
+        create_app(snapshot, token=TOKEN, prewarm=True), host="127.0.0.1", port=0, token=TOKEN
+    )
+    try:
+        with httpx.Client(base_url=running.base_url, cookies={COOKIE: TOKEN}, timeout=120) as c:
+            view = {"section": "Collector health"}
+            first = c.get("/api/workbook", params=view)
+            # The same state: the same answer, not computed again (its written_at is the first's).
+            assert c.get("/api/workbook", params=view).content == first.content
+            with duckdb.connect(str(db)) as con:
+                con.execute(
+                    "INSERT INTO EPF_Runs_CL (TimeGenerated, SnapshotTime, RunId, SourceName,"
+                    " Dataset, TableName, Outcome, Rows, Throttled) SELECT max(TimeGenerated),"
+                    " max(SnapshotTime), 'a-new-run', 'a-new-source', 'machines',"
+                    " 'EPF_Devices_CL', 'Succeeded', 1, 7 FROM EPF_Runs_CL"
+                )
+            after = c.get("/api/workbook", params=view).json()
+            sources = [row[0] for row in after["results"]["throttling"]["rows"]]
+            assert "a-new-source" in sources  # a new state: answered again
+            assert "a-new-source" not in first.text
+    finally:
+        running.stop()
+        snapshot.close()
+
+
 def _epf(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "endpoint_forensics", *args], capture_output=True, text=True

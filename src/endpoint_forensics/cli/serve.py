@@ -53,7 +53,9 @@ def serve(
             snapshot.current()  # a missing workspace is said now, not on the first page
         except WorkspaceBusy as exc:
             out(f"note: {exc}")
-        running = start_server(create_app(snapshot, token=token), host=host, port=port, token=token)
+        running = start_server(
+            create_app(snapshot, token=token, prewarm=True), host=host, port=port, token=token
+        )
         out(f"Serving {db} read-only. Open: {running.url}")
         out("Ctrl-C stops it.")
         try:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -69,6 +70,36 @@ _HEADERS = {
 class ServeLimits:
     query_rows: int = 1000  # rows a query page shows
     query_seconds: float = 30.0  # then the query is interrupted
+
+
+class _AnswerCache:
+    """Answers already computed, by (workspace copy, question): a copy never changes, so they
+    hold until the snapshot moves on. One computation per question at a time: a second asker
+    waits for the first's answer instead of computing it again."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._done: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._pending: dict[Hashable, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            if key in self._done:
+                self._done.move_to_end(key)
+                return self._done[key]
+            pending = self._pending.setdefault(key, threading.Lock())
+        with pending:
+            with self._lock:
+                if key in self._done:
+                    return self._done[key]
+            value = compute()
+            with self._lock:
+                self._done[key] = value
+                self._pending.pop(key, None)
+                while len(self._done) > self._size:
+                    self._done.popitem(last=False)
+            return value
 
 
 def _asset(name: str) -> bytes:
@@ -135,9 +166,16 @@ def _interrupting(con: Any, seconds: float) -> threading.Timer:
     return timer
 
 
-def create_app(snapshot: Any, *, token: str | None, limits: ServeLimits = ServeLimits()) -> ASGIApp:
+def create_app(
+    snapshot: Any,
+    *,
+    token: str | None,
+    limits: ServeLimits = ServeLimits(),
+    prewarm: bool = False,
+) -> ASGIApp:
     """The dashboard over ``snapshot`` (a ``web.snapshot.WorkspaceSnapshot``); ``token`` None
-    serves without one (loopback only: the command refuses it elsewhere)."""
+    serves without one (loopback only: the command refuses it elsewhere). ``prewarm`` starts
+    answering the first view at once, while the user opens the page."""
     from endpoint_forensics.analytics.forensics import device_posture
     from endpoint_forensics.analytics.functions import registry
     from endpoint_forensics.analytics.triage_report import device_triage_items
@@ -166,19 +204,31 @@ def create_app(snapshot: Any, *, token: str | None, limits: ServeLimits = ServeL
     def views(request: Request) -> Response:
         return _json({"sections": sections(), "workspace": snapshot.source.name})
 
+    cache = _AnswerCache()
+
+    def answer(section: str | None, values: dict[str, str], at: datetime | None) -> bytes:
+        db = snapshot.current()
+        key = (str(db), section, at, tuple(sorted(values.items())))
+        return cache.get(key, lambda: answer_workbook(db, values, section=section, at=at).to_json())
+
     def workbook(request: Request) -> Response:
         values = {
             k: request.query_params[k]
             for k in ("Tenant", "Group", "OS")
             if k in request.query_params
         }
-        answer = answer_workbook(
-            snapshot.current(),
-            values,
-            section=request.query_params.get("section"),
-            at=_time_param(request),
-        )
-        return Response(answer.to_json(), media_type="application/json")
+        body = answer(request.query_params.get("section"), values, _time_param(request))
+        return Response(body, media_type="application/json")
+
+    if prewarm:
+
+        def warm() -> None:
+            try:
+                answer(sections()[0], {}, None)  # what the page asks for first
+            except EpfError:
+                pass  # said to the user when the page asks
+
+        threading.Thread(target=warm, name="epf-serve-prewarm", daemon=True).start()
 
     def device(request: Request) -> Response:
         name = request.query_params.get("device", "").strip()
