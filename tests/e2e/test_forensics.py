@@ -24,7 +24,7 @@ import httpx
 import orjson
 import pytest
 
-from endpoint_forensics.analytics.forensics import device_posture, fleet_posture
+from endpoint_forensics.analytics.forensics import DATASETS, device_posture, fleet_posture
 from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.analytics.report import as_html
 from endpoint_forensics.analytics.triage_inputs import (
@@ -320,3 +320,77 @@ def _device_cves(db: Path, query: str, *, sql: bool = False) -> list[tuple[Any, 
         rows.append((*sorted(record.items()), sorted(software or [])))
     assert rows
     return sorted(rows, key=repr)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["snapshot", "changes"])
+def test_the_device_state_sql_is_the_state_functions_rows(history: History, mode: str) -> None:
+    """The SQL `epf forensics` reads a device's state with locally gives the shipped
+    function's rows for that device, in every dataset, at syncs and between them."""
+    rng = random.Random(11)
+    pairs = [(d, at + timedelta(hours=rng.choice([0, 0, 9]))) for d, at in _pairs(history, 25)]
+    compared = _compare_device_states(history.workspaces[mode], pairs)
+    assert all(compared.values()), compared  # every dataset compared some rows
+
+
+@pytest.mark.e2e
+def test_the_device_state_sql_leaves_out_what_was_removed(history: History, tmp_path: Path) -> None:
+    """An item removed after the newest full snapshot (a tombstone in change-only history)
+    is out of the state at T in the SQL as in the shipped functions: the workspace gets one
+    tombstone per dataset, an hour after the last sync."""
+    import shutil
+
+    import duckdb
+
+    db = tmp_path / "tombstones.duckdb"
+    shutil.copy(history.workspaces["changes"], db)
+    last = history.sync_times[-1]
+    at = last + timedelta(hours=1)
+    device = history.devices[last][0]
+    con = duckdb.connect(str(db))
+    try:
+        for dataset in DATASETS:
+            inserted = con.execute(
+                f"INSERT INTO \"{dataset.table}\" SELECT * REPLACE ('Removed' AS HistoryKind,"
+                f' $at AS SnapshotTime) FROM (SELECT * FROM "{dataset.table}"'
+                " WHERE DeviceId = $device AND SnapshotTime <= $last"
+                " ORDER BY SnapshotTime DESC LIMIT 1)",
+                {"at": at, "device": device, "last": last},
+            ).fetchall()
+            assert inserted == [(1,)], dataset.table
+    finally:
+        con.close()
+    compared = _compare_device_states(db, [(device, at)])
+    before = _compare_device_states(db, [(device, last)])
+    assert compared["devices"] == 0 and before["devices"] == 1  # the device itself is gone
+    assert compared["secure_config"] == before["secure_config"] - 1
+    assert compared["vulnerabilities"] == before["vulnerabilities"] - 1
+
+
+def _compare_device_states(db: Path, pairs: list[tuple[str, datetime]]) -> dict[str, int]:
+    """Rows compared per dataset, after asserting both reads agree for every pair."""
+    import duckdb
+
+    compared = {d.key: 0 for d in DATASETS}
+    con = duckdb.connect(str(db), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    schema = store.table_columns(con)
+    try:
+        for device, at in pairs:
+            when = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            for dataset in DATASETS:
+                local = dataset.query(device, at, schema)
+                sql_rows = con.execute(local.text, local.values).fetchall()
+                kql_rows = store.run_query(
+                    db,
+                    f"{dataset.function}(datetime({when})) | where DeviceId == '{device}'"
+                    f" | project {', '.join(dataset.fields)}",
+                    functions=registry(),
+                ).rows
+                assert sorted(map(repr, sql_rows)) == sorted(map(repr, kql_rows)), (
+                    dataset.key, device, when,
+                )  # fmt: skip
+                compared[dataset.key] += len(kql_rows)
+    finally:
+        con.close()
+    return compared

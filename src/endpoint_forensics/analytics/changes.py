@@ -26,10 +26,12 @@ _UPDATED = "_SignatureUpdated"  # an item kept for _staleness, never reported
 
 @dataclass(frozen=True)
 class WindowQuery:
-    """One KQL read with the values of its declared parameters."""
+    """One KQL read with the values of its declared parameters; with ``sql``, a DuckDB SQL
+    text with the values of its named parameters (``$at``)."""
 
     text: str
     values: dict[str, Any]
+    sql: bool = False
 
 
 # dataset -> (table, the columns its items come from, the items of one row: {item: value})
@@ -89,7 +91,8 @@ def window_queries(device_id: str, since: datetime, at: datetime) -> dict[str, W
         "EPF_VulnerabilityChanges_CL | where DeviceId == device"
         " and EventTimestamp > since and EventTimestamp <= at"
         ' and Status in ("New", "Fixed") and isnotempty(CveId)'
-        " | summarize arg_max(SnapshotTime, *) by RecordId, Status, EventTimestamp"
+        " | summarize arg_max(SnapshotTime, CveId, SoftwareName, SoftwareVersion)"
+        " by RecordId, Status, EventTimestamp"
         " | project EventTimestamp, Status, CveId, SoftwareName, SoftwareVersion",
         values,
     )

@@ -1,7 +1,8 @@
 """Posture at time T: the forensic answer for one device, or the devices a predicate picks.
 
-Owns reading a device's state at T from the workspace through the shipped KQL functions
-(``EPF_DevicesAt`` and the others, the same text Sentinel runs), the changes in the window
+Owns reading a device's state at T from the workspace: the shipped KQL functions'
+(``EPF_DevicesAt`` and the others, the same text Sentinel runs) rows for the device, read
+locally by the SQL that stands for them (``device_state``, tested equal), the changes in the window
 before T (differences between the snapshots inside it, and the vulnerability events), and the
 ``missing`` sentences (docs/forensics.md has the JSON contract and the rules). Renders nothing:
 ``analytics.report`` turns the answer into text, Markdown or HTML.
@@ -18,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.analytics.changes import WindowQuery, changes_from, window_queries
+from endpoint_forensics.analytics.device_state import (
+    device_state_sql,
+    device_vulnerabilities_sql,
+)
 from endpoint_forensics.analytics.functions import kql_datetime, registry
 from endpoint_forensics.analytics.missing import missing_sentences
 from endpoint_forensics.errors import EpfError
@@ -60,15 +65,43 @@ class Dataset:
     name: str  # the collector's dataset (EPF_Runs_CL.Dataset)
     function: str
     fields: tuple[str, ...]  # what the answer reads of its state
+    table: str
+    keys: tuple[str, ...] = ()  # what names an item of a device, beyond the device
+
+    def query(self, device_id: str, at: datetime, schema: dict[str, list[str]]) -> WindowQuery:
+        """The device's state at ``at``: the shipped function's rows for the device
+        (``function_query``), read by the SQL that stands for it locally (device_state)."""
+        if self.table == "EPF_Vulnerabilities_CL":
+            changes = schema.get("EPF_VulnerabilityChanges_CL", [])
+            text = device_vulnerabilities_sql(self.fields, changes)
+        else:
+            text = device_state_sql(self.table, self.keys, self.fields)
+        return WindowQuery(text, {"at": at, "device": device_id}, sql=True)
+
+    def function_query(self, device_id: str, at: datetime) -> WindowQuery:
+        """The same read through the shipped function, as Sentinel runs it."""
+        return WindowQuery(
+            f"{self.function}(at) | where DeviceId == device | project {', '.join(self.fields)}",
+            {"at": at, "device": device_id},
+        )
 
 
 DATASETS = (
-    Dataset("devices", "machines", "EPF_DevicesAt", _DEVICE_FIELDS),
-    Dataset("agent_health", "agent_health", "EPF_AgentHealthAt", AGENT_HEALTH_TESTS),
-    Dataset("antivirus", "av_health", "EPF_AvHealthAt", _AV_FIELDS),
-    Dataset("secure_config", "secure_config", "EPF_SecureConfigAt", _CONFIG_FIELDS + _CONFIG_STATE),
-    Dataset("vulnerabilities", "vulnerabilities", "EPF_VulnerabilitiesAt", _VULN_FIELDS),
-)
+    Dataset("devices", "machines", "EPF_DevicesAt", _DEVICE_FIELDS, "EPF_Devices_CL"),
+    Dataset(
+        "agent_health", "agent_health", "EPF_AgentHealthAt", AGENT_HEALTH_TESTS,
+        "EPF_AgentHealth_CL",
+    ),
+    Dataset("antivirus", "av_health", "EPF_AvHealthAt", _AV_FIELDS, "EPF_AvHealth_CL"),
+    Dataset(
+        "secure_config", "secure_config", "EPF_SecureConfigAt", _CONFIG_FIELDS + _CONFIG_STATE,
+        "EPF_SecureConfig_CL", ("ConfigurationId",),
+    ),
+    Dataset(
+        "vulnerabilities", "vulnerabilities", "EPF_VulnerabilitiesAt", _VULN_FIELDS,
+        "EPF_Vulnerabilities_CL", ("RecordId",),
+    ),
+)  # fmt: skip
 _DEVICE_ID = re.compile(r"[0-9a-fA-F]{40}")  # Defender's machine id
 _SEVERITY_ORDER = {"Critical": 0, "High": 1, "Medium": 2, "Low": 3}
 
@@ -94,9 +127,9 @@ class _Workspace:
 
     def __init__(self, db: Path) -> None:
         self.con = store.connect(db, read_only=True)
-        self._schema = store.table_columns(self.con)  # for the translation
+        self.schema = store.table_columns(self.con)  # for the translation
         if any(
-            t in self._schema and "HistoryKind" not in self._schema[t]
+            t in self.schema and "HistoryKind" not in self.schema[t]
             for t in ("EPF_Devices_CL", "EPF_SecureConfig_CL")
         ):
             self.con.close()
@@ -104,13 +137,13 @@ class _Workspace:
                 f"workspace {db} was written by an older epf (no HistoryKind column):"
                 " run `epf sync` on it once, which upgrades it in place"
             )
-        self._schema_key = hash(tuple(sorted((t, tuple(c)) for t, c in self._schema.items())))
+        self._schema_key = hash(tuple(sorted((t, tuple(c)) for t, c in self.schema.items())))
 
     def close(self) -> None:
         self.con.close()
 
     def has(self, table: str) -> bool:
-        return table in self._schema
+        return table in self.schema
 
     def kql(self, query: str, **values: Any) -> list[dict[str, Any]]:
         """Run ``query`` with ``values`` as its declared parameters."""
@@ -130,6 +163,8 @@ class _Workspace:
         def run(query: WindowQuery) -> list[dict[str, Any]]:
             cursor = cursors.get()
             try:
+                if query.sql:
+                    return self._run_sql(cursor, query.text, query.values)
                 return self._run(cursor, query.text, query.values)
             finally:
                 cursors.put(cursor)
@@ -141,6 +176,19 @@ class _Workspace:
             while not cursors.empty():
                 cursors.get().close()
         return results
+
+    def _run_sql(self, con: Any, text: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            cursor = con.execute(text, values)
+            columns = [str(d[0]) for d in cursor.description or ()]
+            types = [str(d[1]) for d in cursor.description or ()]
+            rows = cursor.fetchall() if columns else []
+        except Exception as exc:
+            reason = store.query_failure(exc)
+            if reason is None:
+                raise
+            raise ForensicsError(reason) from exc
+        return store.QueryResult(columns, types, rows).records()
 
     def _run(self, con: Any, query: str, values: dict[str, Any]) -> list[dict[str, Any]]:
         """Each text is translated once per process (translating costs more than running,
@@ -155,7 +203,7 @@ class _Workspace:
             translated = _TRANSLATED.get((query, self._schema_key))
             if translated is None:
                 translated = duckdb_kql.to_sql(
-                    query, schema=self._schema, functions=registry(), parameters=values
+                    query, schema=self.schema, functions=registry(), parameters=values
                 )
                 _TRANSLATED[(query, self._schema_key)] = translated
             bound = {
@@ -265,15 +313,9 @@ def _answer(
     workspace: _Workspace, device_id: str, at: datetime, window: timedelta
 ) -> dict[str, Any]:
     since = at - window
-    queries = {
-        # The state of each dataset at T, the shipped function's answer: only the fields the
-        # answer shows, so that DuckDB computes no other column's newest value.
-        d.key: WindowQuery(
-            f"{d.function}(at) | where DeviceId == device | project {', '.join(d.fields)}",
-            {"at": at, "device": device_id},
-        )
-        for d in DATASETS
-    }
+    # The state of each dataset at T, the shipped function's rows for the device: only the
+    # fields the answer shows.
+    queries = {d.key: d.query(device_id, at, workspace.schema) for d in DATASETS}
     queries["_snapshot_times"] = WindowQuery(_SNAPSHOT_TIMES, {"at": at})
     if workspace.has("EPF_Triage_CL"):  # a workspace last synced before triage has none
         queries["_triage"] = WindowQuery(_TRIAGED, {"at": at, "device": device_id})
