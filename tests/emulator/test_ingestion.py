@@ -437,3 +437,28 @@ def test_write_config_adds_a_sentinel_block_the_collector_loads(
     assert sentinel["certificate_path"] == str(ing.client_certificate_path.resolve())
     ing.write_config(path, iot="none", sentinel=False)
     assert "sentinel" not in tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def test_kept_rows_keep_their_order_and_types_across_reads() -> None:
+    """What the endpoint kept waits on disk between requests; reading it leaves the next
+    request appended after it, every value as it was stored."""
+    from epf_emulator.ingestion.endpoint import Ingested
+    from epf_emulator.ingestion.streams import Checked
+
+    kept = Ingested()
+    first = [{"TimeGenerated": SENT_AT, "Tags": {"a": [1, 2]}, "N": 1}]
+    second = [
+        {"TimeGenerated": SENT_AT + timedelta(seconds=1), "Tags": None, "N": n} for n in (2, 3)
+    ]
+    try:
+        kept.accept(AV, Checked(rows=first, truncated_fields=0), body_bytes=10)
+        assert kept.rows(AV) == first
+        kept.accept(AV, Checked(rows=second, truncated_fields=0), body_bytes=10)
+        kept.accept("EPF_Devices_CL", Checked(rows=[], truncated_fields=0), body_bytes=2)
+        rows = kept.rows(AV)
+        assert rows == first + second and rows[0]["TimeGenerated"].tzinfo is not None
+        assert kept.rows("EPF_Devices_CL") == []
+        assert kept.row_counts() == {AV: 3}
+        assert kept.counters()["accepted"] == 3
+    finally:
+        kept.close()

@@ -134,6 +134,7 @@ class Tenant:
         self._posture_thread.join(_POSTURE_TIMEOUT_SECONDS)
         self.exports.close()
         self.store.close()
+        self.ingested.close()
         shutil.rmtree(self._export_dir, ignore_errors=True)
 
     # --- the posture timeline ----------------------------------------------------------------
