@@ -120,9 +120,16 @@ def _dynamic(value: Any) -> Any:
     return value
 
 
+#: A text of at most this many characters is within ``MAX_FIELD_BYTES`` (UTF-8 takes at most 4
+#: bytes a character).
+_SHORT_CHARS = MAX_FIELD_BYTES // 4
+
+
 def _bounded(value: Any) -> Any:
     """``value``, or a truncated stand-in when it is over the service's 64 KB field limit."""
     if isinstance(value, str):
+        if len(value) <= _SHORT_CHARS:  # within the limit in any encoding: nothing to measure
+            return value
         encoded = value.encode()
         if len(encoded) <= MAX_FIELD_BYTES:
             return value
