@@ -10,6 +10,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from endpoint_forensics.config import load_settings
@@ -148,6 +149,20 @@ def test_one_row_per_open_device_and_cve(triaged):
         functions=_registry(),
     ).rows
     assert keys == {tuple(r) for r in expected}
+
+
+def test_a_runs_rows_are_stored_by_device_for_one_devices_reads(triaged):
+    # Sorted, each row group holds a narrow range of devices: epf forensics reads one
+    # device's triage by skipping the others instead of scanning every row of the run.
+    db, rows = triaged
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        found = con.execute('SELECT DeviceId FROM "EPF_Triage_CL" ORDER BY rowid').fetchall()
+        stored = [r[0] for r in found]
+    finally:
+        con.close()
+    assert len(stored) == len(rows)
+    assert stored == sorted(stored)
 
 
 def _registry():

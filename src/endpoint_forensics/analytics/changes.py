@@ -81,20 +81,24 @@ def window_queries(device_id: str, since: datetime, at: datetime) -> dict[str, W
     queries = {
         # From a full snapshot before the window, to know the state it started from.
         dataset: WindowQuery(
-            f"{table} | where DeviceId == device and SnapshotTime > since - 31d"
-            f" and SnapshotTime <= at | project SnapshotTime, HistoryKind, {', '.join(columns)}",
+            f'SELECT SnapshotTime, HistoryKind, {", ".join(columns)} FROM "{table}"'
+            " WHERE DeviceId = $device AND SnapshotTime > $since - INTERVAL 31 DAY"
+            " AND SnapshotTime <= $at",
             values,
+            sql=True,
         )
         for dataset, table, columns, _ in _SNAPSHOTS
     }
+    # The newest record of each event (a later snapshot may list it again).
     queries[_EVENTS] = WindowQuery(
-        "EPF_VulnerabilityChanges_CL | where DeviceId == device"
-        " and EventTimestamp > since and EventTimestamp <= at"
-        ' and Status in ("New", "Fixed") and isnotempty(CveId)'
-        " | summarize arg_max(SnapshotTime, CveId, SoftwareName, SoftwareVersion)"
-        " by RecordId, Status, EventTimestamp"
-        " | project EventTimestamp, Status, CveId, SoftwareName, SoftwareVersion",
+        "SELECT EventTimestamp, Status, CveId, SoftwareName, SoftwareVersion"
+        ' FROM "EPF_VulnerabilityChanges_CL" WHERE DeviceId = $device'
+        " AND EventTimestamp > $since AND EventTimestamp <= $at"
+        " AND Status IN ('New', 'Fixed') AND coalesce(CveId, '') <> ''"
+        " QUALIFY row_number() OVER ("
+        "PARTITION BY RecordId, Status, EventTimestamp ORDER BY SnapshotTime DESC) = 1",
         values,
+        sql=True,
     )
     return queries
 

@@ -23,7 +23,7 @@ from endpoint_forensics.analytics.device_state import (
     device_state_sql,
     device_vulnerabilities_sql,
 )
-from endpoint_forensics.analytics.functions import kql_datetime, registry
+from endpoint_forensics.analytics.functions import kql_datetime, registry_for
 from endpoint_forensics.analytics.missing import missing_sentences
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
@@ -203,7 +203,7 @@ class _Workspace:
             translated = _TRANSLATED.get((query, self._schema_key))
             if translated is None:
                 translated = duckdb_kql.to_sql(
-                    query, schema=self.schema, functions=registry(), parameters=values
+                    query, schema=self.schema, functions=registry_for(query), parameters=values
                 )
                 _TRANSLATED[(query, self._schema_key)] = translated
             bound = {
@@ -300,12 +300,14 @@ def _resolve(workspace: _Workspace, device: str, at: datetime) -> str:
 
 # The newest triage of each of the device's CVEs within the look-back of the state functions.
 _TRIAGED = (
-    "EPF_Triage_CL | where DeviceId == device and SnapshotTime <= at and SnapshotTime > at - 31d"
-    " | summarize arg_max(SnapshotTime, InKev, Epss, Decision) by CveId"
+    'SELECT CveId, SnapshotTime, InKev, Epss, Decision FROM "EPF_Triage_CL"'
+    " WHERE DeviceId = $device AND SnapshotTime <= $at AND SnapshotTime > $at - INTERVAL 31 DAY"
+    " QUALIFY row_number() OVER (PARTITION BY CveId ORDER BY SnapshotTime DESC) = 1"
 )
 _SNAPSHOT_TIMES = (
-    'EPF_Runs_CL | where Outcome == "Succeeded" and SnapshotTime <= at'
-    " and SnapshotTime > at - 31d | summarize Newest = max(SnapshotTime) by Dataset"
+    'SELECT Dataset, max(SnapshotTime) AS Newest FROM "EPF_Runs_CL"'
+    " WHERE Outcome = 'Succeeded' AND SnapshotTime <= $at"
+    " AND SnapshotTime > $at - INTERVAL 31 DAY GROUP BY Dataset"
 )
 
 
@@ -316,9 +318,9 @@ def _answer(
     # The state of each dataset at T, the shipped function's rows for the device: only the
     # fields the answer shows.
     queries = {d.key: d.query(device_id, at, workspace.schema) for d in DATASETS}
-    queries["_snapshot_times"] = WindowQuery(_SNAPSHOT_TIMES, {"at": at})
+    queries["_snapshot_times"] = WindowQuery(_SNAPSHOT_TIMES, {"at": at}, sql=True)
     if workspace.has("EPF_Triage_CL"):  # a workspace last synced before triage has none
-        queries["_triage"] = WindowQuery(_TRIAGED, {"at": at, "device": device_id})
+        queries["_triage"] = WindowQuery(_TRIAGED, {"at": at, "device": device_id}, sql=True)
     queries.update({f"_changes_{k}": q for k, q in window_queries(device_id, since, at).items()})
     rows = workspace.run_all(queries)
     changes = {k.removeprefix("_changes_"): v for k, v in rows.items() if k.startswith("_changes_")}

@@ -25,6 +25,7 @@ __all__ = [
     "functions",
     "kql_datetime",
     "registry",
+    "registry_for",
     "with_callees",
 ]
 
@@ -112,6 +113,23 @@ def registry(*names: str) -> Any:
     return parse_functions(
         [d for f, d in zip(functions(), definitions(), strict=True) if f in wanted]
     )
+
+
+def registry_for(text: str) -> Any:
+    """The parsed functions ``text`` calls and those they call, none if it calls none: a
+    query over the tables alone (``epf forensics``'s reads) parses nothing, where the whole
+    registry costs a new process more than half a second."""
+    called = with_callees(calls(text))
+    if called:
+        return registry(*sorted(called))
+    return _no_functions()
+
+
+@cache
+def _no_functions() -> Any:
+    from duckdb_kql.stored_functions import parse_functions
+
+    return parse_functions([])
 
 
 def with_callees(names: Iterable[str]) -> set[str]:

@@ -111,6 +111,7 @@ def _deliver(
                 unit=unit,
                 stamp=stamp,
                 query=lambda con: triage_query(con, at, settings.triage),
+                by_device=True,  # a device's triage is read on its own (epf forensics)
             )
         others = [s for s in sinks if s is not workspace and not s.delivered(unit)]
         with workspace.reading() as cursor:
