@@ -379,8 +379,15 @@ def _compare_device_states(db: Path, pairs: list[tuple[str, datetime]]) -> dict[
         for device, at in pairs:
             when = at.strftime("%Y-%m-%dT%H:%M:%SZ")
             for dataset in DATASETS:
-                local = dataset.query(device, at, schema)
-                sql_rows = con.execute(local.text, local.values).fetchall()
+                # As the answer reads it: with the device's rows in a week's window, where
+                # the dataset's changes are shown, from the same scan.
+                local = dataset.query(device, at, schema, at - timedelta(days=7))
+                cursor = con.execute(local.text, local.values)
+                columns = [str(d[0]) for d in cursor.description]
+                found = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
+                if "Part" in columns:
+                    found = dataset.split(found)[0]
+                sql_rows = [tuple(r[f] for f in dataset.fields) for r in found]
                 kql_rows = store.run_query(
                     db,
                     f"{dataset.function}(datetime({when})) | where DeviceId == '{device}'"

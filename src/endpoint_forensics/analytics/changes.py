@@ -18,7 +18,7 @@ from typing import Any
 from endpoint_forensics.analytics.missing import STALE_SIGNATURE_HOURS
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
 
-__all__ = ["WindowQuery", "changes_from", "window_queries"]
+__all__ = ["WINDOW_COLUMNS", "WindowQuery", "changes_from", "window_queries"]
 
 _FULL = frozenset({"", "Snapshot", "Baseline"})
 _UPDATED = "_SignatureUpdated"  # an item kept for _staleness, never reported
@@ -74,39 +74,37 @@ _SNAPSHOTS: tuple[
 _EVENTS = "vulnerability_events"
 
 
+#: The columns of each dataset's rows in the window that ``changes_from`` reads, by dataset:
+#: ``epf forensics`` reads them with the device's state, in one scan of its rows.
+WINDOW_COLUMNS: dict[str, tuple[str, ...]] = {
+    dataset: ("SnapshotTime", "HistoryKind", *columns) for dataset, _, columns, _ in _SNAPSHOTS
+}
+
+
 def window_queries(device_id: str, since: datetime, at: datetime) -> dict[str, WindowQuery]:
-    """The reads ``changes_from`` needs for the changes in ``(since, at]``, by name: each is
-    independent of the others, so a caller may run them at once."""
+    """The reads ``changes_from`` needs beyond each dataset's rows (``WINDOW_COLUMNS``) in
+    ``(since - 31 days, at]``: the vulnerability events in ``(since, at]``, by name."""
     values = {"device": device_id, "since": since, "at": at}
-    queries = {
-        # From a full snapshot before the window, to know the state it started from.
-        dataset: WindowQuery(
-            f'SELECT SnapshotTime, HistoryKind, {", ".join(columns)} FROM "{table}"'
-            " WHERE DeviceId = $device AND SnapshotTime > $since - INTERVAL 31 DAY"
-            " AND SnapshotTime <= $at",
+    # The newest record of each event (a later snapshot may list it again).
+    return {
+        _EVENTS: WindowQuery(
+            "SELECT EventTimestamp, Status, CveId, SoftwareName, SoftwareVersion"
+            ' FROM "EPF_VulnerabilityChanges_CL" WHERE DeviceId = $device'
+            " AND EventTimestamp > $since AND EventTimestamp <= $at"
+            " AND Status IN ('New', 'Fixed') AND coalesce(CveId, '') <> ''"
+            " QUALIFY row_number() OVER ("
+            "PARTITION BY RecordId, Status, EventTimestamp ORDER BY SnapshotTime DESC) = 1",
             values,
             sql=True,
         )
-        for dataset, table, columns, _ in _SNAPSHOTS
     }
-    # The newest record of each event (a later snapshot may list it again).
-    queries[_EVENTS] = WindowQuery(
-        "SELECT EventTimestamp, Status, CveId, SoftwareName, SoftwareVersion"
-        ' FROM "EPF_VulnerabilityChanges_CL" WHERE DeviceId = $device'
-        " AND EventTimestamp > $since AND EventTimestamp <= $at"
-        " AND Status IN ('New', 'Fixed') AND coalesce(CveId, '') <> ''"
-        " QUALIFY row_number() OVER ("
-        "PARTITION BY RecordId, Status, EventTimestamp ORDER BY SnapshotTime DESC) = 1",
-        values,
-        sql=True,
-    )
-    return queries
 
 
 def changes_from(
     rows: Mapping[str, list[dict[str, Any]]], since: datetime, at: datetime
 ) -> list[dict[str, Any]]:
-    """Every change in ``(since, at]``, oldest first, from the rows of ``window_queries``."""
+    """Every change in ``(since, at]``, oldest first, from each dataset's rows in the window
+    (``WINDOW_COLUMNS``) and the rows of ``window_queries``."""
     found: list[dict[str, Any]] = []
     for dataset, _, _, items_of in _SNAPSHOTS:
         changes, timeline = _diff(dataset, rows[dataset], items_of, since)

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["device_state_sql", "device_vulnerabilities_sql"]
+__all__ = ["STATE_PART", "device_state_sql", "device_vulnerabilities_sql"]
+
+#: What the state rows of ``device_state_sql`` with ``window`` say in their ``Part``.
+STATE_PART = "state"
 
 # The state functions' window and their test of a full snapshot (docs/history.md).
 _WINDOW = "{t}SnapshotTime <= $at AND {t}SnapshotTime > $at - INTERVAL 31 DAY"
@@ -31,14 +34,22 @@ def _full_snapshot(table: str) -> str:
     )
 
 
-def device_state_sql(table: str, keys: Sequence[str], columns: Sequence[str]) -> str:
+def device_state_sql(
+    table: str, keys: Sequence[str], columns: Sequence[str], window: Sequence[str] = ()
+) -> str:
     """``columns`` of one device's items in the state of ``table`` at ``$at``, as its ``*At``
     function gives them: the newest full snapshot within 31 days and the rows written after
     it, the newest row of each item (``keys`` beyond the tenant and device) winning, removed
-    items left out."""
+    items left out.
+
+    With ``window``, also every row of the device in ``($since - 31 days, $at]`` (``$since``
+    at or before ``$at``), from the same scan: a first column ``Part`` tells the state rows
+    (``STATE_PART``) from the window's (``window``), each row with ``columns`` then the
+    other ``window`` columns."""
     partition = ", ".join(["t.DefenderTenantId", "t.DeviceId", *(f"t.{k}" for k in keys)])
-    picked = ", ".join(f"t.{c}" for c in dict.fromkeys([*columns, "HistoryKind"]))
-    return f"""
+    if not window:
+        picked = ", ".join(f"t.{c}" for c in dict.fromkeys([*columns, "HistoryKind"]))
+        return f"""
 WITH full_snapshot AS ({_full_snapshot(table)}),
 newest AS (
     SELECT {picked} FROM "{table}" t JOIN full_snapshot f ON {_SAME_TENANT}
@@ -46,6 +57,24 @@ newest AS (
     QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY t.SnapshotTime DESC) = 1
 )
 SELECT {", ".join(columns)} FROM newest WHERE coalesce(HistoryKind <> 'Removed', TRUE)
+"""
+    shown = list(dict.fromkeys([*columns, *window]))
+    read = dict.fromkeys(["DefenderTenantId", "DeviceId", "SnapshotTime", "HistoryKind", *keys])
+    return f"""
+WITH full_snapshot AS ({_full_snapshot(table)}),
+device_rows AS MATERIALIZED (
+    SELECT {", ".join(dict.fromkeys([*read, *shown]))} FROM "{table}"
+    WHERE DeviceId = $device AND SnapshotTime > $since - INTERVAL 31 DAY AND SnapshotTime <= $at
+),
+newest AS (
+    SELECT t.* FROM device_rows t JOIN full_snapshot f ON {_SAME_TENANT}
+    WHERE {_WINDOW.format(t="t.")} AND t.SnapshotTime >= f.NewestFull
+    QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY t.SnapshotTime DESC) = 1
+)
+SELECT '{STATE_PART}' AS Part, {", ".join(shown)} FROM newest
+WHERE coalesce(HistoryKind <> 'Removed', TRUE)
+UNION ALL
+SELECT 'window' AS Part, {", ".join(shown)} FROM device_rows
 """
 
 

@@ -18,8 +18,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from endpoint_forensics.analytics.changes import WindowQuery, changes_from, window_queries
+from endpoint_forensics.analytics.changes import (
+    WINDOW_COLUMNS,
+    WindowQuery,
+    changes_from,
+    window_queries,
+)
 from endpoint_forensics.analytics.device_state import (
+    STATE_PART,
     device_state_sql,
     device_vulnerabilities_sql,
 )
@@ -68,15 +74,37 @@ class Dataset:
     table: str
     keys: tuple[str, ...] = ()  # what names an item of a device, beyond the device
 
-    def query(self, device_id: str, at: datetime, schema: dict[str, list[str]]) -> WindowQuery:
+    def query(
+        self,
+        device_id: str,
+        at: datetime,
+        schema: dict[str, list[str]],
+        since: datetime | None = None,
+    ) -> WindowQuery:
         """The device's state at ``at``: the shipped function's rows for the device
-        (``function_query``), read by the SQL that stands for it locally (device_state)."""
+        (``function_query``), read by the SQL that stands for it locally (device_state).
+        With ``since``, a dataset whose changes the answer shows also gives its rows in the
+        window (``WINDOW_COLUMNS``) from the same scan, told apart by ``Part``
+        (``split``)."""
+        values: dict[str, Any] = {"at": at, "device": device_id}
         if self.table == "EPF_Vulnerabilities_CL":
             changes = schema.get("EPF_VulnerabilityChanges_CL", [])
             text = device_vulnerabilities_sql(self.fields, changes)
+        elif since is not None and self.key in WINDOW_COLUMNS:
+            text = device_state_sql(self.table, self.keys, self.fields, WINDOW_COLUMNS[self.key])
+            values["since"] = since
         else:
             text = device_state_sql(self.table, self.keys, self.fields)
-        return WindowQuery(text, {"at": at, "device": device_id}, sql=True)
+        return WindowQuery(text, values, sql=True)
+
+    def split(
+        self, rows: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The state rows and the window's rows of a ``query`` given ``since``."""
+        window = WINDOW_COLUMNS[self.key]
+        state = [{f: r[f] for f in self.fields} for r in rows if r["Part"] == STATE_PART]
+        rest = [{c: r[c] for c in window} for r in rows if r["Part"] != STATE_PART]
+        return state, rest
 
     def function_query(self, device_id: str, at: datetime) -> WindowQuery:
         """The same read through the shipped function, as Sentinel runs it."""
@@ -317,13 +345,17 @@ def _answer(
     since = at - window
     # The state of each dataset at T, the shipped function's rows for the device: only the
     # fields the answer shows.
-    queries = {d.key: d.query(device_id, at, workspace.schema) for d in DATASETS}
+    # Those whose changes the answer shows give their rows in the window from the same read.
+    queries = {d.key: d.query(device_id, at, workspace.schema, since) for d in DATASETS}
     queries["_snapshot_times"] = WindowQuery(_SNAPSHOT_TIMES, {"at": at}, sql=True)
     if workspace.has("EPF_Triage_CL"):  # a workspace last synced before triage has none
         queries["_triage"] = WindowQuery(_TRIAGED, {"at": at, "device": device_id}, sql=True)
     queries.update({f"_changes_{k}": q for k, q in window_queries(device_id, since, at).items()})
     rows = workspace.run_all(queries)
     changes = {k.removeprefix("_changes_"): v for k, v in rows.items() if k.startswith("_changes_")}
+    for d in DATASETS:
+        if d.key in WINDOW_COLUMNS:
+            rows[d.key], changes[d.key] = d.split(rows[d.key])
     answer: dict[str, Any] = {
         "device": _device(rows["devices"], device_id),
         "at": iso(at),
