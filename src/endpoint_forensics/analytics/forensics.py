@@ -10,8 +10,6 @@ before T (differences between the snapshots inside it, and the vulnerability eve
 
 from __future__ import annotations
 
-import os
-import queue
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,19 +27,12 @@ from endpoint_forensics.analytics.device_state import (
     device_state_sql,
     device_vulnerabilities_sql,
 )
-from endpoint_forensics.analytics.functions import kql_datetime, registry_for
+from endpoint_forensics.analytics.forensics_reads import ForensicsError, Workspace
+from endpoint_forensics.analytics.functions import kql_datetime
 from endpoint_forensics.analytics.missing import missing_sentences
-from endpoint_forensics.errors import EpfError
 from endpoint_forensics.tables import AGENT_HEALTH_TESTS
-from endpoint_forensics.workspace import store
 
 __all__ = ["DATASETS", "ForensicsError", "device_posture", "fleet_posture", "iso"]
-
-
-class ForensicsError(EpfError):
-    """The question cannot be answered from this workspace (no such device, a bad predicate)."""
-
-    exit_code = 2
 
 
 _DEVICE_FIELDS = (
@@ -145,129 +136,13 @@ def iso(value: datetime | str | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class _Workspace:
-    """The read-only connection an answer's queries share; ``run_all`` runs them at once, each
-    on its own cursor (DuckDB plans one query on one thread: an answer is a dozen of them)."""
-
-    def __init__(self, db: Path) -> None:
-        self.con = store.connect(db, read_only=True)
-        self.schema = store.table_columns(self.con)  # for the translation
-        if any(
-            t in self.schema and "HistoryKind" not in self.schema[t]
-            for t in ("EPF_Devices_CL", "EPF_SecureConfig_CL")
-        ):
-            self.con.close()
-            raise ForensicsError(
-                f"workspace {db} was written by an older epf (no HistoryKind column):"
-                " run `epf sync` on it once, which upgrades it in place"
-            )
-        self._schema_key = hash(tuple(sorted((t, tuple(c)) for t, c in self.schema.items())))
-
-    def close(self) -> None:
-        self.con.close()
-
-    def has(self, table: str) -> bool:
-        return table in self.schema
-
-    def kql(self, query: str, **values: Any) -> list[dict[str, Any]]:
-        """Run ``query`` with ``values`` as its declared parameters."""
-        return self._run(self.con, query, values)
-
-    def run_all(self, queries: dict[str, WindowQuery]) -> dict[str, Any]:
-        """Every named query run at once; the rows by name."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        workers = max(1, min(len(queries), os.cpu_count() or 1, 4))
-        cursors: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for _ in range(workers):
-            cursor = self.con.cursor()
-            cursor.execute("SET TimeZone = 'UTC'")
-            cursors.put(cursor)
-
-        def run(query: WindowQuery) -> list[dict[str, Any]]:
-            cursor = cursors.get()
-            try:
-                if query.sql:
-                    return self._run_sql(cursor, query.text, query.values)
-                return self._run(cursor, query.text, query.values)
-            finally:
-                cursors.put(cursor)
-
-        try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="epf-forensics") as pool:
-                results = dict(zip(queries, pool.map(run, queries.values()), strict=True))
-        finally:
-            while not cursors.empty():
-                cursors.get().close()
-        return results
-
-    def _run_sql(self, con: Any, text: str, values: dict[str, Any]) -> list[dict[str, Any]]:
-        try:
-            cursor = con.execute(text, values)
-            columns = [str(d[0]) for d in cursor.description or ()]
-            types = [str(d[1]) for d in cursor.description or ()]
-            rows = cursor.fetchall() if columns else []
-        except Exception as exc:
-            reason = store.query_failure(exc)
-            if reason is None:
-                raise
-            raise ForensicsError(reason) from exc
-        return store.QueryResult(columns, types, rows).records()
-
-    def _run(self, con: Any, query: str, values: dict[str, Any]) -> list[dict[str, Any]]:
-        """Each text is translated once per process (translating costs more than running,
-        for one device's rows)."""
-        import duckdb_kql
-        from duckdb_kql.params import coerce
-
-        if values:
-            declared = ", ".join(f"{k}:{_kql_type(v)}" for k, v in values.items())
-            query = f"declare query_parameters({declared});\n{query}"
-        try:
-            translated = _TRANSLATED.get((query, self._schema_key))
-            if translated is None:
-                translated = duckdb_kql.to_sql(
-                    query, schema=self.schema, functions=registry_for(query), parameters=values
-                )
-                _TRANSLATED[(query, self._schema_key)] = translated
-            bound = {
-                d.slot: coerce(values[d.name], d.type, d.name)
-                for d in translated.declarations
-                if d.slot in translated.slots
-            }
-            # One call that binds once: a relation (``con.sql``) binds its text again when
-            # it runs, which doubled the cost of these short, wide queries.
-            cursor = con.execute(str(translated), bound or None)
-            columns = [str(d[0]) for d in cursor.description or ()]
-            types = [str(d[1]) for d in cursor.description or ()]
-            rows = cursor.fetchall() if columns else []
-        except Exception as exc:
-            reason = store.query_failure(exc)
-            if reason is None:
-                raise
-            raise ForensicsError(reason) from exc
-        return store.QueryResult(columns, types, rows).records()
-
-
-#: Translations by (query text, schema): the answers of one process reuse them.
-_TRANSLATED: dict[tuple[str, int], Any] = {}
-
-
-def _kql_type(value: Any) -> str:
-    return "datetime" if isinstance(value, datetime) else "string"
-
-
 def device_posture(db: Path, device: str, at: datetime, *, window: timedelta) -> dict[str, Any]:
     """The answer of docs/forensics.md for one device (its id or name) at ``at``.
 
     Raises:
         ForensicsError: the workspace never listed such a device at or before ``at``.
     """
-    workspace = _Workspace(db)
+    workspace = Workspace(db)
     try:
         if _DEVICE_ID.fullmatch(device):
             # An id needs no lookup by name: the answer's own queries show whether it is known.
@@ -299,14 +174,14 @@ def fleet_posture(db: Path, at: datetime, where: str) -> list[dict[str, Any]]:
         f" TamperProtection, RealtimeProtection, AvMode, SignatureAgeHours, FailingTests"
         f" | order by DeviceName asc"
     )
-    workspace = _Workspace(db)
+    workspace = Workspace(db)
     try:
         return workspace.kql(query)
     finally:
         workspace.close()
 
 
-def _resolve(workspace: _Workspace, device: str, at: datetime) -> str:
+def _resolve(workspace: Workspace, device: str, at: datetime) -> str:
     rows = workspace.kql(
         "EPF_Devices_CL | where SnapshotTime <= at"
         " | where DeviceId == device or DeviceName =~ device"
@@ -340,7 +215,7 @@ _SNAPSHOT_TIMES = (
 
 
 def _answer(
-    workspace: _Workspace, device_id: str, at: datetime, window: timedelta
+    workspace: Workspace, device_id: str, at: datetime, window: timedelta
 ) -> dict[str, Any]:
     since = at - window
     # The state of each dataset at T, the shipped function's rows for the device: only the
