@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from endpoint_forensics.analytics.functions import kql_datetime, registry
+from endpoint_forensics.analytics.functions import kql_datetime, registry_for
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.workspace import store
 
@@ -82,7 +82,9 @@ def lifecycle_report(
             ("epf_vulnerability_lifecycle", f"EPF_VulnerabilitySla({window}, {days})"),
             ("epf_configuration_lifecycle", f"EPF_ConfigurationLifecycle({window})"),
         ):
-            sql = str(duckdb_kql.to_sql(kql, schema=store.table_columns(con), functions=registry()))
+            sql = str(
+                duckdb_kql.to_sql(kql, schema=store.table_columns(con), functions=registry_for(kql))
+            )
             con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
         configs = f"SELECT *, {_CONFIG_SEVERITY} AS Severity FROM epf_configuration_lifecycle"
         return {

@@ -279,14 +279,14 @@ def query(
     """Query the workspace in KQL (as in Sentinel) or SQL. With the validation extra
     installed, a KQL query is first checked with Microsoft's parser: one Sentinel would refuse
     fails here too, with Sentinel's message."""
-    from endpoint_forensics.analytics.functions import registry
+    from endpoint_forensics.analytics.functions import registry_for
     from endpoint_forensics.analytics.kql_check import sentinel_refusal
     from endpoint_forensics.workspace.store import QueryError, run_query
 
     refused = None if sql else sentinel_refusal(query_text)
     if refused:
         raise QueryError(refused)
-    result = run_query(db, query_text, sql=sql, functions=None if sql else registry())
+    result = run_query(db, query_text, sql=sql, functions=None if sql else registry_for(query_text))
     records = result.records()
     if format is OutputFormat.JSON:
         out(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
