@@ -162,7 +162,7 @@ def run_demo(
         ConfigError: the ``demo`` extra is not installed (see ``require_demo_extra``).
     """
     require_demo_extra("epf demo")
-    from epf_emulator import Emulator, EmulatorSettings
+    from epf_emulator import EmulatorProcess, EmulatorSettings
     from epf_emulator.common.clock import WORLD_ANCHOR
 
     settings_kw: dict[str, Any] = {
@@ -180,8 +180,9 @@ def run_demo(
     incidents: list[str] = []
     staged: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="epf-demo-") as tmp:
-        with Emulator(EmulatorSettings(**settings_kw)) as emu:
-            sensors = [a.name for a in emu.iot_appliances if a.kind == "sensor"]
+        # In its own process, so that the emulator and the collector each have a core.
+        with EmulatorProcess(EmulatorSettings(**settings_kw)) as emu:
+            sensors = [a.name for a in emu.get("iot_appliances") if a.kind == "sensor"]
             if settings_kw.get("iot_event_storms"):
                 incidents.append(
                     f"{storm_at:%Y-%m-%d %H:%M}Z: an address scan floods sensor {sensors[0]}"
@@ -189,29 +190,30 @@ def run_demo(
                     " between daily polls: the run records the gap (EPF_Runs_CL, Gaps)"
                 )
             config_path = Path(tmp) / "emulated.toml"
-            emu.write_config(config_path, feeds=True)  # the threat feeds from its mirrors
+            emu.call("write_config", config_path, feeds=True)  # the threat feeds from its mirrors
             overrides = {"store.path": str(db.resolve()), "state.dir": str(Path(tmp) / "state")}
             settings = load_settings(config_path, overrides={**_DEMO_OVERRIDES, **overrides})
             for day in range(days + 1):
                 if day:
-                    emu.advance(24)
+                    emu.call("advance", 24)
                 if day == days and days >= 1 and len(sensors) > 1:
-                    emu.revoke_iot_token(sensors[-1])
+                    emu.call("revoke_iot_token", sensors[-1])
                     staged.add(sensors[-1])
                     incidents.append(
-                        f"{emu.now:%Y-%m-%d %H:%M}Z: the API token of sensor {sensors[-1]} is"
+                        f"{emu.get('now'):%Y-%m-%d %H:%M}Z: the API token of sensor {sensors[-1]} is"
                         " deleted on its console: the last sync cannot read it, and says so"
                     )
                 sinks = open_sinks(settings)  # the local store and the emulated Sentinel
                 try:
                     # As of the emulated clock (a fixed calendar, not the wall clock).
-                    runs.append(run_sync(settings, sinks, progress=progress, now=emu.now))
+                    now = emu.get("now")
+                    runs.append(run_sync(settings, sinks, progress=progress, now=now))
                 finally:
                     close_sinks(sinks)
-                truths.append(dict(emu.stats()["truth"]))
+                truths.append(dict(emu.call("stats")["truth"]))
                 if on_day:
                     on_day(day, runs[-1])
-            stats = emu.stats()
+            stats = emu.call("stats")
     result = _result(db, runs, truths, stats)
     result.incidents, result.staged_sources = incidents, staged
     return result

@@ -18,8 +18,9 @@ Subpackages (each module's docstring says what it owns and what it imports):
   shapes, error dialects), ``listen`` (sockets, uvicorn servers and their threads).
 - ``core``: the assembly, which imports every other subpackage and none imports. ``tenant``
   (everything one start serves from), ``truth`` (posture ground truth), ``app`` (the ASGI
-  app), ``server`` (``Emulator``), ``credentials`` (what a start issues: fresh secrets, the
-  state directory, the test CA), ``config_text`` (the collector config for an emulator).
+  app), ``server`` (``Emulator``), ``process`` (``EmulatorProcess``: one in a child
+  process), ``credentials`` (what a start issues: fresh secrets, the state directory, the
+  test CA), ``config_text`` (the collector config for an emulator).
 - ``identity``: Entra ID. ``entra`` (token endpoints, tokens, ``authorize``), ``client_auth``
   (client secrets and certificate assertions), ``managed_identity`` (``IDENTITY_ENDPOINT``).
 - ``azure``: ``keyvault`` (secrets with the challenge flow), ``workspace`` (one Log Analytics
@@ -53,6 +54,14 @@ the emulator shares no parsing code with the collector, so a wire-format bug can
 from __future__ import annotations
 
 from epf_emulator.common.settings import EmulatorSettings, Fault, parse_faults
+from epf_emulator.core.process import EmulatorError, EmulatorProcess
 from epf_emulator.core.server import Emulator
 
-__all__ = ["Emulator", "EmulatorSettings", "Fault", "parse_faults"]
+__all__ = [
+    "Emulator",
+    "EmulatorError",
+    "EmulatorProcess",
+    "EmulatorSettings",
+    "Fault",
+    "parse_faults",
+]
