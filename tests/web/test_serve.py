@@ -287,6 +287,32 @@ def test_a_view_is_answered_once_per_state_of_the_workspace(demo: Path, tmp_path
         snapshot.close()
 
 
+def test_the_current_copy_is_held_open_so_each_request_shares_its_database(
+    tmp_path: Path,
+) -> None:
+    from endpoint_forensics.workspace import store
+
+    db = tmp_path / "ws.duckdb"
+    store.connect(db).close()
+    snapshot = WorkspaceSnapshot(db)
+    try:
+        copy = snapshot.current()
+        # A setting of the database instance outlives a request's connection only if the
+        # instance does: the snapshot's own connection keeps it (and its cached pages).
+        first = store.connect(copy, read_only=True)
+        first.execute("SET GLOBAL threads = 1")
+        first.close()
+        second = store.connect(copy, read_only=True)
+        assert second.execute("SELECT current_setting('threads')").fetchone() == (1,)
+        second.close()
+    finally:
+        snapshot.close()
+    # Closed with the snapshot: a new connection starts a new instance.
+    fresh = duckdb.connect(str(tmp_path / "ws.duckdb"), read_only=True)
+    assert fresh.execute("SELECT current_setting('threads')").fetchone() != (1,)
+    fresh.close()
+
+
 def _epf(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "endpoint_forensics", *args], capture_output=True, text=True

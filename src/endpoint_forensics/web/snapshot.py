@@ -5,6 +5,10 @@ workspace open would make ``epf sync`` fail, and a server opening it while a syn
 lock error. So the server answers from a copy, made when the workspace is not being written and
 its size or time has changed since the last copy; while a sync writes, the previous copy answers.
 A copy is kept only if the workspace did not change while it was copied.
+
+The current copy is held open for the server's life: DuckDB then shares its database instance
+with every connection a request opens to the copy, which costs a fraction of a millisecond
+instead of the 10 to 20 ms of starting an instance, and finds its pages cached.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 from endpoint_forensics.errors import ConfigError
 from endpoint_forensics.workspace import store
@@ -44,6 +49,7 @@ class WorkspaceSnapshot:
         self._folder = Path(tempfile.mkdtemp(prefix="epf-serve-"))
         self._lock = threading.Lock()
         self._copy: Path | None = None
+        self._held: Any = None  # a read-only connection to the current copy
         self._stamp: tuple[int, int, int, int] | None = None
         self._generation = 0
 
@@ -85,11 +91,18 @@ class WorkspaceSnapshot:
             copy.unlink(missing_ok=True)  # written meanwhile: not a committed state
             copy.with_name(copy.name + ".wal").unlink(missing_ok=True)
             return
-        old, self._copy, self._stamp = self._copy, copy, stamp
+        held = store.connect(copy, read_only=True)
+        if self._held is not None:
+            self._held.close()
+        old, self._copy, self._stamp, self._held = self._copy, copy, stamp, held
         if old is not None:
             # Requests still reading the old copy keep their open handle (POSIX).
             old.unlink(missing_ok=True)
             old.with_name(old.name + ".wal").unlink(missing_ok=True)
 
     def close(self) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
         shutil.rmtree(self._folder, ignore_errors=True)
