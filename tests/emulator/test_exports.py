@@ -81,6 +81,20 @@ def test_export_files_hold_what_the_json_export_serves(
     assert [u.split("?")[0] for u in again["exportFiles"]] == [u.split("?")[0] for u in files]
 
 
+def test_devices_are_listed_in_device_id_order_in_pages_and_export_files(
+    posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
+) -> None:
+    # Undocumented (B.0); the emulator's choice, which the forensics figures depend on: each
+    # snapshot lands in the workspace sorted by device (docs/emulator-fidelity.md).
+    machines, _ = get_all(posture_client, f"{posture_emu.base_url}/api/machines", posture_token)
+    ids = [m["id"] for m in machines]
+    assert len(ids) > 1 and ids == sorted(ids)
+    for name in sorted(EXPORTS):
+        files = _export(posture_client, posture_emu, posture_token, name)["exportFiles"]
+        listed = [line["DeviceId"] for url in files for line in _lines(posture_client, url)]
+        assert len(set(listed)) > 1 and listed == sorted(listed), name
+
+
 def test_info_gathering_export_carries_av_health_in_both_forms(
     posture_emu: Emulator, posture_client: httpx.Client, posture_token: str
 ) -> None:
