@@ -236,3 +236,58 @@ def test_the_sla_takes_triages_bod_clock_where_it_knows_one(workspace: Workspace
     for cve in ("CVE-11", "CVE-12"):
         assert (rows[cve]["SlaSource"], rows[cve]["DueDate"]) == ("severity", day(1 + 15))
         assert not rows[cve]["Breached"]
+
+
+def _sla_both_ways(db: Path, since: datetime, until: datetime) -> tuple[list[Any], list[Any]]:
+    """EPF_VulnerabilitySla's rows, and those of the SQL the report runs for it."""
+    from endpoint_forensics.analytics.functions import kql_datetime
+    from endpoint_forensics.analytics.lifecycle import vulnerability_sla_sql
+    from endpoint_forensics.workspace import store
+
+    con = duckdb_kql.connect(str(db), read_only=True)
+    try:
+        kql = f"EPF_VulnerabilitySla({kql_datetime(since)}, {kql_datetime(until)})"
+        shipped = duckdb_kql.kql(con, kql, functions=registry())
+        columns, found = shipped.columns, shipped.fetchall()
+    finally:
+        con.close()
+    con = store.connect(db, read_only=True)
+    try:
+        local = con.execute(vulnerability_sla_sql(con, since, until))
+        local_columns = [d[0] for d in local.description]
+        local_rows = local.fetchall()
+    finally:
+        con.close()
+
+    def rows(names: list[str], values: list[Any]) -> list[Any]:
+        records = [{c: _utc(v) for c, v in zip(names, r, strict=True)} for r in values]
+        return sorted(records, key=lambda r: (r["DeviceId"], r["RecordId"]))
+
+    return rows(columns, found), rows(local_columns, local_rows)
+
+
+def test_the_reports_sla_sql_is_the_shipped_functions_rows(workspace: Workspace) -> None:
+    from endpoint_forensics.tables import TRIAGE
+
+    test_the_sla_takes_triages_bod_clock_where_it_knows_one(workspace)
+    # A newer decision replaces an older one: CVE-11 gets a BOD clock on day 7.
+    later = {"DeviceId": "d1", "CveId": "CVE-11", "Bod2604Outcome": "3 days", "DueDate": day(9)}
+    workspace.write(TRIAGE, [later], day(7))
+    workspace.sink.close()
+    shipped, local = _sla_both_ways(workspace.path, day(-1), day(11))
+    assert [(r["CveId"], r["SlaSource"], r["Breached"]) for r in shipped] == [
+        ("CVE-10", "BOD 26-04", True), ("CVE-11", "BOD 26-04", True), ("CVE-12", "severity", False)
+    ]  # fmt: skip
+    assert local == shipped
+
+
+@pytest.mark.e2e
+def test_the_reports_sla_sql_is_the_shipped_functions_rows_on_the_demo(demo: Path) -> None:
+    from endpoint_forensics.analytics.lifecycle import history_end
+
+    until = history_end(demo)
+    assert until is not None
+    shipped, local = _sla_both_ways(demo, until - timedelta(days=6), until)
+    assert len(shipped) > 1000 and any(r["SlaSource"] == "BOD 26-04" for r in shipped)
+    assert any(r["Breached"] for r in shipped) and any(r["Status"] == "Fixed" for r in shipped)
+    assert local == shipped
