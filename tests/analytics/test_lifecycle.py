@@ -3,6 +3,7 @@ workspace written through the real sink, in both history modes."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class Workspace:
         self.mode = mode
         self.sink = DuckDBSink(path)
         self.units = 0
+        self.windows: list[tuple[datetime, datetime]] = []  # of the lifecycles asked for
 
     def write(
         self, table: Any, rows: list[dict[str, Any]], at: datetime, *, full: bool = True
@@ -47,6 +49,8 @@ class Workspace:
             self.sink.finish_snapshot(table, plan, unit=f"u{self.units}/removed", stamp=stamp)
 
     def query(self, kql: str) -> list[dict[str, Any]]:
+        for since, until in _WINDOW.findall(kql):
+            self.windows.append((_kql_time(since), _kql_time(until)))
         self.sink.close()
         con = duckdb_kql.connect(str(self.path), read_only=True)
         try:
@@ -58,6 +62,13 @@ class Workspace:
         finally:
             con.close()
             self.sink = DuckDBSink(self.path)
+
+
+_WINDOW = re.compile(r"(?:Lifecycle|Sla)\(datetime\(([^)]*)\), datetime\(([^)]*)\)")
+
+
+def _kql_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=UTC)
 
 
 def _utc(value: Any) -> Any:
@@ -291,3 +302,77 @@ def test_the_reports_sla_sql_is_the_shipped_functions_rows_on_the_demo(demo: Pat
     assert len(shipped) > 1000 and any(r["SlaSource"] == "BOD 26-04" for r in shipped)
     assert any(r["Breached"] for r in shipped) and any(r["Status"] == "Fixed" for r in shipped)
     assert local == shipped
+
+
+def _rows(names: list[str], values: list[Any]) -> list[dict[str, Any]]:
+    records = [{c: _utc(v) for c, v in zip(names, r, strict=True)} for r in values]
+    return sorted(records, key=lambda r: tuple(str(v) for v in r.values()))
+
+
+def _lifecycles_both_ways(db: Path, since: datetime, until: datetime) -> dict[str, Any]:
+    """Each shipped lifecycle function's rows, and those of the tables the report makes."""
+    from endpoint_forensics.analytics.functions import kql_datetime
+    from endpoint_forensics.analytics.lifecycle import create_lifecycle_tables
+    from endpoint_forensics.analytics.lifecycle_sql import REMEDIATION_TABLE
+    from endpoint_forensics.workspace import store
+
+    window = f"{kql_datetime(since)}, {kql_datetime(until)}"
+    shipped = {
+        REMEDIATION_TABLE: f"EPF_RemediationLifecycle({window})",
+        "epf_vulnerability_lifecycle": f"EPF_VulnerabilitySla({window})",
+        "epf_configuration_lifecycle": f"EPF_ConfigurationLifecycle({window})",
+    }
+    found: dict[str, Any] = {}
+    con = duckdb_kql.connect(str(db), read_only=True)
+    try:
+        for table, kql in shipped.items():
+            rel = duckdb_kql.kql(con, kql, functions=registry())
+            found[table] = [_rows(rel.columns, rel.fetchall())]
+    finally:
+        con.close()
+    con = store.connect(db, read_only=True)
+    try:
+        create_lifecycle_tables(con, since, until)
+        for table in shipped:
+            cursor = con.execute(f"SELECT * FROM {table}")
+            found[table].append(_rows([d[0] for d in cursor.description], cursor.fetchall()))
+    finally:
+        con.close()
+    return found
+
+
+_SCENARIOS = [
+    test_a_fixed_reopened_and_fixed_again_vulnerability,
+    test_a_vulnerability_still_open_counts_until_the_end,
+    test_a_device_that_goes_silent_is_not_a_fix,
+    test_a_configuration_that_failed_then_was_fixed,
+    test_a_window_that_starts_between_baselines_starts_from_the_state_then,
+    test_the_sla_takes_triages_bod_clock_where_it_knows_one,
+]
+
+
+@pytest.mark.parametrize("scenario", _SCENARIOS, ids=lambda f: f.__name__.removeprefix("test_"))
+def test_the_reports_tables_are_the_shipped_lifecycles_rows(
+    scenario: Any, workspace: Workspace
+) -> None:
+    scenario(workspace)
+    workspace.sink.close()
+    assert workspace.windows
+    for since, until in workspace.windows:
+        for table, (shipped, local) in _lifecycles_both_ways(workspace.path, since, until).items():
+            assert local == shipped, table
+
+
+@pytest.mark.e2e
+def test_the_reports_tables_are_the_shipped_lifecycles_rows_on_the_demo(demo: Path) -> None:
+    from endpoint_forensics.analytics.lifecycle import history_end
+
+    until = history_end(demo)
+    assert until is not None
+    for since in (until - timedelta(days=6), until - timedelta(days=2, hours=7)):
+        found = _lifecycles_both_ways(demo, since, until)
+        shipped = found["epf_vulnerability_lifecycle"][0]
+        assert len(shipped) > 1000 and any(r["Status"] == "Fixed" for r in shipped)
+        assert len(found["epf_configuration_lifecycle"][0]) > 100
+        for table, (shipped, local) in found.items():
+            assert local == shipped, table

@@ -1,9 +1,10 @@
 """The remediation report: MTTR by severity and by device group, and SLA breaches.
 
 Owns ``SlaPolicy`` (days to fix by severity) and ``lifecycle_report``. The lifecycle itself is
-the shipped KQL (``EPF_VulnerabilitySla`` over ``EPF_VulnerabilityLifecycle``, and
-``EPF_ConfigurationLifecycle``), run once each into a temporary table; the report's sums are
-plain SQL over those. A configuration's severity is its impact: 9 and up Critical, 7 High,
+the rows of the shipped ``EPF_VulnerabilitySla`` and ``EPF_ConfigurationLifecycle``, each in a
+temporary table (``create_lifecycle_tables``): their KQL translated, with two parts in SQL
+tested equal to the functions (``EPF_RemediationLifecycle``, ``analytics.lifecycle_sql``, and
+the SLA's newest triage); the report's sums are plain SQL over those tables. A configuration's severity is its impact: 9 and up Critical, 7 High,
 4 Medium, below that Low. A vulnerability's deadline is CISA BOD 26-04's where triage gave its
 (device, CVE) one (``SlaSource`` says which), else the policy's days by severity.
 """
@@ -16,10 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.analytics.functions import kql_datetime, registry_for
+from endpoint_forensics.analytics.lifecycle_sql import (
+    REMEDIATION_COLUMNS,
+    REMEDIATION_TABLE,
+    lifecycle_registry,
+    remediation_sql,
+)
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.workspace import store
 
-__all__ = ["SEVERITIES", "SlaPolicy", "lifecycle_report", "vulnerability_sla_sql"]
+__all__ = [
+    "SEVERITIES",
+    "SlaPolicy",
+    "create_lifecycle_tables",
+    "lifecycle_report",
+    "vulnerability_sla_sql",
+]
 
 SEVERITIES = ("Critical", "High", "Medium", "Low")
 
@@ -72,20 +85,10 @@ def lifecycle_report(
 ) -> dict[str, Any]:
     """The counts, MTTR and SLA breaches of vulnerabilities and configurations in the window."""
     import duckdb
-    import duckdb_kql
 
     con = store.connect(db, read_only=True)
     try:
-        window = f"{kql_datetime(since)}, {kql_datetime(until)}"
-        kql = f"EPF_ConfigurationLifecycle({window})"
-        configurations = duckdb_kql.to_sql(
-            kql, schema=store.table_columns(con), functions=registry_for(kql)
-        )
-        for name, sql in (
-            ("epf_vulnerability_lifecycle", vulnerability_sla_sql(con, since, until, policy)),
-            ("epf_configuration_lifecycle", str(configurations)),
-        ):
-            con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
+        create_lifecycle_tables(con, since, until, policy)
         configs = f"SELECT *, {_CONFIG_SEVERITY} AS Severity FROM epf_configuration_lifecycle"
         return {
             "since": since.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -110,8 +113,37 @@ def lifecycle_report(
         con.close()
 
 
-def vulnerability_sla_sql(
+def create_lifecycle_tables(
     con: Any, since: datetime, until: datetime, policy: SlaPolicy = SlaPolicy()
+) -> None:
+    """``epf_vulnerability_lifecycle`` and ``epf_configuration_lifecycle``: the rows of
+    ``EPF_VulnerabilitySla`` and ``EPF_ConfigurationLifecycle`` over the window, as temporary
+    tables of ``con``. Both lifecycles come from one ``EPF_RemediationLifecycle`` in SQL
+    (``analytics.lifecycle_sql``); the rest is the shipped KQL, translated."""
+    import duckdb_kql
+
+    con.execute(f"CREATE TEMP TABLE {REMEDIATION_TABLE} AS {remediation_sql(con, since, until)}")
+    schema = {**store.table_columns(con), REMEDIATION_TABLE: list(REMEDIATION_COLUMNS)}
+    registry = lifecycle_registry()
+    window = f"{kql_datetime(since)}, {kql_datetime(until)}"
+    configurations = duckdb_kql.to_sql(
+        f"EPF_ConfigurationLifecycle({window})", schema=schema, functions=registry
+    )
+    vulnerabilities = vulnerability_sla_sql(
+        con, since, until, policy, functions=registry, schema=schema
+    )
+    con.execute(f"CREATE TEMP TABLE epf_vulnerability_lifecycle AS {vulnerabilities}")
+    con.execute(f"CREATE TEMP TABLE epf_configuration_lifecycle AS {configurations}")
+
+
+def vulnerability_sla_sql(
+    con: Any,
+    since: datetime,
+    until: datetime,
+    policy: SlaPolicy = SlaPolicy(),
+    *,
+    functions: Any = None,
+    schema: dict[str, list[str]] | None = None,
 ) -> str:
     """The SQL that stands for ``EPF_VulnerabilitySla(since, until, <policy's days>)`` here:
     the shipped ``EPF_VulnerabilityLifecycle`` translated, and the deadline added in SQL. Each
@@ -122,7 +154,11 @@ def vulnerability_sla_sql(
     import duckdb_kql
 
     kql = f"EPF_VulnerabilityLifecycle({kql_datetime(since)}, {kql_datetime(until)})"
-    lifecycle = duckdb_kql.to_sql(kql, schema=store.table_columns(con), functions=registry_for(kql))
+    lifecycle = duckdb_kql.to_sql(
+        kql,
+        schema=schema or store.table_columns(con),
+        functions=functions if functions is not None else registry_for(kql),
+    )
     end = f"TIMESTAMPTZ '{until.isoformat()}'"
     days = (
         f"CASE VulnerabilitySeverityLevel WHEN 'Critical' THEN {policy.critical}"
