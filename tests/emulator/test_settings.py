@@ -99,7 +99,14 @@ def test_settings_defaults_and_validation() -> None:
 
 
 def test_public_api_is_exact_and_light_to_import() -> None:
-    assert sorted(emulator.__all__) == ["Emulator", "EmulatorSettings", "Fault", "parse_faults"]
+    assert sorted(emulator.__all__) == [
+        "Emulator",
+        "EmulatorError",
+        "EmulatorProcess",
+        "EmulatorSettings",
+        "Fault",
+        "parse_faults",
+    ]
     code = (
         "import sys, epf_emulator; "
         "print(','.join(m for m in ('uvicorn', 'starlette', 'duckdb', 'pyarrow') if m in sys.modules))"
