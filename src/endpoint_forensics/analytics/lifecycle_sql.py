@@ -5,10 +5,9 @@ again (``make_list``, ``mv-expand``): Kusto has no other way without serializing
 duckdb-kql translates ``prev()`` to nothing. Translated, those lists become JSON values, about
 a second of the 90-day lifecycle's ten. Here the same steps use DuckDB's own lists (a window
 function, ``lag``, cost snapshot-mode history a third more than the JSON did), and everything
-else is the shipped text: the state functions
-it starts from are translated from KQL, and ``lifecycle_registry`` gives the two lifecycle
-functions with ``EPF_RemediationLifecycle`` reading the table this SQL fills
-(``REMEDIATION_TABLE``). Tested equal to the shipped functions in both history modes
+else is the shipped text: the state functions it starts from are translated from KQL, and
+``lifecycle_registry`` gives the two lifecycle functions with ``EPF_RemediationLifecycle``
+reading the table this SQL fills (``REMEDIATION_TABLE``). Tested equal to the shipped functions in both history modes
 (tests/analytics/test_lifecycle.py). May import ``analytics.functions`` and ``workspace``.
 """
 
@@ -22,6 +21,7 @@ from endpoint_forensics.analytics.functions import (
     definitions,
     functions,
     kql_datetime,
+    registry,
     with_callees,
 )
 from endpoint_forensics.workspace import store
@@ -59,7 +59,8 @@ def remediation_sql(con: Any, since: datetime, until: datetime) -> str:
     schema = store.table_columns(con)
 
     def kql(text: str) -> str:
-        found = duckdb_kql.to_sql(text, schema=schema, functions=_state_registry())
+        states = registry("EPF_VulnerabilitiesAt", "EPF_SecureConfigAt", "EPF_DevicesAt")
+        found = duckdb_kql.to_sql(text, schema=schema, functions=states)
         return str(found)
 
     start, end = kql_datetime(since), kql_datetime(until)
@@ -67,10 +68,8 @@ def remediation_sql(con: Any, since: datetime, until: datetime) -> str:
     since_at = _naive(since)
     since_tz, until_tz = f"TIMESTAMPTZ '{since.isoformat()}'", f"TIMESTAMPTZ '{until.isoformat()}'"
     keys = "DefenderTenantId, DeviceId, Kind, Item"
-    same = " AND ".join(f"a.{k} IS NOT DISTINCT FROM b.{k}" for k in keys.split(", "))
-    same_device = " AND ".join(
-        f"a.{k} IS NOT DISTINCT FROM b.{k}" for k in ("DefenderTenantId", "DeviceId")
-    )
+    same = _same(*keys.split(", "))
+    same_device = _same("DefenderTenantId", "DeviceId")
     return f"""
 WITH vulnerabilities_at_start AS ({
         kql(
@@ -116,9 +115,7 @@ observations AS (
     WHERE EventTimestamp > {since_tz} AND EventTimestamp <= {until_tz}
     UNION ALL
     SELECT a.DefenderTenantId, a.DeviceId, 'Configuration', a.Item, a.Open, a.Observed, NULL
-    FROM configurations a JOIN failed b ON a.DefenderTenantId IS NOT DISTINCT FROM
-        b.DefenderTenantId AND a.DeviceId IS NOT DISTINCT FROM b.DeviceId
-        AND a.Item IS NOT DISTINCT FROM b.Item
+    FROM configurations a JOIN failed b ON {_same("DefenderTenantId", "DeviceId", "Item")}
 ),
 items AS (
     SELECT {keys}, min(Observed) AS Earliest, min(Sighted) AS EarliestSighting,
@@ -196,10 +193,9 @@ devices AS (
     ) a LEFT JOIN devices_at_end b ON {same_device}
 ),
 closed AS (
-    SELECT k.*, CASE WHEN Now = 0 THEN make_timestamp(LastMs * 1000) END AS FixedAt,
-        d.LastReport, d.Reporting
-    FROM kept k LEFT JOIN devices d ON k.DefenderTenantId IS NOT DISTINCT FROM d.DefenderTenantId
-        AND k.DeviceId IS NOT DISTINCT FROM d.DeviceId
+    SELECT a.*, CASE WHEN Now = 0 THEN make_timestamp(LastMs * 1000) END AS FixedAt,
+        b.LastReport, b.Reporting
+    FROM kept a LEFT JOIN devices b ON {same_device}
 )
 SELECT DefenderTenantId, DeviceId, Kind, Item,
     CASE WHEN FirstOpenMs IS NULL THEN {since_at} ELSE make_timestamp(FirstOpenMs * 1000) END
@@ -215,14 +211,9 @@ SELECT DefenderTenantId, DeviceId, Kind, Item,
 FROM closed"""
 
 
-@cache
-def _state_registry() -> Any:
-    from duckdb_kql.stored_functions import parse_functions
-
-    wanted = with_callees(["EPF_VulnerabilitiesAt", "EPF_SecureConfigAt", "EPF_DevicesAt"])
-    return parse_functions(
-        [d for f, d in zip(functions(), definitions(), strict=True) if f in wanted]
-    )
+def _same(*keys: str) -> str:
+    """``a`` and ``b`` agree on ``keys``, nulls equal: as the translation joins (Kusto's)."""
+    return " AND ".join(f"a.{k} IS NOT DISTINCT FROM b.{k}" for k in keys)
 
 
 def _naive(at: datetime) -> str:
