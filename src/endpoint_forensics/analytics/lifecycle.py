@@ -5,8 +5,9 @@ the rows of the shipped ``EPF_VulnerabilitySla`` and ``EPF_ConfigurationLifecycl
 temporary table (``create_lifecycle_tables``): their KQL translated, with two parts in SQL
 tested equal to the functions (``EPF_RemediationLifecycle``, ``analytics.lifecycle_sql``, and
 the SLA's newest triage); the report's sums are plain SQL over those tables. A
-configuration's severity is its impact: 9 and up Critical, 7 High, 4 Medium, below that Low. A vulnerability's deadline is CISA BOD 26-04's where triage gave its
-(device, CVE) one (``SlaSource`` says which), else the policy's days by severity.
+configuration's severity is its impact: 9 and up Critical, 7 High, 4 Medium, below that Low.
+A vulnerability's deadline is CISA BOD 26-04's where triage gave its (device, CVE) one
+(``SlaSource`` says which), else the policy's days by severity.
 """
 
 from __future__ import annotations

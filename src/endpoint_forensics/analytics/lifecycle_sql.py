@@ -7,8 +7,9 @@ a second of the 90-day lifecycle's ten. Here the same steps use DuckDB's own lis
 function, ``lag``, cost snapshot-mode history a third more than the JSON did), and everything
 else is the shipped text: the state functions it starts from are translated from KQL, and
 ``lifecycle_registry`` gives the two lifecycle functions with ``EPF_RemediationLifecycle``
-reading the table this SQL fills (``REMEDIATION_TABLE``). Tested equal to the shipped functions in both history modes
-(tests/analytics/test_lifecycle.py). May import ``analytics.functions`` and ``workspace``.
+reading the table this SQL fills (``REMEDIATION_TABLE``). Tested equal to the shipped
+functions in both history modes (tests/analytics/test_lifecycle.py). May import
+``analytics.functions`` and ``workspace``.
 """
 
 from __future__ import annotations
