@@ -4,7 +4,10 @@
 
     EpfError
     ├── ConfigError        fix the config (exit 2)
-    │   └── CertificateUntrusted  a server's TLS certificate is not trusted, or not the pin
+    │   ├── CertificateUntrusted  a server's TLS certificate is not trusted, or not the pin
+    │   └── StateNotWritable   the state folder cannot be created or written
+    ├── RunInProgress      another run holds the state folder: try again later (exit 75)
+    │   └── WorkspaceBusy  another process writes the workspace file
     ├── AuthError          fix credentials or consent (exit 1)
     │   └── CredentialRefused  the authority refused the app's credentials
     ├── TransientError     429, 5xx, timeouts, connection failures: retry later
@@ -43,6 +46,22 @@ class CertificateUntrusted(ConfigError):
     pinned one: no retry can help, only a change of ``ca_bundle`` or the pin."""
 
     stops_source = True
+
+
+class StateNotWritable(ConfigError):
+    """The state folder (checkpoints, outbox, quarantine) cannot be created or written."""
+
+
+class RunInProgress(EpfError):
+    """Another run holds the state folder's run lock: this one did not start and changed
+    nothing. Exit 75 (EX_TEMPFAIL): a scheduler may simply try again later."""
+
+    exit_code = 75
+
+
+class WorkspaceBusy(RunInProgress):
+    """Another process has the workspace file open for writing (DuckDB allows one writing
+    process, and no reader beside it): try again when it has finished."""
 
 
 class AuthError(EpfError):

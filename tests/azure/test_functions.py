@@ -19,6 +19,7 @@ from endpoint_forensics.azure.functions import run_collection
 from endpoint_forensics.pipeline.runlog import RunSummary
 from epf_emulator import Emulator, EmulatorSettings
 
+from ..cli.test_run_lock import hold_run_lock, release_run_lock
 from ..history_modes import EVERY_ROW_TOML
 
 pytestmark = pytest.mark.e2e
@@ -238,3 +239,24 @@ def test_a_bad_override_names_the_key_never_the_secret(
     assert "mde_base_url" in record.getMessage()
     assert "s3cret-in-an-app-setting" not in caplog.text
     assert "\n" not in record.getMessage()
+
+
+def test_a_timer_tick_while_the_last_one_still_runs_is_skipped_and_changes_nothing(
+    tenant: Emulator, functions_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    state = Path(functions_env["EPF_STATE_DIR"])
+    caplog.set_level(logging.INFO, logger="endpoint_forensics")
+    before = dict(tenant.stats()["ingested"])
+    holder = hold_run_lock(state)  # the last tick's invocation, still at work
+    try:
+        assert run_collection(functions_env) is None
+    finally:
+        release_run_lock(holder)
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR and "RunInProgress" in record.getMessage()
+    assert f"process {holder.pid} on" in record.getMessage()
+    assert ingested_since(tenant, before) == {}
+    assert sorted(p.name for p in state.iterdir()) == ["run.lock"]
+
+    later = run_collection(functions_env)  # the next tick collects what is due
+    assert later is not None and later.exit_code == 0, later.errors()

@@ -27,6 +27,7 @@ from pathlib import Path
 from endpoint_forensics.config import load_settings
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.identity.keyvault import resolve_references
+from endpoint_forensics.pipeline.lock import run_lock
 from endpoint_forensics.pipeline.run import run_sync
 from endpoint_forensics.pipeline.runlog import RunSummary
 from endpoint_forensics.sinks import close_sinks, open_sinks
@@ -65,11 +66,14 @@ def run_collection(
         settings = load_settings(
             path, environ=env, overrides=overrides, keyvault_resolver=resolve_references
         )
-        sinks = open_sinks(settings)
-        try:
-            summary = run_sync(settings, sinks)
-        finally:
-            close_sinks(sinks)
+        # A timer that fires while the last invocation still runs finds the lock held: that
+        # tick is skipped (logged as no collection run), the next one collects what is due.
+        with run_lock(settings.state.dir, command="Azure Functions timer"):
+            sinks = open_sinks(settings)
+            try:
+                summary = run_sync(settings, sinks)
+            finally:
+                close_sinks(sinks)
     except EpfError as exc:
         log.error("epf: no collection run: %s: %s", type(exc).__name__, _one_line(str(exc)))
         return None

@@ -38,7 +38,7 @@ from endpoint_forensics.cli.render import (
 from endpoint_forensics.cli.report import report_app
 from endpoint_forensics.cli.serve import serve
 from endpoint_forensics.cli.triage import triage
-from endpoint_forensics.errors import EpfError
+from endpoint_forensics.errors import EpfError, RunInProgress
 
 app = typer.Typer(
     add_completion=False,
@@ -164,19 +164,30 @@ def sync(
             " emulated tenant's time, which `epf emulator` prints.",
         ),
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            help="Seconds to wait for another run on the same state folder to finish (default:"
+            " exit at once, with code 75).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Run one collection of every configured dataset into the workspace."""
+    from endpoint_forensics.pipeline.lock import run_lock
     from endpoint_forensics.pipeline.run import run_sync
     from endpoint_forensics.sinks import close_sinks, open_sinks
 
     as_of = parse_time(now, "--now") if now else None
     settings = _settings(config, db)
-    sinks = open_sinks(settings)
-    try:
-        with Progress() as progress:
-            summary = run_sync(settings, sinks, progress=progress, now=as_of)
-    finally:
-        close_sinks(sinks)
+    with run_lock(settings.state.dir, wait_seconds=wait, command="epf sync"):
+        sinks = open_sinks(settings)
+        try:
+            with Progress() as progress:
+                summary = run_sync(settings, sinks, progress=progress, now=as_of)
+        finally:
+            close_sinks(sinks)
     render_outcomes(summary)
     _finish(summary)
 
@@ -216,9 +227,19 @@ def run(
         for line in summary.errors():
             typer.echo(f"error: {line}", err=True)
 
-    summaries = run_on_schedule(settings, every_seconds=every * 60, runs=runs, on_summary=report)
+    skipped: list[str] = []
+
+    def skip(reason: str) -> None:
+        skipped.append(reason)
+        typer.echo(f"warning: tick skipped: {reason}", err=True)
+
+    summaries = run_on_schedule(
+        settings, every_seconds=every * 60, runs=runs, on_summary=report, on_skipped=skip
+    )
     if summaries and summaries[-1].exit_code:
         raise typer.Exit(summaries[-1].exit_code)
+    if skipped and not summaries:  # not one tick could run
+        raise typer.Exit(RunInProgress.exit_code)
 
 
 @app.command()

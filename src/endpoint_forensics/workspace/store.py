@@ -7,6 +7,7 @@ KQL/SQL queries over it (KQL through duckdb-kql). May import ``tables`` and ``er
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.errors import ConfigError, EpfError
+from endpoint_forensics.errors import ConfigError, EpfError, WorkspaceBusy
 from endpoint_forensics.tables import TABLES
 from endpoint_forensics.workspace.kql_errors import plain_kql_error
 
@@ -83,7 +84,7 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as exc:
-        raise ConfigError(f"cannot open workspace {str(path)!r}: {exc}") from exc
+        raise _cannot_open(path, exc) from exc
     con.execute("SET TimeZone = 'UTC'")
     # DuckDB's own progress bar prints to stdout when a query runs past 2 s; ours stays.
     con.execute("SET enable_progress_bar = false")
@@ -95,6 +96,21 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
     if not read_only:
         _ensure_schema(con)
     return con
+
+
+def _cannot_open(path: Path, exc: Exception) -> EpfError:
+    """Why the workspace could not be opened: busy (another process writes it; DuckDB lets one
+    process open a file for writing, and none to read it meanwhile), or another failure."""
+    text = str(exc)
+    if "Could not set lock" in text:
+        holder = re.search(r"\(PID (\d+)\)", text)
+        return WorkspaceBusy(
+            f"workspace {str(path)!r} is open in another process"
+            + (f" (process {holder.group(1)})" if holder else "")
+            + ": a sync, `epf run` or the dashboard; while one process writes a workspace file"
+            " DuckDB lets no other open it. Try again when that one has finished"
+        )
+    return ConfigError(f"cannot open workspace {str(path)!r}: {text}")
 
 
 def connect_as_of(path: Path, at: datetime) -> Any:
@@ -119,7 +135,7 @@ def connect_as_of(path: Path, at: datetime) -> Any:
         con.execute("ATTACH ? AS workspace (READ_ONLY)", [str(path)])
     except duckdb.Error as exc:
         con.close()
-        raise ConfigError(f"cannot open workspace {str(path)!r}: {exc}") from exc
+        raise _cannot_open(path, exc) from exc
     present = {
         str(r[0])
         for r in con.execute(
