@@ -214,6 +214,11 @@ class Sink(Protocol):
         rows removed."""
         ...
 
+    def room(self) -> str | None:
+        """None when the sink can take another unit; else why not (its outbox is at its cap
+        and cannot drain now). Asked before each unit is read from a source: back-pressure."""
+        ...
+
     def flush(self) -> DeliveryReport | None:
         """Finish delivering what was written (a remote sink sends its outbox); report it."""
         ...

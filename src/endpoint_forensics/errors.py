@@ -17,7 +17,9 @@
     │   ├── WireFormatError  a remote API answered 2xx with a body of the wrong shape
     │   └── LinkExpired      a signed download link expired: request fresh links
     └── SinkError          a sink could not store a unit (out of memory, disk): that dataset
-                           fails alone, and the next run collects it again
+        │                  fails alone, and the next run collects it again
+        └── OutboxFull     a remote sink's outbox is at its cap and cannot drain: collection
+                           stops before reading more
 
 Errors whose ``stops_source`` is true fail every dataset of a source alike (refused credentials,
 an untrusted certificate): the run stops asking that source at once. Foreign exceptions (httpx,
@@ -134,3 +136,11 @@ class LinkExpired(PermanentError):
 class SinkError(EpfError):
     """A sink could not store a unit (the workspace ran out of memory or disk, or refused the
     write). The unit is rolled back whole, so the dataset fails alone and is collected again."""
+
+
+class OutboxFull(SinkError):
+    """A remote sink's outbox reached its cap and its senders cannot drain it now (the endpoint
+    is down, or the uploads wait for a route): nothing more is read from the sources, every
+    dataset not yet collected fails with the same line, and nothing already collected is lost."""
+
+    stops_source = True

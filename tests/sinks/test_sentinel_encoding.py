@@ -85,3 +85,28 @@ def test_a_unit_is_delivered_once_it_is_in_the_outbox_and_after_it_is_sent(tmp_p
     reopened.acknowledged(item)
     assert reopened.has("u1") and Outbox(tmp_path).has("u1")  # remembered in sent.log
     assert list(Outbox(tmp_path).pending()) == []
+
+
+def test_the_outbox_counts_the_bytes_waiting_as_uploads_come_and_go(tmp_path: Path) -> None:
+    def on_disk() -> int:
+        return sum(f.stat().st_size for f in (tmp_path / "pending").rglob("*.json.gz"))
+
+    outbox = Outbox(tmp_path)
+    for unit in ("t/run-1/machines/1", "t/run-1/machines/2", "t/run-2/machines/1"):
+        staged = outbox.stage(unit, DEVICES.name)
+        for n in range(3):
+            staged.add(gzip.compress(orjson.dumps([{"n": i} for i in range(50 * (n + 1))])), 1)
+        staged.commit()
+    assert outbox.pending_bytes == on_disk() > 0
+    first, second, third, *_ = outbox.pending()
+    outbox.acknowledged(first)
+    outbox.acknowledged(first)  # a second acknowledgement of the same upload counts once
+    outbox.reject(second, "HTTP 400")
+    outbox.replace(third, [(gzip.compress(b"[1]"), 1), (gzip.compress(b"[2]"), 1)])
+    assert outbox.pending_bytes == on_disk()
+    assert outbox.discard("t/run-2/", DEVICES.name) == 3
+    assert outbox.pending_bytes == on_disk() > 0
+    assert Outbox(tmp_path).pending_bytes == on_disk()  # a new run counts what is left
+    staged = outbox.stage("t/run-3/machines/1", DEVICES.name)
+    staged.add(gzip.compress(b"[]"), 0)
+    assert outbox.pending_bytes == on_disk()  # staged is not waiting yet

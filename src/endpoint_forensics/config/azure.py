@@ -72,6 +72,9 @@ class SentinelConfig(AppIdentity):
     timeout_seconds: float = Field(default=120.0, gt=0)
     # Where batches wait until the endpoint accepts them; default <state dir>/outbox/sentinel.
     outbox_dir: Path | None = None
+    # The outbox's cap on disk: past it, collection waits for the senders, and stops before
+    # reading more when they cannot send (the endpoint down, a table no DCR takes).
+    outbox_max_mb: float = Field(default=4096.0, gt=0)
     # The workspace, for `epf doctor` to check its tables ([sentinel.workspace]); optional.
     workspace: WorkspaceRef | None = None
 

@@ -33,7 +33,7 @@ from endpoint_forensics.contracts import (
     SnapshotChanged,
     Unit,
 )
-from endpoint_forensics.errors import EpfError
+from endpoint_forensics.errors import EpfError, OutboxFull
 from endpoint_forensics.http.client import ApiClient
 from endpoint_forensics.http.ratelimit import DOCUMENTED_LIMITS, IOT_APPLIANCE_LIMIT, RateBudget
 from endpoint_forensics.pipeline.checkpoints import (
@@ -273,6 +273,7 @@ class _SourceRun:
         ctx = self._context(snapshot, group, work_dir)
         units = fetch_function(spec)(ctx)
         while True:
+            _wait_for_room(group.sinks)  # back-pressure: a full outbox stops the reading
             try:
                 unit = next(units)
             except StopIteration as done:
@@ -401,6 +402,14 @@ class _SourceRun:
     def _request_counts(self) -> tuple[int, int]:
         stats = self.client.stats.values()
         return sum(c["requests"] for c in stats), sum(c["throttled"] for c in stats)
+
+
+def _wait_for_room(sinks: list[Sink]) -> None:
+    """Return once every sink can take another unit; raise ``OutboxFull`` when one cannot."""
+    for sink in sinks:
+        why = sink.room()
+        if why is not None:
+            raise OutboxFull(why)
 
 
 def _not_due(checkpoints: Iterable[DatasetCheckpoint], interval_hours: float) -> str:

@@ -197,6 +197,10 @@ class DuckDBSink:
                     self._con.execute("RESET preserve_insertion_order")
         return writer.rows
 
+    def room(self) -> str | None:
+        """Always: what the workspace cannot store fails its unit (``SinkError``) instead."""
+        return None
+
     @contextmanager
     def reading(self) -> Iterator[Any]:
         """A cursor that reads what this workspace has committed, with the memory a question

@@ -22,6 +22,7 @@ May import nothing of ours.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -64,6 +65,8 @@ class Outbox:
         self._lock = threading.Lock()
         self._sent = self._read_sent_log()
         self._queued = {self._unit_of(d): d for d in self._pending_dirs()}
+        # Kept as files come and go, so the cap's check before each unit reads no folder.
+        self._bytes = sum(_size(f) for d in self._queued.values() for f in d.glob("*.json.gz"))
         existing = [int(d.name.split(".")[0]) for d in self._pending_dirs()]
         self._next_seq = max(existing, default=self._last_seq()) + 1
 
@@ -90,7 +93,12 @@ class Outbox:
         with self._lock:
             for unit, folder in list(self._queued.items()):
                 if unit.startswith(unit_prefix) and _table_of(folder) == table:
-                    dropped += sum(_rows_of(f) for f in folder.glob("*.json.gz"))
+                    for upload in folder.glob("*.json.gz"):
+                        size = _size(upload)
+                        with contextlib.suppress(FileNotFoundError):  # a sender was first
+                            upload.unlink()
+                            dropped += _rows_of(upload)
+                            self._bytes -= size
                     shutil.rmtree(folder, ignore_errors=True)
                     del self._queued[unit]
         return dropped
@@ -101,15 +109,24 @@ class Outbox:
         for folder in self._pending_dirs():
             yield from _uploads_in(folder)
 
+    @property
+    def pending_bytes(self) -> int:
+        """The size on disk of the uploads waiting (what the outbox's cap bounds)."""
+        with self._lock:
+            return self._bytes
+
     def acknowledged(self, item: PendingFile) -> None:
         """The remote side accepted ``item``: forget it, and its unit once nothing is left."""
-        item.path.unlink(missing_ok=True)
+        self._forget(item.path)
         self._finish_if_empty(item.path.parent, item.unit)
 
     def reject(self, item: PendingFile, reason: str) -> Path:
         """Set ``item`` aside for good (the remote side will never accept it), with why."""
         target = self._rejected / f"{item.path.parent.name}.{item.path.name}"
+        size = _size(item.path)
         item.path.replace(target)
+        with self._lock:
+            self._bytes -= size
         target.with_suffix(".reason").write_text(reason + "\n", encoding="utf-8")
         self._finish_if_empty(item.path.parent, item.unit)
         return target
@@ -122,8 +139,10 @@ class Outbox:
         for i, (body, rows) in enumerate(parts):
             path = item.path.parent / f"{stem}.{i:03d}.r{rows}.json.gz"
             write_atomically(path, body)
+            with self._lock:
+                self._bytes += len(body)
             new.append(PendingFile(path, item.unit, item.table, rows))
-        item.path.unlink(missing_ok=True)
+        self._forget(item.path)
         return new
 
     def counts(self) -> tuple[int, int]:
@@ -132,6 +151,16 @@ class Outbox:
         return len(files), sum(_rows_of(f) for f in files)
 
     # --- internals ---------------------------------------------------------------------------------
+    def _forget(self, path: Path) -> None:
+        """Remove an upload and its bytes from the count (once, whoever removes it first)."""
+        size = _size(path)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._bytes -= size
+
     def _commit(self, folder: Path, unit: str) -> list[PendingFile]:
         with self._lock:
             seq = self._next_seq
@@ -142,6 +171,8 @@ class Outbox:
             _fsync_dir(self._pending)
             self._queued[unit] = target
         uploads = list(_uploads_in(target))
+        with self._lock:
+            self._bytes += sum(_size(u.path) for u in uploads)
         if not uploads:  # nothing to send (no row changed, say): delivered at once
             self._finish_if_empty(target, unit)
         return uploads
@@ -232,6 +263,13 @@ def _uploads_in(folder: Path) -> Iterator[PendingFile]:
 def _unit_and_table(folder: Path) -> tuple[str, str]:
     lines = (folder / "unit").read_text(encoding="utf-8").splitlines()
     return lines[0], lines[1] if len(lines) > 1 else ""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # already sent, or set aside
+        return 0
 
 
 def _table_of(folder: Path) -> str:

@@ -16,7 +16,8 @@ next run. A table no DCR takes (no route in the config), or whose stream its DCR
 (404: a DCR declares at most 10 streams), is held: its uploads stay in the outbox, the other tables
 go on, and the report names the held tables with the fix; a 413 splits the upload in two; a 400
 (the service refuses those rows for good) sets the upload aside under ``rejected/`` with the
-reason. Nothing is dropped. Imports ``tables``, ``contracts``, ``outbox``, ``http.retry``,
+reason. Nothing is dropped. The outbox has a cap (``outbox_max_mb``): past it ``room`` waits
+for the senders, and says why collection must stop when they cannot drain it. Imports ``tables``, ``contracts``, ``outbox``, ``http.retry``,
 ``identity.credentials`` and ``config``."""
 
 from __future__ import annotations
@@ -161,6 +162,27 @@ class SentinelSink:
             self._history.commit()
         return self.outbox.discard(f"{unit_scope}/{run_id}/", table.name)
 
+    def room(self) -> str | None:
+        """Past the outbox's cap, wait while the senders drain it; None once under the cap,
+        else why collection must stop (nothing is dropped: the outbox keeps every row)."""
+        cap = int(self.config.outbox_max_mb * 2**20)
+        while self.outbox.pending_bytes > cap:
+            # Nothing queued or being sent (``task_done`` follows each upload): what is left
+            # waits for a route; or sending stopped for this run.
+            if self._halted.is_set() or not self._queue.unfinished_tasks:
+                with self._lock:
+                    why = self.report.error or (self._held_message() if self._held else "")
+                return (
+                    f"the Sentinel outbox holds {_megabytes(self.outbox.pending_bytes)} waiting,"
+                    f" over its cap of {self.config.outbox_max_mb:g} MB"
+                    " ([sentinel] outbox_max_mb), and cannot drain now"
+                    f"{f' ({why})' if why else ''}: collection stopped before reading more;"
+                    " nothing was dropped,"
+                    " and the next run sends the outbox first"
+                )
+            time.sleep(0.05)
+        return None
+
     def flush(self) -> DeliveryReport:
         """Wait until every upload was sent, or sending stopped; report."""
         for _ in self._workers:
@@ -188,14 +210,16 @@ class SentinelSink:
     def _work(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
-                return
-            if self._halted.is_set() or not item.path.exists():
-                continue  # it stays in the outbox for the next run
             try:
+                if item is None:
+                    return
+                if self._halted.is_set() or not item.path.exists():
+                    continue  # it stays in the outbox for the next run
                 self._send(item)
             except Exception as exc:  # one line for the run summary; the upload stays
                 self._halt(f"sending to Sentinel stopped: {type(exc).__name__}: {exc}")
+            finally:
+                self._queue.task_done()
 
     def _send(self, item: PendingFile) -> None:
         from azure.core.exceptions import (
@@ -347,6 +371,10 @@ class SentinelSink:
             client = LogsIngestionClient(endpoint, self._credential, **options)
             clients[endpoint] = client
         return client
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB" if size >= 2**20 else f"{size / 1024:,.0f} KB"
 
 
 def _gzip_array(records: list[Any]) -> bytes:

@@ -1,0 +1,75 @@
+"""The Sentinel outbox's cap: back-pressure on the collection, never a row dropped."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from epf_emulator import Emulator, EmulatorSettings
+
+from .sentinel_support import ingested_since, local_counts, sync
+from .test_sentinel import sentinel_settings
+
+pytestmark = pytest.mark.e2e
+
+DATASETS = ["machines", "av_health", "agent_health", "secure_config", "software_inventory"]
+
+
+@pytest.fixture(scope="module")
+def tenant() -> Iterator[Emulator]:
+    with Emulator(EmulatorSettings(devices=150, seed=29, iot_sensors=0)) as emu:
+        yield emu
+
+
+def _pending_bytes(state: Path) -> int:
+    return sum(f.stat().st_size for f in (state / "outbox" / "sentinel" / "pending").rglob("*.gz"))
+
+
+def test_a_full_outbox_that_cannot_drain_stops_the_reading_and_loses_nothing(
+    tenant: Emulator, tmp_path: Path
+) -> None:
+    before = dict(tenant.stats()["ingested"])
+    with socket.socket() as sock:  # an endpoint that refuses connections
+        sock.bind(("127.0.0.1", 0))
+        down = sentinel_settings(
+            tenant,
+            tmp_path,
+            **{
+                "sentinel.endpoint": f"https://127.0.0.1:{sock.getsockname()[1]}",
+                "sentinel.outbox_max_mb": 0.03,  # 30 KB
+                "tenants.0.datasets": DATASETS,
+            },
+        )
+        first = sync(down)
+    outcomes = {o.dataset: o for o in first.outcomes if o.kind == "tenant"}
+    # machines' unit (about 20 KB) fits under the cap; av_health's passes it, so the reading
+    # stops there: that dataset fails (collected again next run), the rest ask nothing.
+    assert outcomes["machines"].outcome == "Succeeded"
+    for dataset in DATASETS[1:]:
+        o = outcomes[dataset]
+        assert o.outcome == "Failed" and o.requests == (1 if dataset == "av_health" else 0)
+        assert "the Sentinel outbox holds" in o.error and "over its cap of 0.03 MB" in o.error
+        assert "cannot reach Sentinel" in o.error and "nothing was dropped" in o.error
+    assert first.exit_code != 0
+    # What was collected waits in the outbox, which the cap kept small.
+    waiting = _pending_bytes(down.state.dir)
+    assert outcomes["machines"].rows == first.deliveries["sentinel"].waiting_rows - len(
+        first.outcomes
+    )  # the devices, and the run's own EPF_Runs_CL rows
+    assert 0 < waiting < 30 * 1024
+    assert ingested_since(tenant, before) == {}
+
+    # The endpoint is back: what waited goes first, the reading goes on as the outbox
+    # drains, and every dataset ends delivered, each row once.
+    up = sentinel_settings(
+        tenant, tmp_path, **{"sentinel.outbox_max_mb": 0.03, "tenants.0.datasets": DATASETS}
+    )
+    second = sync(up)
+    assert second.exit_code == 0, second.errors()
+    assert all(o.outcome in ("Succeeded", "Skipped") for o in second.outcomes)
+    assert {o.dataset for o in second.outcomes if o.outcome == "Succeeded"} >= set(DATASETS[1:])
+    assert ingested_since(tenant, before) == local_counts(up)
+    assert _pending_bytes(up.state.dir) == 0
