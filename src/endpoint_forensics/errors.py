@@ -138,6 +138,36 @@ class SinkError(EpfError):
     write). The unit is rolled back whole, so the dataset fails alone and is collected again."""
 
 
+def local_failure(exc: BaseException) -> str:
+    """One line for a failure of this machine's disk (full, read-only, no permission) or any
+    error of ours: what happened and where, without the traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        text = f"{exc.strerror}{where}"
+    else:
+        text = str(exc)
+    if out_of_disk(exc) and _NO_ROOM_HINT not in text:
+        text += _NO_ROOM_HINT
+    return text
+
+
+_NO_ROOM_HINT = ": make room or make it writable; the next run goes on"
+
+
+#: The errnos of a disk that takes no more: full, over its quota, read-only.
+_NO_ROOM = {28: "No space left on device", 122: "Disk quota exceeded", 30: "Read-only file system"}
+
+
+def out_of_disk(exc: BaseException) -> bool:
+    """Whether ``exc`` is this machine's disk refusing writes: an OSError of that kind, or an
+    error of ours that carries one (DuckDB says it in its message)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _NO_ROOM
+    cause = exc.__cause__
+    text = f"{exc} {cause or ''}"
+    return (cause is not None and out_of_disk(cause)) or any(m in text for m in _NO_ROOM.values())
+
+
 class OutboxFull(SinkError):
     """A remote sink's outbox reached its cap and its senders cannot drain it now (the endpoint
     is down, or the uploads wait for a route): nothing more is read from the sources, every

@@ -38,7 +38,7 @@ from endpoint_forensics.cli.render import (
 from endpoint_forensics.cli.report import report_app
 from endpoint_forensics.cli.serve import serve
 from endpoint_forensics.cli.triage import triage
-from endpoint_forensics.errors import EpfError, RunInProgress
+from endpoint_forensics.errors import EpfError, RunInProgress, local_failure
 
 app = typer.Typer(
     add_completion=False,
@@ -80,6 +80,11 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # this machine's disk: full, read-only, a folder not permitted
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {local_failure(exc)}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

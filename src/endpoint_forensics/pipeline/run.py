@@ -33,7 +33,7 @@ from endpoint_forensics.contracts import (
     SnapshotChanged,
     Unit,
 )
-from endpoint_forensics.errors import EpfError, OutboxFull
+from endpoint_forensics.errors import EpfError, OutboxFull, local_failure, out_of_disk
 from endpoint_forensics.http.client import ApiClient
 from endpoint_forensics.http.ratelimit import DOCUMENTED_LIMITS, IOT_APPLIANCE_LIMIT, RateBudget
 from endpoint_forensics.pipeline.checkpoints import (
@@ -133,6 +133,10 @@ class _SourceRun:
     def collect_all(self, work_dir: Path) -> None:
         stopped: str | None = None
         for spec in self.source.datasets:
+            if self.summary.disk_full:
+                # The disk this run writes to is full or read-only: every dataset after would
+                # fail the same way (one line says so), and nothing more is read.
+                stopped = f"not collected: {self.summary.disk_full}"
             if stopped is not None:
                 # Refused credentials or an untrusted certificate fail every dataset alike:
                 # the source is asked once, and the rest fail with the same line.
@@ -178,14 +182,19 @@ class _SourceRun:
             # One collection per place the sinks stand: usually one, for all of them.
             for group in CheckpointGroup.of(due, checkpoints):
                 self._collect_group(spec, group, outcome, work_dir)
-        except (EpfError, MemoryError) as exc:
-            # Reported by the run summary (and EPF_Runs_CL), so not logged again here. Memory
-            # or a sink's failure ends this dataset only: the next datasets still run.
+        except (EpfError, MemoryError, OSError) as exc:
+            # Reported by the run summary (and EPF_Runs_CL), so not logged again here. Memory,
+            # this machine's disk (full, read-only) or a sink's failure ends this dataset only:
+            # the next datasets still run, and the next run collects this one again.
             outcome.outcome = "Failed"
             if isinstance(exc, EpfError) and exc.stops_source:  # the same line for each dataset
                 outcome.error, outcome.stops_source = str(exc), True
             else:
-                what = str(exc) if isinstance(exc, EpfError) else "out of memory"
+                what = "out of memory" if isinstance(exc, MemoryError) else local_failure(exc)
+                if isinstance(exc, OSError):  # where it happened, for --debug
+                    log.debug("dataset %s: %s", spec.name, what, exc_info=True)
+                if out_of_disk(exc):
+                    self.summary.disk_full = what
                 outcome.error = (
                     f"{self.source.kind} {self.source.name!r} dataset {spec.name}: {what}"
                 )
@@ -221,7 +230,7 @@ class _SourceRun:
                     self._discard(spec.table, abandoned.run_id, group.sinks)
                 outcome.rows, outcome.quarantined = rows_before, quarantined_before
                 self._deliver(spec, group, outcome, work_dir)
-        except (EpfError, MemoryError):
+        except (EpfError, MemoryError, OSError):
             if not spec.resumable and self._drop_partial(spec, group):
                 outcome.rows = rows_before
             raise

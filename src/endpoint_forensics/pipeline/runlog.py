@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from endpoint_forensics.contracts import Batch, DeliveryReport, Sink
+from endpoint_forensics.errors import EpfError, local_failure
 from endpoint_forensics.tables import RUNS
 
 __all__ = ["DatasetOutcome", "Progress", "RunSummary", "record_runs"]
@@ -54,13 +55,18 @@ class RunSummary:
     wall_seconds: float = 0.0
     # Per remote sink: what it delivered, and what waits in its outbox for the next run.
     deliveries: dict[str, DeliveryReport] = field(default_factory=dict)
+    # What failed outside any dataset (the run's own EPF_Runs_CL rows could not be stored).
+    problems: list[str] = field(default_factory=list)
+    # Why the disk this run writes to (the workspace, the state folder) took no more, if it
+    # did not: the datasets after that are not collected.
+    disk_full: str = ""
 
     @property
     def exit_code(self) -> int:
         """0 all succeeded, 1 all failed, 3 partial: some datasets failed, or a sink could not
         deliver everything (it waits in the outbox)."""
         failed = sum(1 for o in self.outcomes if o.outcome == "Failed")
-        undelivered = any(d.error for d in self.deliveries.values())
+        undelivered = any(d.error for d in self.deliveries.values()) or bool(self.problems)
         if failed == 0:
             return 3 if undelivered else 0
         return 1 if failed == len(self.outcomes) else 3
@@ -69,10 +75,12 @@ class RunSummary:
         """Distinct error lines, each once (an auth failure fails every dataset of a source)."""
         lines = [o.error for o in self.outcomes if o.error]
         lines += [d.error for d in self.deliveries.values() if d.error]
-        return list(dict.fromkeys(lines))
+        return list(dict.fromkeys([*lines, *self.problems]))
 
 
 def record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
+    """The run's ``EPF_Runs_CL`` rows into every sink; a sink that cannot store them is a
+    problem of the run (said, exit 3), not a crash: the data it collected stays."""
     rows: list[dict[str, Any]] = [
         {
             "DefenderTenantId": o.defender_tenant_id,
@@ -101,5 +109,10 @@ def record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
     }
     unit = f"runs/{summary.run_id}"
     for sink in sinks:
-        with sink.open(RUNS, unit=unit) as writer:
-            writer.write(Batch(RUNS, rows=rows), stamp)
+        try:
+            with sink.open(RUNS, unit=unit) as writer:
+                writer.write(Batch(RUNS, rows=rows), stamp)
+        except (EpfError, OSError) as exc:
+            summary.problems.append(
+                f"{sink.name}: the run's EPF_Runs_CL rows: {local_failure(exc)}"
+            )

@@ -57,6 +57,10 @@ def run_triage(settings: Settings, sinks: list[Sink], summary: RunSummary) -> No
         return
     outcome = DatasetOutcome("triage", "", "triage", TRIAGE.name, kind="triage")
     summary.outcomes.append(outcome)
+    if summary.disk_full:  # it would fail the same way, after minutes of computing
+        outcome.outcome, outcome.error = "Failed", f"not run: {summary.disk_full}"
+        outcome.end = outcome.start
+        return
     try:
         due = _next_due(workspace, settings.triage.interval_hours)
         if due is not None and due > summary.time_generated:

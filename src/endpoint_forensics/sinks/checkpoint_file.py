@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from endpoint_forensics.contracts import SavedCheckpoint
-from endpoint_forensics.errors import EpfError
+from endpoint_forensics.errors import EpfError, SinkError, local_failure
 from endpoint_forensics.sinks.outbox import write_atomically
 
 __all__ = ["FileCheckpointStore", "destination_folder", "read_checkpoint_file"]
@@ -55,9 +55,14 @@ class FileCheckpointStore:
             path = self._path(checkpoint.scope)
             datasets = read_checkpoint_file(path)
             datasets[checkpoint.dataset] = dict(checkpoint.state)
-            path.parent.mkdir(parents=True, exist_ok=True)
             data = {"version": _VERSION, "datasets": datasets}
-            write_atomically(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+            except OSError as exc:  # the disk: the unit fails, its old checkpoint stands
+                raise SinkError(
+                    f"saving the checkpoint {path} failed: {local_failure(exc)}"
+                ) from exc
 
     def _path(self, scope: str) -> Path:
         return self.folder / f"{scope}.json"

@@ -287,11 +287,15 @@ def _rows_of(path: Path) -> int:
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` whole or not at all (temp file, fsync, rename)."""
     partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    partial.replace(path)
+    try:
+        with partial.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk leaves no half file behind
+        raise
 
 
 def _fsync_dir(folder: Path) -> None:

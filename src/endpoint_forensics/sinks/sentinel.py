@@ -38,6 +38,7 @@ import orjson
 
 from endpoint_forensics.config import SentinelConfig
 from endpoint_forensics.contracts import Batch, DeliveryReport, HistoryPlan, SavedCheckpoint
+from endpoint_forensics.errors import SinkError, local_failure
 from endpoint_forensics.http.retry import (
     RetryPolicy,
     Verdict,
@@ -106,27 +107,30 @@ class SentinelSink:
         checkpoint: SavedCheckpoint | None = None,
         history: HistoryPlan | None = None,
     ) -> Iterator[SentinelWriter]:
-        staged = self.outbox.stage(unit, table.name)
+        with _outbox_disk(self.outbox.dir, f"staging {table.name}"):
+            staged = self.outbox.stage(unit, table.name)
         plan = history if table.changes is not None else None
         compare = self._history.begin() if plan is not None else None
         writer = SentinelWriter(table, staged, history=(compare, plan))
         try:
-            yield writer
-            writer.seal()
+            with _outbox_disk(self.outbox.dir, f"writing {table.name}"):
+                yield writer
+                writer.seal()
         except BaseException:
             staged.abandon()
             if compare is not None:
                 self._history.rollback()
             raise
-        # The committed uploads themselves: rescanning the outbox here would race the senders
-        # removing the folders of units they have finished.
-        for item in staged.commit():
-            self._queue.put(item)
-        if compare is not None:  # after the rows: a crash between repeats rows, loses none
-            self._history.commit()
-        # Once the unit is in the outbox it will be delivered: the checkpoint may move past it.
-        if checkpoint is not None:
-            self.checkpoints.save(checkpoint)
+        with _outbox_disk(self.outbox.dir, f"committing {table.name}"):
+            # The committed uploads themselves: rescanning the outbox here would race the
+            # senders removing the folders of units they have finished.
+            for item in staged.commit():
+                self._queue.put(item)
+            if compare is not None:  # after the rows: a crash between repeats rows, loses none
+                self._history.commit()
+            # Once the unit is in the outbox it will be delivered: the checkpoint may move.
+            if checkpoint is not None:
+                self.checkpoints.save(checkpoint)
 
     def finish_snapshot(
         self, table: Table, history: HistoryPlan, *, unit: str, stamp: Mapping[str, Any]
@@ -371,6 +375,15 @@ class SentinelSink:
             client = LogsIngestionClient(endpoint, self._credential, **options)
             clients[endpoint] = client
         return client
+
+
+@contextmanager
+def _outbox_disk(folder: Path, doing: str) -> Iterator[None]:
+    """This machine's disk refusing the outbox (full, read-only) fails the unit, one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise SinkError(f"Sentinel outbox {folder}: {doing} failed: {local_failure(exc)}") from exc
 
 
 def _megabytes(size: int) -> str:
