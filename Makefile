@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics bench-triage bench-serve clean
+.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics bench-triage bench-serve chaos clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench-forensics: install
 # The dashboard on a workspace: each view's time to drawn, the server's peak memory.
 bench-serve: install
 	$(BIN)/python bench/serve.py --db $(or $(DB),epf-demo.duckdb)
+
+# Full syncs under each injected fault kind, every table compared with the truth (bench/chaos.py).
+chaos: install
+	$(BIN)/python bench/chaos.py --devices $(or $(CHAOS_DEVICES),1000)
 
 clean:
 	rm -rf $(VENV) epf-demo.duckdb .epf-state

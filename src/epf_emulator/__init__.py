@@ -53,11 +53,14 @@ the emulator shares no parsing code with the collector, so a wire-format bug can
 
 from __future__ import annotations
 
+from epf_emulator.common.chaos import CHAOS_KINDS, Chaos
 from epf_emulator.common.settings import EmulatorSettings, Fault, parse_faults
 from epf_emulator.core.process import EmulatorError, EmulatorProcess
 from epf_emulator.core.server import Emulator
 
 __all__ = [
+    "CHAOS_KINDS",
+    "Chaos",
     "Emulator",
     "EmulatorError",
     "EmulatorProcess",

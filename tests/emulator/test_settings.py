@@ -100,6 +100,8 @@ def test_settings_defaults_and_validation() -> None:
 
 def test_public_api_is_exact_and_light_to_import() -> None:
     assert sorted(emulator.__all__) == [
+        "CHAOS_KINDS",
+        "Chaos",
         "Emulator",
         "EmulatorError",
         "EmulatorProcess",

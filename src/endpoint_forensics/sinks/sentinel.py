@@ -246,9 +246,11 @@ class SentinelSink:
         try:
             self._upload(endpoint, rule_id, stream, body)
         except ClientAuthenticationError as exc:
-            self._halt(
-                f"Sentinel: the identity could not get a token: {first_line(exc.message or str(exc))}"
-            )
+            detail = first_line(exc.message or str(exc))
+            if exc.status_code == 401:  # the endpoint refused it, a fresh token too
+                self._halt(f"Sentinel refused the identity's token (HTTP 401), twice: {detail}")
+            else:
+                self._halt(f"Sentinel: the identity could not get a token: {detail}")
             return
         except HttpResponseError as exc:
             status = exc.status_code or 0
@@ -288,9 +290,12 @@ class SentinelSink:
     def _upload(self, endpoint: str, rule_id: str, stream: str, body: bytes) -> None:
         """Post one upload under the retry policy (the SDK's own retries are off): a 429 is
         waited out once, as long as the service says, so a busy DCR slows the run down instead
-        of stopping it; a halted sink retries no more. Raises the last azure-core error when
-        the policy does not retry it or its retries are spent."""
+        of stopping it; a 401 is sent once more (the SDK's policy drops its token on a 401, so
+        that try asks for a fresh one), and an answer that broke off is retried as a lost
+        connection; a halted sink retries no more. Raises the last azure-core error when the
+        policy does not retry it or its retries are spent."""
         from azure.core.exceptions import (
+            DecodeError,
             HttpResponseError,
             ServiceRequestError,
             ServiceResponseError,
@@ -298,6 +303,8 @@ class SentinelSink:
 
         counts: Counter[str] = Counter()
         retries = _RETRY.attempts(stats=counts)
+        renewed = False
+        failure: Exception
         try:
             while True:
                 try:
@@ -305,11 +312,16 @@ class SentinelSink:
                         rule_id=rule_id, stream_name=stream, logs=io.BytesIO(body)
                     )
                     return
+                except DecodeError as exc:  # the answer broke off mid-body: as a lost one
+                    failure, verdict, retry_after = exc, Verdict.RETRY, None
                 except HttpResponseError as exc:  # a token refused too: its status is None
-                    failure: Exception = exc
+                    failure = exc
                     verdict = classify_status(exc.status_code or 0)
                     headers: Any = getattr(exc.response, "headers", None) or {}
                     retry_after = retry_after_seconds(headers.get("Retry-After"))
+                    if verdict is Verdict.REAUTHENTICATE and not renewed:
+                        renewed = True
+                        continue
                 except (ServiceRequestError, ServiceResponseError) as exc:
                     failure, verdict, retry_after = exc, classify_error(exc), None
                 wait = retries.next_wait(verdict, retry_after=retry_after)

@@ -8,13 +8,15 @@ May import ``http``, ``contracts``, ``tables`` and the other ``sources`` modules
 
 from __future__ import annotations
 
+import gzip
 import logging
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from endpoint_forensics.contracts import Batch, RedoUnit, SnapshotChanged, Unit
-from endpoint_forensics.errors import LinkExpired, PermanentError
+from endpoint_forensics.errors import LinkExpired, PermanentError, TransientError
 from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.decode import ExportSpec, decode_part
 
@@ -41,7 +43,7 @@ def export_units(ctx: FetchContext, spec: ExportSpec) -> Iterator[Unit]:
         path = ctx.work_dir / f"part-{index:05d}.json.gz"
 
         def fallback(i: int = index, p: Path = path) -> Iterator[Batch]:
-            return _part_batches(ctx, spec, links, i, p, careful=True)
+            return _part_batches(ctx, spec, links, i, p, careful=True, again=True)
 
         yield Unit(
             f"part-{index:05d}",
@@ -74,14 +76,33 @@ def _request_export(ctx: FetchContext, spec: ExportSpec) -> _Links:
 
 
 def _part_batches(
-    ctx: FetchContext, spec: ExportSpec, links: _Links, index: int, path: Path, *, careful: bool
+    ctx: FetchContext,
+    spec: ExportSpec,
+    links: _Links,
+    index: int,
+    path: Path,
+    *,
+    careful: bool,
+    again: bool = False,
 ) -> Iterator[Batch]:
+    """The part's batches, downloaded first if need be. A part whose gzip stream ends early
+    (cut short on the way, with a complete HTTP answer) is downloaded again, once: the unit
+    is redone from the start (``RedoUnit``), so no row of the broken copy stays."""
     if not path.exists():
         _download(ctx, spec, links, index, path)
     try:
         yield from decode_part(path, spec, careful=careful)
     except RedoUnit:
         raise  # the careful pass reads the same file
+    except (EOFError, gzip.BadGzipFile, zlib.error, PermanentError) as exc:
+        path.unlink(missing_ok=True)
+        if isinstance(exc, PermanentError) and "GZIP" not in str(exc).upper():
+            raise
+        what = f"{spec.endpoint}: part {index} arrived cut short (its gzip stream ends early)"
+        if again:
+            raise TransientError(f"{what}, twice; the next run downloads it again") from exc
+        log.info("%s; downloading it again", what)
+        raise RedoUnit(what) from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise

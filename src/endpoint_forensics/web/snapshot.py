@@ -19,14 +19,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from endpoint_forensics.errors import ConfigError
+from endpoint_forensics.errors import ConfigError, WorkspaceBusy
 from endpoint_forensics.workspace import store
 
 __all__ = ["WorkspaceBusy", "WorkspaceSnapshot"]
-
-
-class WorkspaceBusy(ConfigError):
-    """The workspace is being written and no earlier copy exists yet."""
 
 
 def _stamp(path: Path) -> tuple[int, int, int, int]:
@@ -79,7 +75,7 @@ class WorkspaceSnapshot:
         try:
             # Free (no writer holds it) and readable: then copy it as it stands.
             store.connect(self.source, read_only=True).close()
-        except ConfigError:
+        except WorkspaceBusy:
             return  # a writer holds it: the previous copy answers
         self._generation += 1
         copy = self._folder / f"workspace-{self._generation}.duckdb"

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from epf_emulator.common.chaos import Chaos
 from epf_emulator.common.clock import CLOCK_EARLIEST, TIMELINE_END, WORLD_ANCHOR
 
 __all__ = ["RATE_LIMIT_NAMES", "EmulatorSettings", "Fault", "parse_faults"]
@@ -193,6 +194,9 @@ class EmulatorSettings:
     token_lifetime_seconds: int = 3599
     state_dir: Path | None = None
     faults: tuple[Fault, ...] = ()
+    # One kind of fault at random in a share of requests (common.chaos): the reliability
+    # harness's; settable while running (Emulator.set_chaos).
+    chaos: Chaos | None = None
     rate_limits: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     hunting_row_limit: int = 100_000
     graph_hunting_row_limit: int = 100_000

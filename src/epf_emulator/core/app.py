@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from epf_emulator.azure.keyvault import KeyVaultApi
 from epf_emulator.azure.resource_manager import WorkspaceTablesApi
+from epf_emulator.common.chaos import serve_struck
 from epf_emulator.common.clock import CLOCK_EARLIEST, TIMELINE_END
 from epf_emulator.common.responses import body_response, error_response, json_response, mde_error
 from epf_emulator.core.tenant import Tenant
@@ -251,8 +252,20 @@ class _FaultsAndCounts:
             await send(message)
 
         fault = None if control else self._tenant.faults.check(path)
+        struck = None
+        if fault is None and not control:
+            struck = self._tenant.chaos.strike(path, scope.get("method", "GET"))
         try:
-            if fault is not None and fault.ignore_skip:
+            if struck is not None:
+
+                def service_error(status: int, message: str, retry_after: int | None) -> Any:
+                    return error_response(path, status, message=message, retry_after=retry_after)
+
+                await serve_struck(
+                    struck, self._tenant.chaos, scope, receive, counting_send, self._app,
+                    service_error,
+                )  # fmt: skip
+            elif fault is not None and fault.ignore_skip:
                 query = scope.get("query_string", b"").decode("latin-1")
                 kept = "&".join(
                     p

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from epf_emulator.common.chaos import Chaos
 from epf_emulator.common.clock import WORLD_ANCHOR
 from epf_emulator.common.listen import (
     bind,
@@ -208,6 +209,23 @@ class Emulator:
         self._running_tenant()
         return list(self._iot_listeners.appliances) if self._iot_listeners is not None else []
 
+    def issued_sas_signatures(self) -> set[str]:
+        """Every SAS signature of an export link handed out so far (secrets: a check that the
+        collector never writes one anywhere looks for these)."""
+        exports = self._running_tenant().exports
+        return set(exports.signatures)
+
+    def set_chaos(self, chaos: Chaos | None) -> None:
+        """Inject ``chaos`` from now on (None: none): a kind of fault in a share of requests
+        (``common.chaos``), on the tenant's services and the IoT appliances alike."""
+        self._running_tenant().chaos.set(chaos)
+
+    def ingested_counts(self) -> dict[str, dict[str, int]]:
+        """Per table, the rows the Logs Ingestion endpoint accepted: ``raw``, and ``distinct``
+        (one per identical row: an upload re-sent after a lost answer carries the same
+        ``BatchId`` and values, so this is the count after the documented dedup)."""
+        return self._running_tenant().ingested.counts_with_distinct()
+
     def revoke_iot_token(self, name: str) -> None:
         """Delete the access token of the running appliance ``name`` (a sensor or the
         console), as its console's user would: calls with it are refused (401) from now on.
@@ -384,6 +402,7 @@ class Emulator:
                 self._tenant.iot,
                 clock=self._tenant.clock,
                 faults=self._tenant.faults,
+                chaos=self._tenant.chaos,
                 host=settings.host,
                 state_dir=self._state_dir,
                 seed=settings.seed,

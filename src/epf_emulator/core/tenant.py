@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.tables.datasets import dataset_names
+from epf_emulator.common.chaos import ChaosInjector
 from epf_emulator.common.clock import INCIDENT_AT, EmulatedClock, epoch_us
 from epf_emulator.common.limits import FaultInjector, RateLimiter, RequestStats
 from epf_emulator.common.settings import EmulatorSettings
@@ -111,6 +112,7 @@ class Tenant:
             clock=lambda: time.monotonic() + self.clock.advanced_hours * 3600,
         )
         self.faults = FaultInjector(settings.faults)
+        self.chaos = ChaosInjector(settings.chaos)
         # What the Logs Ingestion endpoint accepted (the emulated Sentinel workspace).
         self.ingested = Ingested()
         # Defender for IoT (None without sensors); its listeners share the clock and faults.
@@ -280,6 +282,7 @@ class Tenant:
             "ingested": self.ingested.row_counts(),
             "ingestion": self.ingested.counters(),
             "faults": self.faults.snapshot(),
+            "chaos": self.chaos.snapshot(),
             "clock": {
                 "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "advanced_hours": self.clock.advanced_hours,

@@ -22,6 +22,7 @@ of the emulator: it shares no code with the collector.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 import pickle
 import tempfile
@@ -101,6 +102,22 @@ class Ingested:
             self._counters.accepted += 1
             self._counters.bytes += body_bytes
             self._counters.truncated_fields += checked.truncated_fields
+
+    def counts_with_distinct(self) -> dict[str, dict[str, int]]:
+        """Per table: rows accepted (``raw``) and distinct rows (``distinct``), identical
+        meaning every column but ``TimeGenerated``, which the service may set on arrival (a
+        re-sent upload is the same rows with the same ``BatchId``: the documented dedup)."""
+        with self._lock:
+            tables = list(self._counts)
+        counts = {}
+        for table in tables:
+            seen: set[bytes] = set()
+            rows = self.rows(table)
+            for row in rows:
+                identity = repr(sorted((k, v) for k, v in row.items() if k != "TimeGenerated"))
+                seen.add(hashlib.blake2b(identity.encode(), digest_size=16).digest())
+            counts[table] = {"raw": len(rows), "distinct": len(seen)}
+        return counts
 
     def reject(self, status: int) -> None:
         """Count one refused request (nothing of it is kept)."""

@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from epf_emulator.common.chaos import ChaosInjector, serve_struck
 from epf_emulator.common.clock import EmulatedClock
 from epf_emulator.common.limits import FaultInjector, RequestStats
 from epf_emulator.common.listen import (
@@ -174,11 +175,18 @@ class _Gate:
     """Outermost layer of an appliance: faults, then the raw-token check, then counting."""
 
     def __init__(
-        self, app: ASGIApp, *, token: str, faults: FaultInjector, stats: RequestStats
+        self,
+        app: ASGIApp,
+        *,
+        token: str,
+        faults: FaultInjector,
+        chaos: ChaosInjector,
+        stats: RequestStats,
     ) -> None:
         self._app = app
         self._token = token.encode("ascii")
         self._faults = faults
+        self._chaos = chaos
         self._stats = stats
 
     def revoke_token(self) -> None:
@@ -198,8 +206,22 @@ class _Gate:
             await send(message)
 
         fault = self._faults.check(path)  # shared with the MDE app: same counters
+        struck = (
+            None if fault is not None else self._chaos.strike(path, scope["method"], appliance=True)
+        )
         try:
-            if fault is not None:
+            if struck is not None:
+
+                def appliance_error(status: int, message: str, retry_after: int | None) -> Any:
+                    response = text(FAILURE_BODY, status)
+                    if retry_after is not None:
+                        response.headers["Retry-After"] = str(retry_after)
+                    return response
+
+                await serve_struck(
+                    struck, self._chaos, scope, receive, counting_send, self._app, appliance_error
+                )
+            elif fault is not None:
                 # Without a body, the appliances' documented failure text (C.1).
                 body = fault.body if fault.body is not None else FAILURE_BODY
                 response = text(body, fault.status)
@@ -248,6 +270,7 @@ class IotListeners:
         *,
         clock: EmulatedClock,
         faults: FaultInjector,
+        chaos: ChaosInjector,
         host: str,
         state_dir: Path,
         seed: int,
@@ -255,6 +278,7 @@ class IotListeners:
         self._state = state
         self._clock = clock
         self._faults = faults
+        self._chaos = chaos
         self._host = host
         self._state_dir = state_dir
         self._seed = seed
@@ -279,6 +303,7 @@ class IotListeners:
                 gate = {
                     "token": appliance.token,
                     "faults": self._faults,
+                    "chaos": self._chaos,
                     "stats": self._state.requests[name],
                 }
                 self._gates[name] = _appliance_app(self._routes(appliance, urls), gate)

@@ -100,6 +100,7 @@ class Exports:
         self._part_rows = part_rows
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
+        self.signatures: set[str] = set()  # every SAS signature handed out
         self._jobs: dict[tuple[str, int], ExportJob] = {}
         self._parts: dict[str, _Part] = {}
         self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="epf-export")
@@ -155,6 +156,10 @@ class Exports:
         expiry = datetime.fromtimestamp(math.ceil(now.timestamp() + valid_seconds), UTC)
         st, se = _iso(start), _iso(expiry)
         sig = self._signature(path, st, se)
+        with self._lock:
+            self.signatures.add(
+                sig
+            )  # what a secrets check must never find in the collector's output
         query = f"sv={_SAS_VERSION}&st={quote(st, safe='')}&se={quote(se, safe='')}&sr=b&sp=r"
         return f"{base}{path}?{query}&sig={quote(sig, safe='')}"
 
