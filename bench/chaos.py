@@ -24,7 +24,8 @@ vulnerability changes aside, which a first sync does not read):
   quarantine; gzip files read) and the run summaries. The count must be 0.
 
 Prints one table: fault kind, runs, rows expected, rows stored, lost, duplicated, Sentinel raw,
-after dedup, lost and duplicated, faults injected, secrets found, seconds.
+after dedup, lost and duplicated, faults injected, secrets found, files left behind (the outbox
+waiting or staged, downloads, half-written files), seconds.
 
 Usage: python bench/chaos.py [--devices N] [--seed S] [--rate R] [--max-runs M] [--kinds K,...]
 """
@@ -80,6 +81,7 @@ class FaultResult:
     sentinel_duplicated: int = 0
     struck: int = 0
     secrets_found: int = 0
+    leftovers: int = 0  # files left in the outbox, its staging, the work folder, or half-written
     seconds: float = 0.0
     by_table: dict[str, dict[str, int]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -167,6 +169,7 @@ def run_fault(
             if kind != "kill":
                 result.struck = sum(emu.stats()["chaos"]["struck"].values())
             _compare(result, emu, settings)
+            result.leftovers = _leftovers(work / "state")
             said = logs.getvalue() + "\n".join(outputs)
             result.secrets_found = _secrets_found(emu, work, said, result.errors)
     finally:
@@ -186,7 +189,8 @@ def _kill_syncs(
     outputs: list[str],
 ) -> int:
     """`epf sync` in a process of its own, SIGKILLed after a random time up to ``horizon``
-    seconds, ``kills`` times; returns how many it killed (a sync may end before its time)."""
+    seconds, up to ``kills`` times, each next one resuming the last; until one finishes before
+    its kill. Returns how many it killed."""
     import os
     import random
     import subprocess
@@ -209,6 +213,10 @@ def _kill_syncs(
             process.kill()
             out, err = process.communicate()
             killed += 1
+        else:
+            if process.returncode == 0:  # it finished before its kill: nothing left to kill
+                outputs += [out, err]
+                break
         outputs += [out, err]
     return killed
 
@@ -291,6 +299,16 @@ def _compare(result: FaultResult, emu: Any, settings: Any) -> None:
         con.close()
 
 
+def _leftovers(state: Path) -> int:
+    """Files a clean end leaves none of: uploads waiting or staged, downloads in the work
+    folder, half-written files."""
+    outbox = state / "outbox" / "sentinel"
+    waiting = [f for d in ("pending", "staging") for f in (outbox / d).rglob("*") if f.is_file()]
+    work = [f for f in (state / "work").rglob("*") if f.is_file()]
+    partial = list(state.rglob("*.partial"))
+    return len(waiting) + len(work) + len(partial)
+
+
 def _distinct_content(rows: list[dict[str, Any]]) -> int:
     return len({repr(sorted((k, v) for k, v in r.items() if k not in _STAMPS)) for r in rows})
 
@@ -344,7 +362,7 @@ def main() -> int:
     header = (
         f"{'fault':<17}{'runs':>5}{'expected':>10}{'stored':>9}{'lost':>6}{'dup':>6}"
         f"{'sent raw':>10}{'dedup':>9}{'s.lost':>8}{'s.dup':>7}{'struck':>8}{'secrets':>9}"
-        f"{'seconds':>9}"
+        f"{'left':>6}{'seconds':>9}"
     )
     print(header)
     started = time.perf_counter()
@@ -367,8 +385,8 @@ def main() -> int:
         print(
             f"{r.kind:<17}{r.runs:>5}{r.expected:>10,}{r.stored:>9,}{r.lost:>6}{r.duplicated:>6}"
             f"{r.sentinel_raw:>10,}{r.sentinel_dedup:>9,}{r.sentinel_lost:>8}"
-            f"{r.sentinel_duplicated:>7}{r.struck:>8}{r.secrets_found:>9}{r.seconds:>9.1f}"
-            + ("" if r.clean else "  (no clean run)"),
+            f"{r.sentinel_duplicated:>7}{r.struck:>8}{r.secrets_found:>9}{r.leftovers:>6}"
+            f"{r.seconds:>9.1f}" + ("" if r.clean else "  (no clean run)"),
             flush=True,
         )
         if args.verbose:
@@ -383,6 +401,7 @@ def main() -> int:
                 or r.sentinel_lost
                 or r.sentinel_duplicated
                 or r.secrets_found
+                or r.leftovers
             )
             or not r.clean
         )

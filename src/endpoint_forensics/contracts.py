@@ -214,6 +214,16 @@ class Sink(Protocol):
         rows removed."""
         ...
 
+    def hold_snapshot(self, unit_prefix: str, *, scope: str, dataset: str, run_id: str) -> None:
+        """The units starting ``unit_prefix`` belong to a snapshot that cannot resume: a sink
+        that cannot take rows back (Sentinel) keeps them until ``release_snapshot``, so a
+        snapshot cut short and collected again never reaches it twice."""
+        ...
+
+    def release_snapshot(self, unit_prefix: str) -> None:
+        """The snapshot of ``unit_prefix`` is complete (its checkpoint says so): deliver it."""
+        ...
+
     def room(self) -> str | None:
         """None when the sink can take another unit; else why not (its outbox is at its cap
         and cannot drain now). Asked before each unit is read from a source: back-pressure."""

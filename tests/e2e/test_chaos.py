@@ -1,11 +1,12 @@
 """The reliability harness (`make chaos`, bench/chaos.py), one pass per fault kind on a small
 fleet: under each fault the syncs end clean within a few runs, with no row lost or stored
 twice in the workspace, none lost in Sentinel, none there twice after the documented dedup,
-and no secret anywhere."""
+no secret anywhere, and no file left behind."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +21,7 @@ def _harness() -> ModuleType:
     spec = importlib.util.spec_from_file_location("epf_chaos_harness", HARNESS)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -29,13 +31,16 @@ chaos = _harness()
 
 @pytest.mark.parametrize("kind", chaos.KINDS)
 def test_nothing_is_lost_or_stored_twice_under(kind: str, tmp_path: Path) -> None:
-    result = chaos.run_fault(kind, devices=60, seed=3, rate=0.1, max_runs=6, work=tmp_path)
+    result = chaos.run_fault(
+        kind, devices=60, seed=3, rate=0.1, max_runs=6, work=tmp_path, kills=5, kill_horizon=4.0
+    )
     assert result.clean, result.errors
     assert result.expected > 0 and result.stored == result.expected, result.by_table
     assert (result.lost, result.duplicated) == (0, 0), result.by_table
     assert (result.sentinel_lost, result.sentinel_duplicated) == (0, 0), result.by_table
     assert result.sentinel_dedup == result.expected
     assert result.secrets_found == 0
+    assert result.leftovers == 0  # the outbox empty, no download or half-written file left
     if kind != "none":
         assert result.struck > 0, "the fault never struck: the pass proves nothing"
     if kind in ("ingestion_down", "keyvault_down", "truncated_export"):

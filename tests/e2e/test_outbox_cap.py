@@ -44,22 +44,23 @@ def test_a_full_outbox_that_cannot_drain_stops_the_reading_and_loses_nothing(
             },
         )
         first = sync(down)
-    outcomes = {o.dataset: o for o in first.outcomes if o.kind == "tenant"}
-    # machines' unit (about 20 KB) fits under the cap; av_health's passes it, so the reading
-    # stops there: that dataset fails (collected again next run), the rest ask nothing.
-    assert outcomes["machines"].outcome == "Succeeded"
-    for dataset in DATASETS[1:]:
-        o = outcomes[dataset]
-        assert o.outcome == "Failed" and o.requests == (1 if dataset == "av_health" else 0)
+    outcomes = [o for o in first.outcomes if o.kind == "tenant"]
+    assert [o.dataset for o in outcomes] == DATASETS
+    # The first datasets fill the outbox past the cap; from then on the reading stops: the
+    # dataset that found it full fails having asked at most its first request, the rest ask
+    # nothing.
+    stop = next(i for i, o in enumerate(outcomes) if o.outcome == "Failed")
+    assert stop >= 1 and all(o.outcome == "Succeeded" for o in outcomes[:stop])
+    for i, o in enumerate(outcomes[stop:]):
+        assert o.outcome == "Failed" and o.requests <= (1 if i == 0 else 0), o
         assert "the Sentinel outbox holds" in o.error and "over its cap of 0.03 MB" in o.error
         assert "cannot reach Sentinel" in o.error and "nothing was dropped" in o.error
     assert first.exit_code != 0
-    # What was collected waits in the outbox, which the cap kept small.
-    waiting = _pending_bytes(down.state.dir)
-    assert outcomes["machines"].rows == first.deliveries["sentinel"].waiting_rows - len(
-        first.outcomes
-    )  # the devices, and the run's own EPF_Runs_CL rows
-    assert 0 < waiting < 30 * 1024
+    # What was collected waits in the outbox, every row of it, which the cap kept small.
+    report = first.deliveries["sentinel"]
+    collected = sum(o.rows for o in outcomes[:stop])
+    assert report.waiting_rows == collected + len(first.outcomes)  # and the run log's rows
+    assert 30 * 1024 < _pending_bytes(down.state.dir) < 2 * 30 * 1024
     assert ingested_since(tenant, before) == {}
 
     # The endpoint is back: what waited goes first, the reading goes on as the outbox

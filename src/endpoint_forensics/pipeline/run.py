@@ -278,6 +278,14 @@ class _SourceRun:
             "DefenderTenantId": self.source.defender_tenant_id,
         }
         history = self._history_plan(spec, snapshot.time)
+        held = f"{self.source.unit_scope}/{snapshot.run_id}/{spec.name}/"
+        if not spec.resumable:
+            # Cut short, this snapshot is collected again from its start: a sink that cannot
+            # take rows back keeps its units until it is complete.
+            for sink in group.sinks:
+                sink.hold_snapshot(
+                    held, scope=self.scope, dataset=spec.name, run_id=snapshot.run_id
+                )
         work_dir.mkdir(parents=True, exist_ok=True)
         ctx = self._context(snapshot, group, work_dir)
         units = fetch_function(spec)(ctx)
@@ -302,6 +310,9 @@ class _SourceRun:
         sinks = [s.name for s in group.sinks]
         outcome.gaps.extend({**gap, "sinks": sinks} for gap in ctx.gaps)
         group.finish(outcome.rows - rows_before, cursor)
+        if not spec.resumable:  # complete, and its checkpoints say so: deliver it
+            for sink in group.sinks:
+                sink.release_snapshot(held)
 
     def _deliver_unit(
         self,

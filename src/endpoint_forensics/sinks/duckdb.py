@@ -197,6 +197,12 @@ class DuckDBSink:
                     self._con.execute("RESET preserve_insertion_order")
         return writer.rows
 
+    def hold_snapshot(self, unit_prefix: str, *, scope: str, dataset: str, run_id: str) -> None:
+        """Nothing to hold: a snapshot cut short is deleted from the workspace (``discard``)."""
+
+    def release_snapshot(self, unit_prefix: str) -> None:
+        """Nothing was held."""
+
     def room(self) -> str | None:
         """Always: what the workspace cannot store fails its unit (``SinkError``) instead."""
         return None

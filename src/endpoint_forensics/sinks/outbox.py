@@ -9,10 +9,16 @@ unit whose files are all gone is logged in ``sent.log`` and its directory remove
 twice. Each file carries its ``BatchId`` in every row, so a file re-sent after a lost
 acknowledgement can be recognised downstream.
 
+A unit of a snapshot that cannot resume is committed *held* (a ``held`` file in its folder,
+saying which snapshot): it is not sent until ``release``, once the snapshot is complete. A
+snapshot cut short (a kill, a failure) is collected again from its start, and its held units
+are discarded unsent, so Sentinel never gets a row of it twice.
+
 Layout::
 
     <dir>/pending/000000000042.<unit hash>/unit          the unit id and table, one line each
     <dir>/pending/000000000042.<unit hash>/0003.json.gz  one upload (a JSON array)
+    <dir>/pending/000000000042.<unit hash>/held          {scope, dataset, run_id}: not yet
     <dir>/staging/...                                    units being written (lost on a crash)
     <dir>/rejected/<seq>.<hash>.<n>.json.gz + .reason    uploads the remote side refused for good
     <dir>/sent.log                                       "<utc iso>\\t<unit id>" per sent unit
@@ -24,16 +30,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 __all__ = ["Outbox", "PendingFile", "write_atomically"]
 
+_HELD = "held"
 _SENT_LOG_DAYS = 30  # units older than this are forgotten (no run resumes that far back)
 
 
@@ -80,12 +88,47 @@ class Outbox:
         with self._lock:
             return any(u.startswith(unit_prefix) for u in (*self._sent, *self._queued))
 
-    def stage(self, unit: str, table: str) -> StagedUnit:
+    def stage(self, unit: str, table: str, *, held: Mapping[str, str] | None = None) -> StagedUnit:
+        """A unit to write; ``held`` (the snapshot it belongs to) keeps it from the sender
+        until ``release``."""
         folder = self._staging / _digest(unit)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         (folder / "unit").write_text(f"{unit}\n{table}\n", encoding="utf-8")
+        if held is not None:
+            (folder / _HELD).write_text(json.dumps(dict(held)), encoding="utf-8")
         return StagedUnit(self, folder, unit)
+
+    def release(self, unit_prefix: str) -> list[PendingFile]:
+        """The held units whose id starts ``unit_prefix`` may be sent now: their uploads."""
+        released: list[PendingFile] = []
+        with self._lock:
+            folders = [f for u, f in self._queued.items() if u.startswith(unit_prefix)]
+        for folder in folders:
+            marker = folder / _HELD
+            if marker.exists():
+                marker.unlink()
+                _fsync_dir(folder)
+                released += list(_uploads_in(folder))
+        return released
+
+    def held_units(self) -> list[tuple[str, dict[str, str]]]:
+        """(unit, its snapshot: scope, dataset, run_id) of every unit still held."""
+        with self._lock:
+            queued = list(self._queued.items())
+        held = []
+        for unit, folder in queued:
+            try:
+                held.append((unit, json.loads((folder / _HELD).read_text(encoding="utf-8"))))
+            except FileNotFoundError:
+                continue
+        return held
+
+    def held_bytes(self) -> int:
+        """The size of the held uploads (they wait for their snapshot, not for the sender)."""
+        with self._lock:
+            folders = list(self._queued.values())
+        return sum(_size(f) for d in folders if (d / _HELD).exists() for f in d.glob("*.json.gz"))
 
     def discard(self, unit_prefix: str, table: str) -> int:
         """Drop pending units of ``table`` whose id starts with ``unit_prefix``; rows dropped."""
@@ -105,9 +148,11 @@ class Outbox:
 
     # --- what the sender asks --------------------------------------------------------------------
     def pending(self) -> Iterator[PendingFile]:
-        """Every upload waiting, oldest unit first, in order within a unit."""
+        """Every upload waiting to be sent (held ones aside), oldest unit first, in order
+        within a unit."""
         for folder in self._pending_dirs():
-            yield from _uploads_in(folder)
+            if not (folder / _HELD).exists():
+                yield from _uploads_in(folder)
 
     @property
     def pending_bytes(self) -> int:
@@ -175,6 +220,8 @@ class Outbox:
             self._bytes += sum(_size(u.path) for u in uploads)
         if not uploads:  # nothing to send (no row changed, say): delivered at once
             self._finish_if_empty(target, unit)
+        if (target / _HELD).exists():
+            return []  # sent once its snapshot is complete (release)
         return uploads
 
     def _finish_if_empty(self, folder: Path, unit: str) -> None:

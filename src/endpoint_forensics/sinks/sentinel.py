@@ -85,6 +85,9 @@ class SentinelSink:
         # Tables whose uploads wait in the outbox for a route or a stream, and why.
         self._held: dict[str, str] = {}
         self._queue: queue.Queue[PendingFile | None] = queue.Queue()
+        # Unit prefix -> the snapshot (scope, dataset, run_id) whose units are held.
+        self._holding: dict[str, dict[str, str]] = {}
+        self._release_finished_snapshots()
         self._local = threading.local()
         self._credential: Any = None
         self._started = time.monotonic()
@@ -108,7 +111,8 @@ class SentinelSink:
         history: HistoryPlan | None = None,
     ) -> Iterator[SentinelWriter]:
         with _outbox_disk(self.outbox.dir, f"staging {table.name}"):
-            staged = self.outbox.stage(unit, table.name)
+            held = next((s for p, s in self._holding.items() if unit.startswith(p)), None)
+        staged = self.outbox.stage(unit, table.name, held=held)
         plan = history if table.changes is not None else None
         compare = self._history.begin() if plan is not None else None
         writer = SentinelWriter(table, staged, history=(compare, plan))
@@ -121,16 +125,21 @@ class SentinelSink:
             if compare is not None:
                 self._history.rollback()
             raise
-        with _outbox_disk(self.outbox.dir, f"committing {table.name}"):
-            # The committed uploads themselves: rescanning the outbox here would race the
-            # senders removing the folders of units they have finished.
-            for item in staged.commit():
-                self._queue.put(item)
-            if compare is not None:  # after the rows: a crash between repeats rows, loses none
-                self._history.commit()
-            # Once the unit is in the outbox it will be delivered: the checkpoint may move.
-            if checkpoint is not None:
-                self.checkpoints.save(checkpoint)
+        try:
+            with _outbox_disk(self.outbox.dir, f"committing {table.name}"):
+                # The committed uploads themselves: rescanning the outbox here would race the
+                # senders removing the folders of units they have finished.
+                for item in staged.commit():
+                    self._queue.put(item)
+                if compare is not None:  # after the rows: a crash between repeats rows
+                    self._history.commit()
+                # Once the unit is in the outbox it will be delivered: the checkpoint may move.
+                if checkpoint is not None:
+                    self.checkpoints.save(checkpoint)
+        except SinkError:
+            if compare is not None:
+                self._history.rollback()
+            raise
 
     def finish_snapshot(
         self, table: Table, history: HistoryPlan, *, unit: str, stamp: Mapping[str, Any]
@@ -166,11 +175,32 @@ class SentinelSink:
             self._history.commit()
         return self.outbox.discard(f"{unit_scope}/{run_id}/", table.name)
 
+    def hold_snapshot(self, unit_prefix: str, *, scope: str, dataset: str, run_id: str) -> None:
+        self._holding[unit_prefix] = {"scope": scope, "dataset": dataset, "run_id": run_id}
+
+    def release_snapshot(self, unit_prefix: str) -> None:
+        self._holding.pop(unit_prefix, None)
+        with _outbox_disk(self.outbox.dir, "releasing a complete snapshot"):
+            for item in self.outbox.release(unit_prefix):
+                self._queue.put(item)
+
+    def _release_finished_snapshots(self) -> None:
+        """Held units whose snapshot is no longer in progress in this destination's checkpoints
+        completed (a run stopped between the checkpoint and the release): send them. Those of
+        a snapshot still in progress wait: the run resumes or discards that snapshot."""
+        for unit, snapshot in self.outbox.held_units():
+            state = self.checkpoints.load(snapshot["scope"]).get(snapshot["dataset"], {})
+            running = (state.get("snapshot") or {}).get("run_id")
+            if running != snapshot["run_id"]:
+                self.outbox.release(unit)
+
     def room(self) -> str | None:
         """Past the outbox's cap, wait while the senders drain it; None once under the cap,
         else why collection must stop (nothing is dropped: the outbox keeps every row)."""
         cap = int(self.config.outbox_max_mb * 2**20)
         while self.outbox.pending_bytes > cap:
+            if self.outbox.pending_bytes - self.outbox.held_bytes() <= cap:
+                return None  # a snapshot in progress waits whole; what can be sent fits
             # Nothing queued or being sent (``task_done`` follows each upload): what is left
             # waits for a route; or sending stopped for this run.
             if self._halted.is_set() or not self._queue.unfinished_tasks:
@@ -391,11 +421,17 @@ class SentinelSink:
 
 @contextmanager
 def _outbox_disk(folder: Path, doing: str) -> Iterator[None]:
-    """This machine's disk refusing the outbox (full, read-only) fails the unit, one line."""
+    """This machine's disk refusing the outbox or the change history beside it (full,
+    read-only) fails the unit, in one line."""
+    import duckdb
+
     try:
         yield
-    except OSError as exc:
-        raise SinkError(f"Sentinel outbox {folder}: {doing} failed: {local_failure(exc)}") from exc
+    except (OSError, duckdb.Error) as exc:
+        what = local_failure(exc) if isinstance(exc, OSError) else first_line(str(exc))
+        if not isinstance(exc, OSError):
+            what = local_failure(SinkError(what))  # the hint, when it is the disk
+        raise SinkError(f"Sentinel outbox {folder}: {doing} failed: {what}") from exc
 
 
 def _megabytes(size: int) -> str:
