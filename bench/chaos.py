@@ -19,7 +19,8 @@ vulnerability changes aside, which a first sync does not read):
   ``BatchId`` and values: an upload re-sent after a lost answer), as the emulator counts them;
   lost = the workspace's distinct rows missing there, duplicated = rows left after the dedup
   beyond the distinct ones (re-collected with new ids: a defect);
-- secrets: the client secret, the IoT tokens and every SAS signature the emulator handed out,
+- secrets: the client secret, the IoT tokens, and every SAS signature and access token (its
+  signature) the emulator handed out,
   searched for in the logs, the errors, the workspace, the state folder (outbox, checkpoints,
   quarantine; gzip files read) and the run summaries. The count must be 0.
 
@@ -318,7 +319,7 @@ def _secrets_found(emu: Any, work: Path, logs: str, errors: list[str]) -> int:
     import duckdb
 
     secrets = {emu.client_secret, *(a.token for a in emu.iot_appliances)}
-    secrets |= set(emu.issued_sas_signatures())
+    secrets |= set(emu.issued_sas_signatures()) | set(emu.issued_token_signatures())
     secrets = {s for s in secrets if s and len(s) >= 8}
     places: dict[str, str] = {"logs": logs, "errors": "\n".join(errors)}
     for path in (work / "state").rglob("*"):

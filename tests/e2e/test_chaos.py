@@ -5,6 +5,7 @@ no secret anywhere, and no file left behind."""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import sys
 from pathlib import Path
@@ -45,3 +46,27 @@ def test_nothing_is_lost_or_stored_twice_under(kind: str, tmp_path: Path) -> Non
         assert result.struck > 0, "the fault never struck: the pass proves nothing"
     if kind in ("ingestion_down", "keyvault_down", "truncated_export"):
         assert result.runs > 1  # the first run could not finish: the next one did
+
+
+def test_the_secrets_search_finds_a_planted_secret_in_each_place(tmp_path: Path) -> None:
+    import duckdb
+
+    class Issued:  # what the emulator says it handed out
+        client_secret = "canary-client-secret-0123"
+        iot_appliances = ()
+
+        def issued_sas_signatures(self) -> set[str]:
+            return {"canary-sas-signature+/="}
+
+        def issued_token_signatures(self) -> set[str]:
+            return {"canary-token-signature"}
+
+    state = tmp_path / "state" / "quarantine"
+    state.mkdir(parents=True)
+    (state / "t.machines.jsonl").write_text('{"record": "canary-client-secret-0123"}')
+    (state / "upload.json.gz").write_bytes(gzip.compress(b'["canary-sas-signature+/="]'))
+    con = duckdb.connect(str(tmp_path / "ws.duckdb"))
+    con.execute("CREATE TABLE t AS SELECT 'Bearer x.y.canary-token-signature' AS s")
+    con.close()
+    assert chaos._secrets_found(Issued(), tmp_path, "", []) == 3
+    assert chaos._secrets_found(Issued(), tmp_path, "log canary-client-secret-0123", []) == 4

@@ -110,3 +110,30 @@ def test_the_outbox_counts_the_bytes_waiting_as_uploads_come_and_go(tmp_path: Pa
     staged = outbox.stage("t/run-3/machines/1", DEVICES.name)
     staged.add(gzip.compress(b"[]"), 0)
     assert outbox.pending_bytes == on_disk()  # staged is not waiting yet
+
+
+def test_a_held_unit_waits_for_its_snapshot_and_a_new_run_keeps_it_held(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    snapshot = {"scope": "tenants/t", "dataset": "machines", "run_id": "run-1"}
+    for page in (1, 2):
+        staged = outbox.stage(f"t/run-1/machines/{page}", DEVICES.name, held=snapshot)
+        staged.add(gzip.compress(b"[{}]"), 1)
+        assert staged.commit() == []  # nothing for the sender yet
+    other = outbox.stage("t/run-1/av_health/1", DEVICES.name)
+    other.add(gzip.compress(b"[{}]"), 1)
+    other.commit()
+    # A new run (after a kill) sees the held units, and sends only the other one.
+    reopened = Outbox(tmp_path)
+    assert [u for u, _ in reopened.held_units()] == ["t/run-1/machines/1", "t/run-1/machines/2"]
+    assert [p.unit for p in reopened.pending()] == ["t/run-1/av_health/1"]
+    assert reopened.held_bytes() > 0 and reopened.has("t/run-1/machines/1")
+    # Cut short: discarded unsent. Complete: released, in order.
+    assert reopened.discard("t/run-1/machines/2", DEVICES.name) == 1
+    released = reopened.release("t/run-1/machines/")
+    assert [p.unit for p in released] == ["t/run-1/machines/1"]
+    assert reopened.held_units() == [] and reopened.held_bytes() == 0
+    # Oldest first: the released unit keeps its place before the later one.
+    assert [p.unit for p in Outbox(tmp_path).pending()] == [
+        "t/run-1/machines/1",
+        "t/run-1/av_health/1",
+    ]

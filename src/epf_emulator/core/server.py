@@ -209,6 +209,11 @@ class Emulator:
         self._running_tenant()
         return list(self._iot_listeners.appliances) if self._iot_listeners is not None else []
 
+    def issued_token_signatures(self) -> set[str]:
+        """The signature part of every access token the tenant's identity minted (a token
+        found anywhere in the collector's output shows it)."""
+        return set(self._running_tenant().identity.issued_signatures)
+
     def issued_sas_signatures(self) -> set[str]:
         """Every SAS signature of an export link handed out so far (secrets: a check that the
         collector never writes one anywhere looks for these)."""
