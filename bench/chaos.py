@@ -170,7 +170,9 @@ def run_fault(
             if kind != "kill":
                 result.struck = sum(emu.stats()["chaos"]["struck"].values())
             _compare(result, emu, settings)
-            result.leftovers = _leftovers(work / "state")
+            left = _leftovers(work / "state")
+            result.leftovers = len(left)
+            result.errors += [f"left behind: {path}" for path in left]
             said = logs.getvalue() + "\n".join(outputs)
             result.secrets_found = _secrets_found(emu, work, said, result.errors)
     finally:
@@ -300,14 +302,14 @@ def _compare(result: FaultResult, emu: Any, settings: Any) -> None:
         con.close()
 
 
-def _leftovers(state: Path) -> int:
+def _leftovers(state: Path) -> list[Path]:
     """Files a clean end leaves none of: uploads waiting or staged, downloads in the work
     folder, half-written files."""
     outbox = state / "outbox" / "sentinel"
     waiting = [f for d in ("pending", "staging") for f in (outbox / d).rglob("*") if f.is_file()]
     work = [f for f in (state / "work").rglob("*") if f.is_file()]
     partial = list(state.rglob("*.partial"))
-    return len(waiting) + len(work) + len(partial)
+    return [*waiting, *work, *partial]
 
 
 def _distinct_content(rows: list[dict[str, Any]]) -> int:

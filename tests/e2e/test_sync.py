@@ -223,3 +223,17 @@ def test_the_collector_refuses_an_untrusted_certificate(small_tenant, tmp_path):
             f"{small_tenant.base_url}/_emulator/stats",
             verify=ssl.create_default_context(cafile=str(other_ca)),
         )
+
+
+def test_downloads_a_killed_run_left_are_removed_by_the_next(small_tenant, tmp_path):
+    settings = settings_for(small_tenant, tmp_path, datasets=["machines"])
+    # What a run killed mid-export leaves: its own download folder, a part half written.
+    killed = settings.state.dir / "work" / "0b5e0c3a-killed-run"
+    killed.mkdir(parents=True)
+    (killed / "part-0001.json.gz.partial").write_bytes(b"\x1f\x8b half")
+
+    summary = sync(settings)
+
+    assert summary.exit_code == 0
+    assert not killed.exists()
+    assert not [f for f in (settings.state.dir / "work").rglob("*") if f.is_file()]

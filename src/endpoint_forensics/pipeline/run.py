@@ -72,6 +72,10 @@ def run_sync(
     started = time.monotonic()
     summary = RunSummary(run_id=str(uuid.uuid4()), time_generated=now or datetime.now(UTC))
     quarantine = Quarantine(settings.state.dir, summary.run_id)
+    # Downloads of runs that were killed: a resumed snapshot downloads into its own run's
+    # folder, so none is read again (one run at a time holds the state: pipeline.lock).
+    for leftover in (settings.state.dir / "work").glob("*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     work_root = settings.state.dir / "work" / summary.run_id
     try:
         for source in sources_of(settings):
