@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics bench-triage bench-serve chaos clean
+.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics bench-triage bench-serve chaos fuzz clean
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ bench-serve: install
 # Full syncs under each injected fault kind, every table compared with the truth (bench/chaos.py).
 chaos: install
 	$(BIN)/python bench/chaos.py --devices $(or $(CHAOS_DEVICES),1000)
+
+# Every parser of remote data given 10,000 hostile inputs (tests/fuzz; FUZZ_EXAMPLES to change).
+fuzz: install
+	EPF_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),10000) $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) epf-demo.duckdb .epf-state

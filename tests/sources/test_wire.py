@@ -9,7 +9,9 @@ from endpoint_forensics.sources.wire import (
     Invalid,
     as_bool,
     as_datetime,
+    as_float,
     as_int,
+    as_int32,
     as_score,
     as_str,
     convert_record,
@@ -87,6 +89,25 @@ def test_int_takes_whole_floats_and_padded_digits():
 def test_int_rejects_booleans_fractions_and_text(bad):
     with pytest.raises(Invalid, match="expected a whole number"):
         as_int(bad)
+
+
+@pytest.mark.parametrize(
+    ("convert", "bad"),
+    [(as_int, 2**63), (as_int, -(2**63) - 1), (as_int, "18446744073709551615"),
+     (as_int, 1e300), (as_int32, 2**31), (as_int32, "-2147483649")],
+)  # fmt: skip
+def test_numbers_past_their_columns_width_are_refused(convert, bad):
+    # The JSON reader hands over integers up to 2**64 - 1; a long column takes 64 bits, an
+    # int column 32 (the record keeps the raw value in AdditionalFields instead).
+    with pytest.raises(Invalid, match="does not fit in"):
+        convert(bad)
+    assert as_int32(2**31 - 1) == 2**31 - 1
+
+
+@pytest.mark.parametrize("bad", ["NaN", "1e999", "-Infinity", float("nan")])
+def test_a_number_no_json_stream_can_carry_is_refused(bad):
+    with pytest.raises(Invalid, match="expected a number"):
+        as_float(bad)
 
 
 def test_convert_record_matches_keys_case_insensitively_and_keeps_leftovers():

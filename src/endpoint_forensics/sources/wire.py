@@ -15,6 +15,7 @@ the caller's choice. May import ``tables``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ __all__ = [
     "as_dynamic",
     "as_float",
     "as_int",
+    "as_int32",
     "as_score",
     "as_str",
     "as_text",
@@ -87,21 +89,36 @@ def as_text(value: Any) -> str | None:
 
 
 def as_int(value: Any) -> int | None:
-    """A whole number, or its digits in a string; 3.0 is 3, but 3.7 and booleans are refused."""
+    """A whole number that a long column holds (64 bits), or its digits in a string; 3.0 is 3,
+    but 3.7, booleans and numbers past 64 bits are refused."""
+    return _whole(value, 63)
+
+
+def as_int32(value: Any) -> int | None:
+    """``as_int`` for an int column: 32 bits."""
+    return _whole(value, 31)
+
+
+def _whole(value: Any, bits: int) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise Invalid("expected a whole number, got a boolean")
+    number: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value.strip())
+            number = int(value.strip())
         except ValueError:
             pass
-    raise Invalid(f"expected a whole number, got {_shown(value)}")
+    if number is None:
+        raise Invalid(f"expected a whole number, got {_shown(value)}")
+    if not -(2**bits) <= number < 2**bits:
+        raise Invalid(f"{_shown(value)} does not fit in {bits + 1} bits")
+    return number
 
 
 def as_float(value: Any) -> float | None:
@@ -110,14 +127,18 @@ def as_float(value: Any) -> float | None:
         return None
     if isinstance(value, bool):
         raise Invalid("expected a number, got a boolean")
+    number: float | None = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value.strip())
+            number = float(value.strip())
         except ValueError:
             pass
-    raise Invalid(f"expected a number, got {_shown(value)}")
+    # "NaN" and "1e999" read as floats, but no JSON stream can carry them to Sentinel.
+    if number is None or not math.isfinite(number):
+        raise Invalid(f"expected a number, got {_shown(value)}")
+    return number
 
 
 def as_score(value: Any) -> float | None:
@@ -274,7 +295,7 @@ FieldMap = Mapping[str, str]
 _CONVERTERS: dict[KqlType, Converter] = {
     KqlType.STRING: as_str,
     KqlType.GUID: as_str,
-    KqlType.INT: as_int,
+    KqlType.INT: as_int32,
     KqlType.LONG: as_int,
     KqlType.REAL: as_float,
     KqlType.BOOL: as_bool,
