@@ -173,6 +173,9 @@ def run_fault(
             left = _leftovers(work / "state")
             result.leftovers = len(left)
             result.errors += [f"left behind: {path}" for path in left]
+            read = _read_commands(config, work, environ, overrides)
+            result.errors += [line for line in read if line.startswith("epf ")]
+            outputs += read
             said = logs.getvalue() + "\n".join(outputs)
             result.secrets_found = _secrets_found(emu, work, said, result.errors)
     finally:
@@ -222,6 +225,52 @@ def _kill_syncs(
                 break
         outputs += [out, err]
     return killed
+
+
+def _read_commands(
+    config: Path, work: Path, environ: dict[str, str], overrides: dict[str, Any]
+) -> list[str]:
+    """What the other commands print (and write) after the syncs, with ``--debug`` (request
+    lines and tracebacks): each is searched for secrets too."""
+    import os
+    import subprocess
+
+    import duckdb
+
+    env = {**os.environ, **environ, **_as_environment(overrides)}
+    env.pop("EPF_CONFIG", None)
+    db = str(work / "ws.duckdb")
+    con = duckdb.connect(db, read_only=True)
+    try:
+        found = con.execute('SELECT DeviceId FROM "EPF_Devices_CL" LIMIT 1').fetchone()
+    finally:
+        con.close()
+    device = found[0] if found else "none"
+    report = work / "forensics.html"
+    commands = [
+        ["doctor", "--config", str(config)],
+        ["query", "--db", db, "--format", "json", "EPF_Runs_CL | take 50"],
+        ["query", "--db", db, "EPF_NoSuchTable_CL | take 1"],
+        ["forensics", "--db", db, "--device", device, "--at", "2100-01-01T00:00:00Z",
+         "--format", "html", "--out", str(report)],
+        ["forensics", "--db", db, "--device", device, "--at", "2100-01-01T00:00:00Z",
+         "--format", "json"],
+        ["triage", "--db", db, "--format", "json"],
+        ["lifecycle", "--db", db, "--json"],
+    ]  # fmt: skip
+    said: list[str] = []
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "endpoint_forensics", "--debug", *command],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        said += [done.stdout, done.stderr]
+        if done.returncode not in (0, 1, 3):  # 1 and 3: a failed query, a failing check
+            last = (done.stderr.strip().splitlines() or [""])[-1]
+            said.append(f"epf {command[0]}: exit {done.returncode}: {last}")
+    if report.exists():
+        said.append(report.read_text("utf-8", "replace"))
+    return said
 
 
 def _as_environment(overrides: dict[str, Any]) -> dict[str, str]:
