@@ -256,3 +256,39 @@ def test_sentinel_config_errors_name_the_key(tmp_path, change, expected):
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, SENTINEL.replace(*change)), environ={"CONTOSO_SECRET": "x"})
     assert expected in str(err.value)
+
+
+# Found by fuzzing (tests/fuzz/test_config.py): each was an exception other than ConfigError.
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        # a file name too long to look up: OSError out of the pydantic validator
+        (GOOD + f'ca_bundle = "{"x" * 5000}"\n', "tenants[0].ca_bundle"),
+        (GOOD + f'\n[feeds.kev]\npath = "{"x" * 5000}"\n', "feeds.kev.path"),
+        # the home folder of an unknown user: RuntimeError from Path.expanduser
+        (GOOD.replace('"ws.duckdb"', '"~nosuchuser-epf/ws.duckdb"'), "store.path"),
+        # a NUL byte in a path: ValueError from Path.resolve
+        (GOOD.replace('"ws.duckdb"', '"ws\\u0000.duckdb"'), "store.path"),
+        (GOOD.replace("env:CONTOSO_SECRET", "file:~nosuchuser-epf/s"), "tenants[0].client_secret"),
+    ],
+)
+def test_a_path_that_cannot_be_used_names_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ={"CONTOSO_SECRET": "hidden-value"})
+    assert key in str(info.value)
+
+
+def test_a_secret_file_that_is_not_utf8_names_the_key(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(b"\xff\xfe\x80")
+    text = GOOD.replace("env:CONTOSO_SECRET", "file:secret.bin")
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.client_secret: .*not UTF-8"):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_a_mapping_that_is_not_a_table_is_a_config_error(tmp_path):
+    from endpoint_forensics.config import settings_from_mapping
+
+    with pytest.raises(ConfigError, match=r"\(top level\): expected a table"):
+        settings_from_mapping("store", base_dir=tmp_path, environ={})  # type: ignore[arg-type]

@@ -94,6 +94,59 @@ def test_a_line_that_is_not_json_sends_the_part_line_by_line(tmp_path):
     assert rejects[0].reason == "line 2 is not valid JSON" and rejects[0].record == "{not json"
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"x": 1, "X": 2}, {"DEVICEID": "other"}, {"": 1}],
+    ids=["unknown-fields-in-two-casings", "a-known-field-in-two-casings", "an-empty-name"],
+)
+def test_field_names_sql_cannot_tell_apart_send_the_part_line_by_line(tmp_path, extra):
+    """Fuzzing: keys differing only in case, or an empty key, made the SQL reader fail
+    (DuckDB "Duplicate named argument", "zero-length delimited identifier") with a
+    PermanentError, which loses the part; the line-by-line reader keeps every field."""
+    path = part(tmp_path, [{**RECORD, **extra}])
+    with pytest.raises(RedoUnit):
+        list(decode_part(path, VULNERABILITY_EXPORT))
+    rows, rejects = rows_of(decode_part(path, VULNERABILITY_EXPORT, careful=True))
+    assert rejects == [] and len(rows) == 1
+    kept = {**rows[0]["AdditionalFields"], "deviceId": rows[0]["DeviceId"]}
+    assert all(kept[k] == v for k, v in extra.items())
+
+
+def test_skipping_lines_of_a_part_whose_sample_has_no_line_numbers(tmp_path):
+    """Fuzzing: lines to skip (the delta's move pairs, found over every spill file) and a
+    spill file whose sample holds no object, so no ``_line``: the SQL failed ("Referenced
+    column _line not found") with a PermanentError, losing the delta; now its lines are
+    rejected, as by the careful path."""
+    path = part(tmp_path, [None, b"null"])
+    for careful in (False, True):
+        rows, rejects = rows_of(
+            decode_part(path, VULNERABILITY_EXPORT, careful=careful, skip_lines={0})
+        )
+        assert rows == [] and len(rejects) == 2
+    path = part(tmp_path, [[1, 2]])
+    with pytest.raises(RedoUnit):  # not an object: DuckDB refuses it, the careful path reads
+        list(decode_part(path, VULNERABILITY_EXPORT, skip_lines={0}))
+
+
+def test_an_unreadable_duckdb_message_sends_the_part_line_by_line(tmp_path):
+    """Fuzzing: DuckDB quotes a refused line cut at a byte count; cut inside a character
+    (here U+10000), its message raised UnicodeDecodeError out of the decode."""
+    item = ["00000\x1f\U00010000\U00010000\U00010000"] * 2
+    path = part(tmp_path, [item])
+    with pytest.raises(RedoUnit):
+        list(decode_part(path, VULNERABILITY_EXPORT))
+    rows, rejects = rows_of(decode_part(path, VULNERABILITY_EXPORT, careful=True))
+    assert rows == [] and [r.record for r in rejects] == [item]
+
+
+def test_arrow_batches_have_the_tables_column_order(tmp_path):
+    """Fuzzing: the SQL put AdditionalFields last, but HistoryKind follows it in the table."""
+    path = part(tmp_path, [{"deviceId": False}])
+    batches = [b for b in decode_part(path, VULNERABILITY_EXPORT) if b.arrow is not None]
+    names = batches[0].arrow.schema.names
+    assert names == [c.name for c in VULNERABILITY_EXPORT.table.columns if c.name in names]
+
+
 def test_pascal_case_spelling_in_files_is_matched(tmp_path):
     record = {
         "DeviceId": "d1",

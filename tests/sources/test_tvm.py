@@ -28,6 +28,15 @@ def test_a_device_group_move_pair_is_found(tmp_path):
     assert group_move_lines(spill(tmp_path, records)) == {0, 1}
 
 
+def test_a_line_that_is_not_an_object_does_not_stop_the_pairing(tmp_path):
+    """Fuzzing: a delta page item that is not an object is spilled as it is; DuckDB refused
+    it ("Expected OBJECT"), and when its quote of the line was cut inside a character the
+    message itself raised UnicodeDecodeError. The pairing now reads past such lines."""
+    item = ["00000\x1f\U00010000\U00010000\U00010000"] * 2
+    records = [change(0, "Fixed", "Old"), item, [1], "x", None, change(5, "New", "New")]
+    assert group_move_lines(spill(tmp_path, records)) == {0, 5}
+
+
 def test_a_version_upgrade_is_a_real_change(tmp_path):
     # Fixed for the old version and New for the new one: different record ids, both kept.
     records = [

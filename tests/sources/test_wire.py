@@ -119,6 +119,16 @@ def test_convert_record_matches_keys_case_insensitively_and_keeps_leftovers():
     assert extra == {"osBuild": "not-a-number", "brandNew": 1}
 
 
+def test_convert_record_keeps_both_spellings_of_a_field():
+    """Fuzzing: {"deviceId": "d", "DEVICEID": "e"} kept only "e", and "d" was lost."""
+    fields = {"deviceid": ("DeviceId", as_str)}
+    row, extra = convert_record({"deviceId": "d", "DEVICEID": "e"}, fields)
+    assert row == {"DeviceId": "d"} and extra == {"DEVICEID": "e"}
+    # An empty first spelling gives way to a real value, and is kept raw.
+    row, extra = convert_record({"MachineId": "", "machineId": "x"}, {"machineid": ("M", as_str)})
+    assert row == {"M": "x"} and extra == {"MachineId": ""}
+
+
 def test_epoch_milliseconds_round_trip():
     moment = datetime(2017, 9, 17, 12, 33, 25, 123000, tzinfo=UTC)
     assert from_epoch_ms(to_epoch_ms(moment)) == moment

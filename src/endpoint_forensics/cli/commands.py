@@ -305,14 +305,7 @@ def query(
     """Query the workspace in KQL (as in Sentinel) or SQL. With the validation extra
     installed, a KQL query is first checked with Microsoft's parser: one Sentinel would refuse
     fails here too, with Sentinel's message."""
-    from endpoint_forensics.analytics.functions import registry_for
-    from endpoint_forensics.analytics.kql_check import sentinel_refusal
-    from endpoint_forensics.workspace.store import QueryError, run_query
-
-    refused = None if sql else sentinel_refusal(query_text)
-    if refused:
-        raise QueryError(refused)
-    result = run_query(db, query_text, sql=sql, functions=None if sql else registry_for(query_text))
+    result = answer_query(db, query_text, sql=sql)
     records = result.records()
     if format is OutputFormat.JSON:
         out(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
@@ -325,6 +318,34 @@ def query(
         out(buf.getvalue().rstrip("\n"))
     else:
         render_table(result.columns, [[cell(v) for v in rec.values()] for rec in records])
+
+
+def answer_query(db: Path, query_text: str, *, sql: bool = False) -> Any:
+    """``epf query``'s answer (a ``QueryResult``): a KQL query checked with Microsoft's parser
+    first (when the validation extra is installed), then run on the workspace.
+
+    Raises:
+        QueryError: the query was refused or failed, said in one line.
+    """
+    from endpoint_forensics.analytics.functions import registry_for
+    from endpoint_forensics.workspace.store import QueryError, run_query
+
+    refused = None if sql else sentinel_check(query_text)
+    if refused:
+        raise QueryError(refused)
+    return run_query(db, query_text, sql=sql, functions=None if sql else registry_for(query_text))
+
+
+def sentinel_check(query_text: str) -> str | None:
+    """``sentinel_refusal``, or None when Microsoft's parser cannot say: kustology fails to
+    decode its own message about a character outside the BMP (an emoji, U+10000). The local
+    engine still checks the query and says what it refuses."""
+    from endpoint_forensics.analytics.kql_check import sentinel_refusal
+
+    try:
+        return sentinel_refusal(query_text)
+    except UnicodeError:
+        return None
 
 
 @app.command()

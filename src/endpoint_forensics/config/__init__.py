@@ -198,6 +198,8 @@ def settings_from_mapping(
 ) -> Settings:
     """Validate an already parsed config mapping (see :func:`load_settings`)."""
     env = os.environ if environ is None else environ
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: (top level): expected a table, got {type(data).__name__}")
     merged = _apply_env(_deep_copy(data), env, source)
     # Default paths are relative to the config file too, not to wherever epf runs from.
     if isinstance(merged.get("store", {}), dict):
@@ -287,7 +289,7 @@ def _resolve_in_place(
                 elif key in _SECRET_KEYS and isinstance(value, str):
                     node[key] = _resolve_secret(value, here, base_dir, env, source)
                 elif key in _PATH_KEYS and isinstance(value, str | Path):
-                    node[key] = (base_dir / Path(value).expanduser()).resolve()
+                    node[key] = _absolute(value, base_dir, f"{source}: {here}")
                 else:
                     walk(value, here)
         elif isinstance(node, list):
@@ -335,6 +337,16 @@ def _resolve_keyvault(
         node[key] = fetched[text]
 
 
+def _absolute(value: str | Path, base_dir: Path, where: str) -> Path:
+    """``value`` as an absolute path, relative to ``base_dir``, ``~`` expanded."""
+    try:
+        return (base_dir / Path(value).expanduser()).resolve()
+    except RuntimeError:  # ~user, for a user this host does not know
+        raise ConfigError(f"{where}: the home folder of {str(value)[:80]!r} is unknown") from None
+    except (OSError, ValueError) as exc:  # a NUL byte, a loop of links
+        raise ConfigError(f"{where}: not a usable path ({exc})") from None
+
+
 def _resolve_secret(
     ref: str, loc: str, base_dir: Path, env: Mapping[str, str], source: str
 ) -> Secret:
@@ -344,12 +356,16 @@ def _resolve_secret(
             raise ConfigError(f"{source}: {loc}: environment variable {name!r} is not set")
         return Secret(env[name], source=ref)
     if ref.startswith("file:"):
-        file = (base_dir / Path(ref[5:]).expanduser()).resolve()
+        file = _absolute(ref[5:], base_dir, f"{source}: {loc}: secret file")
         try:
             value = file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
                 f"{source}: {loc}: cannot read secret file {str(file)!r}: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"{source}: {loc}: secret file {str(file)!r} is not UTF-8 text"
             ) from None
         if not value:
             raise ConfigError(f"{source}: {loc}: secret file {str(file)!r} is empty")

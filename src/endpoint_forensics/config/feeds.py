@@ -14,6 +14,7 @@ from endpoint_forensics.config.models import (
     FeedDataset,
     Model,
     existing_file,
+    existing_path,
     interval_hours,
 )
 
@@ -44,9 +45,7 @@ class FeedLocation(Model):
     @field_validator("path")
     @classmethod
     def _exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.exists():
-            raise ValueError(f"{str(value)!r} does not exist")
-        return value
+        return existing_path(value)
 
     @model_validator(mode="after")
     def _one_place(self) -> FeedLocation:

@@ -3,7 +3,7 @@ state folder and a Defender tenant. Imports only the dataset registry (``tables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -29,6 +29,7 @@ __all__ = [
     "StoreConfig",
     "TenantConfig",
     "existing_file",
+    "existing_path",
     "https_url",
     "interval_hours",
 ]
@@ -173,9 +174,25 @@ class AppIdentity(Model):
 
 def existing_file(value: Path | None) -> Path | None:
     """``value`` if it names a file (a CA bundle, a certificate); a path given must exist."""
-    if value is not None and not value.is_file():
+    if value is not None and not _is(value, Path.is_file):
         raise ValueError(f"file {str(value)!r} does not exist")
     return value
+
+
+def existing_path(value: Path | None) -> Path | None:
+    """``value`` if it names a file or folder that exists."""
+    if value is not None and not _is(value, Path.exists):
+        raise ValueError(f"{str(value)!r} does not exist")
+    return value
+
+
+def _is(path: Path, test: Callable[[Path], bool]) -> bool:
+    """``test(path)``; a path the system cannot even look up (a name too long, a loop of
+    links, no permission) is a ``ValueError`` naming why."""
+    try:
+        return test(path)
+    except OSError as exc:
+        raise ValueError(f"{str(path)[:200]!r} cannot be looked up: {exc.strerror}") from None
 
 
 def https_url(value: str) -> str:

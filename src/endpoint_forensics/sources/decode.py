@@ -147,6 +147,16 @@ def _sample_keys(path: Path) -> list[str]:
                 raise ValueError(f"line {number + 1} is not valid JSON") from None
             if isinstance(record, dict):
                 keys.update(dict.fromkeys(record))
+    # DuckDB's names are case-insensitive and never empty: a part whose keys differ only in
+    # case (two spellings of one field, or two unknown fields) or with an empty key cannot be
+    # read in SQL without losing one; the line-by-line reader keeps them all.
+    seen: dict[str, str] = {}
+    for key in keys:
+        if key == "":
+            raise ValueError("a record has an empty field name")
+        other = seen.setdefault(key.lower(), key)
+        if other != key:
+            raise ValueError(f"fields {other!r} and {key!r} differ only in case")
     return list(keys)
 
 
@@ -186,13 +196,18 @@ def _decode_fast(
 ) -> Iterator[Batch]:
     import duckdb
 
-    plan = _plan(spec, sample_keys)
+    plan = _plan(spec, sample_keys, numbered=bool(skip_lines))
     source = (
         f"read_json('{_sql_str(str(path))}', format = 'newline_delimited', "
         f"columns = {plan.columns_sql})"
     )
     if skip_lines:
-        source = f"(SELECT * FROM {source} WHERE {LINE_FIELD} NOT IN (SELECT line FROM _skip))"
+        # A line without a number (not an object) is never skipped: the careful path
+        # rejects it too.
+        source = (
+            f"(SELECT * FROM {source} WHERE {LINE_FIELD} IS NULL "
+            f"OR {LINE_FIELD} NOT IN (SELECT line FROM _skip))"
+        )
     con = scratch_duckdb(path.parent, threads=_DECODE_THREADS, memory_mb=_DECODE_MEMORY_MB)
     try:
         if skip_lines:
@@ -214,6 +229,10 @@ def _decode_fast(
             names = [d[0] for d in raw.description]
             while chunk := raw.fetchmany(_PYTHON_BATCH_ROWS):
                 yield _tolerant_batch(spec, plan, names, chunk)
+    except UnicodeDecodeError as exc:
+        # DuckDB quotes the line it refused, cut at a byte count, sometimes inside a
+        # character: its message then cannot even be read. It refused a line all the same.
+        raise RedoUnit(f"{path.name}: DuckDB refused a line (its message is unreadable)") from exc
     except (duckdb.Error, OSError) as exc:
         # DuckDB's errors reach the Arrow reader's caller as OSError with DuckDB's text.
         problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -269,9 +288,10 @@ def scratch_duckdb(work_dir: Path, *, threads: int, memory_mb: int) -> Any:
     return con
 
 
-def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
-    """SQL that reads a part's wire keys and casts them to the table's columns."""
-    has_line = LINE_FIELD in sample_keys
+def _plan(spec: ExportSpec, sample_keys: list[str], *, numbered: bool = False) -> _Plan:
+    """SQL that reads a part's wire keys and casts them to the table's columns (and the
+    ``_line`` number, when the sample has it or lines are to be skipped by it)."""
+    has_line = numbered or LINE_FIELD in sample_keys
     sample_keys = [k for k in sample_keys if k != LINE_FIELD]
     by_lower = {k.lower(): k for k in sample_keys}
     wire_for: dict[str, str] = {}  # column -> wire key as spelt in this part
@@ -280,7 +300,7 @@ def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
     known = {w.lower() for w in spec.fields}
     unknown = [k for k in sample_keys if k.lower() not in known]
     columns: dict[str, str] = {}
-    selects: list[str] = []
+    selects: dict[str, str] = {}  # column -> its SQL, put in the table's order below
     checks: list[str] = []
     json_keys: set[str] = set()
     for col in spec.table.columns:
@@ -288,7 +308,7 @@ def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
             continue
         found = wire_for.get(col.name)
         if found is None:
-            selects.append(f'NULL AS "{col.name}"')
+            selects[col.name] = f'NULL AS "{col.name}"'
             continue
         wire = found
         raw = f'"{_ident(wire)}"'
@@ -298,7 +318,7 @@ def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
         else:
             columns[wire] = "VARCHAR"
         expr, check = _cast(raw, col.type)
-        selects.append(f'{expr} AS "{col.name}"')
+        selects[col.name] = f'{expr} AS "{col.name}"'
         if check:
             checks.append(check)
         if col.name in spec.required:
@@ -310,14 +330,15 @@ def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
         columns[LINE_FIELD] = "BIGINT"
     if unknown:
         pairs = ", ".join(f"'{_sql_str(k)}', \"{_ident(k)}\"" for k in unknown)
-        selects.append(f'json_object({pairs}) AS "AdditionalFields"')
+        selects["AdditionalFields"] = f'json_object({pairs}) AS "AdditionalFields"'
     else:
-        selects.append('NULL::JSON AS "AdditionalFields"')
+        selects["AdditionalFields"] = 'NULL::JSON AS "AdditionalFields"'
     columns_sql = "{" + ", ".join(f"'{_sql_str(k)}': '{v}'" for k, v in columns.items()) + "}"
     raw_sql = ", ".join(f'"{_ident(k)}"' for k in columns if k != LINE_FIELD)
     return _Plan(
         columns_sql,
-        ", ".join(selects),
+        # In the table's order (AdditionalFields is not always last: HistoryKind follows it).
+        ", ".join(selects[c.name] for c in spec.table.columns if c.name in selects),
         " AND ".join(checks) or "true",
         raw_sql,
         frozenset(json_keys),

@@ -14,7 +14,9 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,6 +40,7 @@ from endpoint_forensics.tables.feeds import EPSS, KEV
 
 __all__ = [
     "FeedFormatError",
+    "as_feed_datetime",
     "feed_copy",
     "fetch_epss",
     "fetch_kev",
@@ -51,6 +54,15 @@ _BATCH_ROWS = 20_000
 
 class FeedFormatError(PermanentError):
     """The copy read is not the feed's published format."""
+
+
+def as_feed_datetime(value: Any) -> datetime | None:
+    """``as_datetime``, with a time that UTC cannot hold (year 1 east of UTC, year 9999 west
+    of it) refused as ``Invalid`` like any other bad timestamp."""
+    try:
+        return as_datetime(value)
+    except OverflowError:
+        raise Invalid(f"timestamp {str(value)[:40]!r} is out of range") from None
 
 
 def source_name(location: FeedLocation) -> str:
@@ -124,9 +136,8 @@ def fetch_kev(ctx: FeedContext) -> Fetched:
     def read() -> Iterator[Unit]:
         path, source = feed_copy(ctx, "kev", "known_exploited_vulnerabilities*.json")
         catalogue = _kev_catalogue(path)
-        version = str(catalogue["catalogVersion"])
-        released = as_datetime(catalogue.get("dateReleased"))
-        context = {"FeedVersion": version, "FeedSource": source, "DateReleased": released}
+        context = _kev_context(catalogue, source)
+        version = context["FeedVersion"]
         entries = catalogue["vulnerabilities"]
         found.update(version=version, source=source)
         yield Unit(
@@ -154,6 +165,16 @@ def _kev_catalogue(path: Path) -> dict[str, Any]:
     return catalogue
 
 
+def _kev_context(catalogue: dict[str, Any], source: str) -> dict[str, Any]:
+    """The columns every row of the catalogue shares: its version, source and release date."""
+    try:
+        released = as_feed_datetime(catalogue.get("dateReleased"))
+    except Invalid as exc:
+        raise FeedFormatError(f"the KEV copy's dateReleased: {exc}") from None
+    version = str(catalogue["catalogVersion"])
+    return {"FeedVersion": version, "FeedSource": source, "DateReleased": released}
+
+
 def _kev_row(entry: Any, context: dict[str, Any]) -> Row | str:
     try:
         f = Fields(entry)
@@ -165,10 +186,10 @@ def _kev_row(entry: Any, context: dict[str, Any]) -> Row | str:
             "VendorProject": f.get_as("vendorProject", as_str),
             "Product": f.get_as("product", as_str),
             "VulnerabilityName": f.get_as("vulnerabilityName", as_str),
-            "DateAdded": f.get_as("dateAdded", as_datetime),
+            "DateAdded": f.get_as("dateAdded", as_feed_datetime),
             "ShortDescription": f.get_as("shortDescription", as_str),
             "RequiredAction": f.get_as("requiredAction", as_str),
-            "DueDate": f.get_as("dueDate", as_datetime),
+            "DueDate": f.get_as("dueDate", as_feed_datetime),
             "KnownRansomwareCampaignUse": f.get_as("knownRansomwareCampaignUse", as_str),
             "ForensicTriage": f.get_as("forensicTriage", as_bool),
             "Notes": f.get_as("notes", as_str),
@@ -188,8 +209,7 @@ def fetch_epss(ctx: FeedContext) -> Fetched:
 
     def read() -> Iterator[Unit]:
         path, source = feed_copy(ctx, "epss", "epss_scores-*.csv.gz")
-        with _open_epss(path) as handle:
-            model, score_date = _epss_header(handle.readline())
+        model, score_date = _epss_copy_header(path)
         version = f"{model} {score_date:%Y-%m-%d}"
         context = {
             "ModelVersion": model,
@@ -213,6 +233,20 @@ def _open_epss(path: Path) -> io.TextIOWrapper:
     return path.open(encoding="utf-8", newline="")
 
 
+# What reading a corrupt or truncated copy raises: gzip's errors, and text that is not UTF-8.
+_UNREADABLE = (OSError, EOFError, UnicodeDecodeError, zlib.error, csv.Error)
+
+
+def _epss_copy_header(path: Path) -> tuple[str, Any]:
+    """The model version and score date of the copy at ``path``, from its first line."""
+    try:
+        with _open_epss(path) as handle:
+            line = handle.readline()
+    except _UNREADABLE as exc:
+        raise FeedFormatError(f"the EPSS copy's first line cannot be read ({exc})") from None
+    return _epss_header(line)
+
+
 def _epss_header(line: str) -> tuple[str, Any]:
     """``#model_version:v2025.03.14,score_date:2025-03-14T00:00:00+0000``."""
     if not line.startswith("#"):
@@ -224,7 +258,7 @@ def _epss_header(line: str) -> tuple[str, Any]:
     if not model or not when:
         raise FeedFormatError(f"the EPSS header names no model_version or score_date: {line!r}")
     try:
-        score_date = as_datetime(when.replace("+0000", "+00:00"))
+        score_date = as_feed_datetime(when.replace("+0000", "+00:00"))
     except Invalid as exc:
         raise FeedFormatError(f"the EPSS score_date: {exc}") from None
     return model, score_date
@@ -246,7 +280,7 @@ def _epss_batches(path: Path, context: dict[str, Any]) -> Iterator[Batch]:
                     chunk = []
             if chunk:
                 yield batch_of(EPSS, chunk, lambda r: _epss_row(r, context))
-        except (OSError, EOFError, csv.Error) as exc:  # a truncated or corrupt gzip
+        except _UNREADABLE as exc:  # a truncated or corrupt gzip, or text that is not UTF-8
             raise FeedFormatError(f"the EPSS copy cannot be read to its end ({exc})") from None
 
 

@@ -145,8 +145,14 @@ def fetch_device_changes(ctx: ConsoleContext) -> Fetched:
     deleted = ctx.get(f"{V3}/deleteddevices/{deleted_after}")
     gone = []
     for record in deleted if isinstance(deleted, list) else []:
-        ident = Fields(record).get_as("u_id", as_int) if isinstance(record, Mapping) else None
-        if ident is None or ident in known_deleted:
+        try:
+            ident = Fields(record).get_as("u_id", as_int)
+            if ident is None:
+                raise Invalid("u_id: missing")
+        except Invalid as exc:  # not a deletion we can record: quarantined with its reason
+            batch.rejects.append(Reject(f"deleted device: {exc}", record))
+            continue
+        if ident in known_deleted:
             continue
         known_deleted.add(ident)
         gone.append(

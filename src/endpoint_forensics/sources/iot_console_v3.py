@@ -19,7 +19,7 @@ from typing import Any
 from endpoint_forensics.contracts import Row
 from endpoint_forensics.errors import WireFormatError
 from endpoint_forensics.sources import ConsoleContext
-from endpoint_forensics.sources.wire import Fields, as_int, to_epoch_ms
+from endpoint_forensics.sources.wire import Fields, Invalid, as_int, to_epoch_ms
 
 __all__ = ["V3", "cursor_ms", "delta_rows", "pages", "sensor_ids", "sensor_list"]
 
@@ -55,7 +55,12 @@ def pages(
         f = Fields(body)
         found = f.get(items)
         found = found if isinstance(found, list) else []
-        total = f.get_as("u_count", as_int) or 0
+        try:
+            total = f.get_as("u_count", as_int) or 0
+        except Invalid as exc:  # the page's items may be fine, but not where the list ends
+            raise WireFormatError(
+                f"GET {path}: {exc}: cannot tell where the list ends", method="GET", url=path
+            ) from None
         yield found
         page += 1
         # u_count is the total over all pages; a short or empty page also ends the list.

@@ -15,7 +15,7 @@ events carry **no id**. So each poll:
 
 The cursor (poll time, newest event, keys in the overlap, windows asked in the last hour,
 types seen) advances only after the rows are delivered.
-May import ``contracts``, ``tables`` and the other ``sources`` modules.
+May import ``contracts``, ``errors``, ``tables`` and the other ``sources`` modules.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from endpoint_forensics.contracts import Row, Unit
+from endpoint_forensics.errors import WireFormatError
 from endpoint_forensics.sources import Fetched, SensorContext
 from endpoint_forensics.sources.iot import rows_of
 from endpoint_forensics.sources.wire import (
@@ -167,7 +168,11 @@ class _Poll:
         self.asked[query] = self.now_ms
         answer = self.ctx.get("/api/v1/events", params)
         if not isinstance(answer, list):
-            raise Invalid(f"/api/v1/events: expected a JSON array, got {type(answer).__name__}")
+            raise WireFormatError(
+                f"/api/v1/events: expected a JSON array, got {type(answer).__name__}",
+                method="GET",
+                url="/api/v1/events",
+            )
         return answer
 
     def _full(self, answer: list[Any], covered_ms: int) -> bool:

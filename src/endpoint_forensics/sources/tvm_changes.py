@@ -114,7 +114,9 @@ def group_move_lines(spill: Path | list[Path]) -> set[int]:
     """The lines of spill files that are device-group move pairs (B.5.4).
 
     Such a pair has the same record id and event time, Fixed under the old group and New under
-    the new one: the exposure did not change. Each Fixed pairs with at most one New.
+    the new one: the exposure did not change. Each Fixed pairs with at most one New. A line
+    that is not an object (the spill keeps whatever a page held) is no pair, and the decode
+    rejects it: the pairing reads past it (``ignore_errors``) rather than fail the delta.
     """
     import duckdb
 
@@ -129,7 +131,8 @@ def group_move_lines(spill: Path | list[Path]) -> set[int]:
         found = con.execute(
             f"""
             WITH c AS (
-                SELECT * FROM read_json($path, format = 'newline_delimited', columns = {columns})
+                SELECT * FROM read_json($path, format = 'newline_delimited', columns = {columns},
+                                        ignore_errors = true)
                 WHERE status IN ('Fixed', 'New')
             ),
             ranked AS (
@@ -146,6 +149,8 @@ def group_move_lines(spill: Path | list[Path]) -> set[int]:
             """,
             {"path": [str(p) for p in files]},
         ).fetchall()
+    except UnicodeDecodeError as exc:  # DuckDB's message quoted a line cut inside a character
+        raise PermanentError("pairing device-group moves failed: a line DuckDB refused") from exc
     except duckdb.Error as exc:
         raise PermanentError(f"pairing device-group moves failed: {exc}".splitlines()[0]) from exc
     finally:

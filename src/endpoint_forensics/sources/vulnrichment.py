@@ -23,8 +23,13 @@ import orjson
 
 from endpoint_forensics.contracts import Batch, Reject, Row, Unit
 from endpoint_forensics.sources import FeedContext, Fetched
-from endpoint_forensics.sources.feeds import FeedFormatError, guarded, source_name
-from endpoint_forensics.sources.wire import Invalid, as_datetime
+from endpoint_forensics.sources.feeds import (
+    FeedFormatError,
+    as_feed_datetime,
+    guarded,
+    source_name,
+)
+from endpoint_forensics.sources.wire import Invalid, as_str
 from endpoint_forensics.tables.feeds import VULNRICHMENT
 
 __all__ = ["fetch_vulnrichment", "vulnrichment_row"]
@@ -123,7 +128,10 @@ def vulnrichment_row(body: bytes) -> Row | str | None:
         provider = container.get("providerMetadata") or {}
         if not isinstance(provider, dict) or provider.get("shortName") != "CISA-ADP":
             continue
-        for metric in container.get("metrics") or ():
+        metrics = container.get("metrics") or []
+        if not isinstance(metrics, list):
+            return f"the CISA-ADP metrics are a {type(metrics).__name__}, not a list"
+        for metric in metrics:
             other = metric.get("other") if isinstance(metric, dict) else None
             if isinstance(other, dict) and other.get("type") == "ssvc":
                 return _ssvc_row(other.get("content"), provider.get("dateUpdated"))
@@ -133,25 +141,36 @@ def vulnrichment_row(body: bytes) -> Row | str | None:
 def _ssvc_row(content: Any, updated: Any) -> Row | str:
     if not isinstance(content, dict) or not content.get("id"):
         return "the ssvc metric has no content with an id"
+    listed = content.get("options") or []
+    if not isinstance(listed, list):
+        return f"the ssvc options are a {type(listed).__name__}, not a list"
     options: dict[str, str] = {}
-    for option in content.get("options") or ():
+    for option in listed:
         if isinstance(option, dict):
             options.update({str(k): str(v).lower() for k, v in option.items()})
     for name, allowed in _VALUES.items():
         if options.get(name) not in allowed:
             return f"{name} is {options.get(name)!r}, not one of {', '.join(allowed)}"
     try:
-        assessed = as_datetime(content.get("timestamp"))
-        record_updated = as_datetime(updated)
+        assessed = as_feed_datetime(content.get("timestamp"))
+        record_updated = as_feed_datetime(updated)
+        cve, role, version = (_text(content, key) for key in ("id", "role", "version"))
     except Invalid as exc:
         return str(exc)
     return {
-        "CveId": str(content["id"]),
+        "CveId": cve,
         "Exploitation": options["Exploitation"],
         "Automatable": options["Automatable"],
         "TechnicalImpact": options["Technical Impact"],
-        "SsvcRole": content.get("role"),
-        "SsvcVersion": content.get("version"),
+        "SsvcRole": role,
+        "SsvcVersion": version,
         "AssessedAt": assessed,
         "RecordUpdated": record_updated,
     }
+
+
+def _text(content: dict[str, Any], key: str) -> str | None:
+    try:
+        return as_str(content.get(key))
+    except Invalid as exc:
+        raise Invalid(f"the ssvc {key}: {exc}") from None

@@ -323,6 +323,7 @@ def convert_record(
     # The hot path of every JSON-page record: one pass, no ``Fields`` (twice as fast).
     row: dict[str, Any] = {}
     extra: dict[str, Any] = {}
+    came_from: dict[str, str] = {}  # column -> the wire key its value came from
     for key, value in record.items():
         spec = fields.get(key.lower())
         if spec is None:
@@ -330,9 +331,20 @@ def convert_record(
             continue
         column, convert = spec
         try:
-            row[column] = convert(value)
+            converted = convert(value)
         except (ValueError, TypeError, OverflowError):
             extra[key] = value
+            continue
+        earlier = came_from.get(column)
+        if earlier is not None:
+            # The same field twice, spelt in two casings: the row keeps one value (the first
+            # that is not empty), the other stays raw under its own spelling.
+            if row[column] not in (None, ""):
+                extra[key] = value
+                continue
+            extra[earlier] = record[earlier]
+        row[column] = converted
+        came_from[column] = key
     return row, extra
 
 

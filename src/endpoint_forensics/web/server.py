@@ -141,7 +141,7 @@ class _Gate:
             return
         if self._token is not None:
             given = request.query_params.get("token")
-            if given is not None and secrets.compare_digest(given, self._token):
+            if given is not None and secrets.compare_digest(given.encode(), self._token.encode()):
                 # Trade the token in the URL for a cookie, and take it out of the address bar.
                 rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
                 target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
@@ -246,7 +246,12 @@ def create_app(
             return _error("q: give a KQL query")
         from endpoint_forensics.analytics.kql_check import sentinel_refusal
 
-        refused = sentinel_refusal(text)
+        try:
+            refused = sentinel_refusal(text)
+        except UnicodeError:
+            # kustology cannot decode its own message about a character outside the BMP (an
+            # emoji): the local engine still checks the query below and says what it refuses.
+            refused = None
         if refused:
             return _error(refused)
         con = store.connect(snapshot.current(), read_only=True)
@@ -296,7 +301,20 @@ def _time_param(request: Request) -> datetime | None:
         raise ConfigError(
             f"at: {text!r} is not an ISO 8601 time (e.g. 2026-11-03T14:00:00Z)"
         ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    try:
+        # In UTC, with room for the windows the answers look back over (a week, a quarter).
+        at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+        if not _EARLIEST <= at <= _LATEST:
+            raise OverflowError
+    except OverflowError:
+        raise ConfigError(
+            f"at: {text!r} is out of range: give a time from the year 2 to 9998"
+        ) from None
+    return at
+
+
+_EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def _newest_collection(db: Path) -> datetime:
