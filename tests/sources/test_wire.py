@@ -178,3 +178,9 @@ def test_a_record_that_is_not_an_object_is_invalid():
 def test_passwords_are_removed_at_any_depth():
     report = [{"name": "plc", "findings": [{"protocol": "ftp", "Password": "hunter2"}]}]
     assert without_passwords(report) == [{"name": "plc", "findings": [{"protocol": "ftp"}]}]
+
+
+@pytest.mark.parametrize("edge", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_utc_cannot_hold_is_refused(edge):
+    with pytest.raises(Invalid, match="out of range"):
+        as_datetime(edge)

@@ -136,8 +136,13 @@ def sentinel_errors(query: str) -> list[str] | None:
 
 def sentinel_refusal(query: str) -> str | None:
     """``sentinel_errors`` as one message for the query's author (None: nothing to say), a
-    column named in the wrong case given with the registry's spelling."""
-    refused = sentinel_errors(query)
+    column named in the wrong case given with the registry's spelling. None too when the parser
+    cannot say: kustology fails to decode its own message about a character outside the BMP (an
+    emoji, U+10000); the local engine still checks the query and says what it refuses."""
+    try:
+        refused = sentinel_errors(query)
+    except UnicodeError:
+        return None
     if not refused:
         return None
     return "Sentinel would refuse this query (Microsoft's KQL parser): " + "; ".join(

@@ -328,24 +328,13 @@ def answer_query(db: Path, query_text: str, *, sql: bool = False) -> Any:
         QueryError: the query was refused or failed, said in one line.
     """
     from endpoint_forensics.analytics.functions import registry_for
+    from endpoint_forensics.analytics.kql_check import sentinel_refusal
     from endpoint_forensics.workspace.store import QueryError, run_query
 
-    refused = None if sql else sentinel_check(query_text)
+    refused = None if sql else sentinel_refusal(query_text)
     if refused:
         raise QueryError(refused)
     return run_query(db, query_text, sql=sql, functions=None if sql else registry_for(query_text))
-
-
-def sentinel_check(query_text: str) -> str | None:
-    """``sentinel_refusal``, or None when Microsoft's parser cannot say: kustology fails to
-    decode its own message about a character outside the BMP (an emoji, U+10000). The local
-    engine still checks the query and says what it refuses."""
-    from endpoint_forensics.analytics.kql_check import sentinel_refusal
-
-    try:
-        return sentinel_refusal(query_text)
-    except UnicodeError:
-        return None
 
 
 @app.command()

@@ -16,7 +16,6 @@ import gzip
 import io
 import zlib
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,7 +39,6 @@ from endpoint_forensics.tables.feeds import EPSS, KEV
 
 __all__ = [
     "FeedFormatError",
-    "as_feed_datetime",
     "feed_copy",
     "fetch_epss",
     "fetch_kev",
@@ -54,15 +52,6 @@ _BATCH_ROWS = 20_000
 
 class FeedFormatError(PermanentError):
     """The copy read is not the feed's published format."""
-
-
-def as_feed_datetime(value: Any) -> datetime | None:
-    """``as_datetime``, with a time that UTC cannot hold (year 1 east of UTC, year 9999 west
-    of it) refused as ``Invalid`` like any other bad timestamp."""
-    try:
-        return as_datetime(value)
-    except OverflowError:
-        raise Invalid(f"timestamp {str(value)[:40]!r} is out of range") from None
 
 
 def source_name(location: FeedLocation) -> str:
@@ -168,7 +157,7 @@ def _kev_catalogue(path: Path) -> dict[str, Any]:
 def _kev_context(catalogue: dict[str, Any], source: str) -> dict[str, Any]:
     """The columns every row of the catalogue shares: its version, source and release date."""
     try:
-        released = as_feed_datetime(catalogue.get("dateReleased"))
+        released = as_datetime(catalogue.get("dateReleased"))
     except Invalid as exc:
         raise FeedFormatError(f"the KEV copy's dateReleased: {exc}") from None
     version = str(catalogue["catalogVersion"])
@@ -186,10 +175,10 @@ def _kev_row(entry: Any, context: dict[str, Any]) -> Row | str:
             "VendorProject": f.get_as("vendorProject", as_str),
             "Product": f.get_as("product", as_str),
             "VulnerabilityName": f.get_as("vulnerabilityName", as_str),
-            "DateAdded": f.get_as("dateAdded", as_feed_datetime),
+            "DateAdded": f.get_as("dateAdded", as_datetime),
             "ShortDescription": f.get_as("shortDescription", as_str),
             "RequiredAction": f.get_as("requiredAction", as_str),
-            "DueDate": f.get_as("dueDate", as_feed_datetime),
+            "DueDate": f.get_as("dueDate", as_datetime),
             "KnownRansomwareCampaignUse": f.get_as("knownRansomwareCampaignUse", as_str),
             "ForensicTriage": f.get_as("forensicTriage", as_bool),
             "Notes": f.get_as("notes", as_str),
@@ -258,7 +247,7 @@ def _epss_header(line: str) -> tuple[str, Any]:
     if not model or not when:
         raise FeedFormatError(f"the EPSS header names no model_version or score_date: {line!r}")
     try:
-        score_date = as_feed_datetime(when.replace("+0000", "+00:00"))
+        score_date = as_datetime(when.replace("+0000", "+00:00"))
     except Invalid as exc:
         raise FeedFormatError(f"the EPSS score_date: {exc}") from None
     return model, score_date

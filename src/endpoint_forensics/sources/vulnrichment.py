@@ -23,13 +23,8 @@ import orjson
 
 from endpoint_forensics.contracts import Batch, Reject, Row, Unit
 from endpoint_forensics.sources import FeedContext, Fetched
-from endpoint_forensics.sources.feeds import (
-    FeedFormatError,
-    as_feed_datetime,
-    guarded,
-    source_name,
-)
-from endpoint_forensics.sources.wire import Invalid, as_str
+from endpoint_forensics.sources.feeds import FeedFormatError, guarded, source_name
+from endpoint_forensics.sources.wire import Invalid, as_datetime, as_str
 from endpoint_forensics.tables.feeds import VULNRICHMENT
 
 __all__ = ["fetch_vulnrichment", "vulnrichment_row"]
@@ -152,8 +147,8 @@ def _ssvc_row(content: Any, updated: Any) -> Row | str:
         if options.get(name) not in allowed:
             return f"{name} is {options.get(name)!r}, not one of {', '.join(allowed)}"
     try:
-        assessed = as_feed_datetime(content.get("timestamp"))
-        record_updated = as_feed_datetime(updated)
+        assessed = as_datetime(content.get("timestamp"))
+        record_updated = as_datetime(updated)
         cve, role, version = (_text(content, key) for key in ("id", "role", "version"))
     except Invalid as exc:
         return str(exc)

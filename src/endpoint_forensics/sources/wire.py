@@ -188,7 +188,10 @@ def as_datetime(value: Any) -> datetime | None:
         raise Invalid(f"expected a timestamp string, got {type(value).__name__}")
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        raise Invalid(f"timestamp {_shown(value)} is out of range") from None
 
 
 def from_epoch_ms(value: Any) -> datetime | None:

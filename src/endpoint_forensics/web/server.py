@@ -246,12 +246,7 @@ def create_app(
             return _error("q: give a KQL query")
         from endpoint_forensics.analytics.kql_check import sentinel_refusal
 
-        try:
-            refused = sentinel_refusal(text)
-        except UnicodeError:
-            # kustology cannot decode its own message about a character outside the BMP (an
-            # emoji): the local engine still checks the query below and says what it refuses.
-            refused = None
+        refused = sentinel_refusal(text)
         if refused:
             return _error(refused)
         con = store.connect(snapshot.current(), read_only=True)
