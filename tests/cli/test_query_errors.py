@@ -65,3 +65,14 @@ def test_plain_messages_keep_what_is_not_the_librarys_own() -> None:
     assert plain_kql_error(odd).startswith("mv-apply at 2:3 is not supported")
     new = "unsupported KQL construct 'function:geo_distance_2points'"
     assert plain_kql_error(new).startswith("geo_distance_2points() is not supported")
+
+
+def test_a_character_microsofts_parser_cannot_decode_is_refused_without_a_traceback(
+    db: Path,
+) -> None:
+    # Past U+FFFF the parser fails decoding its own message; the local engine still answers.
+    result = _epf("query", "--db", str(db), "EPF_Devices_CL | where DeviceName == '\U00010000'")
+    assert result.returncode == 0, result.stderr
+    alone = _epf("query", "--db", str(db), "\U00010000")
+    assert alone.returncode == 2 and alone.stderr.strip()
+    assert "Traceback" not in alone.stderr + result.stderr

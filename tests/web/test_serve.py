@@ -215,6 +215,12 @@ def test_the_token_gets_in_and_nothing_else_does(served: RunningServer) -> None:
         assert client.get("/assets/../server.py").status_code == 404
 
 
+def test_a_token_no_ascii_can_spell_is_refused_not_a_server_error(served: RunningServer) -> None:
+    with httpx.Client(base_url=served.base_url) as client:
+        assert client.get("/", params={"token": "\u00e9"}).status_code == 401
+        assert client.get("/", params={"token": "\U00010000"}).status_code == 401
+
+
 def test_the_query_page_has_epf_querys_engine_errors_and_limits(served: RunningServer) -> None:
     with httpx.Client(base_url=served.base_url, cookies={COOKIE: TOKEN}) as client:
         wrong = client.get("/api/query", params={"q": "EPF_Devices_CL | where devicename == 'x'"})
@@ -226,6 +232,26 @@ def test_the_query_page_has_epf_querys_engine_errors_and_limits(served: RunningS
         assert found.status_code == 200 and len(body["rows"]) == 5 and body["truncated"]
         unknown = client.get("/api/device", params={"device": "no-such-device"})
         assert unknown.status_code == 400 and "no-such-device" in unknown.json()["error"]
+
+
+def test_a_time_utc_cannot_hold_is_a_plain_400(served: RunningServer) -> None:
+    with httpx.Client(base_url=served.base_url, cookies={COOKIE: TOKEN}) as client:
+        device = client.get("/api/query", params={"q": "EPF_Devices_CL | project DeviceId"})
+        device_id = device.json()["rows"][0][0]
+        for at in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+            answer = client.get("/api/device", params={"device": device_id, "at": at})
+            assert answer.status_code == 400, (at, answer.text)
+            assert "error" in answer.json()
+        workbook = client.get("/api/workbook", params={"at": "0001-01-01T00:00:00+01:00"})
+        assert workbook.status_code == 400
+
+
+def test_a_query_with_a_character_the_kql_parser_cannot_decode_is_refused_plainly(
+    served: RunningServer,
+) -> None:
+    with httpx.Client(base_url=served.base_url, cookies={COOKIE: TOKEN}) as client:
+        answer = client.get("/api/query", params={"q": "\U00010000"})
+        assert answer.status_code == 400 and answer.json()["error"]
 
 
 @pytest.mark.e2e
