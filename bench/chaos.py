@@ -19,12 +19,15 @@ vulnerability changes aside, which a first sync does not read):
   ``BatchId`` and values: an upload re-sent after a lost answer), as the emulator counts them;
   lost = the workspace's distinct rows missing there, duplicated = rows left after the dedup
   beyond the distinct ones (re-collected with new ids: a defect);
-- secrets: the client secret, the IoT tokens, and every SAS signature and access token (its
-  signature) the emulator handed out,
-  searched for in the logs, the errors, the workspace, the state folder (outbox, checkpoints,
-  quarantine; gzip files read) and the run summaries. The count must be 0.
+- secrets: the client secret, the client certificate's private key (the kinds in
+  ``CERTIFICATE_KINDS`` authenticate with the certificate, the others with the secret), the
+  IoT tokens, and every SAS signature, access token and client assertion (its signature) the
+  emulator handed out or received, searched for in the logs, the errors, the workspace, the
+  state folder (outbox, checkpoints, quarantine; gzip files read), the run summaries, and the
+  output of the other commands and the dashboard's pages afterwards (bench/chaos_outputs.py).
+  The count must be 0.
 
-Prints one table: fault kind, runs, rows expected, rows stored, lost, duplicated, Sentinel raw,
+Prints one table: fault kind, credential, runs, rows expected, rows stored, lost, duplicated, Sentinel raw,
 after dedup, lost and duplicated, faults injected, secrets found, files left behind (the outbox
 waiting or staged, downloads, half-written files), seconds.
 
@@ -34,7 +37,6 @@ Usage: python bench/chaos.py [--devices N] [--seed S] [--rate R] [--max-runs M] 
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import logging
 import shutil
@@ -44,6 +46,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from chaos_outputs import as_environment, read_commands, secrets_found
 
 KINDS = (
     "none",
@@ -59,6 +64,9 @@ KINDS = (
     "kill",
 )
 _WHOLE_RUN = ("ingestion_down", "keyvault_down")
+# Kinds whose syncs authenticate with the app's certificate (the others with its client
+# secret): token requests are many under these, so the key has many chances to leak.
+CERTIFICATE_KINDS = ("throttle", "reset", "token_expiry", "kill")
 # Faults that only export files meet: few requests, so a higher share to be sure of some.
 _EXPORT_RATE = 0.5
 _STAMPS = ("TimeGenerated", "SnapshotTime", "RunId", "BatchId")
@@ -70,6 +78,7 @@ _IGNORED = {"EPF_Runs_CL", "EPF_VulnerabilityChanges_CL"}
 @dataclass
 class FaultResult:
     kind: str
+    credential: str = "secret"
     runs: int = 0
     clean: bool = False
     expected: int = 0
@@ -82,6 +91,8 @@ class FaultResult:
     sentinel_duplicated: int = 0
     struck: int = 0
     secrets_found: int = 0
+    read_failures: int = 0  # other commands or dashboard pages that failed afterwards
+    assertions: int = 0  # client assertions the token endpoint received (certificate kinds)
     leftovers: int = 0  # files left in the outbox, its staging, the work folder, or half-written
     seconds: float = 0.0
     by_table: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -127,7 +138,8 @@ def run_fault(
     try:
         with Emulator(EmulatorSettings(**settings_kw)) as emu:
             config = work / "epf.toml"
-            emu.write_config(config)
+            result.credential = "certificate" if kind in CERTIFICATE_KINDS else "secret"
+            emu.write_config(config, credential=result.credential)
             environ: dict[str, str] = {}
             if kind == "keyvault_down":
                 _read_secret_from_vault(emu, config)
@@ -173,11 +185,14 @@ def run_fault(
             left = _leftovers(work / "state")
             result.leftovers = len(left)
             result.errors += [f"left behind: {path}" for path in left]
-            read = _read_commands(config, work, environ, overrides)
-            result.errors += [line for line in read if line.startswith("epf ")]
+            read = read_commands(config, work, environ, overrides)
+            failures = [line for line in read if line.startswith("epf ")]
+            result.read_failures = len(failures)
+            result.errors += failures
             outputs += read
             said = logs.getvalue() + "\n".join(outputs)
-            result.secrets_found = _secrets_found(emu, work, said, result.errors)
+            result.secrets_found = secrets_found(emu, work, said, result.errors)
+            result.assertions = len(emu.received_assertion_signatures())
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
@@ -201,7 +216,7 @@ def _kill_syncs(
     import random
     import subprocess
 
-    env = {**os.environ, **environ, **_as_environment(overrides)}
+    env = {**os.environ, **environ, **as_environment(overrides)}
     env.pop("EPF_CONFIG", None)
     chooser = random.Random(seed)
     killed = 0
@@ -225,64 +240,6 @@ def _kill_syncs(
                 break
         outputs += [out, err]
     return killed
-
-
-def _read_commands(
-    config: Path, work: Path, environ: dict[str, str], overrides: dict[str, Any]
-) -> list[str]:
-    """What the other commands print (and write) after the syncs, with ``--debug`` (request
-    lines and tracebacks): each is searched for secrets too."""
-    import os
-    import subprocess
-
-    import duckdb
-
-    env = {**os.environ, **environ, **_as_environment(overrides)}
-    env.pop("EPF_CONFIG", None)
-    db = str(work / "ws.duckdb")
-    con = duckdb.connect(db, read_only=True)
-    try:
-        found = con.execute('SELECT DeviceId FROM "EPF_Devices_CL" LIMIT 1').fetchone()
-    finally:
-        con.close()
-    device = found[0] if found else "none"
-    report = work / "forensics.html"
-    commands = [
-        ["doctor", "--config", str(config)],
-        ["query", "--db", db, "--format", "json", "EPF_Runs_CL | take 50"],
-        ["query", "--db", db, "EPF_NoSuchTable_CL | take 1"],
-        ["forensics", "--db", db, "--device", device, "--at", "2100-01-01T00:00:00Z",
-         "--format", "html", "--out", str(report)],
-        ["forensics", "--db", db, "--device", device, "--at", "2100-01-01T00:00:00Z",
-         "--format", "json"],
-        ["triage", "--db", db, "--format", "json"],
-        ["lifecycle", "--db", db, "--json"],
-    ]  # fmt: skip
-    said: list[str] = []
-    for command in commands:
-        done = subprocess.run(
-            [sys.executable, "-m", "endpoint_forensics", "--debug", *command],
-            env=env, capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
-        said += [done.stdout, done.stderr]
-        if done.returncode not in (0, 1, 3):  # 1 and 3: a failed query, a failing check
-            last = (done.stderr.strip().splitlines() or [""])[-1]
-            said.append(f"epf {command[0]}: exit {done.returncode}: {last}")
-    if report.exists():
-        said.append(report.read_text("utf-8", "replace"))
-    return said
-
-
-def _as_environment(overrides: dict[str, Any]) -> dict[str, str]:
-    """The overrides as the EPF_* variables a process reads (a dict value: one per key)."""
-    env: dict[str, str] = {}
-    for dotted, value in overrides.items():
-        name = "EPF_" + dotted.upper().replace(".", "__")
-        if isinstance(value, dict):
-            env.update({f"{name}__{k.upper()}": str(v) for k, v in value.items()})
-        else:
-            env[name] = str(value)
-    return env
 
 
 def _chaos_overrides(config: Path) -> dict[str, Any]:
@@ -365,34 +322,6 @@ def _distinct_content(rows: list[dict[str, Any]]) -> int:
     return len({repr(sorted((k, v) for k, v in r.items() if k not in _STAMPS)) for r in rows})
 
 
-def _secrets_found(emu: Any, work: Path, logs: str, errors: list[str]) -> int:
-    """How many places hold a secret: each (secret, place) pair counts once."""
-    import duckdb
-
-    secrets = {emu.client_secret, *(a.token for a in emu.iot_appliances)}
-    secrets |= set(emu.issued_sas_signatures()) | set(emu.issued_token_signatures())
-    secrets = {s for s in secrets if s and len(s) >= 8}
-    places: dict[str, str] = {"logs": logs, "errors": "\n".join(errors)}
-    for path in (work / "state").rglob("*"):
-        if path.is_file() and not path.name.endswith((".duckdb", ".duckdb.wal", ".lock")):
-            data = path.read_bytes()
-            if path.suffix == ".gz":
-                try:
-                    data = gzip.decompress(data)
-                except (OSError, EOFError):
-                    pass
-            places[str(path)] = data.decode("utf-8", "replace")
-    for db in [work / "ws.duckdb", *(work / "state").rglob("*.duckdb")]:
-        con = duckdb.connect(str(db), read_only=True)
-        try:
-            for (table,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall():
-                text = con.execute(f'SELECT CAST(list(t) AS VARCHAR) FROM "{table}" t').fetchall()
-                places[f"{db.name}:{table}"] = str(text[0][0])
-        finally:
-            con.close()
-    return sum(1 for s in secrets for text in places.values() if s in text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000)
@@ -412,7 +341,7 @@ def main() -> int:
         flush=True,
     )
     header = (
-        f"{'fault':<17}{'runs':>5}{'expected':>10}{'stored':>9}{'lost':>6}{'dup':>6}"
+        f"{'fault':<17}{'auth':>7}{'runs':>5}{'expected':>10}{'stored':>9}{'lost':>6}{'dup':>6}"
         f"{'sent raw':>10}{'dedup':>9}{'s.lost':>8}{'s.dup':>7}{'struck':>8}{'secrets':>9}"
         f"{'left':>6}{'seconds':>9}"
     )
@@ -435,10 +364,12 @@ def main() -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(
-            f"{r.kind:<17}{r.runs:>5}{r.expected:>10,}{r.stored:>9,}{r.lost:>6}{r.duplicated:>6}"
+            f"{r.kind:<17}{r.credential[:4]:>7}{r.runs:>5}{r.expected:>10,}{r.stored:>9,}{r.lost:>6}{r.duplicated:>6}"
             f"{r.sentinel_raw:>10,}{r.sentinel_dedup:>9,}{r.sentinel_lost:>8}"
             f"{r.sentinel_duplicated:>7}{r.struck:>8}{r.secrets_found:>9}{r.leftovers:>6}"
-            f"{r.seconds:>9.1f}" + ("" if r.clean else "  (no clean run)"),
+            f"{r.seconds:>9.1f}"
+            + ("" if r.clean else "  (no clean run)")
+            + (f"  ({r.read_failures} commands or pages failed after)" if r.read_failures else ""),
             flush=True,
         )
         if args.verbose:
@@ -454,6 +385,7 @@ def main() -> int:
                 or r.sentinel_duplicated
                 or r.secrets_found
                 or r.leftovers
+                or r.read_failures
             )
             or not r.clean
         )

@@ -41,7 +41,10 @@ def test_nothing_is_lost_or_stored_twice_under(kind: str, tmp_path: Path) -> Non
     assert (result.sentinel_lost, result.sentinel_duplicated) == (0, 0), result.by_table
     assert result.sentinel_dedup == result.expected
     assert result.secrets_found == 0
+    assert result.read_failures == 0, result.errors  # the commands and pages afterwards
     assert result.leftovers == 0  # the outbox empty, no download or half-written file left
+    # Certificate kinds authenticated with the certificate only, the others never did.
+    assert (result.assertions > 0) == (kind in chaos.CERTIFICATE_KINDS)
     if kind != "none":
         assert result.struck > 0, "the fault never struck: the pass proves nothing"
     if kind in ("ingestion_down", "keyvault_down", "truncated_export"):
@@ -50,16 +53,31 @@ def test_nothing_is_lost_or_stored_twice_under(kind: str, tmp_path: Path) -> Non
 
 def test_the_secrets_search_finds_a_planted_secret_in_each_place(tmp_path: Path) -> None:
     import duckdb
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    class Issued:  # what the emulator says it handed out
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "client-cert.pem").write_bytes(pem)
+    key_line = pem.decode().splitlines()[5]
+
+    class Issued:  # what the emulator says it handed out, received or holds
         client_secret = "canary-client-secret-0123"
         iot_appliances = ()
+        client_certificate_path = tmp_path / "client-cert.pem"
 
         def issued_sas_signatures(self) -> set[str]:
             return {"canary-sas-signature+/="}
 
         def issued_token_signatures(self) -> set[str]:
             return {"canary-token-signature"}
+
+        def received_assertion_signatures(self) -> set[str]:
+            return {"canary-assertion-signature"}
 
     state = tmp_path / "state" / "quarantine"
     state.mkdir(parents=True)
@@ -68,5 +86,8 @@ def test_the_secrets_search_finds_a_planted_secret_in_each_place(tmp_path: Path)
     con = duckdb.connect(str(tmp_path / "ws.duckdb"))
     con.execute("CREATE TABLE t AS SELECT 'Bearer x.y.canary-token-signature' AS s")
     con.close()
-    assert chaos._secrets_found(Issued(), tmp_path, "", []) == 3
-    assert chaos._secrets_found(Issued(), tmp_path, "log canary-client-secret-0123", []) == 4
+    assert chaos.secrets_found(Issued(), tmp_path, "", []) == 3
+    assert chaos.secrets_found(Issued(), tmp_path, "log canary-client-secret-0123", []) == 4
+    (state / "key.txt").write_text(f"...{key_line}...")
+    said = ["error: assertion x.y.canary-assertion-signature refused"]
+    assert chaos.secrets_found(Issued(), tmp_path, "", said) == 5

@@ -5,10 +5,12 @@ query``'s errors, and answers while a sync holds the workspace."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -352,10 +354,11 @@ def test_serving_beyond_loopback_keeps_the_token(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_the_command_prints_the_address_with_its_token(demo: Path) -> None:
+def test_the_command_prints_the_address_with_its_token(demo: Path, tmp_path: Path) -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "endpoint_forensics", "serve", "--db", str(demo), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # where it keeps its copies
     ) as server:  # fmt: skip
         try:
             assert server.stdout is not None
@@ -365,8 +368,15 @@ def test_the_command_prints_the_address_with_its_token(demo: Path) -> None:
             with httpx.Client() as client:
                 assert client.get(found[1]).status_code == 401
                 assert client.get(found[0], follow_redirects=True).status_code == 200
+                # A query starts Microsoft's parser (.NET), which hooks SIGTERM its own way.
+                asked = client.get(f"{found[1]}api/query", params={"q": "EPF_Devices_CL | count"})
+                assert asked.status_code == 200
+            assert list(tmp_path.glob("epf-serve-*/*.duckdb"))  # the copy it answers from
         finally:
-            server.terminate()
+            server.terminate()  # as a service manager stops it
+            server.wait(timeout=30)
+    # Stopped, it leaves no copy of the workspace behind.
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_assets_served_are_the_packaged_ones() -> None:
@@ -377,3 +387,22 @@ def test_assets_served_are_the_packaged_ones() -> None:
     app: Any = _asset("app.html").decode()
     # The page loads only what the server serves, from itself.
     assert set(re.findall(r'(?:src|href)="/assets/([^"]+)"', app)) == set(ASSETS)
+
+
+def test_the_copies_a_killed_server_left_are_removed_by_the_next(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    left = tmp_path / f"epf-serve-{gone}-abc123"
+    left.mkdir()
+    (left / "workspace-1.duckdb").write_bytes(b"a killed server's copy")
+    running = tmp_path / f"epf-serve-{os.getpid()}-def456"  # a server still running
+    running.mkdir()
+    snapshot = WorkspaceSnapshot(demo)
+    try:
+        assert not left.exists() and running.exists()
+    finally:
+        snapshot.close()
+    assert [p.name for p in tmp_path.iterdir()] == [running.name]

@@ -15,6 +15,8 @@ import importlib
 import importlib.util
 import os
 import re
+import signal
+import threading
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -40,6 +42,19 @@ def load_kustology() -> ModuleType:
     Raises:
         ImportError: the validation extra is not installed.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return _load_kustology()
+    # Starting .NET replaces the SIGTERM handler with its own, which ends the process on the
+    # spot: a command's cleanup on a service manager's stop (epf serve's copies) would not run.
+    kept = signal.getsignal(signal.SIGTERM)
+    try:
+        return _load_kustology()
+    finally:
+        if kept is not None:  # None: a handler not set from Python, not ours to restore
+            signal.signal(signal.SIGTERM, kept)
+
+
+def _load_kustology() -> ModuleType:
     import pythonnet
 
     if not os.environ.get("DOTNET_ROOT") and not pythonnet.get_runtime_info():

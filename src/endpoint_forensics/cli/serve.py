@@ -2,18 +2,20 @@
 
 Thin: checks the options and the ``serve`` extra, starts ``web.server`` and prints the address
 to open, token included (``http://127.0.0.1:PORT/?token=...``, a contract), then waits for
-Ctrl-C.
+Ctrl-C or SIGTERM (a service manager's stop); either removes its copies of the workspace.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import secrets
+import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from endpoint_forensics.analytics import kql_check
 from endpoint_forensics.cli.render import out
 from endpoint_forensics.errors import ConfigError
 
@@ -53,14 +55,25 @@ def serve(
             snapshot.current()  # a missing workspace is said now, not on the first page
         except WorkspaceBusy as exc:
             out(f"note: {exc}")
+        if kql_check.available():
+            # Started here, before any request thread can: in the main thread it keeps the
+            # SIGTERM handler set below (.NET would replace it with one that ends the process).
+            kql_check.load_kustology()
         running = start_server(
             create_app(snapshot, token=token, prewarm=True), host=host, port=port, token=token
         )
         out(f"Serving {db} read-only. Open: {running.url}")
         out("Ctrl-C stops it.")
+        # A stop from a service manager ends it as Ctrl-C does, copies removed (the default
+        # SIGTERM ends the process on the spot, leaving a workspace-sized copy in the temp dir).
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             running.thread.join()
         except KeyboardInterrupt:
             running.stop()
     finally:
         snapshot.close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -214,6 +214,11 @@ class Emulator:
         found anywhere in the collector's output shows it)."""
         return set(self._running_tenant().identity.issued_signatures)
 
+    def received_assertion_signatures(self) -> set[str]:
+        """The signature part of every client assertion (certificate credential) the token
+        endpoint received: like a token, found anywhere in the collector's output it leaks."""
+        return set(self._running_tenant().identity.assertion_signatures)
+
     def issued_sas_signatures(self) -> set[str]:
         """Every SAS signature of an export link handed out so far (secrets: a check that the
         collector never writes one anywhere looks for these)."""

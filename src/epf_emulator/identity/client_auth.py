@@ -125,6 +125,9 @@ class ClientAuthenticator:
         self.client_id = client_id
         self._secret = client_secret
         self._certificate = certificate
+        # The signature part of every client assertion received: a secret as good as the key
+        # for its few minutes, which a check that nothing leaks looks for.
+        self.assertion_signatures: set[str] = set()
 
     def check(self, request: Request, form: dict[str, str]) -> Response | None:
         tenant = request.path_params["tenant"]
@@ -198,6 +201,7 @@ class ClientAuthenticator:
             for host in (base, "https://login.microsoftonline.com")
             for version in ("v2.0/", "")
         }
+        self.assertion_signatures.add(assertion.rpartition(".")[2])
         try:
             self._verify(assertion, audiences)
         except _Rejected as exc:

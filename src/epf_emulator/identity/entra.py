@@ -253,6 +253,11 @@ class Identity:
             )
         return None
 
+    @property
+    def assertion_signatures(self) -> set[str]:
+        """The signature part of every client assertion the token endpoint received."""
+        return self._clients.assertion_signatures
+
     # --- endpoints -----------------------------------------------------------------------
     async def _token_v2(self, request: Request) -> Response:
         form = await _form(request)
