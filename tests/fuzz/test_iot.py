@@ -9,6 +9,7 @@ closure of a fetch function is reached through the fetch function itself, with a
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -41,11 +42,9 @@ from .support import (
     FUZZ,
     check_batch,
     check_rows,
-    json_values,
-    records_like,
     scalars,
     tally,
-    top_level,
+    wire_text,
 )
 
 _NOW = datetime(2026, 12, 5, tzinfo=UTC)
@@ -198,6 +197,82 @@ _REPORT_ROW_FIELDS = [
 ]
 
 # -- payloads ----------------------------------------------------------------------------------
+#
+# Drawing an example cost Hypothesis more than the parsers take to read it, so the shapes of
+# support.py are drawn here more cheaply, and no smaller: objects without a flatmap (which
+# builds a strategy at every draw), nested JSON level by level (``st.recursive`` draws again
+# whenever a value outgrows its leaves), and the objects a parser reads inside (a device's
+# firmware list, a v3 device's address objects) only in the fields where it reads inside them:
+# in any other field such a value is read like the nested JSON every field may hold anyway.
+
+
+def _one(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``strategy`` as one branch of a ``one_of`` (which would draw from each of its own)."""
+    return st.tuples(strategy).map(operator.itemgetter(0))
+
+
+def any_json(depth: int) -> st.SearchStrategy[Any]:
+    """Any JSON value, lists and objects nested up to ``depth`` deep, as ``support.json_values``
+    draws them but without ``st.recursive``, which draws again whenever a value outgrows its
+    leaves: one of a scalar, or a list or object (of up to two items) of any shallower value."""
+    levels = [_one(scalars)]
+    for _ in range(depth):
+        inner = st.one_of(levels)
+        levels += [st.lists(inner, max_size=2), st.dictionaries(wire_text, inner, max_size=2)]
+    return _one(st.one_of(levels))
+
+
+def top_level(record: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """What a page or a line may hold where an object is expected: one, or any JSON (as
+    ``support.top_level``)."""
+    return st.one_of(record, _ANY_JSON)
+
+
+_ANY_JSON = any_json(3)  # as support.json_values(4)
+_VALUE = st.one_of(scalars, any_json(2))  # mostly a scalar (as support.records_like's values)
+
+
+def spellings(name: str) -> list[str]:
+    """A field name as the service spells it today, or with its casing drifted (as
+    ``support.drift``, as a list to draw from)."""
+    return [name, name.lower(), name.upper(), name[:1].lower() + name[1:]]
+
+
+@st.composite
+def _object(
+    draw: st.DrawFn,
+    keys: st.SearchStrategy[list[str]],
+    value_of: Mapping[str, st.SearchStrategy[Any]],
+    unknown: st.SearchStrategy[dict[str, Any]],
+) -> dict[str, Any]:
+    # A new object: Hypothesis prints a drawn one as it was drawn, before keys were added to it.
+    record = dict(draw(unknown))
+    for key in draw(keys):
+        record[key] = draw(value_of[key])
+    return record
+
+
+def records_like(
+    fields: list[str],
+    *,
+    values: st.SearchStrategy[Any] = _VALUE,
+    shaped: Mapping[str, st.SearchStrategy[Any]] | None = None,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Objects whose keys are mostly the parser's own field names (casing drifted, some left
+    out), a few unknown ones, and whose values are ``values`` (mostly a scalar, or any JSON),
+    as ``support.records_like`` draws them; a field named in ``shaped`` may also hold that."""
+    names = sorted(set(fields))
+    value_of = {
+        spelled: st.one_of(values, shaped[name]) if shaped and name in shaped else values
+        for name in names
+        for spelled in spellings(name)
+    }
+    keys = st.lists(
+        st.sampled_from([spelled for name in names for spelled in spellings(name)]),
+        unique=True,
+        max_size=len(names),
+    )
+    return _object(keys, value_of, st.dictionaries(wire_text, values, max_size=3))
 
 
 def page_of(record: st.SearchStrategy[Any], max_size: int = 4) -> st.SearchStrategy[Any]:
@@ -211,28 +286,47 @@ def nested(fields: list[str]) -> st.SearchStrategy[Any]:
     return st.one_of(scalars, st.lists(st.one_of(inner, scalars), max_size=3), inner)
 
 
+def holding(fields: list[str], shape: st.SearchStrategy[Any]) -> dict[str, Any]:
+    """``shaped`` for ``records_like``: each of ``fields`` may hold ``shape``."""
+    return dict.fromkeys(fields, shape)
+
+
+# Shaped: the fields the parsers read inside (text_list, a nested object's Fields, list items).
 _device = records_like(
     _DEVICE_FIELDS,
-    values=st.one_of(scalars, scalars, nested(_FIRMWARE_FIELDS), json_values(3)),
+    shaped=holding(
+        ["firmware", "protocols", "ipAddresses", "addresses", "macAddresses"],
+        nested(_FIRMWARE_FIELDS),
+    ),
 )
 _v3_device = records_like(
     _V3_DEVICE_FIELDS,
-    values=st.one_of(scalars, scalars, nested(_V3_INNER_FIELDS), json_values(3)),
+    shaped=holding(
+        [
+            "u_device_type",
+            "u_ip_address_objects",
+            "u_sensor_ids",
+            "u_mac_address_objects",
+            "u_protocol_objects",
+            "u_firmwares",
+        ],
+        nested(_V3_INNER_FIELDS),
+    ),
 )
 _v3_cve_device = records_like(
     _V3_CVE_DEVICE_FIELDS,
-    values=st.one_of(scalars, st.lists(top_level(records_like(_V3_CVE_FIELDS)), max_size=3)),
+    shaped={"u_cves": st.lists(top_level(records_like(_V3_CVE_FIELDS)), max_size=3)},
 )
 _report_device = records_like(
     _REPORT_DEVICE_FIELDS,
-    values=st.one_of(
-        scalars,
-        st.lists(scalars, max_size=3),
-        records_like(
+    values=st.one_of(scalars, st.lists(scalars, max_size=3), any_json(2)),
+    shaped={
+        "vulnerabilities": records_like(
             [*_FLAG_FIELDS, *_FINDING_KEYS],
-            values=st.one_of(scalars, nested(_FINDING_FIELDS), json_values(3)),
-        ),
-    ),
+            values=st.one_of(scalars, any_json(2)),
+            shaped=holding(_FINDING_KEYS, nested(_FINDING_FIELDS)),
+        )
+    },
 )
 _report_body = top_level(
     st.dictionaries(

@@ -218,15 +218,19 @@ class _Poll:
 
 
 def _timestamp(record: Any) -> int | None:
+    """The event's time in epoch ms; None where its row has none (quarantined for it): a
+    time past what a datetime holds would outgrow the cursor's integers, and be its newest."""
     if not isinstance(record, Mapping):
         return None
     value = Fields(record).get("timestamp")
     if isinstance(value, bool):
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        ms = int(value)
+        from_epoch_ms(ms)
+    except (TypeError, ValueError, OverflowError):  # Invalid is a ValueError
         return None
+    return ms
 
 
 def _type_of(record: Any) -> str | None:

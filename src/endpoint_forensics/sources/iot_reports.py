@@ -129,7 +129,6 @@ def _report_row(origin: Row, report: str, section: str, record: Any) -> Row:
     f = Fields(record) if isinstance(record, Mapping) else Fields({"value": record})
     address = f.get("address", "ipAddress", "internalAddress", "server")
     digest = hashlib.sha1(orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str))
-    port = f.get("port")
     return {
         **origin,
         "Report": report,
@@ -138,8 +137,19 @@ def _report_row(origin: Row, report: str, section: str, record: Any) -> Row:
         "DeviceName": as_text(f.get("name")),
         "IpAddress": as_text(address) if not isinstance(address, list) else None,
         "Peer": as_text(f.get("client")),
-        "Port": port if isinstance(port, int) and not isinstance(port, bool) else None,
+        "Port": _port(f.get("port")),
         "Transport": as_text(f.get("transport")),
         "Protocol": as_text(f.get("protocol")),
         "Details": record,
     }
+
+
+def _port(value: Any) -> int | None:
+    """A report row's port, when it is a whole number a long column holds; else None (its
+    ``Details`` keep it as reported)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    try:
+        return as_int(value)
+    except Invalid:
+        return None
