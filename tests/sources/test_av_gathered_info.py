@@ -66,3 +66,60 @@ def test_scan_results_that_are_not_json_are_kept_not_lost():
     row = av_health_row(line, NOW)
     assert isinstance(row, dict) and row.get("QuickScanResult") is None
     assert row["AdditionalFields"]["AvScanResults"] == "{not json"
+
+
+def test_two_spellings_of_a_field_keep_the_records_own_and_the_other_raw():
+    """The files' spellings (``DeviceId``, ``LastSeen``) were renamed to the API's after
+    ``DeviceGatheredInfo`` was merged in, so a record holding both spellings kept whichever came
+    last, silently: here the device id and the last-seen time of ``DeviceGatheredInfo``. The
+    record's own value is kept; the other stays raw in AdditionalFields under its own name,
+    as ``convert_record`` keeps a field spelt twice."""
+    line = {
+        "DeviceId": "d1",
+        "DeviceName": "ws-0001.contoso.com",
+        "LastSeen": "2024-01-01T00:00:00Z",
+        "DeviceGatheredInfo": {
+            "AvMode": "0",
+            "machineId": "d2",
+            "lastSeenTime": "2024-01-01T05:00:00Z",
+        },
+    }
+    row = av_health_row(line, NOW)
+    assert row["DeviceId"] == "d1" and row["LastSeenTime"] == datetime(2024, 1, 1, tzinfo=UTC)
+    assert row["AdditionalFields"] == {
+        "machineId": "d2",
+        "lastSeenTime": "2024-01-01T05:00:00Z",
+    }
+
+
+def test_an_empty_field_of_the_record_gives_way_to_the_other_spelling():
+    line = {"DeviceId": "", "DeviceGatheredInfo": {"machineId": "d2", "AvMode": "1"}}
+    row = av_health_row(line, NOW)
+    assert row["DeviceId"] == "d2" and row["AvMode"] == "Passive"
+    assert row["AdditionalFields"] == {"DeviceId": ""}
+
+
+def test_a_field_of_the_record_spelt_alike_in_gathered_info_is_not_lost():
+    """``DeviceGatheredInfo`` holding a field of the record under the same name, with another
+    value: the record's is kept, the other stays raw in what is left of
+    ``DeviceGatheredInfo`` (it was dropped silently); the same value is not kept twice."""
+    line = {
+        "DeviceId": "d1",
+        "AvMode": "0",
+        "quickScanResult": "Completed",
+        "DeviceGatheredInfo": {"AvMode": "1", "DeviceId": "d1", "AvScanResults": SCANS},
+    }
+    row = av_health_row(line, NOW)
+    assert (row["DeviceId"], row["AvMode"], row["QuickScanResult"]) == ("d1", "Active", "Completed")
+    assert row["FullScanResult"] == "Completed"
+    assert row["AdditionalFields"] == {
+        "DeviceGatheredInfo": {"AvMode": "1", "AvScanResults": SCANS}
+    }
+
+
+def test_the_files_spellings_are_read_without_gathered_info():
+    row = av_health_row(
+        {"DeviceId": "d1", "DeviceName": "ws-1", "DeviceGatheredInfo": "{oops"}, NOW
+    )
+    assert row["DeviceId"] == "d1" and row["DeviceName"] == "ws-1"
+    assert row["AdditionalFields"] == {"DeviceGatheredInfo": "{oops"}

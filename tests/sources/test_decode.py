@@ -1,13 +1,20 @@
 import gzip
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
+from unittest import mock
 
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from endpoint_forensics.contracts import RedoUnit
-from endpoint_forensics.sources.decode import decode_part
+from endpoint_forensics.sources import decode
+from endpoint_forensics.sources.decode import LINE_FIELD, decode_part
 from endpoint_forensics.sources.tvm import SECURE_CONFIG_EXPORT, VULNERABILITY_EXPORT
+from endpoint_forensics.tables import KqlType
 
 RECORD = {
     "id": "dev1_edge_10.0_CVE-2024-1_",
@@ -185,3 +192,96 @@ def test_a_decode_out_of_memory_sends_the_part_line_by_line(tmp_path, monkeypatc
         list(decode_part(path, VULNERABILITY_EXPORT))
     rows, rejects = rows_of(decode_part(path, VULNERABILITY_EXPORT, careful=True))
     assert rejects == [] and [r["RecordId"] for r in rows] == [r["id"] for r in records]
+
+
+# -- the fast path keeps every field the careful path keeps -------------------------------------
+
+
+def _plain(table, row):
+    """A row as the sinks see it: every column, dynamic values decoded (the SQL path hands
+    them over as JSON text), so rows of the two paths compare equal. An unknown field that is
+    null is left out: SQL cannot tell it from a missing one, so the SQL path keeps neither."""
+    out = {}
+    for column in table.columns:
+        value = row.get(column.name)
+        if column.type is KqlType.DYNAMIC and isinstance(value, str) and "_arrow" in row:
+            value = orjson.loads(value)
+        if column.name == "AdditionalFields" and value:
+            value = {k: v for k, v in value.items() if v is not None} or None
+        out[column.name] = value
+    return out
+
+
+def _kept(record):
+    """A quarantined record, less its null fields (the SQL path cannot see them)."""
+    if isinstance(record, dict):
+        record = {k: v for k, v in record.items() if v is not None}
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def _decoded(path, spec, *, careful=False, skip_lines=()):
+    """The rows and rejects a unit delivers: the fast path, or, when it gives up
+    (``RedoUnit``), the careful path, as the pipeline does."""
+    try:
+        batches = list(decode_part(path, spec, careful=careful, skip_lines=skip_lines))
+    except RedoUnit:
+        batches = list(decode_part(path, spec, careful=True, skip_lines=skip_lines))
+    rows, rejects = [], []
+    for batch in batches:
+        if batch.arrow is not None:
+            arrow_rows = pa.Table.from_batches([batch.arrow]).to_pylist()
+            rows.extend(_plain(spec.table, {**r, "_arrow": True}) for r in arrow_rows)
+        rows.extend(_plain(spec.table, r) for r in batch.rows)
+        rejects.extend((r.reason, _kept(r.record)) for r in batch.rejects)
+    return rows, sorted(rejects)
+
+
+def _same_as_careful(path, spec, skip_lines=()):
+    fast = _decoded(path, spec, skip_lines=skip_lines)
+    careful = _decoded(path, spec, careful=True, skip_lines=skip_lines)
+    key = lambda row: orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)  # noqa: E731
+    assert sorted(fast[0], key=key) == sorted(careful[0], key=key)
+    assert fast[1] == careful[1]
+    return careful[0]
+
+
+def test_an_unknown_field_first_seen_past_the_sample_is_kept(tmp_path):
+    """The SQL path learnt unknown fields from the first 2,000 lines only: a field that first
+    appeared later was dropped, where the careful path keeps it in AdditionalFields."""
+    records = [{**RECORD, "id": f"r{i}"} for i in range(2_500)]
+    records[2_200] = {**records[2_200], "addedLater": {"a": 1}}
+    records[2_300] = {**records[2_300], "DEVICEID": "spelt-otherwise"}
+    rows = _same_as_careful(part(tmp_path, records), VULNERABILITY_EXPORT)
+    by_id = {r["RecordId"]: r for r in rows}
+    assert by_id["r2200"]["AdditionalFields"] == {"addedLater": {"a": 1}}
+    assert by_id["r2300"]["AdditionalFields"] == {"DEVICEID": "spelt-otherwise"}
+    assert by_id["r2201"]["AdditionalFields"] is None
+
+
+_KEYS = ["id", "deviceId", "DeviceId", "cveId", "diskPaths", "new", "New", "", LINE_FIELD]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(_KEYS),
+            st.one_of(st.none(), st.sampled_from(["d1", "d2", ""])),
+            max_size=5,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(1, 3),
+    st.sets(st.integers(0, 6), max_size=2),
+)
+def test_the_fast_path_keeps_every_field_whatever_the_sample_saw(records, sample, skip):
+    """Whichever fields the first lines show, and however later lines spell theirs, both
+    paths give the same rows (the SQL path learns fields from a sample of ``sample`` lines)."""
+    lines = [orjson.dumps(r) for r in records]
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        mock.patch.object(decode, "_SAMPLE_LINES", sample),
+    ):
+        path = part(Path(folder), lines)
+        _same_as_careful(path, VULNERABILITY_EXPORT, skip_lines=skip)

@@ -72,6 +72,25 @@ def test_assessments_as_json_text_are_accepted():
     assert row["SensorDataCollection"] == "Fail"
 
 
+def test_values_that_do_not_convert_are_kept_raw_not_nulled():
+    """An invalid ``LastAssessed`` (and a name or platform that is not text) became null
+    silently; as in every other table, the row keeps the raw value in AdditionalFields."""
+    record = {**result("Windows11", ["scid-2000=True/True"]), "LastAssessed": "yesterday"}
+    row = device_health_row(record)
+    assert row["LastAssessed"] is None
+    assert row["AdditionalFields"] == {"LastAssessed": "yesterday"}
+    record = {**record, "lastassessed": "x", "DeviceName": 42, "OSPlatform": ["Windows11"]}
+    del record["LastAssessed"]
+    row = device_health_row({**record, "Assessments": ["scid-2000=True/True"]})
+    assert (row["DeviceName"], row["OSPlatform"], row["OSFamily"]) == (None, None, "Windows")
+    assert row["AdditionalFields"] == {
+        "lastassessed": "x",
+        "DeviceName": 42,
+        "OSPlatform": ["Windows11"],
+    }
+    assert device_health_row(result("Windows11", []))["AdditionalFields"] is None
+
+
 @pytest.mark.parametrize(
     "bad, reason",
     [

@@ -5,16 +5,21 @@ Owns the SQL path and the line-by-line path. The SQL path runs in a scratch, in-
 used as a JSON reader: ``read_json`` streams the file, SQL casts each field to its column's
 type, and a record whose value does not convert, or that lacks its key fields, goes through the
 tolerant Python path instead (kept, with the raw value in AdditionalFields, or quarantined with
-a reason). Unknown fields found in the first lines are kept in AdditionalFields. A file with a
-line that is not JSON, or a decode that needs more memory than it may take, is read line by
-line instead (``RedoUnit``), in batches of a few thousand rows.
+a reason). The fields are learnt from the first lines, unknown ones kept in AdditionalFields;
+DuckDB checks every line's keys as it parses it, and a line with a field the first lines did
+not show (a new field, or a known one spelt in another case) stops the SQL reader. Such a file,
+one with a line that is not JSON, or a decode that needs more memory than it may take, is read
+line by line instead (``RedoUnit``), in batches of a few thousand rows: both paths give the
+same rows.
 May import ``contracts``, ``errors``, ``tables`` and ``sources.wire``.
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+import secrets
+import shutil
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -178,7 +183,8 @@ def _decode_lines(path: Path, spec: ExportSpec, skip_lines: Collection[int]) -> 
                 )
                 continue
             if isinstance(record, dict) and LINE_FIELD in record:
-                if record.pop(LINE_FIELD) in skip:
+                number_field = record.pop(LINE_FIELD)
+                if isinstance(number_field, Hashable) and number_field in skip:
                     continue
             row = spec.to_row(record)
             if isinstance(row, str):
@@ -196,11 +202,23 @@ def _decode_fast(
 ) -> Iterator[Batch]:
     import duckdb
 
-    plan = _plan(spec, sample_keys, numbered=bool(skip_lines))
-    source = (
-        f"read_json('{_sql_str(str(path))}', format = 'newline_delimited', "
-        f"columns = {plan.columns_sql})"
+    plan = _plan(spec, sample_keys)
+    # DuckDB reads the fields it learns, with the types it learns, from a first line that is
+    # ours (a value of each field's type), and refuses a later line with any other field
+    # ("has unknown key"), a check that costs nothing beside the parse. It learns only from
+    # the file it reads, so it reads a copy of the part behind that line (a gzip part takes
+    # it as a gzip member of its own), and the line's row is left out by its marker field.
+    # The copy and the look at the first line cost a few percent (bench/decode_part.py);
+    # ``columns =`` instead would keep the types, but read a field it was not given as
+    # nothing at all.
+    marker = f"_epf_first_line_{secrets.token_hex(8)}"
+    copy = path.with_name(f".sql-{path.name}")
+    _copy_behind(path, copy, orjson.dumps({**plan.first_line, marker: "x"}) + b"\n")
+    reader = (
+        f"read_json('{_sql_str(str(copy))}', format = 'newline_delimited', records = true, "
+        "sample_size = 1, maximum_depth = 2, map_inference_threshold = -1)"
     )
+    source = f'(SELECT * FROM {reader} WHERE "{marker}" IS NULL)'
     if skip_lines:
         # A line without a number (not an object) is never skipped: the careful path
         # rejects it too.
@@ -216,10 +234,14 @@ def _decode_fast(
                 {"lines": sorted(skip_lines)},
             )
         bad = 0
-        result = con.sql(f"SELECT {plan.select_sql}, ({plan.ok_sql}) AS _ok FROM {source}")
+        # Every field is read (``_line`` too, then dropped): DuckDB checks a line's fields only
+        # when the query reads all it learnt.
+        result = con.sql(
+            f"SELECT {plan.select_sql}, ({plan.ok_sql}) AS _ok, {LINE_FIELD} FROM {source}"
+        )
         for record_batch in result.to_arrow_reader(_BATCH_ROWS):
             ok = record_batch.column("_ok")
-            good = record_batch.filter(ok).drop_columns(["_ok"])
+            good = record_batch.filter(ok).drop_columns(["_ok", LINE_FIELD])
             bad += record_batch.num_rows - good.num_rows
             if good.num_rows:
                 yield Batch(spec.table, arrow=good)
@@ -239,12 +261,22 @@ def _decode_fast(
         if isinstance(exc, duckdb.InvalidInputException | duckdb.OutOfMemoryException) or (
             problem.startswith(("Invalid Input Error", "Out of Memory Error"))
         ):
-            # A line that is not JSON, or more memory than the decode may take: the
-            # line-by-line reader keeps what it can of the first and is bounded for the second.
+            # A line that is not JSON or has a field the first lines did not show (its line
+            # number counts our first line), or more memory than the decode may take: the
+            # line-by-line reader keeps what it can of the first, every field of the second,
+            # and is bounded for the third.
             raise RedoUnit(f"{path.name}: {problem}") from exc
         raise PermanentError(f"decoding {path.name} failed: {problem}") from exc
     finally:
         con.close()
+        copy.unlink(missing_ok=True)
+
+
+def _copy_behind(path: Path, copy: Path, first_line: bytes) -> None:
+    """Write ``copy``: ``first_line``, then the bytes of ``path`` as they are."""
+    with path.open("rb") as src, copy.open("wb") as dst:
+        dst.write(gzip.compress(first_line, mtime=0) if path.suffix == ".gz" else first_line)
+        shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def _tolerant_batch(
@@ -266,7 +298,7 @@ def _tolerant_batch(
 
 @dataclass(frozen=True)
 class _Plan:
-    columns_sql: str
+    first_line: dict[str, Any]  # a value of each field's type, for DuckDB to learn from
     select_sql: str
     ok_sql: str
     raw_sql: str
@@ -288,10 +320,14 @@ def scratch_duckdb(work_dir: Path, *, threads: int, memory_mb: int) -> Any:
     return con
 
 
-def _plan(spec: ExportSpec, sample_keys: list[str], *, numbered: bool = False) -> _Plan:
-    """SQL that reads a part's wire keys and casts them to the table's columns (and the
-    ``_line`` number, when the sample has it or lines are to be skipped by it)."""
-    has_line = numbered or LINE_FIELD in sample_keys
+# What DuckDB learns from each value of the first line (``maximum_depth = 2``): text for a
+# column that is cast from text, JSON for a dynamic column or an unknown field, the number.
+_LEARN_FROM = {"VARCHAR": "", "JSON": {}, "BIGINT": 0}
+
+
+def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
+    """SQL that reads a part's wire keys (those of the sample, and the known ones) and casts
+    them to the table's columns, and the ``_line`` number when a line has one."""
     sample_keys = [k for k in sample_keys if k != LINE_FIELD]
     by_lower = {k.lower(): k for k in sample_keys}
     wire_for: dict[str, str] = {}  # column -> wire key as spelt in this part
@@ -299,7 +335,7 @@ def _plan(spec: ExportSpec, sample_keys: list[str], *, numbered: bool = False) -
         wire_for[column] = by_lower.get(wire.lower()) or wire
     known = {w.lower() for w in spec.fields}
     unknown = [k for k in sample_keys if k.lower() not in known]
-    columns: dict[str, str] = {}
+    types: dict[str, str] = {}
     selects: dict[str, str] = {}  # column -> its SQL, put in the table's order below
     checks: list[str] = []
     json_keys: set[str] = set()
@@ -313,10 +349,10 @@ def _plan(spec: ExportSpec, sample_keys: list[str], *, numbered: bool = False) -
         wire = found
         raw = f'"{_ident(wire)}"'
         if col.type is KqlType.DYNAMIC:
-            columns[wire] = "JSON"
+            types[wire] = "JSON"
             json_keys.add(wire)
         else:
-            columns[wire] = "VARCHAR"
+            types[wire] = "VARCHAR"
         expr, check = _cast(raw, col.type)
         selects[col.name] = f'{expr} AS "{col.name}"'
         if check:
@@ -324,19 +360,26 @@ def _plan(spec: ExportSpec, sample_keys: list[str], *, numbered: bool = False) -
         if col.name in spec.required:
             checks.append(f"coalesce({raw}, '') <> ''")
     for key in unknown:
-        columns[key] = "JSON"
+        types[key] = "JSON"
         json_keys.add(key)
-    if has_line:
-        columns[LINE_FIELD] = "BIGINT"
     if unknown:
-        pairs = ", ".join(f"'{_sql_str(k)}', \"{_ident(k)}\"" for k in unknown)
-        selects["AdditionalFields"] = f'json_object({pairs}) AS "AdditionalFields"'
+        # Only the fields a line has, as the careful path keeps them (SQL cannot tell a field
+        # that is null from one that is missing: neither is kept).
+        pairs = ", ".join(
+            f'CASE WHEN "{_ident(k)}" IS NOT NULL '
+            f"THEN '{_sql_str(orjson.dumps(k).decode())}:' || \"{_ident(k)}\" END"
+            for k in unknown
+        )
+        selects["AdditionalFields"] = (
+            f"nullif('{{' || concat_ws(',', {pairs}) || '}}', '{{}}')::JSON AS \"AdditionalFields\""
+        )
     else:
         selects["AdditionalFields"] = 'NULL::JSON AS "AdditionalFields"'
-    columns_sql = "{" + ", ".join(f"'{_sql_str(k)}': '{v}'" for k, v in columns.items()) + "}"
-    raw_sql = ", ".join(f'"{_ident(k)}"' for k in columns if k != LINE_FIELD)
+    # The raw values of a record the casts refused.
+    raw_sql = ", ".join(f'"{_ident(k)}"' for k in types)
+    types[LINE_FIELD] = "BIGINT"  # on every line of a spill; never in an export
     return _Plan(
-        columns_sql,
+        {k: _LEARN_FROM[t] for k, t in types.items()},
         # In the table's order (AdditionalFields is not always last: HistoryKind follows it).
         ", ".join(selects[c.name] for c in spec.table.columns if c.name in selects),
         " AND ".join(checks) or "true",

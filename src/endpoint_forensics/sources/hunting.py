@@ -215,14 +215,21 @@ def device_health_row(record: Any) -> dict[str, Any] | str:
     if family is None:
         return f"cannot tell the OS family of platform {platform!r}"
     try:
-        last_assessed = f.get_as("LastAssessed", as_datetime)
-    except Invalid:
-        last_assessed = None
-    name = f.get("DeviceName")
-    try:
         facing = f.get_as("IsInternetFacing", as_bool)
     except Invalid as exc:
         return str(exc)
+    # A value that does not convert is null in its column and kept raw, under its own
+    # spelling, in AdditionalFields, as in every other table.
+    extra: dict[str, Any] = {}
+    try:
+        last_assessed = f.get_as("LastAssessed", as_datetime)
+    except Invalid:
+        last_assessed = None
+        extra.update(_raw(record, "LastAssessed"))
+    name = f.get("DeviceName")
+    for column, value in (("DeviceName", name), ("OSPlatform", platform)):
+        if value is not None and not isinstance(value, str):
+            extra.update(_raw(record, column))
     row: dict[str, Any] = {
         "DeviceId": device_id,
         "DeviceName": name if isinstance(name, str) else None,
@@ -239,7 +246,16 @@ def device_health_row(record: Any) -> dict[str, Any] | str:
             row[test] = assessments.get(scid, HealthResult.UNKNOWN).value
     row["FailingTests"] = sum(1 for t in AGENT_HEALTH_TESTS if row[t] == HealthResult.FAIL)
     row["IsInternetFacing"] = facing
+    row["AdditionalFields"] = extra or None
     return row
+
+
+def _raw(record: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The field ``name`` of ``record`` (any case) as sent: its key as spelt, and its value."""
+    for key, value in record.items():
+        if str(key).lower() == name.lower():
+            return {str(key): value}
+    return {}
 
 
 def _parse_assessments(value: Any) -> dict[str, HealthResult] | None:

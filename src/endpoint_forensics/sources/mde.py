@@ -150,16 +150,24 @@ _AV_FIELDS = {
     "rbacGroupId": "RbacGroupId",
     "rbacGroupName": "RbacGroupName",
 }
-# The files export spells a few fields its own way (PascalCase, "Upto", "Machine").
+# The files export spells a few fields its own way (PascalCase, "Upto", "Machine"): more wire
+# names of the same columns. A record with two spellings of one field (its own and one in
+# DeviceGatheredInfo, say) keeps the first that is not empty, the record's own first, and the
+# other raw in AdditionalFields, as ``convert_record`` keeps any field spelt twice.
 _AV_FILE_ALIASES = {
-    "deviceid": "machineId",
-    "devicename": "computerDnsName",
-    "avissignatureuptodate": "avIsSignatureUpToDate",
-    "avisengineuptodate": "avIsEngineUpToDate",
-    "avisplatformuptodate": "avIsPlatformUpToDate",
-    "lastseen": "lastSeenTime",
-    "avsignaturedatarefreshtime": "dataRefreshTimestamp",
+    "DeviceId": "machineId",
+    "DeviceName": "computerDnsName",
+    "AvIsSignatureUptoDate": "avIsSignatureUpToDate",
+    "AvIsEngineUptodate": "avIsEngineUpToDate",
+    "AvIsPlatformUptodate": "avIsPlatformUpToDate",
+    "LastSeen": "lastSeenTime",
+    "AvSignatureDataRefreshTime": "dataRefreshTimestamp",
 }
+_AV_RECORD_FIELDS: FieldMap = {
+    **_AV_FIELDS,
+    **{alias: _AV_FIELDS[name] for alias, name in _AV_FILE_ALIASES.items()},
+}
+_AV_DEVICE_ID_WIRES = frozenset(w.lower() for w, c in _AV_RECORD_FIELDS.items() if c == "DeviceId")
 # avMode is a string-typed int (B.2).
 AV_MODES = {
     "": "Other",
@@ -189,10 +197,13 @@ def av_health_row(record: Any, now: datetime) -> dict[str, Any] | str:
     if not isinstance(record, dict):
         return f"AV record is a {type(record).__name__}, not an object"
     record = _flatten_gathered_info(record)
-    if not record.get("machineId") and record.get("id"):
+    has_device = any(
+        k.lower() in _AV_DEVICE_ID_WIRES and v not in (None, "") for k, v in record.items()
+    )
+    if not has_device and record.get("id"):
         record = {**record, "machineId": record["id"]}  # id and machineId are the same (B.2)
     record = {k: v for k, v in record.items() if k != "id"}
-    row = record_to_row(record, AV_HEALTH, _AV_FIELDS, ("DeviceId",))
+    row = record_to_row(record, AV_HEALTH, _AV_RECORD_FIELDS, ("DeviceId",))
     if isinstance(row, str):
         return row
     code = row.get("AvModeCode")
@@ -211,7 +222,7 @@ def _av_health_files(ctx: FetchContext) -> Iterator[Unit]:
     spec = ExportSpec(
         "InfoGatheringExport",
         AV_HEALTH,
-        _AV_FIELDS,
+        _AV_RECORD_FIELDS,
         ("DeviceId",),
         convert=lambda record: av_health_row(record, ctx.now),
     )
@@ -219,23 +230,32 @@ def _av_health_files(ctx: FetchContext) -> Iterator[Unit]:
 
 
 def _flatten_gathered_info(record: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``DeviceGatheredInfo`` into the record.
+    """Merge ``DeviceGatheredInfo`` into the record, after the record's own fields.
 
     Both it and its ``AvScanResults`` come as an object or as a JSON-encoded string (B.2, F);
     the up-to-date flags as ``"True"``/``"False"`` strings or as real booleans (``as_bool``
-    reads both).
+    reads both). A field in both spelt alike keeps the record's value unless that is empty;
+    the other, when it differs, stays raw in what is left of ``DeviceGatheredInfo`` (kept in
+    AdditionalFields). Spelt otherwise, both are merged: ``convert_record`` decides.
     """
-    info = _json_object(record.get("DeviceGatheredInfo", record.get("deviceGatheredInfo")))
-    if info is None:
+    name = next((k for k in record if k.lower() == "devicegatheredinfo"), None)
+    info = _json_object(record[name]) if name is not None else None
+    if name is None or info is None:
         return record
-    merged = {k: v for k, v in record.items() if k.lower() != "devicegatheredinfo"}
+    merged = {k: v for k, v in record.items() if k != name}
+    unused: dict[str, Any] = {}
     for key, value in info.items():
         scans = _json_object(value) if key.lower() == "avscanresults" else None
-        if scans is not None:
-            merged.update(_scan_results(scans))
-        else:
-            merged.setdefault(key, value)
-    return {_AV_FILE_ALIASES.get(k.lower(), k): v for k, v in merged.items()}
+        for field, field_value in (
+            _scan_results(scans) if scans is not None else {key: value}
+        ).items():
+            if merged.get(field) in (None, ""):
+                merged[field] = field_value
+            elif merged[field] != field_value:
+                unused[key] = value
+    if unused:
+        merged[name] = unused
+    return merged
 
 
 def _json_object(value: Any) -> dict[str, Any] | None:

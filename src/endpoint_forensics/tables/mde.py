@@ -139,9 +139,16 @@ AGENT_HEALTH = tracked(
                 "Defender's internet-facing signal (DeviceInfo.IsInternetFacing, newest in the "
                 "last 2 days); empty when the device sent no DeviceInfo row then.",
             ),
+            Column(
+                "AdditionalFields",
+                D,
+                "Values of the hunting result that did not convert (e.g. a LastAssessed that "
+                "is not a time), raw under their own names.",
+            ),
         ),
     ),
-    ignores=("LastAssessed",),
+    # A raw LastAssessed changes as often as LastAssessed does: neither is a change.
+    ignores=("LastAssessed", "AdditionalFields"),
 )
 
 RUNS = Table(
