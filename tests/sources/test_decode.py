@@ -199,15 +199,12 @@ def test_a_decode_out_of_memory_sends_the_part_line_by_line(tmp_path, monkeypatc
 
 def _plain(table, row):
     """A row as the sinks see it: every column, dynamic values decoded (the SQL path hands
-    them over as JSON text), so rows of the two paths compare equal. An unknown field that is
-    null is left out: SQL cannot tell it from a missing one, so the SQL path keeps neither."""
+    them over as JSON text), so rows of the two paths compare equal."""
     out = {}
     for column in table.columns:
         value = row.get(column.name)
         if column.type is KqlType.DYNAMIC and isinstance(value, str) and "_arrow" in row:
             value = orjson.loads(value)
-        if column.name == "AdditionalFields" and value:
-            value = {k: v for k, v in value.items() if v is not None} or None
         out[column.name] = value
     return out
 
@@ -256,6 +253,38 @@ def test_an_unknown_field_first_seen_past_the_sample_is_kept(tmp_path):
     assert by_id["r2200"]["AdditionalFields"] == {"addedLater": {"a": 1}}
     assert by_id["r2300"]["AdditionalFields"] == {"DEVICEID": "spelt-otherwise"}
     assert by_id["r2201"]["AdditionalFields"] is None
+
+
+def test_a_value_of_another_json_type_is_kept_as_the_careful_path_keeps_it(tmp_path):
+    """The SQL path reads a text or number field as text, which hid a value's JSON type: a
+    list in a text column was stored as its JSON text, ``false`` in a number column was kept
+    raw as the string "false", a boolean became "true" where the careful path said "True"."""
+    records = [{**RECORD, "id": f"r{i}"} for i in range(6)]
+    records[0]["deviceName"] = True
+    records[1]["deviceName"] = ["a", 1]
+    records[2]["cvssScore"] = False
+    records[3]["deviceName"] = "[not a list]"
+    records[4]["unknownNull"] = None
+    records[5]["osVersion"] = 1e20
+    rows = _same_as_careful(part(tmp_path, records), VULNERABILITY_EXPORT)
+    by_id = {r["RecordId"]: r for r in rows}
+    assert by_id["r0"]["DeviceName"] == "true"
+    assert by_id["r1"]["DeviceName"] is None
+    assert by_id["r1"]["AdditionalFields"] == {"deviceName": ["a", 1]}
+    assert by_id["r2"]["CvssScore"] is None
+    assert by_id["r2"]["AdditionalFields"] == {"cvssScore": False}
+    assert by_id["r3"]["DeviceName"] == "[not a list]"
+    assert by_id["r4"]["AdditionalFields"] is None
+    assert by_id["r5"]["OSVersion"] == "1e+20"
+
+
+def test_a_record_the_raw_reread_does_not_find_sends_the_part_line_by_line(tmp_path, monkeypatch):
+    """The refused records are read again by the same conditions; should they not be found
+    again, one for one, the part is read line by line rather than lose or repeat one."""
+    records = [{**RECORD, "id": "r0", "cvssScore": "high"}, {**RECORD, "id": "r1"}]
+    monkeypatch.setattr(decode, "_VARCHAR_OF_JSON", "'9.5'")  # a reread that refuses all
+    with pytest.raises(RedoUnit, match="1 records the SQL casts refused, 2 read again"):
+        list(decode_part(part(tmp_path, records), VULNERABILITY_EXPORT))
 
 
 _KEYS = ["id", "deviceId", "DeviceId", "cveId", "diskPaths", "new", "New", "", LINE_FIELD]

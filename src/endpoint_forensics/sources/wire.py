@@ -71,12 +71,14 @@ def _shown(value: Any) -> str:
 
 
 def as_str(value: Any) -> str | None:
-    """A string; numbers and booleans as their text. Objects and lists are not strings."""
+    """A string; numbers and booleans as their JSON text. Objects and lists are not strings."""
     if value is None:
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, bool | int | float):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
         return str(value)
     raise Invalid(f"expected a string, got {type(value).__name__}")
 
@@ -330,7 +332,8 @@ def convert_record(
     for key, value in record.items():
         spec = fields.get(key.lower())
         if spec is None:
-            extra[key] = value
+            if value is not None:  # an unknown field that says nothing is not kept
+                extra[key] = value
             continue
         column, convert = spec
         try:
