@@ -117,6 +117,36 @@ def test_an_event_time_past_what_a_datetime_holds_is_quarantined_and_not_the_cur
     assert cursor["newest_ms"] is None
 
 
+def test_an_event_from_a_sensor_clock_years_ahead_is_kept_but_not_the_cursors(caplog):
+    # Was: an event dated 3000 became the newest collected, and every later poll asked for
+    # the last minute only (the window reaches back from now to just before the newest).
+    future = int(datetime(3000, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    now_ms = int(_NOW.timestamp() * 1000)
+    events = [{"timestamp": future, "type": "X"}, {"timestamp": now_ms - 600_000, "type": "Y"}]
+    ctx = _sensor({r"/api/v1/events$": events})
+    [batch], cursor = _drain(fetch_events(ctx))
+    assert len(batch.rows) == 2
+    assert cursor["newest_ms"] == now_ms - 600_000
+    assert "events dated past this machine's clock" in caplog.text
+
+    # A cursor an earlier version saved with such a time is not trusted either: the next poll,
+    # an hour on, asks for the hour since and the overlap, not for one minute.
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params["minutesTimeFrame"])
+        return httpx.Response(200, content=b"[]")
+
+    client = ApiClient(
+        StaticToken(_TOKEN), transport=httpx.MockTransport(handler), auth_style=RAW_TOKEN
+    )
+    an_hour_on = datetime.fromtimestamp((now_ms + 3_600_000) / 1000, UTC)
+    saved = {**cursor, "newest_ms": future}
+    later = SensorContext(client, _budget(), an_hour_on, saved, appliance=ctx.appliance)
+    _drain(fetch_events(later))
+    assert int(asked[0]) >= 60
+
+
 @pytest.mark.parametrize("port", [2**63, 2**64 - 1])
 def test_a_report_rows_port_past_64_bits_is_left_to_its_details(port):
     # Was: the row kept it in Port, a long column, and the workspace's Arrow insert overflowed.

@@ -98,7 +98,7 @@ class _Poll:
         self.now_ms = to_epoch_ms(ctx.now)
         self.overlap_ms = ctx.appliance.events_overlap_minutes * 60_000
         self.since_ms: int | None = cursor.get("since_ms")
-        self.newest_ms: int | None = cursor.get("newest_ms")
+        self.newest_ms: int | None = self._plausible(cursor.get("newest_ms"))
         self.seen: dict[str, int] = dict(cursor.get("seen") or {})
         self.asked: dict[str, int] = {
             q: t for q, t in (cursor.get("asked") or {}).items() if t > self.now_ms - _CACHE_MS
@@ -139,9 +139,28 @@ class _Poll:
                     oldest = min(t for t in (_timestamp(e) for e in typed) if t is not None)
                     self._gap(covered_ms, oldest, f"more than {EVENTS_CAP} {event_type} events")
         stamps = [t for t in (_timestamp(e) for e in found) if t is not None]
+        future = [t for t in stamps if self._plausible(t) is None]
+        if future:
+            log.warning(
+                "sensor %s: %d events dated past this machine's clock by more than the overlap "
+                "(the latest %s): kept, but not taken as the newest collected (check the "
+                "sensor's clock)",
+                self.ctx.appliance.name,
+                len(future),
+                from_epoch_ms(max(future)),
+            )
+        stamps = [t for t in stamps if t not in future]
         if stamps:
             self.newest_ms = max(self.newest_ms or 0, *stamps)
         return self._new_events(found, skip_before)
+
+    def _plausible(self, stamp_ms: int | None) -> int | None:
+        """``stamp_ms``, unless it is later than now by more than the overlap allows for skew:
+        taken as the newest collected event, such a time (a sensor clock set years ahead) would
+        make every later poll ask for the last minute only."""
+        if stamp_ms is None or stamp_ms > self.now_ms + self.overlap_ms:
+            return None
+        return stamp_ms
 
     def cursor(self) -> dict[str, Any]:
         keep_after = self.now_ms - self.overlap_ms - 60_000
