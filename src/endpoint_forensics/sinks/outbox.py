@@ -77,6 +77,11 @@ class Outbox:
         self._bytes = sum(_size(f) for d in self._queued.values() for f in d.glob("*.json.gz"))
         existing = [int(d.name.split(".")[0]) for d in self._pending_dirs()]
         self._next_seq = max(existing, default=self._last_seq()) + 1
+        # A unit whose last upload was acknowledged just before a crash: sent, not yet logged
+        # (a held unit that is empty was logged when it was committed).
+        for unit, folder in list(self._queued.items()):
+            if not any(folder.glob("*.json.gz")):
+                self._finish_if_empty(folder, unit)
 
     # --- what the pipeline asks ----------------------------------------------------------------
     def has(self, unit: str) -> bool:
