@@ -137,3 +137,35 @@ def test_a_held_unit_waits_for_its_snapshot_and_a_new_run_keeps_it_held(tmp_path
         "t/run-1/machines/1",
         "t/run-1/av_health/1",
     ]
+
+
+def test_an_arrow_batch_encodes_to_the_bytes_its_rows_do() -> None:
+    """Arrow batches are encoded column by column (times spelt by Arrow, values measured only
+    where one may be over the limit): the bytes must be those of its rows as dicts (as it was
+    encoded before: ``to_pylist``, a datetime object a time)."""
+    from endpoint_forensics.sinks.rows import to_arrow
+
+    times = [
+        datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC),
+        datetime(2026, 11, 28, 1, 2, 3, 450_000, tzinfo=UTC),
+        datetime(2026, 11, 28, 1, 2, 3, 7, tzinfo=UTC),
+        None,
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ]
+    rows = [
+        device(i, FirstSeen=t, LastSeen=times[0], DeviceName=name, VmMetadata=vm)
+        for i, (t, name, vm) in enumerate(
+            zip(
+                times,
+                ["host", "é" * 40_000, None, "", "x" * 70_000, "ok"],
+                [None, {"k": "v" * 70_000}, {"n": 1e15}, [], {"a": None}, {"k": "é"}],
+                strict=True,
+            )
+        )
+    ]
+    for some in (rows, rows[:4], [rows[0], rows[2]]):
+        arrow = to_arrow(DEVICES, some, stamped=set())
+        assert list(encode_rows(DEVICES, Batch(DEVICES, arrow=arrow), STAMP)) == list(
+            encode_rows(DEVICES, Batch(DEVICES, rows=arrow.to_pylist()), STAMP)
+        )

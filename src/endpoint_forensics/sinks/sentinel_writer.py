@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -88,26 +88,84 @@ def encode_rows(table: Table, batch: Batch, stamp: Mapping[str, Any]) -> Iterato
     # SnapshotTime goes with every row: the service may replace TimeGenerated (a delivery more
     # than 2 days late), and a stamp without it was taken at its TimeGenerated.
     stamp = {"SnapshotTime": stamp.get("TimeGenerated"), **stamp}
-    stamped = {k: v for k, v in stamp.items() if k in known and v is not None}
-    for row in _rows(batch):
+    stamped = {k: _bounded(v) for k, v in stamp.items() if k in known and v is not None}
+    for row in batch.rows:
         record: dict[str, Any] = {}
         for name, value in row.items():
             if value is None or name not in known:
                 continue
             if name in dynamic:
                 value = _dynamic(value)
-            record[name] = value
+            record[name] = _bounded(value)
         for name, value in stamped.items():
             record.setdefault(name, value)
-        yield orjson.dumps({k: _bounded(v) for k, v in record.items()})
-
-
-def _rows(batch: Batch) -> Iterator[Mapping[str, Any]]:
-    yield from batch.rows
+        yield orjson.dumps(record)
     if batch.arrow is not None:
-        data = batch.arrow
-        for start in range(0, data.num_rows, 5_000):
-            yield from data.slice(start, 5_000).to_pylist()
+        yield from _arrow_records(batch.arrow, dynamic, known, stamped)
+
+
+def _arrow_records(
+    data: Any, dynamic: set[str], known: set[str], stamped: Mapping[str, Any]
+) -> Iterator[bytes]:
+    """``encode_rows`` of an Arrow batch, column by column: the same bytes, a third of the
+    time (no dict a row from Arrow, and a column's values are bounded only when one of them
+    may be over the limit)."""
+    import pyarrow.compute as pc
+
+    names = [n for n in data.schema.names if n in known]
+    for start in range(0, data.num_rows, 5_000):
+        part = data.slice(start, 5_000)
+        columns = []
+        for name in names:
+            column = part.column(name)
+            values = _times_as_text(column, pc) or column.to_pylist()
+            if name in dynamic:
+                values = [None if v is None else _dynamic(v) for v in values]
+            if _may_be_over_the_limit(column, pc, dynamic=name in dynamic):
+                values = [_bounded(v) for v in values]
+            columns.append(values)
+        for values in zip(*columns, strict=True):
+            record = {n: v for n, v in zip(names, values, strict=True) if v is not None}
+            for name, value in stamped.items():
+                record.setdefault(name, value)
+            yield orjson.dumps(record)
+
+
+def _times_as_text(column: Any, pc: Any) -> list[Any] | None:
+    """A UTC timestamp column's values as the text orjson gives a datetime (microseconds only
+    when there are some), made by Arrow: a datetime object a value costs ten times more.
+    None for another column, or a year Arrow would not spell with four digits."""
+    import pyarrow as pa
+
+    kind = column.type
+    if not (pa.types.is_timestamp(kind) and kind.unit == "us" and kind.tz in ("UTC", "+00:00")):
+        return None
+    if column.null_count == len(column):
+        return [None] * len(column)
+    years = pc.min_max(pc.year(column)).as_py()
+    if years["min"] < 1000 or years["max"] > 9999:
+        return None
+    text = pc.replace_substring_regex(
+        pc.strftime(column, format="%Y-%m-%dT%H:%M:%S"), pattern=r"\.000000$", replacement=""
+    )
+    return cast(list[Any], pc.binary_join_element_wise(text, "+00:00", "").to_pylist())
+
+
+def _may_be_over_the_limit(column: Any, pc: Any, *, dynamic: bool) -> bool:
+    """Whether a value of ``column`` may be over ``MAX_FIELD_BYTES`` once encoded. A dynamic
+    value is encoded again from its parsed JSON, which can be a few times longer than the
+    text (1e15 is 1000000000000000.0): its text is checked against an eighth of the limit."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return False
+    if pa.types.is_timestamp(kind) or pa.types.is_null(kind):
+        return False
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return True  # a type not foreseen: every value is measured
+    longest = pc.max(pc.binary_length(column)).as_py()
+    return longest is not None and longest > MAX_FIELD_BYTES // (8 if dynamic else 1)
 
 
 def _dynamic(value: Any) -> Any:
