@@ -84,6 +84,9 @@ _DEMO_OVERRIDES = {
     "tenants.0.interval_hours": {"cve_catalog": 168.0},
     "feeds.interval_hours": {"epss": 336.0, "vulnrichment": 336.0},
     "triage.interval_hours": 336.0,
+    # The fortnight is one baseline interval: at the default (14 days) the last day would be a
+    # second full baseline, every row sent again, for a history the first one already anchors.
+    "history.baseline_days": 30.0,
     # OT controllers keep a process running: their loss is a high mission impact.
     "triage.mission": [
         {"tag": "PLC", "value": "high"},
