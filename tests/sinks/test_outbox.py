@@ -35,3 +35,17 @@ def test_a_unit_with_uploads_left_waits_for_the_sender(tmp_path: Path) -> None:
     again = Outbox(tmp_path)
     assert again.counts() == (1, 1)
     assert [p.unit for p in again.pending()] == ["t1/run-1/machines/page-2"]
+
+
+def test_a_sent_units_folder_half_removed_before_a_kill_is_removed_by_the_next_start(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(tmp_path)
+    staged = outbox.stage("t1/run-1/machines/page-3", "EPF_Devices_CL")
+    staged.add(b"[]", 0)
+    (upload,) = staged.commit()
+    upload.path.unlink()
+    (upload.path.parent / "unit").unlink()  # the removal of the sent unit's folder, cut short
+
+    Outbox(tmp_path)  # was: FileNotFoundError at start, every run
+    assert list((tmp_path / "pending").iterdir()) == []

@@ -72,6 +72,10 @@ class Outbox:
             shutil.rmtree(leftover, ignore_errors=True)
         self._lock = threading.Lock()
         self._sent = self._read_sent_log()
+        for folder in self._pending_dirs():
+            if not (folder / "unit").exists() and not any(folder.glob("*.json.gz")):
+                # A sent unit's folder, killed while being removed (its unit file first).
+                shutil.rmtree(folder, ignore_errors=True)
         self._queued = {self._unit_of(d): d for d in self._pending_dirs()}
         # Kept as files come and go, so the cap's check before each unit reads no folder.
         self._bytes = sum(_size(f) for d in self._queued.values() for f in d.glob("*.json.gz"))
