@@ -2,7 +2,17 @@
 
 from pathlib import Path
 
-from endpoint_forensics.sinks.outbox import Outbox
+from endpoint_forensics.sinks.outbox import Outbox, PendingFile
+
+
+def _acknowledged(tmp_path: Path, unit: str) -> PendingFile:
+    """A unit of one upload, committed, whose upload the remote side acknowledged (removed),
+    the process killed before the unit was logged sent."""
+    staged = Outbox(tmp_path).stage(unit, "EPF_Devices_CL")
+    staged.add(b"[]", 0)
+    (upload,) = staged.commit()
+    upload.path.unlink()
+    return upload
 
 
 def test_a_unit_sent_but_not_logged_before_a_kill_is_finished_by_the_next_start(
@@ -11,11 +21,7 @@ def test_a_unit_sent_but_not_logged_before_a_kill_is_finished_by_the_next_start(
     # Found by `make chaos` (kill): the sender removes an acknowledged upload, then logs its
     # unit sent and removes the unit's folder. Killed between the two, the folder stayed in
     # pending/ for good, empty, and every later run left it behind.
-    outbox = Outbox(tmp_path)
-    staged = outbox.stage("t1/run-1/machines/page-1", "EPF_Devices_CL")
-    staged.add(b"[]", 0)
-    (upload,) = staged.commit()
-    upload.path.unlink()  # acknowledged: the upload is gone, and then the process is killed
+    _acknowledged(tmp_path, "t1/run-1/machines/page-1")
 
     again = Outbox(tmp_path)
     assert list((tmp_path / "pending").iterdir()) == []
@@ -40,11 +46,7 @@ def test_a_unit_with_uploads_left_waits_for_the_sender(tmp_path: Path) -> None:
 def test_a_sent_units_folder_half_removed_before_a_kill_is_removed_by_the_next_start(
     tmp_path: Path,
 ) -> None:
-    outbox = Outbox(tmp_path)
-    staged = outbox.stage("t1/run-1/machines/page-3", "EPF_Devices_CL")
-    staged.add(b"[]", 0)
-    (upload,) = staged.commit()
-    upload.path.unlink()
+    upload = _acknowledged(tmp_path, "t1/run-1/machines/page-3")
     (upload.path.parent / "unit").unlink()  # the removal of the sent unit's folder, cut short
 
     Outbox(tmp_path)  # was: FileNotFoundError at start, every run
