@@ -440,23 +440,37 @@ def test_write_config_adds_a_sentinel_block_the_collector_loads(
 
 
 def test_kept_rows_keep_their_order_and_types_across_reads() -> None:
-    """What the endpoint kept waits on disk between requests; reading it leaves the next
-    request appended after it, every value as it was stored."""
-    from epf_emulator.ingestion.endpoint import Ingested
-    from epf_emulator.ingestion.streams import Checked
+    """What the endpoint kept waits on disk between requests, as the bodies received; reading
+    it converts them as the check did when they arrived, each with its own receive time, and
+    leaves the next request appended after it."""
+    from epf_emulator.ingestion.endpoint import Ingested, Received
 
+    stream = declared_streams()[f"Custom-{AV}"]
     kept = Ingested()
-    first = [{"TimeGenerated": SENT_AT, "Tags": {"a": [1, 2]}, "N": 1}]
-    second = [
-        {"TimeGenerated": SENT_AT + timedelta(seconds=1), "Tags": None, "N": n} for n in (2, 3)
-    ]
+    first = [{"TimeGenerated": SENT_AT_TEXT, "AdditionalFields": {"a": [1, 2]}, "RbacGroupId": "1"}]
+    second = [{"DeviceId": f"d-{n}", "RbacGroupId": n} for n in (2, 3)]
+    later = SENT_AT + timedelta(days=3)  # the first row's TimeGenerated is then too old
+
+    def received(records: list[dict[str, Any]], encoding: str, at: datetime) -> Received:
+        body = orjson.dumps(records)
+        return Received(
+            stream, gzip.compress(body) if encoding else body, encoding, at, len(records), 0
+        )
+
     try:
-        kept.accept(AV, Checked(rows=first, truncated_fields=0), body_bytes=10)
-        assert kept.rows(AV) == first
-        kept.accept(AV, Checked(rows=second, truncated_fields=0), body_bytes=10)
-        kept.accept("EPF_Devices_CL", Checked(rows=[], truncated_fields=0), body_bytes=2)
+        kept.accept(received(first, "gzip", SENT_AT))
+        (row,) = kept.rows(AV)
+        assert row["TimeGenerated"] == SENT_AT and row["TimeGenerated"].tzinfo is not None
+        assert row["AdditionalFields"] == {"a": [1, 2]} and row["RbacGroupId"] == 1
+        assert row.keys() == set(TABLES[AV].column_names) and row["DeviceId"] is None
+        kept.accept(received(second, "", later))
+        kept.accept(received([], "gzip", later))  # counted, nothing kept
         rows = kept.rows(AV)
-        assert rows == first + second and rows[0]["TimeGenerated"].tzinfo is not None
+        assert rows[0] == row
+        assert [(r["DeviceId"], r["RbacGroupId"], r["TimeGenerated"]) for r in rows[1:]] == [
+            ("d-2", 2, later),
+            ("d-3", 3, later),
+        ]
         assert kept.rows("EPF_Devices_CL") == []
         assert kept.row_counts() == {AV: 3}
         assert kept.counters()["accepted"] == 3

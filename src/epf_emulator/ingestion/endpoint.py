@@ -43,7 +43,7 @@ from starlette.routing import Route
 from epf_emulator.common.responses import json_response
 from epf_emulator.identity.entra import MONITOR_AUDIENCES, Identity, TokenError
 from epf_emulator.ingestion.rules import DataCollectionRule
-from epf_emulator.ingestion.streams import Checked, RecordError, Stream, check_records
+from epf_emulator.ingestion.streams import RecordError, Stream, check_records
 
 __all__ = [
     "API_VERSION",
@@ -51,6 +51,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "Ingested",
     "IngestionApi",
+    "Received",
 ]
 
 API_VERSION = "2023-01-01"
@@ -75,14 +76,28 @@ class _Counters:
     truncated_fields: int = 0
 
 
-class Ingested:
-    """The rows the DCR accepted, per table, and the endpoint's request counters.
+@dataclass(frozen=True)
+class Received:
+    """One accepted request: its stream, its body as received, the receive time, and what
+    its check counted. Its rows are the check's conversion of the body (``Ingested.rows``)."""
 
-    The rows wait in an anonymous temporary file per table, a pickled batch per request, not
-    in memory: a month of a 20,000-device tenant is tens of millions of rows, which as Python
-    objects outgrew the machine (the demo was killed on its last day). Pickle keeps each
-    value's type (datetimes, parsed JSON) for ``rows``; the files are only ever read by this
-    process, and vanish with it."""
+    stream: Stream
+    body: bytes
+    encoding: str
+    at: datetime
+    rows: int
+    truncated_fields: int
+
+
+class Ingested:
+    """The requests the DCR accepted, per table, and the endpoint's request counters.
+
+    Each accepted body waits, as it was received, in an anonymous temporary file per table,
+    not in memory: a month of a 20,000-device tenant is tens of millions of rows. Its rows
+    are converted again when read (the check is a pure function of the body, the stream and
+    the receive time), so a request costs its check and one write of its compressed body;
+    keeping converted rows cost as much again as the check. The files are only ever read by
+    this process, and vanish with it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -90,18 +105,19 @@ class Ingested:
         self._counts: dict[str, int] = {}
         self._counters = _Counters()
 
-    def accept(self, table: str, checked: Checked, *, body_bytes: int) -> None:
-        """Count one 204 and keep its rows (``body_bytes``: the body as received)."""
+    def accept(self, received: Received) -> None:
+        """Count one 204 and keep its body."""
+        table = received.stream.table
         with self._lock:
-            if checked.rows:
+            if received.rows:
                 if table not in self._files:
                     self._files[table] = tempfile.TemporaryFile(prefix="epf-emulator-ingested-")
-                pickle.dump(checked.rows, self._files[table], protocol=pickle.HIGHEST_PROTOCOL)
-                self._counts[table] = self._counts.get(table, 0) + len(checked.rows)
+                pickle.dump(received, self._files[table], protocol=pickle.HIGHEST_PROTOCOL)
+                self._counts[table] = self._counts.get(table, 0) + received.rows
             self._counters.requests += 1
             self._counters.accepted += 1
-            self._counters.bytes += body_bytes
-            self._counters.truncated_fields += checked.truncated_fields
+            self._counters.bytes += len(received.body)
+            self._counters.truncated_fields += received.truncated_fields
 
     def counts_with_distinct(self) -> dict[str, dict[str, int]]:
         """Per table: rows accepted (``raw``) and distinct rows (``distinct``), identical
@@ -127,20 +143,24 @@ class Ingested:
             self._counters.rejected[key] = self._counters.rejected.get(key, 0) + 1
 
     def rows(self, table: str) -> list[dict[str, Any]]:
-        """Copies of the accepted rows of ``table``, in arrival order."""
+        """The accepted rows of ``table``, in arrival order, as Log Analytics keeps them."""
         with self._lock:
             kept = self._files.get(table)
             if kept is None:
                 return []
-            rows: list[dict[str, Any]] = []
+            accepted: list[Received] = []
             kept.seek(0)
             try:
                 while True:
-                    rows.extend(pickle.load(kept))  # written by this object only
+                    accepted.append(pickle.load(kept))  # written by this object only
             except EOFError:
                 pass
-            kept.seek(0, 2)  # back to the end, for the next batch
-            return rows
+            kept.seek(0, 2)  # back to the end, for the next request
+        rows: list[dict[str, Any]] = []
+        for received in accepted:
+            records = _records_of(received.body, received.encoding)
+            rows.extend(check_records(received.stream, records, now=received.at).rows)
+        return rows
 
     def row_counts(self) -> dict[str, int]:
         """Rows per table, only tables with rows."""
@@ -240,11 +260,11 @@ class IngestionApi:
             if oversized:
                 raise _Refused(413, "ContentLengthLimitExceeded", _too_large("request body"))
             encoding = request.headers.get("content-encoding", "").strip().lower()
-            checked = await run_in_threadpool(self._check_body, stream, body, encoding)
+            received = await run_in_threadpool(self._check_body, stream, body, encoding)
         except _Refused as refused:
             self._ingested.reject(refused.status)
             return _error(refused)
-        self._ingested.accept(stream.table, checked, body_bytes=len(body))
+        self._ingested.accept(received)
         return Response(status_code=204)
 
     def _admit(self, request: Request) -> Stream:
@@ -316,25 +336,33 @@ class IngestionApi:
                 {"WWW-Authenticate": 'Bearer error="invalid_token"'},
             ) from exc
 
-    def _check_body(self, stream: Stream, body: bytes, encoding: str) -> Checked:
+    def _check_body(self, stream: Stream, body: bytes, encoding: str) -> Received:
         """Decode, parse and check the body (in a worker thread: up to 1 MiB of JSON)."""
-        if encoding == "gzip":
-            text = _gunzip(body)
-        elif encoding in ("", "identity"):
-            text = body
-        else:
-            message = f"The Content-Encoding '{encoding}' is not supported; send gzip or none."
-            raise _Refused(400, "InvalidContentEncoding", message)
+        records = _records_of(body, encoding)
+        now = self._now()
         try:
-            records = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise _Refused(400, "InvalidPayload", f"The body is not valid JSON: {exc}") from exc
-        if not isinstance(records, list):
-            raise _Refused(400, "InvalidPayload", "The body must be a JSON array of objects.")
-        try:
-            return check_records(stream, records, now=self._now())
+            checked = check_records(stream, records, now=now, keep=False)
         except RecordError as exc:
             raise _Refused(400, "InvalidPayload", str(exc)) from exc
+        return Received(stream, body, encoding, now, checked.count, checked.truncated_fields)
+
+
+def _records_of(body: bytes, encoding: str) -> list[Any]:
+    """The JSON array of a body sent with ``encoding``; 400 (or 413) when it is not one."""
+    if encoding == "gzip":
+        text = _gunzip(body)
+    elif encoding in ("", "identity"):
+        text = body
+    else:
+        message = f"The Content-Encoding '{encoding}' is not supported; send gzip or none."
+        raise _Refused(400, "InvalidContentEncoding", message)
+    try:
+        records = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise _Refused(400, "InvalidPayload", f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(records, list):
+        raise _Refused(400, "InvalidPayload", "The body must be a JSON array of objects.")
+    return records
 
 
 async def _read_capped(request: Request, limit: int) -> tuple[bytes, bool]:

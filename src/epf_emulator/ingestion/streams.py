@@ -81,18 +81,24 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class Checked:
-    """The rows to store (every column of the stream, None where absent) and truncations."""
+    """The rows to store (every column of the stream, None where absent; empty when only
+    checked), how many records were checked, and how many field values were truncated."""
 
     rows: list[dict[str, Any]]
+    count: int
     truncated_fields: int
 
 
-def check_records(stream: Stream, records: Sequence[Any], *, now: datetime) -> Checked:
+def check_records(
+    stream: Stream, records: Sequence[Any], *, now: datetime, keep: bool = True
+) -> Checked:
     """Check every record against ``stream`` and convert it to the row Log Analytics keeps.
 
     Stored values: strings (string, guid), ints, floats, bools, aware UTC datetimes and the
     parsed JSON of dynamic columns. ``now`` is the receive time: it replaces a missing or null
     ``TimeGenerated``, and one more than 2 days before ``now`` or more than a day after it.
+    Without ``keep`` the records are only checked and counted (``rows`` stays empty): the
+    endpoint keeps the body and converts it again when its rows are read.
 
     Raises:
         RecordError: a record is not an object, has an undeclared column or a value of the
@@ -100,11 +106,12 @@ def check_records(stream: Stream, records: Sequence[Any], *, now: datetime) -> C
     """
     rows: list[dict[str, Any]] = []
     truncated = 0
-    declared = stream.columns.keys()
-    columns = tuple(stream.columns.items())
-    textual = (KqlType.STRING, KqlType.GUID)
+    columns = stream.columns
+    declared = columns.keys()
+    empty = dict.fromkeys(columns)
+    received = now.astimezone(UTC)
     for index, record in enumerate(records):
-        if not isinstance(record, dict):
+        if type(record) is not dict:
             raise RecordError(
                 f"Record {index} is not a JSON object; the body must be an array of objects."
             )
@@ -114,15 +121,23 @@ def check_records(stream: Stream, records: Sequence[Any], *, now: datetime) -> C
                 f"Record {index} has the column '{name}', which stream '{stream.name}' does"
                 " not declare."
             )
-        row: dict[str, Any] = {}
-        for name, kind in columns:
-            value = record.get(name)
+        row = empty.copy() if keep else empty
+        # Only the fields sent: a column not sent is stored as None.
+        for name, value in record.items():
             if value is None:
-                row[name] = None
                 continue
-            # The common case first: a short text in a text column is stored as it is.
-            if kind in textual and isinstance(value, str) and len(value) <= _SHORT_CHARS:
-                row[name] = value
+            kind = columns[name]
+            # The common cases first: a short text in a text column, a bool in a bool column
+            # and a float in a real column are stored as they are.
+            sent = type(value)
+            if sent is str:
+                if kind in _TEXTUAL and len(value) <= _SHORT_CHARS:
+                    if keep:
+                        row[name] = value
+                    continue
+            elif sent is _KEPT_AS_SENT.get(kind):
+                if keep:
+                    row[name] = value
                 continue
             converted = _convert(kind, value)
             if converted is _WRONG:
@@ -131,15 +146,21 @@ def check_records(stream: Stream, records: Sequence[Any], *, now: datetime) -> C
                     f"Record {index}: the value {shown} of column '{name}' is not a valid"
                     f" {kind.value}."
                 )
-            converted, cut = _truncated(kind, converted)
-            truncated += cut
-            row[name] = converted
-        if "TimeGenerated" in declared:
-            row["TimeGenerated"] = _time_generated(row["TimeGenerated"], now.astimezone(UTC))
-        rows.append(row)
-    return Checked(rows=rows, truncated_fields=truncated)
+            if type(converted) in _MEASURED:
+                converted, cut = _truncated(kind, converted)
+                truncated += cut
+            if keep:
+                row[name] = converted
+        if keep:
+            if "TimeGenerated" in declared:
+                row["TimeGenerated"] = _time_generated(row["TimeGenerated"], received)
+            rows.append(row)
+    return Checked(rows=rows, count=len(records), truncated_fields=truncated)
 
 
+_TEXTUAL = frozenset((KqlType.STRING, KqlType.GUID))
+_KEPT_AS_SENT = {KqlType.BOOL: bool, KqlType.REAL: float}
+_MEASURED = frozenset((str, dict, list))  # the values _truncated may cut
 _WRONG = object()  # _convert's "not this type" (None is a valid converted value nowhere)
 
 
