@@ -18,8 +18,8 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from endpoint_forensics.contracts import (
     SavedCheckpoint,
     Sink,
     SnapshotChanged,
+    TableWriter,
     Unit,
 )
 from endpoint_forensics.errors import EpfError, OutboxFull, local_failure, out_of_disk
@@ -44,6 +45,7 @@ from endpoint_forensics.pipeline.checkpoints import (
     load_checkpoints,
 )
 from endpoint_forensics.pipeline.clients import appliance_client, feed_client, tenant_client
+from endpoint_forensics.pipeline.fanout import SinkFanout
 from endpoint_forensics.pipeline.plan import Source, fetch_function, sources_of
 from endpoint_forensics.pipeline.runlog import DatasetOutcome, Progress, RunSummary, record_runs
 from endpoint_forensics.pipeline.triage import run_triage
@@ -87,7 +89,10 @@ def run_sync(
                 client = appliance_client(source.config)
             with client:
                 run = _SourceRun(source, client, settings, sinks, summary, quarantine, progress)
-                run.collect_all(work_root / source.name)
+                try:
+                    run.collect_all(work_root / source.name)
+                finally:
+                    run.fanout.close()
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     run_triage(settings, sinks, summary)
@@ -133,6 +138,7 @@ class _SourceRun:
         self.budgets = {name: RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()}
         self.appliance_budget = RateBudget(IOT_APPLIANCE_LIMIT)
         self.transforms = TransformStage([COMPAT] if settings.output.compat else [])
+        self.fanout = SinkFanout()  # each sink's share of a step at once
 
     def collect_all(self, work_dir: Path) -> None:
         stopped: str | None = None
@@ -309,8 +315,10 @@ class _SourceRun:
         if history is not None and history.mode == "changes":
             # Complete: what each sink held and this snapshot did not show is gone.
             removed = f"{self.source.unit_scope}/{snapshot.run_id}/{spec.name}/removed"
-            for sink in group.sinks:
-                sink.finish_snapshot(spec.table, history, unit=removed, stamp=stamp)
+            self.fanout.each(
+                group.sinks,
+                lambda sink: sink.finish_snapshot(spec.table, history, unit=removed, stamp=stamp),
+            )
         sinks = [s.name for s in group.sinks]
         outcome.gaps.extend({**gap, "sinks": sinks} for gap in ctx.gaps)
         group.finish(outcome.rows - rows_before, cursor)
@@ -356,16 +364,12 @@ class _SourceRun:
         rows = quarantined = 0
         kept = self.transforms.collect(spec.table)
         checkpoint, history = saved
-        with ExitStack() as stack:
-            writers = [
-                stack.enter_context(
-                    s.open(spec.table, unit=unit_id, checkpoint=checkpoint, history=history)
-                )
-                for s in sinks
-            ]
+        units = [
+            s.open(spec.table, unit=unit_id, checkpoint=checkpoint, history=history) for s in sinks
+        ]
+        with self.fanout.open_all(units) as writers:
             for batch in batches:
-                for writer in writers:
-                    writer.write(batch, stamp)
+                self.fanout.each(writers, partial(_write_batch, batch=batch, stamp=stamp))
                 if kept is not None:
                     kept.add(batch)
                 self.quarantine.add(self.source.name, spec.name, batch.rejects)
@@ -426,6 +430,10 @@ class _SourceRun:
     def _request_counts(self) -> tuple[int, int]:
         stats = self.client.stats.values()
         return sum(c["requests"] for c in stats), sum(c["throttled"] for c in stats)
+
+
+def _write_batch(writer: TableWriter, *, batch: Batch, stamp: Mapping[str, Any]) -> None:
+    writer.write(batch, stamp)
 
 
 def _wait_for_room(sinks: list[Sink]) -> None:
