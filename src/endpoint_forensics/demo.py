@@ -179,7 +179,7 @@ def run_demo(
     if days >= 2 and settings_kw.get("iot_sensors", 2):
         settings_kw.setdefault("iot_event_storms", ((1, storm_at, _STORM_EVENTS_PER_HOUR),))
     runs: list[RunSummary] = []
-    truths: list[dict[str, int]] = []
+    first_truth: dict[str, int] = {}
     incidents: list[str] = []
     staged: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="epf-demo-") as tmp:
@@ -213,17 +213,22 @@ def run_demo(
                     runs.append(run_sync(settings, sinks, progress=progress, now=now))
                 finally:
                     close_sinks(sinks)
-                truths.append(dict(emu.call("stats")["truth"]))
+                if day == 0:  # the truth the first day's sync is checked against
+                    first_truth = dict(emu.call("stats")["truth"])
                 if on_day:
                     on_day(day, runs[-1])
             stats = emu.call("stats")
-    result = _result(db, runs, truths, stats)
+    # As of the last sync: the state every change-tracked table is checked against.
+    result = _result(db, runs, (first_truth, dict(stats["truth"])), stats)
     result.incidents, result.staged_sources = incidents, staged
     return result
 
 
 def _result(
-    db: Path, runs: list[RunSummary], truths: list[dict[str, int]], stats: dict[str, Any]
+    db: Path,
+    runs: list[RunSummary],
+    truths: tuple[dict[str, int], dict[str, int]],
+    stats: dict[str, Any],
 ) -> DemoResult:
     summary = runs[-1]
     at = summary.time_generated
@@ -240,7 +245,7 @@ def _result(
     # A change-tracked table's truth at the end is its state, whatever each run wrote.
     for table, query in queries["state_counts"].items():
         synced[table] = int(store.run_query(db, query, functions=registry()).rows[0][0])
-        truth[table] = truths[-1][table]
+        truth[table] = truths[1][table]
     result = DemoResult(
         db=db,
         summary=summary,
