@@ -203,3 +203,28 @@ def test_an_expired_link_is_403_and_a_new_request_gives_fresh_links(tmp_path: An
         assert _lines(client, fresh)
         assert (tmp_path / "exports").is_dir()  # parts live in the state directory
     assert not (tmp_path / "exports").exists()  # and go with the emulator
+
+
+def test_after_an_advance_the_exports_asked_for_are_made_again_before_the_next_request(
+    tmp_path: Any,
+) -> None:
+    """After an advance, the datasets asked for before are exported as of the new instant
+    unasked, and the next request gets that export; a dataset never asked for is not."""
+    settings = EmulatorSettings(
+        iot_sensors=0, devices=30, seed=4, rate_limits=UNTHROTTLED, state_dir=tmp_path
+    )
+    with Emulator(settings) as emu, client_for(emu) as client:
+        token = get_token(client, emu)
+        first = _export(client, emu, token, "SecureConfigurationsAssessmentExport")
+        emu.advance(24)
+        exports = emu._tenant.exports  # what the emulator holds, before any request
+        deadline = time.monotonic() + 30
+        while len({job.at for job in exports._jobs.values()}) < 2:
+            assert time.monotonic() < deadline, "the export was not made again"
+            time.sleep(0.05)
+        renewed = {(job.dataset, job.generated_time) for job in exports._jobs.values()}
+        body = _export(client, emu, token, "SecureConfigurationsAssessmentExport")
+        assert body["generatedTime"] > first["generatedTime"]
+        assert len(renewed) == 2 and {d for d, _ in renewed} == {"secure_config"}
+        assert ("secure_config", body["generatedTime"]) in renewed  # the request got it
+        assert _lines(client, body["exportFiles"][0])

@@ -126,20 +126,43 @@ class Tenant:
         self._follow_clock()
         self._posture_error: BaseException | None = None
         self._posture_ready = threading.Event()
+        self._closing = threading.Event()
+        self._renewing: threading.Thread | None = None
         self.clock.on_advance(lambda before, after: self._follow_clock())
+        self.clock.on_advance(lambda before, after: self._renew_exports(epoch_us(after)))
         self._posture_thread = threading.Thread(
             target=self._build_posture, name="epf-emulator-posture", daemon=True
         )
         self._posture_thread.start()
 
     def close(self) -> None:
+        self._closing.set()
         self._posture_thread.join(_POSTURE_TIMEOUT_SECONDS)
+        if self._renewing is not None:  # it stops before its next dataset
+            self._renewing.join(_POSTURE_TIMEOUT_SECONDS)
         self.exports.close()
         self.store.close()
         self.ingested.close()
         shutil.rmtree(self._export_dir, ignore_errors=True)
 
     # --- the posture timeline ----------------------------------------------------------------
+    def _renew_exports(self, at: int) -> None:
+        """Export again, in the background, what was exported before (``Exports.renew``)."""
+
+        def current() -> int:  # no instant is current once closing
+            return -1 if self._closing.is_set() else self.clock.now_us()
+
+        def renew() -> None:
+            try:
+                self.wait_ready()
+                self.exports.renew(at, current=current)
+            except Exception:  # a request for it makes it again, and says what failed
+                if not self._closing.is_set():  # closing ends it midway: nothing failed
+                    _log.warning("renewing the exports as of %s failed", at, exc_info=True)
+
+        self._renewing = threading.Thread(target=renew, name="epf-export-renew", daemon=True)
+        self._renewing.start()
+
     def wait_ready(self) -> None:
         """Block until the posture tables exist.
 

@@ -4,7 +4,10 @@ Owns the ``...Export`` half of defender-apis.md B.5.3: an export of a dataset as
 instant is a job whose parts (``export_part_rows`` rows each) are written lazily, in order,
 by two background writers, on the first request for that dataset and instant; later
 requests for the same instant reuse the files (an ``advance`` makes them stale: the next
-request makes new ones). The response lists every part's URL at once; a download of a part
+request makes new ones). After an advance the datasets already asked for are exported again
+as of the new instant without waiting to be asked (``renew``): the request then gets the
+export it would have made, only sooner (how long the service takes to make one is not
+documented; nothing of this shows on the wire but the latency). The response lists every part's URL at once; a download of a part
 not yet written waits for it. URLs look like the service's (``/tvm-export/{date}/{HHMM}/
 {VaExport|ScaExport|SoftwareInventory|InfoGatheringExport}/json/OrgId={tenant}/
 part-NNNNN-{guid}.c000.json.gz``) with a SAS query (``sv st se sr=b sp=r sig``, ``sig`` an
@@ -29,6 +32,7 @@ import secrets
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -102,6 +106,7 @@ class Exports:
         self._lock = threading.Lock()
         self.signatures: set[str] = set()  # every SAS signature handed out
         self._jobs: dict[tuple[str, int], ExportJob] = {}
+        self._asked: dict[str, str] = {}  # dataset -> its export folder name, once asked for
         self._parts: dict[str, _Part] = {}
         self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="epf-export")
         self._log = logging.getLogger(__name__)
@@ -120,6 +125,7 @@ class Exports:
         """The export of ``dataset`` as of ``at``: started now, or the one already made."""
         key = (dataset, at)
         with self._lock:
+            self._asked[dataset] = folder_name
             existing = self._jobs.get(key)
         if existing is not None:
             return existing
@@ -147,6 +153,16 @@ class Exports:
             self._writers.submit(self._write, job, part)
         self._prune(dataset)
         return job
+
+    def renew(self, at: int, *, current: Callable[[], int]) -> None:
+        """Start the export as of ``at`` of every dataset asked for before, while ``at`` is
+        still the ``current()`` instant (a later advance makes it nobody's)."""
+        with self._lock:
+            asked = list(self._asked.items())
+        for dataset, folder_name in asked:
+            if current() != at:
+                return
+            self.job(dataset, folder_name, at)
 
     def signed_url(self, base: str, path: str, valid_seconds: float) -> str:
         """An absolute SAS URL for a blob path, valid from a few minutes ago."""
