@@ -282,7 +282,7 @@ def test_a_record_the_raw_reread_does_not_find_sends_the_part_line_by_line(tmp_p
     """The refused records are read again by the same conditions; should they not be found
     again, one for one, the part is read line by line rather than lose or repeat one."""
     records = [{**RECORD, "id": "r0", "cvssScore": "high"}, {**RECORD, "id": "r1"}]
-    monkeypatch.setattr(decode, "_VARCHAR_OF_JSON", "'9.5'")  # a reread that refuses all
+    monkeypatch.setattr(decode, "VARCHAR_OF_JSON", "'9.5'")  # a reread that refuses all
     with pytest.raises(RedoUnit, match="1 records the SQL casts refused, 2 read again"):
         list(decode_part(part(tmp_path, records), VULNERABILITY_EXPORT))
 

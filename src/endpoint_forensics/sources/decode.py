@@ -1,18 +1,18 @@
 """Decoding a JSON-lines file (an export part, or a page or the delta spilled to disk) into
 typed batches of one table, with bounded memory.
 
-Owns the SQL path and the line-by-line path. The SQL path runs in a scratch, in-memory DuckDB
-used as a JSON reader: ``read_json`` streams the file, SQL casts each field to its column's
-type, and a record whose value does not convert (or is a list or an object where text is due),
-or that lacks its key fields, is read again with its values' JSON types and goes through the
-tolerant Python path instead (kept, with the raw value in AdditionalFields, or quarantined with
-a reason). The fields are learnt from the first lines, unknown ones kept in AdditionalFields;
-DuckDB checks every line's keys as it parses it, and a line with a field the first lines did
-not show (a new field, or a known one spelt in another case) stops the SQL reader. Such a file,
-one with a line that is not JSON, or a decode that needs more memory than it may take, is read
-line by line instead (``RedoUnit``), in batches of a few thousand rows: both paths give the
-same rows.
-May import ``contracts``, ``errors``, ``tables`` and ``sources.wire``.
+Owns the SQL path (its SQL is ``sources.decode_sql``'s) and the line-by-line path. The SQL path
+runs in a scratch, in-memory DuckDB used as a JSON reader: ``read_json`` streams the file, SQL
+casts each field to its column's type, and a record whose value does not convert (or is a list
+or an object where text is due), or that lacks its key fields, is read again with its values'
+JSON types and goes through the tolerant Python path instead (kept, with the raw value in
+AdditionalFields, or quarantined with a reason). The fields are learnt from the first lines,
+unknown ones kept in AdditionalFields; DuckDB checks every line's keys as it parses it, and a
+line with a field the first lines did not show (a new field, or a known one spelt in another
+case) stops the SQL reader. Such a file, one with a line that is not JSON, or a decode that
+needs more memory than it may take, is read line by line instead (``RedoUnit``), in batches of
+a few thousand rows: both paths give the same rows.
+May import ``contracts``, ``errors``, ``tables``, ``sources.wire`` and ``sources.decode_sql``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,17 @@ import orjson
 
 from endpoint_forensics.contracts import Batch, RedoUnit, Reject
 from endpoint_forensics.errors import PermanentError
+from endpoint_forensics.sources.decode_sql import (
+    LINE_FIELD,
+    VARCHAR_OF_JSON,
+    Plan,
+    ident,
+    plan_part,
+    scratch_duckdb,
+    sql_str,
+)
 from endpoint_forensics.sources.wire import FieldMap, convert_record, field_specs
-from endpoint_forensics.tables import COMMON_COLUMNS, KqlType, Table
+from endpoint_forensics.tables import Table
 
 __all__ = [
     "LINE_FIELD",
@@ -38,12 +47,10 @@ __all__ = [
     "decode_part",
     "memory_mb_for",
     "record_to_row",
-    "scratch_duckdb",
     "spill_records",
 ]
 
 _SAMPLE_LINES = 2_000
-LINE_FIELD = "_line"  # the record number a spill file adds to each line
 _BATCH_ROWS = 16_384  # Arrow rows per batch from the SQL path (about 16 MB of export rows)
 _PYTHON_BATCH_ROWS = 5_000  # dict rows per batch from the line-by-line path
 # Memory of the SQL decode, by design rather than by a number that happens to pass: DuckDB's
@@ -62,7 +69,6 @@ def memory_mb_for(threads: int) -> int:
 
 _DECODE_THREADS = 2
 _DECODE_MEMORY_MB = memory_mb_for(_DECODE_THREADS)
-_STAMPS = {c.name for c in COMMON_COLUMNS}
 _SPECS: dict[tuple[str, int], dict[str, Any]] = {}
 
 
@@ -203,7 +209,7 @@ def _decode_fast(
 ) -> Iterator[Batch]:
     import duckdb
 
-    plan = _plan(spec, sample_keys)
+    plan = plan_part(spec.table, spec.fields, spec.required, sample_keys)
     # DuckDB reads the fields it learns, with the types it learns, from a first line that is
     # ours (a value of each field's type), and refuses a later line with any other field
     # ("has unknown key"), a check that costs nothing beside the parse. It learns only from
@@ -254,7 +260,7 @@ def _decode_fast(
     finally:
         con.close()
         copy.unlink(missing_ok=True)
-        path.with_name(f".sql-raw-{path.name}").unlink(missing_ok=True)
+        _raw_copy(path).unlink(missing_ok=True)
 
 
 def _source(
@@ -265,7 +271,7 @@ def _source(
     marker = f"_epf_first_line_{secrets.token_hex(8)}"
     _copy_behind(path, copy, orjson.dumps({**first_line, marker: "x"}) + b"\n")
     reader = (
-        f"read_json('{_sql_str(str(copy))}', format = 'newline_delimited', records = true, "
+        f"read_json('{sql_str(str(copy))}', format = 'newline_delimited', records = true, "
         "sample_size = 1, maximum_depth = 2, map_inference_threshold = -1)"
     )
     source = f'(SELECT * FROM {reader} WHERE "{marker}" IS NULL)'
@@ -279,17 +285,8 @@ def _source(
     return source
 
 
-# The text DuckDB's JSON reader gives a value it reads as VARCHAR, from the same value read as
-# JSON: numbers are spelt differently by the two (1e+20 against 100000000000000000000.0), an
-# integer past 64 bits or a number past a double's range is kept as written by both.
-_VARCHAR_OF_JSON = (
-    "CASE WHEN json_type({0}) = 'DOUBLE' AND NOT regexp_full_match({0}::VARCHAR, '-?[0-9]+') "
-    "AND isfinite({0}::DOUBLE) THEN CAST({0}::DOUBLE AS VARCHAR) ELSE {0}->>'$' END"
-)
-
-
 def _tolerant_batches(
-    con: Any, path: Path, spec: ExportSpec, plan: _Plan, bad: int, skip_lines: Collection[int]
+    con: Any, path: Path, spec: ExportSpec, plan: Plan, bad: int, skip_lines: Collection[int]
 ) -> Iterator[Batch]:
     """The records the SQL casts refused, as the careful path reads them.
 
@@ -298,12 +295,12 @@ def _tolerant_batches(
     picked by the same conditions on the same text. Should the count differ, the part is
     read line by line instead.
     """
-    raw_copy = path.with_name(f".sql-raw-{path.name}")
+    raw_copy = _raw_copy(path)
     first_line: dict[str, Any] = {k: ({} if k != LINE_FIELD else 0) for k in plan.first_line}
     source = _source(path, raw_copy, first_line, skip_lines)
     names = [k for k in plan.first_line if k != LINE_FIELD]
-    columns = ", ".join(f'"{_ident(k)}"' for k in names)
-    ok = plan.ok_sql(f"({_VARCHAR_OF_JSON})")
+    columns = ", ".join(f'"{ident(k)}"' for k in names)
+    ok = plan.ok_sql(f"({VARCHAR_OF_JSON})")
     raw = con.execute(f"SELECT {columns} FROM {source} WHERE NOT ({ok})")
     seen = 0
     while chunk := raw.fetchmany(_PYTHON_BATCH_ROWS):
@@ -336,127 +333,6 @@ def _tolerant_batch(spec: ExportSpec, names: list[str], values: list[tuple[Any, 
     return batch
 
 
-@dataclass(frozen=True)
-class _Plan:
-    first_line: dict[str, Any]  # a value of each field's type, for DuckDB to learn from
-    select_sql: str
-    checked: tuple[tuple[str, KqlType, bool], ...]  # (wire key, its column's type, required)
-
-    def ok_sql(self, text_of: str) -> str:
-        """The condition under which a record's values all convert, its key fields present.
-
-        ``text_of`` spells a field's value as the text the casts start from, ``{0}`` standing
-        for the quoted field name: ``{0}`` itself where the reader reads it as VARCHAR.
-        """
-        checks: list[str] = []
-        for wire, kql_type, required in self.checked:
-            quoted = f'"{_ident(wire)}"'
-            raw = quoted if kql_type is KqlType.DYNAMIC else text_of.format(quoted)
-            check = _cast(raw, kql_type)[1]
-            if check:
-                checks.append(check)
-            if required:
-                checks.append(f"coalesce({raw}, '') <> ''")
-        return " AND ".join(checks) or "true"
-
-
-def scratch_duckdb(work_dir: Path, *, threads: int, memory_mb: int) -> Any:
-    """An in-memory DuckDB for decoding: bounded memory, spilling to ``work_dir`` beyond it."""
-    import duckdb
-
-    con = duckdb.connect(
-        config={
-            "threads": threads,
-            "memory_limit": f"{memory_mb}MB",
-            "temp_directory": str(work_dir / "duckdb.tmp"),
-        }
-    )
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
-# What DuckDB learns from each value of the first line (``maximum_depth = 2``): text for a
-# column that is cast from text, JSON for a dynamic column or an unknown field, the number.
-_LEARN_FROM = {"VARCHAR": "", "JSON": {}, "BIGINT": 0}
-
-
-def _plan(spec: ExportSpec, sample_keys: list[str]) -> _Plan:
-    """SQL that reads a part's wire keys (those of the sample, and the known ones) and casts
-    them to the table's columns, and the ``_line`` number when a line has one."""
-    sample_keys = [k for k in sample_keys if k != LINE_FIELD]
-    by_lower = {k.lower(): k for k in sample_keys}
-    wire_for: dict[str, str] = {}  # column -> wire key as spelt in this part
-    for wire, column in spec.fields.items():
-        wire_for[column] = by_lower.get(wire.lower()) or wire
-    known = {w.lower() for w in spec.fields}
-    unknown = [k for k in sample_keys if k.lower() not in known]
-    types: dict[str, str] = {}
-    selects: dict[str, str] = {}  # column -> its SQL, put in the table's order below
-    checked: list[tuple[str, KqlType, bool]] = []
-    for col in spec.table.columns:
-        if col.name in _STAMPS or col.name == "AdditionalFields":
-            continue
-        found = wire_for.get(col.name)
-        if found is None:
-            selects[col.name] = f'NULL AS "{col.name}"'
-            continue
-        wire = found
-        raw = f'"{_ident(wire)}"'
-        types[wire] = "JSON" if col.type is KqlType.DYNAMIC else "VARCHAR"
-        selects[col.name] = f'{_cast(raw, col.type)[0]} AS "{col.name}"'
-        checked.append((wire, col.type, col.name in spec.required))
-    for key in unknown:
-        types[key] = "JSON"
-    if unknown:
-        # Only the fields a line has, as the careful path keeps them (SQL cannot tell a field
-        # that is null from one that is missing: neither is kept).
-        pairs = ", ".join(
-            f'CASE WHEN "{_ident(k)}" IS NOT NULL '
-            f"THEN '{_sql_str(orjson.dumps(k).decode())}:' || \"{_ident(k)}\" END"
-            for k in unknown
-        )
-        selects["AdditionalFields"] = (
-            f"nullif('{{' || concat_ws(',', {pairs}) || '}}', '{{}}')::JSON AS \"AdditionalFields\""
-        )
-    else:
-        selects["AdditionalFields"] = 'NULL::JSON AS "AdditionalFields"'
-    types[LINE_FIELD] = "BIGINT"  # on every line of a spill; never in an export
-    return _Plan(
-        {k: _LEARN_FROM[t] for k, t in types.items()},
-        # In the table's order (AdditionalFields is not always last: HistoryKind follows it).
-        ", ".join(selects[c.name] for c in spec.table.columns if c.name in selects),
-        tuple(checked),
-    )
-
-
-def _cast(raw: str, kql_type: KqlType) -> tuple[str, str | None]:
-    """The SQL cast of a VARCHAR wire value, and the condition under which it succeeded."""
-    blank = f"({raw} IS NULL OR {raw} = '')"
-    if kql_type is KqlType.DYNAMIC:
-        return raw, None
-    if kql_type in (KqlType.STRING, KqlType.GUID):
-        # A list or an object reads as its JSON text, which is no string: such a value, or a
-        # string that looks like one, is looked at again with its JSON type.
-        # (Comparisons, not left(): a fifth of the decode's time cheaper.)
-        return raw, (
-            f"({raw} IS NULL OR NOT ({raw} >= '[' AND {raw} < '\\' OR {raw} >= '{{' AND {raw} < '|'))"
-        )
-    if kql_type is KqlType.BOOL:
-        expr = f"CASE lower({raw}) WHEN 'true' THEN true WHEN 'false' THEN false END"
-        return expr, f"({blank} OR lower({raw}) IN ('true', 'false', 'unknown'))"
-    sql_type = {
-        KqlType.INT: "INTEGER",
-        KqlType.LONG: "BIGINT",
-        KqlType.REAL: "DOUBLE",
-        KqlType.DATETIME: "TIMESTAMPTZ",
-    }[kql_type]
-    expr = f"TRY_CAST(nullif({raw}, '') AS {sql_type})"
-    return expr, f"({blank} OR {expr} IS NOT NULL)"
-
-
-def _ident(name: str) -> str:
-    return name.replace('"', '""')
-
-
-def _sql_str(text: str) -> str:
-    return text.replace("'", "''")
+def _raw_copy(path: Path) -> Path:
+    """Where the tolerant path copies ``path`` to read every field as JSON."""
+    return path.with_name(f".sql-raw-{path.name}")

@@ -22,13 +22,8 @@ import orjson
 from endpoint_forensics.contracts import Batch, Unit
 from endpoint_forensics.errors import HttpStatusError, PermanentError
 from endpoint_forensics.sources import FetchContext, Fetched
-from endpoint_forensics.sources.decode import (
-    LINE_FIELD,
-    ExportSpec,
-    decode_part,
-    memory_mb_for,
-    scratch_duckdb,
-)
+from endpoint_forensics.sources.decode import LINE_FIELD, ExportSpec, decode_part, memory_mb_for
+from endpoint_forensics.sources.decode_sql import scratch_duckdb
 from endpoint_forensics.sources.tvm import VULNERABILITY_FIELDS
 from endpoint_forensics.sources.wire import Fields, Invalid, as_datetime
 from endpoint_forensics.tables import VULNERABILITY_CHANGES
