@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from functools import partial
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from endpoint_forensics.contracts import (
     SavedCheckpoint,
     Sink,
     SnapshotChanged,
-    TableWriter,
     Unit,
 )
 from endpoint_forensics.errors import EpfError, OutboxFull, local_failure, out_of_disk
@@ -369,7 +368,7 @@ class _SourceRun:
         ]
         with self.fanout.open_all(units) as writers:
             for batch in batches:
-                self.fanout.each(writers, partial(_write_batch, batch=batch, stamp=stamp))
+                self.fanout.each(writers, methodcaller("write", batch, stamp))
                 if kept is not None:
                     kept.add(batch)
                 self.quarantine.add(self.source.name, spec.name, batch.rejects)
@@ -430,10 +429,6 @@ class _SourceRun:
     def _request_counts(self) -> tuple[int, int]:
         stats = self.client.stats.values()
         return sum(c["requests"] for c in stats), sum(c["throttled"] for c in stats)
-
-
-def _write_batch(writer: TableWriter, *, batch: Batch, stamp: Mapping[str, Any]) -> None:
-    writer.write(batch, stamp)
 
 
 def _wait_for_room(sinks: list[Sink]) -> None:

@@ -7,8 +7,9 @@ requests for the same instant reuse the files (an ``advance`` makes them stale: 
 request makes new ones). After an advance the datasets already asked for are exported again
 as of the new instant without waiting to be asked (``renew``): the request then gets the
 export it would have made, only sooner (how long the service takes to make one is not
-documented; nothing of this shows on the wire but the latency). The response lists every part's URL at once; a download of a part
-not yet written waits for it. URLs look like the service's (``/tvm-export/{date}/{HHMM}/
+documented; nothing of this shows on the wire but the latency). The response lists every
+part's URL at once; a download of a part not yet written waits for it. URLs look like the
+service's (``/tvm-export/{date}/{HHMM}/
 {VaExport|ScaExport|SoftwareInventory|InfoGatheringExport}/json/OrgId={tenant}/
 part-NNNNN-{guid}.c000.json.gz``) with a SAS query (``sv st se sr=b sp=r sig``, ``sig`` an
 HMAC over the path and the validity) checked like Azure Storage does, wall-clock time
