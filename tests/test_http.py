@@ -200,3 +200,15 @@ def test_an_answer_of_the_wrong_shape_is_a_wire_format_error():
     assert len(seen) == 1  # not retried: the same request would get the same answer
     assert info.value.method == "GET" and "sig=REDACTED" in info.value.url
     assert "SECRET" not in info.value.url and "SECRET" not in str(info.value)
+
+
+def test_a_sibling_counts_its_own_requests_and_closes_nothing_shared():
+    client, seen, _ = client_for([(200, {"value": [1]}, {}), (200, {"value": [2]}, {})])
+    sibling = client.sibling()
+    url, limit = "https://mde.test/api/machines", budget()
+    assert sibling.request_json("GET", url, scope=SCOPE, budget=limit) == {"value": [1]}
+    sibling.close()
+    assert client.request_json("GET", url, scope=SCOPE, budget=limit) == {"value": [2]}
+    assert sibling.stats["machines"]["requests"] == 1
+    assert client.stats["machines"]["requests"] == 1
+    assert len(seen) == 2

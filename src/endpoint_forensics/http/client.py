@@ -10,6 +10,7 @@ after a 401; logs sanitized URLs only, at DEBUG. May import ``identity.credentia
 
 from __future__ import annotations
 
+import copy
 import logging
 import platform
 import ssl
@@ -128,8 +129,19 @@ class ApiClient:
         )
         # Per budget: requests, throttled, retries, timed_out... (the pipeline reads them).
         self.stats: dict[str, Counter[str]] = {}
+        self._owns_connections = True
+
+    def sibling(self) -> ApiClient:
+        """A client on this one's connections and tokens that counts its own requests in its
+        own ``stats``: for work beside this client's in another thread (httpx's client and
+        the token providers are thread-safe). Closing it closes nothing they share."""
+        twin = copy.copy(self)
+        twin.stats, twin._owns_connections = {}, False
+        return twin
 
     def close(self) -> None:
+        if not self._owns_connections:
+            return
         self._http.close()
         close_tokens = getattr(self._tokens, "close", None)
         if close_tokens is not None:

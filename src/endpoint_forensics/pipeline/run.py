@@ -48,6 +48,7 @@ from endpoint_forensics.pipeline.fanout import SinkFanout
 from endpoint_forensics.pipeline.plan import Source, fetch_function, sources_of
 from endpoint_forensics.pipeline.runlog import DatasetOutcome, Progress, RunSummary, record_runs
 from endpoint_forensics.pipeline.triage import run_triage
+from endpoint_forensics.pipeline.turns import SinkTurn, run_each
 from endpoint_forensics.runtime import bound_memory
 from endpoint_forensics.sources import ConsoleContext, FeedContext, FetchContext, SensorContext
 from endpoint_forensics.tables import Table
@@ -78,22 +79,33 @@ def run_sync(
     for leftover in (settings.state.dir / "work").glob("*"):
         shutil.rmtree(leftover, ignore_errors=True)
     work_root = settings.state.dir / "work" / summary.run_id
-    try:
-        for source in sources_of(settings):
-            if source.kind == "tenant":
-                client = (client_factory or tenant_client)(source.config)
-            elif source.kind == "feed":
-                client = feed_client(source.config)
-            else:
-                client = appliance_client(source.config)
-            with client:
+    sources = sources_of(settings)
+    outcomes: dict[str, list[DatasetOutcome]] = {s.unit_scope: [] for s in sources}
+    turn = SinkTurn()
+
+    def collect(source: Source) -> None:
+        if source.kind == "tenant":
+            client = (client_factory or tenant_client)(source.config)
+        elif source.kind == "feed":
+            client = feed_client(source.config)
+        else:
+            client = appliance_client(source.config)
+        with client:
+            with turn:
                 run = _SourceRun(source, client, settings, sinks, summary, quarantine, progress)
-                try:
-                    run.collect_all(work_root / source.name)
-                finally:
-                    run.fanout.close()
+            run.turn, run.outcomes = turn, outcomes[source.unit_scope]
+            try:
+                run.collect_all(work_root / source.name)
+            finally:
+                run.fanout.close()
+
+    try:
+        # The sources at once, each waiting on its service in another's turn at the sinks.
+        run_each(sources, collect, turn)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
+        # In the order of the sources, whichever finished first.
+        summary.outcomes.extend(o for found in outcomes.values() for o in found)
     run_triage(settings, sinks, summary)
     record_runs(summary, sinks)
     for sink in sinks:
@@ -138,34 +150,56 @@ class _SourceRun:
         self.appliance_budget = RateBudget(IOT_APPLIANCE_LIMIT)
         self.transforms = TransformStage([COMPAT] if settings.output.compat else [])
         self.fanout = SinkFanout()  # each sink's share of a step at once
+        self.turn = SinkTurn()  # the run's, shared by its sources (run_sync)
+        self.outcomes: list[DatasetOutcome] = []  # this source's, in the order of its datasets
+        self.stopped: str | None = None  # why the datasets not yet started fail unasked
 
     def collect_all(self, work_dir: Path) -> None:
-        stopped: str | None = None
-        for spec in self.source.datasets:
-            if self.summary.disk_full:
-                # The disk this run writes to is full or read-only: every dataset after would
-                # fail the same way (one line says so), and nothing more is read.
-                stopped = f"not collected: {self.summary.disk_full}"
-            if stopped is not None:
-                # Refused credentials or an untrusted certificate fail every dataset alike:
-                # the source is asked once, and the rest fail with the same line.
-                outcome = self._outcome(spec)
-                outcome.outcome, outcome.error, outcome.end = "Failed", stopped, outcome.start
-            else:
-                outcome = self._collect(spec, work_dir / spec.name)
-                if outcome.stops_source:
-                    stopped = outcome.error
-            self.summary.outcomes.append(outcome)
-            log.info(
-                "%s %s dataset %s: %s, %d rows, %d quarantined, %.1f s",
-                self.source.kind,
-                self.source.name,
-                spec.name,
-                outcome.outcome,
-                outcome.rows,
-                outcome.quarantined,
-                outcome.duration_seconds,
-            )
+        specs = self.source.datasets
+        found: dict[int, DatasetOutcome] = {}
+
+        def collect(index: int) -> None:
+            found[index] = self._collect_dataset(specs[index], work_dir, index == 0)
+
+        if specs:
+            # The first alone: it proves the credentials and the trust (a refusal fails the
+            # rest with its line, unasked), and the devices it counts size the hunting.
+            collect(0)
+            self.outcomes.append(found[0])
+        # The rest at once, each waiting on the service in another's turn at the sinks.
+        run_each(range(1, len(specs)), collect, self.turn)
+        self.outcomes.extend(found[i] for i in sorted(found) if i)
+
+    def _collect_dataset(self, spec: DatasetSpec, work_dir: Path, first: bool) -> DatasetOutcome:
+        if self.summary.disk_full and self.stopped is None:
+            # The disk this run writes to is full or read-only: every dataset after would
+            # fail the same way (one line says so), and nothing more is read.
+            self.stopped = f"not collected: {self.summary.disk_full}"
+        if self.stopped is not None:
+            # Refused credentials or an untrusted certificate fail every dataset alike: the
+            # source is asked once, and the rest fail with the same line.
+            outcome = self._outcome(spec)
+            outcome.outcome, outcome.error, outcome.end = "Failed", self.stopped, outcome.start
+        else:
+            # Beside the others, with a client of its own: the same connections and tokens,
+            # its own count of requests for its EPF_Runs_CL row.
+            client = self.client if first else self.client.sibling()
+            with self.turn:
+                self.turn.check()
+                outcome = self._collect(spec, work_dir / spec.name, client)
+            if outcome.stops_source and self.stopped is None:
+                self.stopped = outcome.error
+        log.info(
+            "%s %s dataset %s: %s, %d rows, %d quarantined, %.1f s",
+            self.source.kind,
+            self.source.name,
+            spec.name,
+            outcome.outcome,
+            outcome.rows,
+            outcome.quarantined,
+            outcome.duration_seconds,
+        )
+        return outcome
 
     def _outcome(self, spec: DatasetSpec) -> DatasetOutcome:
         return DatasetOutcome(
@@ -176,9 +210,9 @@ class _SourceRun:
             kind=self.source.kind,
         )
 
-    def _collect(self, spec: DatasetSpec, work_dir: Path) -> DatasetOutcome:
+    def _collect(self, spec: DatasetSpec, work_dir: Path, client: ApiClient) -> DatasetOutcome:
         outcome = self._outcome(spec)
-        before = self._request_counts()
+        before = _request_counts(client)
         try:
             interval = self.source.config.interval_hours_for(spec.name)
             now = self.summary.time_generated
@@ -190,7 +224,7 @@ class _SourceRun:
                 return outcome
             # One collection per place the sinks stand: usually one, for all of them.
             for group in CheckpointGroup.of(due, checkpoints):
-                self._collect_group(spec, group, outcome, work_dir)
+                self._collect_group(spec, group, outcome, (work_dir, client))
         except (EpfError, MemoryError, OSError) as exc:
             # Reported by the run summary (and EPF_Runs_CL), so not logged again here. Memory,
             # this machine's disk (full, read-only) or a sink's failure ends this dataset only:
@@ -209,7 +243,7 @@ class _SourceRun:
                 )
         finally:
             outcome.end = datetime.now(UTC)
-            after = self._request_counts()
+            after = _request_counts(client)
             outcome.requests = after[0] - before[0]
             outcome.throttled = after[1] - before[1]
             if self.progress:
@@ -217,7 +251,11 @@ class _SourceRun:
         return outcome
 
     def _collect_group(
-        self, spec: DatasetSpec, group: CheckpointGroup, outcome: DatasetOutcome, work_dir: Path
+        self,
+        spec: DatasetSpec,
+        group: CheckpointGroup,
+        outcome: DatasetOutcome,
+        where: tuple[Path, ApiClient],
     ) -> None:
         rows_before, quarantined_before = outcome.rows, outcome.quarantined
         try:
@@ -225,7 +263,7 @@ class _SourceRun:
                 self._discard(spec.table, group.snapshot.run_id, group.sinks)
                 group.abandon()
             try:
-                self._deliver(spec, group, outcome, work_dir)
+                self._deliver(spec, group, outcome, where)
             except SnapshotChanged as exc:
                 log.info(
                     "%s %s dataset %s: %s; starting over",
@@ -238,21 +276,22 @@ class _SourceRun:
                 if abandoned is not None:
                     self._discard(spec.table, abandoned.run_id, group.sinks)
                 outcome.rows, outcome.quarantined = rows_before, quarantined_before
-                self._deliver(spec, group, outcome, work_dir)
+                self._deliver(spec, group, outcome, where)
         except (EpfError, MemoryError, OSError):
             if not spec.resumable and self._drop_partial(spec, group):
                 outcome.rows = rows_before
             raise
 
     def _context(
-        self, snapshot: Snapshot, group: CheckpointGroup, work_dir: Path
+        self, snapshot: Snapshot, group: CheckpointGroup, where: tuple[Path, ApiClient]
     ) -> FetchContext | SensorContext | ConsoleContext | FeedContext:
         config = self.source.config
+        work_dir, client = where
         if self.source.kind == "feed":
-            return FeedContext(self.client, config, snapshot.time, work_dir, group.cursor)
+            return FeedContext(client, config, snapshot.time, work_dir, group.cursor)
         if self.source.kind == "tenant":
             return FetchContext(
-                client=self.client,
+                client=client,
                 tenant=config,
                 budgets=self.budgets,
                 now=snapshot.time,
@@ -263,7 +302,7 @@ class _SourceRun:
             )
         kind = SensorContext if self.source.kind == "sensor" else ConsoleContext
         return kind(
-            self.client,
+            client,
             self.appliance_budget,
             snapshot.time,
             group.cursor,
@@ -275,7 +314,7 @@ class _SourceRun:
         spec: DatasetSpec,
         group: CheckpointGroup,
         outcome: DatasetOutcome,
-        work_dir: Path,
+        where: tuple[Path, ApiClient],
     ) -> None:
         snapshot = group.begin(self.summary.run_id, self.summary.time_generated)
         outcome.snapshot_run_id = snapshot.run_id
@@ -295,15 +334,14 @@ class _SourceRun:
                 sink.hold_snapshot(
                     held, scope=self.scope, dataset=spec.name, run_id=snapshot.run_id
                 )
-        work_dir.mkdir(parents=True, exist_ok=True)
-        ctx = self._context(snapshot, group, work_dir)
+        where[0].mkdir(parents=True, exist_ok=True)
+        ctx = self._context(snapshot, group, where)
         units = fetch_function(spec)(ctx)
         while True:
             _wait_for_room(group.sinks)  # back-pressure: a full outbox stops the reading
-            try:
-                unit = next(units)
-            except StopIteration as done:
-                cursor = done.value  # the source's final cursor: stored only now
+            with self.turn.waiting():  # the other sources' turn at the sinks meanwhile
+                unit, cursor = _next_unit(units)
+            if unit is None:  # done: the source's final cursor, stored only now
                 break
             unit_id = f"{self.source.unit_scope}/{snapshot.run_id}/{spec.name}/{unit.key}"
             pending = [s for s in group.sinks if not s.delivered(unit_id)]
@@ -415,7 +453,7 @@ class _SourceRun:
                 )
 
     def _device_count(self) -> int | None:
-        for o in self.summary.outcomes:
+        for o in self.outcomes:
             if (
                 o.kind == "tenant"
                 and o.tenant == self.source.name
@@ -426,9 +464,18 @@ class _SourceRun:
         known = [c for load in self.checkpoints.values() if (c := load("machines").last_rows)]
         return max(known) if known else None
 
-    def _request_counts(self) -> tuple[int, int]:
-        stats = self.client.stats.values()
-        return sum(c["requests"] for c in stats), sum(c["throttled"] for c in stats)
+
+def _request_counts(client: ApiClient) -> tuple[int, int]:
+    stats = client.stats.values()
+    return sum(c["requests"] for c in stats), sum(c["throttled"] for c in stats)
+
+
+def _next_unit(units: Iterator[Unit]) -> tuple[Unit | None, Any]:
+    """(the next unit, None), or (None, the source's final cursor) when there is none."""
+    try:
+        return next(units), None
+    except StopIteration as done:
+        return None, done.value
 
 
 def _wait_for_room(sinks: list[Sink]) -> None:
