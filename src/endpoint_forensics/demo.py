@@ -1,11 +1,12 @@
-"""The demo: an emulated tenant, two weeks of daily syncs into a local workspace, what it
-found, and the forensic answer for the tenant's incident.
+"""The demo: an emulated tenant, two weeks of daily syncs into a local workspace (and, on
+request, the emulated Sentinel), what it found, and the forensic answer for the tenant's
+incident.
 
 Owns the glue the ``epf demo`` command runs (the CLI only renders what this returns) and the
 check that the emulator's web stack, the ``demo`` extra, is installed: without it ``epf demo``
 and ``epf emulator`` say in one line what to install instead of failing on an import.
 The one product module besides the ``epf emulator`` command that imports ``epf_emulator``, and
-only inside ``run_demo``. May import ``analytics``, ``pipeline``, ``sinks``, ``config``,
+only inside ``run_demo``. May import ``analytics``, ``pipeline``, ``sinks``, ``config``, ``contracts``,
 ``workspace``, ``tables`` and ``errors``.
 """
 
@@ -22,8 +23,9 @@ from typing import Any
 from endpoint_forensics.analytics.forensics import device_posture
 from endpoint_forensics.analytics.functions import STATE_FUNCTIONS, kql_datetime, registry
 from endpoint_forensics.analytics.triage_report import triage_report
-from endpoint_forensics.config import load_settings
+from endpoint_forensics.config import Settings, load_settings
 from endpoint_forensics.config.models import FEED_DATASETS
+from endpoint_forensics.contracts import Sink
 from endpoint_forensics.errors import ConfigError
 from endpoint_forensics.pipeline.run import Progress, RunSummary, run_sync
 from endpoint_forensics.sinks import close_sinks, open_sinks
@@ -111,6 +113,7 @@ class DemoResult:
     truth: dict[str, int]  # the emulator's rows per table: the first day's, then the state's
     synced: dict[str, int]  # the first day's rows per table; the state at the end for the others
     days: list[RunSummary] = field(default_factory=list)
+    sentinel: bool = False  # whether every day was also delivered to the emulated Sentinel
     ingested: dict[str, int] = field(default_factory=dict)  # rows the emulated Sentinel took
     stored: dict[str, int] = field(default_factory=dict)  # rows the workspace holds, per table
     by_platform: list[dict[str, Any]] = field(default_factory=list)
@@ -140,7 +143,10 @@ class DemoResult:
 
     @property
     def sentinel_matches_store(self) -> bool:
-        """Whether the emulated Sentinel received exactly the rows the local store holds."""
+        """Whether the emulated Sentinel received exactly the rows the local store holds
+        (true when the demo delivered to the local store only)."""
+        if not self.sentinel:
+            return True
         return {t: n for t, n in self.stored.items() if n} == self.ingested
 
 
@@ -153,9 +159,11 @@ def run_demo(
     progress: Progress | None = None,
     on_day: DayReport | None = None,
     emulator_options: dict[str, Any] | None = None,
+    sentinel: bool = False,
 ) -> DemoResult:
     """Start the emulator ``days`` simulated days before its world's anchor, sync once a day
-    up to the anchor into ``db``, and summarise the state at the end and the incident.
+    up to the anchor into ``db`` (with ``sentinel``, into the emulated Sentinel too), and
+    summarise the state at the end and the incident.
 
     The truth check: the first day's sync (every dataset from scratch) equals the emulator's
     truth then, table by table, and the state of every change-tracked table at the end equals
@@ -193,35 +201,55 @@ def run_demo(
                     " between daily polls: the run records the gap (EPF_Runs_CL, Gaps)"
                 )
             config_path = Path(tmp) / "emulated.toml"
-            emu.call("write_config", config_path, feeds=True)  # the threat feeds from its mirrors
+            # The threat feeds from its mirrors; the emulated Sentinel only when asked for: it
+            # costs about as much again as the local store (each row encoded, sent, checked).
+            emu.call("write_config", config_path, feeds=True, sentinel=sentinel)
             overrides = {"store.path": str(db.resolve()), "state.dir": str(Path(tmp) / "state")}
             settings = load_settings(config_path, overrides={**_DEMO_OVERRIDES, **overrides})
-            for day in range(days + 1):
-                if day:
-                    emu.call("advance", 24)
-                if day == days and days >= 1 and len(sensors) > 1:
-                    emu.call("revoke_iot_token", sensors[-1])
-                    staged.add(sensors[-1])
-                    incidents.append(
-                        f"{emu.get('now'):%Y-%m-%d %H:%M}Z: the API token of sensor {sensors[-1]} is"
-                        " deleted on its console: the last sync cannot read it, and says so"
-                    )
-                sinks = open_sinks(settings)  # the local store and the emulated Sentinel
-                try:
+            # The workspace stays open from one day to the next: closing it checkpoints it,
+            # a tenth of a quiet day's sync, and one process syncs every day here.
+            local = open_sinks(settings.model_copy(update={"sentinel": None}))
+            try:
+                for day in range(days + 1):
+                    if day:
+                        emu.call("advance", 24)
+                    if day == days and days >= 1 and len(sensors) > 1:
+                        emu.call("revoke_iot_token", sensors[-1])
+                        staged.add(sensors[-1])
+                        incidents.append(
+                            f"{emu.get('now'):%Y-%m-%d %H:%M}Z: the API token of sensor"
+                            f" {sensors[-1]} is deleted on its console: the last sync cannot"
+                            " read it, and says so"
+                        )
                     # As of the emulated clock (a fixed calendar, not the wall clock).
-                    now = emu.get("now")
-                    runs.append(run_sync(settings, sinks, progress=progress, now=now))
-                finally:
-                    close_sinks(sinks)
-                if day == 0:  # the truth the first day's sync is checked against
-                    first_truth = dict(emu.call("stats")["truth"])
-                if on_day:
-                    on_day(day, runs[-1])
+                    runs.append(_sync_day(settings, local, emu.get("now"), progress))
+                    if day == 0:  # the truth the first day's sync is checked against
+                        first_truth = dict(emu.call("stats")["truth"])
+                    if on_day:
+                        on_day(day, runs[-1])
+            finally:
+                close_sinks(local)
             stats = emu.call("stats")
     # As of the last sync: the state every change-tracked table is checked against.
     result = _result(db, runs, (first_truth, dict(stats["truth"])), stats)
     result.incidents, result.staged_sources = incidents, staged
+    result.sentinel = sentinel
     return result
+
+
+def _sync_day(
+    settings: Settings, local: list[Sink], now: datetime, progress: Progress | None
+) -> RunSummary:
+    """One day's sync into the open workspace and, when configured, the emulated Sentinel,
+    whose sink is opened and flushed for the run as ``epf sync`` does."""
+    remote: list[Sink] = []
+    if settings.sentinel is not None:
+        no_store = settings.store.model_copy(update={"enabled": False})
+        remote = open_sinks(settings.model_copy(update={"store": no_store}))
+    try:
+        return run_sync(settings, [*local, *remote], progress=progress, now=now)
+    finally:
+        close_sinks(remote)
 
 
 def _result(

@@ -155,6 +155,8 @@ def test_demo_counts_match_the_truth(tmp_path):
     assert "What went wrong during the fortnight, on purpose" in result.stdout
     assert "floods sensor sensor-1" in result.stdout and "sensor sensor-2 is" in result.stdout
     assert "error:" not in result.stderr
+    # The local workspace only, unless asked for (--sentinel): nothing was sent.
+    assert "Sentinel (emulated" not in result.stdout and "sentinel: sent" not in result.stdout
     triage = epf("query", "--db", str(db), "--format", "json", "EPF_Triage_CL")
     rows = orjson.loads(triage.stdout)
     assert rows, triage.stderr
@@ -178,6 +180,27 @@ def test_demo_counts_match_the_truth(tmp_path):
         "EPF_AgentHealth_CL | summarize n = count() by OSFamily",
     )
     assert {r["OSFamily"] for r in orjson.loads(families.stdout)} == {"Windows", "macOS", "Linux"}
+
+
+def test_demo_with_sentinel_checks_what_the_emulated_sentinel_received(tmp_path):
+    db = tmp_path / "demo.duckdb"
+    result = epf(
+        "demo", "--devices", "40", "--seed", "3", "--days", "2", "--db", str(db), "--no-serve",
+        "--sentinel", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = re.search(
+        r"^Sentinel \(emulated Logs Ingestion API\) received the same rows: yes \(([0-9,]+)\)$",
+        result.stdout,
+        re.MULTILINE,
+    )
+    assert found, result.stdout
+    stored = epf("query", "--db", str(db), "--sql", "--format", "json", _STORED_ROWS)
+    assert int(found.group(1).replace(",", "")) == orjson.loads(stored.stdout)[0]["n"] > 0
+
+
+# Every row of every table of the workspace: what Sentinel should have received.
+_STORED_ROWS = "SELECT " + " + ".join(f'(SELECT count(*) FROM "{t}")' for t in TABLES) + " AS n"
 
 
 @pytest.mark.e2e

@@ -96,7 +96,7 @@ def test_a_table_without_a_route_is_named_and_kept(tenant: Emulator, tmp_path: P
 
 
 def test_the_demo_config_routes_every_table_and_delivers_everything(tmp_path: Path) -> None:
-    result = run_demo(devices=30, seed=28, db=tmp_path / "demo.duckdb", days=2)
+    result = run_demo(devices=30, seed=28, db=tmp_path / "demo.duckdb", days=2, sentinel=True)
     # Its one failure is the sensor whose token the demo deletes before the last day.
     assert result.unexpected_errors == [] and result.staged_sources, result.summary.errors()
     assert result.summary.deliveries["sentinel"].error == ""

@@ -260,6 +260,14 @@ def demo(
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="Do not serve the dashboard afterwards.")
     ] = False,
+    sentinel: Annotated[
+        bool,
+        typer.Option(
+            "--sentinel",
+            help="Deliver every day to the emulated Sentinel too, and check it received the"
+            " rows the workspace holds (about twice the time).",
+        ),
+    ] = False,
 ) -> None:
     """Start an emulated Defender tenant, sync a fortnight of its history into a local
     workspace, print what it found and the forensic answer for its incident."""
@@ -272,7 +280,13 @@ def demo(
     )
     with Progress() as progress:
         result = run_demo(
-            devices=devices, seed=seed, db=db, days=days, progress=progress, on_day=render_day
+            devices=devices,
+            seed=seed,
+            db=db,
+            days=days,
+            progress=progress,
+            on_day=render_day,
+            sentinel=sentinel,
         )
     summary = result.summary
     render_demo(result, db, _me())

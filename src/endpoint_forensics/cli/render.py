@@ -126,7 +126,7 @@ def render_demo(result: Any, db: Path, me: str) -> None:
     out(
         f"Equal to the emulator's truth (the first day in full, the state at the end): {verdict} ({detail})"
     )
-    if result.ingested:
+    if result.sentinel:
         same = "yes" if result.sentinel_matches_store else "NO"
         rows = sum(result.ingested.values())
         out(f"Sentinel (emulated Logs Ingestion API) received the same rows: {same} ({rows:,})")
