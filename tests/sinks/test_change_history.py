@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.contracts import Batch, HistoryPlan
 from endpoint_forensics.sinks.duckdb import DuckDBSink
+from endpoint_forensics.sinks.rows import to_arrow
 from endpoint_forensics.tables import SECURE_CONFIG
 
 _T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -60,11 +61,16 @@ def _write(sink: DuckDBSink, rows: list[dict[str, Any]], plan: HistoryPlan, n: i
         "RunId": f"run-{n}",
         "DefenderTenantId": "tenant-1",
     }
-    # Two units, as a paged snapshot arrives, then the end of the snapshot.
+    # Two units, as a paged snapshot arrives, then the end of the snapshot. The second as a
+    # decoded export part arrives: an Arrow record batch.
     half = len(rows) // 2
     for part, chunk in enumerate((rows[:half], rows[half:])):
+        batch = Batch(SECURE_CONFIG, rows=chunk)
+        if part and chunk:
+            arrow = to_arrow(SECURE_CONFIG, chunk, stamped=set(stamp)).combine_chunks()
+            batch = Batch(SECURE_CONFIG, arrow=arrow.to_batches()[0])
         with sink.open(SECURE_CONFIG, unit=f"u/{n}/{part}", history=plan) as writer:
-            writer.write(Batch(SECURE_CONFIG, rows=chunk), stamp)
+            writer.write(batch, stamp)
     sink.finish_snapshot(SECURE_CONFIG, plan, unit=f"u/{n}/removed", stamp=stamp)
 
 

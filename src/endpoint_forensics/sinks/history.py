@@ -82,6 +82,8 @@ class ChangeHistory:
     ) -> Any:
         """Of ``data`` (one batch of a snapshot, a pyarrow table), the rows this sink writes,
         with ``HistoryKind`` set; its keys are staged (in the caller's transaction)."""
+        import pyarrow as pa
+
         if plan.mode == "snapshot":
             return with_kind(data, "Snapshot")
         scope = str(stamp.get("DefenderTenantId") or "")
@@ -99,34 +101,57 @@ class ChangeHistory:
             )
         if _KIND in data.schema.names:  # rows as a batch of the table may carry it, empty
             data = data.drop_columns([_KIND])
-        self._con.register("_epf_history_in", data)
+        if not isinstance(data, pa.Table):  # a decoded part's record batch
+            data = pa.Table.from_batches([data])
+        if baseline:
+            self._stage(table, data, params, plan)
+            return with_kind(data, "Baseline")
+        found = self._stage(table, data, params, plan, compare=True)
+        # The rows themselves are taken from the batch: only the hashes went through DuckDB.
+        written = data.take(found.column("_i").combine_chunks())
+        return written.append_column(_KIND, found.column(_KIND))
+
+    def _stage(
+        self,
+        table: Table,
+        data: Any,
+        params: list[Any],
+        plan: HistoryPlan,
+        *,
+        compare: bool = False,
+    ) -> Any:
+        """Stage the keys of ``data`` (in the caller's transaction); with ``compare``, first
+        find the rows that changed since the state and were not already written in this
+        snapshot: a pyarrow table of their positions in ``data`` (``_i``, ascending) and their
+        ``HistoryKind`` (``Added`` or ``Changed``)."""
+        import pyarrow as pa
+
+        names = data.schema.names
+        indexed = data.append_column("_i", pa.array(range(data.num_rows), type=pa.int64()))
+        self._con.register("_epf_history_in", indexed)
+        found = None
         try:
-            # Hashed once: the comparison and the staging both read it.
+            # Hashed once: the comparison and the staging both read it. Only the hashes, the
+            # key and the position: the rows stay in the batch.
             self._con.execute(
                 "CREATE OR REPLACE TEMP TABLE _epf_history_batch AS"
-                f" {self._hashed_sql(table, data.schema.names)}"
+                f" SELECT _i, {self._hashes_sql(table, names)},"
+                f" {self._key_json(table, names)} AS _key FROM _epf_history_in"
             )
-            hashed = "_epf_history_batch"
-            if baseline:
-                written = self._con.sql(
-                    f"SELECT * EXCLUDE (_k, _s), 'Baseline' AS {_KIND} FROM {hashed}"
-                ).to_arrow_table()
-            else:
-                # Changed since the state, and not already written in this snapshot.
-                written = self._con.sql(
-                    f"SELECT b.* EXCLUDE (_k, _s), CASE WHEN h.key_hash IS NULL THEN 'Added'"
-                    f" ELSE 'Changed' END AS {_KIND} FROM {hashed} b"
+            if compare:
+                found = self._con.sql(
+                    f"SELECT b._i, CASE WHEN h.key_hash IS NULL THEN 'Added'"
+                    f" ELSE 'Changed' END AS {_KIND} FROM _epf_history_batch b"
                     " LEFT JOIN (FROM _epf_history WHERE table_name = ? AND scope = ?) h"
                     " ON h.key_hash = b._k"
                     " ANTI JOIN (FROM _epf_history_staged WHERE table_name = ? AND scope = ?) s"
                     " ON s.key_hash = b._k AND s.state_hash = b._s"
-                    " WHERE h.key_hash IS NULL OR h.state_hash <> b._s",
+                    " WHERE h.key_hash IS NULL OR h.state_hash <> b._s ORDER BY b._i",
                     params=[*params, *params],
                 ).to_arrow_table()
             self._con.execute(
                 "INSERT INTO _epf_history_staged SELECT ?, ?, _k, _s, ?, _key"
-                f" FROM (SELECT *, {self._key_json(table, data.schema.names)} AS _key"
-                f" FROM {hashed}) QUALIFY row_number() OVER (PARTITION BY _k) = 1",
+                " FROM _epf_history_batch QUALIFY row_number() OVER (PARTITION BY _k) = 1",
                 [*params, plan.snapshot_time],
             )
         finally:
@@ -134,7 +159,7 @@ class ChangeHistory:
                 self._con.unregister("_epf_history_in")
             with contextlib.suppress(Exception):
                 self._con.execute("DROP TABLE IF EXISTS _epf_history_batch")
-        return written
+        return found
 
     def removed(self, table: Table, stamp: Mapping[str, Any], plan: HistoryPlan) -> Any:
         """The ``Removed`` rows of the keys the complete snapshot did not show (none after a
@@ -188,15 +213,13 @@ class ChangeHistory:
             self._con.execute(f"DELETE FROM {state} WHERE table_name = ?", [table.name])
 
     @staticmethod
-    def _hashed_sql(table: Table, present: list[str]) -> str:
-        """The batch with ``_k`` (the key's hash) and ``_s`` (the compared columns' hash)."""
+    def _hashes_sql(table: Table, present: list[str]) -> str:
+        """``_k`` (the key's hash) and ``_s`` (the compared columns' hash) of a batch row."""
         assert table.changes is not None, f"{table.name} keeps no change-only history"
         keys = [c for c in table.key if c in present]
         ignored = {*_STAMPS, _KIND, *table.changes.ignores, "BatchId"}
         compared = sorted(c for c in present if c not in ignored)
-        return (
-            f"SELECT *, {_text_hash(keys)} AS _k, {_text_hash(compared)} AS _s FROM _epf_history_in"
-        )
+        return f"{_text_hash(keys)} AS _k, {_text_hash(compared)} AS _s"
 
     @staticmethod
     def _key_json(table: Table, present: list[str]) -> str:
