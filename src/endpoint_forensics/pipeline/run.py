@@ -17,17 +17,14 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.config import Settings, TenantConfig
 from endpoint_forensics.contracts import (
-    Batch,
     HistoryPlan,
-    RedoUnit,
     SavedCheckpoint,
     Sink,
     SnapshotChanged,
@@ -44,11 +41,11 @@ from endpoint_forensics.pipeline.checkpoints import (
     load_checkpoints,
 )
 from endpoint_forensics.pipeline.clients import appliance_client, feed_client, tenant_client
-from endpoint_forensics.pipeline.fanout import SinkFanout
 from endpoint_forensics.pipeline.plan import Source, fetch_function, sources_of
 from endpoint_forensics.pipeline.runlog import DatasetOutcome, Progress, RunSummary, record_runs
 from endpoint_forensics.pipeline.triage import run_triage
 from endpoint_forensics.pipeline.turns import SinkTurn, run_each
+from endpoint_forensics.pipeline.units import UnitWriter
 from endpoint_forensics.runtime import bound_memory
 from endpoint_forensics.sources import ConsoleContext, FeedContext, FetchContext, SensorContext
 from endpoint_forensics.tables import Table
@@ -92,12 +89,21 @@ def run_sync(
             client = appliance_client(source.config)
         with client:
             with turn:
-                run = _SourceRun(source, client, settings, sinks, summary, quarantine, progress)
-            run.turn, run.outcomes = turn, outcomes[source.unit_scope]
+                run = _SourceRun(
+                    source,
+                    client,
+                    settings,
+                    sinks,
+                    summary,
+                    quarantine=quarantine,
+                    turn=turn,
+                    progress=progress,
+                )
+            run.outcomes = outcomes[source.unit_scope]
             try:
                 run.collect_all(work_root / source.name)
             finally:
-                run.fanout.close()
+                run.writer.close()
 
     try:
         # The sources at once, each waiting on its service in another's turn at the sinks.
@@ -126,15 +132,16 @@ class _SourceRun:
         settings: Settings,
         sinks: list[Sink],
         summary: RunSummary,
+        *,
         quarantine: Quarantine,
+        turn: SinkTurn,  # the run's, shared by its sources
         progress: Progress | None,
     ) -> None:
         self.source = source
         self.client = client
         self.sinks = sinks
         self.summary = summary
-        self.quarantine = quarantine
-        self.progress = progress
+        self.quarantine, self.turn, self.progress = quarantine, turn, progress
         self.history = settings.history
         # Each sink's own checkpoints for this source (what that sink holds).
         self.scope = f"{source.kind}s/{source.name}"
@@ -149,8 +156,13 @@ class _SourceRun:
         self.budgets = {name: RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()}
         self.appliance_budget = RateBudget(IOT_APPLIANCE_LIMIT)
         self.transforms = TransformStage([COMPAT] if settings.output.compat else [])
-        self.fanout = SinkFanout()  # each sink's share of a step at once
-        self.turn = SinkTurn()  # the run's, shared by its sources (run_sync)
+        self.writer = UnitWriter(
+            source,
+            transforms=self.transforms,
+            quarantine=self.quarantine,
+            turn=self.turn,
+            progress=progress,
+        )
         self.outcomes: list[DatasetOutcome] = []  # this source's, in the order of its datasets
         self.stopped: str | None = None  # why the datasets not yet started fail unasked
 
@@ -347,12 +359,12 @@ class _SourceRun:
             pending = [s for s in group.sinks if not s.delivered(unit_id)]
             # Each sink stores where the dataset stands with the unit itself.
             saved = SavedCheckpoint(self.scope, spec.name, group.state_after(unit.resume))
-            self._deliver_unit(spec, unit, unit_id, pending, (saved, history), stamp, outcome)
+            self.writer.write(spec, unit, unit_id, pending, (saved, history), stamp, outcome)
             group.advance(unit.resume, saved_by=pending)
         if history is not None and history.mode == "changes":
             # Complete: what each sink held and this snapshot did not show is gone.
             removed = f"{self.source.unit_scope}/{snapshot.run_id}/{spec.name}/removed"
-            self.fanout.each(
+            self.writer.fanout.each(
                 group.sinks,
                 lambda sink: sink.finish_snapshot(spec.table, history, unit=removed, stamp=stamp),
             )
@@ -362,63 +374,6 @@ class _SourceRun:
         if not spec.resumable:  # complete, and its checkpoints say so: deliver it
             for sink in group.sinks:
                 sink.release_snapshot(held)
-
-    def _deliver_unit(
-        self,
-        spec: DatasetSpec,
-        unit: Unit,
-        unit_id: str,
-        pending: list[Sink],
-        saved: tuple[SavedCheckpoint, HistoryPlan | None],
-        stamp: Mapping[str, Any],
-        outcome: DatasetOutcome,
-    ) -> None:
-        try:
-            self._write_unit(spec, unit_id, unit.batches, pending, saved, stamp, outcome)
-        except RedoUnit as exc:
-            if unit.fallback is None:
-                raise
-            log.info(
-                "%s %s dataset %s %s: %s; reading it line by line",
-                self.source.kind,
-                self.source.name,
-                spec.name,
-                unit.key,
-                exc,
-            )
-            self._write_unit(spec, unit_id, unit.fallback(), pending, saved, stamp, outcome)
-
-    def _write_unit(
-        self,
-        spec: DatasetSpec,
-        unit_id: str,
-        batches: Iterator[Batch],
-        sinks: list[Sink],
-        saved: tuple[SavedCheckpoint, HistoryPlan | None],
-        stamp: Mapping[str, Any],
-        outcome: DatasetOutcome,
-    ) -> None:
-        rows = quarantined = 0
-        kept = self.transforms.collect(spec.table)
-        checkpoint, history = saved
-        units = [
-            s.open(spec.table, unit=unit_id, checkpoint=checkpoint, history=history) for s in sinks
-        ]
-        with self.fanout.open_all(units) as writers:
-            for batch in batches:
-                self.fanout.each(writers, methodcaller("write", batch, stamp))
-                if kept is not None:
-                    kept.add(batch)
-                self.quarantine.add(self.source.name, spec.name, batch.rejects)
-                quarantined += len(batch.rejects)
-                rows += len(batch)
-                if self.progress:
-                    self.progress(self.source.name, spec.name, outcome.rows + rows, False)
-        # Counted once the unit is committed: a unit redone is not counted twice.
-        outcome.rows += rows
-        outcome.quarantined += quarantined
-        if kept is not None:
-            self.transforms.deliver(spec.table, kept, sinks, unit=unit_id, stamp=stamp)
 
     def _history_plan(self, spec: DatasetSpec, snapshot_time: datetime) -> HistoryPlan | None:
         """How a change-tracked table's snapshot is written (docs/history.md)."""
