@@ -248,7 +248,7 @@ class _SourceRun:
                 what = "out of memory" if isinstance(exc, MemoryError) else local_failure(exc)
                 if isinstance(exc, OSError):  # where it happened, for --debug
                     log.debug("dataset %s: %s", spec.name, what, exc_info=True)
-                if out_of_disk(exc):
+                if out_of_disk(exc) and not self.summary.disk_full:  # the first one says it
                     self.summary.disk_full = what
                 outcome.error = (
                     f"{self.source.kind} {self.source.name!r} dataset {spec.name}: {what}"
@@ -353,6 +353,8 @@ class _SourceRun:
             _wait_for_room(group.sinks)  # back-pressure: a full outbox stops the reading
             with self.turn.waiting():  # the other sources' turn at the sinks meanwhile
                 unit, cursor = _next_unit(units)
+            if self.summary.disk_full:  # another dataset found the disk full meanwhile
+                raise _NotCollected(f"not collected: {self.summary.disk_full}")
             if unit is None:  # done: the source's final cursor, stored only now
                 break
             unit_id = f"{self.source.unit_scope}/{snapshot.run_id}/{spec.name}/{unit.key}"
@@ -418,6 +420,13 @@ class _SourceRun:
                 return o.rows
         known = [c for load in self.checkpoints.values() if (c := load("machines").last_rows)]
         return max(known) if known else None
+
+
+class _NotCollected(EpfError):
+    """The disk this run writes to is full: a dataset under way stops with the line of those
+    not started (one line in the run's errors, not one per dataset)."""
+
+    stops_source = True
 
 
 def _request_counts(client: ApiClient) -> tuple[int, int]:
