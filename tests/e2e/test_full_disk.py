@@ -92,8 +92,7 @@ def test_a_full_disk_fails_clearly_and_the_next_run_recovers_everything(
         # the full disk in the run where the other's were delivered.
         failed = set(
             con.execute(
-                "SELECT RunId, TableName, SourceName FROM \"EPF_Runs_CL\""
-                " WHERE Outcome = 'Failed'"
+                "SELECT RunId, TableName, SourceName FROM \"EPF_Runs_CL\" WHERE Outcome = 'Failed'"
             ).fetchall()
         )
     finally:

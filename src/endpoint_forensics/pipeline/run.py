@@ -357,6 +357,7 @@ class _SourceRun:
                 raise _NotCollected(f"not collected: {self.summary.disk_full}")
             if unit is None:  # done: the source's final cursor, stored only now
                 break
+            _wait_for_room(group.sinks)  # the others may have filled the outbox meanwhile
             unit_id = f"{self.source.unit_scope}/{snapshot.run_id}/{spec.name}/{unit.key}"
             pending = [s for s in group.sinks if not s.delivered(unit_id)]
             # Each sink stores where the dataset stands with the unit itself.
