@@ -207,11 +207,18 @@ class Sink(Protocol):
         ...
 
     def discard(
-        self, table: Table, *, run_id: str, unit_scope: str, where: Mapping[str, str]
+        self,
+        table: Table,
+        *,
+        run_id: str,
+        unit_scope: str,
+        where: Mapping[str, str],
+        dataset: str,
     ) -> int:
-        """Remove a partial snapshot of one source: the rows of ``run_id`` whose ``where``
-        columns match, and the delivery units starting ``<unit_scope>/<run_id>/``; return the
-        rows removed."""
+        """Remove a partial snapshot of one source's dataset: the rows of ``run_id`` whose
+        ``where`` columns match and whose unit starts ``<unit_scope>/<run_id>/<dataset>/``
+        (another dataset of the source may write the same table in the same run), and those
+        delivery units; return the rows removed."""
         ...
 
     def hold_snapshot(self, unit_prefix: str, *, scope: str, dataset: str, run_id: str) -> None:

@@ -51,11 +51,21 @@ def test_discard_removes_a_partial_snapshot_and_its_units(tmp_path):
             writer.write(Batch(DEVICES, rows=[{"DeviceId": f"d{n}"}]), STAMP)
     with sink.open(DEVICES, unit="t1/run-2/machines/page-0") as writer:
         writer.write(Batch(DEVICES, rows=[{"DeviceId": "x"}]), {**STAMP, "RunId": "run-2"})
+    # Another dataset of the source writes the same table in the same run (an IoT console's
+    # devices and device changes): its rows and units stay.
+    with sink.open(DEVICES, unit="t1/run-1/other/page-0") as writer:
+        writer.write(Batch(DEVICES, rows=[{"DeviceId": "o"}]), STAMP)
     assert (
-        sink.discard(DEVICES, run_id="run-1", unit_scope="t1", where={"DefenderTenantId": "t1"})
+        sink.discard(
+            DEVICES,
+            run_id="run-1",
+            unit_scope="t1",
+            where={"DefenderTenantId": "t1"},
+            dataset="machines",
+        )
         == 2
     )
     assert not sink.delivered("t1/run-1/machines/page-0")
-    assert sink.delivered("t1/run-2/machines/page-0")
+    assert sink.delivered("t1/run-2/machines/page-0") and sink.delivered("t1/run-1/other/page-0")
     sink.close()
-    assert count(tmp_path / "ws.duckdb") == 1
+    assert count(tmp_path / "ws.duckdb") == 2

@@ -265,7 +265,7 @@ def demo(
         typer.Option(
             "--sentinel",
             help="Deliver every day to the emulated Sentinel too, and check it received the"
-            " rows the workspace holds (about twice the time).",
+            " rows the workspace holds (slower: every row is also encoded, sent and checked).",
         ),
     ] = False,
 ) -> None:

@@ -48,7 +48,6 @@ from endpoint_forensics.pipeline.turns import SinkTurn, run_each
 from endpoint_forensics.pipeline.units import UnitWriter
 from endpoint_forensics.runtime import bound_memory
 from endpoint_forensics.sources import ConsoleContext, FeedContext, FetchContext, SensorContext
-from endpoint_forensics.tables import Table
 from endpoint_forensics.tables.datasets import DatasetSpec
 from endpoint_forensics.transforms import TransformStage
 from endpoint_forensics.transforms.compat import COMPAT
@@ -272,7 +271,7 @@ class _SourceRun:
         rows_before, quarantined_before = outcome.rows, outcome.quarantined
         try:
             if group.snapshot is not None and not spec.resumable:
-                self._discard(spec.table, group.snapshot.run_id, group.sinks)
+                self._discard(spec, group.snapshot.run_id, group.sinks)
                 group.abandon()
             try:
                 self._deliver(spec, group, outcome, where)
@@ -286,7 +285,7 @@ class _SourceRun:
                 )
                 abandoned = group.abandon()
                 if abandoned is not None:
-                    self._discard(spec.table, abandoned.run_id, group.sinks)
+                    self._discard(spec, abandoned.run_id, group.sinks)
                 outcome.rows, outcome.quarantined = rows_before, quarantined_before
                 self._deliver(spec, group, outcome, where)
         except (EpfError, MemoryError, OSError):
@@ -393,21 +392,22 @@ class _SourceRun:
         if snapshot is None:
             return False
         try:
-            self._discard(spec.table, snapshot.run_id, group.sinks)
+            self._discard(spec, snapshot.run_id, group.sinks)
         except Exception as exc:  # the next run discards it instead
             group.restore(snapshot)
             log.warning("could not remove the partial %s snapshot: %s", spec.table.name, exc)
             return False
         return True
 
-    def _discard(self, table: Table, run_id: str, sinks: list[Sink]) -> None:
-        for target in (table, *self.transforms.derived_from(table)):
+    def _discard(self, spec: DatasetSpec, run_id: str, sinks: list[Sink]) -> None:
+        for target in (spec.table, *self.transforms.derived_from(spec.table)):
             for sink in sinks:
                 sink.discard(
                     target,
                     run_id=run_id,
                     unit_scope=self.source.unit_scope,
                     where=self.source.where,
+                    dataset=spec.name,
                 )
 
     def _device_count(self) -> int | None:

@@ -132,20 +132,29 @@ class DuckDBSink:
         return bool(found)
 
     def discard(
-        self, table: Table, *, run_id: str, unit_scope: str, where: Mapping[str, str]
+        self,
+        table: Table,
+        *,
+        run_id: str,
+        unit_scope: str,
+        where: Mapping[str, str],
+        dataset: str,
     ) -> int:
-        """Remove one source's rows of ``run_id`` from ``table``, and its delivery records."""
+        """Remove one source dataset's rows of ``run_id`` from ``table`` (a row's ``BatchId``
+        is its unit), and its delivery records."""
         conditions = "".join(f' AND "{column}" = ?' for column in where)
+        units = f"{unit_scope}/{run_id}/{dataset}/"
         try:
             with _storing(self.path, f"removing a partial snapshot of {table.name}"):
                 self._con.begin()
                 removed = self._con.execute(
-                    f'DELETE FROM "{table.name}" WHERE RunId = ?{conditions}',
-                    [run_id, *where.values()],
+                    f'DELETE FROM "{table.name}" WHERE RunId = ?{conditions}'
+                    " AND starts_with(BatchId, ?)",
+                    [run_id, *where.values(), units],
                 ).fetchall()
                 self._con.execute(
                     "DELETE FROM _epf_units WHERE table_name = ? AND starts_with(unit, ?)",
-                    [table.name, f"{unit_scope}/{run_id}/"],
+                    [table.name, units],
                 )
                 if table.changes is not None:  # its state no longer says what is here
                     self._history.forget(table)

@@ -166,14 +166,20 @@ class SentinelSink:
         return self.outbox.holds(f"{unit_scope}/")
 
     def discard(
-        self, table: Table, *, run_id: str, unit_scope: str, where: Mapping[str, str]
+        self,
+        table: Table,
+        *,
+        run_id: str,
+        unit_scope: str,
+        where: Mapping[str, str],
+        dataset: str,
     ) -> int:
         """Drop the partial snapshot's uploads still waiting; those sent cannot be recalled
         (EPF_Runs_CL marks the run Failed, so queries can leave it out)."""
         if table.changes is not None:  # its state no longer says what was sent
             self._history.begin().forget(table)
             self._history.commit()
-        return self.outbox.discard(f"{unit_scope}/{run_id}/", table.name)
+        return self.outbox.discard(f"{unit_scope}/{run_id}/{dataset}/", table.name)
 
     def hold_snapshot(self, unit_prefix: str, *, scope: str, dataset: str, run_id: str) -> None:
         self._holding[unit_prefix] = {"scope": scope, "dataset": dataset, "run_id": run_id}
