@@ -92,15 +92,20 @@ def test_a_full_disk_fails_clearly_and_the_next_run_recovers_everything(
         # the full disk in the run where the other's were delivered.
         failed = set(
             con.execute(
-                "SELECT RunId, TableName, SourceName FROM \"EPF_Runs_CL\" WHERE Outcome = 'Failed'"
+                'SELECT RunId, TableName, SourceName, Dataset FROM "EPF_Runs_CL"'
+                " WHERE Outcome = 'Failed'"
             ).fetchall()
         )
+        # A management console writes EPF_IotDevices_CL from two datasets (v1 devices, v3
+        # changes), one of which may fail in a run where the other was delivered: a row's
+        # Source (the API it came from) names its dataset, as the workspace's BatchId shows.
+        datasets = _datasets_by_api(con)
     finally:
         con.close()
     assert devices[0][0] == tenant.stats()["truth"]["EPF_Devices_CL"] == 300
     ingested = ingested_since(tenant, before)
     of_failed_runs = {
-        table: sum(1 for r in tenant.ingested_rows(table) if _of_failed(r, table, failed))
+        table: sum(1 for r in tenant.ingested_rows(table) if _of_failed(r, table, failed, datasets))
         for table in ingested
     }
     kept = {t: n - of_failed_runs[t] for t, n in ingested.items() if n - of_failed_runs[t]}
@@ -118,9 +123,36 @@ def test_a_full_disk_fails_clearly_and_the_next_run_recovers_everything(
     assert _sync(config, db).returncode == 0
 
 
-def _of_failed(row: dict[str, Any], table: str, failed: set[tuple[str, str, str]]) -> bool:
+def _datasets_by_api(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, str], str]:
+    """(table, appliance, API) -> the dataset that writes such rows, from the workspace's
+    BatchIds (``<scope>/<run>/<dataset>/<unit>``)."""
+    tables = con.execute(
+        "SELECT table_name FROM information_schema.columns"
+        " WHERE column_name = 'Source' AND table_name LIKE 'EPF_Iot%'"
+    ).fetchall()
+    found: dict[tuple[str, str, str], str] = {}
+    for (table,) in tables:
+        rows = con.execute(
+            f"SELECT DISTINCT Appliance, Source, split_part(BatchId, '/', 3) FROM \"{table}\""
+        ).fetchall()
+        found.update({(table, appliance, api): dataset for appliance, api, dataset in rows})
+    return found
+
+
+def _of_failed(
+    row: dict[str, Any],
+    table: str,
+    failed: set[tuple[str, str, str, str]],
+    datasets: dict[tuple[str, str, str], str],
+) -> bool:
     """Whether ``row`` came from a run in which its source's dataset of ``table`` failed (an
-    IoT row names its sensor; the others' source is the one tenant)."""
-    sources = {source for run, name, source in failed if (run, name) == (row["RunId"], table)}
+    IoT row names its sensor and its API; the others' source is the one tenant, with one
+    dataset a table)."""
     appliance = row.get("Appliance")
-    return bool(sources) and (not appliance or appliance in sources)
+    dataset = datasets.get((table, appliance, row.get("Source")))  # type: ignore[arg-type]
+    return any(
+        (run, name) == (row["RunId"], table)
+        and (not appliance or appliance == source)
+        and (dataset is None or dataset == of)
+        for run, name, source, of in failed
+    )
