@@ -78,16 +78,25 @@ def test_the_cursor_moves_only_when_the_snapshot_finishes(tmp_path: Path) -> Non
     assert reopened(tmp_path).dataset("vulnerability_changes").cursor == {"since": "b"}
 
 
-def test_abandon_forgets_the_snapshot_and_restore_keeps_it(tmp_path: Path) -> None:
+def test_abandon_forgets_the_snapshot(tmp_path: Path) -> None:
     checkpoint = reopened(tmp_path).dataset("machines")
     checkpoint.begin("run-1", T0)
     checkpoint.advance({"page": 1})
+    assert reopened(tmp_path).dataset("machines").snapshot is not None
     abandoned = checkpoint.abandon()
     assert abandoned is not None and abandoned.run_id == "run-1"
     assert reopened(tmp_path).dataset("machines").snapshot is None
     assert checkpoint.begin("run-2", T0).run_id == "run-2"  # starts afresh
-    checkpoint.restore(abandoned)
-    assert reopened(tmp_path).dataset("machines").snapshot == abandoned
+
+
+def test_a_snapshot_is_saved_with_its_first_unit(tmp_path: Path) -> None:
+    checkpoint = reopened(tmp_path).dataset("machines")
+    checkpoint.begin("run-1", T0)
+    # Nothing delivered yet: a run that stops here leaves nothing to resume.
+    assert reopened(tmp_path).dataset("machines").snapshot is None
+    checkpoint.advance({"page": 1})
+    saved = reopened(tmp_path).dataset("machines").snapshot
+    assert saved is not None and (saved.run_id, saved.units) == ("run-1", 1)
 
 
 def test_advance_or_finish_without_a_snapshot_is_a_programming_error(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ A quarantined record is kept whole, with its reason, in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,9 @@ class Snapshot:
 
 @dataclass
 class DatasetCheckpoint:
-    """Where one dataset of one source stands. Each method that changes it saves it, so a run
-    that stops anywhere resumes at the next undelivered unit."""
+    """Where one dataset of one source stands. Each method that changes it saves it (a new
+    snapshot is saved with its first unit), so a run that stops anywhere resumes at the next
+    undelivered unit."""
 
     snapshot: Snapshot | None = None
     last_success: datetime | None = None  # the time of the last complete snapshot
@@ -68,10 +69,13 @@ class DatasetCheckpoint:
         return now - self.last_success >= timedelta(hours=interval_hours)
 
     def begin(self, run_id: str, now: datetime) -> Snapshot:
-        """The snapshot to deliver: the unfinished one, else a new one taken ``now``."""
+        """The snapshot to deliver: the unfinished one, else a new one taken ``now``.
+
+        Not saved yet: each unit's checkpoint carries it, and a run that stops before the first
+        unit leaves nothing of it to resume (the dataset is still due by ``last_success``).
+        """
         if self.snapshot is None:
             self.snapshot = Snapshot(run_id, now)
-            self._save()
         return self.snapshot
 
     def next_due(self, interval_hours: float) -> datetime | None:
@@ -114,11 +118,6 @@ class DatasetCheckpoint:
         if snapshot is not None:
             self._save()
         return snapshot
-
-    def restore(self, snapshot: Snapshot) -> None:
-        """Keep ``snapshot`` after all (its rows could not be removed: the next run will)."""
-        self.snapshot = snapshot
-        self._save()
 
     @classmethod
     def load(cls, data: Mapping[str, Any], save: Callable[[], None]) -> DatasetCheckpoint:
@@ -231,10 +230,6 @@ class CheckpointGroup:
     def abandon(self) -> Snapshot | None:
         abandoned = [c.abandon() for c in self.members.values()]
         return abandoned[0]
-
-    def restore(self, snapshot: Snapshot) -> None:
-        for checkpoint in self.members.values():
-            checkpoint.restore(replace(snapshot))
 
 
 class Quarantine:

@@ -247,11 +247,14 @@ class _SourceRun:
                 what = "out of memory" if isinstance(exc, MemoryError) else local_failure(exc)
                 if isinstance(exc, OSError):  # where it happened, for --debug
                     log.debug("dataset %s: %s", spec.name, what, exc_info=True)
-                if out_of_disk(exc) and not self.summary.disk_full:  # the first one says it
-                    self.summary.disk_full = what
                 outcome.error = (
                     f"{self.source.kind} {self.source.name!r} dataset {spec.name}: {what}"
                 )
+                if out_of_disk(exc):  # the first one says it; those under way, not again
+                    if self.summary.disk_full:
+                        outcome.error = f"not collected: {self.summary.disk_full}"
+                    else:
+                        self.summary.disk_full = what
         finally:
             outcome.end = datetime.now(UTC)
             after = _request_counts(client)
@@ -283,9 +286,9 @@ class _SourceRun:
                     spec.name,
                     exc,
                 )
-                abandoned = group.abandon()
-                if abandoned is not None:
-                    self._discard(spec, abandoned.run_id, group.sinks)
+                if group.snapshot is not None:
+                    self._discard(spec, group.snapshot.run_id, group.sinks)
+                group.abandon()
                 outcome.rows, outcome.quarantined = rows_before, quarantined_before
                 self._deliver(spec, group, outcome, where)
         except (EpfError, MemoryError, OSError):
@@ -388,13 +391,15 @@ class _SourceRun:
     def _drop_partial(self, spec: DatasetSpec, group: CheckpointGroup) -> bool:
         """A dataset that cannot resume leaves no partial snapshot for queries to mistake;
         whether its rows are gone."""
-        snapshot = group.abandon()
+        snapshot = group.snapshot
         if snapshot is None:
             return False
         try:
+            # Removed first, forgotten after: a checkpoint that forgot the snapshot while its
+            # rows stayed (the disk full between the two) would leave them for good.
             self._discard(spec, snapshot.run_id, group.sinks)
+            group.abandon()
         except Exception as exc:  # the next run discards it instead
-            group.restore(snapshot)
             log.warning("could not remove the partial %s snapshot: %s", spec.table.name, exc)
             return False
         return True

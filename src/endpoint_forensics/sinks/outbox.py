@@ -103,9 +103,13 @@ class Outbox:
         folder = self._staging / _digest(unit)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        (folder / "unit").write_text(f"{unit}\n{table}\n", encoding="utf-8")
-        if held is not None:
-            (folder / _HELD).write_text(json.dumps(dict(held)), encoding="utf-8")
+        try:
+            (folder / "unit").write_text(f"{unit}\n{table}\n", encoding="utf-8")
+            if held is not None:
+                (folder / _HELD).write_text(json.dumps(dict(held)), encoding="utf-8")
+        except BaseException:  # a full disk, say: no half-made unit is left behind
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return StagedUnit(self, folder, unit)
 
     def release(self, unit_prefix: str) -> list[PendingFile]:

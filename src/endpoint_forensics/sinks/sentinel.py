@@ -110,11 +110,16 @@ class SentinelSink:
         checkpoint: SavedCheckpoint | None = None,
         history: HistoryPlan | None = None,
     ) -> Iterator[SentinelWriter]:
+        plan = history if table.changes is not None else None
+        compare = None
         with _outbox_disk(self.outbox.dir, f"staging {table.name}"):
             held = next((s for p, s in self._holding.items() if unit.startswith(p)), None)
-        staged = self.outbox.stage(unit, table.name, held=held)
-        plan = history if table.changes is not None else None
-        compare = self._history.begin() if plan is not None else None
+            staged = self.outbox.stage(unit, table.name, held=held)
+            try:
+                compare = self._history.begin() if plan is not None else None
+            except BaseException:
+                staged.abandon()
+                raise
         writer = SentinelWriter(table, staged, history=(compare, plan))
         try:
             with _outbox_disk(self.outbox.dir, f"writing {table.name}"):
