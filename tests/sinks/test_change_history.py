@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from endpoint_forensics.analytics.functions import registry
 from endpoint_forensics.contracts import Batch, HistoryPlan
 from endpoint_forensics.sinks.duckdb import DuckDBSink
+from endpoint_forensics.sinks.history import ChangeHistory
 from endpoint_forensics.sinks.rows import to_arrow
 from endpoint_forensics.tables import SECURE_CONFIG
 
@@ -161,3 +162,44 @@ def test_an_empty_snapshot_removes_everything(tmp_path: Path) -> None:
         assert _state_at(con, _T0 + timedelta(days=1)) == set()
     finally:
         con.close()
+
+
+def test_the_state_keeps_each_snapshot_and_takes_only_what_changed(tmp_path: Path) -> None:
+    """The kept state is the last snapshot's keys and states; a snapshot writes to it only the
+    keys whose state changed; finishing a snapshot twice (a crash between Sentinel's outbox and
+    its history file) removes nothing the second time."""
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "h.duckdb"))
+    history = ChangeHistory(con)
+    stamp = {"DefenderTenantId": "tenant-1"}
+    first = {key: (True, True, "A") for key in _KEYS}
+    second = dict(first)
+    second[_KEYS[0]] = (False, True, "A")  # a change
+    del second[_KEYS[1]]  # a removal
+    second[("dev-9", "scid-0")] = (True, True, "A")  # an addition
+    for n, snapshot in enumerate((first, second, second)):
+        plan = HistoryPlan("changes", _T0 + timedelta(days=n), baseline_days=7)
+        data = to_arrow(SECURE_CONFIG, _rows(snapshot, n), stamped=set())
+        written = history.rows_to_write(SECURE_CONFIG, data, stamp, plan)
+        gone = history.removed(SECURE_CONFIG, stamp, plan)
+        assert history.removed(SECURE_CONFIG, stamp, plan).num_rows == 0  # the second time
+        kinds = sorted(written.column("HistoryKind").to_pylist() + ["Removed"] * gone.num_rows)
+        assert (
+            kinds
+            == [
+                ["Baseline"] * len(_KEYS),
+                ["Added", "Changed", "Removed"],
+                [],
+            ][n]
+        )
+        state = con.execute(
+            "SELECT json_extract_string(key, '$.DeviceId'),"
+            " json_extract_string(key, '$.ConfigurationId'), seen FROM _epf_history"
+        ).fetchall()
+        assert {(d, c) for d, c, _ in state} == set(snapshot)
+        # Only the keys written by this snapshot carry its time: the others were not rewritten.
+        rewritten = sum(seen == plan.snapshot_time for _, _, seen in state)
+        assert rewritten == [len(_KEYS), 2, 0][n]
+        assert con.execute("SELECT count(*) FROM _epf_history_staged").fetchall() == [(0,)]
+    con.close()

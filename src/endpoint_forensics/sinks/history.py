@@ -48,8 +48,13 @@ class ChangeHistory:
 
     No table here has an index: DuckDB keeps an index in memory whole, and the state of a
     large tenant (millions of keys) would not fit the workspace's memory limit. A snapshot's
-    keys are appended to ``_epf_history_staged`` as its units are written, compared with the
-    state by a join, and replace the state in one pass when the snapshot is complete.
+    keys are appended to ``_epf_history_staged`` as its units are written (hashes only, and the
+    key's columns for the rows written), compared with the state by a join; when the snapshot
+    is complete, the state loses the keys it did not show and takes the states that changed.
+    Only what changed is written to the state: rewriting every key each day wrote the whole
+    state to the write-ahead log and the database file again, most of a quiet day's work.
+    ``_epf_history_finished`` says which snapshot was last finished, so finishing it again
+    finds nothing removed.
     """
 
     def __init__(self, con: Any) -> None:
@@ -62,10 +67,11 @@ class ChangeHistory:
             "CREATE TABLE IF NOT EXISTS _epf_history_staged (table_name VARCHAR, scope VARCHAR,"
             " key_hash UBIGINT, state_hash UBIGINT, seen TIMESTAMPTZ, key JSON)"
         )
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS _epf_history_baselines (table_name VARCHAR,"
-            " scope VARCHAR, snapshot_time TIMESTAMPTZ, PRIMARY KEY (table_name, scope))"
-        )
+        for marks in ("_epf_history_baselines", "_epf_history_finished"):
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {marks} (table_name VARCHAR, scope VARCHAR,"
+                " snapshot_time TIMESTAMPTZ, PRIMARY KEY (table_name, scope))"
+            )
 
     def is_baseline(self, table: Table, scope: str, plan: HistoryPlan) -> bool:
         """Whether the snapshot of ``plan`` is written in full (and marked a baseline)."""
@@ -123,7 +129,8 @@ class ChangeHistory:
         """Stage the keys of ``data`` (in the caller's transaction); with ``compare``, first
         find the rows that changed since the state and were not already written in this
         snapshot: a pyarrow table of their positions in ``data`` (``_i``, ascending) and their
-        ``HistoryKind`` (``Added`` or ``Changed``)."""
+        ``HistoryKind`` (``Added`` or ``Changed``). A staged key carries its columns (JSON)
+        only when its row is written: every row of a baseline, the found ones otherwise."""
         import pyarrow as pa
 
         names = data.schema.names
@@ -138,35 +145,42 @@ class ChangeHistory:
                 f" SELECT _i, {self._hashes_sql(table, names)},"
                 f" {self._key_json(table, names)} AS _key FROM _epf_history_in"
             )
+            written = "_key"
             if compare:
-                found = self._con.sql(
-                    f"SELECT b._i, CASE WHEN h.key_hash IS NULL THEN 'Added'"
+                self._con.execute(
+                    "CREATE OR REPLACE TEMP TABLE _epf_history_found AS"
+                    f" SELECT b._i, CASE WHEN h.key_hash IS NULL THEN 'Added'"
                     f" ELSE 'Changed' END AS {_KIND} FROM _epf_history_batch b"
                     " LEFT JOIN (FROM _epf_history WHERE table_name = ? AND scope = ?) h"
                     " ON h.key_hash = b._k"
                     " ANTI JOIN (FROM _epf_history_staged WHERE table_name = ? AND scope = ?) s"
                     " ON s.key_hash = b._k AND s.state_hash = b._s"
-                    " WHERE h.key_hash IS NULL OR h.state_hash <> b._s ORDER BY b._i",
-                    params=[*params, *params],
-                ).to_arrow_table()
+                    " WHERE h.key_hash IS NULL OR h.state_hash <> b._s",
+                    [*params, *params],
+                )
+                found = self._con.sql("FROM _epf_history_found ORDER BY _i").to_arrow_table()
+                written = "CASE WHEN _i IN (SELECT _i FROM _epf_history_found) THEN _key END"
             self._con.execute(
-                "INSERT INTO _epf_history_staged SELECT ?, ?, _k, _s, ?, _key"
-                " FROM _epf_history_batch QUALIFY row_number() OVER (PARTITION BY _k) = 1",
+                f"INSERT INTO _epf_history_staged SELECT ?, ?, _k, _s, ?, {written}"
+                " FROM _epf_history_batch"
+                " QUALIFY row_number() OVER (PARTITION BY _k ORDER BY _key IS NULL) = 1",
                 [*params, plan.snapshot_time],
             )
         finally:
             with contextlib.suppress(Exception):  # an aborted transaction refuses it
                 self._con.unregister("_epf_history_in")
-            with contextlib.suppress(Exception):
-                self._con.execute("DROP TABLE IF EXISTS _epf_history_batch")
+            for temp in ("_epf_history_batch", "_epf_history_found"):
+                with contextlib.suppress(Exception):
+                    self._con.execute(f"DROP TABLE IF EXISTS {temp}")
         return found
 
     def removed(self, table: Table, stamp: Mapping[str, Any], plan: HistoryPlan) -> Any:
         """The ``Removed`` rows of the keys the complete snapshot did not show (none after a
-        baseline, which replaces the state); the staged keys become the state. A pyarrow table.
+        baseline, which replaces the state); the state then becomes the snapshot's. A pyarrow
+        table.
 
-        Idempotent: the state then holds only keys seen at ``plan.snapshot_time``, so a second
-        call finds nothing older to remove and nothing staged to move.
+        Idempotent: once ``plan.snapshot_time`` is finished, a second call finds nothing (unless
+        a snapshot of the same time staged keys since, as one taken again at that time does).
         """
         scope = str(stamp.get("DefenderTenantId") or "")
         params = [table.name, scope, plan.snapshot_time]
@@ -176,32 +190,84 @@ class ChangeHistory:
         columns = ", ".join(
             f"json_extract_string(h.key, '$.{c}') AS \"{c}\"" for c in dict.fromkeys(fields)
         )
-        gone = self._con.sql(
-            f"SELECT {columns}, 'Removed' AS {_KIND} FROM _epf_history h"
-            " WHERE h.table_name = ? AND h.scope = ? AND h.seen < ?"
-            " AND h.key_hash NOT IN (SELECT key_hash FROM _epf_history_staged"
-            " WHERE table_name = ? AND scope = ? AND seen = ?)",
-            params=[*params, *params],
-        ).to_arrow_table()
+        if self._finished_time(table.name, scope) == plan.snapshot_time and not self._staged(
+            params
+        ):
+            return self._con.sql(
+                f"SELECT {columns}, 'Removed' AS {_KIND} FROM _epf_history h LIMIT 0"
+            ).to_arrow_table()
+        baseline = self._baseline_time(table.name, scope) == plan.snapshot_time
+        # The snapshot's state of each key: of a key shown twice, the least state hash.
         self._con.execute(
-            "DELETE FROM _epf_history WHERE table_name = ? AND scope = ? AND seen < ?", params
-        )
-        self._con.execute(
-            "INSERT INTO _epf_history SELECT * FROM _epf_history_staged"
-            " WHERE table_name = ? AND scope = ? AND seen = ?"
+            "CREATE OR REPLACE TEMP TABLE _epf_history_shown AS"
+            " SELECT key_hash, state_hash, max(key) AS key FROM _epf_history_staged"
+            " WHERE table_name = ? AND scope = ? AND seen = ? GROUP BY key_hash, state_hash"
             " QUALIFY row_number() OVER (PARTITION BY key_hash ORDER BY state_hash) = 1",
             params,
         )
+        try:
+            gone = self._con.sql(
+                f"SELECT {columns}, 'Removed' AS {_KIND} FROM _epf_history h"
+                " WHERE h.table_name = ? AND h.scope = ?"
+                " AND h.key_hash NOT IN (SELECT key_hash FROM _epf_history_shown)",
+                params=params[:2],
+            ).to_arrow_table()
+            if baseline:  # the whole state is the snapshot's
+                self._con.execute(
+                    "DELETE FROM _epf_history WHERE table_name = ? AND scope = ?", params[:2]
+                )
+                changed = "FROM _epf_history_shown"
+            else:
+                changed = (
+                    "FROM _epf_history_shown s ANTI JOIN (FROM _epf_history"
+                    " WHERE table_name = ? AND scope = ?) h"
+                    " ON h.key_hash = s.key_hash AND h.state_hash = s.state_hash"
+                )
+                self._con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE _epf_history_changed AS {changed}",
+                    params[:2],
+                )
+                changed = "FROM _epf_history_changed"
+                self._con.execute(
+                    "DELETE FROM _epf_history WHERE table_name = ? AND scope = ?"
+                    " AND (key_hash NOT IN (SELECT key_hash FROM _epf_history_shown)"
+                    " OR key_hash IN (SELECT key_hash FROM _epf_history_changed))",
+                    params[:2],
+                )
+            self._con.execute(
+                f"INSERT INTO _epf_history SELECT ?, ?, key_hash, state_hash, ?, key {changed}",
+                params,
+            )
+        finally:
+            for temp in ("_epf_history_shown", "_epf_history_changed"):
+                with contextlib.suppress(Exception):  # an aborted transaction refuses it
+                    self._con.execute(f"DROP TABLE IF EXISTS {temp}")
         self._con.execute(
             "DELETE FROM _epf_history_staged WHERE table_name = ? AND scope = ?", params[:2]
         )
-        if self._baseline_time(table.name, scope) == plan.snapshot_time:
+        self._con.execute("INSERT OR REPLACE INTO _epf_history_finished VALUES (?, ?, ?)", params)
+        if baseline:
             return gone.slice(0, 0)  # a baseline is the whole state: nothing to remove
         return gone
 
     def _baseline_time(self, table_name: str, scope: str) -> datetime | None:
+        return self._mark("_epf_history_baselines", table_name, scope)
+
+    def _finished_time(self, table_name: str, scope: str) -> datetime | None:
+        return self._mark("_epf_history_finished", table_name, scope)
+
+    def _staged(self, params: list[Any]) -> bool:
+        return bool(
+            self._con.execute(
+                "SELECT 1 FROM _epf_history_staged WHERE table_name = ? AND scope = ?"
+                " AND seen = ? LIMIT 1",
+                params,
+            ).fetchall()
+        )
+
+    def _mark(self, marks: str, table_name: str, scope: str) -> datetime | None:
         found = self._con.execute(
-            "SELECT snapshot_time FROM _epf_history_baselines WHERE table_name = ? AND scope = ?",
+            f"SELECT snapshot_time FROM {marks} WHERE table_name = ? AND scope = ?",
             [table_name, scope],
         ).fetchall()
         return found[0][0] if found else None
@@ -209,7 +275,12 @@ class ChangeHistory:
     def forget(self, table: Table) -> None:
         """Drop the table's state: its next snapshot is a baseline (after a partial snapshot
         was discarded, the state no longer says what the destination holds)."""
-        for state in ("_epf_history", "_epf_history_staged", "_epf_history_baselines"):
+        for state in (
+            "_epf_history",
+            "_epf_history_staged",
+            "_epf_history_baselines",
+            "_epf_history_finished",
+        ):
             self._con.execute(f"DELETE FROM {state} WHERE table_name = ?", [table.name])
 
     @staticmethod
