@@ -9,7 +9,7 @@ outbox more than 2 days gets the receive time as its ``TimeGenerated`` (defender
 ``SnapshotTime`` stays. Sender threads (``max_concurrency``) post the uploads, oldest first, with
 the Azure SDK's ``LogsIngestionClient`` to ``Custom-<Table>`` of the DCR; a 204 removes an upload
 from the outbox. Retries follow ``http.retry`` alone (the SDK's are off): a 429 waits its
-``Retry-After``, 5xx and lost connections back off; an upload whose answer was lost may arrive
+``Retry-After``, 5xx and lost connections back off (``sentinel_upload``); an upload whose answer was lost may arrive
 twice (at least once; its ``BatchId`` tells). An endpoint that is down past its retries, throttles
 past them, or refuses the identity stops the sending and leaves everything in the outbox for the
 next run. A table no DCR takes (no route in the config), or whose stream its DCR does not declare
@@ -17,13 +17,12 @@ next run. A table no DCR takes (no route in the config), or whose stream its DCR
 go on, and the report names the held tables with the fix; a 413 splits the upload in two; a 400
 (the service refuses those rows for good) sets the upload aside under ``rejected/`` with the
 reason. Nothing is dropped. The outbox has a cap (``outbox_max_mb``): past it ``room`` waits
-for the senders, and says why collection must stop when they cannot drain it. Imports ``tables``, ``contracts``, ``outbox``, ``http.retry``,
-``identity.credentials`` and ``config``."""
+for the senders, and says why collection must stop when they cannot drain it. Imports ``tables``,
+``contracts``, ``outbox``, ``http.retry``, ``identity.credentials`` and ``config``."""
 
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import queue
 import threading
@@ -39,17 +38,12 @@ import orjson
 from endpoint_forensics.config import SentinelConfig
 from endpoint_forensics.contracts import Batch, DeliveryReport, HistoryPlan, SavedCheckpoint
 from endpoint_forensics.errors import SinkError, local_failure
-from endpoint_forensics.http.retry import (
-    RetryPolicy,
-    Verdict,
-    classify_error,
-    classify_status,
-    retry_after_seconds,
-)
-from endpoint_forensics.identity.credentials import build_credential, first_line
+from endpoint_forensics.http.retry import Verdict, classify_error
+from endpoint_forensics.identity.credentials import first_line
 from endpoint_forensics.sinks.checkpoint_file import FileCheckpointStore
 from endpoint_forensics.sinks.history import HistoryFile
 from endpoint_forensics.sinks.outbox import Outbox, PendingFile
+from endpoint_forensics.sinks.sentinel_upload import Uploader
 from endpoint_forensics.sinks.sentinel_writer import (
     MAX_BODY_BYTES,
     MAX_FIELD_BYTES,
@@ -63,9 +57,6 @@ __all__ = ["MAX_BODY_BYTES", "MAX_FIELD_BYTES", "SentinelSink", "encode_rows"]
 log = logging.getLogger(__name__)
 
 _PERMANENT = {400, 422}  # the service refuses these rows; they never go through as they are
-# A few quick retries: an upload that still fails waits in the outbox for the next run. 429s
-# are waited out as long as the service says (up to 30 times).
-_RETRY = RetryPolicy(max_retries=3, backoff_base_seconds=0.5, backoff_cap_seconds=30.0)
 
 
 class SentinelSink:
@@ -88,8 +79,7 @@ class SentinelSink:
         # Unit prefix -> the snapshot (scope, dataset, run_id) whose units are held.
         self._holding: dict[str, dict[str, str]] = {}
         self._release_finished_snapshots()
-        self._local = threading.local()
-        self._credential: Any = None
+        self._uploader = Uploader(config, self._halted)
         self._started = time.monotonic()
         self._workers = [
             threading.Thread(target=self._work, name=f"epf-sentinel-{i}", daemon=True)
@@ -247,8 +237,7 @@ class SentinelSink:
             # left waits in the outbox for the next run.
             self._halted.set()
             self.flush()
-        if self._credential is not None:
-            self._credential.close()
+        self._uploader.close()
         self._history.close()
 
     # --- sending -----------------------------------------------------------------------------------
@@ -329,45 +318,9 @@ class SentinelSink:
             self.report.raw_bytes += _raw_size(body)
 
     def _upload(self, endpoint: str, rule_id: str, stream: str, body: bytes) -> None:
-        """Post one upload under the retry policy (the SDK's own retries are off): a 429 is
-        waited out once, as long as the service says, so a busy DCR slows the run down instead
-        of stopping it; a 401 is sent once more (the SDK's policy drops its token on a 401, so
-        that try asks for a fresh one), and an answer that broke off is retried as a lost
-        connection; a halted sink retries no more. Raises the last azure-core error when the
-        policy does not retry it or its retries are spent."""
-        from azure.core.exceptions import (
-            DecodeError,
-            HttpResponseError,
-            ServiceRequestError,
-            ServiceResponseError,
-        )
-
         counts: Counter[str] = Counter()
-        retries = _RETRY.attempts(stats=counts)
-        renewed = False
-        failure: Exception
         try:
-            while True:
-                try:
-                    self._client(endpoint).upload(
-                        rule_id=rule_id, stream_name=stream, logs=io.BytesIO(body)
-                    )
-                    return
-                except DecodeError as exc:  # the answer broke off mid-body: as a lost one
-                    failure, verdict, retry_after = exc, Verdict.RETRY, None
-                except HttpResponseError as exc:  # a token refused too: its status is None
-                    failure = exc
-                    verdict = classify_status(exc.status_code or 0)
-                    headers: Any = getattr(exc.response, "headers", None) or {}
-                    retry_after = retry_after_seconds(headers.get("Retry-After"))
-                    if verdict is Verdict.REAUTHENTICATE and not renewed:
-                        renewed = True
-                        continue
-                except (ServiceRequestError, ServiceResponseError) as exc:
-                    failure, verdict, retry_after = exc, classify_error(exc), None
-                wait = retries.next_wait(verdict, retry_after=retry_after)
-                if wait is None or self._halted.wait(wait):
-                    raise failure
+            self._uploader.post(endpoint, rule_id, stream, body, stats=counts)
         finally:
             with self._lock:
                 self.report.throttled += counts["throttled"]
@@ -406,28 +359,6 @@ class SentinelSink:
                 self.report.error = message
                 log.warning("%s; what was not sent waits in %s", message, self.outbox.dir)
         self._halted.set()
-
-    def _client(self, endpoint: str) -> Any:
-        # One client per thread and endpoint: the SDK's transport is not shared across threads.
-        clients: dict[str, Any] = self._local.__dict__.setdefault("clients", {})
-        client = clients.get(endpoint)
-        if client is None:
-            from azure.monitor.ingestion import LogsIngestionClient
-
-            with self._lock:
-                if self._credential is None:
-                    self._credential = build_credential(self.config)
-            options: dict[str, Any] = {
-                "credential_scopes": [self.config.scope],
-                "retry_total": 0,  # retries are ours (_upload): a 429 is waited out once
-                "connection_timeout": min(30.0, self.config.timeout_seconds),
-                "read_timeout": self.config.timeout_seconds,
-            }
-            if self.config.ca_bundle is not None:
-                options["connection_verify"] = str(self.config.ca_bundle)
-            client = LogsIngestionClient(endpoint, self._credential, **options)
-            clients[endpoint] = client
-        return client
 
 
 @contextmanager
