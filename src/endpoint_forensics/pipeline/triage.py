@@ -114,8 +114,9 @@ def _deliver(
                 TRIAGE,
                 unit=unit,
                 stamp=stamp,
-                query=lambda con: triage_query(con, at, settings.triage),
-                by_device=True,  # a device's triage is read on its own (epf forensics)
+                # Sorted by device: a device's triage is read on its own (epf forensics).
+                query=lambda con: triage_query(con, at, settings.triage, by_device=True),
+                ordered=True,
             )
         others = [s for s in sinks if s is not workspace and not s.delivered(unit)]
         with workspace.reading() as cursor:

@@ -177,27 +177,25 @@ class DuckDBSink:
         unit: str,
         stamp: Mapping[str, Any],
         query: Callable[[Any], tuple[str, list[Any]]],
-        by_device: bool = False,
+        ordered: bool = False,
     ) -> int:
         """Write, as one unit, the rows ``query`` selects from this workspace (it is given the
         connection, and answers the SELECT of the table's columns and its parameters): the
         rows go from the workspace's tables to the table inside the engine, never through
         Python, with the memory a question over the history gets. Returns the rows written.
 
-        ``by_device``: store them sorted by DeviceId. Each row group then holds a narrow
-        range of devices, and a read of one device's rows (``epf forensics``) skips the others
-        by their DeviceId bounds instead of scanning every row of the unit."""
+        ``ordered``: the query gives its rows in the order to store them, kept (triage's by
+        DeviceId: each row group then holds a narrow range of devices, and a read of one
+        device's rows, ``epf forensics``, skips the others by their DeviceId bounds)."""
         with self.open(table, unit=unit) as writer:
             with _storing(self.path, f"deriving {table.name}"):
                 self._con.execute(f"SET memory_limit = '{store.QUERY_MEMORY_MB}MB'")
-                if not by_device:
+                if not ordered:
                     # Rows with no order to keep: inserting them in any order spares the
                     # engine the work of keeping one (a tenth of the write).
                     self._con.execute("SET preserve_insertion_order = false")
             try:
                 sql, params = query(self._con)
-                if by_device:
-                    sql = f"SELECT * FROM ({sql}) ORDER BY DeviceId"
                 writer.write_query(sql, params, stamp)
             finally:
                 with contextlib.suppress(Exception):
