@@ -203,3 +203,26 @@ def test_the_state_keeps_each_snapshot_and_takes_only_what_changed(tmp_path: Pat
         assert rewritten == [len(_KEYS), 2, 0][n]
         assert con.execute("SELECT count(*) FROM _epf_history_staged").fetchall() == [(0,)]
     con.close()
+
+
+def test_a_key_shown_twice_keeps_the_state_of_the_row_written(tmp_path: Path) -> None:
+    """A snapshot that shows a key twice, once as the state holds it and once changed, writes
+    the changed row; the state then takes that row's state, so the next snapshot showing it
+    again writes nothing."""
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "h.duckdb"))
+    history = ChangeHistory(con)
+    stamp = {"DefenderTenantId": "tenant-1"}
+    key = _KEYS[0]
+    same, changed = {key: (True, True, "A")}, {key: (False, True, "A")}
+    for n, rows in enumerate(
+        (_rows(same, 0), _rows(same, 1) + _rows(changed, 1), _rows(changed, 2))
+    ):
+        plan = HistoryPlan("changes", _T0 + timedelta(days=n), baseline_days=7)
+        data = to_arrow(SECURE_CONFIG, rows, stamped=set())
+        written = history.rows_to_write(SECURE_CONFIG, data, stamp, plan)
+        history.removed(SECURE_CONFIG, stamp, plan)
+        kinds = written.column("HistoryKind").to_pylist()
+        assert kinds == [["Baseline"], ["Changed"], []][n], f"snapshot {n}"
+    con.close()

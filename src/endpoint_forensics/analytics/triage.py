@@ -187,7 +187,7 @@ def triage_sql(
     # 3M rows a regular expression, a JSON object or a join key per input per row costs more
     # than the rest of triage. A row carries its parts' numbers (_ci, _di), and its Reasons
     # text is put together from them only after the sort: the sort then moves a few columns,
-    # not 740 bytes of reasons a row (the stage at 3M rows, 22.5 s -> 16-17.5 s).
+    # not 740 bytes of reasons a row (bench-triage's stage at 3M rows: 19.1-19.5 s -> 15-16.3 s).
     sql = f"""
 WITH pairs AS (
     -- _variant: what besides the CVE its values depend on (Defender's exploit level, or

@@ -163,7 +163,8 @@ class ChangeHistory:
             self._con.execute(
                 f"INSERT INTO _epf_history_staged SELECT ?, ?, _k, _s, ?, {written}"
                 " FROM _epf_history_batch"
-                " QUALIFY row_number() OVER (PARTITION BY _k ORDER BY _key IS NULL) = 1",
+                # Of a key shown twice in the batch, the row written (with its columns).
+                f" QUALIFY row_number() OVER (PARTITION BY _k ORDER BY ({written}) IS NULL) = 1",
                 [*params, plan.snapshot_time],
             )
         finally:
