@@ -108,6 +108,20 @@ def test_every_input_has_its_value_source_and_reason(triaged):
     assert kev_reason["version"] and kev_reason["why"].startswith("listed ")
 
 
+def test_reasons_hold_nothing_unique_to_a_cve_or_a_device(triaged):
+    # The EPSS entry gives the source and copy of the row's Epss columns, not the score: then
+    # a fleet's rows share a few distinct Reasons texts, each built and stored once per run.
+    _, rows = triaged
+    for row in rows:
+        epss = _reasons(row)["Epss"]
+        assert set(epss) <= {"source", "why", "version"}, row
+        assert epss["source"] == "FIRST EPSS"
+        assert epss["why"].startswith("scored") is (row["Epss"] is not None), row
+        text = json.dumps(_reasons(row))
+        unique = [row["CveId"], row["DeviceId"], row["DeviceName"]]
+        assert not [u for u in unique if u and u in text], (unique, text)
+
+
 def test_the_configured_rules_give_mission_and_exposure_and_say_so(triaged):
     _, rows = triaged
     by_rule = {(r["MissionWellbeing"], _reasons(r)["MissionWellbeing"]["why"]) for r in rows}

@@ -185,9 +185,12 @@ def triage_sql(
     # sensor attack vector), the device's once per device, each part with its reasons as JSON
     # text and its code; the rows only join them, and their decisions by the two codes: at
     # 3M rows a regular expression, a JSON object or a join key per input per row costs more
-    # than the rest of triage. A row carries its parts' numbers (_ci, _di), and its Reasons
-    # text is put together from them only after the sort: the sort then moves a few columns,
-    # not 740 bytes of reasons a row (bench-triage's stage at 3M rows: 19.1-19.5 s -> 15-16.3 s).
+    # than the rest of triage. The reasons of a CVE part and of a device part are each one of
+    # a few dozen texts (nothing in them is unique to a CVE or a device: the EPSS score is a
+    # column), so every pair of them is put together and checked as JSON once, numbered; a
+    # row carries its pair's number through the sort (by device, a number too) and takes its
+    # Reasons by it at the end: neither the sort nor the store handles 3M distinct texts of
+    # 700 bytes (docs/triage.md has bench-triage's figures).
     sql = f"""
 WITH pairs AS (
     -- _variant: what besides the CVE its values depend on (Defender's exploit level, or
@@ -245,10 +248,9 @@ cve_values AS (
              ELSE 'total' END AS TechnicalImpact
     FROM cve_vectors
 ),
-cves AS (
+cve_reasons AS (
     SELECT CveId, _variant, InKev, KevDateAdded, KevForensicTriage, Epss,
         EpssPercentile, Exploitation, Automatable, TechnicalImpact, {_CVE_CODE} AS _code,
-        CAST(row_number() OVER (ORDER BY CveId, _variant) AS INTEGER) AS _ci,
         '"Exploitation":' || CAST({exploitation_reason()} AS VARCHAR)
             || ',"Automatable":' || CAST({automatable_reason()} AS VARCHAR)
             || ',"TechnicalImpact":' || CAST({impact_reason()} AS VARCHAR)
@@ -256,6 +258,7 @@ cves AS (
             || ',"Epss":' || CAST({epss_reason()} AS VARCHAR) AS _reasons
     FROM cve_values
 ),
+cves AS (SELECT *, CAST(dense_rank() OVER (ORDER BY _reasons) AS INTEGER) AS _cr FROM cve_reasons),
 device_facts AS (
     SELECT k.DefenderTenantId, k.DeviceId, f.DeviceName, f.RbacGroupName,
         CAST(f.MachineTags AS JSON) AS MachineTags, f.IsInternetFacing, 'IT' AS DeviceKind,
@@ -277,15 +280,26 @@ device_values AS (
         {rule_why} AS _exposed_rule
     FROM device_facts
 ),
-devices AS (
+device_reasons AS (
     SELECT DefenderTenantId, DeviceId, DeviceKind, DeviceName, RbacGroupName, MissionWellbeing,
         PubliclyExposed, {_DEVICE_CODE} AS _code,
-        CAST(row_number() OVER (ORDER BY DefenderTenantId, DeviceId, DeviceKind) AS INTEGER)
+        -- The rows' order as stored (by_device): DeviceId's, as a number sorts faster.
+        CAST(row_number() OVER (ORDER BY DeviceId, DefenderTenantId, DeviceKind) AS INTEGER)
             AS _di,
         '"MissionWellbeing":'
             || CAST({reason("MissionWellbeing", "'config'", "_mission_why")} AS VARCHAR)
             || ',"PubliclyExposed":' || CAST({exposed_reason()} AS VARCHAR) AS _reasons
     FROM device_values
+),
+devices AS (
+    SELECT *, CAST(dense_rank() OVER (ORDER BY _reasons) AS INTEGER) AS _dr FROM device_reasons
+),
+reasons AS (
+    -- Every pair of a CVE part's and a device part's reasons, numbered as a row finds it.
+    SELECT (c._cr - 1) * (SELECT max(_dr) FROM devices) + d._dr AS _ri,
+        CAST('{{' || c._reasons || ',' || d._reasons || '}}' AS JSON) AS Reasons
+    FROM (SELECT DISTINCT _cr, _reasons FROM cves) c,
+        (SELECT DISTINCT _dr, _reasons FROM devices) d
 ),
 decided AS (
     SELECT i.DefenderTenantId, i.DeviceId, d.DeviceKind, d.DeviceName, d.RbacGroupName, i.CveId,
@@ -296,7 +310,7 @@ decided AS (
         x_forensic AS ForensicInvestigation, x_priority AS DeployerPriority,
         CASE WHEN c.InKev AND c.KevDateAdded > coalesce(i.FirstSeen, c.KevDateAdded)
              THEN c.KevDateAdded ELSE coalesce(i.FirstSeen, {at_sql}) END AS ClockStart,
-        c._ci, d._di
+        (c._cr - 1) * (SELECT max(_dr) FROM devices) + d._dr AS _ri, d._di
     FROM pairs i
     JOIN cves c ON c.CveId = i.CveId AND c._variant = i._variant
     JOIN devices d ON d.DefenderTenantId IS NOT DISTINCT FROM i.DefenderTenantId
@@ -309,10 +323,9 @@ SELECT DefenderTenantId, DeviceId, DeviceKind, DeviceName, RbacGroupName, CveId,
     MissionWellbeing, PubliclyExposed, InKev, KevForensicTriage, Decision, Bod2604Outcome,
     ClockStart, CASE WHEN _days IS NULL THEN NULL ELSE ClockStart + to_days(_days) END AS DueDate,
     ForensicInvestigation, DeployerPriority,
-    '{{' || (SELECT list(_reasons ORDER BY _ci) FROM cves)[_ci]
-        || ',' || (SELECT list(_reasons ORDER BY _di) FROM devices)[_di] || '}}' AS Reasons,
+    (SELECT list(Reasons ORDER BY _ri) FROM reasons)[_ri] AS Reasons,
     {versions} AS ModelVersions
-FROM {"(FROM decided ORDER BY DeviceId)" if by_device else "decided"}
+FROM {"(FROM decided ORDER BY _di)" if by_device else "decided"}
 """
     return sql, params
 

@@ -41,7 +41,10 @@ def kev_reason() -> str:
 
 
 def epss_reason() -> str:
-    return reason("Epss", "'FIRST EPSS'", _epss_detail(), "EpssCopy")
+    return (
+        f"CASE WHEN EpssCopy IS NULL THEN json_object('source', 'FIRST EPSS', 'why', {_epss_detail()})"
+        f" ELSE json_object('source', 'FIRST EPSS', 'why', {_epss_detail()}, 'version', EpssCopy) END"
+    )
 
 
 def _kev_detail() -> str:
@@ -54,7 +57,7 @@ def _kev_detail() -> str:
 
 def _epss_detail() -> str:
     return (
-        "CASE WHEN Epss IS NOT NULL THEN 'percentile ' || EpssPercentile"
+        "CASE WHEN Epss IS NOT NULL THEN 'scored: the Epss and EpssPercentile columns'"
         " WHEN EpssCopy IS NULL THEN 'no copy read' ELSE 'not scored' END"
     )
 
