@@ -126,9 +126,12 @@ def _decisions() -> str:
                     ssvc.display(
                         ssvc.DEPLOYER, deployer[(e, "open" if exposed else "controlled", a, mwi)]
                     ),
+                    e, a, ti, kev, mwi, exposed,
                 )
-            )
-    return _values(rows, "x", ("key", "decision", "outcome", "days", "forensic", "priority"))
+            )  # fmt: skip
+    columns = ("key", "decision", "outcome", "days", "forensic", "priority")
+    inputs = ("exploitation", "automatable", "impact", "kev", "mission", "exposed")
+    return _values(rows, "x", columns + inputs)
 
 
 _CVE_CODE = _code(
@@ -188,9 +191,10 @@ def triage_sql(
     # than the rest of triage. The reasons of a CVE part and of a device part are each one of
     # a few dozen texts (nothing in them is unique to a CVE or a device: the EPSS score is a
     # column), so every pair of them is put together and checked as JSON once, numbered; a
-    # row carries its pair's number through the sort (by device, a number too) and takes its
-    # Reasons by it at the end: neither the sort nor the store handles 3M distinct texts of
-    # 700 bytes (docs/triage.md has bench-triage's figures).
+    # row carries that number and its decision's (the two codes) through the sort (by device,
+    # a number too) and takes its Reasons, its decision and the inputs' values it was decided
+    # on by them at the end: neither the sort nor the store handles 3M distinct texts of 700
+    # bytes (docs/triage.md has bench-triage's figures).
     sql = f"""
 WITH pairs AS (
     -- _variant: what besides the CVE its values depend on (Defender's exploit level, or
@@ -302,30 +306,37 @@ reasons AS (
         (SELECT DISTINCT _dr, _reasons FROM devices) d
 ),
 decided AS (
-    SELECT i.DefenderTenantId, i.DeviceId, d.DeviceKind, d.DeviceName, d.RbacGroupName, i.CveId,
-        i.VulnerabilitySeverityLevel, i.CvssScore, c.Epss, c.EpssPercentile, i.FirstSeen,
-        c.Exploitation, c.Automatable, c.TechnicalImpact, d.MissionWellbeing,
-        d.PubliclyExposed, c.InKev, c.KevForensicTriage,
-        x_decision AS Decision, x_outcome AS Bod2604Outcome, x_days AS _days,
-        x_forensic AS ForensicInvestigation, x_priority AS DeployerPriority,
+    -- A row's decision and its inputs' values (by the codes) and its reasons are numbers
+    -- until after the sort, then looked up: the sort and the joins move fewer columns.
+    SELECT i.DefenderTenantId, i.DeviceId, d.DeviceKind, d.DeviceName, d.RbacGroupName,
+        i.CveId, i.VulnerabilitySeverityLevel, i.CvssScore, c.Epss, c.EpssPercentile,
+        i.FirstSeen, c.KevForensicTriage, d._di,
+        c._code * {len(_DEVICE_PARTS)} + d._code + 1 AS _xi,
         CASE WHEN c.InKev AND c.KevDateAdded > coalesce(i.FirstSeen, c.KevDateAdded)
              THEN c.KevDateAdded ELSE coalesce(i.FirstSeen, {at_sql}) END AS ClockStart,
-        (c._cr - 1) * (SELECT max(_dr) FROM devices) + d._dr AS _ri, d._di
+        (c._cr - 1) * (SELECT max(_dr) FROM devices) + d._dr AS _ri
     FROM pairs i
     JOIN cves c ON c.CveId = i.CveId AND c._variant = i._variant
     JOIN devices d ON d.DefenderTenantId IS NOT DISTINCT FROM i.DefenderTenantId
         AND d.DeviceId = i.DeviceId
-    JOIN {_decisions()} ON x_key = c._code * {len(_DEVICE_PARTS)} + d._code
+    WHERE c._code IS NOT NULL AND d._code IS NOT NULL  -- a value no decision table knows
+),
+looked_up AS (
+    SELECT * EXCLUDE (_xi, _ri),
+        (SELECT list(x ORDER BY x_key) FROM {_decisions()})[_xi] AS _x,
+        (SELECT list(Reasons ORDER BY _ri) FROM reasons)[_ri] AS Reasons
+    FROM {"(FROM decided ORDER BY _di)" if by_device else "decided"}
 )
 SELECT DefenderTenantId, DeviceId, DeviceKind, DeviceName, RbacGroupName, CveId,
-    VulnerabilitySeverityLevel,
-    CvssScore, Epss, EpssPercentile, FirstSeen, Exploitation, Automatable, TechnicalImpact,
-    MissionWellbeing, PubliclyExposed, InKev, KevForensicTriage, Decision, Bod2604Outcome,
-    ClockStart, CASE WHEN _days IS NULL THEN NULL ELSE ClockStart + to_days(_days) END AS DueDate,
-    ForensicInvestigation, DeployerPriority,
-    (SELECT list(Reasons ORDER BY _ri) FROM reasons)[_ri] AS Reasons,
+    VulnerabilitySeverityLevel, CvssScore, Epss, EpssPercentile, FirstSeen,
+    _x.x_exploitation AS Exploitation, _x.x_automatable AS Automatable,
+    _x.x_impact AS TechnicalImpact, _x.x_mission AS MissionWellbeing,
+    _x.x_exposed AS PubliclyExposed, _x.x_kev AS InKev, KevForensicTriage,
+    _x.x_decision AS Decision, _x.x_outcome AS Bod2604Outcome, ClockStart,
+    CASE WHEN _x.x_days IS NULL THEN NULL ELSE ClockStart + to_days(_x.x_days) END AS DueDate,
+    _x.x_forensic AS ForensicInvestigation, _x.x_priority AS DeployerPriority, Reasons,
     {versions} AS ModelVersions
-FROM {"(FROM decided ORDER BY _di)" if by_device else "decided"}
+FROM looked_up
 """
     return sql, params
 
