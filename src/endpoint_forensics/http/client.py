@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
+import ijson
 import orjson
 
 from endpoint_forensics import __version__
@@ -34,6 +35,7 @@ from endpoint_forensics.errors import (
     LinkExpired,
     WireFormatError,
 )
+from endpoint_forensics.http.odata_lines import NotAnObject, page_to_lines
 from endpoint_forensics.http.ratelimit import RateBudget
 from endpoint_forensics.http.retry import (
     RETRIED,
@@ -206,16 +208,97 @@ class ApiClient:
                     problem = f"{method} {safe_url}: {status} with {what}"
                     retries.wait(Verdict.RETRY, problem, cause=exc)
                     continue
-            if verdict is Verdict.REAUTHENTICATE and self._style.renew_on_401 and not renewed:
-                renewed = True
-                self._tokens.invalidate(scope)
-                self.stats[budget.limit.name]["reauthenticated"] += 1
-                continue
-            if verdict not in RETRIED:
-                raise self._refused(response, method, safe_url)
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            problem = f"{method} {safe_url} -> {status}: {_odata_error(response)[1]}"
-            retries.wait(verdict, problem, retry_after=retry_after, status=status)
+            renewed = self._not_accepted(
+                response, verdict, f"{method} {safe_url}", scope, budget, retries, renewed
+            )
+
+    def _not_accepted(
+        self,
+        response: httpx.Response,
+        verdict: Verdict,
+        what: str,
+        scope: str,
+        budget: RateBudget,
+        retries: Attempts,
+        renewed: bool,
+    ) -> bool:
+        """An answer not accepted: renew the token once on a 401 (True: send again now), wait
+        out what may succeed later (False), or raise what will not."""
+        if verdict is Verdict.REAUTHENTICATE and self._style.renew_on_401 and not renewed:
+            self._tokens.invalidate(scope)
+            self.stats[budget.limit.name]["reauthenticated"] += 1
+            return True
+        method, _, safe_url = what.partition(" ")
+        if verdict not in RETRIED:
+            raise self._refused(response, method, safe_url)
+        status = response.status_code
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        problem = f"{what} -> {status}: {_odata_error(response)[1]}"
+        retries.wait(verdict, problem, retry_after=retry_after, status=status)
+        return renewed
+
+    def save_odata_page(
+        self,
+        url: str,
+        lines: Path,
+        *,
+        scope: str,
+        budget: RateBudget,
+        params: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """One OData page's records written to ``lines`` as JSON lines, and its
+        ``@odata.nextLink``: the body goes to disk as it arrives and its records are read from
+        there one at a time (``odata_lines``), so a page takes a few records' memory whatever
+        its size. Retried as ``request_json`` retries, an empty or cut-short body included.
+
+        Raises:
+            WireFormatError: the answer is not an OData object.
+            AuthError, HttpStatusError, TransientError: as ``request_json``.
+        """
+        retries = self._attempts(budget.limit.name)
+        request = self._http.build_request("GET", url, params=params)
+        what = "GET " + sanitize_url(url if not params else f"{url}?{urlencode(params, safe='$')}")
+        body = lines.with_name(lines.name + ".body")
+        renewed = False
+        try:
+            while True:
+                try:
+                    response = self._send(request, scope=scope, budget=budget, stream=True)
+                    try:
+                        verdict = classify_status(response.status_code)
+                        if verdict is Verdict.ACCEPT:
+                            _save(response, body, 1 << 20)
+                        else:
+                            response.read()
+                    finally:
+                        response.close()
+                except httpx.TransportError as exc:
+                    method, _, safe_url = what.partition(" ")
+                    retries.wait(*self._no_answer(exc, method, safe_url), cause=exc)
+                    continue
+                if verdict is not Verdict.ACCEPT:
+                    renewed = self._not_accepted(
+                        response, verdict, what, scope, budget, retries, renewed
+                    )
+                    continue
+                try:
+                    link, _ = page_to_lines(body, lines)
+                    return link
+                except NotAnObject as exc:
+                    raise WireFormatError(
+                        f"{what}: expected an OData object, got JSON starting with {exc}",
+                        method="GET",
+                        url=what.partition(" ")[2],
+                    ) from exc
+                except ijson.JSONError as exc:
+                    # An empty or cut-short body (B.5): the same request usually succeeds.
+                    empty = body.stat().st_size == 0
+                    problem = f"{what}: {response.status_code} with" + (
+                        " an empty body" if empty else " invalid JSON"
+                    )
+                    retries.wait(Verdict.RETRY, problem, cause=exc)
+        finally:
+            body.unlink(missing_ok=True)
 
     def get_odata_page(
         self,
@@ -319,7 +402,9 @@ class ApiClient:
         stats = self.stats.setdefault(counter, Counter())
         return self._retry.attempts(stats=stats, sleep=self._sleep, retry_timeouts=retry_timeouts)
 
-    def _send(self, request: httpx.Request, *, scope: str, budget: RateBudget) -> httpx.Response:
+    def _send(
+        self, request: httpx.Request, *, scope: str, budget: RateBudget, stream: bool = False
+    ) -> httpx.Response:
         """Send a copy of ``request`` (each attempt stays as sent) with a current token."""
         budget.acquire()
         headers = request.headers.copy()
@@ -332,7 +417,7 @@ class ApiClient:
             extensions=request.extensions,
         )
         self.stats[budget.limit.name]["requests"] += 1
-        response = self._http.send(attempt)
+        response = self._http.send(attempt, stream=stream)
         log.debug(
             "%s %s -> %s", request.method, sanitize_url(str(request.url)), response.status_code
         )

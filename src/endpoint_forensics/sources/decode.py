@@ -47,7 +47,6 @@ __all__ = [
     "decode_part",
     "memory_mb_for",
     "record_to_row",
-    "spill_records",
 ]
 
 _SAMPLE_LINES = 2_000
@@ -90,14 +89,6 @@ class ExportSpec:
         if self.convert is not None:
             return self.convert(record)
         return record_to_row(record, self.table, self.fields, self.required)
-
-
-def spill_records(records: list[Any], path: Path) -> Path:
-    """Write records as JSON lines, so a page decodes like an export part (in SQL, typed)."""
-    with path.open("wb") as fh:
-        for record in records:
-            fh.write(orjson.dumps(record) + b"\n")
-    return path
 
 
 def decode_part(

@@ -19,7 +19,6 @@ from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.decode import (
     ExportSpec,
     decode_part,
-    spill_records,
 )
 from endpoint_forensics.sources.exports import export_units
 from endpoint_forensics.tables import (
@@ -155,19 +154,23 @@ def _json_units(ctx: FetchContext, spec: ExportSpec) -> Iterator[Unit]:
         if ctx.resume.get("mode") != "json" or not ctx.resume.get("next"):
             raise SnapshotChanged("the unfinished snapshot was read as files, not JSON pages")
         url, params, number = str(ctx.resume["next"]), None, int(ctx.resume["page"]) + 1
-    pages = ctx.client.iter_odata_pages(
-        url, scope=tenant.mde_scope, budget=ctx.budget(endpoint), params=params
-    )
+    next_url: str | None = url
     try:
-        for page in pages:
-            resume = {"mode": "json", "next": page.next_link, "page": number}
-            spill = spill_records(page.value, ctx.work_dir / f"page-{number:05d}.jsonl")
+        while next_url is not None:
+            # The page's records go to disk as JSON lines without the page held in memory,
+            # and decode like an export part.
+            spill = ctx.work_dir / f"page-{number:05d}.jsonl"
+            link = ctx.client.save_odata_page(
+                next_url, spill, scope=tenant.mde_scope, budget=ctx.budget(endpoint), params=params
+            )
+            resume = {"mode": "json", "next": link, "page": number}
 
             def fallback(path: Path = spill) -> Iterator[Batch]:
                 return _decoded(path, spec, careful=True)
 
             yield Unit(f"page-{number:05d}", _decoded(spill, spec, careful=False), resume, fallback)
-            number += 1
+            # The link is opaque and complete ($skiptoken): never re-add parameters.
+            next_url, params, number = link, None, number + 1
     except HttpStatusError as exc:
         if ctx.resume and exc.status in (400, 404, 410):
             # A $skiptoken names an export snapshot; once that is refreshed it is refused.
