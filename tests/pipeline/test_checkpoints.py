@@ -10,7 +10,11 @@ import orjson
 import pytest
 
 from endpoint_forensics.errors import EpfError
-from endpoint_forensics.pipeline.checkpoints import DatasetCheckpoint, load_checkpoints
+from endpoint_forensics.pipeline.checkpoints import (
+    CheckpointGroup,
+    DatasetCheckpoint,
+    load_checkpoints,
+)
 from endpoint_forensics.sinks.checkpoint_file import FileCheckpointStore
 from endpoint_forensics.sinks.duckdb import DuckDBSink
 
@@ -97,6 +101,37 @@ def test_a_snapshot_is_saved_with_its_first_unit(tmp_path: Path) -> None:
     checkpoint.advance({"page": 1})
     saved = reopened(tmp_path).dataset("machines").snapshot
     assert saved is not None and (saved.run_id, saved.units) == ("run-1", 1)
+
+
+def test_a_sink_that_saves_its_checkpoint_after_its_unit_knows_the_snapshot_first(
+    tmp_path: Path,
+) -> None:
+    # Sentinel commits a unit to its outbox, then saves its checkpoint file. A run stopped
+    # between the two must resume the same snapshot (the same unit names, which the outbox
+    # knows as delivered), not start another that sends the same rows under new names.
+    store = FileCheckpointStore(tmp_path / "sentinel")
+
+    class Outbox:  # a sink whose checkpoint is not part of its unit's commit
+        checkpoints = store
+
+        def holds(self, unit_scope: str) -> bool:
+            return False
+
+    workspace = DuckDBSink(tmp_path / "ws.duckdb")
+    outbox = Outbox()
+    loaders = {
+        sink: load_checkpoints(
+            sink, scope=SCOPE, unit_scope="tid", legacy_file=tmp_path / "none.json"
+        )
+        for sink in (workspace, outbox)
+    }
+    group = CheckpointGroup({sink: load("machines") for sink, load in loaders.items()})
+    group.begin("run-1", T0)
+    saved = DatasetCheckpoint.load(store.load(SCOPE)["machines"], lambda: None).snapshot
+    assert saved is not None and (saved.run_id, saved.units) == ("run-1", 0)
+    # The workspace saves it with the unit, in one transaction: nothing before.
+    assert reopened(tmp_path).dataset("machines").snapshot is None
+    workspace.close()
 
 
 def test_advance_or_finish_without_a_snapshot_is_a_programming_error(tmp_path: Path) -> None:

@@ -78,6 +78,10 @@ class DatasetCheckpoint:
             self.snapshot = Snapshot(run_id, now)
         return self.snapshot
 
+    def save(self) -> None:
+        """Store this checkpoint as it stands."""
+        self._save()
+
     def next_due(self, interval_hours: float) -> datetime | None:
         """When the next snapshot is due (None: now)."""
         if not interval_hours or self.last_success is None or self.snapshot is not None:
@@ -211,8 +215,15 @@ class CheckpointGroup:
         return self._first.cursor
 
     def begin(self, run_id: str, now: datetime) -> Snapshot:
-        for checkpoint in self.members.values():
+        for sink, checkpoint in self.members.items():
+            new = checkpoint.snapshot is None
             checkpoint.begin(run_id, now)
+            if new and not getattr(sink, "checkpoint_in_unit", False):
+                # This sink stores its checkpoint after its unit, not in the unit's commit
+                # (Sentinel: the outbox, then the file). Stopped between the two, a run
+                # that had not saved the snapshot would start another, and the unit already
+                # in the outbox would reach Sentinel twice, under two names.
+                checkpoint.save()
         assert self._first.snapshot is not None
         return self._first.snapshot
 

@@ -33,6 +33,9 @@ _STAMP_COLUMNS = tuple(c.name for c in COMMON_COLUMNS)
 
 class DuckDBSink:
     name = "duckdb"
+    # A unit's checkpoint commits with its rows, in one transaction (open): a snapshot needs
+    # no saving before its first unit (pipeline.checkpoints.CheckpointGroup.begin).
+    checkpoint_in_unit = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
