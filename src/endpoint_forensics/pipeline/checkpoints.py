@@ -52,8 +52,9 @@ class Snapshot:
 @dataclass
 class DatasetCheckpoint:
     """Where one dataset of one source stands. Each method that changes it saves it (a new
-    snapshot is saved with its first unit), so a run that stops anywhere resumes at the next
-    undelivered unit."""
+    snapshot is saved with its first unit, or before it for a sink that saves its checkpoint
+    after its unit: ``CheckpointGroup.begin``), so a run that stops anywhere resumes at the
+    next undelivered unit."""
 
     snapshot: Snapshot | None = None
     last_success: datetime | None = None  # the time of the last complete snapshot
