@@ -209,14 +209,14 @@ class ApiClient:
                     retries.wait(Verdict.RETRY, problem, cause=exc)
                     continue
             renewed = self._not_accepted(
-                response, verdict, f"{method} {safe_url}", scope, budget, retries, renewed
+                response, verdict, (method, safe_url), scope, budget, retries, renewed
             )
 
     def _not_accepted(
         self,
         response: httpx.Response,
         verdict: Verdict,
-        what: str,
+        sent: tuple[str, str],
         scope: str,
         budget: RateBudget,
         retries: Attempts,
@@ -228,12 +228,12 @@ class ApiClient:
             self._tokens.invalidate(scope)
             self.stats[budget.limit.name]["reauthenticated"] += 1
             return True
-        method, _, safe_url = what.partition(" ")
+        method, safe_url = sent
         if verdict not in RETRIED:
             raise self._refused(response, method, safe_url)
         status = response.status_code
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        problem = f"{what} -> {status}: {_odata_error(response)[1]}"
+        problem = f"{method} {safe_url} -> {status}: {_odata_error(response)[1]}"
         retries.wait(verdict, problem, retry_after=retry_after, status=status)
         return renewed
 
@@ -257,7 +257,7 @@ class ApiClient:
         """
         retries = self._attempts(budget.limit.name)
         request = self._http.build_request("GET", url, params=params)
-        what = "GET " + sanitize_url(url if not params else f"{url}?{urlencode(params, safe='$')}")
+        safe_url = sanitize_url(url if not params else f"{url}?{urlencode(params, safe='$')}")
         body = lines.with_name(lines.name + ".body")
         renewed = False
         try:
@@ -273,12 +273,11 @@ class ApiClient:
                     finally:
                         response.close()
                 except httpx.TransportError as exc:
-                    method, _, safe_url = what.partition(" ")
-                    retries.wait(*self._no_answer(exc, method, safe_url), cause=exc)
+                    retries.wait(*self._no_answer(exc, "GET", safe_url), cause=exc)
                     continue
                 if verdict is not Verdict.ACCEPT:
                     renewed = self._not_accepted(
-                        response, verdict, what, scope, budget, retries, renewed
+                        response, verdict, ("GET", safe_url), scope, budget, retries, renewed
                     )
                     continue
                 try:
@@ -286,14 +285,14 @@ class ApiClient:
                     return link
                 except NotAnObject as exc:
                     raise WireFormatError(
-                        f"{what}: expected an OData object, got JSON starting with {exc}",
+                        f"GET {safe_url}: expected an OData object, got JSON starting with {exc}",
                         method="GET",
-                        url=what.partition(" ")[2],
+                        url=safe_url,
                     ) from exc
                 except ijson.JSONError as exc:
                     # An empty or cut-short body (B.5): the same request usually succeeds.
                     empty = body.stat().st_size == 0
-                    problem = f"{what}: {response.status_code} with" + (
+                    problem = f"GET {safe_url}: {response.status_code} with" + (
                         " an empty body" if empty else " invalid JSON"
                     )
                     retries.wait(Verdict.RETRY, problem, cause=exc)
