@@ -476,3 +476,77 @@ def test_kept_rows_keep_their_order_and_types_across_reads() -> None:
         assert kept.counters()["accepted"] == 3
     finally:
         kept.close()
+
+
+def test_bodies_checked_in_a_process_pool_get_the_same_answers() -> None:
+    """``IngestionApi``'s ``checker`` (a process pool, as bench/ingest_receiver.py gives it)
+    changes where a body is decoded and checked, not the answer: the same 204s, the same 400
+    and 413 bodies, the same rows kept."""
+    import asyncio
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from starlette.applications import Starlette
+
+    from epf_emulator.common.limits import RequestStats
+    from epf_emulator.identity.entra import Identity
+    from epf_emulator.ingestion.endpoint import Ingested, IngestionApi
+    from epf_emulator.ingestion.rules import emulated_rules
+
+    identity = Identity(
+        tenant_id="t-1",
+        client_id="c-1",
+        client_secret="s",
+        token_lifetime_seconds=3600,
+        stats=RequestStats(),
+    )
+    token = identity.mint(MONITOR)
+    rules = emulated_rules(5)
+    dcr = next(r for r in rules if f"Custom-{AV}" in r.streams).immutable_id
+    path = f"/dataCollectionRules/{dcr}/streams/Custom-{AV}?api-version=2023-01-01"
+    too_big = b"[" + b",".join([orjson.dumps(av_row("d"))] * 6000) + b"]"
+    bodies = [
+        gzip.compress(orjson.dumps([av_row("d-1"), av_row("d-2", RbacGroupId="7")])),
+        gzip.compress(orjson.dumps([av_row("d-3", Unknown=1)])),  # 400: undeclared column
+        gzip.compress(orjson.dumps([av_row("d-4", SignatureAgeHours="five")])),  # 400: type
+        gzip.compress(orjson.dumps([av_row("d-5")]))[:-6],  # 400: truncated gzip
+        gzip.compress(too_big),  # 413: over 1 MiB uncompressed
+    ]
+
+    def answers(checker: Any) -> tuple[list[tuple[int, bytes]], list[dict[str, Any]]]:
+        ingested = Ingested()
+        api = IngestionApi(
+            identity=identity,
+            ingested=ingested,
+            rules=rules,
+            now=lambda: SENT_AT,
+            rate_limit=None,
+            checker=checker,
+        )
+        headers = {**bearer(token), "Content-Type": "application/json", "Content-Encoding": "gzip"}
+        transport = httpx.ASGITransport(app=Starlette(routes=api.routes()))
+
+        async def post_all() -> list[httpx.Response]:
+            async with httpx.AsyncClient(transport=transport, base_url="https://ingest") as c:
+                return [await c.post(path, content=b, headers=headers) for b in bodies]
+
+        try:
+            got = asyncio.run(post_all())
+            return [(r.status_code, r.content) for r in got], ingested.rows(AV)
+        finally:
+            ingested.close()
+
+    class CountingPool(ProcessPoolExecutor):
+        submitted = 0
+
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            CountingPool.submitted += 1
+            return super().submit(*args, **kwargs)
+
+    in_thread = answers(None)
+    with CountingPool(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        in_pool = answers(pool)
+    assert [status for status, _ in in_thread[0]] == [204, 400, 400, 400, 413]
+    assert in_pool == in_thread
+    assert CountingPool.submitted == 5  # every body (an uncompressed size is found decoding)
+    assert [row["DeviceId"] for row in in_pool[1]] == ["d-1", "d-2"]

@@ -14,6 +14,8 @@ emulates a delivery days late): a ``TimeGenerated`` more than 2 days before it o
 after it is replaced with it (``ingestion.streams``). ``Ingested`` keeps the accepted rows per
 table and the counters ``/_emulator/stats`` shows; both are thread-safe. Error bodies are
 ``{"error": {"code", "message"}}`` (D.3); the wording of those the docs do not give is ours.
+A body is decoded and checked in a server thread, or in the ``checker`` executor when given (a
+process pool: bench/ingest_receiver.py's endpoint checks several bodies at once); same answers.
 
 Imports only ``common.responses``, ``identity.entra``, ``ingestion.rules`` and ``ingestion.streams``
 of the emulator: it shares no code with the collector.
@@ -21,6 +23,7 @@ of the emulator: it shares no code with the collector.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
 import math
@@ -30,6 +33,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -200,6 +204,10 @@ class _Refused(Exception):
         self.message = message
         self.headers = headers or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a checker process, it is pickled back whole.
+        return (_Refused, (self.status, self.code, self.message, self.headers))
+
 
 class _Window:
     """A sliding window of admitted calls; refused calls are not counted."""
@@ -233,8 +241,10 @@ class IngestionApi:
         rules: Sequence[DataCollectionRule],
         now: Callable[[], datetime],
         rate_limit: tuple[int, float] | None,
+        checker: Executor | None = None,
     ) -> None:
         self._identity = identity
+        self._checker = checker
         self._ingested = ingested
         self._rules = {rule.immutable_id: rule for rule in rules}
         self._now = now
@@ -260,7 +270,7 @@ class IngestionApi:
             if oversized:
                 raise _Refused(413, "ContentLengthLimitExceeded", _too_large("request body"))
             encoding = request.headers.get("content-encoding", "").strip().lower()
-            received = await run_in_threadpool(self._check_body, stream, body, encoding)
+            received = await self._check_body(stream, body, encoding)
         except _Refused as refused:
             self._ingested.reject(refused.status)
             return _error(refused)
@@ -336,15 +346,26 @@ class IngestionApi:
                 {"WWW-Authenticate": 'Bearer error="invalid_token"'},
             ) from exc
 
-    def _check_body(self, stream: Stream, body: bytes, encoding: str) -> Received:
-        """Decode, parse and check the body (in a worker thread: up to 1 MiB of JSON)."""
-        records = _records_of(body, encoding)
+    async def _check_body(self, stream: Stream, body: bytes, encoding: str) -> Received:
+        """Decode, parse and check the body (up to 1 MiB of JSON) in a worker thread, or in
+        the ``checker`` (the body goes there, its counts come back)."""
         now = self._now()
-        try:
-            checked = check_records(stream, records, now=now, keep=False)
-        except RecordError as exc:
-            raise _Refused(400, "InvalidPayload", str(exc)) from exc
-        return Received(stream, body, encoding, now, checked.count, checked.truncated_fields)
+        if self._checker is None:
+            rows, truncated = await run_in_threadpool(_checked_counts, stream, body, encoding, now)
+        else:
+            work = self._checker.submit(_checked_counts, stream, body, encoding, now)
+            rows, truncated = await asyncio.wrap_future(work)
+        return Received(stream, body, encoding, now, rows, truncated)
+
+
+def _checked_counts(stream: Stream, body: bytes, encoding: str, now: datetime) -> tuple[int, int]:
+    """(records, field values truncated) of a body the stream accepts; ``_Refused`` if not."""
+    records = _records_of(body, encoding)
+    try:
+        checked = check_records(stream, records, now=now, keep=False)
+    except RecordError as exc:
+        raise _Refused(400, "InvalidPayload", str(exc)) from exc
+    return checked.count, checked.truncated_fields
 
 
 def _records_of(body: bytes, encoding: str) -> list[Any]:
