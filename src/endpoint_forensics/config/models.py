@@ -115,6 +115,10 @@ class StoreConfig(Model):
     path: Path = Path("epf.duckdb")
     # False: Sentinel only (then [sentinel] is required).
     enabled: bool = True
+    # What the engine may hold (MB) for what a sync derives from the whole workspace (triage),
+    # beyond which it spills to disk. None: half this machine's memory, 2-4 GB (the fastest).
+    # Set it to bound a sync's peak memory on a small machine; the stage then takes longer.
+    stage_memory_mb: int | None = Field(default=None, ge=64)
 
 
 class StateConfig(Model):

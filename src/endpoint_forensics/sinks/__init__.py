@@ -38,7 +38,9 @@ def open_sinks(settings: Settings) -> list[Sink]:
     if settings.store.enabled:
         from endpoint_forensics.sinks.duckdb import DuckDBSink
 
-        sinks.append(DuckDBSink(settings.store.path))
+        sinks.append(
+            DuckDBSink(settings.store.path, stage_memory_mb=settings.store.stage_memory_mb)
+        )
     if settings.sentinel is not None:
         from endpoint_forensics.sinks.sentinel import SentinelSink
 

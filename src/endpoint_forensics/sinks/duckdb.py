@@ -37,8 +37,10 @@ class DuckDBSink:
     # no saving before its first unit (pipeline.checkpoints.CheckpointGroup.begin).
     checkpoint_in_unit = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, stage_memory_mb: int | None = None) -> None:
         self.path = path
+        # What a stage over the whole workspace may hold (store.stage_memory_mb).
+        self._stage_memory_mb = stage_memory_mb or store.QUERY_MEMORY_MB
         self._con = store.connect(path)
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS _epf_units (unit VARCHAR PRIMARY KEY, table_name VARCHAR, "
@@ -185,14 +187,15 @@ class DuckDBSink:
         """Write, as one unit, the rows ``query`` selects from this workspace (it is given the
         connection, and answers the SELECT of the table's columns and its parameters): the
         rows go from the workspace's tables to the table inside the engine, never through
-        Python, with the memory a question over the history gets. Returns the rows written.
+        Python, with the memory of a stage (``store.stage_memory_mb``). Returns the rows
+        written.
 
         ``ordered``: the query gives its rows in the order to store them, kept (triage's by
         DeviceId: each row group then holds a narrow range of devices, and a read of one
         device's rows, ``epf forensics``, skips the others by their DeviceId bounds)."""
         with self.open(table, unit=unit) as writer:
             with _storing(self.path, f"deriving {table.name}"):
-                self._con.execute(f"SET memory_limit = '{store.QUERY_MEMORY_MB}MB'")
+                self._con.execute(f"SET memory_limit = '{self._stage_memory_mb}MB'")
                 if not ordered:
                     # Rows with no order to keep: inserting them in any order spares the
                     # engine the work of keeping one (a tenth of the write).
@@ -220,12 +223,12 @@ class DuckDBSink:
     @contextmanager
     def reading(self) -> Iterator[Any]:
         """A cursor that reads what this workspace has committed, with the memory a question
-        over the whole history gets (``store.QUERY_MEMORY_MB``) while it is open: what the run
+        over the whole history gets (``store.stage_memory_mb``) while it is open: what the run
         derives from the workspace (triage) reads through it."""
         cursor = self._con.cursor()
         try:
             with _storing(self.path, "reading the workspace"):
-                cursor.execute(f"SET memory_limit = '{store.QUERY_MEMORY_MB}MB'")
+                cursor.execute(f"SET memory_limit = '{self._stage_memory_mb}MB'")
             yield cursor
         finally:
             with contextlib.suppress(Exception):
