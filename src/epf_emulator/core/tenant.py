@@ -4,14 +4,16 @@ Owns building everything a running emulator serves from (``EmulatorSettings``, t
 anchor, the per-start client secret, the client certificate and the state directory): the
 fleet and its machine records (``world.fleet``), the DuckDB database (``world.database``:
 hunting tables at once; the posture timeline in a background thread, so a start stays fast:
-requests that need it wait), the snapshots and the via-files exports, the emulated clock
+requests that need it wait; what exceeds its memory limit spills to ``duckdb-spill`` in the
+state directory), the snapshots and the via-files exports, the emulated clock
 (starting at the ``start`` setting) and the machine records as of its now, rebuilt after
 every ``advance`` (who is listed, last seen, health, device-group moves), the Defender for IoT
 model (``iot.state``; its listeners start in ``core.server``), the rows the Logs Ingestion
 endpoint accepted (``ingestion.endpoint.Ingested``), and the ``/_emulator/stats`` document,
 whose ``truth`` is computed from the emulator's own data (the machine records it serves, SQL
 over its own tables in ``core.truth``, the OT model in ``iot.truth``), never through any
-collector logic, with the incident story's device (``world.incident``); and the
+collector logic, with the incident story's device (``world.incident``), and whose
+``process`` is the start's timings and the peak RSS (``core.startup``); and the
 ``/_emulator/posture`` document (``world.posture_at``).
 
 Imports only emulator modules and ``endpoint_forensics.tables`` (the registry of datasets).
@@ -32,6 +34,7 @@ from epf_emulator.common.chaos import ChaosInjector
 from epf_emulator.common.clock import INCIDENT_AT, EmulatedClock, epoch_us
 from epf_emulator.common.limits import FaultInjector, RateLimiter, RequestStats
 from epf_emulator.common.settings import EmulatorSettings
+from epf_emulator.core.startup import Startup
 from epf_emulator.core.truth import posture_truth
 from epf_emulator.identity.client_auth import ClientCertificate
 from epf_emulator.identity.entra import Identity
@@ -70,8 +73,10 @@ class Tenant:
         client_secret: str,
         state_dir: Path,
         certificate: ClientCertificate | None = None,
+        startup: Startup | None = None,
     ) -> None:
         self.settings = settings
+        self.startup = startup if startup is not None else Startup()
         self.anchor = anchor
         self.clock = EmulatedClock(settings.start)
         self.tenant_id, self.client_id = tenant_ids(settings.seed)
@@ -82,11 +87,18 @@ class Tenant:
         # The records as of now: replaced in place after every advance (``_follow_clock``).
         self.records: list[dict[str, Any]] = []
         self._export_dir = state_dir / "exports"
-        shutil.rmtree(self._export_dir, ignore_errors=True)  # files of an earlier start
-        self._export_dir.mkdir(parents=True)
+        self._spill_dir = state_dir / "duckdb-spill"  # what DuckDB's memory limit spills
+        for folder in (self._export_dir, self._spill_dir):
+            shutil.rmtree(folder, ignore_errors=True)  # files of an earlier start
+            folder.mkdir(parents=True)
         self.store = Store(
-            self.fleet.devices, anchor, seed=settings.seed, export_dir=self._export_dir
+            self.fleet.devices,
+            anchor,
+            seed=settings.seed,
+            export_dir=self._export_dir,
+            temp_dir=self._spill_dir,
         )
+        self.fleet.drop_device_info()
         self.snapshots = Snapshots(self.store, seed=settings.seed, anchor_us=epoch_us(anchor))
         self.exports = Exports(
             self.snapshots,
@@ -144,6 +156,7 @@ class Tenant:
         self.store.close()
         self.ingested.close()
         shutil.rmtree(self._export_dir, ignore_errors=True)
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     # --- the posture timeline ----------------------------------------------------------------
     def _renew_exports(self, at: int) -> None:
@@ -195,6 +208,7 @@ class Tenant:
             _log.exception("building the posture timeline failed")
             self._posture_error = exc
         finally:
+            self.startup.ready()
             self._posture_ready.set()
 
     def _follow_clock(self) -> None:
@@ -306,6 +320,7 @@ class Tenant:
             "ingestion": self.ingested.counters(),
             "faults": self.faults.snapshot(),
             "chaos": self.chaos.snapshot(),
+            "process": self.startup.document(),
             "clock": {
                 "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "advanced_hours": self.clock.advanced_hours,

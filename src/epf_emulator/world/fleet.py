@@ -81,6 +81,13 @@ class Fleet:
         records = (record_at(d, anchor_us, t_us) for d in self.devices)
         return [r for r in records if r is not None]
 
+    def drop_device_info(self) -> None:
+        """Forget the ``DeviceInfo`` attributes once the database has loaded them: nothing
+        reads them afterwards, and they are a third of the fleet's memory (115 MB at
+        100,000 devices)."""
+        for device in self.devices:
+            device.info = {}
+
     def by_platform(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for d in self.devices:
