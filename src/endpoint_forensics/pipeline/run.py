@@ -31,7 +31,7 @@ from endpoint_forensics.pipeline.runlog import DatasetOutcome, Progress, RunSumm
 from endpoint_forensics.pipeline.source_run import SourceRun
 from endpoint_forensics.pipeline.triage import run_triage
 from endpoint_forensics.pipeline.turns import SinkTurn, run_each
-from endpoint_forensics.runtime import bound_memory
+from endpoint_forensics.runtime import bound_memory, pandas_unseen
 
 __all__ = ["DatasetOutcome", "Progress", "RunSummary", "run_sync"]
 
@@ -48,6 +48,17 @@ def run_sync(
 ) -> RunSummary:
     """Collect every due dataset once and deliver it to ``sinks``."""
     bound_memory()
+    with pandas_unseen():
+        return _run(settings, sinks, progress, client_factory, now)
+
+
+def _run(
+    settings: Settings,
+    sinks: list[Sink],
+    progress: Progress | None,
+    client_factory: Callable[[TenantConfig], ApiClient] | None,
+    now: datetime | None,
+) -> RunSummary:
     started = time.monotonic()
     summary = RunSummary(run_id=str(uuid.uuid4()), time_generated=now or datetime.now(UTC))
     quarantine = Quarantine(settings.state.dir, summary.run_id)
