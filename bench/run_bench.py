@@ -108,15 +108,15 @@ def measure(devices: int, seed: int, mode: str, *, no_change: bool, keep: bool) 
         print(f"emulator: exports built in {time.monotonic() - warm:.1f} s", flush=True)
         db = scratch / "bench.duckdb"
         # As of the emulated tenant's clock: its world lives on its own calendar.
-        stats = httpx.get(f"{base_url}/_emulator/stats", verify=_ctx(ca)).json()
+        stats = httpx.get(f"{base_url}/_emulator/stats", verify=_ctx(ca), timeout=1800).json()
         clock = stats["clock"]["now"]
         sync = _sync(config, db, scratch, mode, clock)
         if sync is None:
             return None
         found.wall, found.cpu, found.peak_mb = sync
-        truth = orjson.loads(httpx.get(f"{base_url}/_emulator/stats", verify=_ctx(ca)).content)[
-            "truth"
-        ]
+        truth = orjson.loads(
+            httpx.get(f"{base_url}/_emulator/stats", verify=_ctx(ca), timeout=1800).content
+        )["truth"]
         found.rows, found.requests, found.truth = _report(db, found, truth)
         if no_change:
             later = (datetime.fromisoformat(clock) + timedelta(hours=1)).isoformat()
