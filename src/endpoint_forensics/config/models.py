@@ -117,7 +117,9 @@ class StoreConfig(Model):
     enabled: bool = True
     # What the engine may hold (MB) for what a sync derives from the whole workspace (triage),
     # beyond which it spills to disk. None: half this machine's memory, 2-4 GB (the fastest).
-    # Set it to bound a sync's peak memory on a small machine; the stage then takes longer.
+    # Set it to bound a sync's peak memory on a small machine; the stage then takes longer, and
+    # too little fails it (the triage row, not the data): at 100,000 devices, 2.4M open rows,
+    # 384 held it and 256 ran out (some of the engine's work cannot spill).
     stage_memory_mb: int | None = Field(default=None, ge=64)
 
 
