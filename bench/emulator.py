@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_bench import EPF, _build_exports, _ctx, _emulator_facts, _wait_for
+from run_bench import EPF, _build_exports, _ctx, _emulator_facts, _wait_for, stop_emulator
 
 
 def main() -> int:
@@ -86,11 +85,7 @@ def main() -> int:
         stats = httpx.get(f"{base_url}/_emulator/stats", verify=_ctx(ca), timeout=600).json()
         print(f"emulator says: {stats.get('process')}", flush=True)
     finally:
-        emulator.send_signal(signal.SIGTERM)
-        try:
-            emulator.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
+        stop_emulator(emulator, timeout=60)
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 

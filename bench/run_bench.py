@@ -138,11 +138,7 @@ def measure(devices: int, seed: int, mode: str, *, no_change: bool, keep: bool) 
         found.emulator_peak_mb = _peak_mb(emulator.pid)
         print(f"emulator: peak RSS {found.emulator_peak_mb:.0f} MB")
     finally:
-        emulator.send_signal(signal.SIGTERM)
-        try:
-            emulator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
+        stop_emulator(emulator)
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
     return found
@@ -334,6 +330,15 @@ def start_emulator(config: Path, devices: int, seed: int, *options: str) -> subp
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def stop_emulator(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within ``timeout`` seconds."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _wait_for(config: Path, process: subprocess.Popen[Any]) -> None:
