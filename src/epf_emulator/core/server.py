@@ -10,8 +10,7 @@ and ``ingested_rows``, the managed identity endpoint and header, ``keyvault_url`
 holds the client secret as ``epf-client-secret``) and ``write_config``, the collector config
 that points at it (``core.config_text``). The state directory (``core.credentials``) keeps the
 test CA, the client certificate (``identity.client_auth``), each appliance's certificate
-(``iot.server``) and, while running, the export files and DuckDB's spill files. The startup
-log line says how long the start took (``core.startup``). The server stack loads only on start.
+(``iot.server``) and, while running, the export and spill files. The server stack loads on start.
 
 Imports only emulator modules: it shares no code with the collector.
 """
