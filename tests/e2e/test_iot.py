@@ -259,7 +259,10 @@ def test_mde_only_and_iot_only_configs(plant: Emulator, tmp_path: Path) -> None:
     assert not iot_only.tenants and iot_only.sensors
     summary = sync(iot_only)
     assert summary.exit_code == 0, summary.errors()
-    assert {o.kind for o in summary.outcomes} == {"sensor", "console"}
+    # The sensors' CVE lists are what OT triage reads: an IoT-only run triages its OT devices.
+    assert {o.kind for o in summary.outcomes} == {"sensor", "console", "triage"}
+    [triage] = [o for o in summary.outcomes if o.kind == "triage"]
+    assert triage.outcome == "Succeeded" and triage.rows > 0
     assert count(iot_only, "SELECT count(*) FROM EPF_Devices_CL") == 0
     mde_only = iot_settings(
         plant,

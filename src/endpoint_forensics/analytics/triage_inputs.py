@@ -7,14 +7,22 @@ KQL as it is; tests check the parts joined give its rows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from endpoint_forensics.analytics.functions import registry
+from endpoint_forensics.analytics.functions import functions, registry, with_callees
 from endpoint_forensics.workspace import store
 
-__all__ = ["TriageParts", "open_device_cves_sql", "open_vulnerabilities_sql", "triage_parts"]
+__all__ = [
+    "TriageParts",
+    "open_device_cves_sql",
+    "open_vulnerabilities_sql",
+    "tables_read",
+    "triage_parts",
+]
 
 
 def open_vulnerabilities_sql(at: datetime) -> str:
@@ -141,6 +149,18 @@ def _translated(con: Any, function: str, at: datetime) -> str:
     return _TRANSLATED[key].replace(f"'{_PLACEHOLDER}'", f"'{moment}'")
 
 
+@cache
+def tables_read() -> frozenset[str]:
+    """The tables triage reads: those the parts' SQL and shipped functions name (with the
+    functions they call). A run that changed none of them leaves the last triage standing."""
+    shipped = functions()
+    texts = [open_device_cves_sql(datetime.now(UTC))]
+    texts += [shipped[name].body for name in sorted(with_callees(_PARTS))]
+    return frozenset(t for text in texts for t in _TABLE.findall(text))
+
+
+# A custom table's name, as the SQL and the KQL name them.
+_TABLE = re.compile(r"\b(EPF_\w+_CL)\b")
 _TRANSLATED: dict[tuple[str, int], str] = {}
 # A time no workspace holds, replaced by the triage time in the translated text.
 _PLACEHOLDER = "1901-02-03T04:05:06Z"

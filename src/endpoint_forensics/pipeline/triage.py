@@ -1,6 +1,7 @@
 """The triage stage of a run: once every source is collected, the decision of each open
-(device, CVE) is computed again from the workspace (``analytics.triage``) when the run
-delivered anything triage reads (the posture or a feed), and delivered to every sink as one
+(device, CVE) is computed again from the workspace (``analytics.triage``) when the workspace
+took a change to what triage reads (the posture, a feed, the OT sensors' lists) since the last
+triage, or that one is a day old, and delivered to every sink as one
 unit of ``EPF_Triage_CL``, so each triage run is kept: into the workspace inside the engine
 (millions of rows never pass through Python), then read back for every other sink.
 
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from endpoint_forensics.analytics.triage import triage_query
+from endpoint_forensics.analytics.triage_inputs import tables_read
 from endpoint_forensics.config import Settings
 from endpoint_forensics.contracts import Batch, Sink
 from endpoint_forensics.errors import EpfError
@@ -30,20 +32,10 @@ __all__ = ["TRIAGE_READS", "run_triage"]
 
 log = logging.getLogger(__name__)
 
-#: The tables a triage decision depends on: a run that delivered to none of them leaves the
-#: last triage standing.
-TRIAGE_READS = frozenset(
-    {
-        "EPF_Vulnerabilities_CL",
-        "EPF_VulnerabilityChanges_CL",
-        "EPF_Devices_CL",
-        "EPF_AgentHealth_CL",
-        "EPF_CveCatalog_CL",
-        "EPF_Kev_CL",
-        "EPF_Epss_CL",
-        "EPF_Vulnrichment_CL",
-    }
-)
+#: The tables a triage decision depends on: a run that changed none of them leaves the last
+#: triage standing, for up to ``_REFRESH`` (its windows, a CVE catalogue's 7 days say, move on).
+TRIAGE_READS = tables_read()
+_REFRESH = timedelta(days=1)
 
 
 def run_triage(settings: Settings, sinks: list[Sink], summary: RunSummary) -> None:
@@ -62,12 +54,26 @@ def run_triage(settings: Settings, sinks: list[Sink], summary: RunSummary) -> No
         outcome.end = outcome.start
         return
     try:
-        due = _next_due(workspace, settings.triage.interval_hours)
-        if due is not None and due > summary.time_generated:
+        last = _last_triage(workspace)
+        interval = timedelta(hours=settings.triage.interval_hours)
+        if last is not None and interval and summary.time_generated < last + interval:
             outcome.outcome = "Skipped"
             outcome.reason = (
-                f"not due: next triage {due:%Y-%m-%dT%H:%MZ},"
+                f"not due: next triage {last + interval:%Y-%m-%dT%H:%MZ},"
                 f" every {settings.triage.interval_hours:g} h"
+            )
+            return
+        if (
+            last is not None
+            and last <= summary.time_generated < last + _REFRESH
+            and not workspace.wrote_since(TRIAGE_READS, TRIAGE.name)
+        ):
+            # The same inputs give the same decisions: hundreds of thousands of rows again,
+            # into the workspace and Sentinel, every run of a quiet hour.
+            outcome.outcome = "Skipped"
+            outcome.reason = (
+                f"nothing it reads changed since the triage of {last:%Y-%m-%dT%H:%MZ};"
+                f" next by {last + _REFRESH:%Y-%m-%dT%H:%MZ} at the latest"
             )
             return
         _deliver(settings, sinks, summary, workspace, outcome)
@@ -79,19 +85,16 @@ def run_triage(settings: Settings, sinks: list[Sink], summary: RunSummary) -> No
         outcome.end = datetime.now(UTC)
 
 
-def _next_due(workspace: DuckDBSink, interval_hours: float) -> datetime | None:
-    """When the next triage is due (None: now, as there is no interval or no triage yet)."""
+def _last_triage(workspace: DuckDBSink) -> datetime | None:
+    """The time of the workspace's newest triage, None if it has none."""
     import duckdb
 
-    if not interval_hours:
-        return None
     try:
         with workspace.reading() as cursor:
             newest = cursor.execute('SELECT max(SnapshotTime) FROM "EPF_Triage_CL"').fetchall()
     except duckdb.Error as exc:
         raise EpfError(f"reading the workspace: {store.first_line(str(exc))}") from exc
-    last = newest[0][0] if newest else None
-    return None if last is None else last + timedelta(hours=interval_hours)
+    return newest[0][0] if newest else None
 
 
 def _deliver(

@@ -11,7 +11,7 @@ that is new, copied or restored from a backup knows exactly what it holds. May i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,6 +134,22 @@ class DuckDBSink:
     def delivered(self, unit: str) -> bool:
         with _storing(self.path, "reading the delivered units"):
             found = self._con.execute("SELECT 1 FROM _epf_units WHERE unit = ?", [unit]).fetchall()
+        return bool(found)
+
+    def wrote_since(self, tables: Collection[str], mark: str) -> bool:
+        """Whether a unit committed after the newest one of table ``mark`` wrote rows to one of
+        ``tables`` (any unit, when ``mark`` has none): what changed since ``mark`` was derived.
+        A change-only snapshot that changed nothing wrote no rows."""
+        if not tables:
+            return False
+        listed = ", ".join("?" for _ in tables)
+        with _storing(self.path, "reading the delivered units"):
+            found = self._con.execute(
+                f"SELECT 1 FROM _epf_units WHERE table_name IN ({listed}) AND rows > 0"
+                " AND committed_at > coalesce((SELECT max(committed_at) FROM _epf_units"
+                " WHERE table_name = ?), TIMESTAMPTZ '-infinity') LIMIT 1",
+                [*tables, mark],
+            ).fetchall()
         return bool(found)
 
     def discard(
