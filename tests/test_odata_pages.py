@@ -32,10 +32,11 @@ def _lines(path):
 def test_a_page_is_saved_as_json_lines_with_its_link(tmp_path, page):
     client, seen, _ = client_for([(200, page, {})])
     lines = tmp_path / "page.jsonl"
-    link = client.save_odata_page(
+    saved = client.save_odata_page(
         URL, lines, scope=SCOPE, budget=budget(), params={"pageSize": "5"}
     )
-    assert link == "https://mde.test/next?$skiptoken=a"
+    assert saved.next_link == "https://mde.test/next?$skiptoken=a"
+    assert saved.count == len(RECORDS) and list(saved.records()) == RECORDS
     assert _lines(lines) == RECORDS
     assert seen[0].url.params["pageSize"] == "5"
     assert [p.name for p in tmp_path.iterdir()] == ["page.jsonl"]  # the body is gone
@@ -44,9 +45,9 @@ def test_a_page_is_saved_as_json_lines_with_its_link(tmp_path, page):
 def test_the_last_page_has_no_link_and_a_missing_value_no_records(tmp_path):
     client, _, _ = client_for([(200, {"value": RECORDS}, {}), (200, {"other": 1}, {})])
     lines = tmp_path / "page.jsonl"
-    assert client.save_odata_page(URL, lines, scope=SCOPE, budget=budget()) is None
+    assert client.save_odata_page(URL, lines, scope=SCOPE, budget=budget()).next_link is None
     assert _lines(lines) == RECORDS
-    assert client.save_odata_page(URL, lines, scope=SCOPE, budget=budget()) is None
+    assert client.save_odata_page(URL, lines, scope=SCOPE, budget=budget()).next_link is None
     assert _lines(lines) == []
 
 
@@ -57,7 +58,7 @@ def test_an_empty_or_cut_short_body_is_asked_again(tmp_path):
          (200, good, {})]
     )  # fmt: skip
     lines = tmp_path / "page.jsonl"
-    assert client.save_odata_page(URL, lines, scope=SCOPE, budget=budget()) is None
+    assert client.save_odata_page(URL, lines, scope=SCOPE, budget=budget()).next_link is None
     assert _lines(lines) == RECORDS
     assert len(seen) == 4 and len(sleeps) == 3 and sleeps[2] == 3
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any, Literal, Protocol
 
 from endpoint_forensics.tables import Table
@@ -97,14 +98,16 @@ def batch_of(table: Table, records: Iterable[Any], to_row: Callable[[Any], Row |
 
 def batches_of(
     table: Table,
-    records: list[Any],
+    records: Iterable[Any],
     to_row: Callable[[Any], Row | str],
     *,
     size: int = 5_000,
 ) -> Iterator[Batch]:
-    """``batch_of`` in slices of ``size`` records, so rows never pile up beside the records."""
-    for start in range(0, len(records), size):
-        yield batch_of(table, records[start : start + size], to_row)
+    """``batch_of`` in slices of ``size`` records, so rows never pile up beside the records
+    (nor, read from a file, the records themselves)."""
+    found = iter(records)
+    while chunk := list(islice(found, size)):
+        yield batch_of(table, chunk, to_row)
 
 
 @dataclass

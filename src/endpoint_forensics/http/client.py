@@ -35,7 +35,7 @@ from endpoint_forensics.errors import (
     LinkExpired,
     WireFormatError,
 )
-from endpoint_forensics.http.odata_lines import NotAnObject, page_to_lines
+from endpoint_forensics.http.odata_lines import NotAnObject, SavedPage, page_to_lines
 from endpoint_forensics.http.ratelimit import RateBudget
 from endpoint_forensics.http.retry import (
     RETRIED,
@@ -245,8 +245,8 @@ class ApiClient:
         scope: str,
         budget: RateBudget,
         params: Mapping[str, str] | None = None,
-    ) -> str | None:
-        """One OData page's records written to ``lines`` as JSON lines, and its
+    ) -> SavedPage:
+        """One OData page's records written to ``lines`` as JSON lines, with its count and
         ``@odata.nextLink``: the body goes to disk as it arrives and its records are read from
         there one at a time (``odata_lines``), so a page takes a few records' memory whatever
         its size. Retried as ``request_json`` retries, an empty or cut-short body included.
@@ -281,8 +281,8 @@ class ApiClient:
                     )
                     continue
                 try:
-                    link, _ = page_to_lines(body, lines)
-                    return link
+                    link, written = page_to_lines(body, lines)
+                    return SavedPage(lines, written, link)
                 except NotAnObject as exc:
                     raise WireFormatError(
                         f"GET {safe_url}: expected an OData object, got JSON starting with {exc}",

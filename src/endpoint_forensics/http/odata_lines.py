@@ -4,12 +4,38 @@ which took some ten times its size in Python objects. Imports nothing of ours.""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ijson
 import orjson
 
-__all__ = ["NotAnObject", "page_to_lines"]
+__all__ = ["NotAnObject", "SavedPage", "page_to_lines"]
+
+
+@dataclass(frozen=True)
+class SavedPage:
+    """An OData page saved as JSON lines: its records are read back one at a time."""
+
+    lines: Path
+    count: int  # records
+    next_link: str | None
+
+    def records(self) -> Iterator[Any]:
+        with self.lines.open("rb") as fh:
+            for line in fh:
+                yield orjson.loads(line)
+
+    def digest(self) -> bytes:
+        """A digest of the records: two pages with the same records have the same one."""
+        found = hashlib.blake2b(digest_size=16)
+        with self.lines.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                found.update(chunk)
+        return found.digest()
 
 
 class NotAnObject(ValueError):

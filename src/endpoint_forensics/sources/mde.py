@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from endpoint_forensics.contracts import Unit, batches_of
+from endpoint_forensics.contracts import Batch, Row, Unit, batches_of
 from endpoint_forensics.errors import HttpStatusError
-from endpoint_forensics.http.client import ODataPage
+from endpoint_forensics.http.odata_lines import SavedPage
 from endpoint_forensics.http.paging import iter_skip_pages
 from endpoint_forensics.sources import FetchContext
 from endpoint_forensics.sources.decode import ExportSpec, record_to_row
@@ -96,7 +96,7 @@ def fetch_machines(ctx: FetchContext) -> Iterator[Unit]:
     pages = _skip_pages(ctx, "machines", top=min(tenant.page_size, _MACHINES_TOP))
     try:
         for number, page in enumerate(pages):
-            yield Unit(f"page-{number:05d}", batches_of(DEVICES, page.value, machine_to_row))
+            yield Unit(f"page-{number:05d}", _batches(page, DEVICES, machine_to_row))
     except HttpStatusError as exc:
         # "Returns 404 Not Found if there are no recent machines" (get-machines.md).
         if exc.status == 404:
@@ -189,7 +189,7 @@ def fetch_av_health(ctx: FetchContext) -> Iterator[Unit]:
     # The default page is 20 rows; $top may go to 10,000 (B.2).
     pages = _skip_pages(ctx, "deviceavinfo", top=min(tenant.page_size, _AV_TOP))
     for number, page in enumerate(pages):
-        yield Unit(f"page-{number:05d}", batches_of(AV_HEALTH, page.value, _av_row(ctx)))
+        yield Unit(f"page-{number:05d}", _batches(page, AV_HEALTH, _av_row(ctx)))
 
 
 def av_health_row(record: Any, now: datetime) -> dict[str, Any] | str:
@@ -347,13 +347,22 @@ def _odata_units(
 ) -> Iterator[Unit]:
     key = next(iter(fields.values()))
     for number, page in enumerate(_skip_pages(ctx, endpoint, top=top)):
-        batches = batches_of(table, page.value, lambda r: record_to_row(r, table, fields, (key,)))
+        batches = _batches(page, table, lambda r: record_to_row(r, table, fields, (key,)))
         yield Unit(f"page-{number:05d}", batches)
 
 
-def _skip_pages(ctx: FetchContext, endpoint: str, *, top: int) -> Iterator[ODataPage]:
+def _batches(page: SavedPage, table: Table, to_row: Callable[[Any], Row | str]) -> Iterator[Batch]:
+    """The page's rows, read from its file a batch at a time; the file goes once read."""
+    try:
+        yield from batches_of(table, page.records(), to_row)
+    finally:
+        page.lines.unlink(missing_ok=True)
+
+
+def _skip_pages(ctx: FetchContext, endpoint: str, *, top: int) -> Iterator[SavedPage]:
     """``/api/<endpoint>`` by ``$top`` and ``$skip``: with ``$top`` the service sends no next
-    link (B.0, F). A repeating page ends the walk and is recorded as a gap of the run."""
+    link (B.0, F). A repeating page ends the walk and is recorded as a gap of the run. Pages
+    are saved in the dataset's work folder and read back a record at a time."""
     tenant = ctx.tenant
 
     def gap(reason: str) -> None:
@@ -366,5 +375,6 @@ def _skip_pages(ctx: FetchContext, endpoint: str, *, top: int) -> Iterator[OData
         scope=tenant.mde_scope,
         budget=ctx.budget(endpoint),
         top=top,
+        spool=lambda number: ctx.work_dir / f"{endpoint}-{number:05d}.jsonl",
         on_repeat=gap,
     )

@@ -162,7 +162,7 @@ def _json_units(ctx: FetchContext, spec: ExportSpec) -> Iterator[Unit]:
             spill = ctx.work_dir / f"page-{number:05d}.jsonl"
             link = ctx.client.save_odata_page(
                 next_url, spill, scope=tenant.mde_scope, budget=ctx.budget(endpoint), params=params
-            )
+            ).next_link
             resume = {"mode": "json", "next": link, "page": number}
 
             def fallback(path: Path = spill) -> Iterator[Batch]:
