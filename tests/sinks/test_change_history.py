@@ -7,6 +7,7 @@ each snapshot's time, and between two snapshots, the state is the snapshot's row
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,54 @@ def test_a_key_shown_twice_keeps_the_state_of_the_row_written(tmp_path: Path) ->
         kinds = written.column("HistoryKind").to_pylist()
         assert kinds == [["Baseline"], ["Changed"], []][n], f"snapshot {n}"
     con.close()
+
+
+def test_a_unit_rolled_back_leaves_the_next_one_to_prepare_the_snapshot_again(
+    tmp_path: Path,
+) -> None:
+    # A unit drops what an abandoned snapshot staged and marks a baseline once, not for each
+    # of its batches; a unit that failed rolled both back, so the next one does them again:
+    # the history is as if the failed unit had never been.
+    snapshot = {key: (True, True, "A") for key in _KEYS}
+    rows = _rows(snapshot, 0)
+
+    def history(folder: Path, *, fail: bool) -> list[Any]:
+        sink = DuckDBSink(folder / "w.duckdb")
+        stamp = {"TimeGenerated": _T0, "RunId": "run-0", "DefenderTenantId": "tenant-1"}
+        try:
+            # A snapshot abandoned after one unit: its staged keys are no part of the next.
+            abandoned = HistoryPlan("changes", _T0, baseline_days=7)
+            with sink.open(SECURE_CONFIG, unit="u/0/0", history=abandoned) as writer:
+                writer.write(Batch(SECURE_CONFIG, rows=rows[:4]), stamp)
+            plan = HistoryPlan("changes", _T0 + timedelta(hours=1), baseline_days=7)
+            stamp = {**stamp, "TimeGenerated": plan.snapshot_time, "RunId": "run-1"}
+            if fail:
+                with contextlib.suppress(RuntimeError):
+                    with sink.open(SECURE_CONFIG, unit="u/1/0", history=plan) as writer:
+                        writer.write(Batch(SECURE_CONFIG, rows=rows[:6]), stamp)
+                        raise RuntimeError("the source failed mid-unit")
+            for part, chunk in enumerate((rows[:6], rows[6:])):
+                with sink.open(SECURE_CONFIG, unit=f"u/1/{part}", history=plan) as writer:
+                    writer.write(Batch(SECURE_CONFIG, rows=chunk[:3]), stamp)
+                    writer.write(Batch(SECURE_CONFIG, rows=chunk[3:]), stamp)
+            sink.finish_snapshot(SECURE_CONFIG, plan, unit="u/1/removed", stamp=stamp)
+            return [
+                sink._con.execute(sql).fetchall()
+                for sql in (
+                    "SELECT RunId, HistoryKind, count(*) FROM EPF_SecureConfig_CL"
+                    " GROUP BY ALL ORDER BY ALL",
+                    "SELECT count(*) FROM _epf_history_staged",
+                    "SELECT snapshot_time FROM _epf_history_baselines",
+                    "SELECT count(*) FROM _epf_history",
+                )
+            ]
+        finally:
+            sink.close()
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    found = history(tmp_path / "a", fail=True)
+    assert found == history(tmp_path / "b", fail=False)
+    kinds, staged, _, state = found
+    assert sum(n for run, _, n in kinds if run == "run-1") == len(rows) and state == [(12,)]
+    assert staged == [(0,)]

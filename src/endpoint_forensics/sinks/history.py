@@ -59,6 +59,9 @@ class ChangeHistory:
 
     def __init__(self, con: Any) -> None:
         self._con = con
+        # The unit (table, scope, snapshot, transaction) whose batches are being written.
+        self._unit: tuple[str, str, datetime, int] | None = None
+        self._unit_baseline = False
         con.execute(
             "CREATE TABLE IF NOT EXISTS _epf_history (table_name VARCHAR, scope VARCHAR,"
             " key_hash UBIGINT, state_hash UBIGINT, seen TIMESTAMPTZ, key JSON)"
@@ -94,17 +97,7 @@ class ChangeHistory:
             return with_kind(data, "Snapshot")
         scope = str(stamp.get("DefenderTenantId") or "")
         params = [table.name, scope]
-        # What an abandoned snapshot staged is no part of this one.
-        self._con.execute(
-            "DELETE FROM _epf_history_staged WHERE table_name = ? AND scope = ? AND seen <> ?",
-            [*params, plan.snapshot_time],
-        )
-        baseline = self.is_baseline(table, scope, plan)
-        if baseline:
-            self._con.execute(
-                "INSERT OR REPLACE INTO _epf_history_baselines VALUES (?, ?, ?)",
-                [table.name, scope, plan.snapshot_time],
-            )
+        baseline = self._begin_unit(table, scope, plan)
         if _KIND in data.schema.names:  # rows as a batch of the table may carry it, empty
             data = data.drop_columns([_KIND])
         if not isinstance(data, pa.Table):  # a decoded part's record batch
@@ -116,6 +109,30 @@ class ChangeHistory:
         # The rows themselves are taken from the batch: only the hashes went through DuckDB.
         written = data.take(found.column("_i").combine_chunks())
         return written.append_column(_KIND, found.column(_KIND))
+
+    def _begin_unit(self, table: Table, scope: str, plan: HistoryPlan) -> bool:
+        """Once per unit (transaction) of a snapshot, not per batch (each scanned the staged
+        keys): drop what an abandoned snapshot staged, and mark a baseline. Whether the
+        snapshot is a baseline."""
+        unit = (table.name, scope, plan.snapshot_time, self._transaction())
+        if self._unit != unit:
+            # What an abandoned snapshot staged is no part of this one.
+            self._con.execute(
+                "DELETE FROM _epf_history_staged WHERE table_name = ? AND scope = ? AND seen <> ?",
+                [table.name, scope, plan.snapshot_time],
+            )
+            self._unit_baseline = self.is_baseline(table, scope, plan)
+            if self._unit_baseline:
+                self._con.execute(
+                    "INSERT OR REPLACE INTO _epf_history_baselines VALUES (?, ?, ?)",
+                    [table.name, scope, plan.snapshot_time],
+                )
+            self._unit = unit
+        return self._unit_baseline
+
+    def _transaction(self) -> int:
+        # A rolled-back unit's work is gone with its transaction: the next one has a new id.
+        return int(self._con.execute("SELECT txid_current()").fetchall()[0][0])
 
     def _stage(
         self,
