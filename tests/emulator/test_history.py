@@ -362,3 +362,39 @@ def test_a_rolled_back_update_reopens_what_it_fixed(world: Store) -> None:
         assert ANCHOR_US - 5 * DAY_US <= starts[1] < ANCHOR_US - 4 * DAY_US
         assert DAY_US * 3 // 2 <= starts[2] - starts[1] < DAY_US * 5 // 2
     assert reopened is not None and reopened[0] >= len(segments)
+
+
+def test_a_window_shows_exactly_the_rows_of_its_time(world: Store) -> None:
+    """Each request's hunting tables are built for its window (only the snapshots and
+    assessments it can see are made): they hold exactly the full tables' rows in the window,
+    both ends included, at the edges of the timeline and at a snapshot's very instant."""
+    cursor = world.cursor()
+    try:
+        row = cursor.execute('SELECT min(_last) FROM raw.main."_devices"').fetchone()
+    finally:
+        cursor.close()
+    assert row is not None
+    snapshot_instant: datetime = row[0]
+    windows = [
+        (WORLD_ANCHOR - timedelta(days=30), WORLD_ANCHOR),
+        (CLOCK_EARLIEST - timedelta(days=200), CLOCK_EARLIEST + timedelta(days=3)),
+        (WORLD_ANCHOR + timedelta(days=1), WORLD_ANCHOR + timedelta(days=400)),
+        (snapshot_instant, snapshot_instant),
+        (snapshot_instant - timedelta(days=2), snapshot_instant - timedelta(microseconds=1)),
+    ]
+    shown = 0
+    for start, end in windows:
+        low, high = (t.isoformat() for t in (start, end))
+        for table in ("DeviceInfo", "DeviceTvmSecureConfigurationAssessment"):
+            fingerprint = "SELECT count(*), sum(hash(COLUMNS(*))) FROM {}"
+            with world.window(start, end) as cursor:
+                windowed = cursor.execute(fingerprint.format(f'"{table}"')).fetchall()
+                everything = cursor.execute(
+                    fingerprint.format(
+                        f'(SELECT * FROM raw.main."{table}" WHERE "Timestamp"'
+                        f" BETWEEN TIMESTAMPTZ '{low}' AND TIMESTAMPTZ '{high}')"
+                    )
+                ).fetchall()
+            assert windowed == everything, (table, start, end)
+            shown += windowed[0][0]
+    assert shown > 0

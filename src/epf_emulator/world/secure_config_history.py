@@ -55,7 +55,14 @@ from epf_emulator.world.scid_catalog import (
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["ASSESSMENTS_TABLE", "HISTORY_TABLE", "KB_TABLE", "build_history", "signature_build_sql"]
+__all__ = [
+    "ASSESSMENTS_TABLE",
+    "HISTORY_TABLE",
+    "KB_TABLE",
+    "assessments_sql",
+    "build_history",
+    "signature_build_sql",
+]
 
 HISTORY_TABLE = 'raw.main."DeviceTvmSecureConfigurationAssessment"'
 #: The rows behind it: (d: device index, scid, t_us, state: compliant, applicable).
@@ -101,7 +108,7 @@ def build_history(con: duckdb.DuckDBPyConnection, *, seed: int, anchor: datetime
     for low in range(0, devices, _CHUNK_DEVICES):
         con.execute(f"INSERT INTO {ASSESSMENTS_TABLE} {chunk(low, low + _CHUNK_DEVICES - 1)}")
         con.execute("CHECKPOINT raw")
-    con.execute(f"CREATE VIEW {HISTORY_TABLE} AS {_documented_sql(seed, anchor_us)}")
+    con.execute(f"CREATE VIEW {HISTORY_TABLE} AS {assessments_sql(seed, anchor_us)}")
     _create_kb(con)
 
 
@@ -209,8 +216,14 @@ def _rows_sql(seed: int, anchor_us: int) -> str:
     """
 
 
-def _documented_sql(seed: int, anchor_us: int) -> str:
-    """The documented table over the stored rows, every column of its documented type."""
+def assessments_sql(seed: int, anchor_us: int, window_us: tuple[int, int] | None = None) -> str:
+    """The documented table over the stored rows, every column of its documented type; with
+    ``window_us`` (epoch µs, both ends included) only the rows assessed in it.
+
+    The window is a range on the stored microseconds, which the scan applies before it
+    computes anything, where a filter on the documented ``Timestamp`` would compute the
+    timestamp of every stored row first (most of an agent-health query's time).
+    """
     age = u(seed, "s.d", "s.scid", "s.t_us")
     values = {
         "DeviceId": "dv.id",
@@ -230,10 +243,12 @@ def _documented_sql(seed: int, anchor_us: int) -> str:
         f'CAST({values[name]} AS {kind}) AS "{name}"'
         for name, kind in duckdb_columns("DeviceTvmSecureConfigurationAssessment").items()
     )
+    where = f"WHERE s.t_us BETWEEN {window_us[0]} AND {window_us[1]}" if window_us else ""
     return f"""
         SELECT {columns}
         FROM {ASSESSMENTS_TABLE} s JOIN tvm.dev dv ON dv.idx = s.d
         JOIN tvm.scid c ON c.scid = s.scid AND c.family = dv.family
+        {where}
     """
 
 
