@@ -1,11 +1,12 @@
 """The one HTTP client: TLS, bearer tokens, rate budgets, OData paging, under the retry policy.
 
-Owns every request the collector makes to a remote API, and the conversion of httpx errors
-into ours. Behaviour (STYLE.md 14): follows ``@odata.nextLink`` verbatim without re-adding
-parameters; retries what ``retry.classify_status`` and ``retry.classify_error`` say, as the
-``RetryPolicy`` says (``Retry-After``, capped jittered backoff); re-acquires the token once
-after a 401; logs sanitized URLs only, at DEBUG. May import ``identity.credentials``,
-``http.ratelimit``, ``http.retry``, ``http.tls`` and ``errors``.
+Owns every request the collector makes to a remote API; what a failure says (the errors,
+secrets kept out) is ``http.failures``. Behaviour (STYLE.md 14): follows ``@odata.nextLink``
+verbatim without re-adding parameters; retries what ``retry.classify_status`` and
+``retry.classify_error`` say, as the ``RetryPolicy`` says (``Retry-After``, capped jittered
+backoff); re-acquires the token once after a 401; logs sanitized URLs only, at DEBUG. May
+import ``identity.credentials``, ``http.failures``, ``http.odata_lines``, ``http.ratelimit``,
+``http.retry`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -20,20 +21,22 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import httpx
 import ijson
 import orjson
 
 from endpoint_forensics import __version__
-from endpoint_forensics.errors import (
-    AuthError,
-    CertificateUntrusted,
-    EpfError,
-    HttpStatusError,
-    LinkExpired,
-    WireFormatError,
+from endpoint_forensics.errors import HttpStatusError, LinkExpired, WireFormatError
+from endpoint_forensics.http.failures import (
+    BEARER,
+    RAW_TOKEN,
+    AuthStyle,
+    no_answer,
+    odata_error,
+    refused,
+    sanitize_url,
 )
 from endpoint_forensics.http.odata_lines import NotAnObject, SavedPage, page_to_lines
 from endpoint_forensics.http.ratelimit import RateBudget
@@ -42,11 +45,9 @@ from endpoint_forensics.http.retry import (
     Attempts,
     RetryPolicy,
     Verdict,
-    classify_error,
     classify_status,
     retry_after_seconds,
 )
-from endpoint_forensics.http.tls import PIN_MISMATCH
 from endpoint_forensics.identity.credentials import TokenProvider
 
 __all__ = [
@@ -62,40 +63,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"epf/{__version__} python/{platform.python_version()}"
-_SECRET_PARAMS = {"sig", "signature", "token", "access_token", "client_secret", "code", "key"}
 _JSON_CONTENT = {"Content-Type": "application/json; charset=utf-8"}
-
-
-@dataclass(frozen=True)
-class AuthStyle:
-    """How a remote API takes its credential, and what to tell the user when it is refused."""
-
-    prefix: str  # put before the token in the Authorization header
-    renew_on_401: bool  # a 401 may mean an expired token: get a fresh one and retry once
-    refused: str
-    forbidden: str
-    untrusted: str
-
-
-BEARER = AuthStyle(
-    prefix="Bearer ",
-    renew_on_401=True,
-    refused="the API refused a fresh token",
-    # The MDE API answers a token for another resource with 403 too (a wrong mde_scope).
-    forbidden="the app lacks a permission for this API (grant it and admin consent in Entra "
-    "ID), or the token is for another API (check mde_scope and graph_scope; `epf doctor` tells)",
-    untrusted="set ca_bundle in the tenant config to the CA that issued it",
-)
-# Defender for IoT appliances: the access token itself, no scheme (C.1), and it never expires.
-RAW_TOKEN = AuthStyle(
-    prefix="",
-    renew_on_401=False,
-    refused="the appliance refused the access token; create a new one under System Settings "
-    "> Integrations > Access Tokens and put it in the config",
-    forbidden="the appliance refused the access token for this API",
-    untrusted="set ca_bundle to its certificate (or issuer), or pin it with "
-    "certificate_fingerprint",
-)
 
 
 @dataclass(frozen=True)
@@ -194,7 +162,7 @@ class ApiClient:
             try:
                 response = self._send(request, scope=scope, budget=budget)
             except httpx.TransportError as exc:
-                retries.wait(*self._no_answer(exc, method, safe_url), cause=exc)
+                retries.wait(*no_answer(self._style, exc, method, safe_url), cause=exc)
                 continue
             status = response.status_code
             verdict = classify_status(status)
@@ -230,10 +198,10 @@ class ApiClient:
             return True
         method, safe_url = sent
         if verdict not in RETRIED:
-            raise self._refused(response, method, safe_url)
+            raise refused(self._style, response, method, safe_url)
         status = response.status_code
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        problem = f"{method} {safe_url} -> {status}: {_odata_error(response)[1]}"
+        problem = f"{method} {safe_url} -> {status}: {odata_error(response)[1]}"
         retries.wait(verdict, problem, retry_after=retry_after, status=status)
         return renewed
 
@@ -273,7 +241,7 @@ class ApiClient:
                     finally:
                         response.close()
                 except httpx.TransportError as exc:
-                    retries.wait(*self._no_answer(exc, "GET", safe_url), cause=exc)
+                    retries.wait(*no_answer(self._style, exc, "GET", safe_url), cause=exc)
                     continue
                 if verdict is not Verdict.ACCEPT:
                     renewed = self._not_accepted(
@@ -381,7 +349,7 @@ class ApiClient:
                         return size
                     response.read()
             except httpx.TransportError as exc:
-                retries.wait(*self._no_answer(exc, "GET", safe_url), cause=exc)
+                retries.wait(*no_answer(self._style, exc, "GET", safe_url), cause=exc)
                 continue
             status = response.status_code
             where = f"GET {safe_url} -> {status}"
@@ -422,57 +390,6 @@ class ApiClient:
         )
         return response
 
-    def _no_answer(
-        self, exc: httpx.TransportError, method: str, safe_url: str
-    ) -> tuple[Verdict, str]:
-        """The verdict on a request that got no answer, and what to say about it; a certificate
-        not trusted or not the pin raises ``CertificateUntrusted`` (configuration: no retry)."""
-        verdict = classify_error(exc)
-        if verdict is Verdict.UNTRUSTED and PIN_MISMATCH in str(exc):
-            raise CertificateUntrusted(
-                f"{method} {safe_url}: the server's TLS certificate is not the pinned one "
-                f"(certificate_fingerprint); it presented SHA-256 {str(exc).rsplit(' ', 1)[-1]}. "
-                "Nothing was sent. If the appliance's certificate was renewed, pin the new "
-                "fingerprint"
-            ) from exc
-        if verdict is Verdict.UNTRUSTED:
-            raise CertificateUntrusted(
-                f"{method} {safe_url}: the server's TLS certificate is not trusted; "
-                f"{self._style.untrusted}"
-            ) from exc
-        return verdict, f"{method} {safe_url}: {type(exc).__name__}: {_scrub(str(exc))}"
-
-    def _refused(self, response: httpx.Response, method: str, safe_url: str) -> EpfError:
-        """The error for an answer not retried: ``AuthError`` (401, 403) or ``HttpStatusError``."""
-        status = response.status_code
-        code, detail = _odata_error(response)
-        where = f"{method} {safe_url} -> {status}"
-        if status == 401:
-            return AuthError(f"{where}: {self._style.refused} ({detail})")
-        if status == 403:
-            return AuthError(f"{where}: {self._style.forbidden} ({detail})")
-        return HttpStatusError(
-            f"{where}: {detail}",
-            method=method,
-            url=safe_url,
-            status=status,
-            code=code,
-            request_id=response.headers.get("request-id")
-            or response.headers.get("x-ms-request-id"),
-        )
-
-
-def sanitize_url(url: str) -> str:
-    """The URL with secret-bearing query values (SAS signatures, tokens) replaced."""
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    query = [
-        (k, "REDACTED" if k.lower() in _SECRET_PARAMS else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="$,'():/")))
-
 
 def _timeout(seconds: float) -> httpx.Timeout:
     return httpx.Timeout(seconds, connect=min(30.0, seconds))
@@ -485,23 +402,3 @@ def _save(response: httpx.Response, dest: Path, chunk_bytes: int) -> int:
             fh.write(chunk)
             size += len(chunk)
     return size
-
-
-def _odata_error(response: httpx.Response) -> tuple[str | None, str]:
-    """The ``error.code`` of an MDE/Graph error body, and ``code: message`` (or status text)."""
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
-        return None, text or response.reason_phrase
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return None, response.reason_phrase
-    code = str(error.get("code")) if error.get("code") else None
-    message = str(error.get("message") or response.reason_phrase)[:500]
-    return code, f"{code}: {message}" if code else message
-
-
-def _scrub(text: str) -> str:
-    """Drop anything that looks like a URL query from an exception text."""
-    return " ".join(w.split("?")[0] if "://" in w else w for w in text.split())[:300]
