@@ -98,6 +98,8 @@ _DEMO_OVERRIDES = {
 #: Quieter OT sensors than the emulator's default: a daily poll then loses no event to the
 #: sensors' latest-100 cap (a real deployment polls events more often, `epf run`).
 _DEMO_EMULATOR = {"iot_events_per_hour": 8.0}
+# The tenant's name in the emulator's config: what tells a demo's workspace from another.
+_DEMO_TENANT = "emulated"
 #: What goes wrong in the demo's fortnight, so that the views of failures show one (each is
 #: told in ``DemoResult.incidents``): an address scan floods the first OT sensor with events
 #: two days before the end (more than it keeps between daily polls: a gap), and the last
@@ -176,6 +178,8 @@ def run_demo(
     from epf_emulator import EmulatorProcess, EmulatorSettings
     from epf_emulator.common.clock import WORLD_ANCHOR
 
+    _replace_earlier_demo(db)
+
     settings_kw: dict[str, Any] = {
         "devices": devices,
         "seed": seed,
@@ -206,6 +210,7 @@ def run_demo(
             emu.call("write_config", config_path, feeds=True, sentinel=sentinel)
             overrides = {"store.path": str(db.resolve()), "state.dir": str(Path(tmp) / "state")}
             settings = load_settings(config_path, overrides={**_DEMO_OVERRIDES, **overrides})
+            assert [t.name for t in settings.tenants] == [_DEMO_TENANT], settings.tenants
             # The workspace stays open from one day to the next: closing it checkpoints it,
             # a tenth of a quiet day's sync, and one process syncs every day here.
             local = open_sinks(settings.model_copy(update={"sentinel": None}))
@@ -354,3 +359,32 @@ WHERE d.RunId = '{run}' AND d.Source = 'sensor/v1/devices'
 GROUP BY d.Appliance, d.RunId
 ORDER BY 1
 """
+
+
+def _replace_earlier_demo(db: Path) -> None:
+    """Remove an earlier demo's workspace at ``db``: the demo tells a fortnight from its first
+    day, and a workspace that already holds it would find every dataset synced, so nothing
+    would be compared with the truth. A file that is not a demo's is left alone.
+
+    Raises:
+        ConfigError: ``db`` holds something other than a demo's workspace.
+        WorkspaceBusy: another process has it open.
+    """
+    if not db.exists():
+        return
+    con = store.connect(db, read_only=True)
+    try:
+        tenants = con.execute(
+            "SELECT DISTINCT SourceName FROM EPF_Runs_CL WHERE SourceKind = 'tenant'"
+        ).fetchall()
+    except Exception:  # not a workspace, or one without runs: not the demo's
+        tenants = []
+    finally:
+        con.close()
+    if [name for (name,) in tenants] != [_DEMO_TENANT]:
+        raise ConfigError(
+            f"--db {str(db)!r} exists and is not a workspace `epf demo` wrote (its runs are"
+            f" not all of the {_DEMO_TENANT!r} tenant); give another --db, or remove the file"
+        )
+    for path in (db, db.with_name(db.name + ".wal")):
+        path.unlink(missing_ok=True)

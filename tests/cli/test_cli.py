@@ -182,6 +182,31 @@ def test_demo_counts_match_the_truth(tmp_path):
     assert {r["OSFamily"] for r in orjson.loads(families.stdout)} == {"Windows", "macOS", "Linux"}
 
 
+@pytest.mark.e2e
+def test_demo_runs_again_over_its_own_workspace_and_spares_any_other(tmp_path):
+    """`make demo` twice: the second demo starts its fortnight afresh (a workspace that already
+    held it would find every dataset synced); a workspace of another tenant is not touched."""
+    db = tmp_path / "demo.duckdb"
+    args = ("demo", "--devices", "40", "--seed", "3", "--days", "2", "--db", str(db), "--no-serve")
+    for _ in range(2):
+        result = epf(*args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "the state at the end): yes" in result.stdout
+    import duckdb
+
+    other = tmp_path / "contoso.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE EPF_Runs_CL (SourceKind VARCHAR, SourceName VARCHAR)")
+    con.execute("INSERT INTO EPF_Runs_CL VALUES ('tenant', 'contoso')")
+    con.close()
+    refused = epf(*args[:-3], "--db", str(other), "--no-serve", cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "is not a workspace `epf demo` wrote" in refused.stderr and str(other) in refused.stderr
+    con = duckdb.connect(str(other), read_only=True)
+    assert con.execute("FROM EPF_Runs_CL").fetchall() == [("tenant", "contoso")]
+    con.close()
+
+
 def test_demo_with_sentinel_checks_what_the_emulated_sentinel_received(tmp_path):
     db = tmp_path / "demo.duckdb"
     result = epf(

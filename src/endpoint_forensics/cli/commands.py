@@ -251,9 +251,13 @@ def run(
 def demo(
     devices: Devices = 2000,
     seed: Seed = 1,
-    db: Annotated[Path, typer.Option(help="Workspace file to sync into.")] = Path(
-        "epf-demo.duckdb"
-    ),
+    db: Annotated[
+        Path,
+        typer.Option(
+            help="Workspace file to sync into; an earlier demo's there is replaced, any other"
+            " file refused."
+        ),
+    ] = Path("epf-demo.duckdb"),
     days: Annotated[
         int, typer.Option(min=0, max=90, help="Simulated days of history, one sync a day.")
     ] = 14,
