@@ -370,6 +370,8 @@ def _replace_earlier_demo(db: Path) -> None:
         ConfigError: ``db`` holds something other than a demo's workspace.
         WorkspaceBusy: another process has it open.
     """
+    import duckdb
+
     if not db.exists():
         return
     con = store.connect(db, read_only=True)
@@ -377,7 +379,7 @@ def _replace_earlier_demo(db: Path) -> None:
         tenants = con.execute(
             "SELECT DISTINCT SourceName FROM EPF_Runs_CL WHERE SourceKind = 'tenant'"
         ).fetchall()
-    except Exception:  # not a workspace, or one without runs: not the demo's
+    except duckdb.Error:  # no runs table (not a workspace of ours): not the demo's
         tenants = []
     finally:
         con.close()

@@ -6,10 +6,10 @@ snapshots, generated in SQL) and ``tvm.dev``, having ``world.secure_config_histo
 the secure-configuration history, and holding every hunting table to its documented schema
 (``world.hunting_schema``); the per-request view of the hunting tables limited to a time
 window (temporary views on a fresh cursor, so concurrent requests never share state, each
-making only the rows its window can see); fresh
-cursors for everyone else; the ground-truth agent-health count; and the lock-down that keeps
-network queries away from the file system (only the export folder, where DuckDB itself writes
-the via-files parts); and, given a spill folder, DuckDB's memory limit (``_memory_config``).
+making only the rows its window can see); fresh cursors for everyone else; the ground-truth
+agent-health count; and the lock-down that keeps network queries away from the file system
+(only the export folder, where DuckDB itself writes the via-files parts); and, given a spill
+folder, DuckDB's memory limit (``_memory_config``).
 
 Imports only ``world.devices``, ``world.hunting_schema``, ``world.posture``,
 ``world.scid_catalog`` and ``world.secure_config_history`` of the emulator: it shares no code
