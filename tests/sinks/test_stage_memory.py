@@ -56,7 +56,7 @@ def test_a_stage_takes_the_configured_memory_and_collection_gets_its_own_back(tm
     assert seen == [_mib(200), _mib(200), _mib(store.SYNC_MEMORY_MB)]
 
 
-def test_without_the_setting_a_stage_gets_the_query_memory(tmp_path: Path):
+def test_without_the_setting_a_stage_gets_a_bound_not_a_share_of_the_machine(tmp_path: Path):
     text = _config(tmp_path, "")
     settings = load_settings(write(tmp_path, text), environ={"CONTOSO_SECRET": "x"})
     sinks = open_sinks(settings)
@@ -65,7 +65,8 @@ def test_without_the_setting_a_stage_gets_the_query_memory(tmp_path: Path):
             found = _limit(cursor)
     finally:
         close_sinks(sinks)
-    assert found == _mib(store.QUERY_MEMORY_MB)
+    # A share of the machine grows with it (4 GB here), and a sync's peak with the fleet.
+    assert found == _mib(store.STAGE_MEMORY_MB) == _mib(1024)
 
 
 @pytest.mark.parametrize("value", ["16", '"lots"', "-1"])

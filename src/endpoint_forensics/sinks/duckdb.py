@@ -40,7 +40,7 @@ class DuckDBSink:
     def __init__(self, path: Path, *, stage_memory_mb: int | None = None) -> None:
         self.path = path
         # What a stage over the whole workspace may hold (store.stage_memory_mb).
-        self._stage_memory_mb = stage_memory_mb or store.QUERY_MEMORY_MB
+        self._stage_memory_mb = stage_memory_mb or store.STAGE_MEMORY_MB
         self._con = store.connect(path)
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS _epf_units (unit VARCHAR PRIMARY KEY, table_name VARCHAR, "
