@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-iot bench-sentinel bench-forensics bench-triage bench-serve chaos fuzz clean
+.PHONY: install azurite demo test bench bench-iot bench-sentinel bench-forensics bench-triage bench-serve chaos fuzz clean
 
 install: $(STAMP)
 
@@ -14,10 +14,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[demo,test]'
 	touch $(STAMP)
 
+# Azurite, the Azure Storage emulator the fan-out tests run against (npm; pinned by its lock).
+AZURITE := tools/azurite/node_modules/.bin/azurite
+azurite: $(AZURITE)
+
+$(AZURITE): tools/azurite/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tools/azurite --no-audit --no-fund --loglevel=error && touch $(AZURITE); \
+	else \
+		echo "npm is not installed: the tests against Azurite will skip, saying so"; \
+	fi
+
 demo: install
 	$(BIN)/epf demo --no-serve
 
-test: install
+test: install azurite
 	$(BIN)/python -m pytest
 
 # `make bench DEVICES=20000` for a smaller fleet.
@@ -54,4 +65,4 @@ fuzz: install
 	EPF_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),10000) $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) epf-demo.duckdb .epf-state
+	rm -rf $(VENV) epf-demo.duckdb .epf-state tools/azurite/node_modules

@@ -23,16 +23,24 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from endpoint_forensics.config import load_settings
-from endpoint_forensics.errors import EpfError
+from endpoint_forensics.errors import ConfigError, EpfError
 from endpoint_forensics.identity.keyvault import resolve_references
 from endpoint_forensics.pipeline.lock import run_lock
 from endpoint_forensics.pipeline.run import run_sync
 from endpoint_forensics.pipeline.runlog import RunSummary
 from endpoint_forensics.sinks import close_sinks, open_sinks
 
-__all__ = ["CONFIG_VARIABLE", "DEFAULT_CONFIG_PATH", "STATE_DIR_VARIABLE", "run_collection"]
+__all__ = [
+    "CONFIG_VARIABLE",
+    "DEFAULT_CONFIG_PATH",
+    "STATE_DIR_VARIABLE",
+    "plan_collection",
+    "run_collection",
+    "work_collection",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,103 @@ def run_collection(
         return None
     _log_summary(summary)
     return summary
+
+
+#: The fanned-out collection's app settings: the state container's URL, the work queue's name
+#: (also the queue trigger's), and for a local host (Azurite) a connection string instead of
+#: the managed identity.
+STATE_URL_VARIABLE = "EPF_STATE_URL"
+WORK_QUEUE_VARIABLE = "EPF_WORK_QUEUE"
+STORAGE_CONNECTION_VARIABLE = "EPF_STORAGE_CONNECTION"
+
+
+def plan_collection(
+    environ: Mapping[str, str] | None = None, *, default_config: Path = DEFAULT_CONFIG_PATH
+) -> int:
+    """The planner's tick: enqueue every unit that is due; returns how many (0 when none
+    could be planned: the failure is logged as one line)."""
+    from endpoint_forensics.azure.work_queue import plan_work
+
+    env = os.environ if environ is None else environ
+    try:
+        settings = _settings(env, default_config)
+        store, queue = _storage(env)
+        return len(plan_work(settings, queue.send_message, store))
+    except EpfError as exc:
+        log.error("epf planner: nothing planned: %s: %s", type(exc).__name__, _one_line(str(exc)))
+        return 0
+
+
+def work_collection(
+    body: str | bytes,
+    dequeue_count: int,
+    environ: Mapping[str, str] | None = None,
+    *,
+    default_config: Path = DEFAULT_CONFIG_PATH,
+) -> None:
+    """The queue trigger's work: one unit. Raises ``UnitFailed`` when the unit failed, so the
+    host retries the message (and poisons it after ``maxDequeueCount``); any other expected
+    failure is one logged line."""
+    from endpoint_forensics.azure.work_queue import UnitFailed, work_message
+
+    env = os.environ if environ is None else environ
+    try:
+        settings = _settings(env, default_config)
+        store, queue = _storage(env)
+        done = work_message(body, settings, store, queue.send_message, dequeue_count=dequeue_count)
+    except UnitFailed:
+        raise
+    except EpfError as exc:
+        log.error("epf worker: %s: %s", type(exc).__name__, _one_line(str(exc)))
+        return
+    if done.summary is not None:
+        _log_summary(done.summary)
+
+
+def _settings(env: Mapping[str, str], default_config: Path) -> Any:
+    path = Path(env.get(CONFIG_VARIABLE) or default_config)
+    # Each unit runs in a folder of its own; nothing is kept in this one.
+    return load_settings(
+        path,
+        environ=env,
+        overrides={"store.enabled": False},
+        keyvault_resolver=resolve_references,
+    )
+
+
+def _storage(env: Mapping[str, str]) -> tuple[Any, Any]:
+    """The state store and the work queue, by the managed identity (or, for a local host,
+    a connection string). The queue's messages are base64, as the queue trigger reads them."""
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    from endpoint_forensics.state import BlobStateStore
+
+    url, queue_name = env.get(STATE_URL_VARIABLE), env.get(WORK_QUEUE_VARIABLE)
+    if not url or not queue_name:
+        raise ConfigError(
+            f"{STATE_URL_VARIABLE} and {WORK_QUEUE_VARIABLE}: the fanned-out collection needs"
+            " the state container's URL and the work queue's name in the app settings"
+        )
+    encoding: dict[str, Any] = {
+        "message_encode_policy": TextBase64EncodePolicy(),
+        "message_decode_policy": TextBase64DecodePolicy(),
+    }
+    connection = env.get(STORAGE_CONNECTION_VARIABLE)
+    if connection:
+        from azure.storage.blob import ContainerClient
+
+        container = url.rstrip("/").rsplit("/", 1)[-1]
+        store = BlobStateStore(ContainerClient.from_connection_string(connection, container))
+        return store, QueueClient.from_connection_string(connection, queue_name, **encoding)
+    from azure.identity import ManagedIdentityCredential
+
+    credential = ManagedIdentityCredential()
+    account = url.split("//", 1)[-1].split(".", 1)[0]
+    queue_url = env.get("AzureWebJobsStorage__queueServiceUri") or (
+        f"https://{account}.queue.core.windows.net"
+    )
+    store = BlobStateStore.from_url(url, credential)
+    return store, QueueClient(queue_url, queue_name, credential=credential, **encoding)
 
 
 def _log_summary(summary: RunSummary) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from endpoint_forensics.tables.datasets import IOT_APPLIANCE_LIMIT, RateLimit, documented_limits
 
@@ -51,6 +51,22 @@ class RateBudget:
                     return waited
             self._sleep(wait)
             waited += wait
+
+    def record(self) -> list[float]:
+        """The calls of the last hour as Unix times: what the next holder of this budget, in
+        another process or on another machine, must count too (``state.budgets``)."""
+        with self._lock:
+            now = self._clock()
+            offset = time.time() - now
+            return [t + offset for t in self._calls if t > now - 3600.0]
+
+    @classmethod
+    def resumed(cls, limit: RateLimit, calls: Iterable[float]) -> RateBudget:
+        """A budget that counts ``calls`` (Unix times, from ``record``) as its own."""
+        budget = cls(limit)
+        offset = time.time() - budget._clock()
+        budget._calls.extend(sorted(t - offset for t in calls))
+        return budget
 
     def calls_in_window(self, window_seconds: float) -> int:
         with self._lock:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from endpoint_forensics.config import Settings, TenantConfig
@@ -22,6 +23,7 @@ from endpoint_forensics.contracts import (
     Sink,
 )
 from endpoint_forensics.http.client import ApiClient
+from endpoint_forensics.http.ratelimit import RateBudget
 from endpoint_forensics.pipeline.checkpoints import (
     Quarantine,
 )
@@ -45,11 +47,18 @@ def run_sync(
     progress: Progress | None = None,
     client_factory: Callable[[TenantConfig], ApiClient] | None = None,
     now: datetime | None = None,
+    budgets: Mapping[str, RateBudget] | None = None,
+    stop: threading.Event | None = None,
 ) -> RunSummary:
-    """Collect every due dataset once and deliver it to ``sinks``."""
+    """Collect every due dataset once and deliver it to ``sinks``.
+
+    ``budgets``: endpoint budgets to spend instead of fresh ones (a worker's, resumed from
+    the calls of the workers before it); ``stop``: once set, every source stops before its
+    next unit and ``RunStopped`` is raised (what was delivered stays checkpointed).
+    """
     bound_memory()
     with pandas_unseen():
-        return _run(settings, sinks, progress, client_factory, now)
+        return _run(settings, sinks, progress, client_factory, now, budgets, stop)
 
 
 def _run(
@@ -58,6 +67,8 @@ def _run(
     progress: Progress | None,
     client_factory: Callable[[TenantConfig], ApiClient] | None,
     now: datetime | None,
+    budgets: Mapping[str, RateBudget] | None,
+    stop: threading.Event | None,
 ) -> RunSummary:
     started = time.monotonic()
     summary = RunSummary(run_id=str(uuid.uuid4()), time_generated=now or datetime.now(UTC))
@@ -69,7 +80,7 @@ def _run(
     work_root = settings.state.dir / "work" / summary.run_id
     sources = sources_of(settings)
     outcomes: dict[str, list[DatasetOutcome]] = {s.unit_scope: [] for s in sources}
-    turn = SinkTurn()
+    turn = SinkTurn(stop)
 
     def collect(source: Source) -> None:
         if source.kind == "tenant":
@@ -90,6 +101,7 @@ def _run(
                     turn=turn,
                     progress=progress,
                     outcomes=outcomes[source.unit_scope],
+                    budgets=budgets,
                 )
             try:
                 run.collect_all(work_root / source.name)

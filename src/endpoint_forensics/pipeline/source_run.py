@@ -14,7 +14,7 @@ May import the other ``pipeline`` modules, ``sources``, ``transforms``, ``contra
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ class SourceRun:
         turn: SinkTurn,  # the run's, shared by its sources
         progress: Progress | None,
         outcomes: list[DatasetOutcome],  # this source's, in the order of its datasets
+        budgets: Mapping[str, RateBudget] | None = None,  # held across workers, by name
     ) -> None:
         self.source = source
         self.client = client
@@ -83,8 +84,13 @@ class SourceRun:
             for sink in sinks
         }
         # One budget per endpoint (per appliance for IoT), shared by everything in the run.
-        self.budgets = {name: RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()}
-        self.appliance_budget = RateBudget(IOT_APPLIANCE_LIMIT)
+        given = budgets or {}
+        self.budgets = {
+            name: given.get(name) or RateBudget(limit) for name, limit in DOCUMENTED_LIMITS.items()
+        }
+        self.appliance_budget = given.get(IOT_APPLIANCE_LIMIT.name) or RateBudget(
+            IOT_APPLIANCE_LIMIT
+        )
         self.transforms = TransformStage([COMPAT] if settings.output.compat else [])
         self.writer = UnitWriter(
             source,

@@ -43,9 +43,10 @@ class SinkTurn:
     its remote service (``waiting``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop: threading.Event | None = None) -> None:
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        # Set by ``stop``, or by whoever gave it: a worker's time budget running out.
+        self._stop = stop or threading.Event()
         # Whether this thread holds the turn: a Ctrl-C can interrupt taking it back, and a
         # lock released by a thread that does not hold it would be another source's.
         self._held = threading.local()
