@@ -111,3 +111,51 @@ def test_a_plan_that_cannot_be_deployed_is_one_line_naming_the_option(tmp_path, 
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: --plan: ") and problem in line
     assert not out.exists()
+
+
+def test_a_function_app_is_written_with_what_to_run_next(tmp_path):
+    out = tmp_path / "epf.json"
+    result = epf(
+        "deploy",
+        "arm",
+        "--out",
+        str(out),
+        "--function-app",
+        "epf-collector",
+        "--app-insights",
+        "epf-insights",
+    )
+    assert result.returncode == 0, result.stderr
+    template = orjson.loads(out.read_bytes())
+    [site] = [r for r in template["resources"] if r["type"] == "Microsoft.Web/sites"]
+    assert site["kind"] == "functionapp,linux"
+    params = template["parameters"]
+    assert params["functionAppName"]["defaultValue"] == "epf-collector"
+    assert params["applicationInsightsName"]["defaultValue"] == "epf-insights"
+    assert "collectorPrincipalId" not in params  # the app is the collector
+    said = " ".join(result.stderr.split())
+    assert "1 function app, " in said and "1 Flex Consumption plan" in said
+    assert "5 role assignments" in said
+    assert "-p workspaceName=<workspace>;" in said and "collectorPrincipalId" not in said
+    assert "func azure functionapp publish epf-collector" in said
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (("--function-app", "-bad-"), "error: --function-app: '-bad-' is not a function app name"),
+        (("--function-app", "x"), "error: --function-app: 'x' is not a function app name"),
+        (("--app-insights", "epf-insights"), "error: --app-insights: only with --function-app"),
+        (
+            ("--function-app", "epf-collector", "--app-insights", "a/b"),
+            "error: --app-insights: 'a/b' is not an Application Insights name",
+        ),
+    ],
+)
+def test_a_function_app_azure_would_refuse_is_one_line_and_writes_nothing(tmp_path, args, line):
+    out = tmp_path / "epf.json"
+    result = epf("deploy", "arm", "--out", str(out), *args)
+    assert result.returncode == 2
+    [said] = result.stderr.strip().splitlines()
+    assert said.startswith(line)
+    assert not out.exists()

@@ -232,3 +232,137 @@ def test_the_function_app_plans_and_works_through_its_two_functions(
     functions["epf_work"].get_user_function()(QueueMessage(body=machines, dequeue_count=1))
     stored = [b.name for b in container.list_blobs()]
     assert any(n.startswith("units/tenants/") and "/machines/checkpoints/" in n for n in stored)
+
+
+_WORKER = """
+import sys
+from azure.storage.blob import ContainerClient
+from endpoint_forensics.azure.work_queue import work_message
+from endpoint_forensics.config import load_settings
+from endpoint_forensics.state import BlobStateStore
+from datetime import datetime
+from pathlib import Path
+
+config, connection, container, ca, message, now = sys.argv[1:]
+settings = load_settings(Path(config), environ={}, overrides={"store.enabled": False})
+client = ContainerClient.from_connection_string(connection, container, connection_verify=ca)
+store = BlobStateStore(client, lease_seconds=15)
+work_message(message, settings, store, lambda *a, **k: None, now=datetime.fromisoformat(now))
+"""
+
+
+def test_a_worker_killed_mid_unit_loses_no_row_and_its_rows_are_told_apart(
+    tmp_path: Path, azurite: Any, container: Any, queue: Any
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    # The unit's rows reach Sentinel, then its EPF_Runs_CL row is throttled for a minute: the
+    # worker is killed while it waits, before it pushed its state.
+    from epf_emulator.ingestion.rules import emulated_rules
+
+    runs = next(r for r in emulated_rules(29) if "EPF_Runs_CL" in r.tables)
+    stream = f"/dataCollectionRules/{runs.immutable_id}/streams/Custom-EPF_Runs_CL"
+    faults = (Fault(stream, 429, times=1, retry_after=60),)
+    with Emulator(EmulatorSettings(devices=40, seed=29, iot_sensors=0, faults=faults)) as emu:
+        settings = fan_out_settings(emu, tmp_path)
+        item = WorkItem("tenant", settings.tenants[0].name, "machines")
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _WORKER,
+                str(tmp_path / "epf.toml"),
+                azurite.connection_string,
+                container.container_name,
+                str(azurite.ca_bundle),
+                item.message(),
+                emu.now.isoformat(),
+            ]
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len(emu.ingested_rows("EPF_Devices_CL")) < 40:
+                assert worker.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        finally:
+            worker.kill()
+            worker.wait()
+        store = BlobStateStore(container, lease_seconds=15)
+        # Nothing of its state was pushed.
+        assert not list(container.list_blobs(name_starts_with=f"units/{item.key}/"))
+        # The message comes back once its visibility ends; the dead worker's lease lapses.
+        deadline = time.monotonic() + 40
+        while (done := work_message(item.message(), settings, store, queue.send_message,
+                                    now=emu.now)).outcome == "held elsewhere":  # fmt: skip
+            assert time.monotonic() < deadline
+            time.sleep(1)
+        assert done.outcome == "ran" and done.summary is not None
+        rows = emu.ingested_rows("EPF_Devices_CL")
+        succeeded = {
+            r["RunId"] for r in emu.ingested_rows("EPF_Runs_CL") if r["Outcome"] == "Succeeded"
+        }
+        kept = [r for r in rows if r["RunId"] in succeeded]
+        # Nothing lost: the second worker delivered every device. The killed worker's rows
+        # arrived too (at least once), and its run, which never said it succeeded, tells them.
+        assert len(kept) == 40 and len({r["DeviceId"] for r in kept}) == 40
+        assert len(rows) == 80 and succeeded == {done.summary.run_id}
+
+
+def test_two_workers_on_one_tenant_stay_within_its_budgets(
+    tenant: Emulator, tmp_path: Path, container: Any, queue: Any
+) -> None:
+    import threading
+
+    import orjson
+
+    from endpoint_forensics.tables.datasets import documented_limits
+
+    settings = fan_out_settings(tenant, tmp_path)
+    store = BlobStateStore(container, lease_seconds=15)
+    before = tenant.stats()["requests"]
+    # Two ticks' worth of messages: every unit twice, so the workers meet on each endpoint.
+    for _ in range(2):
+        for item in work_items(settings):
+            queue.send_message(item.message())
+    ran: dict[str, list[str]] = {"a": [], "b": []}
+
+    def worker(name: str) -> None:
+        while messages := list(queue.receive_messages(max_messages=1, visibility_timeout=60)):
+            for message in messages:
+                done = work_message(
+                    message.content, settings, store, queue.send_message, now=tenant.now
+                )
+                ran[name].append(done.outcome)
+                queue.delete_message(message)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ran]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert all(ran.values()), ran  # both worked
+    outcomes = Counter(o for found in ran.values() for o in found)
+    assert outcomes["ran"] >= len(work_items(settings)), outcomes
+    # The service throttled nothing.
+    after = tenant.stats()["requests"]
+    throttled = {
+        path: n - before.get(path, {}).get("429", 0)
+        for path, counts in after.items()
+        if (n := counts.get("429", 0)) > before.get(path, {}).get("429", 0)
+    }
+    assert throttled == {}
+    # Each endpoint budget's record holds every call any worker made under it: within its
+    # documented limits in every minute and in the hour.
+    limits = documented_limits()
+    records = [b.name for b in container.list_blobs(name_starts_with="leases/budgets/")]
+    counted = 0
+    for name in records:
+        calls = sorted(orjson.loads(store.read(name) or b"[]"))
+        limit = limits[name.rsplit("/", 1)[-1]]
+        assert len(calls) <= limit.per_hour, name
+        in_a_minute = [sum(1 for t in calls if s <= t < s + 60) for s in calls]
+        assert max(in_a_minute, default=0) <= limit.per_minute, name
+        counted += len(calls)
+    assert counted >= len(work_items(settings))  # every unit's calls are in a record

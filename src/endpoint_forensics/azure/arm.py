@@ -3,9 +3,10 @@
 Owns the mapping from the table registry to Log Analytics tables (each with its plan:
 Analytics, Basic or Auxiliary), the template's parameters (with the retention limits Azure
 enforces) and outputs; the DCRs and role assignments are ``azure.arm_dcrs``'s, the saved KQL
-functions ``azure.arm_functions``'s, the legacy column types ``azure.classic``'s. May import
-``tables``, ``analytics.functions``, ``azure.arm_dcrs``, ``azure.arm_functions`` and
-``azure.classic``.
+functions ``azure.arm_functions``'s, the function app ``azure.arm_function_app``'s, the legacy
+column types ``azure.classic``'s. May import ``tables``, ``analytics.functions``,
+``analytics.hunting``, ``azure.arm_dcrs``, ``azure.arm_functions``, ``azure.arm_function_app``,
+``azure.arm_workbook`` and ``azure.classic``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ from endpoint_forensics.azure.arm_dcrs import (
     dcr_deployment,
     dcr_name,
     stream_name,
+)
+from endpoint_forensics.azure.arm_function_app import (
+    FunctionApp,
+    function_app_outputs,
+    function_app_parameters,
+    function_app_principal_id,
+    function_app_problem,
+    function_app_resources,
+    function_app_site_id,
+    function_app_variables,
 )
 from endpoint_forensics.azure.arm_functions import (
     function_resources,
@@ -49,6 +60,7 @@ __all__ = [
     "TABLE_COLUMN_TYPES",
     "TABLE_PLANS",
     "TOTAL_RETENTION_DAYS",
+    "FunctionApp",
     "build_arm_template",
     "plan_problem",
     "retention_problem",
@@ -270,12 +282,14 @@ def _parameters(retention_days: int, total_retention_days: int) -> ArmObject:
     }
 
 
+_DCR_DEPLOYMENT_ID = (
+    f"resourceId('Microsoft.Resources/deployments', variables('{_DCR_DEPLOYMENT}'))"
+)
+
+
 def _outputs(inner: ArmObject) -> ArmObject:
     """The template's outputs: the nested deployment's, passed through."""
-    deployment = (
-        f"reference(resourceId('Microsoft.Resources/deployments', "
-        f"variables('{_DCR_DEPLOYMENT}')), '{DEPLOYMENTS_API_VERSION}')"
-    )
+    deployment = f"reference({_DCR_DEPLOYMENT_ID}, '{DEPLOYMENTS_API_VERSION}')"
     return {
         key: {"type": output["type"], "value": f"[{deployment}.outputs.{key}.value]"}
         for key, output in inner.items()
@@ -298,6 +312,7 @@ def build_arm_template(
     extra_resources: Sequence[ArmObject] = (),
     retention_days: int = 90,
     total_retention_days: int = 365,
+    function_app: FunctionApp | None = None,
 ) -> ArmObject:
     """The ARM template deploying the registry's tables, their DCRs, the collector's role and
     the shipped KQL functions as saved functions.
@@ -309,20 +324,28 @@ def build_arm_template(
     none with ``tables`` given. ``hunting`` adds the shipped hunting queries as saved searches
     of the Hunting blade and the workbook (they read the registry's tables and call the
     shipped functions).
-    ``extra_resources`` (the workbook, later) are appended as given; each needs at least ``type``, ``apiVersion`` and ``name``.
+    ``extra_resources`` (the workbook, later) are appended as given; each needs at least
+    ``type``, ``apiVersion`` and ``name``.
     ``retention_days`` and ``total_retention_days`` are the defaults of the retention
-    parameters.
+    parameters. ``function_app`` adds the collector's Flex Consumption function app, its
+    storage and its roles (``azure.arm_function_app``); the app is then the collector, so its
+    identity, not a ``collectorPrincipalId`` parameter, gets Monitoring Metrics Publisher on
+    each DCR, and its app settings carry the DCR routes.
 
     Raises:
         ValueError: a retention Azure refuses (see :func:`retention_problem`), plans it
             refuses (see :func:`plan_problem`), a function reading a table not in the template,
             a compat column whose type is not its legacy suffix's, a table without
-            ``TimeGenerated`` or of an unknown profile, or an extra resource without type,
-            apiVersion or name.
+            ``TimeGenerated`` or of an unknown profile, an extra resource without type,
+            apiVersion or name, or a function app name Azure refuses.
     """
     problem = retention_problem(retention_days, total_retention_days)
     if problem is not None:
         raise ValueError(problem)
+    if function_app is not None:
+        problem = function_app_problem(function_app)
+        if problem is not None:
+            raise ValueError(problem)
     for extra in extra_resources:
         _check_extra(extra)
     selected = _selected_tables(TABLES.values() if tables is None else tables, compat=compat)
@@ -348,9 +371,20 @@ def build_arm_template(
         for t in profile_tables
     ]
     depends_on = [_table_resource_id(t) for _, chunk in dcrs for t in chunk]
-    deployment = dcr_deployment(
-        dcrs, deployment_name=f"[variables('{_DCR_DEPLOYMENT}')]", depends_on=depends_on
-    )
+    if function_app is None:
+        deployment = dcr_deployment(
+            dcrs, deployment_name=f"[variables('{_DCR_DEPLOYMENT}')]", depends_on=depends_on
+        )
+    else:
+        # The app is the collector: its identity publishes to the DCRs, which it must exist
+        # for, and its settings take the routes in the config's shape.
+        deployment = dcr_deployment(
+            dcrs,
+            deployment_name=f"[variables('{_DCR_DEPLOYMENT}')]",
+            depends_on=[*depends_on, function_app_site_id()],
+            collector_principal_id=function_app_principal_id(),
+            config_routes=True,
+        )
     resources.append(deployment)
     resources += function_resources(saved, names)
     if hunting:
@@ -365,20 +399,28 @@ def build_arm_template(
         resources += hunting_resources(queries, functions(), names)
         # The workbook's panels call the shipped functions: it follows their saved searches.
         resources.append(workbook_resource([saved_search_id(f.name) for f in saved]))
+    parameters = _parameters(retention_days, total_retention_days)
+    variables: ArmObject = {
+        "workspaceResourceId": (
+            "[resourceId('Microsoft.OperationalInsights/workspaces', parameters('workspaceName'))]"
+        ),
+        _DCR_DEPLOYMENT: "[format('{0}-dcrs', parameters('dataCollectionRuleName'))]",
+    }
+    outputs = _outputs(deployment["properties"]["template"]["outputs"])
+    if function_app is not None:
+        del parameters["collectorPrincipalId"]
+        parameters.update(function_app_parameters(function_app))
+        variables.update(function_app_variables())
+        resources += function_app_resources(function_app, dcr_deployment_id=_DCR_DEPLOYMENT_ID)
+        outputs.update(function_app_outputs())
     resources += [dict(extra) for extra in extra_resources]
     return {
         "$schema": SCHEMA_URL,
         "contentVersion": "1.0.0.0",
-        "parameters": _parameters(retention_days, total_retention_days),
-        "variables": {
-            "workspaceResourceId": (
-                "[resourceId('Microsoft.OperationalInsights/workspaces', "
-                "parameters('workspaceName'))]"
-            ),
-            _DCR_DEPLOYMENT: "[format('{0}-dcrs', parameters('dataCollectionRuleName'))]",
-        },
+        "parameters": parameters,
+        "variables": variables,
         "resources": resources,
-        "outputs": _outputs(deployment["properties"]["template"]["outputs"]),
+        "outputs": outputs,
     }
 
 
@@ -391,6 +433,7 @@ def write_arm_template(
     extra_resources: Sequence[ArmObject] = (),
     retention_days: int = 90,
     total_retention_days: int = 365,
+    function_app: FunctionApp | None = None,
 ) -> ArmObject:
     """Write :func:`build_arm_template` to ``path`` as indented UTF-8 JSON; return it."""
     template = build_arm_template(
@@ -400,6 +443,7 @@ def write_arm_template(
         extra_resources=extra_resources,
         retention_days=retention_days,
         total_retention_days=total_retention_days,
+        function_app=function_app,
     )
     text = json.dumps(template, indent=2, ensure_ascii=False) + "\n"
     Path(path).write_text(text, encoding="utf-8")

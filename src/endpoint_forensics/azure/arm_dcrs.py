@@ -3,8 +3,9 @@
 Owns the Logs Ingestion DCRs (kind Direct: one stream and one data flow per table, into the
 workspace), the Monitoring Metrics Publisher role assignment of the collector on each, and the
 nested deployment that holds them with its outputs (each DCR's immutable id, endpoint and
-streams). A DCR must be in its workspace's region; ARM allows ``reference()`` only in a
-resource's ``properties`` and in ``outputs``, not in its ``location``
+streams; on request the same routes in the shape of the config's ``[[sentinel.dcrs]]``). A DCR
+must be in its workspace's region; ARM allows ``reference()`` only in a resource's
+``properties`` and in ``outputs``, not in its ``location``
 (learn.microsoft.com/azure/azure-resource-manager/templates/template-functions-resource,
 "reference", Valid uses), so the nested deployment's ``location`` parameter is set, in the
 deployment's properties, from the existing workspace's ``reference(..., 'Full').location``.
@@ -19,10 +20,12 @@ from typing import Any
 from endpoint_forensics.tables import KqlType, Table
 
 __all__ = [
+    "CONFIG_ROUTES_OUTPUT",
     "DCR_API_VERSION",
     "DEPLOYMENTS_API_VERSION",
     "MAX_STREAMS_PER_DCR",
     "MONITORING_METRICS_PUBLISHER_ROLE_ID",
+    "ROLE_ASSIGNMENT_API_VERSION",
     "SCHEMA_URL",
     "WORKSPACE_API_VERSION",
     "dcr_deployment",
@@ -112,6 +115,12 @@ def _dcr_resource(name: str, tables: Sequence[Table]) -> ArmObject:
     }
 
 
+#: The nested deployment's output of the routes as ``[[sentinel.dcrs]]`` entries (``config``'s
+#: ``DcrRoute``: ``immutable_id``, ``endpoint``, ``tables``), when asked for.
+CONFIG_ROUTES_OUTPUT = "sentinelDcrs"
+_COLLECTOR_PRINCIPAL = "[parameters('collectorPrincipalId')]"
+
+
 def _role_assignment_resource(name: str) -> ArmObject:
     dcr_id = _dcr_resource_id(name)
     return {
@@ -135,8 +144,11 @@ def _role_assignment_resource(name: str) -> ArmObject:
     }
 
 
-def _dcr_outputs(dcrs: Sequence[tuple[str, Sequence[Table]]]) -> ArmObject:
-    """The nested deployment's outputs: each DCR's immutable id, endpoint and streams."""
+def _dcr_outputs(
+    dcrs: Sequence[tuple[str, Sequence[Table]]], *, config_routes: bool = False
+) -> ArmObject:
+    """The nested deployment's outputs: each DCR's immutable id, endpoint and streams; with
+    ``config_routes`` the same as ``[[sentinel.dcrs]]`` entries too."""
 
     def reference(name: str) -> str:
         return f"reference({_dcr_resource_id(name)}, '{DCR_API_VERSION}')"
@@ -159,6 +171,19 @@ def _dcr_outputs(dcrs: Sequence[tuple[str, Sequence[Table]]]) -> ArmObject:
             "value": routes[0]["immutableId"],
         }
         outputs["logsIngestionEndpoint"] = {"type": "string", "value": routes[0]["endpoint"]}
+    if config_routes:
+        # The config's own keys, so that string() of this array is an EPF_SENTINEL__DCRS value.
+        outputs[CONFIG_ROUTES_OUTPUT] = {
+            "type": "array",
+            "value": [
+                {
+                    "immutable_id": r["immutableId"],
+                    "endpoint": r["endpoint"],
+                    "tables": r["streams"],
+                }
+                for r in routes
+            ],
+        }
     return outputs
 
 
@@ -167,9 +192,16 @@ def dcr_deployment(
     *,
     deployment_name: str,
     depends_on: Sequence[str],
+    collector_principal_id: str = _COLLECTOR_PRINCIPAL,
+    config_routes: bool = False,
 ) -> ArmObject:
     """The nested deployment ``deployment_name`` (an expression) of the DCRs and their role
-    assignments, in the workspace's region; ``dcrs`` are (DCR name expression, its tables)."""
+    assignments, in the workspace's region; ``dcrs`` are (DCR name expression, its tables).
+
+    ``collector_principal_id`` (an expression, evaluated in the outer template) is the identity
+    granted Monitoring Metrics Publisher on each DCR: the ``collectorPrincipalId`` parameter by
+    default. ``config_routes`` adds the :data:`CONFIG_ROUTES_OUTPUT` output.
+    """
 
     def string_parameter(text: str) -> ArmObject:
         return {"type": "string", "metadata": {"description": text}}
@@ -195,7 +227,7 @@ def dcr_deployment(
                 },
                 "workspaceResourceId": {"value": "[variables('workspaceResourceId')]"},
                 "dataCollectionRuleName": {"value": "[parameters('dataCollectionRuleName')]"},
-                "collectorPrincipalId": {"value": "[parameters('collectorPrincipalId')]"},
+                "collectorPrincipalId": {"value": collector_principal_id},
             },
             "template": {
                 "$schema": SCHEMA_URL,
@@ -211,7 +243,7 @@ def dcr_deployment(
                 },
                 "resources": [_dcr_resource(dcr, chunk) for dcr, chunk in dcrs]
                 + [_role_assignment_resource(dcr) for dcr, _ in dcrs],
-                "outputs": _dcr_outputs(dcrs),
+                "outputs": _dcr_outputs(dcrs, config_routes=config_routes),
             },
         },
     }

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from endpoint_forensics.azure import app_settings as names
 from endpoint_forensics.config import load_settings
 from endpoint_forensics.errors import ConfigError, EpfError
 from endpoint_forensics.identity.keyvault import resolve_references
@@ -44,8 +45,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CONFIG_VARIABLE = "EPF_CONFIG"
-STATE_DIR_VARIABLE = "EPF_STATE_DIR"
+CONFIG_VARIABLE = names.CONFIG
+STATE_DIR_VARIABLE = names.STATE_DIR
 #: Where a Linux function app's deployed files are: the config ships with the project.
 DEFAULT_CONFIG_PATH = Path("/home/site/wwwroot/epf.toml")
 _MAX_LINE = 500
@@ -89,12 +90,10 @@ def run_collection(
     return summary
 
 
-#: The fanned-out collection's app settings: the state container's URL, the work queue's name
-#: (also the queue trigger's), and for a local host (Azurite) a connection string instead of
-#: the managed identity.
-STATE_URL_VARIABLE = "EPF_STATE_URL"
-WORK_QUEUE_VARIABLE = "EPF_WORK_QUEUE"
-STORAGE_CONNECTION_VARIABLE = "EPF_STORAGE_CONNECTION"
+# The fanned-out collection's app settings (azure/app_settings.py, shared with the template).
+STATE_URL_VARIABLE = names.STATE_URL
+WORK_QUEUE_VARIABLE = names.WORK_QUEUE
+STORAGE_CONNECTION_VARIABLE = names.LOCAL_STORAGE_CONNECTION
 
 
 def plan_collection(
@@ -179,7 +178,7 @@ def _storage(env: Mapping[str, str]) -> tuple[Any, Any]:
 
     credential = ManagedIdentityCredential()
     account = url.split("//", 1)[-1].split(".", 1)[0]
-    queue_url = env.get("AzureWebJobsStorage__queueServiceUri") or (
+    queue_url = env.get(names.HOST_QUEUE_SERVICE_URI) or (
         f"https://{account}.queue.core.windows.net"
     )
     store = BlobStateStore.from_url(url, credential)

@@ -1,6 +1,7 @@
 """``epf deploy``: the deployment artefacts for Microsoft Sentinel, generated from the table
-registry. Thin, as ``cli``: parse, call ``azure``, say what was written and what to run next.
-May import ``azure`` and ``errors``.
+registry, and with ``--function-app`` the collector's Azure Functions app. Thin, as ``cli``:
+parse, call ``azure``, say what was written and what to run next. May import ``azure`` and
+``errors``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ deploy_app = typer.Typer(
 
 
 _SAVED_SEARCH = "Microsoft.OperationalInsights/workspaces/savedSearches"
+# How the summary names a resource type; any other is named by its last segment.
+_KINDS = {
+    "Microsoft.Authorization/roleAssignments": "role assignments",
+    "Microsoft.Insights/workbooks": "workbook",
+    "Microsoft.Storage/storageAccounts": "storage account",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": "blob containers",
+    "Microsoft.Storage/storageAccounts/queueServices/queues": "queues",
+    "Microsoft.Web/serverfarms": "Flex Consumption plan",
+    "Microsoft.Web/sites": "function app",
+    "Microsoft.Web/sites/config": "app settings",
+}
 
 
 def _plans(given: list[str]) -> dict[str, str]:
@@ -79,16 +91,41 @@ def deploy_arm(
             " the workbook.",
         ),
     ] = False,
+    function_app: Annotated[
+        str | None,
+        typer.Option(
+            "--function-app",
+            metavar="NAME",
+            help="Also the collector's Azure Functions app NAME (Flex Consumption, Linux, "
+            "Python) with a managed identity, its storage account (work queue, state "
+            "container), its roles, and app settings that route to the DCRs; the app is then "
+            "the collector. See deploy/functions/README.md.",
+        ),
+    ] = None,
+    app_insights: Annotated[
+        str | None,
+        typer.Option(
+            "--app-insights",
+            metavar="NAME",
+            help="With --function-app: an existing Application Insights component in the "
+            "resource group the app logs to, with its identity.",
+        ),
+    ] = None,
 ) -> None:
     """Write an ARM template: every custom table, the DCRs (10 streams each, in the
     workspace's region), the Monitoring Metrics Publisher role for the collector's
     identity and the KQL functions as saved functions; with --content, the hunting queries and
-    the workbook."""
+    the workbook; with --function-app, the collector's function app and what it needs."""
     from endpoint_forensics.azure import (
         plan_problem,
         retention_problem,
         write_arm_template,
         write_migration_script,
+    )
+    from endpoint_forensics.azure.arm_function_app import (
+        FunctionApp,
+        app_insights_name_problem,
+        app_name_problem,
     )
 
     problem = retention_problem(retention_days, total_retention_days)
@@ -98,6 +135,18 @@ def deploy_arm(
     problem = plan_problem(plans, compat=compat, total_retention_days=total_retention_days)
     if problem is not None:
         raise ConfigError(f"--plan: {problem}")
+    app = None
+    if function_app is not None:
+        problem = app_name_problem(function_app)
+        if problem is not None:
+            raise ConfigError(f"--function-app: {problem}")
+        if app_insights is not None:
+            problem = app_insights_name_problem(app_insights)
+            if problem is not None:
+                raise ConfigError(f"--app-insights: {problem}")
+        app = FunctionApp(function_app, app_insights=app_insights)
+    elif app_insights is not None:
+        raise ConfigError("--app-insights: only with --function-app, for the app's logs")
     template = write_arm_template(
         out,
         compat=compat,
@@ -105,15 +154,14 @@ def deploy_arm(
         hunting=content,
         retention_days=retention_days,
         total_retention_days=total_retention_days,
+        function_app=app,
     )
     kinds: dict[str, int] = {}
     for resource in template["resources"]:
-        kind = resource["type"].rsplit("/", 1)[-1]
+        kind = _KINDS.get(resource["type"], resource["type"].rsplit("/", 1)[-1])
         if resource["type"] == _SAVED_SEARCH:
             saved_function = "functionAlias" in resource["properties"]
             kind = "saved functions" if saved_function else "hunting queries"
-        elif resource["type"] == "Microsoft.Insights/workbooks":
-            kind = "workbook"
         kinds[kind] = kinds.get(kind, 0) + 1
     summary = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
     typer.echo(f"Wrote {out}: {summary}", err=True)
@@ -125,10 +173,21 @@ def deploy_arm(
             "<workspace>; Azure refuses the template's change to a classic table.",
             err=True,
         )
+    if app is None:
+        typer.echo(
+            "Deploy it with: az deployment group create -g <resource group> --template-file "
+            f"{out} -p workspaceName=<workspace> collectorPrincipalId=<object id>; then copy "
+            "its dataCollectionRules output into [[sentinel.dcrs]] (immutable_id, endpoint, "
+            "tables).",
+            err=True,
+        )
+        return
     typer.echo(
         "Deploy it with: az deployment group create -g <resource group> --template-file "
-        f"{out} -p workspaceName=<workspace> collectorPrincipalId=<object id>; then copy its "
-        "dataCollectionRules output into [[sentinel.dcrs]] (immutable_id, endpoint, tables).",
+        f"{out} -p workspaceName=<workspace>; the app's identity gets Monitoring Metrics "
+        "Publisher on each DCR and its app settings carry the routes, so leave [sentinel] out "
+        "of the app's epf.toml. Then publish the code: cd deploy/functions && func azure "
+        f"functionapp publish {app.name} (deploy/functions/README.md).",
         err=True,
     )
 
