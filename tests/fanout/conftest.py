@@ -44,6 +44,10 @@ def container(azurite: Azurite) -> Any:
 @pytest.fixture
 def queue(azurite: Azurite) -> Any:
     """A new Storage queue of the test's own."""
+    return another_queue(azurite)
+
+
+def another_queue(azurite: Azurite) -> Any:
     from azure.storage.queue import QueueClient
 
     client = QueueClient.from_connection_string(

@@ -4,18 +4,20 @@ unit fails into the poison queue with its EPF_Runs_CL row, and a unit that runs 
 time continues where it stopped."""
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from endpoint_forensics.azure.work_queue import UnitFailed, WorkDone, plan_work, work_message
+from endpoint_forensics.azure.work_queue import WorkDone, drain_queue, plan_work, work_message
 from endpoint_forensics.config import Settings, load_settings
 from endpoint_forensics.pipeline.work import WorkItem, work_items
 from endpoint_forensics.state import BlobStateStore
 from epf_emulator import Emulator, EmulatorSettings
 from epf_emulator.common.settings import Fault
+
+from .conftest import another_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -38,36 +40,6 @@ def fan_out_settings(emu: Emulator, tmp_path: Path) -> Settings:
     )
 
 
-def drain(
-    queue: Any,
-    poison: list[str],
-    work: Callable[[str, int], WorkDone],
-    *,
-    max_dequeue_count: int = 5,
-    rounds: int = 200,
-) -> list[WorkDone]:
-    """What the Functions host does with a queue: each visible message to the worker,
-    deleted when it returns; one that raises becomes visible again, and at its last attempt
-    goes to the poison queue (host.json maxDequeueCount)."""
-    done: list[WorkDone] = []
-    for _ in range(rounds):
-        messages = list(queue.receive_messages(max_messages=32, visibility_timeout=60))
-        if not messages:
-            break
-        for message in messages:
-            try:
-                done.append(work(message.content, message.dequeue_count))
-            except UnitFailed:
-                if message.dequeue_count >= max_dequeue_count:
-                    poison.append(message.content)
-                    queue.delete_message(message)
-                else:
-                    queue.update_message(message, visibility_timeout=0)
-                continue
-            queue.delete_message(message)
-    return done
-
-
 def ingested_by_run(emu: Emulator, table: str, run_ids: set[str]) -> list[dict[str, Any]]:
     return [r for r in emu.ingested_rows(table) if r["RunId"] in run_ids]
 
@@ -85,7 +57,7 @@ def test_planner_queue_workers_deliver_the_truth_to_sentinel(
             text, settings, store, queue.send_message, dequeue_count=count, now=tenant.now
         )
 
-    done = drain(queue, [], work)
+    done = drain_queue(queue, work)
     assert Counter(d.outcome for d in done) == {"ran": len(planned)}
     runs = {d.summary.run_id for d in done if d.summary is not None}
     truth = tenant.stats()["truth"]
@@ -109,7 +81,7 @@ def _interval(settings: Settings, item: WorkItem) -> float:
 
 
 def test_a_unit_that_keeps_failing_goes_to_the_poison_queue_and_says_so(
-    tmp_path: Path, container: Any, queue: Any
+    tmp_path: Path, azurite: Any, container: Any, queue: Any
 ) -> None:
     faults = (Fault("/api/recommendations", 403, times=1000),)
     with Emulator(EmulatorSettings(devices=20, seed=5, iot_sensors=0, faults=faults)) as emu:
@@ -117,7 +89,7 @@ def test_a_unit_that_keeps_failing_goes_to_the_poison_queue_and_says_so(
         store = BlobStateStore(container, lease_seconds=15)
         item = WorkItem("tenant", settings.tenants[0].name, "recommendations")
         queue.send_message(item.message())
-        poison: list[str] = []
+        poison = another_queue(azurite)
 
         def work(text: str, count: int) -> WorkDone:
             return work_message(
@@ -130,8 +102,8 @@ def test_a_unit_that_keeps_failing_goes_to_the_poison_queue_and_says_so(
                 now=emu.now,
             )
 
-        assert drain(queue, poison, work, max_dequeue_count=3) == []
-        assert poison == [item.message()]
+        assert drain_queue(queue, work, max_dequeue_count=3, poison=poison) == []
+        assert [m.content for m in poison.receive_messages()] == [item.message()]
         rows = [
             r
             for r in emu.ingested_rows("EPF_Runs_CL")

@@ -24,6 +24,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_DEQUEUE_COUNT",
     "UnitFailed",
     "WorkDone",
+    "drain_queue",
     "plan_work",
     "run_item",
     "unit_prefix",
@@ -277,3 +279,48 @@ def _record_poisoned(
             sink.flush()
     finally:
         close_sinks(sinks)
+
+
+def drain_queue(
+    queue: Any,
+    work: Any,
+    *,
+    max_dequeue_count: int = MAX_DEQUEUE_COUNT,
+    visibility_seconds: int = 600,
+    idle_rounds: int = 1,
+    poison: Any = None,
+) -> list[WorkDone]:
+    """What the Functions host does with a queue, for workers outside it (the benchmark, a
+    machine of one's own): each visible message to ``work(text, dequeue_count)``, deleted
+    when it returns; one that raises ``UnitFailed`` is visible again at once, and at its
+    last attempt goes to ``poison`` (``poison.send_message``: the host's ``<queue>-poison``)
+    instead. Returns once the queue showed no message ``idle_rounds`` times in a row (a
+    unit waiting for a budget is invisible for a while: keep asking)."""
+    done: list[WorkDone] = []
+    idle = 0
+    while idle < idle_rounds:
+        messages = list(
+            queue.receive_messages(max_messages=1, visibility_timeout=visibility_seconds)
+        )
+        if not messages:
+            idle += 1
+            if idle < idle_rounds:
+                time.sleep(1.0)
+            continue
+        idle = 0
+        for message in messages:
+            try:
+                done.append(work(message.content, message.dequeue_count))
+            except UnitFailed as exc:
+                if message.dequeue_count >= max_dequeue_count:
+                    if poison is not None:
+                        poison.send_message(message.content)
+                    queue.delete_message(message)
+                    log.warning(
+                        "epf worker: poisoned after %d tries: %s", message.dequeue_count, exc
+                    )
+                else:
+                    queue.update_message(message, visibility_timeout=0)
+                continue
+            queue.delete_message(message)
+    return done
