@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install azurite demo test bench bench-iot bench-sentinel bench-forensics bench-triage bench-serve chaos fuzz clean
+.PHONY: install azurite demo test bench bench-scale bench-iot bench-sentinel bench-forensics bench-triage bench-serve chaos fuzz clean
 
 install: $(STAMP)
 
@@ -35,6 +35,13 @@ test: install azurite
 DEVICES ?= 100000
 bench: install
 	$(BIN)/python bench/run_bench.py --devices $(DEVICES)
+
+# An MSSP's tenants fanned out over a Storage queue (Azurite) to 1, 2, 4 and 8 worker processes.
+TENANTS ?= 200
+TENANT_DEVICES ?= 500
+WORKERS ?= 1,2,4,8
+bench-scale: install azurite
+	$(BIN)/python bench/scale.py --tenants $(TENANTS) --devices $(TENANT_DEVICES) --workers $(WORKERS)
 
 # A day of IoT event polling at 1,000 events an hour, on a compressed clock.
 bench-iot: install

@@ -56,6 +56,7 @@ __all__ = [
     "UnitFailed",
     "WorkDone",
     "drain_queue",
+    "fan_out_settings",
     "plan_work",
     "run_item",
     "unit_prefix",
@@ -117,7 +118,8 @@ def run_item(
         close_sinks(sinks)
 
 
-def _fan_out_settings(settings: Settings) -> None:
+def fan_out_settings(settings: Settings) -> None:
+    """Refuse, naming the key, what a fanned-out collection cannot do."""
     if settings.store.enabled:
         raise ConfigError(
             "store.enabled: the fanned-out collection delivers to Sentinel only (workers on"
@@ -135,7 +137,7 @@ def plan_work(
 ) -> list[WorkItem]:
     """Enqueue every unit of ``settings`` that is due at ``now`` (``send``: a queue's
     ``send_message``); returns them. A unit with a snapshot under way is due (it resumes)."""
-    _fan_out_settings(settings)
+    fan_out_settings(settings)
     now = now or datetime.now(UTC)
     due = [item for item in work_items(settings) if _due(settings, store, item, now)]
     for item in due:
@@ -181,7 +183,7 @@ def work_message(
     Raises:
         UnitFailed: the unit's dataset failed (the host retries the message).
     """
-    _fan_out_settings(settings)
+    fan_out_settings(settings)
     try:
         item = WorkItem.from_message(text, settings)
     except BadWorkMessage as exc:
@@ -287,27 +289,24 @@ def drain_queue(
     *,
     max_dequeue_count: int = MAX_DEQUEUE_COUNT,
     visibility_seconds: int = 600,
-    idle_rounds: int = 1,
     poison: Any = None,
 ) -> list[WorkDone]:
     """What the Functions host does with a queue, for workers outside it (the benchmark, a
     machine of one's own): each visible message to ``work(text, dequeue_count)``, deleted
     when it returns; one that raises ``UnitFailed`` is visible again at once, and at its
     last attempt goes to ``poison`` (``poison.send_message``: the host's ``<queue>-poison``)
-    instead. Returns once the queue showed no message ``idle_rounds`` times in a row (a
-    unit waiting for a budget is invisible for a while: keep asking)."""
+    instead. Returns once the queue holds no message at all: none visible, none another
+    worker is running, none waiting to become visible (a unit waiting for its budget)."""
     done: list[WorkDone] = []
-    idle = 0
-    while idle < idle_rounds:
+    while True:
         messages = list(
             queue.receive_messages(max_messages=1, visibility_timeout=visibility_seconds)
         )
         if not messages:
-            idle += 1
-            if idle < idle_rounds:
-                time.sleep(1.0)
+            if queue.get_queue_properties().approximate_message_count == 0:
+                return done
+            time.sleep(0.5)
             continue
-        idle = 0
         for message in messages:
             try:
                 done.append(work(message.content, message.dequeue_count))
@@ -323,4 +322,3 @@ def drain_queue(
                     queue.update_message(message, visibility_timeout=0)
                 continue
             queue.delete_message(message)
-    return done
