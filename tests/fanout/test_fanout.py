@@ -338,3 +338,16 @@ def test_two_workers_on_one_tenant_stay_within_its_budgets(
         assert max(in_a_minute, default=0) <= limit.per_minute, name
         counted += len(calls)
     assert counted >= len(work_items(settings))  # every unit's calls are in a record
+
+
+def test_the_hosts_queue_settings_are_the_workers() -> None:
+    """The worker writes its poison row at the host's last try, and an instance runs one unit
+    at a time (a large tenant's unit needs most of a 2,048 MB instance)."""
+    import json
+
+    from endpoint_forensics.azure.work_queue import MAX_DEQUEUE_COUNT
+
+    host = json.loads((Path(__file__).parents[2] / "deploy/functions/host.json").read_text())
+    queues = host["extensions"]["queues"]
+    assert queues["maxDequeueCount"] == MAX_DEQUEUE_COUNT
+    assert queues["batchSize"] == 1 and queues["newBatchThreshold"] == 0
