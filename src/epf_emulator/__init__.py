@@ -8,7 +8,8 @@ vulnerabilities APIs and Graph ``runHuntingQuery`` over a deterministic syntheti
 its posture timeline (``advance`` moves the emulated clock), the Defender for IoT sensors and
 management console, the Logs Ingestion API, Key Vault, the managed identity endpoint and the
 workspace's tables over Resource Manager, with the documented rate limits, declarative fault
-injection and a ``/_emulator/stats`` ground truth. Built from the documented wire format
+injection and a ``/_emulator/stats`` ground truth; one tenant or many on the one listener
+(``EmulatorSettings.tenants``). Built from the documented wire format
 (shared/reference/defender-apis.md), quirks included.
 
 Subpackages (each module's docstring says what it owns and what it imports):
@@ -17,10 +18,13 @@ Subpackages (each module's docstring says what it owns and what it imports):
   ``clock`` (the emulated now), ``limits`` (rate limits, faults, counters), ``responses`` (wire
   shapes, error dialects), ``listen`` (sockets, uvicorn servers and their threads).
 - ``core``: the assembly, which imports every other subpackage and none imports. ``tenant``
-  (everything one start serves from), ``truth`` (posture ground truth), ``app`` (the ASGI
-  app), ``server`` (``Emulator``), ``process`` (``EmulatorProcess``: one in a child
-  process), ``credentials`` (what a start issues: fresh secrets, the state directory, the
-  test CA), ``config_text`` (the collector config for an emulator).
+  (one tenant's world), ``seats`` (every tenant of a start, each built on first use),
+  ``truth`` (posture ground truth), ``app`` (one tenant's ASGI app), ``routing``, ``front``
+  (one listener for every tenant: the tenant chosen by the Entra path, the token's ``tid``
+  or the blob's ``OrgId``), ``control`` (the control plane), ``server`` (``Emulator``),
+  ``process`` (``EmulatorProcess``: one in a child process), ``credentials`` (what a start
+  issues: fresh secrets, the state directory, the test CA), ``config_text`` (the collector
+  config for an emulator).
 - ``identity``: Entra ID. ``entra`` (token endpoints, tokens, ``authorize``), ``client_auth``
   (client secrets and certificate assertions), ``managed_identity`` (``IDENTITY_ENDPOINT``).
 - ``azure``: ``keyvault`` (secrets with the challenge flow), ``workspace`` (one Log Analytics

@@ -45,6 +45,16 @@ _IotEventsPerHour = Annotated[
     float,
     typer.Option("--iot-events-per-hour", min=0, help="Events each sensor records an hour."),
 ]
+_Tenants = Annotated[
+    int,
+    typer.Option(
+        "--tenants",
+        min=1,
+        max=10_000,
+        help="Tenants served by this one emulator, each with --devices devices of its own"
+        " (built on its first request); the IoT sensors are the first tenant's.",
+    ),
+]
 _Sentinel = Annotated[
     bool,
     typer.Option(
@@ -57,6 +67,7 @@ _Sentinel = Annotated[
 def emulator(
     devices: Devices = 2000,
     seed: Seed = 1,
+    tenants: _Tenants = 1,
     host: _Host = "127.0.0.1",
     port: _Port = 8443,
     write_config: _WriteConfig = None,
@@ -76,7 +87,8 @@ def emulator(
     ] = None,
 ) -> None:
     """Serve an emulated Defender tenant (Entra token endpoint, MDE API, advanced hunting) and
-    Defender for IoT sensors with a management console."""
+    Defender for IoT sensors with a management console; with --tenants, many tenants on one
+    listener, each chosen by the token endpoint's URL or the access token's tenant."""
     from endpoint_forensics.demo import require_demo_extra
 
     require_demo_extra("epf emulator")  # before the emulator's web stack is imported
@@ -89,6 +101,7 @@ def emulator(
     settings = EmulatorSettings(
         devices=devices,
         seed=seed,
+        tenants=tenants,
         host=host,
         port=port,
         faults=fault_list,
@@ -109,10 +122,17 @@ def emulator(
 
 def _announce_emulator(emu: Any, *, write_config: Path | None, sentinel: bool) -> None:
     """Print where the emulator serves and how to reach it; write its config if asked."""
-    typer.echo(f"Emulated Defender tenant at {emu.base_url}", err=True)
-    typer.echo(f"  tenant id: {emu.tenant_id}\n  client id: {emu.client_id}", err=True)
+    tenants = emu.tenants
+    if len(tenants) == 1:
+        typer.echo(f"Emulated Defender tenant at {emu.base_url}", err=True)
+        typer.echo(f"  tenant id: {emu.tenant_id}\n  client id: {emu.client_id}", err=True)
+    else:
+        typer.echo(f"{len(tenants)} emulated Defender tenants at {emu.base_url}", err=True)
+        typer.echo(f"  first:     {tenants[0].name} tenant id {tenants[0].tenant_id}", err=True)
     typer.echo(f"  CA bundle: {emu.ca_path}", err=True)
     typer.echo(f"  truth:     {emu.base_url}/_emulator/stats", err=True)
+    if len(tenants) > 1:
+        typer.echo(f"             {emu.base_url}/_emulator/stats?tenant=<id or name>", err=True)
     # The emulated world lives on its own calendar: a sync collects as of its clock.
     clock = emu.now.strftime("%Y-%m-%dT%H:%M:%SZ")
     typer.echo(f"  clock:     {clock} (epf sync --now {clock})", err=True)
@@ -128,6 +148,12 @@ def _announce_emulator(emu: Any, *, write_config: Path | None, sentinel: bool) -
             f"  config:    {write_config} (epf sync --config {write_config} --now {clock})",
             err=True,
         )
-    else:
+    elif len(tenants) == 1:
         typer.echo(f"  client secret: {emu.client_secret}", err=True)
+    else:  # one line a tenant: name, tenant id, client id, secret
+        for tenant in tenants:
+            typer.echo(
+                f"  {tenant.name} {tenant.tenant_id} {tenant.client_id} {tenant.client_secret}",
+                err=True,
+            )
     typer.echo("Ctrl-C stops it.", err=True)

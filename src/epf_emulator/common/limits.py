@@ -1,9 +1,12 @@
 """Throttling, fault injection and request accounting of the emulated tenant.
 
-Owns the documented per-tenant rate limits as sliding windows (defender-apis.md B.1, B.3, B.6), the
-declarative ``Fault`` counters, and the per-path/per-status request counts and per-text hunting
-query counts that ``/_emulator/stats`` reports. All three are thread-safe: uvicorn's event loop,
-the worker threads running hunting queries and the caller of ``Emulator.stats()`` share them.
+Owns the documented per-tenant rate limits as sliding windows (defender-apis.md B.1, B.3, B.6) and
+what each budget saw (every call counted against it, admitted or not, and the most in any minute
+and any hour: the proof that a client kept to the documented budget, which the admitted calls
+alone cannot give), the declarative ``Fault`` counters, and the per-path/per-status request
+counts and per-text hunting query counts that ``/_emulator/stats`` reports. All are
+thread-safe: uvicorn's event loop, the worker threads running hunting queries and the caller
+of ``Emulator.stats()`` share them.
 
 Imports only ``common.settings`` of the emulator: it shares no code with the collector.
 """
@@ -14,6 +17,7 @@ import bisect
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,8 +60,46 @@ class Throttled:
     message: str
 
 
+class _BudgetUse:
+    """Every call counted against one budget, admitted or throttled: totals, and the most calls
+    in any 60 seconds (exactly) and in any hour (in whole seconds, rounded so it is never
+    under: a window may be up to a second wider than the hour)."""
+
+    __slots__ = ("_hour", "_minute", "_seconds", "calls", "peak_per_hour", "peak_per_minute",
+                 "throttled")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.throttled = 0
+        self.peak_per_minute = 0
+        self.peak_per_hour = 0
+        self._minute: deque[float] = deque()  # call times in the last 60 s
+        # [whole second, calls in it] over the last hour: bounded, however fast the calls.
+        self._seconds: deque[list[int]] = deque()
+        self._hour = 0
+
+    def count(self, now: float, *, throttled: bool) -> None:
+        self.calls += 1
+        self.throttled += throttled
+        minute = self._minute
+        minute.append(now)
+        while minute[0] <= now - 60.0:
+            minute.popleft()
+        self.peak_per_minute = max(self.peak_per_minute, len(minute))
+        second = math.floor(now)
+        if self._seconds and self._seconds[-1][0] == second:
+            self._seconds[-1][1] += 1
+        else:
+            self._seconds.append([second, 1])
+        self._hour += 1
+        while self._seconds[0][0] < second - 3600:
+            self._hour -= self._seconds.popleft()[1]
+        self.peak_per_hour = max(self.peak_per_hour, self._hour)
+
+
 class RateLimiter:
-    """Sliding-window call counters per limit name; throttled calls are not counted."""
+    """Sliding-window call counters per limit name; throttled calls are not counted against
+    the limit, but every call counts in what the budget saw (``usage``)."""
 
     def __init__(
         self,
@@ -74,6 +116,22 @@ class RateLimiter:
                 windows = ((int(calls), float(seconds)),) + windows[1:]
             self._windows[name] = windows
         self._calls: dict[str, list[float]] = {name: [] for name in self._windows}
+        self._use: dict[str, _BudgetUse] = {}
+
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """Per budget that saw a call: its calls, how many were throttled, the most in any
+        minute and any hour (admitted or not), and the windows in force as (calls, seconds)."""
+        with self._lock:
+            return {
+                name: {
+                    "calls": use.calls,
+                    "throttled": use.throttled,
+                    "peak_per_minute": use.peak_per_minute,
+                    "peak_per_hour": use.peak_per_hour,
+                    "windows": [[calls, seconds] for calls, seconds in self._windows[name]],
+                }
+                for name, use in sorted(self._use.items())
+            }
 
     def acquire(self, name: str) -> Throttled | None:
         """Count one call against ``name``, or say how long to wait if a window is full."""
@@ -89,6 +147,10 @@ class RateLimiter:
                 if in_window >= limit:
                     # A slot frees when the limit-th newest call leaves the window.
                     waits.append((calls[len(calls) - limit] + seconds - now, limit, seconds))
+            use = self._use.get(name)
+            if use is None:
+                use = self._use[name] = _BudgetUse()
+            use.count(now, throttled=bool(waits))
             if waits:
                 wait, limit, seconds = max(waits)
                 retry_after = max(1, math.ceil(wait))

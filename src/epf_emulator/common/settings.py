@@ -42,6 +42,7 @@ RATE_LIMIT_NAMES = (
 )
 
 _MAX_IOT_SENSORS = 16
+_MAX_TENANTS = 10_000
 _MAX_IOT_DEVICES = 2000
 _KEYVAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _FAULT_SYNTAX = "STATUS@PATH[*TIMES][+AFTER][=BODY]"
@@ -185,6 +186,12 @@ class EmulatorSettings:
     anchor, ``common.clock.WORLD_ANCHOR``); anywhere from ``CLOCK_EARLIEST`` (90 days before
     the anchor) to ``TIMELINE_END`` (14 days after it). What the tenant serves at a clock time
     does not depend on where the clock started.
+
+    ``tenants``: how many tenants the one listener serves (an MSSP's customers), each with
+    ``devices`` devices of its own. Tenant 0 is the one the settings describe (its seed is
+    ``seed``, and it alone has the IoT appliances, ``extra_machine_records``, the managed
+    identity, the vault and the feeds); tenant i's seed is derived from ``seed`` and i
+    (``core.seats``), so its ids, credentials and fleet are its own and reproducible.
     """
 
     devices: int = 2000
@@ -221,11 +228,14 @@ class EmulatorSettings:
     app_roles: tuple[str, ...] | None = None
     keyvault_secrets: Mapping[str, str] = field(default_factory=dict)
     start: datetime = WORLD_ANCHOR
+    tenants: int = 1
 
     def __post_init__(self) -> None:
         self._validate_start()
         if self.devices < 0:
             raise ValueError(f"devices must not be negative: {self.devices}")
+        if not 1 <= self.tenants <= _MAX_TENANTS:
+            raise ValueError(f"tenants must be 1-{_MAX_TENANTS}: {self.tenants}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535: {self.port}")
         if self.token_lifetime_seconds < 1:

@@ -1,7 +1,8 @@
 """The collector config (TOML) that syncs from a running emulator.
 
-Owns the text ``Emulator.write_config`` writes: the Defender tenant (``[[tenants]]``, with the
-client secret or the certificate path), the Defender for IoT appliances (``[[sensors]]`` and
+Owns the text ``Emulator.write_config`` writes: the Defender tenants (one ``[[tenants]]`` entry
+each, with its own client secret or certificate path, all pointing at the one emulator), the
+Defender for IoT appliances (``[[sensors]]`` and
 ``[[consoles]]``, each trusting its self-signed certificate by fingerprint or as a CA bundle)
 and the Sentinel output (``[sentinel]`` with one ``[[sentinel.dcrs]]`` entry per emulated DCR:
 a DCR declares at most 10 streams, so no single DCR takes every table) and, when asked, the
@@ -16,22 +17,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from epf_emulator.feeds.paths import FEED_PATHS
 from epf_emulator.iot.state import IotAppliance
 
-__all__ = ["collector_config", "iot_config_blocks"]
+__all__ = ["ConfigTenant", "collector_config", "iot_config_blocks"]
+
+
+class ConfigTenant(NamedTuple):
+    """One ``[[tenants]]`` entry: its name and app credentials (``certificate_path`` is
+    written for ``credential="certificate"``)."""
+
+    name: str
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    certificate_path: Path | None
 
 
 def collector_config(
     *,
     base_url: str,
-    tenant_id: str,
-    client_id: str,
+    tenants: Sequence[ConfigTenant],
     credential: Literal["secret", "certificate"],
-    client_secret: str,
-    certificate_path: Path,
     ca_path: Path,
     dcrs: Sequence[tuple[str, Sequence[str]]],
     appliances: Sequence[IotAppliance],
@@ -41,27 +50,28 @@ def collector_config(
     feeds: bool = False,
 ) -> str:
     """The config text, as ``Emulator.write_config`` documents it; ``dcrs`` are the
-    (immutable id, tables) of each DCR.
+    (immutable id, tables) of each DCR. The Sentinel output uses the first tenant's app.
 
     Raises:
-        ValueError: ``credential`` or ``iot`` is none of its choices.
+        ValueError: ``credential`` or ``iot`` is none of its choices, or a certificate
+            credential lacks a tenant's ``certificate_path``.
     """
     if credential not in ("secret", "certificate"):
         raise ValueError(f"credential must be 'secret' or 'certificate': {credential!r}")
     if iot not in ("pin", "ca", "none"):
         raise ValueError(f"iot must be 'pin', 'ca' or 'none': {iot!r}")
-    if credential == "certificate":
-        secret = f"certificate_path = {_toml(str(certificate_path.resolve()))}\n"
-    else:
-        secret = f"client_secret = {_toml(client_secret)}\n"
+    secrets = [_secret_line(tenant, credential) for tenant in tenants]
     ca_bundle = str(ca_path.resolve())
-    text = f"# Written by `epf emulator`: syncs from the emulated tenant at {base_url}\n"
-    if mde:
+    what = "tenant" if len(tenants) == 1 else f"{len(tenants)} tenants"
+    text = f"# Written by `epf emulator`: syncs from the emulated {what} at {base_url}\n"
+    for index, tenant in enumerate(tenants if mde else ()):
         text += (
-            "[[tenants]]\n"
-            'name = "emulated"\n'
-            f"tenant_id = {_toml(tenant_id)}\n"
-            f"client_id = {_toml(client_id)}\n" + secret + f"authority_host = {_toml(base_url)}\n"
+            ("\n" if index else "") + "[[tenants]]\n"
+            f"name = {_toml(tenant.name)}\n"
+            f"tenant_id = {_toml(tenant.tenant_id)}\n"
+            f"client_id = {_toml(tenant.client_id)}\n"
+            + secrets[index]
+            + f"authority_host = {_toml(base_url)}\n"
             f"mde_base_url = {_toml(base_url)}\n"
             f"graph_base_url = {_toml(base_url + '/v1.0')}\n"
             f"ca_bundle = {_toml(ca_bundle)}\n"
@@ -69,11 +79,14 @@ def collector_config(
     if appliances and iot != "none":
         text += iot_config_blocks(appliances, trust="ca" if iot == "ca" else "pin")
     if sentinel:
+        home = tenants[0]
         text += (
             "[sentinel]\n"
             f"endpoint = {_toml(base_url)}\n"
-            f"tenant_id = {_toml(tenant_id)}\n"
-            f"client_id = {_toml(client_id)}\n" + secret + f"authority_host = {_toml(base_url)}\n"
+            f"tenant_id = {_toml(home.tenant_id)}\n"
+            f"client_id = {_toml(home.client_id)}\n"
+            + secrets[0]
+            + f"authority_host = {_toml(base_url)}\n"
             f"ca_bundle = {_toml(ca_bundle)}\n"
         )
         for immutable_id, tables in dcrs:
@@ -108,6 +121,14 @@ def iot_config_blocks(appliances: Sequence[IotAppliance], *, trust: Literal["pin
             f"token = {_toml(appliance.token)}\n" + line
         )
     return text
+
+
+def _secret_line(tenant: ConfigTenant, credential: str) -> str:
+    if credential == "secret":
+        return f"client_secret = {_toml(tenant.client_secret)}\n"
+    if tenant.certificate_path is None:
+        raise ValueError(f"tenant {tenant.name}: a certificate credential needs its certificate")
+    return f"certificate_path = {_toml(str(tenant.certificate_path.resolve()))}\n"
 
 
 def _toml(value: str) -> str:

@@ -1,19 +1,20 @@
 """One emulated Defender tenant: its fleet, clock, tables, identity, limits, faults and counters.
 
-Owns building everything a running emulator serves from (``EmulatorSettings``, the world's
-anchor, the per-start client secret, the client certificate and the state directory): the
-fleet and its machine records (``world.fleet``), the DuckDB database (``world.database``:
-hunting tables at once; the posture timeline in a background thread, so a start stays fast:
-requests that need it wait; what exceeds its memory limit spills to ``duckdb-spill`` in the
-state directory), the snapshots and the via-files exports, the emulated clock
-(starting at the ``start`` setting) and the machine records as of its now, rebuilt after
-every ``advance`` (who is listed, last seen, health, device-group moves), the Defender for IoT
-model (``iot.state``; its listeners start in ``core.server``), the rows the Logs Ingestion
-endpoint accepted (``ingestion.endpoint.Ingested``), and the ``/_emulator/stats`` document,
-whose ``truth`` is computed from the emulator's own data (the machine records it serves, SQL
-over its own tables in ``core.truth``, the OT model in ``iot.truth``), never through any
-collector logic, with the incident story's device (``world.incident``), and whose
-``process`` is the start's timings and the peak RSS (``core.startup``); and the
+Owns building the world a tenant serves from (its ``EmulatorSettings``, the world's anchor,
+its state directory and its ``TenantAccess``: the ids, clock, identity, rate limits and
+counters its seat made first, ``core.seats``): the fleet and its machine records
+(``world.fleet``), the DuckDB database (``world.database``: hunting tables at once; the
+posture timeline in a background thread, so a start stays fast: requests that need it wait;
+what exceeds its memory limit spills to ``duckdb-spill`` in the state directory), the
+snapshots and the via-files exports, the machine records as of the emulated clock's now,
+rebuilt after every ``advance`` (who is listed, last seen, health, device-group moves), the
+Defender for IoT model (``iot.state``; its listeners start in ``core.server``), the rows the
+Logs Ingestion endpoint accepted (``ingestion.endpoint.Ingested``), and the
+``/_emulator/stats`` document, whose ``truth`` is computed from the emulator's own data (the
+machine records it serves, SQL over its own tables in ``core.truth``, the OT model in
+``iot.truth``), never through any collector logic, with the incident story's device
+(``world.incident``), what each rate-limit budget saw (``budgets``, ``common.limits``), and
+whose ``process`` is the start's timings and the peak RSS (``core.startup``); and the
 ``/_emulator/posture`` document (``world.posture_at``).
 
 Imports only emulator modules and ``endpoint_forensics.tables`` (the registry of datasets).
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,6 @@ from epf_emulator.common.limits import FaultInjector, RateLimiter, RequestStats
 from epf_emulator.common.settings import EmulatorSettings
 from epf_emulator.core.startup import Startup
 from epf_emulator.core.truth import posture_truth
-from epf_emulator.identity.client_auth import ClientCertificate
 from epf_emulator.identity.entra import Identity
 from epf_emulator.ingestion.endpoint import Ingested
 from epf_emulator.iot.state import IotState, build_iot_state
@@ -45,13 +45,13 @@ from epf_emulator.tvm.file_exports import Exports
 from epf_emulator.world.catalog_records import cve_records, recommendation_records
 from epf_emulator.world.database import Store
 from epf_emulator.world.devices import RBAC_GROUPS
-from epf_emulator.world.fleet import Fleet, build_fleet, record_at, tenant_ids
+from epf_emulator.world.fleet import Fleet, build_fleet, record_at
 from epf_emulator.world.incident import INCIDENT_CVE_PUBLISHED_US, INCIDENT_TABLE
 from epf_emulator.world.posture import RbacMove, build_posture
 from epf_emulator.world.posture_at import device_posture
 from epf_emulator.world.snapshots import Snapshots
 
-__all__ = ["DATASETS_PER_SYNC", "Tenant"]
+__all__ = ["DATASETS_PER_SYNC", "Tenant", "TenantAccess"]
 
 #: The datasets of a complete sync, one ``EPF_Runs_CL`` row each: the collector's registry,
 #: which is the wire contract this emulator serves (defender-apis.md C.2, C.3 for IoT).
@@ -62,24 +62,39 @@ _POSTURE_TIMEOUT_SECONDS = 600.0
 _log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TenantAccess:
+    """What a tenant has before its world is built (``core.seats``): who it is, its clock, its
+    request counters, its identity (app registration and tokens), its rate limits, and the
+    process's fault injectors."""
+
+    tenant_id: str
+    client_id: str
+    clock: EmulatedClock
+    stats: RequestStats
+    identity: Identity
+    limiter: RateLimiter
+    faults: FaultInjector
+    chaos: ChaosInjector
+
+
 class Tenant:
-    """Everything one emulator start serves from; ``close`` releases the database."""
+    """Everything one tenant serves from; ``close`` releases the database."""
 
     def __init__(
         self,
         settings: EmulatorSettings,
         *,
+        access: TenantAccess,
         anchor: datetime,
-        client_secret: str,
         state_dir: Path,
-        certificate: ClientCertificate | None = None,
         startup: Startup | None = None,
     ) -> None:
         self.settings = settings
         self.startup = startup if startup is not None else Startup()
         self.anchor = anchor
-        self.clock = EmulatedClock(settings.start)
-        self.tenant_id, self.client_id = tenant_ids(settings.seed)
+        self.clock = access.clock
+        self.tenant_id, self.client_id = access.tenant_id, access.client_id
         self.fleet: Fleet = build_fleet(settings.devices, settings.seed, anchor)
         # Injected records are appended verbatim (copied, so callers cannot change them later).
         self._extra_records = [dict(record) for record in settings.extra_machine_records]
@@ -107,24 +122,11 @@ class Tenant:
             seed=settings.seed,
             part_rows=settings.export_part_rows,
         )
-        self.stats = RequestStats()
-        self.identity = Identity(
-            tenant_id=self.tenant_id,
-            client_id=self.client_id,
-            client_secret=client_secret,
-            token_lifetime_seconds=settings.token_lifetime_seconds,
-            stats=self.stats,
-            certificate=certificate,
-            roles=settings.app_roles,
-        )
-        # Quotas run on the tenant's time: an advance of the clock lets that time pass for them
-        # too, as a day between two syncs would on the real service.
-        self.limiter = RateLimiter(
-            settings.rate_limits,
-            clock=lambda: time.monotonic() + self.clock.advanced_hours * 3600,
-        )
-        self.faults = FaultInjector(settings.faults)
-        self.chaos = ChaosInjector(settings.chaos)
+        self.stats = access.stats
+        self.identity = access.identity
+        self.limiter = access.limiter
+        self.faults = access.faults
+        self.chaos = access.chaos
         # What the Logs Ingestion endpoint accepted (the emulated Sentinel workspace).
         self.ingested = Ingested()
         # Defender for IoT (None without sensors); its listeners share the clock and faults.
@@ -313,6 +315,7 @@ class Tenant:
             "truth_detail": details,
             "incident": self.incident(),
             "requests": self.stats.requests(),
+            "budgets": self.limiter.usage(),
             "hunting_queries": self.stats.hunting_queries(),
             "iot_requests": self.iot.request_counts() if self.iot is not None else {},
             "tokens_issued": self.stats.tokens_issued,

@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,8 @@ from epf_emulator.common.responses import entra_error
 
 __all__ = [
     "ASSERTION_TYPE",
+    "CERTIFICATE_FILE",
+    "CertificateSource",
     "ClientAuthenticator",
     "ClientCertificate",
     "load_or_create_certificate",
@@ -39,7 +42,7 @@ __all__ = [
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _CLOCK_SKEW_SECONDS = 300  # Entra tolerates five minutes of clock skew
-_PEM_NAME = "client-cert.pem"
+CERTIFICATE_FILE = "client-cert.pem"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ class ClientCertificate:
         return x509.load_der_x509_certificate(self.der).public_key()
 
 
+#: The registered certificate, or a callable giving it (None while the app has none yet): an
+#: emulator of many tenants issues each one's certificate only once it is asked for, as an RSA
+#: key takes a tenth of a second to make.
+CertificateSource = ClientCertificate | Callable[[], ClientCertificate | None] | None
+
+
 def load_or_create_certificate(state_dir: Path, *, common_name: str) -> ClientCertificate:
     """The app's client certificate in ``state_dir/client-cert.pem``, created if missing.
 
@@ -74,7 +83,7 @@ def load_or_create_certificate(state_dir: Path, *, common_name: str) -> ClientCe
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
-    path = state_dir / _PEM_NAME
+    path = state_dir / CERTIFICATE_FILE
     if path.is_file():
         try:
             cert = x509.load_pem_x509_certificate(path.read_bytes())
@@ -119,7 +128,7 @@ class ClientAuthenticator:
         tenant_id: str,
         client_id: str,
         client_secret: str,
-        certificate: ClientCertificate | None,
+        certificate: CertificateSource,
     ) -> None:
         self.tenant_id = tenant_id
         self.client_id = client_id
@@ -221,7 +230,7 @@ class ClientAuthenticator:
             raise _Rejected(50027, "JWT token is invalid or malformed.") from None
         if not isinstance(header, dict) or not isinstance(claims, dict):
             raise _Rejected(50027, "JWT token is invalid or malformed.")
-        cert = self._certificate
+        cert = self._certificate() if callable(self._certificate) else self._certificate
         presented = header.get("x5t#S256") or header.get("x5t")
         # MSAL keeps the base64 padding of the thumbprint; JOSE (RFC 7515) drops it.
         thumbprint = presented.rstrip("=") if isinstance(presented, str) else None

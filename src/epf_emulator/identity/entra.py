@@ -42,7 +42,7 @@ from epf_emulator.common.responses import (
     json_response,
     mde_error,
 )
-from epf_emulator.identity.client_auth import ClientAuthenticator, ClientCertificate, unknown_tenant
+from epf_emulator.identity.client_auth import CertificateSource, ClientAuthenticator, unknown_tenant
 
 __all__ = [
     "APP_ROLES",
@@ -123,7 +123,7 @@ class Identity:
         client_secret: str,
         token_lifetime_seconds: int,
         stats: RequestStats,
-        certificate: ClientCertificate | None = None,
+        certificate: CertificateSource = None,
         roles: Collection[str] | None = None,
     ) -> None:
         self.tenant_id = tenant_id

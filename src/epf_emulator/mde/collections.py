@@ -36,7 +36,7 @@ from epf_emulator.common.responses import json_response, mde_error
 from epf_emulator.identity.entra import Identity
 from epf_emulator.mde.odata import ODataFilterError, compile_filter, non_negative
 
-__all__ = ["CatalogApi", "Collection"]
+__all__ = ["PATHS", "CatalogApi", "Collection"]
 
 _S, _N, _T, _B = "Edm.String", "Edm.Int64", "Edm.DateTimeOffset", "Edm.Boolean"
 _AV_FIELDS = {
@@ -63,6 +63,9 @@ _CVE_FIELDS = {
     "updatedOn": _T,
 }
 _QUERY_OPTIONS = frozenset({"$top", "$skip", "$filter"})
+_COLLECTIONS = ("deviceavinfo", "recommendations", "vulnerabilities")
+#: Every path this module serves, for case-insensitive routing (the service ignores case).
+PATHS = tuple(f"{prefix}/{name}" for prefix in ("/api", "/api/v1.0") for name in _COLLECTIONS)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class CatalogApi:
                 vulnerabilities,
             ),
         )
+        assert tuple(c.path for c in self.collections) == _COLLECTIONS
 
     def routes(self) -> list[Route]:
         routes = []
