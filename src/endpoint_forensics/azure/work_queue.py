@@ -38,7 +38,6 @@ from endpoint_forensics.config import Settings
 from endpoint_forensics.errors import ConfigError, EpfError
 from endpoint_forensics.http.ratelimit import RateBudget
 from endpoint_forensics.pipeline.checkpoints import DatasetCheckpoint
-from endpoint_forensics.pipeline.plan import sources_of
 from endpoint_forensics.pipeline.runlog import DatasetOutcome, RunSummary, record_runs
 from endpoint_forensics.pipeline.turns import RunStopped
 from endpoint_forensics.pipeline.work import (
@@ -46,6 +45,7 @@ from endpoint_forensics.pipeline.work import (
     WorkItem,
     budget_limits,
     narrowed,
+    source_of,
     work_items,
 )
 from endpoint_forensics.state import StateStore, held_budgets
@@ -139,17 +139,18 @@ def plan_work(
     ``send_message``); returns them. A unit with a snapshot under way is due (it resumes)."""
     fan_out_settings(settings)
     now = now or datetime.now(UTC)
-    due = [item for item in work_items(settings) if _due(settings, store, item, now)]
+    items = work_items(settings)
+    due = [item for item in items if _due(settings, store, item, now)]
     for item in due:
         send(item.message())
-    log.info("epf planner: %d of %d units due", len(due), len(work_items(settings)))
+    log.info("epf planner: %d of %d units due", len(due), len(items))
     return due
 
 
 def _due(settings: Settings, store: StateStore, item: WorkItem, now: datetime) -> bool:
     from endpoint_forensics.sinks import sentinel_checkpoint_folder
 
-    source = next(s for s in sources_of(settings) if (s.kind, s.name) == (item.kind, item.source))
+    source = source_of(settings, item)
     # The unit's checkpoint file, where the Sentinel sink keeps it in the unit's state.
     folder = sentinel_checkpoint_folder(settings).relative_to(settings.state.dir)
     stored = store.read(
@@ -255,7 +256,7 @@ def _record_poisoned(
     """The unit's ``EPF_Runs_CL`` row saying its message goes to the poison queue."""
     from endpoint_forensics.sinks import close_sinks, open_sinks
 
-    source = next(s for s in sources_of(settings) if (s.kind, s.name) == (item.kind, item.source))
+    source = source_of(settings, item)
     spec = next(d for d in source.datasets if d.name == item.dataset)
     summary = RunSummary(run_id=str(uuid.uuid4()), time_generated=datetime.now(UTC))
     summary.outcomes.append(

@@ -12,19 +12,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import orjson
 
 from endpoint_forensics.config import Settings
 from endpoint_forensics.errors import EpfError
 from endpoint_forensics.pipeline.plan import Source, sources_of
-from endpoint_forensics.tables.datasets import IOT_APPLIANCE_LIMIT, RateLimit, spec_of
+from endpoint_forensics.tables.datasets import IOT_APPLIANCE_LIMIT, RateLimit, SourceKind, spec_of
 
-__all__ = ["BadWorkMessage", "WorkItem", "budget_limits", "narrowed", "work_items"]
+__all__ = [
+    "BadWorkMessage",
+    "WorkItem",
+    "budget_limits",
+    "narrowed",
+    "source_of",
+    "work_items",
+]
 
-SourceKind = Literal["tenant", "sensor", "console", "feed"]
-_KINDS: tuple[SourceKind, ...] = ("tenant", "sensor", "console", "feed")
+_KINDS: tuple[SourceKind, ...] = get_args(SourceKind)
 
 
 class BadWorkMessage(EpfError):
@@ -94,7 +100,12 @@ def work_items(settings: Settings) -> list[WorkItem]:
     ]
 
 
-def _source(settings: Settings, item: WorkItem) -> Source:
+def source_of(settings: Settings, item: WorkItem) -> Source:
+    """The configured source ``item`` names.
+
+    Raises:
+        BadWorkMessage: no such source is configured.
+    """
     for source in sources_of(settings):
         if source.kind == item.kind and source.name == item.source:
             return source
@@ -111,7 +122,7 @@ def budget_limits(item: WorkItem) -> tuple[RateLimit, ...]:
 def narrowed(settings: Settings, item: WorkItem, state_dir: Path) -> Settings:
     """``settings`` with only ``item``'s source, asking only for its dataset, its state in
     ``state_dir``."""
-    source = _source(settings, item)
+    source = source_of(settings, item)
     only = source.config.model_copy(update={"datasets": (item.dataset,)})
     return settings.model_copy(
         update={
