@@ -116,7 +116,7 @@ def _run(
         # In the order of the sources, whichever finished first.
         summary.outcomes.extend(o for found in outcomes.values() for o in found)
     run_triage(settings, sinks, summary)
-    record_runs(summary, sinks)
+    record_runs(summary, sinks, settings.state.dir / "runs-pending")
     for sink in sinks:
         report = sink.flush()
         if report is not None:

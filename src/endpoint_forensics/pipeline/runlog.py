@@ -1,18 +1,21 @@
 """What a run did: one outcome per dataset and source, the run summary, and the
 ``EPF_Runs_CL`` rows written from them.
 
-Imports ``contracts`` and ``tables``.
+Imports ``contracts``, ``tables`` and the outbox's atomic write.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from endpoint_forensics.contracts import Batch, DeliveryReport, Sink
 from endpoint_forensics.errors import EpfError, local_failure
+from endpoint_forensics.sinks.outbox import write_atomically
 from endpoint_forensics.tables import RUNS
 
 __all__ = ["DatasetOutcome", "Progress", "RunSummary", "record_runs"]
@@ -78,9 +81,13 @@ class RunSummary:
         return list(dict.fromkeys([*lines, *self.problems]))
 
 
-def record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
+def record_runs(summary: RunSummary, sinks: list[Sink], pending: Path | None = None) -> None:
     """The run's ``EPF_Runs_CL`` rows into every sink; a sink that cannot store them is a
-    problem of the run (said, exit 3), not a crash: the data it collected stays."""
+    problem of the run (said, exit 3), not a crash: the data it collected stays.
+
+    With ``pending`` (a folder of the state), rows a sink could not take (a full disk takes
+    the workspace's next block before the outbox's small file) wait there, one file per sink
+    and run, and go in first on the next run: a failed run's record is kept like its data."""
     rows: list[dict[str, Any]] = [
         {
             "DefenderTenantId": o.defender_tenant_id,
@@ -107,12 +114,60 @@ def record_runs(summary: RunSummary, sinks: list[Sink]) -> None:
         "SnapshotTime": summary.time_generated,
         "RunId": summary.run_id,
     }
-    unit = f"runs/{summary.run_id}"
     for sink in sinks:
+        waiting = pending / sink.name if pending else None
+        if waiting is not None and waiting.is_dir():
+            for held in sorted(waiting.glob("*.json")):
+                try:
+                    earlier = _read_held(held)
+                    # Written before a crash took the file's removal: not twice.
+                    if not sink.delivered(f"runs/{earlier['stamp']['RunId']}"):
+                        _write_runs(sink, earlier["rows"], earlier["stamp"])
+                except (EpfError, OSError, ValueError, KeyError) as exc:
+                    summary.problems.append(
+                        f"{sink.name}: an earlier run's EPF_Runs_CL rows still wait in {held}:"
+                        f" {local_failure(exc)}"
+                    )
+                    break
+                held.unlink()
         try:
-            with sink.open(RUNS, unit=unit) as writer:
-                writer.write(Batch(RUNS, rows=rows), stamp)
+            _write_runs(sink, rows, stamp)
         except (EpfError, OSError) as exc:
+            kept = ""
+            if waiting is not None:
+                try:
+                    waiting.mkdir(parents=True, exist_ok=True)
+                    write_atomically(
+                        waiting / f"{summary.time_generated:%Y%m%dT%H%M%S}-{summary.run_id}.json",
+                        json.dumps({"rows": rows, "stamp": stamp}, default=_iso).encode(),
+                    )
+                    kept = "; they wait in the state folder for the next run"
+                except OSError:
+                    kept = "; they could not be kept for the next run either"
             summary.problems.append(
-                f"{sink.name}: the run's EPF_Runs_CL rows: {local_failure(exc)}"
+                f"{sink.name}: the run's EPF_Runs_CL rows: {local_failure(exc)}{kept}"
             )
+
+
+def _write_runs(sink: Sink, rows: list[dict[str, Any]], stamp: dict[str, Any]) -> None:
+    unit = f"runs/{stamp['RunId']}"
+    with sink.open(RUNS, unit=unit) as writer:
+        writer.write(Batch(RUNS, rows=rows), stamp)
+
+
+_TIMES = ("StartTime", "EndTime", "TimeGenerated", "SnapshotTime")
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in a run's row")
+
+
+def _read_held(path: Path) -> dict[str, Any]:
+    held = json.loads(path.read_bytes())
+    for row in [*held["rows"], held["stamp"]]:
+        for key in _TIMES:
+            if isinstance(row.get(key), str):
+                row[key] = datetime.fromisoformat(row[key])
+    return dict(held)
