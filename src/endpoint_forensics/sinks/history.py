@@ -25,6 +25,7 @@ from typing import Any
 
 from endpoint_forensics.contracts import HistoryPlan
 from endpoint_forensics.tables import COMMON_COLUMNS, HISTORY_KIND, Table
+from endpoint_forensics.workspace import store
 
 __all__ = ["ChangeHistory", "HistoryFile", "with_kind"]
 
@@ -368,6 +369,7 @@ class HistoryFile:
             import duckdb
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            store.remove_unfinished(self.path)
             self._con = duckdb.connect(str(self.path))
             self._con.execute("SET TimeZone = 'UTC'")
             self._history = ChangeHistory(self._con)

@@ -126,11 +126,14 @@ class SentinelSink:
                 # senders removing the folders of units they have finished.
                 for item in staged.commit():
                     self._queue.put(item)
-                if compare is not None:  # after the rows: a crash between repeats rows
-                    self._history.commit()
                 # Once the unit is in the outbox it will be delivered: the checkpoint may move.
                 if checkpoint is not None:
                     self.checkpoints.save(checkpoint)
+                # Last: a history that remembered rows while the checkpoint could not be saved
+                # (a full disk) would send no more of them, and the run that has them failed.
+                # A crash between repeats rows instead.
+                if compare is not None:
+                    self._history.commit()
         except SinkError:
             if compare is not None:
                 self._history.rollback()
@@ -142,16 +145,19 @@ class SentinelSink:
         """Put the ``Removed`` rows of a complete change-only snapshot in the outbox."""
         if table.changes is None or history.mode != "changes" or self.delivered(unit):
             return 0
-        compare = self._history.begin()
+        with _outbox_disk(self.outbox.dir, f"comparing {table.name} with its change history"):
+            compare = self._history.begin()
         try:
-            gone = compare.removed(table, stamp, history)
+            with _outbox_disk(self.outbox.dir, f"comparing {table.name} with its change history"):
+                gone = compare.removed(table, stamp, history)
             if gone.num_rows:  # an empty unit would leave an empty folder in the outbox
                 with self.open(table, unit=unit) as writer:
                     writer.write(Batch(table, arrow=gone), stamp)
         except BaseException:
             self._history.rollback()
             raise
-        self._history.commit()
+        with _outbox_disk(self.outbox.dir, f"committing {table.name}'s change history"):
+            self._history.commit()
         return int(gone.num_rows)
 
     def delivered(self, unit: str) -> bool:
@@ -172,8 +178,9 @@ class SentinelSink:
         """Drop the partial snapshot's uploads still waiting; those sent cannot be recalled
         (EPF_Runs_CL marks the run Failed, so queries can leave it out)."""
         if table.changes is not None:  # its state no longer says what was sent
-            self._history.begin().forget(table)
-            self._history.commit()
+            with _outbox_disk(self.outbox.dir, f"forgetting {table.name}'s change history"):
+                self._history.begin().forget(table)
+                self._history.commit()
         return self.outbox.discard(f"{unit_scope}/{run_id}/{dataset}/", table.name)
 
     def hold_snapshot(self, unit_prefix: str, *, scope: str, dataset: str, run_id: str) -> None:

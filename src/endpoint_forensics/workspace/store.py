@@ -87,6 +87,8 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
         raise ConfigError(
             f"workspace {str(path)!r} does not exist; run `epf sync` or `epf demo` first"
         )
+    if not read_only:
+        remove_unfinished(path)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as exc:
@@ -102,6 +104,22 @@ def connect(path: Path, *, read_only: bool = False) -> Any:
     if not read_only:
         _ensure_schema(con)
     return con
+
+
+# A new DuckDB file starts with three 4 KiB headers, written before anything else.
+_HEADERS_BYTES = 3 * 4096
+
+
+def remove_unfinished(path: Path) -> None:
+    """Remove a DuckDB file shorter than its headers: its creation never finished (the disk
+    filled first), so it holds nothing, and DuckDB would refuse to open it for good."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size < _HEADERS_BYTES:
+        path.unlink()
+        path.with_name(path.name + ".wal").unlink(missing_ok=True)
 
 
 def _cannot_open(path: Path, exc: Exception) -> EpfError:
