@@ -23,9 +23,9 @@ import pytest
 from endpoint_forensics.azure import app_settings as names
 from endpoint_forensics.azure import build_arm_template, expression_problems
 from endpoint_forensics.azure.arm import FunctionApp
-from endpoint_forensics.azure.arm_function_app import (
+from endpoint_forensics.azure.arm_function_app import function_app_app_settings
+from endpoint_forensics.azure.arm_function_app_options import (
     DEFAULT_MAXIMUM_INSTANCE_COUNT,
-    function_app_app_settings,
     function_app_problem,
 )
 from endpoint_forensics.config import Settings, load_settings

@@ -3,9 +3,10 @@
 Owns the mapping from the table registry to Log Analytics tables (each with its plan:
 Analytics, Basic or Auxiliary), the template's parameters (with the retention limits Azure
 enforces) and outputs; the DCRs and role assignments are ``azure.arm_dcrs``'s, the saved KQL
-functions ``azure.arm_functions``'s, the function app ``azure.arm_function_app``'s, the legacy
-column types ``azure.classic``'s. May import ``tables``, ``analytics.functions``,
-``analytics.hunting``, ``azure.arm_dcrs``, ``azure.arm_functions``, ``azure.arm_function_app``,
+functions ``azure.arm_functions``'s, the function app ``azure.arm_function_app``'s (and
+``azure.arm_function_app_options``'s), the legacy column types ``azure.classic``'s. May import
+``tables``, ``analytics.functions``, ``analytics.hunting``, ``azure.arm_dcrs``,
+``azure.arm_functions``, ``azure.arm_function_app``, ``azure.arm_function_app_options``,
 ``azure.arm_workbook`` and ``azure.classic``.
 """
 
@@ -29,14 +30,16 @@ from endpoint_forensics.azure.arm_dcrs import (
     stream_name,
 )
 from endpoint_forensics.azure.arm_function_app import (
-    FunctionApp,
     function_app_outputs,
-    function_app_parameters,
     function_app_principal_id,
-    function_app_problem,
     function_app_resources,
     function_app_site_id,
     function_app_variables,
+)
+from endpoint_forensics.azure.arm_function_app_options import (
+    FunctionApp,
+    function_app_parameters,
+    function_app_problem,
 )
 from endpoint_forensics.azure.arm_functions import (
     function_resources,

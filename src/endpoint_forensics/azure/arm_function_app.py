@@ -5,8 +5,9 @@ Owns the resources the option adds: the storage account (its deployment, state a
 queue containers and queues), the Flex Consumption plan and the Linux site, the site's app
 settings (``azure.app_settings`` names them), its role assignments on the storage account and on
 the Application Insights component, and the outputs; ``azure.arm`` grants it Monitoring Metrics
-Publisher on each DCR by making it the nested DCR deployment's collector. May import
-``azure.app_settings`` and ``azure.arm_dcrs``.
+Publisher on each DCR by making it the nested DCR deployment's collector. What is asked of
+the app (names, limits, parameters) is ``azure.arm_function_app_options``'s. May import
+``azure.app_settings``, ``azure.arm_dcrs`` and ``azure.arm_function_app_options``.
 
 Sources, for what is not obvious:
 
@@ -19,9 +20,6 @@ Sources, for what is not obvious:
   ``functionAppConfig`` holds the deployment container (``type: blobContainer``, ``value`` its
   URL, ``authentication.type: SystemAssignedIdentity``), ``scaleAndConcurrency``
   (``maximumInstanceCount``, ``instanceMemoryMB``) and ``runtime`` (``python``, a version).
-* Limits (learn.microsoft.com/azure/azure-functions/flex-consumption-plan): instance memory
-  512, 2,048 (the default) or 4,096 MB; "The lowest maximum scale is currently 40. The highest
-  currently supported value is 1000"; Python 3.10, 3.11 and 3.12 (the collector needs 3.11+).
 * App settings (learn.microsoft.com/azure/azure-functions/functions-app-settings, "Flex
   Consumption plan deprecations"): no ``FUNCTIONS_EXTENSION_VERSION`` (the platform sets it),
   no ``FUNCTIONS_WORKER_RUNTIME`` (``functionAppConfig.runtime`` says it), no
@@ -43,8 +41,6 @@ Sources, for what is not obvious:
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from endpoint_forensics.azure import app_settings as names
@@ -54,26 +50,16 @@ from endpoint_forensics.azure.arm_dcrs import (
     MONITORING_METRICS_PUBLISHER_ROLE_ID,
     ROLE_ASSIGNMENT_API_VERSION,
 )
+from endpoint_forensics.azure.arm_function_app_options import APP_NAME, FunctionApp
 
 __all__ = [
     "APP_INSIGHTS_API_VERSION",
-    "DEFAULT_INSTANCE_MEMORY_MB",
-    "DEFAULT_MAXIMUM_INSTANCE_COUNT",
-    "DEFAULT_PYTHON_VERSION",
-    "INSTANCE_MEMORY_MB",
-    "MAXIMUM_INSTANCE_COUNT",
-    "PYTHON_VERSIONS",
     "ROLE_IDS",
     "STORAGE_API_VERSION",
     "WEB_API_VERSION",
-    "FunctionApp",
-    "app_insights_name_problem",
-    "app_name_problem",
     "function_app_app_settings",
     "function_app_outputs",
-    "function_app_parameters",
     "function_app_principal_id",
-    "function_app_problem",
     "function_app_resources",
     "function_app_site_id",
     "function_app_variables",
@@ -84,15 +70,6 @@ ArmObject = dict[str, Any]
 WEB_API_VERSION = "2024-04-01"
 STORAGE_API_VERSION = "2023-05-01"
 APP_INSIGHTS_API_VERSION = "2020-02-02"
-
-INSTANCE_MEMORY_MB = (512, 2048, 4096)
-DEFAULT_INSTANCE_MEMORY_MB = 2048
-MAXIMUM_INSTANCE_COUNT = (40, 1000)
-# The lowest Flex allows: a unit of work calls a Defender tenant's API, whose rate budget is
-# per app and tenant, so more instances make more waits, not more speed.
-DEFAULT_MAXIMUM_INSTANCE_COUNT = 40
-PYTHON_VERSIONS = ("3.11", "3.12")
-DEFAULT_PYTHON_VERSION = "3.11"
 
 #: Built-in role definition ids, by the template variable that carries each.
 ROLE_IDS = {
@@ -111,55 +88,11 @@ _QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
 _COMPONENT = "Microsoft.Insights/components"
 _ROLE = "Microsoft.Authorization/roleAssignments"
 
-_APP_NAME = "parameters('functionAppName')"
+_APP_NAME = APP_NAME
 _ACCOUNT_NAME = "parameters('storageAccountName')"
 _COMPONENT_NAME = "parameters('applicationInsightsName')"
 _PLAN_NAME = "variables('functionPlanName')"
 _LOCATION = "[parameters('functionAppLocation')]"
-
-# Microsoft.Web/sites names: 2-60 letters, digits and hyphens, not starting or ending with one
-# (the app's default host name is <name>.azurewebsites.net).
-_VALID_APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,58}[A-Za-z0-9]")
-# Microsoft.Insights/components names: 1-260 characters, none of these.
-_COMPONENT_FORBIDDEN = set("%&\\?/") | {chr(c) for c in range(32)}
-
-
-@dataclass(frozen=True)
-class FunctionApp:
-    """What ``--function-app`` asks for: the app's name (the ``functionAppName`` parameter's
-    default) and, optionally, an existing Application Insights component in the resource group
-    to log to (with Entra authentication)."""
-
-    name: str
-    app_insights: str | None = None
-
-
-def app_name_problem(name: str) -> str | None:
-    """Say why Azure would refuse ``name`` for a function app, or None when it takes it."""
-    if not _VALID_APP_NAME.fullmatch(name):
-        return (
-            f"{name!r} is not a function app name: 2-60 letters, digits and hyphens, not "
-            "starting or ending with a hyphen"
-        )
-    return None
-
-
-def app_insights_name_problem(name: str) -> str | None:
-    """Say why Azure would refuse ``name`` for an Application Insights component, or None."""
-    if not name or len(name) > 260 or set(name) & _COMPONENT_FORBIDDEN:
-        return (
-            f"{name!r} is not an Application Insights name: 1-260 characters, none of "
-            "% & \\ ? / or a control character"
-        )
-    return None
-
-
-def function_app_problem(app: FunctionApp) -> str | None:
-    """Say why Azure would refuse these names, or None when it takes them."""
-    problem = app_name_problem(app.name)
-    if problem is None and app.app_insights is not None:
-        problem = app_insights_name_problem(app.app_insights)
-    return problem
 
 
 def _quote(text: str) -> str:
@@ -205,84 +138,6 @@ def function_app_site_id() -> str:
 def function_app_principal_id() -> str:
     """The object id of the site's system-assigned identity, as an expression."""
     return f"[{_PRINCIPAL}]"
-
-
-def function_app_parameters(app: FunctionApp) -> ArmObject:
-    """The parameters the function app adds, with their defaults and Azure's limits."""
-
-    def described(kind: str, text: str, **extra: Any) -> ArmObject:
-        return {"type": kind, **extra, "metadata": {"description": text}}
-
-    low, high = MAXIMUM_INSTANCE_COUNT
-    parameters: ArmObject = {
-        "functionAppName": described(
-            "string",
-            "Name of the function app (Flex Consumption, Linux): globally unique, it is the "
-            "host name <name>.azurewebsites.net.",
-            defaultValue=app.name,
-            minLength=2,
-            maxLength=60,
-        ),
-        "functionAppLocation": described(
-            "string",
-            "Region of the function app, its plan and its storage account: one where Flex "
-            "Consumption is offered (az functionapp list-flexconsumption-locations).",
-            defaultValue="[resourceGroup().location]",
-        ),
-        "storageAccountName": described(
-            "string",
-            "Name of the function app's storage account (created): 3-24 lowercase letters and "
-            "digits, globally unique.",
-            defaultValue=(f"[format('epf{{0}}', uniqueString(resourceGroup().id, {_APP_NAME}))]"),
-            minLength=3,
-            maxLength=24,
-        ),
-        "maximumInstanceCount": described(
-            "int",
-            f"Most instances the app scales out to: {low}-{high} (Flex Consumption's limits).",
-            defaultValue=DEFAULT_MAXIMUM_INSTANCE_COUNT,
-            minValue=low,
-            maxValue=high,
-        ),
-        "instanceMemoryMB": described(
-            "int",
-            "Memory of each instance, in MB.",
-            defaultValue=DEFAULT_INSTANCE_MEMORY_MB,
-            allowedValues=list(INSTANCE_MEMORY_MB),
-        ),
-        "pythonVersion": described(
-            "string",
-            "Python version of the app (functionAppConfig.runtime).",
-            defaultValue=DEFAULT_PYTHON_VERSION,
-            allowedValues=list(PYTHON_VERSIONS),
-        ),
-        "collectionSchedule": described(
-            "string",
-            f"When the planner runs ({names.SCHEDULE}): NCRONTAB with seconds.",
-            defaultValue=names.DEFAULT_SCHEDULE,
-        ),
-        "epfConfigPath": described(
-            "string",
-            f"The collector's config file ({names.CONFIG}). Empty (the default): epf.toml "
-            "next to function_app.py, in the deployed package.",
-            defaultValue="",
-        ),
-        "extraAppSettings": described(
-            "object",
-            "More app settings, name to value: the template owns the app's settings, so a "
-            "redeploy keeps only these and its own (which win on a clash). No secrets: use "
-            "Key Vault references.",
-            defaultValue={},
-        ),
-    }
-    if app.app_insights is not None:
-        parameters["applicationInsightsName"] = described(
-            "string",
-            "An existing Application Insights component in this resource group: the app logs "
-            "to it with its identity (Monitoring Metrics Publisher on the component).",
-            defaultValue=app.app_insights,
-        )
-    return parameters
 
 
 def function_app_variables() -> ArmObject:

@@ -122,7 +122,7 @@ def deploy_arm(
         write_arm_template,
         write_migration_script,
     )
-    from endpoint_forensics.azure.arm_function_app import (
+    from endpoint_forensics.azure.arm_function_app_options import (
         FunctionApp,
         app_insights_name_problem,
         app_name_problem,
