@@ -145,11 +145,9 @@ class SentinelSink:
         """Put the ``Removed`` rows of a complete change-only snapshot in the outbox."""
         if table.changes is None or history.mode != "changes" or self.delivered(unit):
             return 0
-        with _outbox_disk(self.outbox.dir, f"comparing {table.name} with its change history"):
-            compare = self._history.begin()
         try:
             with _outbox_disk(self.outbox.dir, f"comparing {table.name} with its change history"):
-                gone = compare.removed(table, stamp, history)
+                gone = self._history.begin().removed(table, stamp, history)
             if gone.num_rows:  # an empty unit would leave an empty folder in the outbox
                 with self.open(table, unit=unit) as writer:
                     writer.write(Batch(table, arrow=gone), stamp)
