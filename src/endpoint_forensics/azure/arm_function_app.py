@@ -88,7 +88,6 @@ _QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
 _COMPONENT = "Microsoft.Insights/components"
 _ROLE = "Microsoft.Authorization/roleAssignments"
 
-_APP_NAME = APP_NAME
 _ACCOUNT_NAME = "parameters('storageAccountName')"
 _COMPONENT_NAME = "parameters('applicationInsightsName')"
 _PLAN_NAME = "variables('functionPlanName')"
@@ -110,7 +109,7 @@ def _child(*segments: str) -> str:
     return f"[format('{body}', {', '.join(segments)})]"
 
 
-_SITE_ID = _id(_SITE, _APP_NAME)
+_SITE_ID = _id(_SITE, APP_NAME)
 _ACCOUNT_ID = _id(_ACCOUNT, _ACCOUNT_NAME)
 _PLAN_ID = _id(_PLAN, _PLAN_NAME)
 _COMPONENT_ID = _id(_COMPONENT, _COMPONENT_NAME)
@@ -144,7 +143,7 @@ def function_app_variables() -> ArmObject:
     """The variables the function app adds: its plan's name and the role ids."""
     return {
         # Serverfarm names: at most 60 characters.
-        "functionPlanName": f"[format('{{0}}-plan', take({_APP_NAME}, 55))]",
+        "functionPlanName": f"[format('{{0}}-plan', take({APP_NAME}, 55))]",
         **ROLE_IDS,
     }
 
@@ -278,7 +277,7 @@ def _app_resources() -> list[ArmObject]:
     site: ArmObject = {
         "type": _SITE,
         "apiVersion": WEB_API_VERSION,
-        "name": f"[{_APP_NAME}]",
+        "name": f"[{APP_NAME}]",
         "location": _LOCATION,
         "kind": "functionapp,linux",
         "identity": {"type": "SystemAssigned"},
@@ -377,7 +376,7 @@ def function_app_resources(app: FunctionApp, *, dcr_deployment_id: str) -> list[
     app_settings: ArmObject = {
         "type": "Microsoft.Web/sites/config",
         "apiVersion": WEB_API_VERSION,
-        "name": _child(_APP_NAME, "'appsettings'"),
+        "name": _child(APP_NAME, "'appsettings'"),
         "dependsOn": [
             f"[{_SITE_ID}]",
             f"[{dcr_deployment_id}]",
@@ -405,7 +404,7 @@ def function_app_outputs() -> ArmObject:
         return {"type": "string", "value": value}
 
     return {
-        "functionAppName": string(f"[{_APP_NAME}]"),
+        "functionAppName": string(f"[{APP_NAME}]"),
         "functionAppPrincipalId": string(f"[{_PRINCIPAL}]"),
         "storageAccountName": string(f"[{_ACCOUNT_NAME}]"),
         "workQueueName": string(names.WORK_QUEUE_NAME),
