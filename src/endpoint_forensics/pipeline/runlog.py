@@ -6,12 +6,13 @@ Imports ``contracts``, ``tables`` and the outbox's atomic write.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from endpoint_forensics.contracts import Batch, DeliveryReport, Sink
 from endpoint_forensics.errors import EpfError, local_failure
@@ -139,7 +140,7 @@ def record_runs(summary: RunSummary, sinks: list[Sink], pending: Path | None = N
                     waiting.mkdir(parents=True, exist_ok=True)
                     write_atomically(
                         waiting / f"{summary.time_generated:%Y%m%dT%H%M%S}-{summary.run_id}.json",
-                        json.dumps({"rows": rows, "stamp": stamp}, default=_iso).encode(),
+                        orjson.dumps({"rows": rows, "stamp": stamp}),
                     )
                     kept = "; they wait in the state folder for the next run"
                 except OSError:
@@ -158,14 +159,8 @@ def _write_runs(sink: Sink, rows: list[dict[str, Any]], stamp: dict[str, Any]) -
 _TIMES = ("StartTime", "EndTime", "TimeGenerated", "SnapshotTime")
 
 
-def _iso(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} in a run's row")
-
-
 def _read_held(path: Path) -> dict[str, Any]:
-    held = json.loads(path.read_bytes())
+    held = orjson.loads(path.read_bytes())
     for row in [*held["rows"], held["stamp"]]:
         for key in _TIMES:
             if isinstance(row.get(key), str):
